@@ -1,0 +1,971 @@
+//! Which peer addresses the relay may send to.
+//!
+//! A TURN server relays to whatever address a client names in CreatePermission or
+//! ChannelBind, so without a policy it is an open proxy into the server's own networks
+//! (loopback services, cloud metadata at 169.254.169.254, the private LAN). RFC 8656
+//! lets the server refuse such a peer with 403 (Forbidden); [`PeerPolicy::check`] decides.
+//!
+//! Rules, in coturn's order:
+//! 1. an address in [`PeerPolicy::allowed`] is allowed;
+//! 2. else an address in [`PeerPolicy::denied`] is refused;
+//! 3. else a special-purpose address (IANA IPv4 and IPv6 Special-Purpose Address
+//!    Registries, RFC 6890, plus multicast, reserved and deprecated blocks) is refused,
+//!    loopback only unless [`PeerPolicy::allow_loopback`];
+//! 4. else the address is allowed.
+//!
+//! IPv6 addresses that carry an IPv4 address (IPv4-mapped `::ffff:a.b.c.d`,
+//! IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`, 6to4 `2002:AABB:CCDD::`) are
+//! judged by the IPv4 address they carry, in every rule: `::ffff:127.0.0.1` and
+//! `::127.0.0.1` are loopback, and an `allowed`/`denied` IPv4 range also covers those
+//! forms. This closes the bypasses of coturn CVE-2020-26262 (`0.0.0.0`, `[::]`,
+//! `::ffff:127.0.0.1` reaching loopback) and of the IPv4-mapped/compatible/NAT64
+//! encodings. Operator-chosen NAT64 prefixes (RFC 6052 network-specific prefixes) cannot
+//! be recognised; deny them with `denied-peer-ip`.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+/// An inclusive range `start..=end` of addresses of one family.
+///
+/// Invariant: `start` and `end` are of the same family and `start <= end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IpRange {
+    start: IpAddr,
+    end: IpAddr,
+}
+
+impl IpRange {
+    /// The range holding exactly `ip`.
+    pub fn single(ip: IpAddr) -> Self {
+        Self { start: ip, end: ip }
+    }
+
+    /// `start..=end`; both of one family, `start <= end`.
+    pub fn new(start: IpAddr, end: IpAddr) -> Result<Self, String> {
+        let ordered = match (start, end) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => a <= b,
+            (IpAddr::V6(a), IpAddr::V6(b)) => a <= b,
+            _ => {
+                return Err(format!(
+                    "range {start}-{end} mixes IPv4 and IPv6; write one range per family"
+                ))
+            }
+        };
+        if !ordered {
+            return Err(format!(
+                "range {start}-{end} is reversed: the first address must not be above the second"
+            ));
+        }
+        Ok(Self { start, end })
+    }
+
+    /// The CIDR block `addr/prefix_len`; host bits of `addr` are ignored.
+    pub fn cidr(addr: IpAddr, prefix_len: u8) -> Result<Self, String> {
+        match addr {
+            IpAddr::V4(a) => {
+                if prefix_len > 32 {
+                    return Err(format!(
+                        "prefix length /{prefix_len} is longer than 32 bits in {addr}/{prefix_len}; IPv4 prefixes are /0 to /32"
+                    ));
+                }
+                let host = u32::MAX.checked_shr(u32::from(prefix_len)).unwrap_or(0);
+                let start = u32::from(a) & !host;
+                Ok(Self {
+                    start: IpAddr::V4(Ipv4Addr::from(start)),
+                    end: IpAddr::V4(Ipv4Addr::from(start | host)),
+                })
+            }
+            IpAddr::V6(a) => {
+                if prefix_len > 128 {
+                    return Err(format!(
+                        "prefix length /{prefix_len} is longer than 128 bits in {addr}/{prefix_len}; IPv6 prefixes are /0 to /128"
+                    ));
+                }
+                let host = u128::MAX.checked_shr(u32::from(prefix_len)).unwrap_or(0);
+                let start = u128::from(a) & !host;
+                Ok(Self {
+                    start: IpAddr::V6(Ipv6Addr::from(start)),
+                    end: IpAddr::V6(Ipv6Addr::from(start | host)),
+                })
+            }
+        }
+    }
+
+    /// The first address of the range.
+    pub fn start(&self) -> IpAddr {
+        self.start
+    }
+
+    /// The last address of the range (inclusive).
+    pub fn end(&self) -> IpAddr {
+        self.end
+    }
+
+    /// Whether `ip` lies in the range. An address of the other family never does; see
+    /// [`PeerPolicy`] for how embedded IPv4 addresses are matched.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.start, self.end, ip) {
+            (IpAddr::V4(s), IpAddr::V4(e), IpAddr::V4(x)) => s <= x && x <= e,
+            (IpAddr::V6(s), IpAddr::V6(e), IpAddr::V6(x)) => s <= x && x <= e,
+            _ => false,
+        }
+    }
+
+    /// The prefix length if the range is exactly one CIDR block.
+    fn prefix_len(&self) -> Option<u32> {
+        let (start, span, bits) = match (self.start, self.end) {
+            (IpAddr::V4(s), IpAddr::V4(e)) => {
+                let (s, e) = (u128::from(u32::from(s)), u128::from(u32::from(e)));
+                (s, s ^ e, 32)
+            }
+            (IpAddr::V6(s), IpAddr::V6(e)) => {
+                let (s, e) = (u128::from(s), u128::from(e));
+                (s, s ^ e, 128)
+            }
+            _ => return None,
+        };
+        // A block is `start` with its low host bits clear, and `end` with them set.
+        let is_low_mask = span & span.wrapping_add(1) == 0;
+        (is_low_mask && start & span == 0).then(|| bits - span.count_ones())
+    }
+}
+
+const RANGE_FORMS: &str =
+    "expected an address (10.0.0.1), a CIDR block (10.0.0.0/8) or a range (10.0.0.1-10.0.0.9)";
+
+fn parse_addr(part: &str, whole: &str) -> Result<IpAddr, String> {
+    let part = part.trim();
+    let bare = part
+        .strip_prefix('[')
+        .and_then(|p| p.strip_suffix(']'))
+        .unwrap_or(part);
+    bare.parse().map_err(|_| {
+        if part.is_empty() {
+            format!("'{whole}' is missing an address; {RANGE_FORMS}")
+        } else {
+            format!("'{part}' in '{whole}' is not an IP address; {RANGE_FORMS}")
+        }
+    })
+}
+
+impl FromStr for IpRange {
+    type Err = String;
+
+    /// Accepts `1.2.3.4`, `1.2.3.0/24`, `1.2.3.4-1.2.3.10` (coturn's range form) and the
+    /// IPv6 equivalents; an IPv6 address may be written in brackets.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        if t.is_empty() {
+            return Err(format!("empty peer address range; {RANGE_FORMS}"));
+        }
+        if let Some((a, b)) = t.split_once('-') {
+            return IpRange::new(parse_addr(a, s)?, parse_addr(b, s)?);
+        }
+        if let Some((a, len)) = t.split_once('/') {
+            let addr = parse_addr(a, s)?;
+            let len = len.trim();
+            if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!(
+                    "'/{len}' in '{s}' is not a prefix length; expected a number such as /24"
+                ));
+            }
+            let len: u8 = len.parse().map_err(|_| {
+                format!("prefix length /{len} in '{s}' is too long; IPv4 prefixes are /0 to /32, IPv6 /0 to /128")
+            })?;
+            return IpRange::cidr(addr, len);
+        }
+        Ok(IpRange::single(parse_addr(t, s)?))
+    }
+}
+
+impl fmt::Display for IpRange {
+    /// The shortest form [`FromStr`] reads back: an address, `net/len` or `start-end`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.start == self.end {
+            return write!(f, "{}", self.start);
+        }
+        match self.prefix_len() {
+            Some(len) => write!(f, "{}/{len}", self.start),
+            None => write!(f, "{}-{}", self.start, self.end),
+        }
+    }
+}
+
+/// Which peers the relay may reach. The default refuses every special-purpose address
+/// and allows the rest.
+#[derive(Debug, Clone, Default)]
+pub struct PeerPolicy {
+    /// Always allowed, before every other rule (coturn `allowed-peer-ip`).
+    pub allowed: Vec<IpRange>,
+    /// Refused unless in `allowed` (coturn `denied-peer-ip`).
+    pub denied: Vec<IpRange>,
+    /// Allow loopback peers (coturn `allow-loopback-peers`).
+    pub allow_loopback: bool,
+}
+
+/// Why [`PeerPolicy::check`] refused a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Denied {
+    /// What the address is, e.g. `"loopback"` or `"private (IPv4-mapped)"`.
+    pub category: &'static str,
+    /// The configuration option that would allow it (or, for `denied by config`, the
+    /// option that refused it).
+    pub config_key: &'static str,
+}
+
+const KEY_ALLOWED: &str = "allowed-peer-ip";
+const KEY_DENIED: &str = "denied-peer-ip";
+const KEY_LOOPBACK: &str = "allow-loopback-peers";
+
+impl Denied {
+    const BY_CONFIG: Denied = Denied {
+        category: "denied by config",
+        config_key: KEY_DENIED,
+    };
+
+    /// Reason phrase for the 403 ERROR-CODE; at most 127 characters (RFC 8489 §14.8).
+    pub fn reason_phrase(&self) -> String {
+        match self.config_key {
+            KEY_DENIED => format!(
+                "Forbidden: peer address is {} ({KEY_DENIED}); allow it with {KEY_ALLOWED}",
+                self.category
+            ),
+            KEY_LOOPBACK => format!(
+                "Forbidden: peer address is {}; allow it with {KEY_LOOPBACK} or {KEY_ALLOWED}",
+                self.category
+            ),
+            key => format!(
+                "Forbidden: peer address is {}; allow it with {key}",
+                self.category
+            ),
+        }
+    }
+}
+
+impl fmt::Display for Denied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "peer address is {} ({})", self.category, self.config_key)
+    }
+}
+
+impl std::error::Error for Denied {}
+
+impl PeerPolicy {
+    /// Ok if the server may relay to `ip`.
+    pub fn check(&self, ip: IpAddr) -> Result<(), Denied> {
+        if matches_any(&self.allowed, ip) {
+            return Ok(());
+        }
+        if matches_any(&self.denied, ip) {
+            return Err(Denied::BY_CONFIG);
+        }
+        match special_purpose(ip) {
+            None => Ok(()),
+            Some(s) if s.loopback && self.allow_loopback => Ok(()),
+            Some(s) => Err(Denied {
+                category: s.category,
+                config_key: if s.loopback {
+                    KEY_LOOPBACK
+                } else {
+                    KEY_ALLOWED
+                },
+            }),
+        }
+    }
+}
+
+/// Whether a range covers `ip`, its embedded IPv4 address, or the IPv4-mapped form of
+/// either, so that one range written in either family covers every encoding.
+fn matches_any(ranges: &[IpRange], ip: IpAddr) -> bool {
+    if ranges.is_empty() {
+        return false;
+    }
+    let v4 = match ip {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(a) => embedded_ipv4(a).map(|(v4, _)| v4),
+    };
+    let mapped = v4.map(|a| IpAddr::V6(a.to_ipv6_mapped()));
+    let candidates = [Some(ip), v4.map(IpAddr::V4), mapped];
+    ranges
+        .iter()
+        .any(|r| candidates.iter().flatten().any(|&c| r.contains(c)))
+}
+
+/// How an IPv6 address carries an IPv4 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Embedding {
+    /// `::ffff:0:0/96`, RFC 4291 §2.5.5.2.
+    Mapped,
+    /// `::/96` except `::` and `::1`, deprecated by RFC 4291 §2.5.5.1.
+    Compatible,
+    /// `64:ff9b::/96`, the NAT64 well-known prefix, RFC 6052 §2.1.
+    Nat64,
+    /// `2002::/16`, the IPv4 address in bits 16..48, RFC 3056 §2 (deprecated, RFC 7526).
+    SixToFour,
+}
+
+fn embedded_ipv4(ip: Ipv6Addr) -> Option<(Ipv4Addr, Embedding)> {
+    let s = ip.segments();
+    let low = Ipv4Addr::from((u32::from(s[6]) << 16) | u32::from(s[7]));
+    match s {
+        [0, 0, 0, 0, 0, 0xffff, _, _] => Some((low, Embedding::Mapped)),
+        [0, 0, 0, 0, 0, 0, _, _] if u32::from(low) > 1 => Some((low, Embedding::Compatible)),
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some((low, Embedding::Nat64)),
+        [0x2002, hi, lo, ..] => Some((
+            Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)),
+            Embedding::SixToFour,
+        )),
+        _ => None,
+    }
+}
+
+/// A special-purpose address: what it is, and whether it reaches loopback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Special {
+    category: &'static str,
+    loopback: bool,
+}
+
+macro_rules! ipv4_classes {
+    ($($variant:ident => $name:literal,)*) => {
+        /// IPv4 special-purpose classes; see [`IPV4_SPECIAL`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum V4Class { $($variant),* }
+
+        impl V4Class {
+            /// The category, marked with the IPv6 form that carried the address.
+            fn category(self, via: Option<Embedding>) -> &'static str {
+                match (self, via) {
+                    $(
+                        (V4Class::$variant, None) => $name,
+                        (V4Class::$variant, Some(Embedding::Mapped)) =>
+                            concat!($name, " (IPv4-mapped)"),
+                        (V4Class::$variant, Some(Embedding::Compatible)) =>
+                            concat!($name, " (IPv4-compatible)"),
+                        (V4Class::$variant, Some(Embedding::Nat64)) => concat!($name, " (NAT64)"),
+                        (V4Class::$variant, Some(Embedding::SixToFour)) => concat!($name, " (6to4)"),
+                    )*
+                }
+            }
+        }
+    };
+}
+
+ipv4_classes! {
+    Unspecified => "unspecified",
+    ThisNetwork => "this network",
+    Private => "private",
+    Cgnat => "CGNAT",
+    Loopback => "loopback",
+    LinkLocal => "link-local",
+    IetfProtocol => "IETF protocol assignment",
+    Documentation => "documentation",
+    Benchmarking => "benchmarking",
+    SixToFourRelay => "6to4 relay anycast",
+    Multicast => "multicast",
+    Broadcast => "broadcast",
+    Reserved => "reserved",
+}
+
+const fn v4(a: u8, b: u8, c: u8, d: u8) -> u32 {
+    u32::from_be_bytes([a, b, c, d])
+}
+
+/// IPv4 blocks refused by default; the first match wins, so more specific blocks come
+/// first. Globally reachable entries of the registry (AS112, AMT) are not listed; the
+/// PCP and TURN anycast addresses fall inside 192.0.0.0/24 and are refused with it.
+const IPV4_SPECIAL: &[(u32, u8, V4Class)] = &[
+    (v4(0, 0, 0, 0), 32, V4Class::Unspecified), // RFC 1122 §3.2.1.3
+    (v4(0, 0, 0, 0), 8, V4Class::ThisNetwork),  // RFC 791
+    (v4(10, 0, 0, 0), 8, V4Class::Private),     // RFC 1918
+    (v4(100, 64, 0, 0), 10, V4Class::Cgnat),    // RFC 6598
+    (v4(127, 0, 0, 0), 8, V4Class::Loopback),   // RFC 1122 §3.2.1.3
+    (v4(169, 254, 0, 0), 16, V4Class::LinkLocal), // RFC 3927; cloud metadata lives here
+    (v4(172, 16, 0, 0), 12, V4Class::Private),  // RFC 1918
+    (v4(192, 0, 0, 0), 24, V4Class::IetfProtocol), // RFC 6890 §2.1
+    (v4(192, 0, 2, 0), 24, V4Class::Documentation), // RFC 5737 TEST-NET-1
+    (v4(192, 88, 99, 0), 24, V4Class::SixToFourRelay), // RFC 7526 (deprecated)
+    (v4(192, 168, 0, 0), 16, V4Class::Private), // RFC 1918
+    (v4(198, 18, 0, 0), 15, V4Class::Benchmarking), // RFC 2544
+    (v4(198, 51, 100, 0), 24, V4Class::Documentation), // RFC 5737 TEST-NET-2
+    (v4(203, 0, 113, 0), 24, V4Class::Documentation), // RFC 5737 TEST-NET-3
+    (v4(224, 0, 0, 0), 4, V4Class::Multicast),  // RFC 5771
+    (v4(255, 255, 255, 255), 32, V4Class::Broadcast), // RFC 919
+    (v4(240, 0, 0, 0), 4, V4Class::Reserved),   // RFC 1112 §4
+];
+
+fn classify_v4(ip: Ipv4Addr) -> Option<V4Class> {
+    let x = u32::from(ip);
+    IPV4_SPECIAL.iter().find_map(|&(net, len, class)| {
+        let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+        (x & mask == net).then_some(class)
+    })
+}
+
+/// IPv6 blocks refused by default, after the embedded-IPv4 forms are handled; the first
+/// match wins. Anything outside 2000::/3 (the only block IANA allocates global unicast
+/// from, RFC 4291 §2.4) that is not listed is refused as "reserved".
+const IPV6_SPECIAL: &[(u128, u8, &str)] = &[
+    (v6(0x64, 0xff9b, 1), 48, "NAT64 local-use"), // RFC 8215
+    (v6(0x100, 0, 0), 64, "discard-only"),        // RFC 6666
+    (v6(0x2001, 0, 0), 32, "Teredo"),             // RFC 4380
+    (v6(0x2001, 2, 0), 48, "benchmarking"),       // RFC 5180
+    (v6(0x2001, 0x10, 0), 28, "ORCHID"),          // RFC 4843 (deprecated)
+    (v6(0x2001, 0x20, 0), 28, "ORCHID"),          // RFC 7343 ORCHIDv2
+    (v6(0x2001, 0, 0), 23, "IETF protocol assignment"), // RFC 2928
+    (v6(0x2001, 0xdb8, 0), 32, "documentation"),  // RFC 3849
+    (v6(0x3fff, 0, 0), 20, "documentation"),      // RFC 9637
+    (v6(0xfc00, 0, 0), 7, "unique-local"),        // RFC 4193
+    (v6(0xfe80, 0, 0), 10, "link-local"),         // RFC 4291 §2.5.6
+    (v6(0xfec0, 0, 0), 10, "site-local"),         // RFC 3879 (deprecated)
+    (v6(0xff00, 0, 0), 8, "multicast"),           // RFC 4291 §2.7
+];
+
+/// An IPv6 prefix from its first three 16-bit groups; the rest are zero.
+const fn v6(a: u16, b: u16, c: u16) -> u128 {
+    ((a as u128) << 112) | ((b as u128) << 96) | ((c as u128) << 80)
+}
+
+fn classify_v6(ip: Ipv6Addr) -> Option<Special> {
+    let x = u128::from(ip);
+    if x == 0 {
+        return Some(Special {
+            category: "unspecified",
+            loopback: false,
+        });
+    }
+    if x == 1 {
+        return Some(Special {
+            category: "loopback",
+            loopback: true,
+        });
+    }
+    if let Some((inner, via)) = embedded_ipv4(ip) {
+        return match classify_v4(inner) {
+            Some(class) => Some(Special {
+                category: class.category(Some(via)),
+                loopback: class == V4Class::Loopback,
+            }),
+            // Deprecated and never routed; the IPv4 host is reached by its own address.
+            None if via == Embedding::Compatible => Some(Special {
+                category: "reserved (IPv4-compatible)",
+                loopback: false,
+            }),
+            None => None,
+        };
+    }
+    let listed = IPV6_SPECIAL.iter().find_map(|&(net, len, category)| {
+        let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+        (x & mask == net).then_some(category)
+    });
+    let global_unicast = x >> 125 == 0b001;
+    match listed {
+        Some(category) => Some(Special {
+            category,
+            loopback: false,
+        }),
+        None if !global_unicast => Some(Special {
+            category: "reserved",
+            loopback: false,
+        }),
+        None => None,
+    }
+}
+
+/// What makes `ip` special-purpose, or `None` for an ordinary global address.
+fn special_purpose(ip: IpAddr) -> Option<Special> {
+    match ip {
+        IpAddr::V4(a) => classify_v4(a).map(|class| Special {
+            category: class.category(None),
+            loopback: class == V4Class::Loopback,
+        }),
+        IpAddr::V6(a) => classify_v6(a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test address")
+    }
+
+    fn range(s: &str) -> IpRange {
+        s.parse().expect("test range")
+    }
+
+    #[track_caller]
+    fn refused(addr: &str, category: &str, config_key: &str) {
+        let denied = PeerPolicy::default()
+            .check(ip(addr))
+            .expect_err("special-purpose address must be refused");
+        assert_eq!(denied.category, category, "{addr}");
+        assert_eq!(denied.config_key, config_key, "{addr}");
+        assert!(denied.reason_phrase().len() <= 127);
+    }
+
+    #[track_caller]
+    fn refused_by_default(addr: &str, category: &str) {
+        refused(addr, category, "allowed-peer-ip");
+    }
+
+    // IPv4 special-purpose blocks.
+
+    #[test]
+    fn v4_unspecified() {
+        refused_by_default("0.0.0.0", "unspecified");
+    }
+
+    #[test]
+    fn v4_this_network() {
+        refused_by_default("0.1.2.3", "this network");
+        refused_by_default("0.255.255.255", "this network");
+    }
+
+    #[test]
+    fn v4_private() {
+        refused_by_default("10.0.0.1", "private");
+        refused_by_default("10.255.255.255", "private");
+        refused_by_default("172.16.0.1", "private");
+        refused_by_default("172.31.255.255", "private");
+        refused_by_default("192.168.1.1", "private");
+        assert!(PeerPolicy::default().check(ip("172.32.0.1")).is_ok());
+        assert!(PeerPolicy::default().check(ip("172.15.255.255")).is_ok());
+    }
+
+    #[test]
+    fn v4_cgnat() {
+        refused_by_default("100.64.0.1", "CGNAT");
+        refused_by_default("100.127.255.255", "CGNAT");
+        assert!(PeerPolicy::default().check(ip("100.128.0.1")).is_ok());
+    }
+
+    #[test]
+    fn v4_loopback() {
+        refused("127.0.0.1", "loopback", "allow-loopback-peers");
+        refused("127.255.255.254", "loopback", "allow-loopback-peers");
+    }
+
+    #[test]
+    fn v4_link_local_and_cloud_metadata() {
+        refused_by_default("169.254.0.1", "link-local");
+        refused_by_default("169.254.169.254", "link-local");
+    }
+
+    #[test]
+    fn v4_ietf_protocol_assignments() {
+        refused_by_default("192.0.0.1", "IETF protocol assignment");
+        refused_by_default("192.0.0.170", "IETF protocol assignment");
+    }
+
+    #[test]
+    fn v4_documentation() {
+        refused_by_default("192.0.2.1", "documentation");
+        refused_by_default("198.51.100.7", "documentation");
+        refused_by_default("203.0.113.255", "documentation");
+    }
+
+    #[test]
+    fn v4_benchmarking() {
+        refused_by_default("198.18.0.1", "benchmarking");
+        refused_by_default("198.19.255.255", "benchmarking");
+        assert!(PeerPolicy::default().check(ip("198.20.0.1")).is_ok());
+    }
+
+    #[test]
+    fn v4_6to4_relay_anycast() {
+        refused_by_default("192.88.99.1", "6to4 relay anycast");
+    }
+
+    #[test]
+    fn v4_multicast() {
+        refused_by_default("224.0.0.1", "multicast");
+        refused_by_default("239.255.255.250", "multicast");
+    }
+
+    #[test]
+    fn v4_reserved() {
+        refused_by_default("240.0.0.1", "reserved");
+        refused_by_default("255.255.255.254", "reserved");
+    }
+
+    #[test]
+    fn v4_broadcast() {
+        refused_by_default("255.255.255.255", "broadcast");
+    }
+
+    // IPv6 special-purpose blocks.
+
+    #[test]
+    fn v6_unspecified() {
+        refused_by_default("::", "unspecified");
+    }
+
+    #[test]
+    fn v6_loopback() {
+        refused("::1", "loopback", "allow-loopback-peers");
+    }
+
+    #[test]
+    fn v6_ipv4_mapped() {
+        refused(
+            "::ffff:127.0.0.1",
+            "loopback (IPv4-mapped)",
+            "allow-loopback-peers",
+        );
+        refused_by_default("::ffff:0.0.0.0", "unspecified (IPv4-mapped)");
+        refused_by_default("::ffff:10.0.0.1", "private (IPv4-mapped)");
+        refused_by_default("::ffff:169.254.169.254", "link-local (IPv4-mapped)");
+    }
+
+    #[test]
+    fn v6_ipv4_compatible() {
+        refused(
+            "::127.0.0.1",
+            "loopback (IPv4-compatible)",
+            "allow-loopback-peers",
+        );
+        refused_by_default("::10.0.0.1", "private (IPv4-compatible)");
+        refused_by_default("::8.8.8.8", "reserved (IPv4-compatible)");
+    }
+
+    #[test]
+    fn v6_nat64_well_known_prefix() {
+        refused(
+            "64:ff9b::127.0.0.1",
+            "loopback (NAT64)",
+            "allow-loopback-peers",
+        );
+        refused_by_default("64:ff9b::192.168.0.1", "private (NAT64)");
+        assert!(PeerPolicy::default().check(ip("64:ff9b::8.8.8.8")).is_ok());
+    }
+
+    #[test]
+    fn v6_nat64_local_use() {
+        refused_by_default("64:ff9b:1::8.8.8.8", "NAT64 local-use");
+    }
+
+    #[test]
+    fn v6_6to4() {
+        // 2002:7f00:0001:: carries 127.0.0.1, 2002:0a00:0001:: carries 10.0.0.1.
+        refused("2002:7f00:1::1", "loopback (6to4)", "allow-loopback-peers");
+        refused_by_default("2002:a00:1::", "private (6to4)");
+        assert!(PeerPolicy::default().check(ip("2002:808:808::1")).is_ok());
+    }
+
+    #[test]
+    fn v6_teredo() {
+        refused_by_default("2001::1", "Teredo");
+        refused_by_default("2001:0:ffff::1", "Teredo");
+    }
+
+    #[test]
+    fn v6_ietf_protocol_assignments() {
+        refused_by_default("2001:1::2", "IETF protocol assignment");
+        refused_by_default("2001:1ff::1", "IETF protocol assignment");
+        assert!(PeerPolicy::default().check(ip("2001:200::1")).is_ok());
+    }
+
+    #[test]
+    fn v6_discard_only() {
+        refused_by_default("100::1", "discard-only");
+    }
+
+    #[test]
+    fn v6_documentation() {
+        refused_by_default("2001:db8::1", "documentation");
+        refused_by_default("3fff::1", "documentation");
+        refused_by_default("3fff:fff::1", "documentation");
+        assert!(PeerPolicy::default().check(ip("3fff:1000::1")).is_ok());
+    }
+
+    #[test]
+    fn v6_benchmarking() {
+        refused_by_default("2001:2::1", "benchmarking");
+    }
+
+    #[test]
+    fn v6_orchid() {
+        refused_by_default("2001:10::1", "ORCHID");
+        refused_by_default("2001:20::1", "ORCHID");
+        refused_by_default("2001:2f:ffff::1", "ORCHID");
+    }
+
+    #[test]
+    fn v6_unique_local() {
+        refused_by_default("fc00::1", "unique-local");
+        refused_by_default("fd12:3456::1", "unique-local");
+    }
+
+    #[test]
+    fn v6_link_local() {
+        refused_by_default("fe80::1", "link-local");
+        refused_by_default("febf::1", "link-local");
+    }
+
+    #[test]
+    fn v6_site_local() {
+        refused_by_default("fec0::1", "site-local");
+    }
+
+    #[test]
+    fn v6_multicast() {
+        refused_by_default("ff02::1", "multicast");
+        refused_by_default("ff0e::1", "multicast");
+    }
+
+    #[test]
+    fn v6_outside_global_unicast_is_reserved() {
+        refused_by_default("::1:0:0:0", "reserved");
+        refused_by_default("5f00::1", "reserved");
+        refused_by_default("4000::1", "reserved");
+        refused_by_default("100:0:0:1::1", "reserved");
+    }
+
+    #[test]
+    fn public_addresses_allowed() {
+        let p = PeerPolicy::default();
+        for a in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "2a00:1450:4001::1",
+        ] {
+            assert_eq!(p.check(ip(a)), Ok(()), "{a}");
+        }
+    }
+
+    #[test]
+    fn allowed_overrides_denied_and_default() {
+        let p = PeerPolicy {
+            allowed: vec![range("10.0.0.5"), range("fd00::/8")],
+            denied: vec![range("10.0.0.0/8")],
+            allow_loopback: false,
+        };
+        assert_eq!(p.check(ip("10.0.0.5")), Ok(()));
+        assert_eq!(p.check(ip("fd00::1")), Ok(()));
+        assert_eq!(p.check(ip("10.0.0.6")), Err(Denied::BY_CONFIG));
+        assert_eq!(
+            p.check(ip("10.0.0.6")).map_err(|d| d.config_key),
+            Err("denied-peer-ip")
+        );
+        assert_eq!(
+            p.check(ip("172.16.0.1")).map_err(|d| d.category),
+            Err("private")
+        );
+    }
+
+    #[test]
+    fn denied_overrides_default_allow() {
+        let p = PeerPolicy {
+            denied: vec![range("8.8.8.0/24"), range("2606:4700::/32")],
+            ..PeerPolicy::default()
+        };
+        assert_eq!(p.check(ip("8.8.8.8")), Err(Denied::BY_CONFIG));
+        assert_eq!(p.check(ip("2606:4700::1111")), Err(Denied::BY_CONFIG));
+        assert_eq!(p.check(ip("8.8.4.4")), Ok(()));
+    }
+
+    #[test]
+    fn ipv4_ranges_cover_embedded_forms() {
+        let allow = PeerPolicy {
+            allowed: vec![range("127.0.0.1")],
+            ..PeerPolicy::default()
+        };
+        for a in [
+            "127.0.0.1",
+            "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::127.0.0.1",
+        ] {
+            assert_eq!(allow.check(ip(a)), Ok(()), "{a}");
+        }
+        assert!(allow.check(ip("127.0.0.2")).is_err());
+
+        let deny = PeerPolicy {
+            denied: vec![range("8.8.8.8")],
+            ..PeerPolicy::default()
+        };
+        for a in [
+            "8.8.8.8",
+            "::ffff:8.8.8.8",
+            "::8.8.8.8",
+            "64:ff9b::8.8.8.8",
+            "2002:808:808::",
+        ] {
+            assert_eq!(deny.check(ip(a)), Err(Denied::BY_CONFIG), "{a}");
+        }
+    }
+
+    #[test]
+    fn mapped_ipv6_ranges_cover_plain_ipv4() {
+        let p = PeerPolicy {
+            allowed: vec![range("::ffff:10.0.0.0/104")],
+            ..PeerPolicy::default()
+        };
+        assert_eq!(p.check(ip("10.1.2.3")), Ok(()));
+        assert_eq!(p.check(ip("64:ff9b::10.1.2.3")), Ok(()));
+    }
+
+    #[test]
+    fn allow_loopback_permits_every_loopback_form_only() {
+        let p = PeerPolicy {
+            allow_loopback: true,
+            ..PeerPolicy::default()
+        };
+        for a in [
+            "127.0.0.1",
+            "127.8.9.10",
+            "::1",
+            "::ffff:127.0.0.1",
+            "::127.0.0.1",
+        ] {
+            assert_eq!(p.check(ip(a)), Ok(()), "{a}");
+        }
+        // Not loopback, even though Linux delivers 0.0.0.0 to the local host.
+        assert!(p.check(ip("0.0.0.0")).is_err());
+        assert!(p.check(ip("::")).is_err());
+        assert!(p.check(ip("10.0.0.1")).is_err());
+    }
+
+    #[test]
+    fn parse_single_cidr_and_range() {
+        let r = range("1.2.3.4");
+        assert_eq!((r.start(), r.end()), (ip("1.2.3.4"), ip("1.2.3.4")));
+        assert_eq!(r, IpRange::single(ip("1.2.3.4")));
+
+        let r = range("1.2.3.0/24");
+        assert_eq!((r.start(), r.end()), (ip("1.2.3.0"), ip("1.2.3.255")));
+        assert!(r.contains(ip("1.2.3.77")));
+        assert!(!r.contains(ip("1.2.4.0")));
+        assert!(!r.contains(ip("::ffff:1.2.3.77")));
+
+        // Host bits are ignored.
+        assert_eq!(range("10.1.2.3/8"), range("10.0.0.0/8"));
+
+        let r = range("1.2.3.4-1.2.3.10");
+        assert!(r.contains(ip("1.2.3.4")) && r.contains(ip("1.2.3.10")));
+        assert!(!r.contains(ip("1.2.3.11")) && !r.contains(ip("1.2.3.3")));
+        assert_eq!(range(" 1.2.3.4 - 1.2.3.10 "), r);
+
+        let r = range("2001:db8::/32");
+        assert_eq!(r.end(), ip("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"));
+        assert_eq!(range("::1"), IpRange::single(ip("::1")));
+        assert_eq!(range("[::1]"), IpRange::single(ip("::1")));
+        let r = range("fe80::1-fe80::ff");
+        assert!(r.contains(ip("fe80::80")) && !r.contains(ip("fe80::100")));
+
+        assert_eq!(range("0.0.0.0/0").end(), ip("255.255.255.255"));
+        assert_eq!(
+            range("::/0").end(),
+            ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")
+        );
+        assert_eq!(range("1.2.3.4/32"), range("1.2.3.4"));
+        assert_eq!(range("::1/128"), range("::1"));
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for (input, shown) in [
+            ("1.2.3.4", "1.2.3.4"),
+            ("1.2.3.0/24", "1.2.3.0/24"),
+            ("1.2.3.0-1.2.3.255", "1.2.3.0/24"),
+            ("1.2.3.4-1.2.3.10", "1.2.3.4-1.2.3.10"),
+            ("0.0.0.0/0", "0.0.0.0/0"),
+            ("2001:db8::/32", "2001:db8::/32"),
+            ("fe80::1-fe80::ff", "fe80::1-fe80::ff"),
+            ("::/0", "::/0"),
+            ("::1", "::1"),
+        ] {
+            let r = range(input);
+            assert_eq!(r.to_string(), shown, "{input}");
+            assert_eq!(range(shown), r, "{input}");
+        }
+    }
+
+    #[test]
+    fn parse_errors_say_what_to_fix() {
+        let err = |s: &str| s.parse::<IpRange>().expect_err(s);
+        assert!(err("1.2.3.10-1.2.3.4").contains("reversed"));
+        assert!(err("fe80::ff-fe80::1").contains("reversed"));
+        assert!(err("1.2.3.4-::1").contains("mixes IPv4 and IPv6"));
+        assert!(err("1.2.3.0/33").contains("longer than 32 bits"));
+        assert!(err("2001:db8::/129").contains("longer than 128 bits"));
+        assert!(err("1.2.3.0/x").contains("not a prefix length"));
+        assert!(err("1.2.3.0/+1").contains("not a prefix length"));
+        assert!(err("1.2.3.0/").contains("not a prefix length"));
+        assert!(err("1.2.3.0/999").contains("too long"));
+        assert!(err("example.com").contains("not an IP address"));
+        assert!(err("1.2.3").contains("not an IP address"));
+        assert!(err("1.2.3.4-").contains("missing an address"));
+        assert!(err("1.2.3.4-1.2.3.5-1.2.3.6").contains("not an IP address"));
+        assert!(err("fe80::1%eth0").contains("not an IP address"));
+        assert!(err("").contains("empty"));
+        assert!(err("   ").contains("empty"));
+    }
+
+    #[test]
+    fn special_tables_are_aligned_prefixes() {
+        for &(net, len, _) in IPV4_SPECIAL {
+            let host = u32::MAX.checked_shr(u32::from(len)).unwrap_or(0);
+            assert_eq!(net & host, 0, "{}/{len}", Ipv4Addr::from(net));
+        }
+        for &(net, len, _) in IPV6_SPECIAL {
+            let host = u128::MAX.checked_shr(u32::from(len)).unwrap_or(0);
+            assert_eq!(net & host, 0, "{}/{len}", Ipv6Addr::from(net));
+        }
+    }
+
+    #[test]
+    fn reason_phrases_fit_127_characters() {
+        let mut phrases = vec![Denied::BY_CONFIG.reason_phrase()];
+        let vias = [
+            None,
+            Some(Embedding::Mapped),
+            Some(Embedding::Compatible),
+            Some(Embedding::Nat64),
+            Some(Embedding::SixToFour),
+        ];
+        for &(_, _, class) in IPV4_SPECIAL {
+            for via in vias {
+                let loopback = class == V4Class::Loopback;
+                phrases.push(
+                    Denied {
+                        category: class.category(via),
+                        config_key: if loopback { KEY_LOOPBACK } else { KEY_ALLOWED },
+                    }
+                    .reason_phrase(),
+                );
+            }
+        }
+        for &(_, _, category) in IPV6_SPECIAL {
+            phrases.push(
+                Denied {
+                    category,
+                    config_key: KEY_ALLOWED,
+                }
+                .reason_phrase(),
+            );
+        }
+        for p in &phrases {
+            assert!(p.len() <= 127, "{} chars: {p}", p.len());
+            assert!(p.is_ascii());
+        }
+        assert_eq!(
+            PeerPolicy::default()
+                .check(ip("127.0.0.1"))
+                .map_err(|d| d.reason_phrase()),
+            Err(
+                "Forbidden: peer address is loopback; allow it with allow-loopback-peers or allowed-peer-ip"
+                    .to_owned()
+            )
+        );
+        assert_eq!(
+            Denied::BY_CONFIG.reason_phrase(),
+            "Forbidden: peer address is denied by config (denied-peer-ip); allow it with allowed-peer-ip"
+        );
+    }
+}
