@@ -1,0 +1,1278 @@
+//! One configuration story (DESIGN practice 16): every option comes from the command
+//! line, from `TSUNAGI_<NAME>` environment variables or from a TOML file, in that order
+//! of precedence, and falls back to a default. The names are coturn's where the concept
+//! is coturn's; `docs/configuration.md` documents each one.
+//!
+//! The three sources are read into the same [`Options`] struct (every field optional),
+//! merged field by field ([`Options::or`]), and then resolved and validated once into a
+//! [`Config`]. Every validation error names the option and says what to write instead;
+//! the binary exits with status 2 on any of them.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use tsunagi_turn::auth::Credentials;
+use tsunagi_turn::policy::{IpRange, PeerPolicy};
+use tsunagi_turn::ServerConfig;
+
+/// Prefix of every environment variable.
+pub const ENV_PREFIX: &str = "TSUNAGI_";
+
+/// `tsunagi [OPTIONS]` is `tsunagi serve [OPTIONS]`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tsunagi",
+    version,
+    about = "Self-hosted WebRTC server: STUN/TURN (a drop-in for coturn)",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub options: Options,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the STUN/TURN server (what `tsunagi` with no subcommand does).
+    Serve(Options),
+}
+
+impl Cli {
+    /// The options of `serve`, whether or not the subcommand was named.
+    pub fn into_serve_options(self) -> Options {
+        match self.command {
+            Some(Command::Serve(o)) => o,
+            None => self.options,
+        }
+    }
+}
+
+/// `text` or `json` log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("'{other}' is not a log format; use text or json")),
+        }
+    }
+}
+
+/// A string that must not appear in logs or `Debug` output (passwords, secrets).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+/// `PUBLIC[/PRIVATE]`: advertise `PUBLIC` in XOR-RELAYED-ADDRESS for relays bound on
+/// `PRIVATE` (or on every relay address of that family).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExternalIp {
+    pub public: IpAddr,
+    pub private: Option<IpAddr>,
+}
+
+impl FromStr for ExternalIp {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        const FORM: &str = "expected PUBLIC or PUBLIC/PRIVATE, e.g. 203.0.113.7/10.0.0.5";
+        let (public, private) = match s.trim().split_once('/') {
+            Some((p, q)) => (p.trim(), Some(q.trim())),
+            None => (s.trim(), None),
+        };
+        let public: IpAddr = public
+            .parse()
+            .map_err(|_| format!("'{public}' in '{s}' is not an IP address; {FORM}"))?;
+        if public.is_unspecified() {
+            return Err(format!(
+                "'{s}': the public address {public} is unspecified; name the address clients reach"
+            ));
+        }
+        let private = match private {
+            None => None,
+            Some(q) => {
+                let ip: IpAddr = q.parse().map_err(|_| {
+                    format!("'{q}' in '{s}' is not an IP address (the part after '/' is the private address, not a prefix length); {FORM}")
+                })?;
+                if ip.is_ipv4() != public.is_ipv4() {
+                    return Err(format!(
+                        "'{s}' mixes IPv4 and IPv6; map each family with its own external-ip"
+                    ));
+                }
+                Some(ip)
+            }
+        };
+        Ok(ExternalIp { public, private })
+    }
+}
+
+impl fmt::Display for ExternalIp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.private {
+            Some(p) => write!(f, "{}/{}", self.public, p),
+            None => write!(f, "{}", self.public),
+        }
+    }
+}
+
+/// Every option of `serve`, each optional so that the three sources can be merged.
+/// The same struct is the clap argument set, the TOML schema (kebab-case keys = the
+/// long option names) and the target of [`Options::from_env`].
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Options {
+    /// TOML config file (keys are the long option names).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Address for STUN/TURN listeners (repeatable) [default: 0.0.0.0 and ::].
+    #[arg(long, value_name = "IP")]
+    #[serde(default, deserialize_with = "list")]
+    pub listening_ip: Vec<IpAddr>,
+    /// UDP and TCP port of the listeners [default: 3478].
+    #[arg(long, value_name = "N")]
+    pub listening_port: Option<u16>,
+    /// Do not listen on UDP.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub no_udp: Option<bool>,
+    /// Do not listen on TCP.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub no_tcp: Option<bool>,
+
+    /// Address relay sockets bind to (repeatable) [default: the listening IP if
+    /// specific, else the host's primary IPv4 or 127.0.0.1, plus its primary IPv6].
+    #[arg(long, value_name = "IP")]
+    #[serde(default, deserialize_with = "list")]
+    pub relay_ip: Vec<IpAddr>,
+    /// Advertise PUBLIC in XOR-RELAYED-ADDRESS for relays on PRIVATE (repeatable).
+    #[arg(long, value_name = "PUBLIC[/PRIVATE]")]
+    #[serde(default, deserialize_with = "list_from_str")]
+    pub external_ip: Vec<ExternalIp>,
+    /// Lowest relay port [default: 49152].
+    #[arg(long, value_name = "N")]
+    pub min_port: Option<u16>,
+    /// Highest relay port [default: 65535].
+    #[arg(long, value_name = "N")]
+    pub max_port: Option<u16>,
+
+    /// Long-term credential realm [default: tsunagi].
+    #[arg(long, value_name = "S")]
+    pub realm: Option<String>,
+    /// Static user NAME:PASSWORD or NAME:0xMD5KEY (repeatable).
+    #[arg(long, value_name = "NAME:PASSWORD")]
+    #[serde(default, deserialize_with = "list")]
+    pub user: Vec<Secret>,
+    /// TURN REST API shared secret (repeatable, for rotation).
+    #[arg(long, value_name = "S")]
+    #[serde(default, deserialize_with = "list")]
+    pub static_auth_secret: Vec<Secret>,
+
+    /// Peer addresses always allowed: IP, CIDR or A-B range (repeatable).
+    #[arg(long, value_name = "RANGE")]
+    #[serde(default, deserialize_with = "list_from_str")]
+    pub allowed_peer_ip: Vec<IpRange>,
+    /// Peer addresses refused: IP, CIDR or A-B range (repeatable).
+    #[arg(long, value_name = "RANGE")]
+    #[serde(default, deserialize_with = "list_from_str")]
+    pub denied_peer_ip: Vec<IpRange>,
+    /// Permit loopback peers (127.0.0.0/8, ::1).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub allow_loopback_peers: Option<bool>,
+
+    /// Allocations per username; 0 = unlimited [default: 0].
+    #[arg(long, value_name = "N")]
+    pub user_quota: Option<u32>,
+    /// Allocations in total; 0 = unlimited [default: 0].
+    #[arg(long, value_name = "N")]
+    pub total_quota: Option<u32>,
+    /// Relay bandwidth per allocation in bits/s, each direction; 0 = unlimited [default: 0].
+    #[arg(long, value_name = "N")]
+    pub max_bps: Option<u64>,
+    /// Permissions per allocation [default: 128].
+    #[arg(long, value_name = "N")]
+    pub max_permissions: Option<u32>,
+    /// Channels per allocation [default: 128].
+    #[arg(long, value_name = "N")]
+    pub max_channels: Option<u32>,
+
+    /// Nonce lifetime in seconds [default: 600].
+    #[arg(long, value_name = "SECS")]
+    pub stale_nonce: Option<u64>,
+    /// Longest allocation lifetime in seconds [default: 3600].
+    #[arg(long, value_name = "SECS")]
+    pub max_allocate_lifetime: Option<u64>,
+    /// Allocation lifetime when the client asks for less, in seconds [default: 600].
+    #[arg(long, value_name = "SECS")]
+    pub default_allocate_lifetime: Option<u64>,
+    /// Permission lifetime in seconds [default: 300].
+    #[arg(long, value_name = "SECS")]
+    pub permission_lifetime: Option<u64>,
+    /// Channel binding lifetime in seconds [default: 600].
+    #[arg(long, value_name = "SECS")]
+    pub channel_lifetime: Option<u64>,
+
+    /// Concurrent TCP client connections [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_tcp_connections: Option<usize>,
+    /// SOFTWARE attribute [default: tsunagi/<version>].
+    #[arg(long, value_name = "S", conflicts_with = "no_software")]
+    pub software: Option<String>,
+    /// Send no SOFTWARE attribute.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub no_software: Option<bool>,
+
+    /// Tracing filter, e.g. info or tsunagi=debug [default: info; RUST_LOG is used when unset].
+    #[arg(long, value_name = "L")]
+    pub log_level: Option<String>,
+    /// Log line format [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Replace client IPs and usernames in logs by short stable hashes.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub redact_logs: Option<bool>,
+}
+
+/// Accepts a single value or an array in TOML.
+fn list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany<T> {
+        One(T),
+        Many(Vec<T>),
+    }
+    Ok(match OneOrMany::<T>::deserialize(d)? {
+        OneOrMany::One(x) => vec![x],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// A string or an array of strings, each parsed with `FromStr`.
+fn list_from_str<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr<Err = String>,
+{
+    list::<D, String>(d)?
+        .iter()
+        .map(|s| s.parse::<T>().map_err(de::Error::custom))
+        .collect()
+}
+
+/// A configuration error: what is wrong and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+/// Environment variable names of every option (without the prefix).
+const ENV_NAMES: &[&str] = &[
+    "CONFIG",
+    "LISTENING_IP",
+    "LISTENING_PORT",
+    "NO_UDP",
+    "NO_TCP",
+    "RELAY_IP",
+    "EXTERNAL_IP",
+    "MIN_PORT",
+    "MAX_PORT",
+    "REALM",
+    "USER",
+    "STATIC_AUTH_SECRET",
+    "ALLOWED_PEER_IP",
+    "DENIED_PEER_IP",
+    "ALLOW_LOOPBACK_PEERS",
+    "USER_QUOTA",
+    "TOTAL_QUOTA",
+    "MAX_BPS",
+    "MAX_PERMISSIONS",
+    "MAX_CHANNELS",
+    "STALE_NONCE",
+    "MAX_ALLOCATE_LIFETIME",
+    "DEFAULT_ALLOCATE_LIFETIME",
+    "PERMISSION_LIFETIME",
+    "CHANNEL_LIFETIME",
+    "MAX_TCP_CONNECTIONS",
+    "SOFTWARE",
+    "NO_SOFTWARE",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "REDACT_LOGS",
+];
+
+/// Reads `TSUNAGI_*` variables through `get`.
+struct EnvReader<F> {
+    get: F,
+}
+
+impl<F: Fn(&str) -> Option<String>> EnvReader<F> {
+    fn raw(&self, name: &str) -> Option<(String, String)> {
+        let var = format!("{ENV_PREFIX}{name}");
+        // An empty variable counts as unset (`TSUNAGI_REALM=` in a compose file).
+        (self.get)(&var)
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| (var, v))
+    }
+
+    fn one<T: FromStr>(&self, name: &str) -> Result<Option<T>, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        match self.raw(name) {
+            None => Ok(None),
+            Some((var, v)) => v
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|e| ConfigError(format!("{var}={v}: {e}"))),
+        }
+    }
+
+    /// Comma-separated list; blank items are skipped.
+    fn list<T: FromStr>(&self, name: &str) -> Result<Vec<T>, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        let Some((var, v)) = self.raw(name) else {
+            return Ok(Vec::new());
+        };
+        v.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse()
+                    .map_err(|e| ConfigError(format!("{var}: item '{s}': {e}")))
+            })
+            .collect()
+    }
+
+    /// Like `list`, but the error never quotes the value (passwords).
+    fn secret_list(&self, name: &str) -> Vec<Secret> {
+        self.raw(name)
+            .map(|(_, v)| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| Secret(s.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn flag(&self, name: &str) -> Result<Option<bool>, ConfigError> {
+        match self.raw(name) {
+            None => Ok(None),
+            Some((var, v)) => parse_bool(&v)
+                .map(Some)
+                .ok_or_else(|| ConfigError(format!("{var}={v}: expected true or false"))),
+        }
+    }
+
+    /// A string taken verbatim (not trimmed, not split).
+    fn string(&self, name: &str) -> Option<String> {
+        self.raw(name).map(|(_, v)| v)
+    }
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+impl Options {
+    /// Options from `TSUNAGI_*` variables; lists are comma-separated. `get` looks a
+    /// variable up (`|k| std::env::var(k).ok()` in production).
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Options, ConfigError> {
+        let e = EnvReader { get };
+        Ok(Options {
+            config: e.string("CONFIG").map(PathBuf::from),
+            listening_ip: e.list("LISTENING_IP")?,
+            listening_port: e.one("LISTENING_PORT")?,
+            no_udp: e.flag("NO_UDP")?,
+            no_tcp: e.flag("NO_TCP")?,
+            relay_ip: e.list("RELAY_IP")?,
+            external_ip: e.list("EXTERNAL_IP")?,
+            min_port: e.one("MIN_PORT")?,
+            max_port: e.one("MAX_PORT")?,
+            realm: e.string("REALM"),
+            user: e.secret_list("USER"),
+            static_auth_secret: e.secret_list("STATIC_AUTH_SECRET"),
+            allowed_peer_ip: e.list("ALLOWED_PEER_IP")?,
+            denied_peer_ip: e.list("DENIED_PEER_IP")?,
+            allow_loopback_peers: e.flag("ALLOW_LOOPBACK_PEERS")?,
+            user_quota: e.one("USER_QUOTA")?,
+            total_quota: e.one("TOTAL_QUOTA")?,
+            max_bps: e.one("MAX_BPS")?,
+            max_permissions: e.one("MAX_PERMISSIONS")?,
+            max_channels: e.one("MAX_CHANNELS")?,
+            stale_nonce: e.one("STALE_NONCE")?,
+            max_allocate_lifetime: e.one("MAX_ALLOCATE_LIFETIME")?,
+            default_allocate_lifetime: e.one("DEFAULT_ALLOCATE_LIFETIME")?,
+            permission_lifetime: e.one("PERMISSION_LIFETIME")?,
+            channel_lifetime: e.one("CHANNEL_LIFETIME")?,
+            max_tcp_connections: e.one("MAX_TCP_CONNECTIONS")?,
+            software: e.string("SOFTWARE"),
+            no_software: e.flag("NO_SOFTWARE")?,
+            log_level: e.string("LOG_LEVEL"),
+            log_format: e.one("LOG_FORMAT")?,
+            redact_logs: e.flag("REDACT_LOGS")?,
+        })
+    }
+
+    /// Options from the text of a TOML file; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Options, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(format!("{origin}: {e}")))
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn from_file(path: &Path) -> Result<Options, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!(
+                "cannot read config file {}: {e}; check the --config path",
+                path.display()
+            ))
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Field by field: a value set in `self` wins over one in `lower`. A list set in
+    /// `self` replaces the list of `lower` (they are not concatenated).
+    pub fn or(self, lower: Options) -> Options {
+        fn v<T>(a: Vec<T>, b: Vec<T>) -> Vec<T> {
+            if a.is_empty() {
+                b
+            } else {
+                a
+            }
+        }
+        Options {
+            config: self.config.or(lower.config),
+            listening_ip: v(self.listening_ip, lower.listening_ip),
+            listening_port: self.listening_port.or(lower.listening_port),
+            no_udp: self.no_udp.or(lower.no_udp),
+            no_tcp: self.no_tcp.or(lower.no_tcp),
+            relay_ip: v(self.relay_ip, lower.relay_ip),
+            external_ip: v(self.external_ip, lower.external_ip),
+            min_port: self.min_port.or(lower.min_port),
+            max_port: self.max_port.or(lower.max_port),
+            realm: self.realm.or(lower.realm),
+            user: v(self.user, lower.user),
+            static_auth_secret: v(self.static_auth_secret, lower.static_auth_secret),
+            allowed_peer_ip: v(self.allowed_peer_ip, lower.allowed_peer_ip),
+            denied_peer_ip: v(self.denied_peer_ip, lower.denied_peer_ip),
+            allow_loopback_peers: self.allow_loopback_peers.or(lower.allow_loopback_peers),
+            user_quota: self.user_quota.or(lower.user_quota),
+            total_quota: self.total_quota.or(lower.total_quota),
+            max_bps: self.max_bps.or(lower.max_bps),
+            max_permissions: self.max_permissions.or(lower.max_permissions),
+            max_channels: self.max_channels.or(lower.max_channels),
+            stale_nonce: self.stale_nonce.or(lower.stale_nonce),
+            max_allocate_lifetime: self.max_allocate_lifetime.or(lower.max_allocate_lifetime),
+            default_allocate_lifetime: self
+                .default_allocate_lifetime
+                .or(lower.default_allocate_lifetime),
+            permission_lifetime: self.permission_lifetime.or(lower.permission_lifetime),
+            channel_lifetime: self.channel_lifetime.or(lower.channel_lifetime),
+            max_tcp_connections: self.max_tcp_connections.or(lower.max_tcp_connections),
+            software: self.software.or(lower.software),
+            no_software: self.no_software.or(lower.no_software),
+            log_level: self.log_level.or(lower.log_level),
+            log_format: self.log_format.or(lower.log_format),
+            redact_logs: self.redact_logs.or(lower.redact_logs),
+        }
+    }
+}
+
+/// `TSUNAGI_*` variables that name no option (typos), for a warning at start.
+pub fn unknown_env_vars(vars: impl IntoIterator<Item = String>) -> Vec<String> {
+    vars.into_iter()
+        .filter(|k| {
+            k.strip_prefix(ENV_PREFIX)
+                .is_some_and(|rest| !ENV_NAMES.contains(&rest))
+        })
+        .collect()
+}
+
+/// Defaults (see `docs/configuration.md`).
+pub mod defaults {
+    pub const LISTENING_PORT: u16 = 3478;
+    pub const MIN_PORT: u16 = 49152;
+    pub const MAX_PORT: u16 = 65535;
+    pub const REALM: &str = "tsunagi";
+    pub const MAX_PERMISSIONS: u32 = 128;
+    pub const MAX_CHANNELS: u32 = 128;
+    pub const STALE_NONCE: u64 = 600;
+    pub const MAX_ALLOCATE_LIFETIME: u64 = 3600;
+    pub const DEFAULT_ALLOCATE_LIFETIME: u64 = 600;
+    pub const PERMISSION_LIFETIME: u64 = 300;
+    pub const CHANNEL_LIFETIME: u64 = 600;
+    pub const MAX_TCP_CONNECTIONS: usize = 10_000;
+    pub const LOG_LEVEL: &str = "info";
+    pub const SOFTWARE: &str = concat!("tsunagi/", env!("CARGO_PKG_VERSION"));
+}
+
+/// Channel numbers 0x4000..=0x4FFF (RFC 8656 §12).
+const MAX_CHANNELS_LIMIT: u32 = 4096;
+/// RFC 8489 §14.9/§14.14: REALM and SOFTWARE are at most 763 bytes.
+const MAX_TEXT_BYTES: usize = 763;
+
+/// The validated configuration of `serve`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listening_ips: Vec<IpAddr>,
+    pub listening_port: u16,
+    pub udp: bool,
+    pub tcp: bool,
+    /// Addresses relay sockets bind to: specific, de-duplicated, at least one.
+    pub relay_ips: Vec<IpAddr>,
+    /// Whether `relay_ips` was chosen automatically.
+    pub relay_ips_auto: bool,
+    pub external_ips: Vec<ExternalIp>,
+    pub min_port: u16,
+    pub max_port: u16,
+    pub realm: String,
+    /// Static users and REST secrets (`Debug` shows counts only).
+    pub credentials: Credentials,
+    pub peer_policy: PeerPolicy,
+    pub user_quota: u32,
+    pub total_quota: u32,
+    pub max_bps: u64,
+    pub max_permissions: u32,
+    pub max_channels: u32,
+    pub stale_nonce: Duration,
+    pub max_allocate_lifetime: Duration,
+    pub default_allocate_lifetime: Duration,
+    pub permission_lifetime: Duration,
+    pub channel_lifetime: Duration,
+    pub max_tcp_connections: usize,
+    pub software: Option<String>,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub redact_logs: bool,
+}
+
+/// The host's primary addresses, as a route lookup finds them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrimaryIps {
+    pub v4: Option<Ipv4Addr>,
+    pub v6: Option<Ipv6Addr>,
+}
+
+impl PrimaryIps {
+    /// The source addresses the kernel would use for the default routes. `connect` on
+    /// a UDP socket only looks the route up; no packet is sent. The targets are
+    /// documentation addresses (RFC 5737, RFC 3849), which follow the default route.
+    pub fn detect() -> Self {
+        fn source(bind: &str, target: &str) -> Option<IpAddr> {
+            let s = UdpSocket::bind(bind).ok()?;
+            s.connect(target).ok()?;
+            s.local_addr().ok().map(|a| a.ip())
+        }
+        let v4 = match source("0.0.0.0:0", "192.0.2.1:9") {
+            Some(IpAddr::V4(ip)) if !ip.is_unspecified() && !ip.is_loopback() => Some(ip),
+            _ => None,
+        };
+        let v6 = match source("[::]:0", "[2001:db8::1]:9") {
+            Some(IpAddr::V6(ip))
+                if !ip.is_unspecified()
+                    && !ip.is_loopback()
+                    // Link-local (fe80::/10) is useless as a relay address.
+                    && (ip.segments()[0] & 0xffc0) != 0xfe80 =>
+            {
+                Some(ip)
+            }
+            _ => None,
+        };
+        PrimaryIps { v4, v6 }
+    }
+}
+
+/// The automatic relay addresses: the specific listening IPs; for a wildcard IPv4
+/// listener (or none) the primary IPv4, else 127.0.0.1; for a wildcard IPv6 listener
+/// (or none) the primary IPv6 if there is one.
+pub fn auto_relay_ips(listening: &[IpAddr], primary: PrimaryIps) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = listening
+        .iter()
+        .copied()
+        .filter(|ip| !ip.is_unspecified())
+        .collect();
+    let wild_v4 = listening.is_empty()
+        || listening
+            .iter()
+            .any(|ip| *ip == IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let wild_v6 = listening.is_empty()
+        || listening
+            .iter()
+            .any(|ip| *ip == IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    if wild_v4 && !out.iter().any(IpAddr::is_ipv4) {
+        out.push(IpAddr::V4(primary.v4.unwrap_or(Ipv4Addr::LOCALHOST)));
+    }
+    if wild_v6 && !out.iter().any(IpAddr::is_ipv6) {
+        if let Some(v6) = primary.v6 {
+            out.push(IpAddr::V6(v6));
+        }
+    }
+    dedup(&mut out);
+    out
+}
+
+fn dedup<T: PartialEq + Copy>(v: &mut Vec<T>) {
+    let mut seen: Vec<T> = Vec::with_capacity(v.len());
+    v.retain(|x| {
+        if seen.contains(x) {
+            false
+        } else {
+            seen.push(*x);
+            true
+        }
+    });
+}
+
+impl Config {
+    /// Reads the environment and the config file named by `cli` (or `TSUNAGI_CONFIG`)
+    /// and resolves everything. Also returns the unknown `TSUNAGI_*` variables.
+    pub fn load(cli: Options) -> Result<(Config, Vec<String>), ConfigError> {
+        let env = Options::from_env(|k| std::env::var(k).ok())?;
+        let unknown = unknown_env_vars(std::env::vars().map(|(k, _)| k));
+        let file = match cli.config.as_ref().or(env.config.as_ref()) {
+            Some(path) => Options::from_file(path)?,
+            None => Options::default(),
+        };
+        let rust_log = std::env::var("RUST_LOG")
+            .ok()
+            .filter(|s| !s.trim().is_empty());
+        let cfg = Self::resolve(cli.or(env).or(file), rust_log, PrimaryIps::detect)?;
+        Ok((cfg, unknown))
+    }
+
+    /// Applies defaults to merged options and validates them. `rust_log` is the
+    /// fallback log filter; `primary` is asked only when relay addresses are automatic.
+    pub fn resolve(
+        o: Options,
+        rust_log: Option<String>,
+        primary: impl FnOnce() -> PrimaryIps,
+    ) -> Result<Config, ConfigError> {
+        let udp = !o.no_udp.unwrap_or(false);
+        let tcp = !o.no_tcp.unwrap_or(false);
+        if !udp && !tcp {
+            return err("no-udp and no-tcp are both set: nothing would listen; drop one of them");
+        }
+
+        let mut listening_ips = if o.listening_ip.is_empty() {
+            vec![
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            ]
+        } else {
+            o.listening_ip
+        };
+        dedup(&mut listening_ips);
+        let listening_port = o.listening_port.unwrap_or(defaults::LISTENING_PORT);
+
+        let min_port = o.min_port.unwrap_or(defaults::MIN_PORT);
+        let max_port = o.max_port.unwrap_or(defaults::MAX_PORT);
+        if min_port == 0 {
+            return err("min-port is 0; relay ports start at 1 or above (49152 by default)");
+        }
+        if min_port > max_port {
+            return err(format!(
+                "min-port {min_port} is above max-port {max_port}; the relay range is min-port..=max-port, so set min-port <= max-port"
+            ));
+        }
+
+        let (relay_ips, relay_ips_auto) = if o.relay_ip.is_empty() {
+            (auto_relay_ips(&listening_ips, primary()), true)
+        } else {
+            let mut r = o.relay_ip;
+            dedup(&mut r);
+            (r, false)
+        };
+        if let Some(ip) = relay_ips.iter().find(|ip| ip.is_unspecified()) {
+            return err(format!(
+                "relay-ip {ip} is a wildcard address; relay sockets need the specific address peers reach (use external-ip for a public address behind NAT)"
+            ));
+        }
+        for e in &o.external_ip {
+            if let Some(p) = e.private {
+                if !relay_ips.contains(&p) {
+                    return err(format!(
+                        "external-ip {e}: {p} is not a relay address (relay addresses: {}); set relay-ip {p} or fix the private part",
+                        join(&relay_ips)
+                    ));
+                }
+            }
+        }
+
+        let realm = o.realm.unwrap_or_else(|| defaults::REALM.to_owned());
+        if realm.is_empty() || realm.len() > MAX_TEXT_BYTES {
+            return err(format!(
+                "realm must be 1 to {MAX_TEXT_BYTES} bytes long; it is {} bytes",
+                realm.len()
+            ));
+        }
+
+        let mut credentials = Credentials::default();
+        for (i, u) in o.user.iter().enumerate() {
+            credentials
+                .add_user_spec(&u.0)
+                .map_err(|e| ConfigError(format!("user #{}: {e}", i + 1)))?;
+        }
+        for s in &o.static_auth_secret {
+            credentials
+                .add_secret(&s.0)
+                .map_err(|e| ConfigError(format!("static-auth-secret: {e}")))?;
+        }
+
+        let peer_policy = PeerPolicy {
+            allowed: o.allowed_peer_ip,
+            denied: o.denied_peer_ip,
+            allow_loopback: o.allow_loopback_peers.unwrap_or(false),
+        };
+
+        let max_permissions = o.max_permissions.unwrap_or(defaults::MAX_PERMISSIONS);
+        if max_permissions == 0 {
+            return err(
+                "max-permissions is 0: no peer could be reached; use 1 or more (default 128)",
+            );
+        }
+        let max_channels = o.max_channels.unwrap_or(defaults::MAX_CHANNELS);
+        if max_channels > MAX_CHANNELS_LIMIT {
+            return err(format!(
+                "max-channels {max_channels} is above {MAX_CHANNELS_LIMIT}, the number of TURN channel numbers; use at most {MAX_CHANNELS_LIMIT}"
+            ));
+        }
+
+        let secs = |name: &str, v: Option<u64>, default: u64| -> Result<Duration, ConfigError> {
+            let v = v.unwrap_or(default);
+            if v == 0 {
+                return err(format!(
+                    "{name} is 0 seconds; use a positive number of seconds (default {default})"
+                ));
+            }
+            if v > u64::from(u32::MAX) {
+                return err(format!(
+                    "{name} {v} is too large; use at most {} seconds",
+                    u32::MAX
+                ));
+            }
+            Ok(Duration::from_secs(v))
+        };
+        let stale_nonce = secs("stale-nonce", o.stale_nonce, defaults::STALE_NONCE)?;
+        let max_allocate_lifetime = secs(
+            "max-allocate-lifetime",
+            o.max_allocate_lifetime,
+            defaults::MAX_ALLOCATE_LIFETIME,
+        )?;
+        let default_allocate_lifetime = secs(
+            "default-allocate-lifetime",
+            o.default_allocate_lifetime,
+            defaults::DEFAULT_ALLOCATE_LIFETIME,
+        )?;
+        if default_allocate_lifetime > max_allocate_lifetime {
+            return err(format!(
+                "default-allocate-lifetime {}s is above max-allocate-lifetime {}s; lower the default or raise the maximum",
+                default_allocate_lifetime.as_secs(),
+                max_allocate_lifetime.as_secs()
+            ));
+        }
+        let permission_lifetime = secs(
+            "permission-lifetime",
+            o.permission_lifetime,
+            defaults::PERMISSION_LIFETIME,
+        )?;
+        let channel_lifetime = secs(
+            "channel-lifetime",
+            o.channel_lifetime,
+            defaults::CHANNEL_LIFETIME,
+        )?;
+
+        let max_tcp_connections = o
+            .max_tcp_connections
+            .unwrap_or(defaults::MAX_TCP_CONNECTIONS);
+        if tcp && max_tcp_connections == 0 {
+            return err(
+                "max-tcp-connections is 0 while TCP is enabled; use 1 or more, or set no-tcp",
+            );
+        }
+        // tokio's semaphore holds at most usize::MAX >> 3 permits.
+        if max_tcp_connections > 1 << 24 {
+            return err(format!(
+                "max-tcp-connections {max_tcp_connections} is too large; use at most {}",
+                1 << 24
+            ));
+        }
+
+        let software = if o.no_software.unwrap_or(false) {
+            None
+        } else {
+            Some(o.software.unwrap_or_else(|| defaults::SOFTWARE.to_owned()))
+        };
+        if let Some(s) = &software {
+            if s.len() > MAX_TEXT_BYTES {
+                return err(format!(
+                    "software is {} bytes; SOFTWARE holds at most {MAX_TEXT_BYTES}",
+                    s.len()
+                ));
+            }
+        }
+
+        let log_level = o
+            .log_level
+            .or(rust_log)
+            .unwrap_or_else(|| defaults::LOG_LEVEL.to_owned());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+            return err(format!(
+                "log-level '{log_level}' is not a tracing filter ({e}); use e.g. info, debug or tsunagi=debug,warn"
+            ));
+        }
+
+        Ok(Config {
+            listening_ips,
+            listening_port,
+            udp,
+            tcp,
+            relay_ips,
+            relay_ips_auto,
+            external_ips: o.external_ip,
+            min_port,
+            max_port,
+            realm,
+            credentials,
+            peer_policy,
+            user_quota: o.user_quota.unwrap_or(0),
+            total_quota: o.total_quota.unwrap_or(0),
+            max_bps: o.max_bps.unwrap_or(0),
+            max_permissions,
+            max_channels,
+            stale_nonce,
+            max_allocate_lifetime,
+            default_allocate_lifetime,
+            permission_lifetime,
+            channel_lifetime,
+            max_tcp_connections,
+            software,
+            log_level,
+            log_format: o.log_format.unwrap_or_default(),
+            redact_logs: o.redact_logs.unwrap_or(false),
+        })
+    }
+
+    /// The sans-IO server's configuration, with the given nonce key.
+    pub fn server_config(&self, nonce_key: [u8; 32]) -> ServerConfig {
+        ServerConfig {
+            realm: self.realm.clone(),
+            software: self.software.clone(),
+            credentials: self.credentials.clone(),
+            peer_policy: self.peer_policy.clone(),
+            nonce_key,
+            nonce_lifetime: self.stale_nonce,
+            default_lifetime: self.default_allocate_lifetime,
+            max_lifetime: self.max_allocate_lifetime,
+            permission_lifetime: self.permission_lifetime,
+            channel_lifetime: self.channel_lifetime,
+            user_quota: self.user_quota,
+            total_quota: self.total_quota,
+            max_permissions: self.max_permissions,
+            max_channels: self.max_channels,
+            max_bps: self.max_bps,
+            external_ips: self
+                .external_ips
+                .iter()
+                .map(|e| (e.public, e.private))
+                .collect(),
+            ..ServerConfig::default()
+        }
+    }
+
+    /// The socket addresses of the listeners this configuration asks for.
+    pub fn listening_addrs(&self) -> Vec<SocketAddr> {
+        self.listening_ips
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, self.listening_port))
+            .collect()
+    }
+}
+
+fn join(ips: &[IpAddr]) -> String {
+    ips.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> Options {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Options::from_env(|k| m.get(k).cloned()).unwrap()
+    }
+
+    fn cli(args: &[&str]) -> Options {
+        let mut v = vec!["tsunagi"];
+        v.extend_from_slice(args);
+        Cli::try_parse_from(v).unwrap().into_serve_options()
+    }
+
+    fn resolve(o: Options) -> Result<Config, ConfigError> {
+        Config::resolve(o, None, PrimaryIps::default)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = resolve(Options::default()).unwrap();
+        assert_eq!(c.listening_port, 3478);
+        assert_eq!(
+            c.listening_ips,
+            vec![
+                "0.0.0.0".parse::<IpAddr>().unwrap(),
+                "::".parse::<IpAddr>().unwrap()
+            ]
+        );
+        assert!(c.udp && c.tcp);
+        assert_eq!((c.min_port, c.max_port), (49152, 65535));
+        assert_eq!(c.realm, "tsunagi");
+        assert_eq!(c.relay_ips, vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert!(c.relay_ips_auto);
+        assert_eq!(c.max_permissions, 128);
+        assert_eq!(c.max_channels, 128);
+        assert_eq!(c.stale_nonce, Duration::from_secs(600));
+        assert_eq!(c.max_allocate_lifetime, Duration::from_secs(3600));
+        assert_eq!(c.default_allocate_lifetime, Duration::from_secs(600));
+        assert_eq!(c.permission_lifetime, Duration::from_secs(300));
+        assert_eq!(c.channel_lifetime, Duration::from_secs(600));
+        assert_eq!(c.max_tcp_connections, 10_000);
+        assert_eq!(c.software.as_deref(), Some(defaults::SOFTWARE));
+        assert_eq!(c.log_level, "info");
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert!(!c.redact_logs && !c.peer_policy.allow_loopback);
+        assert!(c.credentials.is_empty());
+    }
+
+    #[test]
+    fn precedence_cli_env_file_default() {
+        let file = Options::from_toml(
+            "listening-port = 1000\nrealm = \"file\"\nmin-port = 40000\nmax-bps = 7\n",
+            "test.toml",
+        )
+        .unwrap();
+        let env = env(&[("TSUNAGI_LISTENING_PORT", "2000"), ("TSUNAGI_REALM", "env")]);
+        let cli = cli(&["--listening-port", "3000"]);
+        let c = resolve(cli.or(env).or(file)).unwrap();
+        assert_eq!(c.listening_port, 3000, "cli beats env and file");
+        assert_eq!(c.realm, "env", "env beats file");
+        assert_eq!(c.min_port, 40000, "file beats default");
+        assert_eq!(c.max_bps, 7);
+        assert_eq!(c.max_port, 65535, "default");
+    }
+
+    #[test]
+    fn flags_can_be_turned_off_by_a_higher_layer() {
+        let file = Options::from_toml("allow-loopback-peers = true\nno-tcp = true", "f").unwrap();
+        let env = env(&[("TSUNAGI_ALLOW_LOOPBACK_PEERS", "false")]);
+        let c = resolve(Options::default().or(env).or(file.clone())).unwrap();
+        assert!(!c.peer_policy.allow_loopback);
+        assert!(!c.tcp);
+        let c = resolve(cli(&["--no-tcp=false"]).or(file)).unwrap();
+        assert!(c.tcp);
+        let c = resolve(cli(&["--allow-loopback-peers", "--no-udp"])).unwrap();
+        assert!(c.peer_policy.allow_loopback && !c.udp && c.tcp);
+    }
+
+    #[test]
+    fn lists_replace_lower_layers() {
+        let file = Options::from_toml("user = [\"a:1\", \"b:2\"]", "f").unwrap();
+        let env = env(&[("TSUNAGI_USER", "c:3")]);
+        let merged = Options::default().or(env).or(file);
+        assert_eq!(merged.user, vec![Secret("c:3".into())]);
+    }
+
+    #[test]
+    fn toml_parsing() {
+        let o = Options::from_toml(
+            r#"
+listening-ip = ["127.0.0.1", "::1"]
+listening-port = 3479
+relay-ip = "10.0.0.5"
+external-ip = ["203.0.113.7/10.0.0.5"]
+min-port = 50000
+max-port = 50100
+realm = "example.org"
+user = ["alice:pw", "bob:0x0123456789abcdef0123456789abcdef"]
+static-auth-secret = ["s1", "s2"]
+allowed-peer-ip = ["10.0.0.0/8", "192.168.1.1-192.168.1.9"]
+denied-peer-ip = "203.0.113.0/24"
+allow-loopback-peers = true
+user-quota = 5
+total-quota = 100
+max-bps = 1000000
+max-permissions = 10
+max-channels = 20
+stale-nonce = 60
+max-allocate-lifetime = 1200
+default-allocate-lifetime = 300
+permission-lifetime = 120
+channel-lifetime = 240
+max-tcp-connections = 50
+software = "my-turn"
+log-level = "debug"
+log-format = "json"
+redact-logs = true
+no-udp = false
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        let c = resolve(o).unwrap();
+        assert_eq!(c.listening_ips.len(), 2);
+        assert_eq!(c.listening_port, 3479);
+        assert_eq!(c.relay_ips, vec!["10.0.0.5".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            c.external_ips[0].public,
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!((c.min_port, c.max_port), (50000, 50100));
+        assert_eq!(c.realm, "example.org");
+        assert_eq!(c.credentials.user_count(), 2);
+        assert_eq!(c.credentials.secret_count(), 2);
+        assert_eq!(c.peer_policy.allowed.len(), 2);
+        assert_eq!(c.peer_policy.denied.len(), 1);
+        assert!(c.peer_policy.allow_loopback);
+        assert_eq!(
+            (c.user_quota, c.total_quota, c.max_bps),
+            (5, 100, 1_000_000)
+        );
+        assert_eq!((c.max_permissions, c.max_channels), (10, 20));
+        assert_eq!(c.stale_nonce, Duration::from_secs(60));
+        assert_eq!(c.max_tcp_connections, 50);
+        assert_eq!(c.software.as_deref(), Some("my-turn"));
+        assert_eq!(c.log_level, "debug");
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert!(c.redact_logs);
+        let sc = c.server_config([1; 32]);
+        assert_eq!(sc.realm, "example.org");
+        assert_eq!(sc.external_ips.len(), 1);
+        assert_eq!(sc.permission_lifetime, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn toml_errors_name_the_problem() {
+        let e = Options::from_toml("listening-prot = 1", "t.toml").unwrap_err();
+        assert!(e.0.contains("listening-prot"), "{e}");
+        let e = Options::from_toml("max-port = 70000", "t.toml").unwrap_err();
+        assert!(e.0.contains("t.toml"), "{e}");
+        let e = Options::from_toml("allowed-peer-ip = [\"10.0.0.0/33\"]", "t.toml").unwrap_err();
+        assert!(e.0.contains("10.0.0.0/33"), "{e}");
+        // The config file cannot name another config file.
+        assert!(Options::from_toml("config = \"x\"", "t").is_err());
+    }
+
+    #[test]
+    fn env_list_parsing() {
+        let o = env(&[
+            ("TSUNAGI_LISTENING_IP", "127.0.0.1, ::1,"),
+            (
+                "TSUNAGI_ALLOWED_PEER_IP",
+                "10.0.0.0/8,198.51.100.1-198.51.100.9",
+            ),
+            ("TSUNAGI_STATIC_AUTH_SECRET", "a,b"),
+            ("TSUNAGI_SOFTWARE", "x, y"),
+            ("TSUNAGI_REALM", ""),
+            ("TSUNAGI_LOG_FORMAT", "JSON"),
+            ("TSUNAGI_REDACT_LOGS", "yes"),
+        ]);
+        assert_eq!(o.listening_ip.len(), 2);
+        assert_eq!(o.allowed_peer_ip.len(), 2);
+        assert_eq!(o.static_auth_secret.len(), 2);
+        assert_eq!(o.software.as_deref(), Some("x, y"), "strings are not split");
+        assert_eq!(o.realm, None, "empty means unset");
+        assert_eq!(o.log_format, Some(LogFormat::Json));
+        assert_eq!(o.redact_logs, Some(true));
+        let m: HashMap<&str, &str> = [("TSUNAGI_MIN_PORT", "abc")].into();
+        let e = Options::from_env(|k| m.get(k).map(|s| s.to_string())).unwrap_err();
+        assert!(e.0.contains("TSUNAGI_MIN_PORT"), "{e}");
+        let m: HashMap<&str, &str> = [("TSUNAGI_DENIED_PEER_IP", "10.0.0.1,nope")].into();
+        let e = Options::from_env(|k| m.get(k).map(|s| s.to_string())).unwrap_err();
+        assert!(e.0.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn cli_list_parsing_and_subcommand() {
+        let o = cli(&[
+            "serve",
+            "--user",
+            "a:1",
+            "--user",
+            "b:2",
+            "--allowed-peer-ip",
+            "198.51.100.0/24",
+            "--external-ip",
+            "203.0.113.1",
+        ]);
+        assert_eq!(o.user.len(), 2);
+        assert_eq!(o.allowed_peer_ip.len(), 1);
+        assert_eq!(o.external_ip[0].private, None);
+        assert!(Cli::try_parse_from(["tsunagi", "--allowed-peer-ip", "bad"]).is_err());
+        assert!(Cli::try_parse_from(["tsunagi", "--software", "x", "--no-software"]).is_err());
+        assert!(Cli::try_parse_from(["tsunagi", "--min-port", "70000"]).is_err());
+    }
+
+    #[test]
+    fn validation_errors_say_what_to_fix() {
+        let e = resolve(cli(&["--min-port", "6000", "--max-port", "5000"])).unwrap_err();
+        assert!(e.0.contains("min-port 6000 is above max-port 5000"), "{e}");
+        let e = resolve(cli(&["--user", "nocolon"])).unwrap_err();
+        assert!(e.0.contains("user #1"), "{e}");
+        let e = resolve(cli(&["--user", "a:0x12"])).unwrap_err();
+        assert!(e.0.contains("32 hex digits"), "{e}");
+        let e = resolve(cli(&["--no-udp", "--no-tcp"])).unwrap_err();
+        assert!(e.0.contains("nothing would listen"), "{e}");
+        let e = resolve(cli(&["--default-allocate-lifetime", "7200"])).unwrap_err();
+        assert!(e.0.contains("max-allocate-lifetime"), "{e}");
+        let e = resolve(cli(&["--relay-ip", "0.0.0.0"])).unwrap_err();
+        assert!(e.0.contains("wildcard"), "{e}");
+        let e = resolve(cli(&["--max-channels", "5000"])).unwrap_err();
+        assert!(e.0.contains("4096"), "{e}");
+        let e = resolve(cli(&["--stale-nonce", "0"])).unwrap_err();
+        assert!(e.0.contains("stale-nonce"), "{e}");
+        let e = resolve(cli(&["--log-level", "info,=["])).unwrap_err();
+        assert!(e.0.contains("log-level"), "{e}");
+        let e = resolve(cli(&[
+            "--relay-ip",
+            "10.0.0.1",
+            "--external-ip",
+            "203.0.113.1/10.0.0.2",
+        ]))
+        .unwrap_err();
+        assert!(e.0.contains("not a relay address"), "{e}");
+        assert!("1.2.3.4/24"
+            .parse::<ExternalIp>()
+            .unwrap_err()
+            .contains("prefix length"));
+        assert!("1.2.3.4/::1"
+            .parse::<ExternalIp>()
+            .unwrap_err()
+            .contains("mixes"));
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug() {
+        let o = cli(&[
+            "--user",
+            "alice:hunter2",
+            "--static-auth-secret",
+            "topsecret",
+        ]);
+        let s = format!("{o:?}");
+        assert!(!s.contains("hunter2") && !s.contains("topsecret"), "{s}");
+        let c = resolve(o).unwrap();
+        let s = format!("{c:?}");
+        assert!(!s.contains("hunter2") && !s.contains("topsecret"), "{s}");
+    }
+
+    #[test]
+    fn rust_log_is_the_fallback_filter() {
+        let c =
+            Config::resolve(Options::default(), Some("warn".into()), PrimaryIps::default).unwrap();
+        assert_eq!(c.log_level, "warn");
+        let c = Config::resolve(
+            cli(&["--log-level", "debug"]),
+            Some("warn".into()),
+            PrimaryIps::default,
+        )
+        .unwrap();
+        assert_eq!(c.log_level, "debug");
+    }
+
+    #[test]
+    fn automatic_relay_addresses() {
+        let p = PrimaryIps {
+            v4: Some("10.1.2.3".parse().unwrap()),
+            v6: Some("2001:db8::5".parse().unwrap()),
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            auto_relay_ips(&[ip("0.0.0.0"), ip("::")], p),
+            vec![ip("10.1.2.3"), ip("2001:db8::5")]
+        );
+        assert_eq!(
+            auto_relay_ips(&[ip("192.168.0.9")], p),
+            vec![ip("192.168.0.9")]
+        );
+        assert_eq!(
+            auto_relay_ips(&[ip("0.0.0.0")], PrimaryIps::default()),
+            vec![ip("127.0.0.1")]
+        );
+        assert_eq!(
+            auto_relay_ips(&[ip("192.168.0.9"), ip("::")], p),
+            vec![ip("192.168.0.9"), ip("2001:db8::5")]
+        );
+    }
+
+    #[test]
+    fn unknown_env_vars_are_reported() {
+        let u = unknown_env_vars(
+            ["TSUNAGI_LISTEN_PORT", "TSUNAGI_REALM", "PATH"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        assert_eq!(u, vec!["TSUNAGI_LISTEN_PORT".to_string()]);
+    }
+}
