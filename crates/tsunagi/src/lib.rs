@@ -6,4 +6,5 @@
 //!   [`tsunagi_turn::Server`].
 
 pub mod config;
+pub mod redact;
 pub mod turn_runtime;

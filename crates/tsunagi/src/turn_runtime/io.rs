@@ -1,0 +1,358 @@
+//! Sockets and the tasks that read them: UDP listeners, TCP listeners and connections,
+//! relay sockets. Each task only moves bytes between a socket and a bounded channel;
+//! every decision is the core's.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, warn};
+use tsunagi_stun::{stream_frame_len, FrameLen};
+use tsunagi_turn::{FiveTuple, Transport};
+
+use super::{ClientInput, Counters, PeerInput};
+
+/// Largest UDP payload (IPv4: 65535 - 20 - 8); a receive needs this much room or the
+/// kernel truncates the datagram.
+pub(crate) const MAX_DATAGRAM: usize = 65_536;
+/// Receive arenas are allocated in chunks of this size; see [`recv_datagram`].
+const ARENA_CHUNK: usize = 256 * 1024;
+/// Longest TCP frame: a STUN message with the largest length that is a multiple of 4.
+const MAX_FRAME: usize = 20 + 65_532;
+/// Datagrams read from one socket before going back to the scheduler.
+const RECV_BATCH: usize = 64;
+/// Bytes coalesced into one TCP write.
+const WRITE_COALESCE: usize = 64 * 1024;
+
+thread_local! {
+    /// One receive arena per worker thread, shared by every socket task that runs on
+    /// it: a datagram is received straight into the arena's spare capacity and split
+    /// off as a `Bytes` that shares the chunk, so a packet costs no allocation of its
+    /// own, and memory is per thread rather than a 64 KiB buffer per relay socket.
+    static ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// Receives one datagram without waiting. Invariant: the arena is empty between
+/// calls (everything received is split off).
+pub(crate) fn recv_datagram(sock: &UdpSocket) -> io::Result<(Bytes, SocketAddr)> {
+    ARENA.with(|arena| {
+        let mut arena = arena.borrow_mut();
+        if arena.capacity() < MAX_DATAGRAM {
+            // Reclaims the current chunk if every packet split from it has been
+            // dropped, else starts a new one.
+            arena.reserve(ARENA_CHUNK);
+        }
+        let (n, from) = sock.try_recv_buf_from(&mut *arena)?;
+        Ok((arena.split_to(n).freeze(), from))
+    })
+}
+
+/// Opens a non-blocking UDP socket bound to `addr`; IPv6 sockets are IPv6-only so
+/// that `0.0.0.0` and `::` can share a port.
+pub(crate) fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// Opens a non-blocking TCP listener on `addr` (IPv6-only for IPv6, SO_REUSEADDR so
+/// that a restart does not wait for TIME_WAIT).
+pub(crate) fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+/// Sets or clears "don't fragment" (IP_MTU_DISCOVER / IPV6_MTU_DISCOVER = DO) on a
+/// relay socket (RFC 8656 §14.1, DONT-FRAGMENT). Clearing restores Linux's default
+/// (WANT), under which the kernel fragments datagrams larger than the path MTU.
+#[cfg(target_os = "linux")]
+pub(crate) fn set_dont_fragment(sock: &UdpSocket, v6: bool, on: bool) -> io::Result<()> {
+    use rustix::net::sockopt::{self, Ipv4PathMtuDiscovery as V4, Ipv6PathMtuDiscovery as V6};
+    let r = if v6 {
+        sockopt::set_ipv6_mtu_discover(sock, if on { V6::DO } else { V6::WANT })
+    } else {
+        sockopt::set_ip_mtu_discover(sock, if on { V4::DO } else { V4::WANT })
+    };
+    r.map_err(io::Error::from)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn set_dont_fragment(_sock: &UdpSocket, _v6: bool, _on: bool) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "DONT-FRAGMENT is implemented for Linux only",
+    ))
+}
+
+/// Waits until `shutdown` is set (or its sender is gone).
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    while !*shutdown.borrow_and_update() {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads a UDP listener into the core's client queue.
+pub(crate) async fn udp_listener(
+    sock: Arc<UdpSocket>,
+    local: SocketAddr,
+    tx: mpsc::Sender<ClientInput>,
+    counters: Arc<Counters>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            r = sock.readable() => if let Err(e) = r {
+                warn!(%local, error = %e, "UDP listener failed; it stops");
+                return;
+            },
+            _ = stopped(&mut shutdown) => return,
+        }
+        for _ in 0..RECV_BATCH {
+            match recv_datagram(&sock) {
+                Ok((data, from)) => {
+                    match tx.try_send(ClientInput::Datagram { local, from, data }) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            Counters::inc(&counters.client_queue_full)
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    // E.g. ECONNREFUSED left by an ICMP error: per datagram, not fatal.
+                    debug!(%local, error = %e, "UDP listener receive error");
+                    Counters::inc(&counters.recv_errors);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Reads a relay socket into the core's peer queue, until aborted (on release).
+pub(crate) async fn relay_reader(
+    sock: Arc<UdpSocket>,
+    relay: SocketAddr,
+    tx: mpsc::Sender<PeerInput>,
+    counters: Arc<Counters>,
+) {
+    loop {
+        if sock.readable().await.is_err() {
+            return;
+        }
+        for _ in 0..RECV_BATCH {
+            match recv_datagram(&sock) {
+                Ok((data, peer)) => match tx.try_send(PeerInput { relay, peer, data }) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        Counters::inc(&counters.peer_queue_full)
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    debug!(%relay, error = %e, "relay socket receive error");
+                    Counters::inc(&counters.recv_errors);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Settings shared by the TCP tasks.
+#[derive(Debug, Clone)]
+pub(crate) struct TcpSettings {
+    pub semaphore: Arc<Semaphore>,
+    pub write_queue: usize,
+    pub redact: crate::redact::Redactor,
+}
+
+/// Accepts TCP connections while a connection permit is free (DESIGN practice 13: at
+/// the cap, connections wait in the kernel's backlog instead of costing memory here).
+pub(crate) async fn tcp_acceptor(
+    listener: TcpListener,
+    tx: mpsc::Sender<ClientInput>,
+    settings: TcpSettings,
+    counters: Arc<Counters>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let local = listener.local_addr().ok();
+    loop {
+        let permit = tokio::select! {
+            p = settings.semaphore.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = stopped(&mut shutdown) => return,
+        };
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stopped(&mut shutdown) => return,
+        };
+        match accepted {
+            Ok((stream, client)) => {
+                tokio::spawn(tcp_connection(
+                    stream,
+                    client,
+                    permit,
+                    tx.clone(),
+                    settings.clone(),
+                    counters.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!(local = ?local, error = %e, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Why a TCP connection ended, for the debug log.
+#[derive(Debug)]
+enum Close {
+    Eof,
+    Error(io::Error),
+    Invalid,
+    Shutdown,
+    CoreGone,
+}
+
+impl std::fmt::Display for Close {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Close::Eof => f.write_str("closed by the client"),
+            Close::Error(e) => write!(f, "read error: {e}"),
+            Close::Invalid => f.write_str("not STUN or ChannelData"),
+            Close::Shutdown => f.write_str("server shutting down"),
+            Close::CoreGone => f.write_str("server stopped"),
+        }
+    }
+}
+
+/// One TCP client: frames the byte stream (RFC 8489 §6.2.2, RFC 8656 §12.5) into the
+/// core's client queue, and writes the core's responses from a bounded queue.
+async fn tcp_connection(
+    stream: TcpStream,
+    client: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    tx: mpsc::Sender<ClientInput>,
+    settings: TcpSettings,
+    counters: Arc<Counters>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // The accepted socket's own address, more specific than a wildcard listener's.
+    let Ok(server) = stream.local_addr() else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let ft = FiveTuple {
+        client,
+        server,
+        transport: Transport::Tcp,
+    };
+    let (mut rd, wr) = stream.into_split();
+    let (wtx, wrx) = mpsc::channel(settings.write_queue);
+    if tx
+        .send(ClientInput::TcpOpened { ft, tx: wtx })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    Counters::inc(&counters.tcp_connections);
+    let writer = tokio::spawn(tcp_writer(wr, wrx));
+    let mut buf = BytesMut::with_capacity(4096);
+    let close = 'conn: loop {
+        // Hand every complete frame to the core.
+        loop {
+            let n = match stream_frame_len(&buf) {
+                FrameLen::Incomplete => break,
+                FrameLen::Invalid => break 'conn Close::Invalid,
+                FrameLen::Stun(n) | FrameLen::ChannelData(n) => n,
+            };
+            if n > MAX_FRAME {
+                break 'conn Close::Invalid;
+            }
+            if buf.len() < n {
+                buf.reserve(n - buf.len());
+                break;
+            }
+            let data = buf.split_to(n).freeze();
+            // Awaiting here is TCP backpressure: a full core queue stops this reader.
+            if tx.send(ClientInput::TcpFrame { ft, data }).await.is_err() {
+                break 'conn Close::CoreGone;
+            }
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        tokio::select! {
+            r = rd.read_buf(&mut buf) => match r {
+                Ok(0) => break Close::Eof,
+                Ok(_) => {}
+                Err(e) => break Close::Error(e),
+            },
+            _ = stopped(&mut shutdown) => break Close::Shutdown,
+        }
+    };
+    if matches!(close, Close::Invalid) {
+        Counters::inc(&counters.tcp_invalid);
+    }
+    debug!(client = %settings.redact.addr(client), reason = %close, "TCP connection closed");
+    writer.abort();
+    // Tell the core, so that the allocation of this connection goes with it.
+    let _ = tx.send(ClientInput::TcpClosed { ft }).await;
+    Counters::dec(&counters.tcp_connections);
+    drop(permit);
+}
+
+/// Writes queued messages to a TCP client, coalescing what is already queued.
+async fn tcp_writer(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
+    let mut out: Vec<u8> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        if rx.is_empty() {
+            if wr.write_all(&first).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        out.clear();
+        out.extend_from_slice(&first);
+        while out.len() < WRITE_COALESCE {
+            match rx.try_recv() {
+                Ok(m) => out.extend_from_slice(&m),
+                Err(_) => break,
+            }
+        }
+        if wr.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+    let _ = wr.shutdown().await;
+}

@@ -1,0 +1,727 @@
+//! The IO that drives the sans-IO [`tsunagi_turn::Server`].
+//!
+//! One core task owns the `Server` and the relay sockets ([`relay::RelayPool`], the
+//! server's `RelayBinder`). Everything else is a small task that moves bytes between a
+//! socket and a bounded channel:
+//!
+//! ```text
+//!  UDP listener tasks ─┐ try_send (drop when full)
+//!  TCP connection tasks ┼─► client queue ─┐
+//!                       │  send().await   │      ┌───────────────┐   try_send_to
+//!  relay reader tasks ──┴─► peer queue ───┼────► │ core: Server  │ ─► UDP listeners, relay sockets
+//!                          try_send       │      │ + RelayPool   │ ─► per-connection TCP write queues
+//!  Server::poll_timeout ─ sleep_until ────┘      └───────────────┘   try_send (drop when full)
+//! ```
+//!
+//! After each input the core drains `poll_transmit` and `poll_event`. Sends never wait:
+//! a full socket buffer or queue drops the packet (UDP semantics) and counts it, and a
+//! send error to one destination (ENETUNREACH, EMSGSIZE, ...) is logged at debug and
+//! counted; neither stops anything else. The one exception to "never wait" is the TCP
+//! reader, which awaits room in the client queue: that is TCP's own backpressure.
+//!
+//! Shutdown is one `watch` broadcast: listeners stop accepting, connections close, the
+//! core releases every relay socket and returns the server's final [`Stats`].
+
+mod io;
+mod relay;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+use tsunagi_turn::{DeleteReason, Destination, Event, FiveTuple, Server, Stats, Transport};
+
+use crate::config::Config;
+use crate::redact::Redactor;
+use relay::RelayPool;
+
+/// An input for the core from the client side.
+#[derive(Debug)]
+pub(crate) enum ClientInput {
+    /// A datagram received on the UDP listener bound at `local`.
+    Datagram {
+        local: SocketAddr,
+        from: SocketAddr,
+        data: Bytes,
+    },
+    /// A TCP connection was accepted; `tx` is its bounded write queue.
+    TcpOpened {
+        ft: FiveTuple,
+        tx: mpsc::Sender<Vec<u8>>,
+    },
+    /// One STUN or ChannelData frame from a TCP connection.
+    TcpFrame {
+        ft: FiveTuple,
+        data: Bytes,
+    },
+    TcpClosed {
+        ft: FiveTuple,
+    },
+}
+
+/// A datagram from a peer, received on the relay socket bound at `relay`.
+#[derive(Debug)]
+pub(crate) struct PeerInput {
+    relay: SocketAddr,
+    peer: SocketAddr,
+    data: Bytes,
+}
+
+/// Runtime counters (the server's own are in [`Stats`]). Updated live with relaxed
+/// atomics; read them with [`Counters::snapshot`].
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Client datagrams dropped because the core's client queue was full.
+    pub client_queue_full: AtomicU64,
+    /// Peer datagrams dropped because the core's peer queue was full.
+    pub peer_queue_full: AtomicU64,
+    /// Packets dropped because a socket's send buffer was full.
+    pub send_would_block: AtomicU64,
+    /// Sends that failed (ENETUNREACH, EMSGSIZE, EACCES, ...).
+    pub send_errors: AtomicU64,
+    /// Messages dropped because a TCP connection's write queue was full.
+    pub tcp_queue_full: AtomicU64,
+    /// Receive errors on listener or relay sockets.
+    pub recv_errors: AtomicU64,
+    /// TCP connections open now.
+    pub tcp_connections: AtomicU64,
+    /// TCP connections closed because the stream was not STUN/ChannelData.
+    pub tcp_invalid: AtomicU64,
+    /// Relay allocations refused for lack of a free port.
+    pub relay_exhausted: AtomicU64,
+    /// Relay sockets that could not be opened for a reason other than "port in use".
+    pub relay_bind_errors: AtomicU64,
+}
+
+/// A copy of [`Counters`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    pub client_queue_full: u64,
+    pub peer_queue_full: u64,
+    pub send_would_block: u64,
+    pub send_errors: u64,
+    pub tcp_queue_full: u64,
+    pub recv_errors: u64,
+    pub tcp_connections: u64,
+    pub tcp_invalid: u64,
+    pub relay_exhausted: u64,
+    pub relay_bind_errors: u64,
+}
+
+impl Counters {
+    pub(crate) fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dec(c: &AtomicU64) {
+        c.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CounterSnapshot {
+            client_queue_full: l(&self.client_queue_full),
+            peer_queue_full: l(&self.peer_queue_full),
+            send_would_block: l(&self.send_would_block),
+            send_errors: l(&self.send_errors),
+            tcp_queue_full: l(&self.tcp_queue_full),
+            recv_errors: l(&self.recv_errors),
+            tcp_connections: l(&self.tcp_connections),
+            tcp_invalid: l(&self.tcp_invalid),
+            relay_exhausted: l(&self.relay_exhausted),
+            relay_bind_errors: l(&self.relay_bind_errors),
+        }
+    }
+}
+
+/// Bound listener sockets, made before the runtime starts (DESIGN practice 13), so
+/// that tests can bind port 0 and the binary can report bind errors before anything
+/// else happens.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub udp: Vec<std::net::UdpSocket>,
+    pub tcp: Vec<std::net::TcpListener>,
+}
+
+/// A listener that could not be bound.
+#[derive(Debug)]
+pub struct BindFailure {
+    pub transport: &'static str,
+    pub addr: SocketAddr,
+    pub error: std::io::Error,
+}
+
+impl std::fmt::Display for BindFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hint = match self.error.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "; another process (coturn?) holds the port: stop it or change listening-port"
+            }
+            std::io::ErrorKind::AddrNotAvailable => {
+                "; this host has no such address: fix listening-ip"
+            }
+            std::io::ErrorKind::PermissionDenied => "; ports below 1024 need CAP_NET_BIND_SERVICE",
+            _ => "",
+        };
+        write!(
+            f,
+            "cannot listen on {} {}: {}{hint}",
+            self.transport, self.addr, self.error
+        )
+    }
+}
+
+impl std::error::Error for BindFailure {}
+
+impl Listeners {
+    /// Binds UDP and/or TCP on every address. IPv6 sockets are IPv6-only, so `0.0.0.0`
+    /// and `::` can both take one port.
+    pub fn bind(addrs: &[SocketAddr], udp: bool, tcp: bool) -> Result<Self, BindFailure> {
+        let mut l = Listeners::default();
+        for &addr in addrs {
+            if udp {
+                let s = io::udp_socket(addr).map_err(|error| BindFailure {
+                    transport: "udp",
+                    addr,
+                    error,
+                })?;
+                l.udp.push(s);
+            }
+            if tcp {
+                let s = io::tcp_listener(addr).map_err(|error| BindFailure {
+                    transport: "tcp",
+                    addr,
+                    error,
+                })?;
+                l.tcp.push(s);
+            }
+        }
+        Ok(l)
+    }
+}
+
+/// What the runtime needs besides the server and the listeners.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Addresses relay sockets bind to.
+    pub relay_ips: Vec<IpAddr>,
+    pub min_port: u16,
+    pub max_port: u16,
+    pub max_tcp_connections: usize,
+    pub redact_logs: bool,
+    /// Capacity of the core's client queue and of its peer queue.
+    pub queue_capacity: usize,
+    /// Capacity of each TCP connection's write queue, in messages.
+    pub tcp_write_queue: usize,
+}
+
+impl RuntimeOptions {
+    pub fn from_config(c: &Config) -> Self {
+        Self {
+            relay_ips: c.relay_ips.clone(),
+            min_port: c.min_port,
+            max_port: c.max_port,
+            max_tcp_connections: c.max_tcp_connections,
+            redact_logs: c.redact_logs,
+            queue_capacity: 8192,
+            tcp_write_queue: 256,
+        }
+    }
+}
+
+/// A failure to start the runtime.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A running STUN/TURN service.
+#[derive(Debug)]
+pub struct TurnService {
+    udp_addrs: Vec<SocketAddr>,
+    tcp_addrs: Vec<SocketAddr>,
+    shutdown: watch::Sender<bool>,
+    core: JoinHandle<Stats>,
+    tasks: Vec<JoinHandle<()>>,
+    counters: Arc<Counters>,
+    stats: watch::Receiver<Stats>,
+}
+
+impl TurnService {
+    /// Starts the listeners and the core; must be called inside a tokio runtime.
+    /// Checks first that every relay address belongs to this host.
+    pub fn start(
+        server: Server,
+        listeners: Listeners,
+        opts: RuntimeOptions,
+    ) -> Result<Self, StartError> {
+        if opts.relay_ips.is_empty() {
+            return Err(StartError("no relay address: set relay-ip".into()));
+        }
+        for ip in &opts.relay_ips {
+            io::udp_socket(SocketAddr::new(*ip, 0)).map_err(|e| {
+                StartError(format!(
+                    "relay-ip {ip} cannot be bound ({e}); name an address of this host (use external-ip for a public address behind NAT)"
+                ))
+            })?;
+        }
+        if opts.min_port > opts.max_port {
+            return Err(StartError(format!(
+                "min-port {} is above max-port {}",
+                opts.min_port, opts.max_port
+            )));
+        }
+        let queue = opts.queue_capacity.max(1);
+        let (client_tx, client_rx) = mpsc::channel(queue);
+        let (peer_tx, peer_rx) = mpsc::channel(queue);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let counters = Arc::new(Counters::default());
+        let (stats_tx, stats) = watch::channel(server.stats());
+        let start_err = |what: &str, e: std::io::Error| StartError(format!("{what}: {e}"));
+
+        let redact = Redactor::new(opts.redact_logs);
+        let mut tasks = Vec::new();
+        let mut udp_out = HashMap::new();
+        let mut udp_addrs = Vec::new();
+        for s in listeners.udp {
+            let local = s.local_addr().map_err(|e| start_err("UDP listener", e))?;
+            let sock = Arc::new(UdpSocket::from_std(s).map_err(|e| start_err("UDP listener", e))?);
+            info!("STUN/TURN listening on udp {local}");
+            udp_out.insert(local, sock.clone());
+            udp_addrs.push(local);
+            tasks.push(tokio::spawn(io::udp_listener(
+                sock,
+                local,
+                client_tx.clone(),
+                counters.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
+        let settings = io::TcpSettings {
+            semaphore: Arc::new(Semaphore::new(opts.max_tcp_connections.max(1))),
+            write_queue: opts.tcp_write_queue.max(1),
+            redact: redact.clone(),
+        };
+        let mut tcp_addrs = Vec::new();
+        for l in listeners.tcp {
+            let local = l.local_addr().map_err(|e| start_err("TCP listener", e))?;
+            let l = TcpListener::from_std(l).map_err(|e| start_err("TCP listener", e))?;
+            info!("STUN/TURN listening on tcp {local}");
+            tcp_addrs.push(local);
+            tasks.push(tokio::spawn(io::tcp_acceptor(
+                l,
+                client_tx.clone(),
+                settings.clone(),
+                counters.clone(),
+                shutdown_rx.clone(),
+            )));
+        }
+        drop(client_tx);
+        info!(
+            relay_ips = %opts.relay_ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+            "relay ports {}-{}",
+            opts.min_port,
+            opts.max_port
+        );
+
+        let relays = RelayPool::new(
+            &opts.relay_ips,
+            opts.min_port,
+            opts.max_port,
+            peer_tx,
+            counters.clone(),
+        );
+        let core = Core {
+            server,
+            relays,
+            udp_out,
+            tcp_out: HashMap::new(),
+            counters: counters.clone(),
+            redact,
+            stats_tx,
+            auth_log: LogLimiter::new(20),
+        };
+        let core = tokio::spawn(core.run(client_rx, peer_rx, shutdown_rx));
+        Ok(Self {
+            udp_addrs,
+            tcp_addrs,
+            shutdown,
+            core,
+            tasks,
+            counters,
+            stats,
+        })
+    }
+
+    /// Bound UDP listener addresses (useful with port 0).
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        &self.udp_addrs
+    }
+
+    /// Bound TCP listener addresses.
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        &self.tcp_addrs
+    }
+
+    /// The runtime's counters, live.
+    pub fn counters(&self) -> CounterSnapshot {
+        self.counters.snapshot()
+    }
+
+    /// The server's counters as of its last input.
+    pub fn stats(&self) -> Stats {
+        *self.stats.borrow()
+    }
+
+    /// A receiver that sees the server's counters change.
+    pub fn watch_stats(&self) -> watch::Receiver<Stats> {
+        self.stats.clone()
+    }
+
+    /// Stops listening, closes connections and relay sockets, and returns the final
+    /// server counters. Tasks that do not stop within two seconds are aborted.
+    pub async fn shutdown(self) -> Stats {
+        let _ = self.shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let stats = match tokio::time::timeout_at(deadline, self.core).await {
+            Ok(Ok(s)) => s,
+            _ => *self.stats.borrow(),
+        };
+        for t in self.tasks {
+            let abort = t.abort_handle();
+            if tokio::time::timeout_at(deadline, t).await.is_err() {
+                abort.abort();
+            }
+        }
+        stats
+    }
+}
+
+/// Allows `per_sec` log lines per second and counts the rest, so that a flood of bad
+/// requests cannot flood the log.
+#[derive(Debug)]
+struct LogLimiter {
+    per_sec: u32,
+    window: Instant,
+    used: u32,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    fn new(per_sec: u32) -> Self {
+        Self {
+            per_sec,
+            window: Instant::now(),
+            used: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(suppressed since the last allowed line)` if a line may be logged now.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            self.window = now;
+            self.used = 0;
+        }
+        if self.used < self.per_sec {
+            self.used += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
+/// The task that owns the server.
+struct Core {
+    server: Server,
+    relays: RelayPool,
+    /// UDP listener sockets by local address, for responses.
+    udp_out: HashMap<SocketAddr, Arc<UdpSocket>>,
+    /// Write queues of open TCP connections. Bounded by max-tcp-connections; the
+    /// default hasher is SipHash with random keys, as keys come from clients.
+    tcp_out: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
+    counters: Arc<Counters>,
+    redact: Redactor,
+    stats_tx: watch::Sender<Stats>,
+    auth_log: LogLimiter,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("relays", &self.relays.len())
+            .field("tcp_connections", &self.tcp_out.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Inputs handled in one go before the select loop runs again.
+const BATCH: usize = 64;
+
+impl Core {
+    async fn run(
+        mut self,
+        mut client_rx: mpsc::Receiver<ClientInput>,
+        mut peer_rx: mpsc::Receiver<PeerInput>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Stats {
+        let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
+        let sleep = tokio::time::sleep_until(far());
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
+        loop {
+            let next = self.server.poll_timeout();
+            if next != armed {
+                sleep
+                    .as_mut()
+                    .reset(next.map_or_else(far, tokio::time::Instant::from_std));
+                armed = next;
+            }
+            tokio::select! {
+                _ = io::stopped(&mut shutdown) => break,
+                Some(input) = client_rx.recv() => {
+                    self.on_client(input);
+                    for _ in 1..BATCH {
+                        match client_rx.try_recv() {
+                            Ok(input) => self.on_client(input),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(input) = peer_rx.recv() => {
+                    self.on_peer(input);
+                    for _ in 1..BATCH {
+                        match peer_rx.try_recv() {
+                            Ok(input) => self.on_peer(input),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                () = &mut sleep, if armed.is_some() => {
+                    self.server.handle_timeout(Instant::now(), &mut self.relays);
+                    self.drain();
+                    // Re-arm even if the next deadline is the same instant.
+                    armed = None;
+                }
+                else => break,
+            }
+            self.publish_stats();
+        }
+        let live = self.server.allocation_count();
+        self.relays.release_all();
+        self.tcp_out.clear();
+        info!(
+            allocations = live,
+            "STUN/TURN stopped; relay sockets closed"
+        );
+        self.publish_stats();
+        self.server.stats()
+    }
+
+    fn publish_stats(&self) {
+        let now = self.server.stats();
+        self.stats_tx.send_if_modified(|s| {
+            if *s == now {
+                false
+            } else {
+                *s = now;
+                true
+            }
+        });
+    }
+
+    fn on_client(&mut self, input: ClientInput) {
+        match input {
+            ClientInput::Datagram { local, from, data } => {
+                let ft = FiveTuple {
+                    client: from,
+                    server: local,
+                    transport: Transport::Udp,
+                };
+                self.server
+                    .handle_client(Instant::now(), ft, &data, &mut self.relays);
+            }
+            ClientInput::TcpFrame { ft, data } => {
+                self.server
+                    .handle_client(Instant::now(), ft, &data, &mut self.relays);
+            }
+            ClientInput::TcpOpened { ft, tx } => {
+                self.tcp_out.insert(ft, tx);
+            }
+            ClientInput::TcpClosed { ft } => {
+                self.tcp_out.remove(&ft);
+                self.server
+                    .handle_connection_closed(Instant::now(), ft, &mut self.relays);
+            }
+        }
+        self.drain();
+    }
+
+    fn on_peer(&mut self, input: PeerInput) {
+        self.server
+            .handle_peer(Instant::now(), input.relay, input.peer, &input.data);
+        self.drain();
+    }
+
+    /// Sends every transmit and logs every event the server has queued.
+    fn drain(&mut self) {
+        while let Some(t) = self.server.poll_transmit() {
+            match t.destination {
+                Destination::Client(ft) => self.send_to_client(ft, t.payload),
+                Destination::Peer {
+                    relay,
+                    peer,
+                    dont_fragment,
+                } => {
+                    let r = self.relays.send(relay, peer, dont_fragment, &t.payload);
+                    self.count_send(r, "peer", peer, Some(relay));
+                }
+            }
+        }
+        while let Some(ev) = self.server.poll_event() {
+            self.log_event(ev);
+        }
+    }
+
+    fn send_to_client(&mut self, ft: FiveTuple, payload: Vec<u8>) {
+        match ft.transport {
+            Transport::Udp => {
+                let r = match self.udp_out.get(&ft.server) {
+                    Some(s) => s.try_send_to(&payload, ft.client).map(|_| ()),
+                    None => return,
+                };
+                self.count_send(r, "client", ft.client, None);
+            }
+            Transport::Tcp | Transport::Tls => {
+                if let Some(tx) = self.tcp_out.get(&ft) {
+                    match tx.try_send(payload) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            Counters::inc(&self.counters.tcp_queue_full)
+                        }
+                        // Closing; TcpClosed is on its way.
+                        Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn count_send(
+        &self,
+        r: std::io::Result<()>,
+        to: &'static str,
+        addr: SocketAddr,
+        relay: Option<SocketAddr>,
+    ) {
+        match r {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                Counters::inc(&self.counters.send_would_block)
+            }
+            Err(e) => {
+                Counters::inc(&self.counters.send_errors);
+                debug!(
+                    to,
+                    addr = %self.redact.addr(addr),
+                    relay = ?relay,
+                    error = %e,
+                    "send failed; packet dropped"
+                );
+            }
+        }
+    }
+
+    fn log_event(&mut self, ev: Event) {
+        let r = &self.redact;
+        match ev {
+            Event::AllocationCreated {
+                five_tuple,
+                username,
+                relays,
+                lifetime,
+            } => info!(
+                client = %r.addr(five_tuple.client),
+                transport = ?five_tuple.transport,
+                user = %r.user(&username),
+                relays = ?relays,
+                lifetime_s = lifetime.as_secs(),
+                "allocation created"
+            ),
+            Event::AllocationDeleted {
+                five_tuple,
+                username,
+                reason,
+                relays,
+            } => info!(
+                client = %r.addr(five_tuple.client),
+                transport = ?five_tuple.transport,
+                user = %r.user(&username),
+                relays = ?relays,
+                reason = match reason {
+                    DeleteReason::Expired => "expired",
+                    DeleteReason::Refreshed => "refreshed to 0",
+                    DeleteReason::ConnectionClosed => "connection closed",
+                },
+                "allocation deleted"
+            ),
+            Event::PeerDenied {
+                five_tuple,
+                username,
+                peer,
+                category,
+                config_key,
+            } => info!(
+                client = %r.addr(five_tuple.client),
+                user = %r.user(&username),
+                peer = %r.ip(peer),
+                category,
+                "peer denied ({category}); to allow it set {config_key}"
+            ),
+            Event::AuthFailed {
+                five_tuple,
+                username,
+                reason,
+            } => {
+                // Anyone can cause these: rate-limited.
+                if let Some(suppressed) = self.auth_log.allow(Instant::now()) {
+                    info!(
+                        client = %r.addr(five_tuple.client),
+                        user = %r.user(&username),
+                        reason,
+                        suppressed,
+                        "authentication failed"
+                    );
+                }
+            }
+            Event::QuotaReached {
+                five_tuple,
+                username,
+                which,
+            } => warn!(
+                client = %r.addr(five_tuple.client),
+                user = %r.user(&username),
+                which,
+                "allocation refused: {which} reached"
+            ),
+            // Newer event kinds may carry addresses and names: only shown unredacted.
+            other if !r.is_enabled() => debug!(event = ?other, "TURN event"),
+            _ => {}
+        }
+    }
+}

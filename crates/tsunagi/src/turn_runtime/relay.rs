@@ -1,0 +1,243 @@
+//! Relay sockets: the [`RelayBinder`] the core hands to the sans-IO server.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+use tsunagi_turn::{BindError, BindRequest, Family, PortRequest, RelayBinder};
+
+use super::io::{relay_reader, set_dont_fragment, udp_socket};
+use super::{Counters, PeerInput};
+
+/// Random ports tried before scanning the range.
+const RANDOM_TRIES: usize = 32;
+
+/// One open relay socket and the task that reads it.
+#[derive(Debug)]
+struct RelaySocket {
+    socket: Arc<UdpSocket>,
+    reader: JoinHandle<()>,
+    /// Whether IP_MTU_DISCOVER=DO is currently set.
+    dont_fragment: bool,
+}
+
+impl Drop for RelaySocket {
+    fn drop(&mut self) {
+        // The reader holds the other reference to the socket; aborting it closes the
+        // socket and frees the port.
+        self.reader.abort();
+    }
+}
+
+/// Relay addresses, the port range, and every open relay socket.
+#[derive(Debug)]
+pub(crate) struct RelayPool {
+    v4: Vec<IpAddr>,
+    v6: Vec<IpAddr>,
+    /// Round-robin position among addresses of one family.
+    next_v4: usize,
+    next_v6: usize,
+    min_port: u16,
+    max_port: u16,
+    sockets: HashMap<SocketAddr, RelaySocket>,
+    peer_tx: mpsc::Sender<PeerInput>,
+    counters: Arc<Counters>,
+    /// Relay ports must be hard to guess (RFC 8656 §7.2): a CSPRNG.
+    rng: StdRng,
+}
+
+impl RelayPool {
+    pub(crate) fn new(
+        ips: &[IpAddr],
+        min_port: u16,
+        max_port: u16,
+        peer_tx: mpsc::Sender<PeerInput>,
+        counters: Arc<Counters>,
+    ) -> Self {
+        Self {
+            v4: ips.iter().copied().filter(IpAddr::is_ipv4).collect(),
+            v6: ips.iter().copied().filter(IpAddr::is_ipv6).collect(),
+            next_v4: 0,
+            next_v6: 0,
+            min_port,
+            max_port,
+            sockets: HashMap::new(),
+            peer_tx,
+            counters,
+            rng: StdRng::from_entropy(),
+        }
+    }
+
+    /// Number of open relay sockets (reserved odd ports included).
+    pub(crate) fn len(&self) -> usize {
+        self.sockets.len()
+    }
+
+    /// Closes every relay socket.
+    pub(crate) fn release_all(&mut self) {
+        self.sockets.clear();
+    }
+
+    fn pick_ip(&mut self, family: Family) -> Option<IpAddr> {
+        let (ips, next) = match family {
+            Family::V4 => (&self.v4, &mut self.next_v4),
+            Family::V6 => (&self.v6, &mut self.next_v6),
+        };
+        if ips.is_empty() {
+            return None;
+        }
+        let ip = ips[*next % ips.len()];
+        *next = next.wrapping_add(1);
+        Some(ip)
+    }
+
+    /// Opens the relay socket at `addr` and starts its reader.
+    fn open(&mut self, addr: SocketAddr, dont_fragment: bool) -> io::Result<()> {
+        let std_sock = udp_socket(addr)?;
+        let socket = Arc::new(UdpSocket::from_std(std_sock)?);
+        let mut df = false;
+        if dont_fragment {
+            match set_dont_fragment(&socket, addr.is_ipv6(), true) {
+                Ok(()) => df = true,
+                Err(e) => debug!(relay = %addr, error = %e, "cannot set don't-fragment"),
+            }
+        }
+        let reader = tokio::spawn(relay_reader(
+            socket.clone(),
+            addr,
+            self.peer_tx.clone(),
+            self.counters.clone(),
+        ));
+        self.sockets.insert(
+            addr,
+            RelaySocket {
+                socket,
+                reader,
+                dont_fragment: df,
+            },
+        );
+        Ok(())
+    }
+
+    /// Tries to bind `port` (and `port + 1` for a pair). `Ok(false)` means "in use, try
+    /// another"; `Err` means no port will work.
+    fn try_port(&mut self, ip: IpAddr, port: u16, pair: bool, df: bool) -> Result<bool, BindError> {
+        let a = SocketAddr::new(ip, port);
+        let b = SocketAddr::new(ip, port.wrapping_add(1));
+        if self.sockets.contains_key(&a) || (pair && self.sockets.contains_key(&b)) {
+            return Ok(false);
+        }
+        if let Err(e) = self.open(a, df) {
+            return self.bind_failed(a, e);
+        }
+        if pair {
+            if let Err(e) = self.open(b, false) {
+                self.sockets.remove(&a);
+                return self.bind_failed(b, e);
+            }
+        }
+        Ok(true)
+    }
+
+    fn bind_failed(&self, addr: SocketAddr, e: io::Error) -> Result<bool, BindError> {
+        match e.kind() {
+            // Taken by another process (or a socket of ours still closing); privileged.
+            io::ErrorKind::AddrInUse | io::ErrorKind::PermissionDenied => Ok(false),
+            _ => {
+                warn!(relay = %addr, error = %e, "cannot open a relay socket");
+                Counters::inc(&self.counters.relay_bind_errors);
+                Err(BindError::Exhausted)
+            }
+        }
+    }
+
+    /// Binds a port of the range that satisfies `req`: random candidates first, then
+    /// a scan from a random start, so that a nearly full range still finds its last
+    /// free port.
+    fn bind_in_range(&mut self, ip: IpAddr, req: BindRequest) -> Result<SocketAddr, BindError> {
+        let (even, pair) = match req.port {
+            PortRequest::Any => (false, false),
+            PortRequest::Even => (true, false),
+            PortRequest::EvenReserveNext => (true, true),
+        };
+        // Candidate ports as indexes 0..count into the range.
+        let (first, step) = if even {
+            (self.min_port.saturating_add(self.min_port % 2), 2u32)
+        } else {
+            (self.min_port, 1u32)
+        };
+        let last = if pair {
+            self.max_port.saturating_sub(1)
+        } else {
+            self.max_port
+        };
+        if first > last || (even && first % 2 == 1) {
+            return Err(BindError::Exhausted);
+        }
+        let count = (u32::from(last) - u32::from(first)) / step + 1;
+        let port_at = |i: u32| (u32::from(first) + i * step) as u16;
+        for _ in 0..RANDOM_TRIES.min(count as usize) {
+            let p = port_at(self.rng.gen_range(0..count));
+            if self.try_port(ip, p, pair, req.dont_fragment)? {
+                return Ok(SocketAddr::new(ip, p));
+            }
+        }
+        let start = self.rng.gen_range(0..count);
+        for k in 0..count {
+            let p = port_at((start + k) % count);
+            if self.try_port(ip, p, pair, req.dont_fragment)? {
+                return Ok(SocketAddr::new(ip, p));
+            }
+        }
+        Err(BindError::Exhausted)
+    }
+
+    /// Sends one datagram to a peer from the relay socket at `relay`, setting or
+    /// clearing don't-fragment first if this packet needs the other setting.
+    pub(crate) fn send(
+        &mut self,
+        relay: SocketAddr,
+        peer: SocketAddr,
+        dont_fragment: bool,
+        payload: &[u8],
+    ) -> io::Result<()> {
+        let Some(s) = self.sockets.get_mut(&relay) else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "relay socket already closed",
+            ));
+        };
+        if s.dont_fragment != dont_fragment {
+            match set_dont_fragment(&s.socket, relay.is_ipv6(), dont_fragment) {
+                Ok(()) => s.dont_fragment = dont_fragment,
+                // Sent anyway: DF is best effort where the OS lacks it.
+                Err(e) => debug!(%relay, error = %e, "cannot change don't-fragment"),
+            }
+        }
+        s.socket.try_send_to(payload, peer).map(|_| ())
+    }
+}
+
+impl RelayBinder for RelayPool {
+    fn bind(&mut self, req: BindRequest) -> Result<SocketAddr, BindError> {
+        let ip = self
+            .pick_ip(req.family)
+            .ok_or(BindError::FamilyUnsupported)?;
+        let r = self.bind_in_range(ip, req);
+        if r.is_err() {
+            Counters::inc(&self.counters.relay_exhausted);
+        }
+        r
+    }
+
+    fn release(&mut self, relay: SocketAddr) {
+        self.sockets.remove(&relay);
+    }
+}
