@@ -207,7 +207,7 @@ impl<'a> ErrorCode<'a> {
 
 /// Iterate the attribute types listed in UNKNOWN-ATTRIBUTES.
 pub fn decode_unknown_attributes(v: &[u8]) -> Result<impl Iterator<Item = u16> + '_, Error> {
-    if v.len() % 2 != 0 {
+    if !v.len().is_multiple_of(2) {
         return Err(Error::BadAttribute("UNKNOWN-ATTRIBUTES"));
     }
     Ok(v.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])))

@@ -30,9 +30,9 @@ impl<'a> ChannelData<'a> {
     pub const MIN_CHANNEL: u16 = 0x4000;
     pub const MAX_CHANNEL: u16 = 0x4FFF;
 
-    /// Parse one ChannelData message from a datagram. Up to 3 bytes of padding after
-    /// the data are accepted (RFC 8656 §12.5 allows padding over UDP); anything
-    /// beyond that is rejected.
+    /// Parse one ChannelData message from a datagram. The data may be followed by the
+    /// padding that rounds the message up to a multiple of 4 bytes (RFC 8656 §12.5
+    /// allows it over UDP and requires it over TCP); any other trailing byte is rejected.
     pub fn parse(buf: &'a [u8]) -> Result<Self, Error> {
         let mut c = Cursor::new(buf);
         let channel = c.u16("ChannelData channel number")?;
@@ -41,7 +41,8 @@ impl<'a> ChannelData<'a> {
         }
         let len = c.u16("ChannelData length")? as usize;
         let data = c.take(len, "ChannelData data")?;
-        if c.remaining() > 3 {
+        let pad = (4 - len % 4) % 4;
+        if c.remaining() != 0 && c.remaining() != pad {
             return Err(Error::TrailingBytes("ChannelData"));
         }
         Ok(Self { channel, data })
@@ -111,13 +112,14 @@ pub fn stream_frame_len(buf: &[u8]) -> FrameLen {
     }
     let len = u16::from_be_bytes([buf[2], buf[3]]) as usize;
     match classify(buf) {
-        PacketKind::Stun if len % 4 == 0 => FrameLen::Stun(HEADER_LEN + len),
+        PacketKind::Stun if len.is_multiple_of(4) => FrameLen::Stun(HEADER_LEN + len),
         PacketKind::ChannelData => FrameLen::ChannelData((4 + len + 3) & !3),
         _ => FrameLen::Invalid,
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

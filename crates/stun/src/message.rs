@@ -161,7 +161,7 @@ impl<'a> Message<'a> {
             return Err(Error::BadMagicCookie);
         }
         let tid = TransactionId(c.array::<12>("transaction id")?);
-        if len % 4 != 0 {
+        if !len.is_multiple_of(4) {
             return Err(Error::BadLength("not a multiple of 4"));
         }
         if len != c.remaining() {
@@ -200,7 +200,7 @@ impl<'a> Message<'a> {
                 }
                 attr::MESSAGE_INTEGRITY_SHA256 if msg.mi256.is_none() => {
                     // RFC 8489 §14.6: 16..=32 bytes, a multiple of 4.
-                    if !(16..=32).contains(&alen) || alen % 4 != 0 {
+                    if !(16..=32).contains(&alen) || !alen.is_multiple_of(4) {
                         return Err(Error::BadAttribute("MESSAGE-INTEGRITY-SHA256"));
                     }
                     msg.mi256 = Some(offset);
