@@ -647,14 +647,8 @@ pub fn auto_relay_ips(listening: &[IpAddr], primary: PrimaryIps) -> Vec<IpAddr> 
         .copied()
         .filter(|ip| !ip.is_unspecified())
         .collect();
-    let wild_v4 = listening.is_empty()
-        || listening
-            .iter()
-            .any(|ip| *ip == IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    let wild_v6 = listening.is_empty()
-        || listening
-            .iter()
-            .any(|ip| *ip == IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    let wild_v4 = listening.is_empty() || listening.contains(&IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let wild_v6 = listening.is_empty() || listening.contains(&IpAddr::V6(Ipv6Addr::UNSPECIFIED));
     if wild_v4 && !out.iter().any(IpAddr::is_ipv4) {
         out.push(IpAddr::V4(primary.v4.unwrap_or(Ipv4Addr::LOCALHOST)));
     }

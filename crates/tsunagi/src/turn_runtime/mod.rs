@@ -636,13 +636,21 @@ impl Core {
             }
             Err(e) => {
                 Counters::inc(&self.counters.send_errors);
-                debug!(
-                    to,
-                    addr = %self.redact.addr(addr),
-                    relay = ?relay,
-                    error = %e,
-                    "send failed; packet dropped"
-                );
+                match relay {
+                    Some(relay) => debug!(
+                        to,
+                        addr = %self.redact.addr(addr),
+                        %relay,
+                        error = %e,
+                        "send failed; packet dropped"
+                    ),
+                    None => debug!(
+                        to,
+                        addr = %self.redact.addr(addr),
+                        error = %e,
+                        "send failed; packet dropped"
+                    ),
+                }
             }
         }
     }
