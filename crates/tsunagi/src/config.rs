@@ -1260,6 +1260,34 @@ no-udp = false
         );
     }
 
+    const DOCS: &str = include_str!("../../../docs/configuration.md");
+
+    #[test]
+    fn documented_example_parses() {
+        let start = DOCS.find("```toml\n").expect("a TOML example in the docs") + 8;
+        let len = DOCS[start..].find("```").unwrap();
+        let o = Options::from_toml(&DOCS[start..start + len], "docs example").unwrap();
+        let c = resolve(o).unwrap();
+        assert_eq!(c.realm, "turn.example.org");
+        assert_eq!(c.credentials.secret_count(), 2);
+    }
+
+    #[test]
+    fn every_option_is_documented() {
+        for name in ENV_NAMES {
+            let env = format!("`{ENV_PREFIX}{name}`");
+            let key = name.to_ascii_lowercase().replace('_', "-");
+            assert!(
+                DOCS.contains(&env),
+                "{env} missing from docs/configuration.md"
+            );
+            assert!(
+                DOCS.contains(&format!("`--{key}")),
+                "--{key} missing from docs/configuration.md"
+            );
+        }
+    }
+
     #[test]
     fn unknown_env_vars_are_reported() {
         let u = unknown_env_vars(
