@@ -571,6 +571,9 @@ const MAX_TEXT_BYTES: usize = 763;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listening_ips: Vec<IpAddr>,
+    /// Whether `listening_ips` is the default (`0.0.0.0` and `::`): then a host without
+    /// IPv6 skips `::` instead of failing.
+    pub listening_ips_default: bool,
     pub listening_port: u16,
     pub udp: bool,
     pub tcp: bool,
@@ -703,7 +706,8 @@ impl Config {
             return err("no-udp and no-tcp are both set: nothing would listen; drop one of them");
         }
 
-        let mut listening_ips = if o.listening_ip.is_empty() {
+        let listening_ips_default = o.listening_ip.is_empty();
+        let mut listening_ips = if listening_ips_default {
             vec![
                 IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                 IpAddr::V6(Ipv6Addr::UNSPECIFIED),
@@ -873,6 +877,7 @@ impl Config {
 
         Ok(Config {
             listening_ips,
+            listening_ips_default,
             listening_port,
             udp,
             tcp,

@@ -11,7 +11,7 @@ use rand::RngCore;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 use tsunagi::config::{Cli, Config, LogFormat};
-use tsunagi::turn_runtime::{Listeners, RuntimeOptions, TurnService};
+use tsunagi::turn_runtime::{BindFailure, Listeners, RuntimeOptions, TurnService};
 use tsunagi_turn::Server;
 
 fn main() -> ExitCode {
@@ -88,7 +88,7 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or(0);
     let server = Server::new(config.server_config(nonce_key), Instant::now(), unix_now);
 
-    let listeners = Listeners::bind(&config.listening_addrs(), config.udp, config.tcp)?;
+    let listeners = bind_listeners(config)?;
     if config.relay_ips_auto {
         info!("relay addresses chosen automatically; set relay-ip to choose them");
     }
@@ -111,6 +111,34 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
         "stopped"
     );
     Ok(())
+}
+
+/// Binds every listener. With the default listening addresses, a host without IPv6
+/// (common in containers) runs on IPv4 alone instead of failing.
+fn bind_listeners(config: &Config) -> Result<Listeners, BindFailure> {
+    let mut all = Listeners::default();
+    for addr in config.listening_addrs() {
+        match Listeners::bind(&[addr], config.udp, config.tcp) {
+            Ok(l) => {
+                all.udp.extend(l.udp);
+                all.tcp.extend(l.tcp);
+            }
+            // Anything but "in use" or "not allowed" on the default `::` means the
+            // host has no IPv6 (EAFNOSUPPORT, EADDRNOTAVAIL).
+            Err(e)
+                if config.listening_ips_default
+                    && addr.is_ipv6()
+                    && !matches!(
+                        e.error.kind(),
+                        std::io::ErrorKind::AddrInUse | std::io::ErrorKind::PermissionDenied
+                    ) =>
+            {
+                warn!("{e}; continuing without IPv6 listeners");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(all)
 }
 
 /// SIGTERM or Ctrl-C (SIGINT).

@@ -311,7 +311,9 @@ impl TurnService {
             )));
         }
         let settings = io::TcpSettings {
-            semaphore: Arc::new(Semaphore::new(opts.max_tcp_connections.max(1))),
+            semaphore: Arc::new(Semaphore::new(
+                opts.max_tcp_connections.clamp(1, Semaphore::MAX_PERMITS),
+            )),
             write_queue: opts.tcp_write_queue.max(1),
             redact: redact.clone(),
         };
