@@ -31,7 +31,8 @@ struct RelaySocket {
 impl Drop for RelaySocket {
     fn drop(&mut self) {
         // The reader holds the other reference to the socket; aborting it closes the
-        // socket and frees the port.
+        // socket and frees the port as soon as the runtime drops the task (a scheduler
+        // tick later). Until then the port is "in use" and `bind` picks another.
         self.reader.abort();
     }
 }
@@ -239,5 +240,121 @@ impl RelayBinder for RelayPool {
 
     fn release(&mut self, relay: SocketAddr) {
         self.sockets.remove(&relay);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    fn pool(min: u16, max: u16) -> (RelayPool, mpsc::Receiver<PeerInput>) {
+        let (tx, rx) = mpsc::channel(16);
+        (
+            RelayPool::new(&[LO], min, max, tx, Arc::new(Counters::default())),
+            rx,
+        )
+    }
+
+    /// A random even base for a range of `len` ports in 10000..20000.
+    fn base(len: u16) -> u16 {
+        rand::thread_rng().gen_range(5_000..10_000 - len) * 2
+    }
+
+    fn req(port: PortRequest) -> BindRequest {
+        BindRequest {
+            family: Family::V4,
+            port,
+            dont_fragment: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn binds_within_the_range_until_exhausted() {
+        let min = base(4);
+        let (mut p, _rx) = pool(min, min + 3);
+        let mut got = Vec::new();
+        while let Ok(a) = p.bind(req(PortRequest::Any)) {
+            assert!((min..=min + 3).contains(&a.port()), "{a}");
+            assert!(!got.contains(&a));
+            got.push(a);
+        }
+        // Another process (a parallel test) may hold some of the four.
+        assert!(!got.is_empty() && got.len() <= 4);
+        assert_eq!(p.bind(req(PortRequest::Any)), Err(BindError::Exhausted));
+        p.release(got[0]);
+        // The port is free once the aborted reader has been dropped, a moment later.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(p.bind(req(PortRequest::Any)).unwrap().port(), got[0].port());
+        assert_eq!(
+            p.bind(BindRequest {
+                family: Family::V6,
+                ..req(PortRequest::Any)
+            }),
+            Err(BindError::FamilyUnsupported)
+        );
+    }
+
+    #[tokio::test]
+    async fn even_ports_and_reserved_pairs() {
+        let min = base(8) + 1; // odd start: the first even port is min + 1
+        let (mut p, _rx) = pool(min, min + 7);
+        let a = p.bind(req(PortRequest::Even)).unwrap();
+        assert_eq!(a.port() % 2, 0);
+        let b = p.bind(req(PortRequest::EvenReserveNext)).unwrap();
+        assert_eq!(b.port() % 2, 0);
+        assert!(b.port() < min + 7, "the odd port must fit in the range");
+        // Both of the pair are open.
+        let odd = SocketAddr::new(LO, b.port() + 1);
+        assert!(p.sockets.contains_key(&odd));
+        assert!(std::net::UdpSocket::bind(odd).is_err());
+        p.release(odd);
+        assert!(!p.sockets.contains_key(&odd));
+        // A range with no even port that has room for its pair.
+        let (mut q, _rx) = pool(min + 6, min + 6);
+        assert_eq!(
+            q.bind(req(PortRequest::EvenReserveNext)),
+            Err(BindError::Exhausted)
+        );
+    }
+
+    #[tokio::test]
+    async fn delivers_datagrams_and_sends() {
+        let min = base(16);
+        let (mut p, mut rx) = pool(min, min + 15);
+        let relay = p.bind(req(PortRequest::Any)).unwrap();
+        let peer = std::net::UdpSocket::bind((LO, 0)).unwrap();
+        peer.send_to(b"ping", relay).unwrap();
+        let got = rx.recv().await.unwrap();
+        assert_eq!(
+            (got.relay, got.peer, &got.data[..]),
+            (relay, peer.local_addr().unwrap(), &b"ping"[..])
+        );
+        p.send(relay, peer.local_addr().unwrap(), true, b"pong")
+            .unwrap();
+        let mut buf = [0u8; 8];
+        let (n, from) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..n], from), (&b"pong"[..], relay));
+        #[cfg(target_os = "linux")]
+        {
+            use rustix::net::sockopt::{ip_mtu_discover, Ipv4PathMtuDiscovery};
+            let s = &p.sockets[&relay].socket;
+            assert_eq!(ip_mtu_discover(&**s).unwrap(), Ipv4PathMtuDiscovery::DO);
+            p.send(relay, peer.local_addr().unwrap(), false, b"x")
+                .unwrap();
+            let s = &p.sockets[&relay].socket;
+            assert_eq!(ip_mtu_discover(&**s).unwrap(), Ipv4PathMtuDiscovery::WANT);
+        }
+        // A send to an address family the socket cannot reach is an error, not a panic.
+        assert!(p
+            .send(relay, "[::1]:9".parse().unwrap(), false, b"x")
+            .is_err());
+        p.release(relay);
+        assert!(p
+            .send(relay, peer.local_addr().unwrap(), false, b"x")
+            .is_err());
     }
 }
