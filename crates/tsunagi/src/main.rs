@@ -11,7 +11,7 @@ use rand::RngCore;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 use tsunagi::config::{Cli, Config, LogFormat};
-use tsunagi::turn_runtime::{BindFailure, Listeners, RuntimeOptions, TurnService};
+use tsunagi::turn_runtime::{BindFailure, Listeners, RuntimeOptions, StartError, TurnService};
 use tsunagi_turn::Server;
 
 fn main() -> ExitCode {
@@ -43,7 +43,12 @@ fn main() -> ExitCode {
         Err(e) => {
             error!("{e}");
             eprintln!("tsunagi: {e}");
-            ExitCode::FAILURE
+            // A relay address that is not on this host is a configuration mistake.
+            if e.is::<StartError>() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
