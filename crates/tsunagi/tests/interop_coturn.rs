@@ -186,11 +186,12 @@ fn uclient_rest_credentials_with_rotated_secrets() {
         ],
     );
     let peer = EchoPeer::start(LOCALHOST);
-    // The second secret configured, then the first: both must be accepted.
-    for secret in ["new-secret", "old-secret"] {
+    // The second secret configured, then the first: both must be accepted (over TCP with
+    // Send indications, then UDP with channels, for variety).
+    for (secret, flags) in [("new-secret", &["-t", "-s"][..]), ("old-secret", &[][..])] {
         let run = run_tool(
             "turnutils_uclient",
-            &uclient_args(&server, &peer, &["-t"], &["-u", "bob", "-W", secret]),
+            &uclient_args(&server, &peer, flags, &["-u", "bob", "-W", secret]),
         );
         assert_all_relayed(&run, &mut server);
     }
@@ -242,12 +243,16 @@ fn wrong_password_is_refused_and_server_keeps_serving() {
 fn loopback_peer_refused_by_default() {
     let mut server = Tsunagi::start("no-loopback", LOCALHOST, 9, &["--user", "test:test"]);
     let peer = EchoPeer::start(LOCALHOST);
-    for (flags, what) in [(&[][..], "channel bind"), (&["-s"][..], "create perm")] {
+    // uclient prints `channel bind: error 403 (...)` (channels) or
+    // `create permission error 403 (...)` (`-s`), and exits.
+    for (flags, what) in [
+        (&["-s"][..], "create permission"),
+        (&[][..], "channel bind"),
+    ] {
         let run = run_tool(
             "turnutils_uclient",
             &uclient_args(&server, &peer, flags, &["-u", "test", "-w", "test"]),
         );
-        // coturn's uclient prints e.g. `channel bind: error 403 (Forbidden IP)` and exits.
         let refused = run
             .output
             .lines()
