@@ -9,11 +9,12 @@ pub enum PacketKind {
     Other,
 }
 
-/// Classify a packet by its first byte: 0..=3 STUN, 0x40..=0x4F ChannelData.
+/// Classify a packet by its first byte: 0..=3 STUN, 0x40..=0x7F ChannelData (RFC 7983;
+/// 0x50..=0x7F for the RFC 5766 channel range, see [`ChannelData::MAX_CHANNEL_RFC5766`]).
 pub fn classify(buf: &[u8]) -> PacketKind {
     match buf.first() {
         Some(0..=3) => PacketKind::Stun,
-        Some(0x40..=0x4F) => PacketKind::ChannelData,
+        Some(0x40..=0x7F) => PacketKind::ChannelData,
         _ => PacketKind::Other,
     }
 }
@@ -26,9 +27,14 @@ pub struct ChannelData<'a> {
 }
 
 impl<'a> ChannelData<'a> {
-    /// Valid channel numbers (RFC 8656 §12).
+    /// Channel numbers of RFC 8656 §12.
     pub const MIN_CHANNEL: u16 = 0x4000;
     pub const MAX_CHANNEL: u16 = 0x4FFF;
+    /// RFC 5766 allowed channels up to 0x7FFE, and deployed clients (coturn's
+    /// `turnutils_uclient` among them) still use them. First bytes 0x50..=0x7F are
+    /// unassigned in the RFC 7983 demultiplexing table, so accepting them collides
+    /// with nothing; parsing and framing accept this wider range.
+    pub const MAX_CHANNEL_RFC5766: u16 = 0x7FFE;
 
     /// Parse one ChannelData message from a datagram. The data may be followed by the
     /// padding that rounds the message up to a multiple of 4 bytes (RFC 8656 §12.5
@@ -36,7 +42,7 @@ impl<'a> ChannelData<'a> {
     pub fn parse(buf: &'a [u8]) -> Result<Self, Error> {
         let mut c = Cursor::new(buf);
         let channel = c.u16("ChannelData channel number")?;
-        if !(Self::MIN_CHANNEL..=Self::MAX_CHANNEL).contains(&channel) {
+        if !(Self::MIN_CHANNEL..=Self::MAX_CHANNEL_RFC5766).contains(&channel) {
             return Err(Error::BadChannelNumber(channel));
         }
         let len = c.u16("ChannelData length")? as usize;
@@ -138,7 +144,7 @@ mod tests {
         assert_eq!(cd.data, b"hello");
         assert_eq!(stream_frame_len(&buf[..n]), FrameLen::ChannelData(12));
         assert!(ChannelData::parse(&[0x40, 0x01, 0, 5, 1, 2]).is_err());
-        assert!(ChannelData::parse(&[0x50, 0x01, 0, 0]).is_err());
+        assert!(ChannelData::parse(&[0x80, 0x01, 0, 0]).is_err());
         assert_eq!(stream_frame_len(&[0x00, 0x01, 0x00]), FrameLen::Incomplete);
         assert_eq!(stream_frame_len(&[0x80]), FrameLen::Invalid);
     }

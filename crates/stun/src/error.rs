@@ -22,7 +22,7 @@ pub enum Error {
     BadAddressFamily(u8),
     /// A text attribute that is not UTF-8.
     NotUtf8(&'static str),
-    /// A ChannelData channel number outside 0x4000..=0x4FFF.
+    /// A ChannelData channel number outside 0x4000..=0x7FFE.
     BadChannelNumber(u16),
 }
 
@@ -39,7 +39,7 @@ impl fmt::Display for Error {
             Error::BadAddressFamily(x) => write!(f, "unknown address family {x:#04x}"),
             Error::NotUtf8(w) => write!(f, "{w} is not valid UTF-8"),
             Error::BadChannelNumber(n) => {
-                write!(f, "channel number {n:#06x} outside 0x4000..=0x4FFF")
+                write!(f, "channel number {n:#06x} outside 0x4000..=0x7FFE")
             }
         }
     }

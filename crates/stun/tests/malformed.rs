@@ -511,8 +511,17 @@ fn typed_getters_reject_bad_values() {
 // ---- ChannelData ----
 
 #[test]
+fn channel_data_accepts_the_rfc5766_range() {
+    for ch in [0x4000u16, 0x4fff, 0x5000, 0x7ffe] {
+        let mut b = ch.to_be_bytes().to_vec();
+        b.extend_from_slice(&[0, 0]);
+        assert_eq!(ChannelData::parse(&b).map(|c| c.channel), Ok(ch));
+    }
+}
+
+#[test]
 fn channel_data_bad_channel_number() {
-    for ch in [0x0000u16, 0x0001, 0x3fff, 0x5000, 0x7fff, 0x8000, 0xffff] {
+    for ch in [0x0000u16, 0x0001, 0x3fff, 0x7fff, 0x8000, 0xffff] {
         let mut b = ch.to_be_bytes().to_vec();
         b.extend_from_slice(&[0, 0]);
         assert_eq!(channel_err(&b), Error::BadChannelNumber(ch), "{ch:#06x}");
@@ -600,8 +609,8 @@ fn tcp_framing_incomplete() {
 
 #[test]
 fn tcp_framing_invalid() {
-    // Neither STUN (first byte 0..=3) nor ChannelData (0x40..=0x4F), RFC 7983.
-    for first in [0x04u8, 0x16, 0x3f, 0x50, 0x80, 0xff] {
+    // Neither STUN (first byte 0..=3) nor ChannelData (0x40..=0x7F, RFC 7983 and RFC 5766).
+    for first in [0x04u8, 0x16, 0x3f, 0x80, 0xff] {
         assert_eq!(
             stream_frame_len(&[first]),
             FrameLen::Invalid,
@@ -627,9 +636,13 @@ fn tcp_framing_invalid() {
         stream_frame_len(&[0x16, 0x03, 0x01, 0x02]),
         FrameLen::Invalid
     );
-    assert_eq!(stream_frame_len(b"POST / HTTP/1.1\r\n"), FrameLen::Invalid);
-    // 'G' (0x47) falls in the ChannelData range: framing alone cannot tell "GET" apart,
-    // the channel number check in the parser does not either (0x4745 is valid).
+    // 'G' (0x47) and 'P' (0x50) fall in the ChannelData range (RFC 5766 channels reach
+    // 0x7FFE): framing alone cannot tell HTTP apart; the runtime's idle timeout ends
+    // such connections.
+    assert_eq!(
+        stream_frame_len(b"POST / HTTP/1.1\r\n"),
+        FrameLen::ChannelData(4 + 0x5354)
+    );
     assert_eq!(
         stream_frame_len(b"GET / HTTP/1.1\r\n"),
         FrameLen::ChannelData(4 + 0x5420)
@@ -687,7 +700,8 @@ fn classify_first_byte() {
     assert_eq!(classify(&[0x04]), PacketKind::Other);
     assert_eq!(classify(&[0x40]), PacketKind::ChannelData);
     assert_eq!(classify(&[0x4f]), PacketKind::ChannelData);
-    assert_eq!(classify(&[0x50]), PacketKind::Other);
+    assert_eq!(classify(&[0x50]), PacketKind::ChannelData);
+    assert_eq!(classify(&[0x7f]), PacketKind::ChannelData);
     assert_eq!(classify(&[0x80]), PacketKind::Other);
 }
 

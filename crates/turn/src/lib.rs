@@ -1,1 +1,57 @@
+//! Sans-IO TURN server (RFC 8656) with STUN Binding (RFC 8489).
+//!
+//! The [`Server`] owns every allocation, permission, channel and reservation, and
+//! never touches a socket or the clock. The runtime drives it:
+//!
+//! * datagrams and TCP frames from clients go in through [`Server::handle_client`],
+//! * datagrams that arrive on relay sockets go in through [`Server::handle_peer`],
+//! * closed TCP connections through [`Server::handle_connection_closed`],
+//! * time through [`Server::handle_timeout`] when [`Server::poll_timeout`] is reached;
+//!
+//! and after each input it drains [`Server::poll_transmit`] (packets to send) and
+//! [`Server::poll_event`] (things to log or count) until both return `None`.
+//! Relay sockets are opened and closed through the [`RelayBinder`] the runtime passes
+//! in: that is the only place where the core asks the outside world for something.
+//!
+//! ```no_run
+//! use std::time::Instant;
+//! use tsunagi_turn::{Server, ServerConfig, FiveTuple, Transport, RelayBinder, BindRequest, BindError};
+//! # struct Sockets;
+//! # impl RelayBinder for Sockets {
+//! #     fn bind(&mut self, _: BindRequest) -> Result<std::net::SocketAddr, BindError> { Err(BindError::Exhausted) }
+//! #     fn release(&mut self, _: std::net::SocketAddr) {}
+//! # }
+//! # fn recv() -> (std::net::SocketAddr, Vec<u8>) { unimplemented!() }
+//! # fn send(_: &tsunagi_turn::Transmit) {}
+//! let mut server = Server::new(ServerConfig::default(), Instant::now(), 1_700_000_000);
+//! let mut sockets = Sockets;
+//! let local = "0.0.0.0:3478".parse().unwrap();
+//! loop {
+//!     let (from, datagram) = recv(); // or: a relay socket / a timer fired
+//!     let ft = FiveTuple { client: from, server: local, transport: Transport::Udp };
+//!     server.handle_client(Instant::now(), ft, &datagram, &mut sockets);
+//!     while let Some(t) = server.poll_transmit() {
+//!         send(&t);
+//!     }
+//!     while let Some(ev) = server.poll_event() {
+//!         println!("{ev:?}");
+//!     }
+//!     let _next_wakeup = server.poll_timeout();
+//! }
+//! ```
+//!
+//! # Panic policy
+//! No input panics. Tables are bounded by [`ServerConfig`] quotas; nothing is stored
+//! for a client until a request authenticates (nonces are stateless, see `nonce`).
 #![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod policy;
+
+mod nonce;
+mod server;
+
+pub use server::{
+    BindError, BindRequest, DeleteReason, Destination, Event, Family, FiveTuple, PortRequest,
+    RelayBinder, Server, ServerConfig, Stats, Transmit, Transport,
+};

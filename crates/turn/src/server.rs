@@ -1,0 +1,1773 @@
+//! The TURN server state machine (RFC 8656) and STUN Binding (RFC 8489).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tsunagi_stun::attr;
+use tsunagi_stun::{
+    classify, ChannelData, Class, IntegrityKey, Message, MessageEncoder, Method, PacketKind,
+    PasswordAlgorithm, TransactionId,
+};
+
+use crate::auth::{AuthError, Credentials};
+use crate::nonce::{self, NonceCheck};
+use crate::policy::PeerPolicy;
+
+type Map<K, V> = HashMap<K, V, ahash::RandomState>;
+
+fn new_map<K, V>() -> Map<K, V> {
+    HashMap::with_hasher(ahash::RandomState::new())
+}
+
+/// Transport between client and server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    /// Stream transports pad ChannelData to 4 bytes (RFC 8656 §12.5).
+    pub fn is_stream(self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+}
+
+/// The client's 5-tuple: client address, server address and transport (RFC 8656 §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FiveTuple {
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub transport: Transport,
+}
+
+/// IP family of a relay address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+}
+
+/// Which relay port the server needs (RFC 8656 §7.2, EVEN-PORT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortRequest {
+    Any,
+    /// An even port.
+    Even,
+    /// An even port, with the next (odd) port bound too and kept for a later
+    /// Allocate that presents the RESERVATION-TOKEN.
+    EvenReserveNext,
+}
+
+/// A relay socket the runtime is asked to open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindRequest {
+    pub family: Family,
+    pub port: PortRequest,
+    /// Set the DF bit on packets sent to peers (DONT-FRAGMENT, RFC 8656 §18.8).
+    pub dont_fragment: bool,
+}
+
+/// Why a relay socket could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BindError {
+    /// No free port in the relay range (508).
+    Exhausted,
+    /// No relay address of that family is configured (440).
+    FamilyUnsupported,
+}
+
+/// Opens and closes relay sockets for the server: the one place where the core asks
+/// the runtime for a resource. For `PortRequest::EvenReserveNext` the runtime binds
+/// both `port` and `port + 1` and returns the even one; the odd one stays bound until
+/// the server either hands it to another allocation or calls `release` for it.
+pub trait RelayBinder {
+    fn bind(&mut self, req: BindRequest) -> Result<SocketAddr, BindError>;
+    fn release(&mut self, relay: SocketAddr);
+}
+
+/// Where a transmit goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// To a client, on the connection or listener of this 5-tuple.
+    Client(FiveTuple),
+    /// To a peer, from the relay socket bound at `relay`.
+    Peer {
+        relay: SocketAddr,
+        peer: SocketAddr,
+        dont_fragment: bool,
+    },
+}
+
+/// A packet to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub destination: Destination,
+    pub payload: Vec<u8>,
+}
+
+/// Why an allocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteReason {
+    Expired,
+    /// Refresh with LIFETIME 0.
+    Refreshed,
+    /// The client's TCP/TLS connection closed (RFC 8656 §6.1... allocations over TCP die with it).
+    ConnectionClosed,
+}
+
+/// Something the runtime may log or count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    AllocationCreated {
+        five_tuple: FiveTuple,
+        username: String,
+        relays: Vec<SocketAddr>,
+        lifetime: Duration,
+    },
+    AllocationDeleted {
+        five_tuple: FiveTuple,
+        username: String,
+        reason: DeleteReason,
+        relays: Vec<SocketAddr>,
+    },
+    /// A CreatePermission or ChannelBind named a peer the policy refuses (403).
+    PeerDenied {
+        five_tuple: FiveTuple,
+        username: String,
+        peer: IpAddr,
+        category: &'static str,
+        config_key: &'static str,
+    },
+    /// A request failed authentication (401) for a reason worth logging.
+    AuthFailed {
+        five_tuple: FiveTuple,
+        username: String,
+        reason: &'static str,
+    },
+    /// A quota refused an Allocate (486 or 508).
+    QuotaReached {
+        five_tuple: FiveTuple,
+        username: String,
+        which: &'static str,
+    },
+}
+
+/// Live counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub allocations: u64,
+    pub allocations_created: u64,
+    pub allocations_deleted: u64,
+    pub permissions: u64,
+    pub channels: u64,
+    pub binding_requests: u64,
+    pub auth_failures: u64,
+    pub peers_denied: u64,
+    pub packets_to_peers: u64,
+    pub bytes_to_peers: u64,
+    pub packets_from_peers: u64,
+    pub bytes_from_peers: u64,
+    /// Peer data dropped because no permission covers the peer.
+    pub dropped_no_permission: u64,
+    /// Data dropped by the per-allocation bandwidth limit (max-bps).
+    pub dropped_rate_limited: u64,
+    /// Client packets that were neither valid STUN nor ChannelData for a bound channel.
+    pub dropped_invalid: u64,
+}
+
+/// Server settings. `Default` gives RFC 8656 timers and safe policy, but a fixed
+/// nonce key: the runtime must set `nonce_key` from a random source.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub realm: String,
+    /// SOFTWARE attribute in responses; `None` sends none.
+    pub software: Option<String>,
+    pub credentials: Credentials,
+    pub peer_policy: PeerPolicy,
+    /// Key for stateless nonces.
+    pub nonce_key: [u8; 32],
+    /// How long a nonce stays valid (coturn `stale-nonce`, 600 s).
+    pub nonce_lifetime: Duration,
+    /// Allocation lifetime when the client asks for less (RFC 8656: 600 s).
+    pub default_lifetime: Duration,
+    /// Longest allocation lifetime granted (coturn `max-allocate-lifetime`, 3600 s).
+    pub max_lifetime: Duration,
+    /// RFC 8656 §9: 300 s.
+    pub permission_lifetime: Duration,
+    /// RFC 8656 §12: 600 s.
+    pub channel_lifetime: Duration,
+    /// How long an EVEN-PORT reservation is kept (RFC 8656 §7.2 suggests 30 s).
+    pub reservation_lifetime: Duration,
+    /// Allocations per username; 0 = unlimited (coturn `user-quota`).
+    pub user_quota: u32,
+    /// Allocations in total; 0 = unlimited, bounded by the relay port range (coturn `total-quota`).
+    pub total_quota: u32,
+    /// Permissions per allocation.
+    pub max_permissions: u32,
+    /// Channels per allocation (at most 4096 exist).
+    pub max_channels: u32,
+    /// Relay bandwidth per allocation in bits per second, each direction; 0 = unlimited (coturn `max-bps`).
+    pub max_bps: u64,
+    /// Advertise `public` in XOR-RELAYED-ADDRESS for relays bound on `private`
+    /// (coturn `external-ip=PUBLIC/PRIVATE`); a `private` of `None` maps every relay IP of that family.
+    pub external_ips: Vec<(IpAddr, Option<IpAddr>)>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            realm: "tsunagi".into(),
+            software: Some(concat!("tsunagi/", env!("CARGO_PKG_VERSION")).into()),
+            credentials: Credentials::default(),
+            peer_policy: PeerPolicy::default(),
+            nonce_key: [0x5a; 32],
+            nonce_lifetime: Duration::from_secs(600),
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            permission_lifetime: Duration::from_secs(300),
+            channel_lifetime: Duration::from_secs(600),
+            reservation_lifetime: Duration::from_secs(30),
+            user_quota: 0,
+            total_quota: 0,
+            max_permissions: 128,
+            max_channels: 128,
+            max_bps: 0,
+            external_ips: Vec::new(),
+        }
+    }
+}
+
+/// RFC 8656 §12: a channel number and peer may not be rebound to something else for
+/// 5 minutes after the binding expires.
+const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
+
+/// Attributes this server understands (the rest, if comprehension-required, earn 420).
+const KNOWN_ATTRIBUTES: &[u16] = &[
+    attr::MAPPED_ADDRESS,
+    attr::USERNAME,
+    attr::MESSAGE_INTEGRITY,
+    attr::ERROR_CODE,
+    attr::UNKNOWN_ATTRIBUTES,
+    attr::CHANNEL_NUMBER,
+    attr::LIFETIME,
+    attr::XOR_PEER_ADDRESS,
+    attr::DATA,
+    attr::REALM,
+    attr::NONCE,
+    attr::XOR_RELAYED_ADDRESS,
+    attr::REQUESTED_ADDRESS_FAMILY,
+    attr::EVEN_PORT,
+    attr::REQUESTED_TRANSPORT,
+    attr::DONT_FRAGMENT,
+    attr::MESSAGE_INTEGRITY_SHA256,
+    attr::PASSWORD_ALGORITHM,
+    attr::USERHASH,
+    attr::XOR_MAPPED_ADDRESS,
+    attr::RESERVATION_TOKEN,
+    attr::PRIORITY,
+    attr::USE_CANDIDATE,
+    attr::PADDING,
+];
+
+/// Largest response we build (error responses with long reason phrases, dual relays).
+const RESPONSE_BUF: usize = 1024;
+/// Largest DATA we relay: a UDP datagram payload.
+const MAX_DATA: usize = 65_507;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct AllocId(u64);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKey {
+    Allocation(AllocId),
+    Reservation([u8; 8]),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Relay {
+    local: SocketAddr,
+    advertised: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Channel {
+    peer: SocketAddr,
+    expires: Instant,
+}
+
+#[derive(Debug)]
+struct TokenBucket {
+    /// Bytes per second; 0 = unlimited.
+    rate: u64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(bps: u64, now: Instant) -> Self {
+        let rate = bps / 8;
+        Self {
+            rate,
+            tokens: rate as f64,
+            last: now,
+        }
+    }
+
+    fn take(&mut self, now: Instant, bytes: usize) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        // One second of burst.
+        self.tokens = (self.tokens + dt * self.rate as f64).min(self.rate as f64);
+        if self.tokens >= bytes as f64 {
+            self.tokens -= bytes as f64;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Allocation {
+    five_tuple: FiveTuple,
+    username: String,
+    relays: Vec<Relay>,
+    expires: Instant,
+    permissions: Map<IpAddr, Instant>,
+    /// Channel number → binding; includes bindings in their cooldown after expiry.
+    channels: Map<u16, Channel>,
+    /// Peer → channel number, for active and cooling-down bindings.
+    peer_channels: Map<SocketAddr, u16>,
+    dont_fragment: bool,
+    to_peer: TokenBucket,
+    to_client: TokenBucket,
+    /// Deadline currently in the timer heap for this allocation.
+    scheduled: Option<Instant>,
+    /// Transaction and encoded success response of the Allocate that created this
+    /// allocation, for retransmissions over UDP (RFC 8656 §7.2).
+    allocate_tid: TransactionId,
+    allocate_response: Vec<u8>,
+}
+
+impl Allocation {
+    fn relay_for(&self, family: Family) -> Option<&Relay> {
+        self.relays
+            .iter()
+            .find(|r| Family::of(r.local.ip()) == family)
+    }
+
+    fn has_permission(&self, ip: IpAddr, now: Instant) -> bool {
+        self.permissions.get(&ip).is_some_and(|e| *e > now)
+    }
+
+    fn active_channel(&self, ch: u16, now: Instant) -> Option<&Channel> {
+        self.channels.get(&ch).filter(|c| c.expires > now)
+    }
+
+    /// The next instant at which something in this allocation changes state. Every
+    /// deadline returned is later than `now`, except an allocation expiry that is due.
+    fn next_deadline(&self, now: Instant) -> Instant {
+        let mut d = self.expires;
+        for e in self.permissions.values() {
+            d = d.min(*e);
+        }
+        for c in self.channels.values() {
+            // Active bindings change at expiry, cooling ones at the end of the cooldown.
+            let t = if c.expires > now {
+                c.expires
+            } else {
+                c.expires + CHANNEL_COOLDOWN
+            };
+            d = d.min(t);
+        }
+        d
+    }
+}
+
+#[derive(Debug)]
+struct Reservation {
+    relay: SocketAddr,
+    expires: Instant,
+}
+
+/// The result of a successful authentication.
+#[derive(Debug)]
+struct Authed {
+    username: String,
+    key: IntegrityKey,
+    sha256: bool,
+}
+
+/// An error response in the making.
+#[derive(Debug)]
+struct Reject {
+    code: u16,
+    reason: String,
+    /// Include REALM and NONCE (401, 438).
+    challenge: bool,
+    unknown: Vec<u16>,
+}
+
+impl Reject {
+    fn new(code: u16, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+            challenge: false,
+            unknown: Vec::new(),
+        }
+    }
+    fn challenge(code: u16, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+            challenge: true,
+            unknown: Vec::new(),
+        }
+    }
+}
+
+/// The sans-IO TURN server. See the crate documentation for the driving loop.
+#[derive(Debug)]
+pub struct Server {
+    config: ServerConfig,
+    /// Wall clock anchor: `unix_base` seconds at `instant_base`.
+    instant_base: Instant,
+    unix_base: u64,
+    next_id: u64,
+    allocations: Map<AllocId, Allocation>,
+    by_five_tuple: Map<FiveTuple, AllocId>,
+    by_relay: Map<SocketAddr, AllocId>,
+    per_user: Map<String, u32>,
+    reservations: Map<[u8; 8], Reservation>,
+    timers: BinaryHeap<Reverse<(Instant, TimerKey)>>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: Stats,
+    /// Counter mixed into reservation tokens.
+    token_counter: u64,
+    /// State of the generator for Data indication transaction IDs.
+    tid_state: u64,
+    /// The latest `now` given to any input.
+    clock: Instant,
+}
+
+/// Events waiting to be polled are capped: a runtime that never polls them must not
+/// make the server grow without bound. Transmits are not capped (every input produces
+/// at most two, and the runtime drains them after each input).
+const MAX_QUEUED_EVENTS: usize = 4096;
+
+impl Server {
+    /// `now` and `unix_now` anchor the wall clock: REST credential expiry and nonce
+    /// expiry are computed as `unix_now + (t - now)` for later instants `t`.
+    pub fn new(config: ServerConfig, now: Instant, unix_now: u64) -> Self {
+        Self {
+            instant_base: now,
+            unix_base: unix_now,
+            next_id: 1,
+            allocations: new_map(),
+            by_five_tuple: new_map(),
+            by_relay: new_map(),
+            per_user: new_map(),
+            reservations: new_map(),
+            timers: BinaryHeap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            tid_state: u64::from_le_bytes([
+                config_seed(&config.nonce_key, 0),
+                config_seed(&config.nonce_key, 1),
+                config_seed(&config.nonce_key, 2),
+                config_seed(&config.nonce_key, 3),
+                config_seed(&config.nonce_key, 4),
+                config_seed(&config.nonce_key, 5),
+                config_seed(&config.nonce_key, 6),
+                config_seed(&config.nonce_key, 7),
+            ]),
+            config,
+            stats: Stats::default(),
+            token_counter: 0,
+            clock: now,
+        }
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Number of live allocations.
+    pub fn allocation_count(&self) -> usize {
+        self.allocations.len()
+    }
+
+    /// The relay addresses of the allocation on this 5-tuple, if any.
+    pub fn relays_of(&self, ft: &FiveTuple) -> Option<Vec<SocketAddr>> {
+        let id = self.by_five_tuple.get(ft)?;
+        self.allocations
+            .get(id)
+            .map(|a| a.relays.iter().map(|r| r.local).collect())
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next instant at which [`Server::handle_timeout`] must be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
+    }
+
+    fn unix_now(&self, now: Instant) -> u64 {
+        self.unix_base + now.saturating_duration_since(self.instant_base).as_secs()
+    }
+
+    fn event(&mut self, e: Event) {
+        if self.events.len() < MAX_QUEUED_EVENTS {
+            self.events.push_back(e);
+        }
+    }
+
+    // ----------------------------------------------------------------- inputs
+
+    /// A datagram (UDP) or one framed message (TCP/TLS) from a client.
+    pub fn handle_client(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        data: &[u8],
+        binder: &mut dyn RelayBinder,
+    ) {
+        self.tick(now);
+        match classify(data) {
+            PacketKind::ChannelData => self.client_channel_data(now, ft, data),
+            PacketKind::Stun => match Message::parse(data) {
+                Ok(msg) => self.client_stun(now, ft, &msg, binder),
+                Err(_) => self.stats.dropped_invalid += 1,
+            },
+            PacketKind::Other => self.stats.dropped_invalid += 1,
+        }
+    }
+
+    /// A datagram that arrived from `peer` on the relay socket bound at `relay`.
+    pub fn handle_peer(&mut self, now: Instant, relay: SocketAddr, peer: SocketAddr, data: &[u8]) {
+        self.tick(now);
+        let Some(id) = self.by_relay.get(&relay).copied() else {
+            return;
+        };
+        let Some(a) = self.allocations.get_mut(&id) else {
+            return;
+        };
+        if !a.has_permission(peer.ip(), now) {
+            self.stats.dropped_no_permission += 1;
+            return;
+        }
+        if data.len() > MAX_DATA {
+            self.stats.dropped_invalid += 1;
+            return;
+        }
+        if !a.to_client.take(now, data.len()) {
+            self.stats.dropped_rate_limited += 1;
+            return;
+        }
+        let ft = a.five_tuple;
+        let channel = a
+            .peer_channels
+            .get(&peer)
+            .copied()
+            .filter(|ch| a.active_channel(*ch, now).is_some());
+        let payload = match channel {
+            Some(ch) => {
+                let mut out =
+                    vec![0u8; ChannelData::encoded_len(data.len(), ft.transport.is_stream())];
+                // `out` is sized for exactly this frame.
+                let n = ChannelData { channel: ch, data }
+                    .encode(&mut out, ft.transport.is_stream())
+                    .unwrap_or(0);
+                out.truncate(n);
+                out
+            }
+            None => {
+                let mut out = vec![0u8; data.len() + 64];
+                let tid = TransactionId::new(self.next_indication_tid());
+                let n = (|| {
+                    let mut enc =
+                        MessageEncoder::new(&mut out, Class::Indication, Method::DATA, tid)?;
+                    enc.xor_address(attr::XOR_PEER_ADDRESS, &peer)?;
+                    enc.attr(attr::DATA, data)?;
+                    Ok::<_, tsunagi_stun::EncodeError>(enc.finish())
+                })()
+                .unwrap_or(0);
+                out.truncate(n);
+                out
+            }
+        };
+        if payload.is_empty() {
+            return;
+        }
+        self.stats.packets_from_peers += 1;
+        self.stats.bytes_from_peers += data.len() as u64;
+        self.transmits.push_back(Transmit {
+            destination: Destination::Client(ft),
+            payload,
+        });
+    }
+
+    /// The client's TCP or TLS connection closed: its allocation goes with it.
+    pub fn handle_connection_closed(
+        &mut self,
+        _now: Instant,
+        ft: FiveTuple,
+        binder: &mut dyn RelayBinder,
+    ) {
+        if let Some(id) = self.by_five_tuple.get(&ft).copied() {
+            self.delete_allocation(id, DeleteReason::ConnectionClosed, binder);
+        }
+    }
+
+    /// Expire whatever is due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant, binder: &mut dyn RelayBinder) {
+        self.tick(now);
+        while let Some(Reverse((t, key))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            match key {
+                TimerKey::Reservation(token) => {
+                    if let Some(r) = self.reservations.get(&token) {
+                        if r.expires <= now {
+                            let relay = r.relay;
+                            self.reservations.remove(&token);
+                            binder.release(relay);
+                        }
+                    }
+                }
+                TimerKey::Allocation(id) => self.expire_allocation(id, now, t, binder),
+            }
+        }
+    }
+
+    fn expire_allocation(
+        &mut self,
+        id: AllocId,
+        now: Instant,
+        fired: Instant,
+        binder: &mut dyn RelayBinder,
+    ) {
+        let Some(a) = self.allocations.get_mut(&id) else {
+            return;
+        };
+        if a.scheduled != Some(fired) {
+            // A stale heap entry: an earlier or later one is in charge.
+            return;
+        }
+        a.scheduled = None;
+        if a.expires <= now {
+            self.delete_allocation(id, DeleteReason::Expired, binder);
+            return;
+        }
+        let before_p = a.permissions.len();
+        a.permissions.retain(|_, e| *e > now);
+        let removed_p = (before_p - a.permissions.len()) as u64;
+        let before_c = a.channels.len();
+        a.channels.retain(|_, c| c.expires + CHANNEL_COOLDOWN > now);
+        let removed_c = (before_c - a.channels.len()) as u64;
+        let channels = &a.channels;
+        a.peer_channels.retain(|_, ch| channels.contains_key(ch));
+        self.stats.permissions -= removed_p;
+        self.stats.channels -= removed_c;
+        self.schedule(id);
+    }
+
+    fn schedule(&mut self, id: AllocId) {
+        let now = self.clock;
+        let Some(a) = self.allocations.get_mut(&id) else {
+            return;
+        };
+        let d = a.next_deadline(now);
+        if a.scheduled.is_none_or(|s| d < s) {
+            a.scheduled = Some(d);
+            self.timers.push(Reverse((d, TimerKey::Allocation(id))));
+        }
+    }
+
+    fn delete_allocation(
+        &mut self,
+        id: AllocId,
+        reason: DeleteReason,
+        binder: &mut dyn RelayBinder,
+    ) {
+        let Some(a) = self.allocations.remove(&id) else {
+            return;
+        };
+        self.by_five_tuple.remove(&a.five_tuple);
+        for r in &a.relays {
+            self.by_relay.remove(&r.local);
+            binder.release(r.local);
+        }
+        if let Some(n) = self.per_user.get_mut(&a.username) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_user.remove(&a.username);
+            }
+        }
+        self.stats.allocations = self.allocations.len() as u64;
+        self.stats.allocations_deleted += 1;
+        self.stats.permissions -= a.permissions.len() as u64;
+        self.stats.channels -= a.channels.len() as u64;
+        let relays = a.relays.iter().map(|r| r.local).collect();
+        self.event(Event::AllocationDeleted {
+            five_tuple: a.five_tuple,
+            username: a.username,
+            reason,
+            relays,
+        });
+    }
+
+    // ------------------------------------------------------------ ChannelData
+
+    fn client_channel_data(&mut self, now: Instant, ft: FiveTuple, data: &[u8]) {
+        let Ok(cd) = ChannelData::parse(data) else {
+            self.stats.dropped_invalid += 1;
+            return;
+        };
+        let Some(id) = self.by_five_tuple.get(&ft).copied() else {
+            self.stats.dropped_invalid += 1;
+            return;
+        };
+        let Some(a) = self.allocations.get_mut(&id) else {
+            return;
+        };
+        let Some(peer) = a.active_channel(cd.channel, now).map(|c| c.peer) else {
+            self.stats.dropped_invalid += 1;
+            return;
+        };
+        self.relay_to_peer(now, id, peer, cd.data, false);
+    }
+
+    fn relay_to_peer(
+        &mut self,
+        now: Instant,
+        id: AllocId,
+        peer: SocketAddr,
+        data: &[u8],
+        df: bool,
+    ) {
+        let Some(a) = self.allocations.get_mut(&id) else {
+            return;
+        };
+        if !a.has_permission(peer.ip(), now) {
+            self.stats.dropped_no_permission += 1;
+            return;
+        }
+        let Some(relay) = a.relay_for(Family::of(peer.ip())).map(|r| r.local) else {
+            self.stats.dropped_invalid += 1;
+            return;
+        };
+        if !a.to_peer.take(now, data.len()) {
+            self.stats.dropped_rate_limited += 1;
+            return;
+        }
+        let dont_fragment = df || a.dont_fragment;
+        self.stats.packets_to_peers += 1;
+        self.stats.bytes_to_peers += data.len() as u64;
+        self.transmits.push_back(Transmit {
+            destination: Destination::Peer {
+                relay,
+                peer,
+                dont_fragment,
+            },
+            payload: data.to_vec(),
+        });
+    }
+
+    // ------------------------------------------------------------------- STUN
+
+    fn client_stun(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        binder: &mut dyn RelayBinder,
+    ) {
+        // RFC 8489 §6.3: a FINGERPRINT that does not match means "not STUN".
+        if msg.has_fingerprint() && !msg.has_valid_fingerprint() {
+            self.stats.dropped_invalid += 1;
+            return;
+        }
+        match msg.class() {
+            Class::Request => {}
+            Class::Indication => {
+                if msg.method() == Method::SEND {
+                    self.send_indication(now, ft, msg);
+                }
+                // Binding indications are keepalives; other indications are ignored.
+                return;
+            }
+            // Responses are never sent to a server.
+            Class::Success | Class::Error => return,
+        }
+        let unknown: Vec<u16> = msg.unknown_required(KNOWN_ATTRIBUTES).take(16).collect();
+        if !unknown.is_empty() {
+            let mut r = Reject::new(
+                420,
+                "Unknown Attribute: remove the listed comprehension-required attributes",
+            );
+            r.unknown = unknown;
+            self.respond_error(ft, msg, r, None);
+            return;
+        }
+        match msg.method() {
+            Method::BINDING => self.binding(ft, msg),
+            Method::ALLOCATE => self.with_auth(now, ft, msg, |s, auth| {
+                s.allocate(now, ft, msg, auth, binder)
+            }),
+            Method::REFRESH => self.with_auth(now, ft, msg, |s, auth| {
+                s.refresh(now, ft, msg, auth, binder)
+            }),
+            Method::CREATE_PERMISSION => self.with_auth(now, ft, msg, |s, auth| {
+                s.create_permission(now, ft, msg, auth)
+            }),
+            Method::CHANNEL_BIND => {
+                self.with_auth(now, ft, msg, |s, auth| s.channel_bind(now, ft, msg, auth))
+            }
+            Method::CONNECT | Method::CONNECTION_BIND => self.respond_error(
+                ft,
+                msg,
+                Reject::new(
+                    400,
+                    "Bad Request: TCP relaying (RFC 6062) is not enabled on this server",
+                ),
+                None,
+            ),
+            _ => self.respond_error(
+                ft,
+                msg,
+                Reject::new(400, "Bad Request: unknown STUN method"),
+                None,
+            ),
+        }
+    }
+
+    fn binding(&mut self, ft: FiveTuple, msg: &Message<'_>) {
+        self.stats.binding_requests += 1;
+        if msg.contains(attr::CHANGE_REQUEST) {
+            // RFC 5780 §6.1: a server without an alternate address answers 420.
+            let mut r = Reject::new(
+                420,
+                "Unknown Attribute: CHANGE-REQUEST needs a second server address (RFC 5780)",
+            );
+            r.unknown = vec![attr::CHANGE_REQUEST];
+            self.respond_error(ft, msg, r, None);
+            return;
+        }
+        let mut buf = [0u8; RESPONSE_BUF];
+        let fp = msg.has_fingerprint();
+        let software = self.config.software.clone();
+        let n = (|| {
+            let mut enc = MessageEncoder::new(
+                &mut buf,
+                Class::Success,
+                Method::BINDING,
+                msg.transaction_id(),
+            )?;
+            enc.xor_address(attr::XOR_MAPPED_ADDRESS, &ft.client)?;
+            enc.address(attr::RESPONSE_ORIGIN, &ft.server)?;
+            if let Some(s) = &software {
+                enc.software(s)?;
+            }
+            if fp {
+                enc.fingerprint()?;
+            }
+            Ok::<_, tsunagi_stun::EncodeError>(enc.finish())
+        })();
+        if let Ok(n) = n {
+            self.queue_to_client(ft, buf[..n].to_vec());
+        }
+    }
+
+    fn send_indication(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>) {
+        let Some(id) = self.by_five_tuple.get(&ft).copied() else {
+            return;
+        };
+        let (Ok(Some(peer)), Some(data)) = (
+            msg.get_xor_address(attr::XOR_PEER_ADDRESS),
+            msg.get(attr::DATA),
+        ) else {
+            self.stats.dropped_invalid += 1;
+            return;
+        };
+        let df = msg.contains(attr::DONT_FRAGMENT);
+        self.relay_to_peer(now, id, peer, data, df);
+    }
+
+    // ---------------------------------------------------------- authentication
+
+    fn with_auth(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        f: impl FnOnce(&mut Self, &Authed) -> Result<Vec<u8>, Reject>,
+    ) {
+        match self.authenticate(now, ft, msg) {
+            Ok(auth) => match f(self, &auth) {
+                Ok(resp) => self.queue_to_client(ft, resp),
+                Err(rej) => self.respond_error(ft, msg, rej, Some(&auth)),
+            },
+            Err(rej) => {
+                if rej.code == 401 && msg.has_message_integrity() {
+                    self.stats.auth_failures += 1;
+                }
+                self.respond_error(ft, msg, rej, None)
+            }
+        }
+    }
+
+    /// RFC 8489 §9.2.4 with the stateless nonce of `nonce.rs`.
+    fn authenticate(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+    ) -> Result<Authed, Reject> {
+        if !msg.has_message_integrity() {
+            return Err(Reject::challenge(
+                401,
+                "Unauthorized: authenticate with the long-term credentials of this realm",
+            ));
+        }
+        let username = match (msg.get_str(attr::USERNAME), msg.get(attr::USERHASH)) {
+            (Ok(Some(u)), _) => Some(u.to_owned()),
+            (Ok(None), Some(h)) => {
+                let h: Option<[u8; 32]> = h.try_into().ok();
+                match h.and_then(|h| {
+                    self.config
+                        .credentials
+                        .username_for_hash(&h, &self.config.realm)
+                }) {
+                    Some(u) => Some(u.to_owned()),
+                    None => {
+                        return Err(Reject::challenge(
+                            401,
+                            "Unauthorized: unknown USERHASH; send USERNAME instead",
+                        ));
+                    }
+                }
+            }
+            (Err(_), _) => {
+                return Err(Reject::new(400, "Bad Request: USERNAME is not valid UTF-8"))
+            }
+            (Ok(None), None) => None,
+        };
+        let realm = msg.get(attr::REALM);
+        let nonce = msg.get(attr::NONCE);
+        let (Some(username), Some(realm), Some(nonce)) = (username, realm, nonce) else {
+            return Err(Reject::new(
+                400,
+                "Bad Request: MESSAGE-INTEGRITY needs USERNAME, REALM and NONCE",
+            ));
+        };
+        if username.len() > attr::MAX_USERNAME_BYTES {
+            return Err(Reject::new(
+                400,
+                "Bad Request: USERNAME longer than 513 bytes",
+            ));
+        }
+        // PASSWORD-ALGORITHMS must echo ours when the nonce offered them (§9.2.4 item 4).
+        let mut alg = PasswordAlgorithm::Md5;
+        let pw_algs = msg.get(attr::PASSWORD_ALGORITHMS);
+        let pw_alg = msg.get(attr::PASSWORD_ALGORITHM);
+        if nonce::offers_password_algorithms(nonce) {
+            match (pw_algs, pw_alg) {
+                (None, None) => {}
+                (Some(list), Some(chosen)) => {
+                    if list != offered_password_algorithms() {
+                        return Err(Reject::new(
+                            400,
+                            "Bad Request: PASSWORD-ALGORITHMS differs from the server's list",
+                        ));
+                    }
+                    let chosen = attr::decode_password_algorithm(chosen)
+                        .ok()
+                        .and_then(|(c, _)| PasswordAlgorithm::from_code(c));
+                    match chosen {
+                        Some(a) => alg = a,
+                        None => {
+                            return Err(Reject::new(
+                                400,
+                                "Bad Request: PASSWORD-ALGORITHM is not one the server offered",
+                            ))
+                        }
+                    }
+                }
+                _ => {
+                    return Err(Reject::new(
+                        400,
+                        "Bad Request: send PASSWORD-ALGORITHMS and PASSWORD-ALGORITHM together",
+                    ))
+                }
+            }
+        }
+        if realm != self.config.realm.as_bytes() {
+            return Err(Reject::challenge(
+                401,
+                "Unauthorized: wrong REALM; use the realm of this challenge",
+            ));
+        }
+        let unix_now = self.unix_now(now);
+        match nonce::check(&self.config.nonce_key, nonce, unix_now, ft.client.ip()) {
+            NonceCheck::Valid => {}
+            NonceCheck::Stale | NonceCheck::Invalid => {
+                return Err(Reject::challenge(
+                    438,
+                    "Stale Nonce: retry with the NONCE in this response",
+                ));
+            }
+        }
+        let keys = match self
+            .config
+            .credentials
+            .keys(&username, &self.config.realm, alg, unix_now)
+        {
+            Ok(k) => k,
+            Err(e) => {
+                let (why, phrase) = match e {
+                    AuthError::Expired => (
+                        "REST credential expired",
+                        "Unauthorized: the time-limited credential has expired; fetch a new one",
+                    ),
+                    AuthError::AlgorithmUnavailable => (
+                        "password algorithm unavailable",
+                        "Unauthorized: this user has no key for the chosen PASSWORD-ALGORITHM",
+                    ),
+                    _ => ("unknown user", "Unauthorized: wrong username or password"),
+                };
+                self.event(Event::AuthFailed {
+                    five_tuple: ft,
+                    username: username.clone(),
+                    reason: why,
+                });
+                return Err(Reject::challenge(401, phrase));
+            }
+        };
+        for key in keys {
+            if msg.verify_integrity(&key).is_ok() {
+                return Ok(Authed {
+                    username,
+                    key,
+                    sha256: msg.has_message_integrity_sha256(),
+                });
+            }
+        }
+        self.event(Event::AuthFailed {
+            five_tuple: ft,
+            username,
+            reason: "wrong password",
+        });
+        Err(Reject::challenge(
+            401,
+            "Unauthorized: wrong username or password",
+        ))
+    }
+
+    // ------------------------------------------------------------------ methods
+
+    fn allocate(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        auth: &Authed,
+        binder: &mut dyn RelayBinder,
+    ) -> Result<Vec<u8>, Reject> {
+        // §7.2 step 2: one allocation per 5-tuple; a retransmission gets the same answer.
+        if let Some(id) = self.by_five_tuple.get(&ft) {
+            let a = &self.allocations[id];
+            if a.allocate_tid == msg.transaction_id() {
+                return Ok(a.allocate_response.clone());
+            }
+            return Err(Reject::new(437, "Allocation Mismatch: this 5-tuple already has an allocation; Refresh it or use a new source port"));
+        }
+        // Step 3.
+        let transport = msg.get(attr::REQUESTED_TRANSPORT).ok_or_else(|| {
+            Reject::new(
+                400,
+                "Bad Request: Allocate needs REQUESTED-TRANSPORT (17 for UDP)",
+            )
+        })?;
+        let proto = attr::decode_requested_transport(transport)
+            .map_err(|_| Reject::new(400, "Bad Request: malformed REQUESTED-TRANSPORT"))?;
+        if proto != attr::PROTO_UDP {
+            return Err(Reject::new(442, "Unsupported Transport Protocol: only UDP relaying (REQUESTED-TRANSPORT 17) is offered"));
+        }
+        // Step 4: DONT-FRAGMENT is supported.
+        let dont_fragment = msg.contains(attr::DONT_FRAGMENT);
+        let token = msg.get(attr::RESERVATION_TOKEN);
+        let even = msg.get(attr::EVEN_PORT);
+        let requested_family = msg.get(attr::REQUESTED_ADDRESS_FAMILY);
+        let additional_family = msg.get(attr::ADDITIONAL_ADDRESS_FAMILY);
+        // Step 5.
+        if token.is_some()
+            && (even.is_some() || requested_family.is_some() || additional_family.is_some())
+        {
+            return Err(Reject::new(400, "Bad Request: RESERVATION-TOKEN cannot be combined with EVEN-PORT or an address family"));
+        }
+        // Step 6.
+        if requested_family.is_some() && additional_family.is_some() {
+            return Err(Reject::new(
+                400,
+                "Bad Request: send REQUESTED-ADDRESS-FAMILY or ADDITIONAL-ADDRESS-FAMILY, not both",
+            ));
+        }
+        let family = match requested_family {
+            None => Family::V4,
+            Some(v) => match attr::decode_address_family(v) {
+                Ok(attr::FAMILY_IPV4) => Family::V4,
+                Ok(attr::FAMILY_IPV6) => Family::V6,
+                Ok(_) => {
+                    return Err(Reject::new(
+                        440,
+                        "Address Family not Supported: use 0x01 (IPv4) or 0x02 (IPv6)",
+                    ))
+                }
+                Err(_) => {
+                    return Err(Reject::new(
+                        400,
+                        "Bad Request: malformed REQUESTED-ADDRESS-FAMILY",
+                    ))
+                }
+            },
+        };
+        let dual = match additional_family {
+            None => false,
+            Some(v) => match attr::decode_address_family(v) {
+                Ok(attr::FAMILY_IPV6) => true,
+                _ => {
+                    return Err(Reject::new(
+                        400,
+                        "Bad Request: ADDITIONAL-ADDRESS-FAMILY must be 0x02 (IPv6)",
+                    ))
+                }
+            },
+        };
+        let port = match even.map(attr::decode_even_port) {
+            None => PortRequest::Any,
+            Some(Ok(false)) => PortRequest::Even,
+            Some(Ok(true)) => PortRequest::EvenReserveNext,
+            Some(Err(_)) => return Err(Reject::new(400, "Bad Request: malformed EVEN-PORT")),
+        };
+        // Quotas.
+        let used = self.per_user.get(&auth.username).copied().unwrap_or(0);
+        if self.config.user_quota > 0 && used >= self.config.user_quota {
+            self.event(Event::QuotaReached {
+                five_tuple: ft,
+                username: auth.username.clone(),
+                which: "user-quota",
+            });
+            return Err(Reject::new(486, format!(
+                "Allocation Quota Reached: this user has {used} allocations (user-quota); delete one first"
+            )));
+        }
+        if self.config.total_quota > 0
+            && self.allocations.len() as u64 >= self.config.total_quota as u64
+        {
+            self.event(Event::QuotaReached {
+                five_tuple: ft,
+                username: auth.username.clone(),
+                which: "total-quota",
+            });
+            return Err(Reject::new(508, "Insufficient Capacity: the server is at total-quota allocations; try later or another server"));
+        }
+        // Relays.
+        let mut relays: Vec<SocketAddr> = Vec::with_capacity(2);
+        let mut address_error: Option<(u8, u16, &'static str)> = None;
+        let mut reservation: Option<[u8; 8]> = None;
+        if let Some(t) = token {
+            let t = attr::decode_reservation_token(t)
+                .map_err(|_| Reject::new(400, "Bad Request: malformed RESERVATION-TOKEN"))?;
+            match self.reservations.remove(&t) {
+                Some(r) if r.expires > now => relays.push(r.relay),
+                Some(r) => {
+                    binder.release(r.relay);
+                    return Err(Reject::new(508, "Insufficient Capacity: the RESERVATION-TOKEN has expired; allocate without it"));
+                }
+                None => {
+                    return Err(Reject::new(
+                        508,
+                        "Insufficient Capacity: unknown RESERVATION-TOKEN; allocate without it",
+                    ))
+                }
+            }
+        } else {
+            match binder.bind(BindRequest { family, port, dont_fragment }) {
+                Ok(a) => relays.push(a),
+                Err(BindError::FamilyUnsupported) => {
+                    return Err(Reject::new(440, match family {
+                        Family::V4 => "Address Family not Supported: this server has no IPv4 relay address; request IPv6",
+                        Family::V6 => "Address Family not Supported: this server has no IPv6 relay address; request IPv4",
+                    }))
+                }
+                Err(BindError::Exhausted) => {
+                    self.event(Event::QuotaReached { five_tuple: ft, username: auth.username.clone(), which: "relay ports" });
+                    return Err(Reject::new(508, "Insufficient Capacity: no relay port is free in min-port..max-port; try later"));
+                }
+            }
+            if port == PortRequest::EvenReserveNext {
+                let even_addr = relays[0];
+                let odd = SocketAddr::new(even_addr.ip(), even_addr.port().wrapping_add(1));
+                let t = self.new_token();
+                self.reservations.insert(
+                    t,
+                    Reservation {
+                        relay: odd,
+                        expires: now + self.config.reservation_lifetime,
+                    },
+                );
+                self.timers.push(Reverse((
+                    now + self.config.reservation_lifetime,
+                    TimerKey::Reservation(t),
+                )));
+                reservation = Some(t);
+            }
+            if dual {
+                match binder.bind(BindRequest {
+                    family: Family::V6,
+                    port: PortRequest::Any,
+                    dont_fragment,
+                }) {
+                    Ok(a) => relays.push(a),
+                    Err(BindError::FamilyUnsupported) => {
+                        address_error = Some((
+                            attr::FAMILY_IPV6,
+                            440,
+                            "Address Family not Supported: no IPv6 relay address",
+                        ))
+                    }
+                    Err(BindError::Exhausted) => {
+                        address_error = Some((
+                            attr::FAMILY_IPV6,
+                            508,
+                            "Insufficient Capacity: no IPv6 relay port free",
+                        ))
+                    }
+                }
+            }
+        }
+        let lifetime = match self.desired_lifetime(msg) {
+            l if l.is_zero() => self.config.default_lifetime.min(self.config.max_lifetime),
+            l => l,
+        };
+        let relays: Vec<Relay> = relays
+            .into_iter()
+            .map(|local| Relay {
+                local,
+                advertised: self.advertised(local),
+            })
+            .collect();
+
+        // Encode the success response before storing, so a retransmission gets it.
+        let mut buf = [0u8; RESPONSE_BUF];
+        let software = self.config.software.clone();
+        let n = (|| {
+            let mut enc = MessageEncoder::new(
+                &mut buf,
+                Class::Success,
+                Method::ALLOCATE,
+                msg.transaction_id(),
+            )?;
+            for r in &relays {
+                enc.xor_address(attr::XOR_RELAYED_ADDRESS, &r.advertised)?;
+            }
+            if let Some((fam, code, reason)) = address_error {
+                enc.attr_with(attr::ADDRESS_ERROR_CODE, 4 + reason.len(), |o| {
+                    o[0] = fam;
+                    o[1] = 0;
+                    o[2] = (code / 100) as u8;
+                    o[3] = (code % 100) as u8;
+                    o[4..].copy_from_slice(reason.as_bytes());
+                })?;
+            }
+            enc.u32(
+                attr::LIFETIME,
+                lifetime.as_secs().min(u32::MAX as u64) as u32,
+            )?;
+            if let Some(t) = reservation {
+                enc.attr(attr::RESERVATION_TOKEN, &t)?;
+            }
+            enc.xor_address(attr::XOR_MAPPED_ADDRESS, &ft.client)?;
+            if let Some(s) = &software {
+                enc.software(s)?;
+            }
+            finish_auth(&mut enc, auth, msg.has_fingerprint())?;
+            Ok::<_, tsunagi_stun::EncodeError>(enc.finish())
+        })();
+        let Ok(n) = n else {
+            for r in &relays {
+                binder.release(r.local);
+            }
+            return Err(Reject::new(500, "Server Error: response did not fit"));
+        };
+        let response = buf[..n].to_vec();
+
+        let id = AllocId(self.next_id);
+        self.next_id += 1;
+        for r in &relays {
+            self.by_relay.insert(r.local, id);
+        }
+        self.by_five_tuple.insert(ft, id);
+        *self.per_user.entry(auth.username.clone()).or_insert(0) += 1;
+        self.allocations.insert(
+            id,
+            Allocation {
+                five_tuple: ft,
+                username: auth.username.clone(),
+                relays: relays.clone(),
+                expires: now + lifetime,
+                permissions: new_map(),
+                channels: new_map(),
+                peer_channels: new_map(),
+                dont_fragment,
+                to_peer: TokenBucket::new(self.config.max_bps, now),
+                to_client: TokenBucket::new(self.config.max_bps, now),
+                scheduled: None,
+                allocate_tid: msg.transaction_id(),
+                allocate_response: response.clone(),
+            },
+        );
+        self.schedule(id);
+        self.stats.allocations = self.allocations.len() as u64;
+        self.stats.allocations_created += 1;
+        self.event(Event::AllocationCreated {
+            five_tuple: ft,
+            username: auth.username.clone(),
+            relays: relays.iter().map(|r| r.local).collect(),
+            lifetime,
+        });
+        Ok(response)
+    }
+
+    /// RFC 8656 §7.2 / §7.3 "desired lifetime": min(requested, max) but at least the
+    /// default; zero only when the client asks for zero.
+    fn desired_lifetime(&self, msg: &Message<'_>) -> Duration {
+        match msg.get_u32(attr::LIFETIME) {
+            Ok(Some(0)) => Duration::ZERO,
+            Ok(Some(s)) => Duration::from_secs(s as u64)
+                .min(self.config.max_lifetime)
+                .max(self.config.default_lifetime.min(self.config.max_lifetime)),
+            _ => self.config.default_lifetime.min(self.config.max_lifetime),
+        }
+    }
+
+    fn advertised(&self, local: SocketAddr) -> SocketAddr {
+        for (public, private) in &self.config.external_ips {
+            let matches = match private {
+                Some(p) => *p == local.ip(),
+                None => Family::of(*public) == Family::of(local.ip()),
+            };
+            if matches {
+                return SocketAddr::new(*public, local.port());
+            }
+        }
+        local
+    }
+
+    fn new_token(&mut self) -> [u8; 8] {
+        let mut t = [0u8; 8];
+        let tid = rand_tid(&mut self.token_counter, &self.config.nonce_key);
+        t.copy_from_slice(&tid[..8]);
+        t
+    }
+
+    /// The allocation of this 5-tuple, checked against the authenticated user.
+    fn own_allocation(&self, ft: &FiveTuple, auth: &Authed) -> Result<AllocId, Reject> {
+        let id = *self.by_five_tuple.get(ft).ok_or_else(|| {
+            Reject::new(
+                437,
+                "Allocation Mismatch: no allocation on this 5-tuple; send Allocate first",
+            )
+        })?;
+        if self.allocations[&id].username != auth.username {
+            return Err(Reject::new(
+                441,
+                "Wrong Credentials: use the username that created this allocation",
+            ));
+        }
+        Ok(id)
+    }
+
+    fn refresh(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        auth: &Authed,
+        binder: &mut dyn RelayBinder,
+    ) -> Result<Vec<u8>, Reject> {
+        let id = self.own_allocation(&ft, auth)?;
+        if let Some(v) = msg.get(attr::REQUESTED_ADDRESS_FAMILY) {
+            let fam = match attr::decode_address_family(v) {
+                Ok(attr::FAMILY_IPV4) => Family::V4,
+                Ok(attr::FAMILY_IPV6) => Family::V6,
+                _ => {
+                    return Err(Reject::new(
+                        400,
+                        "Bad Request: malformed REQUESTED-ADDRESS-FAMILY",
+                    ))
+                }
+            };
+            if self.allocations[&id].relay_for(fam).is_none() {
+                return Err(Reject::new(
+                    443,
+                    "Peer Address Family Mismatch: this allocation has no relay of that family",
+                ));
+            }
+        }
+        let lifetime = self.desired_lifetime(msg);
+        if lifetime.is_zero() {
+            self.delete_allocation(id, DeleteReason::Refreshed, binder);
+        } else if let Some(a) = self.allocations.get_mut(&id) {
+            a.expires = now + lifetime;
+            // A later expiry: the existing heap entry fires first and reschedules.
+            self.schedule(id);
+        }
+        self.success(msg, auth, |enc| {
+            enc.u32(
+                attr::LIFETIME,
+                lifetime.as_secs().min(u32::MAX as u64) as u32,
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Check a peer address for an allocation: family and policy.
+    fn check_peer(
+        &mut self,
+        ft: FiveTuple,
+        id: AllocId,
+        auth: &Authed,
+        peer: SocketAddr,
+    ) -> Result<(), Reject> {
+        let a = &self.allocations[&id];
+        if a.relay_for(Family::of(peer.ip())).is_none() {
+            return Err(Reject::new(443, "Peer Address Family Mismatch: the peer's IP family differs from the relay's; allocate that family"));
+        }
+        if let Err(d) = self.config.peer_policy.check(peer.ip()) {
+            self.stats.peers_denied += 1;
+            self.event(Event::PeerDenied {
+                five_tuple: ft,
+                username: auth.username.clone(),
+                peer: peer.ip(),
+                category: d.category,
+                config_key: d.config_key,
+            });
+            return Err(Reject::new(403, d.reason_phrase()));
+        }
+        Ok(())
+    }
+
+    fn create_permission(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        auth: &Authed,
+    ) -> Result<Vec<u8>, Reject> {
+        let id = self.own_allocation(&ft, auth)?;
+        let mut peers: Vec<IpAddr> = Vec::new();
+        for p in msg.xor_addresses(attr::XOR_PEER_ADDRESS) {
+            let p = p.map_err(|_| Reject::new(400, "Bad Request: malformed XOR-PEER-ADDRESS"))?;
+            if peers.len() >= self.config.max_permissions as usize {
+                return Err(Reject::new(
+                    508,
+                    "Insufficient Capacity: too many XOR-PEER-ADDRESS in one request",
+                ));
+            }
+            peers.push(p.ip());
+        }
+        if peers.is_empty() {
+            return Err(Reject::new(
+                400,
+                "Bad Request: CreatePermission needs at least one XOR-PEER-ADDRESS",
+            ));
+        }
+        // All or nothing (RFC 8656 §10.2).
+        for p in &peers {
+            self.check_peer(ft, id, auth, SocketAddr::new(*p, 0))?;
+        }
+        let max = self.config.max_permissions as usize;
+        let a = self
+            .allocations
+            .get_mut(&id)
+            .expect("own_allocation returned a live id");
+        let new = peers
+            .iter()
+            .filter(|p| !a.permissions.contains_key(*p))
+            .count();
+        if a.permissions.len() + new > max {
+            return Err(Reject::new(
+                508,
+                "Insufficient Capacity: this allocation has the maximum number of permissions",
+            ));
+        }
+        let expires = now + self.config.permission_lifetime;
+        for p in peers {
+            a.permissions.insert(p, expires);
+        }
+        self.stats.permissions += new as u64;
+        self.schedule(id);
+        self.success(msg, auth, |_| Ok(()))
+    }
+
+    fn channel_bind(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        auth: &Authed,
+    ) -> Result<Vec<u8>, Reject> {
+        let id = self.own_allocation(&ft, auth)?;
+        let ch = msg
+            .get(attr::CHANNEL_NUMBER)
+            .ok_or_else(|| Reject::new(400, "Bad Request: ChannelBind needs CHANNEL-NUMBER"))
+            .and_then(|v| {
+                attr::decode_channel_number(v)
+                    .map_err(|_| Reject::new(400, "Bad Request: malformed CHANNEL-NUMBER"))
+            })?;
+        // RFC 8656 narrows channels to 0x4000..=0x4FFF; RFC 5766 clients use up to 0x7FFE.
+        if !(ChannelData::MIN_CHANNEL..=ChannelData::MAX_CHANNEL_RFC5766).contains(&ch) {
+            return Err(Reject::new(
+                400,
+                "Bad Request: CHANNEL-NUMBER must be in 0x4000..0x7FFE",
+            ));
+        }
+        let peer = match msg.get_xor_address(attr::XOR_PEER_ADDRESS) {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                return Err(Reject::new(
+                    400,
+                    "Bad Request: ChannelBind needs XOR-PEER-ADDRESS",
+                ))
+            }
+            Err(_) => return Err(Reject::new(400, "Bad Request: malformed XOR-PEER-ADDRESS")),
+        };
+        self.check_peer(ft, id, auth, peer)?;
+        let max_ch = self.config.max_channels as usize;
+        let max_perm = self.config.max_permissions as usize;
+        let a = self
+            .allocations
+            .get_mut(&id)
+            .expect("own_allocation returned a live id");
+        // §11.2: the channel must be unbound or bound to this peer, and the peer
+        // unbound or bound to this channel (cooling-down bindings included).
+        if let Some(c) = a.channels.get(&ch) {
+            if c.peer != peer {
+                return Err(Reject::new(400, "Bad Request: this channel is bound to another peer; pick another channel number"));
+            }
+        }
+        if let Some(other) = a.peer_channels.get(&peer) {
+            if *other != ch {
+                return Err(Reject::new(
+                    400,
+                    "Bad Request: this peer is bound to another channel; reuse that channel number",
+                ));
+            }
+        }
+        if !a.channels.contains_key(&ch) && a.channels.len() >= max_ch {
+            return Err(Reject::new(
+                508,
+                "Insufficient Capacity: this allocation has the maximum number of channels",
+            ));
+        }
+        let new_perm = !a.permissions.contains_key(&peer.ip());
+        if new_perm && a.permissions.len() >= max_perm {
+            return Err(Reject::new(
+                508,
+                "Insufficient Capacity: this allocation has the maximum number of permissions",
+            ));
+        }
+        let new_channel = a
+            .channels
+            .insert(
+                ch,
+                Channel {
+                    peer,
+                    expires: now + self.config.channel_lifetime,
+                },
+            )
+            .is_none();
+        a.peer_channels.insert(peer, ch);
+        a.permissions
+            .insert(peer.ip(), now + self.config.permission_lifetime);
+        self.stats.permissions += new_perm as u64;
+        self.stats.channels += new_channel as u64;
+        self.schedule(id);
+        self.success(msg, auth, |_| Ok(()))
+    }
+
+    // --------------------------------------------------------------- responses
+
+    fn queue_to_client(&mut self, ft: FiveTuple, payload: Vec<u8>) {
+        self.transmits.push_back(Transmit {
+            destination: Destination::Client(ft),
+            payload,
+        });
+    }
+
+    /// An authenticated success response with extra attributes from `f`.
+    fn success(
+        &self,
+        msg: &Message<'_>,
+        auth: &Authed,
+        f: impl FnOnce(&mut MessageEncoder<'_>) -> Result<(), tsunagi_stun::EncodeError>,
+    ) -> Result<Vec<u8>, Reject> {
+        let mut buf = [0u8; RESPONSE_BUF];
+        let n = (|| {
+            let mut enc =
+                MessageEncoder::new(&mut buf, Class::Success, msg.method(), msg.transaction_id())?;
+            f(&mut enc)?;
+            if let Some(s) = &self.config.software {
+                enc.software(s)?;
+            }
+            finish_auth(&mut enc, auth, msg.has_fingerprint())?;
+            Ok::<_, tsunagi_stun::EncodeError>(enc.finish())
+        })()
+        .map_err(|_| Reject::new(500, "Server Error: response did not fit"))?;
+        Ok(buf[..n].to_vec())
+    }
+
+    fn respond_error(
+        &mut self,
+        ft: FiveTuple,
+        msg: &Message<'_>,
+        rej: Reject,
+        auth: Option<&Authed>,
+    ) {
+        let nonce = rej.challenge.then(|| {
+            let expiry = self.unix_now_for_nonce();
+            nonce::make(&self.config.nonce_key, expiry, ft.client.ip())
+        });
+        let mut buf = [0u8; RESPONSE_BUF];
+        let n = (|| {
+            let mut enc =
+                MessageEncoder::new(&mut buf, Class::Error, msg.method(), msg.transaction_id())?;
+            enc.error_code(rej.code, &rej.reason)?;
+            if !rej.unknown.is_empty() {
+                enc.unknown_attributes(&rej.unknown)?;
+            }
+            if let Some(n) = &nonce {
+                enc.string(attr::REALM, &self.config.realm)?;
+                enc.string(attr::NONCE, n)?;
+                enc.password_algorithms(&offered_password_algorithm_codes())?;
+            }
+            if let Some(s) = &self.config.software {
+                enc.software(s)?;
+            }
+            match auth {
+                Some(a) => finish_auth(&mut enc, a, msg.has_fingerprint())?,
+                None if msg.has_fingerprint() => {
+                    enc.fingerprint()?;
+                }
+                None => {}
+            }
+            Ok::<_, tsunagi_stun::EncodeError>(enc.finish())
+        })();
+        if let Ok(n) = n {
+            self.queue_to_client(ft, buf[..n].to_vec());
+        }
+    }
+
+    fn unix_now_for_nonce(&self) -> u64 {
+        self.unix_now(self.clock) + self.config.nonce_lifetime.as_secs()
+    }
+
+    /// splitmix64: Data indication transaction IDs need to be unique, not secret.
+    fn next_indication_tid(&mut self) -> [u8; 12] {
+        let mut out = [0u8; 12];
+        for chunk in out.chunks_mut(6) {
+            self.tid_state = self.tid_state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.tid_state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            chunk.copy_from_slice(&z.to_le_bytes()[..6]);
+        }
+        out
+    }
+}
+
+fn config_seed(key: &[u8; 32], i: usize) -> u8 {
+    key[i] ^ key[i + 8] ^ key[i + 16] ^ key[i + 24]
+}
+
+/// The PASSWORD-ALGORITHMS value the server offers, SHA-256 first (RFC 8489 §14.11).
+fn offered_password_algorithm_codes() -> [u16; 2] {
+    [
+        PasswordAlgorithm::Sha256.code(),
+        PasswordAlgorithm::Md5.code(),
+    ]
+}
+
+fn offered_password_algorithms() -> &'static [u8] {
+    &[0x00, 0x02, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00]
+}
+
+/// MESSAGE-INTEGRITY(-SHA256) matching the request's, then FINGERPRINT if the request had one.
+fn finish_auth(
+    enc: &mut MessageEncoder<'_>,
+    auth: &Authed,
+    fingerprint: bool,
+) -> Result<(), tsunagi_stun::EncodeError> {
+    if auth.sha256 {
+        enc.message_integrity_sha256(&auth.key)?;
+    } else {
+        enc.message_integrity(&auth.key)?;
+    }
+    if fingerprint {
+        enc.fingerprint()?;
+    }
+    Ok(())
+}
+
+/// Transaction IDs for Data indications and reservation tokens: unpredictable to
+/// outsiders (keyed by the nonce key), unique (a counter).
+fn rand_tid(counter: &mut u64, key: &[u8; 32]) -> [u8; 12] {
+    use hmac::{Hmac, Mac};
+    *counter += 1;
+    let mut m =
+        <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    m.update(&counter.to_be_bytes());
+    let out = m.finalize().into_bytes();
+    let mut t = [0u8; 12];
+    t.copy_from_slice(&out[..12]);
+    t
+}
