@@ -1,0 +1,2 @@
+//! Sans-IO signaling for tsunagi (work in progress).
+#![forbid(unsafe_code)]
