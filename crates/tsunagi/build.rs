@@ -51,7 +51,8 @@ fn main() {
         .expect("writing to a String cannot fail");
     }
     out.push_str("];\n");
-    let dest = PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo")).join("web_assets.rs");
+    let dest =
+        PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo")).join("web_assets.rs");
     std::fs::write(dest, out).expect("OUT_DIR is writable");
 }
 
@@ -59,7 +60,10 @@ fn main() {
 /// hidden entries, `node_modules` and names that are not UTF-8.
 fn walk(root: &Path, dir: &Path, depth: usize, out: &mut Vec<String>) {
     if depth > MAX_DEPTH {
-        println!("cargo:warning=web/: {} is nested too deeply; skipped", dir.display());
+        println!(
+            "cargo:warning=web/: {} is nested too deeply; skipped",
+            dir.display()
+        );
         return;
     }
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -78,13 +82,16 @@ fn walk(root: &Path, dir: &Path, depth: usize, out: &mut Vec<String>) {
             walk(root, &path, depth + 1, out);
         } else if path.is_file() {
             if out.len() >= MAX_FILES {
-                println!("cargo:warning=web/ has more than {MAX_FILES} files; the rest are not embedded");
+                println!(
+                    "cargo:warning=web/ has more than {MAX_FILES} files; the rest are not embedded"
+                );
                 return;
             }
             let Ok(rel) = path.strip_prefix(root) else {
                 continue;
             };
-            let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
+            let parts: Option<Vec<&str>> =
+                rel.components().map(|c| c.as_os_str().to_str()).collect();
             if let Some(parts) = parts {
                 out.push(parts.join("/"));
             }

@@ -265,6 +265,30 @@ pub struct Options {
     /// Replace client IPs and usernames in logs by short stable hashes.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub redact_logs: Option<bool>,
+
+    /// Address of the HTTP(S) server: web client, /ws, /api/stats, /metrics
+    /// (repeatable) [default: 0.0.0.0 and ::].
+    #[arg(long, value_name = "IP")]
+    #[serde(default, deserialize_with = "list")]
+    pub http_ip: Vec<IpAddr>,
+    /// Port of the HTTP(S) server [default: 8080].
+    #[arg(long, value_name = "N")]
+    pub http_port: Option<u16>,
+    /// Concurrent HTTP connections, WebSockets included [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub http_max_connections: Option<usize>,
+    /// PEM certificate chain (leaf first): enables HTTPS/WSS and TURN over TLS.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Generate a self-signed certificate at start (LAN testing); logs its fingerprint.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub tls_self_signed: Option<bool>,
+    /// TCP port of TURN over TLS (turns:), when TLS is on [default: 5349].
+    #[arg(long, value_name = "N")]
+    pub tls_listening_port: Option<u16>,
 }
 
 /// Accepts a single value or an array in TOML.
@@ -346,6 +370,13 @@ const ENV_NAMES: &[&str] = &[
     "LOG_LEVEL",
     "LOG_FORMAT",
     "REDACT_LOGS",
+    "HTTP_IP",
+    "HTTP_PORT",
+    "HTTP_MAX_CONNECTIONS",
+    "TLS_CERT",
+    "TLS_KEY",
+    "TLS_SELF_SIGNED",
+    "TLS_LISTENING_PORT",
 ];
 
 /// Reads `TSUNAGI_*` variables through `get`.
@@ -467,6 +498,13 @@ impl Options {
             log_level: e.string("LOG_LEVEL"),
             log_format: e.one("LOG_FORMAT")?,
             redact_logs: e.flag("REDACT_LOGS")?,
+            http_ip: e.list("HTTP_IP")?,
+            http_port: e.one("HTTP_PORT")?,
+            http_max_connections: e.one("HTTP_MAX_CONNECTIONS")?,
+            tls_cert: e.string("TLS_CERT").map(PathBuf::from),
+            tls_key: e.string("TLS_KEY").map(PathBuf::from),
+            tls_self_signed: e.flag("TLS_SELF_SIGNED")?,
+            tls_listening_port: e.one("TLS_LISTENING_PORT")?,
         })
     }
 
@@ -530,6 +568,13 @@ impl Options {
             log_level: self.log_level.or(lower.log_level),
             log_format: self.log_format.or(lower.log_format),
             redact_logs: self.redact_logs.or(lower.redact_logs),
+            http_ip: v(self.http_ip, lower.http_ip),
+            http_port: self.http_port.or(lower.http_port),
+            http_max_connections: self.http_max_connections.or(lower.http_max_connections),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
+            tls_self_signed: self.tls_self_signed.or(lower.tls_self_signed),
+            tls_listening_port: self.tls_listening_port.or(lower.tls_listening_port),
         }
     }
 }
@@ -560,6 +605,18 @@ pub mod defaults {
     pub const MAX_TCP_CONNECTIONS: usize = 10_000;
     pub const LOG_LEVEL: &str = "info";
     pub const SOFTWARE: &str = concat!("tsunagi/", env!("CARGO_PKG_VERSION"));
+    pub const HTTP_PORT: u16 = 8080;
+    pub const HTTP_MAX_CONNECTIONS: usize = 10_000;
+    pub const TLS_LISTENING_PORT: u16 = 5349;
+}
+
+/// Where the TLS certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// `tls-cert` and `tls-key`: PEM files, read at start.
+    Files { cert: PathBuf, key: PathBuf },
+    /// `tls-self-signed`: generated at start.
+    SelfSigned,
 }
 
 /// Channel numbers 0x4000..=0x4FFF (RFC 8656 §12).
@@ -603,6 +660,16 @@ pub struct Config {
     pub log_level: String,
     pub log_format: LogFormat,
     pub redact_logs: bool,
+    /// Addresses of the HTTP(S) server.
+    pub http_ips: Vec<IpAddr>,
+    /// Whether `http_ips` is the default (`0.0.0.0` and `::`; `::` is skipped on a
+    /// host without IPv6).
+    pub http_ips_default: bool,
+    pub http_port: u16,
+    pub http_max_connections: usize,
+    /// `None`: plain HTTP and no TURN over TLS.
+    pub tls: Option<TlsSource>,
+    pub tls_listening_port: u16,
 }
 
 /// The host's primary addresses, as a route lookup finds them.
@@ -865,6 +932,60 @@ impl Config {
             }
         }
 
+        let http_ips_default = o.http_ip.is_empty();
+        let mut http_ips = if http_ips_default {
+            vec![
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            ]
+        } else {
+            o.http_ip
+        };
+        dedup(&mut http_ips);
+        let http_port = o.http_port.unwrap_or(defaults::HTTP_PORT);
+        let http_max_connections = o
+            .http_max_connections
+            .unwrap_or(defaults::HTTP_MAX_CONNECTIONS);
+        if http_max_connections == 0 || http_max_connections > 1 << 24 {
+            return err(format!(
+                "http-max-connections {http_max_connections} is out of range; use 1 to {} (default {})",
+                1 << 24,
+                defaults::HTTP_MAX_CONNECTIONS
+            ));
+        }
+        let tls = match (o.tls_cert, o.tls_key, o.tls_self_signed.unwrap_or(false)) {
+            (None, None, false) => None,
+            (None, None, true) => Some(TlsSource::SelfSigned),
+            (Some(cert), Some(key), false) => Some(TlsSource::Files { cert, key }),
+            (Some(_), Some(_), true) => {
+                return err("tls-self-signed is set together with tls-cert and tls-key; use either the files or a generated certificate");
+            }
+            (Some(_), None, _) => return err("tls-cert is set without tls-key; set both"),
+            (None, Some(_), _) => return err("tls-key is set without tls-cert; set both"),
+        };
+        let tls_listening_port = o.tls_listening_port.unwrap_or(defaults::TLS_LISTENING_PORT);
+        // Port 0 (any free port, in tests) never collides.
+        if http_port != 0 && tcp && http_port == listening_port {
+            return err(format!(
+                "http-port {http_port} is also the TCP listening-port; give the HTTP server its own port (default {})",
+                defaults::HTTP_PORT
+            ));
+        }
+        if tls.is_some() && tls_listening_port != 0 {
+            if tcp && tls_listening_port == listening_port {
+                return err(format!(
+                    "tls-listening-port {tls_listening_port} is also the TCP listening-port; use another (default {})",
+                    defaults::TLS_LISTENING_PORT
+                ));
+            }
+            if tls_listening_port == http_port {
+                return err(format!(
+                    "tls-listening-port {tls_listening_port} is also the http-port; use another (default {})",
+                    defaults::TLS_LISTENING_PORT
+                ));
+            }
+        }
+
         let log_level = o
             .log_level
             .or(rust_log)
@@ -904,6 +1025,12 @@ impl Config {
             log_level,
             log_format: o.log_format.unwrap_or_default(),
             redact_logs: o.redact_logs.unwrap_or(false),
+            http_ips,
+            http_ips_default,
+            http_port,
+            http_max_connections,
+            tls,
+            tls_listening_port,
         })
     }
 
@@ -939,6 +1066,25 @@ impl Config {
         self.listening_ips
             .iter()
             .map(|ip| SocketAddr::new(*ip, self.listening_port))
+            .collect()
+    }
+
+    /// The socket addresses of the HTTP(S) server.
+    pub fn http_addrs(&self) -> Vec<SocketAddr> {
+        self.http_ips
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, self.http_port))
+            .collect()
+    }
+
+    /// The socket addresses of the TURN-over-TLS listeners (empty without TLS).
+    pub fn tls_listening_addrs(&self) -> Vec<SocketAddr> {
+        if self.tls.is_none() {
+            return Vec::new();
+        }
+        self.listening_ips
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, self.tls_listening_port))
             .collect()
     }
 }
@@ -1003,6 +1149,76 @@ mod tests {
         assert_eq!(c.log_format, LogFormat::Text);
         assert!(!c.redact_logs && !c.peer_policy.allow_loopback);
         assert!(c.credentials.is_empty());
+        assert_eq!(c.http_port, 8080);
+        assert_eq!(c.http_ips, c.listening_ips);
+        assert!(c.http_ips_default);
+        assert_eq!(c.http_max_connections, 10_000);
+        assert_eq!(c.tls, None);
+        assert_eq!(c.tls_listening_port, 5349);
+        assert!(c.tls_listening_addrs().is_empty());
+    }
+
+    #[test]
+    fn http_and_tls_options() {
+        let c = resolve(cli(&[
+            "--http-port",
+            "8443",
+            "--http-ip",
+            "127.0.0.1",
+            "--tls-cert",
+            "/etc/c.pem",
+            "--tls-key",
+            "/etc/k.pem",
+            "--tls-listening-port",
+            "5350",
+        ]))
+        .unwrap();
+        assert_eq!(c.http_addrs(), vec!["127.0.0.1:8443".parse().unwrap()]);
+        assert_eq!(
+            c.tls,
+            Some(TlsSource::Files {
+                cert: "/etc/c.pem".into(),
+                key: "/etc/k.pem".into()
+            })
+        );
+        assert_eq!(c.tls_listening_addrs().len(), 2);
+        assert_eq!(c.tls_listening_addrs()[0].port(), 5350);
+        let o = env(&[
+            ("TSUNAGI_TLS_SELF_SIGNED", "1"),
+            ("TSUNAGI_HTTP_PORT", "9000"),
+        ]);
+        let c = resolve(o).unwrap();
+        assert_eq!(c.tls, Some(TlsSource::SelfSigned));
+        assert_eq!(c.http_port, 9000);
+        let o = Options::from_toml(
+            "http-ip = \"::1\"\nhttp-max-connections = 5\ntls-self-signed = true\n",
+            "t",
+        )
+        .unwrap();
+        let c = resolve(o).unwrap();
+        assert_eq!(c.http_ips, vec!["::1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(c.http_max_connections, 5);
+
+        let e = resolve(cli(&["--tls-cert", "c.pem"])).unwrap_err();
+        assert!(e.0.contains("without tls-key"), "{e}");
+        let e = resolve(cli(&["--tls-key", "k.pem"])).unwrap_err();
+        assert!(e.0.contains("without tls-cert"), "{e}");
+        let e = resolve(cli(&[
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--tls-self-signed",
+        ]))
+        .unwrap_err();
+        assert!(e.0.contains("either"), "{e}");
+        let e = resolve(cli(&["--http-port", "3478"])).unwrap_err();
+        assert!(e.0.contains("http-port 3478"), "{e}");
+        resolve(cli(&["--http-port", "3478", "--no-tcp"])).unwrap();
+        let e = resolve(cli(&["--tls-self-signed", "--tls-listening-port", "8080"])).unwrap_err();
+        assert!(e.0.contains("also the http-port"), "{e}");
+        let e = resolve(cli(&["--http-max-connections", "0"])).unwrap_err();
+        assert!(e.0.contains("http-max-connections"), "{e}");
     }
 
     #[test]

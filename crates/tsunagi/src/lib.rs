@@ -4,7 +4,11 @@
 //! * [`config`]: command line, TOML file and `TSUNAGI_*` environment, validated once.
 //! * [`turn_runtime`]: the sockets and tasks that drive the sans-IO
 //!   [`tsunagi_turn::Server`].
+//! * [`http`]: the HTTP(S) server: web client, `/healthz`, `/api/stats`, `/metrics`.
+//! * [`tls`]: certificates for HTTPS/WSS and TURN over TLS.
 
 pub mod config;
+pub mod http;
 pub mod redact;
+pub mod tls;
 pub mod turn_runtime;

@@ -1,6 +1,6 @@
 //! `tsunagi`: the binary. Parses the configuration (exit status 2 on any error in it),
-//! sets up logging, binds the listeners and runs the STUN/TURN service until SIGTERM or
-//! Ctrl-C.
+//! sets up logging, binds the listeners and runs the STUN/TURN service and the HTTP(S)
+//! server (web client, signaling, stats) until SIGTERM or Ctrl-C.
 
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -10,7 +10,9 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
-use tsunagi::config::{Cli, Config, LogFormat};
+use tsunagi::config::{Cli, Config, LogFormat, TlsSource};
+use tsunagi::http::{self, HttpOptions, HttpService, HttpState};
+use tsunagi::tls::{self, TlsError, TlsMaterial};
 use tsunagi::turn_runtime::{BindFailure, Listeners, RuntimeOptions, StartError, TurnService};
 use tsunagi_turn::Server;
 
@@ -43,8 +45,9 @@ fn main() -> ExitCode {
         Err(e) => {
             error!("{e}");
             eprintln!("tsunagi: {e}");
-            // A relay address that is not on this host is a configuration mistake.
-            if e.is::<StartError>() {
+            // A relay address that is not on this host, or an unusable certificate, is
+            // a configuration mistake.
+            if e.is::<StartError>() || e.is::<TlsError>() {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE
@@ -93,11 +96,37 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or(0);
     let server = Server::new(config.server_config(nonce_key), Instant::now(), unix_now);
 
+    let tls = load_tls(config)?;
     let listeners = bind_listeners(config)?;
+    let http_listeners = bind_http(config)?;
     if config.relay_ips_auto {
         info!("relay addresses chosen automatically; set relay-ip to choose them");
     }
-    let service = TurnService::start(server, listeners, RuntimeOptions::from_config(config))?;
+    let mut runtime_options = RuntimeOptions::from_config(config);
+    runtime_options.tls = tls.as_ref().map(TlsMaterial::turn_config).transpose()?;
+    let service = TurnService::start(server, listeners, runtime_options)?;
+
+    let http_options = HttpOptions {
+        redact_logs: config.redact_logs,
+        ..HttpOptions::new(
+            config.http_max_connections,
+            tls.as_ref().map(TlsMaterial::http_config).transpose()?,
+        )
+    };
+    let state = HttpState::new(
+        Some(service.stats_handle()),
+        http_options.counters.clone(),
+        tls.is_some(),
+    );
+    // SIGNALING INTEGRATION POINT (crates/tsunagi/src/signaling.rs, once it is in
+    // lib.rs): start the hub and mount its routes, roughly
+    //     let mut options = signaling::SignalingOptions::from_config(config);
+    //     options.turns_port = service.tls_addrs().first().map(|a| a.port());
+    //     let signaling = signaling::SignalingHandle::start(options);
+    //     let extra = signaling::routes(signaling.clone());
+    // and shut it down next to the HTTP server below.
+    let extra = axum::Router::new();
+    let http_service = HttpService::start(http_listeners, http::app(state, extra), http_options)?;
     info!(
         realm = %config.realm,
         users = config.credentials.user_count(),
@@ -108,6 +137,7 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
 
     wait_for_signal().await;
     info!("shutting down");
+    http_service.shutdown().await;
     let stats = service.shutdown().await;
     info!(
         allocations_created = stats.allocations_created,
@@ -116,6 +146,36 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
         "stopped"
     );
     Ok(())
+}
+
+/// The certificate for HTTPS and TURN over TLS, if TLS is on.
+fn load_tls(config: &Config) -> Result<Option<TlsMaterial>, TlsError> {
+    let material = match &config.tls {
+        None => return Ok(None),
+        Some(TlsSource::Files { cert, key }) => TlsMaterial::from_pem_files(cert, key)?,
+        Some(TlsSource::SelfSigned) => {
+            let m = TlsMaterial::self_signed(tls::self_signed_names(config))?;
+            warn!(
+                names = %m.names().join(", "),
+                "generated a self-signed certificate for this run (testing only: browsers \
+                 warn until you accept it; set tls-cert and tls-key in production)"
+            );
+            m
+        }
+    };
+    info!(sha256 = %material.fingerprint(), "TLS certificate");
+    Ok(Some(material))
+}
+
+/// Whether a bind error on the default `::` means the host has no IPv6
+/// (EAFNOSUPPORT, EADDRNOTAVAIL): anything but "in use" or "not allowed".
+fn no_ipv6(default_ips: bool, e: &BindFailure) -> bool {
+    default_ips
+        && e.addr.is_ipv6()
+        && !matches!(
+            e.error.kind(),
+            std::io::ErrorKind::AddrInUse | std::io::ErrorKind::PermissionDenied
+        )
 }
 
 /// Binds every listener. With the default listening addresses, a host without IPv6
@@ -128,17 +188,32 @@ fn bind_listeners(config: &Config) -> Result<Listeners, BindFailure> {
                 all.udp.extend(l.udp);
                 all.tcp.extend(l.tcp);
             }
-            // Anything but "in use" or "not allowed" on the default `::` means the
-            // host has no IPv6 (EAFNOSUPPORT, EADDRNOTAVAIL).
-            Err(e)
-                if config.listening_ips_default
-                    && addr.is_ipv6()
-                    && !matches!(
-                        e.error.kind(),
-                        std::io::ErrorKind::AddrInUse | std::io::ErrorKind::PermissionDenied
-                    ) =>
-            {
+            Err(e) if no_ipv6(config.listening_ips_default, &e) => {
                 warn!("{e}; continuing without IPv6 listeners");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    for addr in config.tls_listening_addrs() {
+        match Listeners::bind_tls(&[addr]) {
+            Ok(l) => all.tls.extend(l),
+            Err(e) if no_ipv6(config.listening_ips_default, &e) => {
+                warn!("{e}; continuing without IPv6 listeners");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(all)
+}
+
+/// Binds the HTTP(S) listeners, IPv4 alone on a host without IPv6 (as above).
+fn bind_http(config: &Config) -> Result<Vec<std::net::TcpListener>, BindFailure> {
+    let mut all = Vec::new();
+    for addr in config.http_addrs() {
+        match http::bind(&[addr]) {
+            Ok(l) => all.extend(l),
+            Err(e) if no_ipv6(config.http_ips_default, &e) => {
+                warn!("{e}; continuing without an IPv6 HTTP listener");
             }
             Err(e) => return Err(e),
         }

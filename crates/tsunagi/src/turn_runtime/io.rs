@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
@@ -31,6 +30,9 @@ const MAX_FRAME: usize = 20 + 65_532;
 const RECV_BATCH: usize = 64;
 /// Bytes coalesced into one TCP write.
 const WRITE_COALESCE: usize = 64 * 1024;
+/// Time a TLS client has to complete its handshake; it holds a connection permit
+/// meanwhile, so a slow or silent client must not keep it for long.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 thread_local! {
     /// One receive arena per worker thread, shared by every socket task that runs on
@@ -192,8 +194,12 @@ pub(crate) struct TcpSettings {
 
 /// Accepts TCP connections while a connection permit is free (DESIGN practice 13: at
 /// the cap, connections wait in the kernel's backlog instead of costing memory here).
+/// With `tls`, each connection first completes a TLS handshake (TURN over TLS, RFC
+/// 8656 §3.1, port 5349) in its own task; the decrypted stream is then framed exactly
+/// like plain TCP. TCP and TLS connections share one permit pool.
 pub(crate) async fn tcp_acceptor(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     tx: mpsc::Sender<ClientInput>,
     settings: TcpSettings,
     counters: Arc<Counters>,
@@ -214,15 +220,22 @@ pub(crate) async fn tcp_acceptor(
         };
         match accepted {
             Ok((stream, client)) => {
-                tokio::spawn(tcp_connection(
-                    stream,
+                let conn = Conn {
                     client,
                     permit,
-                    tx.clone(),
-                    settings.clone(),
-                    counters.clone(),
-                    shutdown.clone(),
-                ));
+                    tx: tx.clone(),
+                    settings: settings.clone(),
+                    counters: counters.clone(),
+                    shutdown: shutdown.clone(),
+                };
+                match &tls {
+                    None => {
+                        tokio::spawn(tcp_connection(stream, conn));
+                    }
+                    Some(acceptor) => {
+                        tokio::spawn(tls_connection(stream, acceptor.clone(), conn));
+                    }
+                }
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -255,28 +268,82 @@ impl std::fmt::Display for Close {
     }
 }
 
-/// One TCP client: frames the byte stream (RFC 8489 §6.2.2, RFC 8656 §12.5) into the
-/// core's client queue, and writes the core's responses from a bounded queue.
-async fn tcp_connection(
-    stream: TcpStream,
+/// What a connection task needs besides its stream.
+struct Conn {
     client: SocketAddr,
     permit: OwnedSemaphorePermit,
     tx: mpsc::Sender<ClientInput>,
     settings: TcpSettings,
     counters: Arc<Counters>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+    shutdown: watch::Receiver<bool>,
+}
+
+/// One plain TCP client.
+async fn tcp_connection(stream: TcpStream, conn: Conn) {
     // The accepted socket's own address, more specific than a wildcard listener's.
     let Ok(server) = stream.local_addr() else {
         return;
     };
     let _ = stream.set_nodelay(true);
     let ft = FiveTuple {
-        client,
+        client: conn.client,
         server,
         transport: Transport::Tcp,
     };
-    let (mut rd, wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
+    stream_connection(rd, wr, ft, conn).await;
+}
+
+/// One TLS client: the handshake (bounded in time), then the same framing as TCP with
+/// `Transport::Tls` in the 5-tuple.
+async fn tls_connection(stream: TcpStream, acceptor: tokio_rustls::TlsAcceptor, conn: Conn) {
+    let Ok(server) = stream.local_addr() else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let mut shutdown = conn.shutdown.clone();
+    let handshake = tokio::select! {
+        r = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
+        _ = stopped(&mut shutdown) => return,
+    };
+    let stream = match handshake {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            Counters::inc(&conn.counters.tls_handshake_failures);
+            debug!(client = %conn.settings.redact.addr(conn.client), error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            Counters::inc(&conn.counters.tls_handshake_failures);
+            debug!(client = %conn.settings.redact.addr(conn.client), "TLS handshake timed out");
+            return;
+        }
+    };
+    let ft = FiveTuple {
+        client: conn.client,
+        server,
+        transport: Transport::Tls,
+    };
+    let (rd, wr) = tokio::io::split(stream);
+    stream_connection(rd, wr, ft, conn).await;
+}
+
+/// One stream client (TCP, or TLS after the handshake): frames the byte stream (RFC
+/// 8489 §6.2.2, RFC 8656 §12.5) into the core's client queue, and writes the core's
+/// responses from a bounded queue.
+async fn stream_connection<R, W>(mut rd: R, wr: W, ft: FiveTuple, conn: Conn)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let Conn {
+        client,
+        permit,
+        tx,
+        settings,
+        counters,
+        mut shutdown,
+    } = conn;
     let (wtx, wrx) = mpsc::channel(settings.write_queue);
     if tx
         .send(ClientInput::TcpOpened { ft, tx: wtx })
@@ -332,12 +399,13 @@ async fn tcp_connection(
     drop(permit);
 }
 
-/// Writes queued messages to a TCP client, coalescing what is already queued.
-async fn tcp_writer(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
+/// Writes queued messages to a TCP or TLS client, coalescing what is already queued.
+/// The flush matters for TLS only (it pushes out the records of what was written).
+async fn tcp_writer<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Vec<u8>>) {
     let mut out: Vec<u8> = Vec::new();
     while let Some(first) = rx.recv().await {
         if rx.is_empty() {
-            if wr.write_all(&first).await.is_err() {
+            if wr.write_all(&first).await.is_err() || wr.flush().await.is_err() {
                 return;
             }
             continue;
@@ -350,7 +418,7 @@ async fn tcp_writer(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Vec<u8>>) {
                 Err(_) => break,
             }
         }
-        if wr.write_all(&out).await.is_err() {
+        if wr.write_all(&out).await.is_err() || wr.flush().await.is_err() {
             return;
         }
     }

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //!  UDP listener tasks ─┐ try_send (drop when full)
-//!  TCP connection tasks ┼─► client queue ─┐
+//!  TCP/TLS conn. tasks ─┼─► client queue ─┐
 //!                       │  send().await   │      ┌───────────────┐   try_send_to
 //!  relay reader tasks ──┴─► peer queue ───┼────► │ core: Server  │ ─► UDP listeners, relay sockets
 //!                          try_send       │      │ + RelayPool   │ ─► per-connection TCP write queues
@@ -18,6 +18,14 @@
 //! send error to one destination (ENETUNREACH, EMSGSIZE, ...) is logged at debug and
 //! counted; neither stops anything else. The one exception to "never wait" is the TCP
 //! reader, which awaits room in the client queue: that is TCP's own backpressure.
+//!
+//! TURN over TLS (`turns:`, RFC 8656 §3.1) is TCP with a TLS handshake first: after
+//! it, a TLS connection is framed and handled exactly like a TCP one, with
+//! `Transport::Tls` in its 5-tuple.
+//!
+//! The core publishes the server's [`Stats`] into a `watch` after each batch of inputs
+//! (skipped when nothing changed); [`StatsHandle`] reads it, with the runtime
+//! [`Counters`], for the HTTP endpoints, without touching the core.
 //!
 //! Shutdown is one `watch` broadcast: listeners stop accepting, connections close, the
 //! core releases every relay socket and returns the server's final [`Stats`].
@@ -41,6 +49,8 @@ use tsunagi_turn::{DeleteReason, Destination, Event, FiveTuple, Server, Stats, T
 use crate::config::Config;
 use crate::redact::Redactor;
 use relay::RelayPool;
+
+pub(crate) use io::tcp_listener;
 
 /// An input for the core from the client side.
 #[derive(Debug)]
@@ -90,8 +100,10 @@ pub struct Counters {
     pub tcp_queue_full: AtomicU64,
     /// Receive errors on listener or relay sockets.
     pub recv_errors: AtomicU64,
-    /// TCP connections open now.
+    /// TCP and TLS connections open now.
     pub tcp_connections: AtomicU64,
+    /// TLS connections that failed or timed out in the handshake.
+    pub tls_handshake_failures: AtomicU64,
     /// TCP connections closed because the stream was not STUN/ChannelData.
     pub tcp_invalid: AtomicU64,
     /// Relay allocations refused for lack of a free port.
@@ -110,6 +122,7 @@ pub struct CounterSnapshot {
     pub tcp_queue_full: u64,
     pub recv_errors: u64,
     pub tcp_connections: u64,
+    pub tls_handshake_failures: u64,
     pub tcp_invalid: u64,
     pub relay_exhausted: u64,
     pub relay_bind_errors: u64,
@@ -134,6 +147,7 @@ impl Counters {
             tcp_queue_full: l(&self.tcp_queue_full),
             recv_errors: l(&self.recv_errors),
             tcp_connections: l(&self.tcp_connections),
+            tls_handshake_failures: l(&self.tls_handshake_failures),
             tcp_invalid: l(&self.tcp_invalid),
             relay_exhausted: l(&self.relay_exhausted),
             relay_bind_errors: l(&self.relay_bind_errors),
@@ -148,6 +162,8 @@ impl Counters {
 pub struct Listeners {
     pub udp: Vec<std::net::UdpSocket>,
     pub tcp: Vec<std::net::TcpListener>,
+    /// TCP listeners for TURN over TLS; they need [`RuntimeOptions::tls`].
+    pub tls: Vec<std::net::TcpListener>,
 }
 
 /// A listener that could not be bound.
@@ -160,14 +176,25 @@ pub struct BindFailure {
 
 impl std::fmt::Display for BindFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let hint = match self.error.kind() {
-            std::io::ErrorKind::AddrInUse => {
+        let hint = match (self.error.kind(), self.transport) {
+            (std::io::ErrorKind::AddrInUse, "http") => {
+                "; another process holds the port: stop it or change http-port"
+            }
+            (std::io::ErrorKind::AddrInUse, "tls") => {
+                "; another process (coturn?) holds the port: stop it or change tls-listening-port"
+            }
+            (std::io::ErrorKind::AddrInUse, _) => {
                 "; another process (coturn?) holds the port: stop it or change listening-port"
             }
-            std::io::ErrorKind::AddrNotAvailable => {
+            (std::io::ErrorKind::AddrNotAvailable, "http") => {
+                "; this host has no such address: fix http-ip"
+            }
+            (std::io::ErrorKind::AddrNotAvailable, _) => {
                 "; this host has no such address: fix listening-ip"
             }
-            std::io::ErrorKind::PermissionDenied => "; ports below 1024 need CAP_NET_BIND_SERVICE",
+            (std::io::ErrorKind::PermissionDenied, _) => {
+                "; ports below 1024 need CAP_NET_BIND_SERVICE"
+            }
             _ => "",
         };
         write!(
@@ -205,6 +232,20 @@ impl Listeners {
         }
         Ok(l)
     }
+
+    /// Binds TCP listeners for TURN over TLS on every address (`tls-listening-port`).
+    pub fn bind_tls(addrs: &[SocketAddr]) -> Result<Vec<std::net::TcpListener>, BindFailure> {
+        addrs
+            .iter()
+            .map(|&addr| {
+                io::tcp_listener(addr).map_err(|error| BindFailure {
+                    transport: "tls",
+                    addr,
+                    error,
+                })
+            })
+            .collect()
+    }
 }
 
 /// What the runtime needs besides the server and the listeners.
@@ -220,6 +261,8 @@ pub struct RuntimeOptions {
     pub queue_capacity: usize,
     /// Capacity of each TCP connection's write queue, in messages.
     pub tcp_write_queue: usize,
+    /// Certificate and key for the TLS listeners (see [`crate::tls`]).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl RuntimeOptions {
@@ -232,6 +275,7 @@ impl RuntimeOptions {
             redact_logs: c.redact_logs,
             queue_capacity: 8192,
             tcp_write_queue: 256,
+            tls: None,
         }
     }
 }
@@ -253,6 +297,7 @@ impl std::error::Error for StartError {}
 pub struct TurnService {
     udp_addrs: Vec<SocketAddr>,
     tcp_addrs: Vec<SocketAddr>,
+    tls_addrs: Vec<SocketAddr>,
     shutdown: watch::Sender<bool>,
     core: JoinHandle<Stats>,
     tasks: Vec<JoinHandle<()>>,
@@ -277,6 +322,12 @@ impl TurnService {
                     "relay-ip {ip} cannot be bound ({e}); name an address of this host (use external-ip for a public address behind NAT)"
                 ))
             })?;
+        }
+        if !listeners.tls.is_empty() && opts.tls.is_none() {
+            return Err(StartError(
+                "TLS listeners without a certificate: set tls-cert and tls-key, or tls-self-signed"
+                    .into(),
+            ));
         }
         if opts.min_port > opts.max_port {
             return Err(StartError(format!(
@@ -325,11 +376,30 @@ impl TurnService {
             tcp_addrs.push(local);
             tasks.push(tokio::spawn(io::tcp_acceptor(
                 l,
+                None,
                 client_tx.clone(),
                 settings.clone(),
                 counters.clone(),
                 shutdown_rx.clone(),
             )));
+        }
+        let mut tls_addrs = Vec::new();
+        if let Some(tls) = &opts.tls {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+            for l in listeners.tls {
+                let local = l.local_addr().map_err(|e| start_err("TLS listener", e))?;
+                let l = TcpListener::from_std(l).map_err(|e| start_err("TLS listener", e))?;
+                info!("TURN over TLS listening on tcp {local}");
+                tls_addrs.push(local);
+                tasks.push(tokio::spawn(io::tcp_acceptor(
+                    l,
+                    Some(acceptor.clone()),
+                    client_tx.clone(),
+                    settings.clone(),
+                    counters.clone(),
+                    shutdown_rx.clone(),
+                )));
+            }
         }
         drop(client_tx);
         info!(
@@ -346,6 +416,7 @@ impl TurnService {
             peer_tx,
             counters.clone(),
         );
+        let published = server.stats();
         let core = Core {
             server,
             relays,
@@ -353,6 +424,7 @@ impl TurnService {
             tcp_out: HashMap::new(),
             counters: counters.clone(),
             redact,
+            published,
             stats_tx,
             auth_log: LogLimiter::new(20),
         };
@@ -360,6 +432,7 @@ impl TurnService {
         Ok(Self {
             udp_addrs,
             tcp_addrs,
+            tls_addrs,
             shutdown,
             core,
             tasks,
@@ -376,6 +449,20 @@ impl TurnService {
     /// Bound TCP listener addresses.
     pub fn tcp_addrs(&self) -> &[SocketAddr] {
         &self.tcp_addrs
+    }
+
+    /// Bound TURN-over-TLS listener addresses.
+    pub fn tls_addrs(&self) -> &[SocketAddr] {
+        &self.tls_addrs
+    }
+
+    /// A cheap, cloneable reader of the counters, for the HTTP endpoints. It stays
+    /// valid after shutdown (showing the last values).
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle {
+            stats: self.stats.clone(),
+            counters: self.counters.clone(),
+        }
     }
 
     /// The runtime's counters, live.
@@ -409,6 +496,27 @@ impl TurnService {
             }
         }
         stats
+    }
+}
+
+/// Reads the server's [`Stats`] (as of the core's last batch of inputs) and the
+/// runtime's [`Counters`] (live) from any task. Reading takes a `watch` read lock for
+/// the time of a copy; the core never waits for a reader.
+#[derive(Debug, Clone)]
+pub struct StatsHandle {
+    stats: watch::Receiver<Stats>,
+    counters: Arc<Counters>,
+}
+
+impl StatsHandle {
+    /// The server's counters.
+    pub fn stats(&self) -> Stats {
+        *self.stats.borrow()
+    }
+
+    /// The runtime's counters.
+    pub fn counters(&self) -> CounterSnapshot {
+        self.counters.snapshot()
     }
 }
 
@@ -460,6 +568,8 @@ struct Core {
     counters: Arc<Counters>,
     redact: Redactor,
     stats_tx: watch::Sender<Stats>,
+    /// What `stats_tx` holds, so that an unchanged batch does not touch its lock.
+    published: Stats,
     auth_log: LogLimiter,
 }
 
@@ -535,16 +645,12 @@ impl Core {
         self.server.stats()
     }
 
-    fn publish_stats(&self) {
+    fn publish_stats(&mut self) {
         let now = self.server.stats();
-        self.stats_tx.send_if_modified(|s| {
-            if *s == now {
-                false
-            } else {
-                *s = now;
-                true
-            }
-        });
+        if now != self.published {
+            self.published = now;
+            self.stats_tx.send_replace(now);
+        }
     }
 
     fn on_client(&mut self, input: ClientInput) {

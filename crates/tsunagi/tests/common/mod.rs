@@ -69,6 +69,7 @@ pub fn runtime_options() -> RuntimeOptions {
         redact_logs: false,
         queue_capacity: 1024,
         tcp_write_queue: 64,
+        tls: None,
     }
 }
 

@@ -1,0 +1,359 @@
+//! The routes: the embedded web client, health, stats and metrics, and the layers that
+//! every response goes through (security headers, body limit).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+
+use super::metrics::{self, StatsSource};
+use super::{HttpCounters, MAX_BODY_BYTES};
+use crate::turn_runtime::StatsHandle;
+
+/// One embedded file of the web client.
+#[derive(Debug)]
+pub(crate) struct Asset {
+    /// Relative to `web/`, `/`-separated.
+    pub path: &'static str,
+    pub content_type: &'static str,
+    /// A strong ETag, quotes included.
+    pub etag: &'static str,
+    pub body: &'static [u8],
+}
+
+// `ASSETS`, sorted by path (build.rs).
+include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
+
+fn asset(path: &str) -> Option<&'static Asset> {
+    ASSETS
+        .binary_search_by(|a| a.path.cmp(path))
+        .ok()
+        .and_then(|i| ASSETS.get(i))
+}
+
+/// Served for `/` when the binary was built without `web/index.html`.
+const NO_CLIENT: &str = "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>tsunagi</title>\
+<h1>tsunagi</h1><p>This build has no web client embedded (web/ was empty at build time).</p></html>\n";
+
+const NOT_FOUND: &str =
+    "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Not found · tsunagi</title>\
+<h1>Not found</h1><p>There is nothing here. <a href=\"/\">Start a call</a>.</p></html>\n";
+
+/// Everything of the Content-Security-Policy of HTML pages but `connect-src`, which
+/// adds `ws://HOST wss://HOST` for the host the page was requested from (`'self'`
+/// covers WebSockets in CSP 3, not in every browser). No inline scripts or styles:
+/// the client loads its modules and stylesheets from files (setting `element.style`
+/// from a script is allowed).
+pub const CONTENT_SECURITY_POLICY_BASE: &str = "default-src 'self'; script-src 'self'; \
+style-src 'self'; img-src 'self' data: blob:; media-src 'self' blob: mediastream:; \
+object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// What the built-in routes read.
+#[derive(Clone)]
+pub struct HttpState {
+    /// The TURN server's counters (`None` when TURN is not running).
+    pub turn: Option<StatsHandle>,
+    /// More sections of `/api/stats` and `/metrics` (signaling, SFU).
+    pub sources: Vec<Arc<dyn StatsSource>>,
+    pub http: Arc<HttpCounters>,
+    /// Whether the HTTP port speaks TLS and TURN over TLS is offered.
+    pub tls: bool,
+    pub started: Instant,
+}
+
+impl std::fmt::Debug for HttpState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpState")
+            .field("turn", &self.turn.is_some())
+            .field(
+                "sources",
+                &self.sources.iter().map(|s| s.key()).collect::<Vec<_>>(),
+            )
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpState {
+    pub fn new(turn: Option<StatsHandle>, http: Arc<HttpCounters>, tls: bool) -> Self {
+        Self {
+            turn,
+            sources: Vec::new(),
+            http,
+            tls,
+            started: Instant::now(),
+        }
+    }
+
+    /// Adds a section to `/api/stats` and `/metrics`.
+    pub fn with_source(mut self, source: Arc<dyn StatsSource>) -> Self {
+        self.sources.push(source);
+        self
+    }
+}
+
+/// The built-in routes: `/`, `/r/{room}`, the web client's files, `/healthz`,
+/// `/api/stats`, `/metrics`. Without the layers of [`app`].
+pub fn routes(state: HttpState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/stats", get(stats_json))
+        .route("/metrics", get(prometheus))
+        .route("/", get(index))
+        .route("/r/{room}", get(index))
+        .route("/{*path}", get(static_file))
+        .with_state(state)
+}
+
+/// The whole application: the built-in routes, `extra` (e.g. the signaling `/ws`)
+/// merged in, a 404 page for everything else, and the layers every response goes
+/// through: security headers and the request body limit.
+pub fn app(state: HttpState, extra: Router) -> Router {
+    routes(state)
+        .merge(extra)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(guard))
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Refuses declared bodies over the limit before anything reads them, and adds the
+/// security headers: `nosniff` on every response; on HTML also the CSP and
+/// `Referrer-Policy`.
+async fn guard(req: Request, next: Next) -> Response {
+    let too_large = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > MAX_BODY_BYTES as u64);
+    let csp = csp_for(req.headers().get(header::HOST));
+    let mut resp = if too_large {
+        (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n").into_response()
+    } else {
+        next.run(req).await
+    };
+    let h = resp.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    let html = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if html {
+        h.insert(header::CONTENT_SECURITY_POLICY, csp);
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+    }
+    resp
+}
+
+/// A `Host` header that is a plain host name or address with an optional port: safe
+/// to repeat in a header or a URL.
+pub(crate) fn valid_host(host: Option<&HeaderValue>) -> Option<&str> {
+    let h = host?.to_str().ok()?;
+    let ok = !h.is_empty()
+        && h.len() <= 255
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    ok.then_some(h)
+}
+
+fn csp_for(host: Option<&HeaderValue>) -> HeaderValue {
+    let connect = match valid_host(host) {
+        Some(h) => format!("connect-src 'self' ws://{h} wss://{h}"),
+        None => "connect-src 'self'".to_owned(),
+    };
+    HeaderValue::try_from(format!("{CONTENT_SECURITY_POLICY_BASE}; {connect}"))
+        .unwrap_or_else(|_| HeaderValue::from_static(CONTENT_SECURITY_POLICY_BASE))
+}
+
+/// `/` and `/r/{room}`: the client's page (the client reads the room from the path).
+async fn index(headers: HeaderMap) -> Response {
+    match asset("index.html") {
+        Some(a) => serve_asset(a, &headers),
+        None => html(StatusCode::OK, NO_CLIENT),
+    }
+}
+
+async fn static_file(Path(path): Path<String>, headers: HeaderMap) -> Response {
+    match asset(&path) {
+        Some(a) => serve_asset(a, &headers),
+        None => html(StatusCode::NOT_FOUND, NOT_FOUND),
+    }
+}
+
+async fn not_found(method: Method) -> Response {
+    if method == Method::GET || method == Method::HEAD {
+        html(StatusCode::NOT_FOUND, NOT_FOUND)
+    } else {
+        (StatusCode::NOT_FOUND, "not found\n").into_response()
+    }
+}
+
+fn html(status: StatusCode, body: &'static str) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// An embedded file with its ETag, or 304 when the client's copy is current.
+/// `no-cache` on every file, not only HTML: the names carry no content hash, so a
+/// browser must revalidate (a cheap 304) or it could pair a new page with an old
+/// script.
+fn serve_asset(a: &'static Asset, headers: &HeaderMap) -> Response {
+    let fresh = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == a.etag || t == "*");
+    let common = [
+        (header::ETAG, a.etag),
+        (header::CACHE_CONTROL, "no-cache"),
+        (header::CONTENT_TYPE, a.content_type),
+    ];
+    if fresh {
+        (StatusCode::NOT_MODIFIED, common).into_response()
+    } else {
+        (StatusCode::OK, common, Body::from(a.body)).into_response()
+    }
+}
+
+/// A router that redirects every request to `https://` on the same host and path
+/// (for plain HTTP on the HTTPS port).
+pub(crate) fn https_redirect() -> Router {
+    Router::new().fallback(|headers: HeaderMap, uri: Uri| async move {
+        let Some(host) = valid_host(headers.get(header::HOST)) else {
+            return (StatusCode::BAD_REQUEST, "this port speaks HTTPS\n").into_response();
+        };
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let location = format!("https://{host}{path}");
+        match HeaderValue::try_from(location) {
+            Ok(l) => (
+                StatusCode::PERMANENT_REDIRECT,
+                [(header::LOCATION, l)],
+                "this port speaks HTTPS\n",
+            )
+                .into_response(),
+            Err(_) => (StatusCode::BAD_REQUEST, "this port speaks HTTPS\n").into_response(),
+        }
+    })
+}
+
+/// `/api/stats`: see [`stats_value`].
+async fn stats_json(State(s): State<HttpState>) -> Response {
+    ([(header::CACHE_CONTROL, "no-store")], Json(stats_value(&s))).into_response()
+}
+
+/// The JSON of `/api/stats` (camelCase, like the signaling protocol):
+///
+/// ```json
+/// {"version": "0.1.0", "uptimeSeconds": 42, "tls": false,
+///  "turn": {"allocations": 1, "allocationsCreated": 3, "allocationsDeleted": 2,
+///           "permissions": 1, "channels": 1, "bindingRequests": 5,
+///           "authFailures": 0, "peersDenied": 0,
+///           "packetsToPeers": 10, "bytesToPeers": 1200,
+///           "packetsFromPeers": 10, "bytesFromPeers": 1200,
+///           "droppedNoPermission": 0, "droppedRateLimited": 0, "droppedInvalid": 0,
+///           "runtime": {"clientQueueFull": 0, "peerQueueFull": 0, "sendWouldBlock": 0,
+///                       "sendErrors": 0, "tcpQueueFull": 0, "recvErrors": 0,
+///                       "tcpConnections": 0, "tlsHandshakeFailures": 0, "tcpInvalid": 0,
+///                       "relayExhausted": 0, "relayBindErrors": 0}},
+///  "http": {"connections": 1, "accepted": 7, "tlsHandshakeFailures": 0,
+///           "plainHttpRedirects": 0}}
+/// ```
+///
+/// `turn` is absent when TURN is not running; each [`StatsSource`] adds its own key
+/// (e.g. `signaling`). "To peers" is client → relay → peer; "from peers" the reverse.
+pub fn stats_value(s: &HttpState) -> Value {
+    let mut root = Map::new();
+    root.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
+    root.insert("uptimeSeconds".into(), json!(s.started.elapsed().as_secs()));
+    root.insert("tls".into(), json!(s.tls));
+    if let Some(turn) = &s.turn {
+        let t = turn.stats();
+        let c = turn.counters();
+        root.insert(
+            "turn".into(),
+            json!({
+                "allocations": t.allocations,
+                "allocationsCreated": t.allocations_created,
+                "allocationsDeleted": t.allocations_deleted,
+                "permissions": t.permissions,
+                "channels": t.channels,
+                "bindingRequests": t.binding_requests,
+                "authFailures": t.auth_failures,
+                "peersDenied": t.peers_denied,
+                "packetsToPeers": t.packets_to_peers,
+                "bytesToPeers": t.bytes_to_peers,
+                "packetsFromPeers": t.packets_from_peers,
+                "bytesFromPeers": t.bytes_from_peers,
+                "droppedNoPermission": t.dropped_no_permission,
+                "droppedRateLimited": t.dropped_rate_limited,
+                "droppedInvalid": t.dropped_invalid,
+                "runtime": {
+                    "clientQueueFull": c.client_queue_full,
+                    "peerQueueFull": c.peer_queue_full,
+                    "sendWouldBlock": c.send_would_block,
+                    "sendErrors": c.send_errors,
+                    "tcpQueueFull": c.tcp_queue_full,
+                    "recvErrors": c.recv_errors,
+                    "tcpConnections": c.tcp_connections,
+                    "tlsHandshakeFailures": c.tls_handshake_failures,
+                    "tcpInvalid": c.tcp_invalid,
+                    "relayExhausted": c.relay_exhausted,
+                    "relayBindErrors": c.relay_bind_errors,
+                },
+            }),
+        );
+    }
+    let h = &s.http;
+    let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    root.insert(
+        "http".into(),
+        json!({
+            "connections": l(&h.connections),
+            "accepted": l(&h.accepted),
+            "tlsHandshakeFailures": l(&h.tls_handshake_failures),
+            "plainHttpRedirects": l(&h.plain_http_redirects),
+        }),
+    );
+    for src in &s.sources {
+        root.insert(src.key().to_owned(), src.json());
+    }
+    Value::Object(root)
+}
+
+async fn prometheus(State(s): State<HttpState>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, metrics::CONTENT_TYPE),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        metrics::render(&s),
+    )
+        .into_response()
+}

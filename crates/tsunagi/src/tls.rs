@@ -1,0 +1,310 @@
+//! TLS for HTTPS/WSS on the HTTP port and for TURN over TLS (`turns:`): a certificate
+//! chain and key from PEM files (`tls-cert`, `tls-key`), or a self-signed certificate
+//! made at start (`tls-self-signed`) for testing on a LAN.
+//!
+//! rustls with the *ring* provider, named explicitly in every config so that no other
+//! crate's choice of a process-wide default provider can change ours.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::ServerConfig;
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+
+/// Largest PEM file read (a long chain is a few tens of KiB).
+const MAX_PEM_BYTES: u64 = 1 << 20;
+
+/// A problem with the certificate or key: what and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsError(pub String);
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+/// A certificate chain (leaf first) and its private key.
+pub struct TlsMaterial {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    fingerprint: String,
+    self_signed: bool,
+    names: Vec<String>,
+}
+
+impl fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsMaterial")
+            .field("chain_len", &self.chain.len())
+            .field("fingerprint", &self.fingerprint)
+            .field("self_signed", &self.self_signed)
+            .field("names", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// `AB:CD:...`, the SHA-256 of a DER certificate as browsers and `openssl x509
+/// -fingerprint -sha256` show it.
+pub fn sha256_fingerprint(der: &[u8]) -> String {
+    Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn read_pem(path: &Path, option: &str) -> Result<Vec<u8>, TlsError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| {
+        TlsError(format!(
+            "{option} {}: {e}; check the path and that tsunagi may read it",
+            path.display()
+        ))
+    })?;
+    let mut buf = Vec::new();
+    file.take(MAX_PEM_BYTES + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| TlsError(format!("{option} {}: {e}", path.display())))?;
+    if buf.len() as u64 > MAX_PEM_BYTES {
+        return Err(TlsError(format!(
+            "{option} {} is larger than {MAX_PEM_BYTES} bytes; is it a PEM file?",
+            path.display()
+        )));
+    }
+    Ok(buf)
+}
+
+impl TlsMaterial {
+    /// Reads a PEM certificate chain (leaf first, as `fullchain.pem` from Let's
+    /// Encrypt) and a PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let cert_pem = read_pem(cert, "tls-cert")?;
+        let key_pem = read_pem(key, "tls-key")?;
+        Self::from_pem(&cert_pem, &key_pem).map_err(|e| {
+            TlsError(format!(
+                "{e} (tls-cert {}, tls-key {})",
+                cert.display(),
+                key.display()
+            ))
+        })
+    }
+
+    /// Parses PEM text; checks that the key belongs to the leaf certificate.
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, TlsError> {
+        let chain = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsError(format!("tls-cert is not valid PEM: {e}")))?;
+        let Some(leaf) = chain.first() else {
+            return Err(TlsError(
+                "tls-cert holds no CERTIFICATE block; give the PEM certificate chain, leaf first"
+                    .into(),
+            ));
+        };
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
+            TlsError(format!(
+                "tls-key holds no usable private key ({e}); give a PEM PKCS#8, RSA or EC private key"
+            ))
+        })?;
+        let material = Self {
+            fingerprint: sha256_fingerprint(leaf),
+            chain,
+            key,
+            self_signed: false,
+            names: Vec::new(),
+        };
+        // Builds a config once to check the pair: a key that does not match the
+        // certificate is refused here, at start, not at the first handshake.
+        material.server_config(Vec::new())?;
+        Ok(material)
+    }
+
+    /// A self-signed certificate for `names` (DNS names or IP addresses; IP strings
+    /// become IP address SANs), with a new ECDSA P-256 key.
+    pub fn self_signed(names: Vec<String>) -> Result<Self, TlsError> {
+        let mut params = rcgen::CertificateParams::new(names.clone())
+            .map_err(|e| TlsError(format!("cannot make a self-signed certificate: {e}")))?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "tsunagi self-signed");
+        let key = rcgen::KeyPair::generate()
+            .map_err(|e| TlsError(format!("cannot generate a key: {e}")))?;
+        let cert = params
+            .self_signed(&key)
+            .map_err(|e| TlsError(format!("cannot make a self-signed certificate: {e}")))?;
+        let der = cert.der().clone();
+        Ok(Self {
+            fingerprint: sha256_fingerprint(&der),
+            chain: vec![der],
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            self_signed: true,
+            names,
+        })
+    }
+
+    /// The leaf certificate (tests trust it; the log shows its fingerprint).
+    pub fn certificate(&self) -> &CertificateDer<'static> {
+        // Both constructors guarantee a non-empty chain.
+        &self.chain[0]
+    }
+
+    /// SHA-256 fingerprint of the leaf certificate, `AB:CD:...`.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    pub fn is_self_signed(&self) -> bool {
+        self.self_signed
+    }
+
+    /// Subject alternative names of a self-signed certificate (empty otherwise).
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    fn server_config(&self, alpn: Vec<Vec<u8>>) -> Result<Arc<ServerConfig>, TlsError> {
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError(format!("TLS setup: {e}")))?
+            .with_no_client_auth()
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| {
+                TlsError(format!(
+                    "tls-cert and tls-key do not form a usable pair: {e}"
+                ))
+            })?;
+        config.alpn_protocols = alpn;
+        Ok(Arc::new(config))
+    }
+
+    /// The HTTPS/WSS server config. ALPN offers HTTP/1.1 only: WebSockets upgrade over
+    /// HTTP/1.1, and a browser that offers h2 falls back to it.
+    pub fn http_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        self.server_config(vec![b"http/1.1".to_vec()])
+    }
+
+    /// The TURN-over-TLS server config. No ALPN list: RFC 7443's `stun.turn` is
+    /// optional, and with an empty list rustls accepts clients that offer any or none.
+    pub fn turn_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        self.server_config(Vec::new())
+    }
+}
+
+/// The names a self-signed certificate covers: `localhost`, the loopback addresses,
+/// the host name, every address of the host's interfaces (not link-local), the
+/// specific listening and relay addresses and the public `external-ip` addresses.
+pub fn self_signed_names(config: &Config) -> Vec<String> {
+    let mut names = vec!["localhost".to_owned()];
+    if let Some(host) = host_name() {
+        names.push(host);
+    }
+    let mut ips: Vec<IpAddr> = vec![
+        IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+    ];
+    ips.extend(config.external_ips.iter().map(|e| e.public));
+    ips.extend(config.http_ips.iter().copied());
+    ips.extend(config.listening_ips.iter().copied());
+    ips.extend(config.relay_ips.iter().copied());
+    if let Ok(ifaces) = if_addrs::get_if_addrs() {
+        ips.extend(ifaces.into_iter().map(|i| i.ip()));
+    }
+    for ip in ips {
+        let link_local = match ip {
+            IpAddr::V4(v4) => v4.is_link_local(),
+            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+        };
+        if ip.is_unspecified() || ip.is_multicast() || link_local {
+            continue;
+        }
+        let s = ip.to_string();
+        if !names.contains(&s) {
+            names.push(s);
+        }
+    }
+    names
+}
+
+/// The host name, if it is a usable DNS name (Linux: the kernel's, no syscall needed).
+fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim().to_ascii_lowercase();
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name != "localhost"
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    valid.then_some(name)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_round_trip_through_pem() {
+        let m = TlsMaterial::self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        assert!(m.is_self_signed());
+        assert_eq!(m.fingerprint().len(), 32 * 3 - 1);
+        m.http_config().unwrap();
+        m.turn_config().unwrap();
+        // The same pair as PEM files.
+        let cert_pem = pem_block("CERTIFICATE", m.certificate());
+        let PrivateKeyDer::Pkcs8(k) = &m.key else {
+            panic!("rcgen makes PKCS#8 keys")
+        };
+        let key_pem = pem_block("PRIVATE KEY", k.secret_pkcs8_der());
+        let again = TlsMaterial::from_pem(cert_pem.as_bytes(), key_pem.as_bytes()).unwrap();
+        assert_eq!(again.fingerprint(), m.fingerprint());
+        assert!(!again.is_self_signed());
+    }
+
+    #[test]
+    fn mismatched_or_missing_pem_is_refused() {
+        let a = TlsMaterial::self_signed(vec!["localhost".into()]).unwrap();
+        let b = TlsMaterial::self_signed(vec!["localhost".into()]).unwrap();
+        let PrivateKeyDer::Pkcs8(kb) = &b.key else {
+            panic!()
+        };
+        let cert_a = pem_block("CERTIFICATE", a.certificate());
+        let key_b = pem_block("PRIVATE KEY", kb.secret_pkcs8_der());
+        let e = TlsMaterial::from_pem(cert_a.as_bytes(), key_b.as_bytes()).unwrap_err();
+        assert!(e.0.contains("pair"), "{e}");
+        let e = TlsMaterial::from_pem(b"", key_b.as_bytes()).unwrap_err();
+        assert!(e.0.contains("no CERTIFICATE"), "{e}");
+        let e = TlsMaterial::from_pem(cert_a.as_bytes(), b"junk").unwrap_err();
+        assert!(e.0.contains("tls-key"), "{e}");
+        let e = TlsMaterial::from_pem_files(Path::new("/nonexistent/c.pem"), Path::new("/x"))
+            .unwrap_err();
+        assert!(e.0.contains("tls-cert /nonexistent/c.pem"), "{e}");
+    }
+
+    fn pem_block(label: &str, der: &[u8]) -> String {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        let mut s = format!("-----BEGIN {label}-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            s.push_str(std::str::from_utf8(line).unwrap());
+            s.push('\n');
+        }
+        s.push_str(&format!("-----END {label}-----\n"));
+        s
+    }
+}
