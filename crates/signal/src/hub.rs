@@ -1,0 +1,1102 @@
+//! The room state machine: connections, rooms, peers, resume tokens, grace timers and
+//! limits. See the crate documentation for how to drive it.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::protocol::{
+    parse_client_message, CandidateFrom, CandidateTo, ChatFrom, ClientMessage, ErrorCode,
+    IceServer, Join, LeaveReason, Limits, MediaFrom, MediaState, Mode, PeerInfo, PeerJoined,
+    PeerLeft, Pong, SdpFrom, SdpTo, ServerMessage, Session,
+};
+use crate::rate::{FloodDetector, TokenBucket};
+use crate::{sdp, token};
+
+type Map<K, V> = HashMap<K, V, ahash::RandomState>;
+
+fn map<K, V>() -> Map<K, V> {
+    HashMap::with_hasher(ahash::RandomState::new())
+}
+
+/// Longest room name, in characters.
+pub const MAX_ROOM_CHARS: usize = 64;
+/// Longest display name, in characters after trimming.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// A connection, named by the runtime. Ids are never reused while the hub runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}", self.0)
+    }
+}
+
+/// The access-token secret (`Debug` does not show it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenSecret(pub Vec<u8>);
+
+impl fmt::Debug for TokenSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenSecret(<redacted>)")
+    }
+}
+
+/// Limits and policy of a [`Hub`]. [`HubConfig::default`] has the documented defaults.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Peers per room (mesh rooms); at least 1.
+    pub max_peers: u32,
+    /// Rooms at once.
+    pub max_rooms: usize,
+    /// Connections at once (joined or not); more are refused with `server-busy`.
+    pub max_connections: usize,
+    /// Longest text frame; longer ones get `too-large` and are discarded.
+    pub max_message_bytes: usize,
+    /// Sustained messages per second per connection; the burst is twice this.
+    /// 0 turns rate limiting off.
+    pub messages_per_second: u32,
+    /// A connection refused for rate in every second for this long is closed (1008).
+    pub flood_close_after: Duration,
+    /// How long a dropped peer can be resumed. Zero: a drop is a `timeout` leave at once.
+    pub resume_grace: Duration,
+    /// Messages queued for a peer within its grace period.
+    pub queue_messages: usize,
+    /// Bytes queued for a peer within its grace period.
+    pub queue_bytes: usize,
+    /// With a secret, `join` needs an HS256 access token signed with it.
+    pub token_secret: Option<TokenSecret>,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            max_peers: 4,
+            max_rooms: 10_000,
+            max_connections: 10_000,
+            max_message_bytes: 64 * 1024,
+            messages_per_second: 50,
+            flood_close_after: Duration::from_secs(10),
+            resume_grace: Duration::from_secs(15),
+            queue_messages: 256,
+            queue_bytes: 1024 * 1024,
+            token_secret: None,
+        }
+    }
+}
+
+/// What an [`IceServerSource`] is asked for: the servers to put in the `welcome` or
+/// `resumed` of one peer.
+#[derive(Debug, Clone, Copy)]
+pub struct IceRequest<'a> {
+    pub conn: ConnId,
+    pub peer_id: &'a str,
+    /// The hub's idea of the current Unix time, in seconds.
+    pub unix_secs: u64,
+}
+
+/// Produces the ICE server list (and fresh TURN credentials) for a peer. The runtime
+/// implements it: it knows the TURN secret and the public host name.
+pub trait IceServerSource {
+    fn ice_servers(&mut self, req: &IceRequest<'_>) -> Vec<IceServer>;
+}
+
+impl<F: FnMut(&IceRequest<'_>) -> Vec<IceServer>> IceServerSource for F {
+    fn ice_servers(&mut self, req: &IceRequest<'_>) -> Vec<IceServer> {
+        self(req)
+    }
+}
+
+/// No ICE servers (host candidates only).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoIceServers;
+
+impl IceServerSource for NoIceServers {
+    fn ice_servers(&mut self, _: &IceRequest<'_>) -> Vec<IceServer> {
+        Vec::new()
+    }
+}
+
+/// How a connection ended, as the runtime saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disconnect {
+    /// A close frame with code 1000: the peer leaves at once (`left`).
+    Clean,
+    /// Anything else (another close code, a reset, the idle timeout): the peer is kept
+    /// for the resume grace period.
+    Lost,
+    /// The runtime closed it because its outbound queue was full (after sending
+    /// `server-busy`): the peer leaves at once (`kicked`).
+    Overflow,
+}
+
+/// Why the hub wants a connection closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// After `leave`.
+    Left,
+    /// Refused for rate for [`HubConfig::flood_close_after`].
+    Flood,
+    /// Its session was resumed on another connection.
+    Replaced,
+    /// The server is shutting down.
+    Shutdown,
+    /// [`HubConfig::max_connections`] reached.
+    Full,
+}
+
+impl CloseReason {
+    /// The WebSocket close code (RFC 6455 §7.4; 4000 is private use).
+    pub fn code(self) -> u16 {
+        match self {
+            CloseReason::Left => 1000,
+            CloseReason::Flood => 1008,
+            CloseReason::Replaced => 4000,
+            CloseReason::Shutdown => 1001,
+            CloseReason::Full => 1013,
+        }
+    }
+
+    /// The close reason text (at most 123 bytes).
+    pub fn text(self) -> &'static str {
+        match self {
+            CloseReason::Left => "left",
+            CloseReason::Flood => "rate limit exceeded for too long",
+            CloseReason::Replaced => "session resumed on another connection",
+            CloseReason::Shutdown => "server shutting down",
+            CloseReason::Full => "too many connections",
+        }
+    }
+}
+
+/// An action for the runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send `text` as one text frame on `conn`.
+    Send { conn: ConnId, text: Arc<str> },
+    /// Close `conn` (after sending what was output before for it). The hub has
+    /// forgotten it: later input from it is ignored.
+    Close { conn: ConnId, reason: CloseReason },
+}
+
+/// Live counters. Gauges are the current value; the rest count since the start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Open connections (joined or not).
+    pub connections: u64,
+    /// Rooms with at least one peer.
+    pub rooms: u64,
+    /// Peers in rooms, including those in their grace period.
+    pub peers: u64,
+    /// Peers in their grace period.
+    pub peers_in_grace: u64,
+    pub joins: u64,
+    pub resumes: u64,
+    /// Peers that left, by reason: left, timeout, kicked.
+    pub leaves: [u64; 3],
+    /// Frames received (accepted or not).
+    pub messages_received: u64,
+    /// Peer messages (offer, answer, candidate, chat, media) delivered or queued for a
+    /// recipient; a chat to three peers counts three.
+    pub messages_relayed: u64,
+    /// `error` messages sent, indexed by [`ErrorCode::index`].
+    pub errors: [u64; ErrorCode::ALL.len()],
+}
+
+impl Stats {
+    /// `error` messages sent with `code`.
+    pub fn errors_for(&self, code: ErrorCode) -> u64 {
+        self.errors[code.index()]
+    }
+
+    /// `(code, count)` for every code.
+    pub fn errors_by_code(&self) -> impl Iterator<Item = (ErrorCode, u64)> + '_ {
+        ErrorCode::ALL.iter().map(|c| (*c, self.errors[c.index()]))
+    }
+}
+
+/// A pseudo-random function keyed by the runtime's seed: HMAC-SHA256(seed, counter).
+/// Peer ids and resume tokens come from it, so they are unpredictable without the seed
+/// and the hub needs no OS randomness.
+struct Prf {
+    key: [u8; 32],
+    counter: u64,
+}
+
+impl Prf {
+    fn next(&mut self) -> [u8; 32] {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
+            .expect("HMAC takes keys of any length (RFC 2104 §2)");
+        m.update(&self.counter.to_be_bytes());
+        self.counter = self.counter.wrapping_add(1);
+        m.finalize().into_bytes().into()
+    }
+}
+
+type PeerKey = u64;
+
+#[derive(Debug)]
+struct Conn {
+    bucket: TokenBucket,
+    flood: FloodDetector,
+    peer: Option<PeerKey>,
+    last_rate_error: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Peer {
+    id: Arc<str>,
+    name: Arc<str>,
+    room: Arc<str>,
+    /// `None` within the grace period.
+    conn: Option<ConnId>,
+    resume_token: Arc<str>,
+    grace_until: Option<Instant>,
+    queue: VecDeque<Arc<str>>,
+    queued_bytes: usize,
+    media: MediaState,
+    can_publish: bool,
+}
+
+#[derive(Debug, Default)]
+struct Room {
+    /// In join order; at most `max_peers`.
+    peers: Vec<PeerKey>,
+}
+
+/// The signaling state machine. Sans-IO: no sockets, no clock, no randomness of its own.
+pub struct Hub<I = NoIceServers> {
+    config: HubConfig,
+    ice: I,
+    prf: Prf,
+    /// The `now` and Unix time (ms) given to [`Hub::new`]; `ts` and token expiry are
+    /// computed from them.
+    epoch: (Instant, u64),
+    conns: Map<ConnId, Conn>,
+    peers: Map<PeerKey, Peer>,
+    /// Public peer id → key; looked up with client-chosen strings.
+    peer_ids: Map<Arc<str>, PeerKey>,
+    rooms: Map<Arc<str>, Room>,
+    /// Resume token → key; looked up with client-chosen strings.
+    resume_tokens: Map<Arc<str>, PeerKey>,
+    /// Grace deadlines.
+    timers: BTreeSet<(Instant, PeerKey)>,
+    next_key: PeerKey,
+    /// Peers in grace whose queue overflowed: removed after the current input.
+    overflowed: Vec<PeerKey>,
+    out: VecDeque<Output>,
+    stats: Stats,
+}
+
+impl<I> fmt::Debug for Hub<I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub")
+            .field("config", &self.config)
+            .field("connections", &self.conns.len())
+            .field("rooms", &self.rooms.len())
+            .field("peers", &self.peers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<I: IceServerSource> Hub<I> {
+    /// A hub with no connections. `seed` keys the generator of peer ids and resume
+    /// tokens: give it 32 bytes from the OS. `unix_ms` is the Unix time at `now`.
+    pub fn new(config: HubConfig, ice: I, seed: [u8; 32], now: Instant, unix_ms: u64) -> Self {
+        Hub {
+            config,
+            ice,
+            prf: Prf {
+                key: seed,
+                counter: 0,
+            },
+            epoch: (now, unix_ms),
+            conns: map(),
+            peers: map(),
+            peer_ids: map(),
+            rooms: map(),
+            resume_tokens: map(),
+            timers: BTreeSet::new(),
+            next_key: 0,
+            overflowed: Vec::new(),
+            out: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// The ICE server source given to [`Hub::new`].
+    pub fn ice_source_mut(&mut self) -> &mut I {
+        &mut self.ice
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats.clone();
+        s.connections = self.conns.len() as u64;
+        s.rooms = self.rooms.len() as u64;
+        s.peers = self.peers.len() as u64;
+        s.peers_in_grace = self.timers.len() as u64;
+        s
+    }
+
+    /// Whether the hub knows `conn` (opened and not closed by either side).
+    pub fn is_open(&self, conn: ConnId) -> bool {
+        self.conns.contains_key(&conn)
+    }
+
+    /// The next action for the runtime. Drain it after every `handle_*` call.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`Hub::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|(t, _)| *t)
+    }
+
+    /// A WebSocket was accepted.
+    pub fn handle_open(&mut self, now: Instant, conn: ConnId) {
+        if self.conns.contains_key(&conn) {
+            return;
+        }
+        if self.conns.len() >= self.config.max_connections {
+            self.send_error(
+                conn,
+                ErrorCode::ServerBusy,
+                format!(
+                    "the server has its maximum of {} signaling connections; try again later",
+                    self.config.max_connections
+                ),
+                None,
+            );
+            self.out.push_back(Output::Close {
+                conn,
+                reason: CloseReason::Full,
+            });
+            return;
+        }
+        let rate = self.config.messages_per_second;
+        self.conns.insert(
+            conn,
+            Conn {
+                bucket: TokenBucket::new(now, rate, rate.saturating_mul(2)),
+                flood: FloodDetector::default(),
+                peer: None,
+                last_rate_error: None,
+            },
+        );
+    }
+
+    /// A text frame arrived on `conn`.
+    pub fn handle_text(&mut self, now: Instant, conn: ConnId, text: &str) {
+        if !self.admit(now, conn) {
+            return;
+        }
+        if text.len() > self.config.max_message_bytes {
+            self.send_error(
+                conn,
+                ErrorCode::TooLarge,
+                format!(
+                    "the message has {} bytes; the limit is {} (maxMessageBytes); it was discarded",
+                    text.len(),
+                    self.config.max_message_bytes
+                ),
+                None,
+            );
+            return;
+        }
+        match parse_client_message(text) {
+            Ok(msg) => self.dispatch(now, conn, msg),
+            Err(e) => self.send_error(conn, e.code, e.message, e.reference.as_deref()),
+        }
+        self.remove_overflowed();
+    }
+
+    /// A binary frame of `len` bytes arrived on `conn`.
+    pub fn handle_binary(&mut self, now: Instant, conn: ConnId, len: usize) {
+        if !self.admit(now, conn) {
+            return;
+        }
+        self.send_error(
+            conn,
+            ErrorCode::BadMessage,
+            format!("a binary frame ({len} bytes); send JSON objects as text frames"),
+            None,
+        );
+    }
+
+    /// `conn` is gone (the runtime will send nothing more on it).
+    pub fn handle_close(&mut self, now: Instant, conn: ConnId, how: Disconnect) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        let Some(key) = c.peer else {
+            return;
+        };
+        match how {
+            Disconnect::Clean => self.remove_peer(key, LeaveReason::Left),
+            Disconnect::Overflow => {
+                self.stats.errors[ErrorCode::ServerBusy.index()] += 1;
+                self.remove_peer(key, LeaveReason::Kicked);
+            }
+            Disconnect::Lost if self.config.resume_grace.is_zero() => {
+                self.remove_peer(key, LeaveReason::Timeout)
+            }
+            Disconnect::Lost => {
+                let deadline = now + self.config.resume_grace;
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.conn = None;
+                    p.grace_until = Some(deadline);
+                    self.timers.insert((deadline, key));
+                }
+            }
+        }
+        self.remove_overflowed();
+    }
+
+    /// Ends the grace periods that are over.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(t, key)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.remove(&(t, key));
+            if self
+                .peers
+                .get(&key)
+                .is_some_and(|p| p.conn.is_none() && p.grace_until == Some(t))
+            {
+                self.remove_peer(key, LeaveReason::Timeout);
+            }
+        }
+        self.remove_overflowed();
+    }
+
+    /// Closes every connection ([`CloseReason::Shutdown`]) and forgets every room.
+    pub fn handle_shutdown(&mut self, _now: Instant) {
+        let mut conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        conns.sort_unstable();
+        for conn in conns {
+            self.out.push_back(Output::Close {
+                conn,
+                reason: CloseReason::Shutdown,
+            });
+        }
+        self.stats.leaves[2] += self.peers.len() as u64;
+        self.conns.clear();
+        self.peers.clear();
+        self.peer_ids.clear();
+        self.rooms.clear();
+        self.resume_tokens.clear();
+        self.timers.clear();
+        self.overflowed.clear();
+    }
+
+    // ---- input ----
+
+    /// Counts the frame and applies the rate limit. False: drop the frame.
+    fn admit(&mut self, now: Instant, conn: ConnId) -> bool {
+        let flood_after = self.config.flood_close_after;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return false;
+        };
+        self.stats.messages_received += 1;
+        if c.bucket.take(now) {
+            return true;
+        }
+        let flooding_for = c.flood.refused(now);
+        if flooding_for >= flood_after {
+            let peer = c.peer;
+            self.close(conn, CloseReason::Flood);
+            if let Some(key) = peer {
+                self.remove_peer(key, LeaveReason::Kicked);
+                self.remove_overflowed();
+            }
+            return false;
+        }
+        // One error a second is enough to tell the client; more would only add to
+        // the traffic it is already causing.
+        let tell = c
+            .last_rate_error
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1));
+        if tell {
+            c.last_rate_error = Some(now);
+            let message = format!(
+                "more than {} messages per second (burst {}); messages are being discarded, and \
+                 the connection is closed after {} s of this",
+                self.config.messages_per_second,
+                self.config.messages_per_second.saturating_mul(2),
+                flood_after.as_secs()
+            );
+            self.send_error(conn, ErrorCode::RateLimited, message, None);
+        }
+        false
+    }
+
+    fn dispatch(&mut self, now: Instant, conn: ConnId, msg: ClientMessage) {
+        let session = self.conns.get(&conn).and_then(|c| c.peer);
+        let ty = msg.type_name();
+        match msg {
+            ClientMessage::Ping(p) => {
+                self.send(conn, &ServerMessage::Pong(Pong { id: p.id }));
+            }
+            ClientMessage::Join(j) => match session {
+                Some(_) => self.already_joined(conn, ty),
+                None => self.join(now, conn, j),
+            },
+            ClientMessage::Resume(r) => match session {
+                Some(_) => self.already_joined(conn, ty),
+                None => self.resume(now, conn, &r.token),
+            },
+            ClientMessage::Leave(_) => {
+                self.close(conn, CloseReason::Left);
+                if let Some(key) = session {
+                    self.remove_peer(key, LeaveReason::Left);
+                }
+            }
+            _ => {
+                let Some(from) = session else {
+                    self.send_error(
+                        conn,
+                        ErrorCode::NotJoined,
+                        format!("'{ty}' needs a session: send join (or resume) first"),
+                        Some(ty),
+                    );
+                    return;
+                };
+                self.relay(now, conn, from, msg);
+            }
+        }
+    }
+
+    fn already_joined(&mut self, conn: ConnId, ty: &str) {
+        self.send_error(
+            conn,
+            ErrorCode::AlreadyJoined,
+            "this connection already has a session; send leave, then join on a new connection",
+            Some(ty),
+        );
+    }
+
+    fn join(&mut self, now: Instant, conn: ConnId, j: Join) {
+        const REF: Option<&str> = Some("join");
+        if let Err(why) = validate_room(&j.room) {
+            self.send_error(conn, ErrorCode::InvalidRoom, why, REF);
+            return;
+        }
+        let mut can_publish = true;
+        let mut name = j.name;
+        if let Some(secret) = &self.config.token_secret {
+            let Some(tok) = j.token.as_deref() else {
+                self.send_error(
+                    conn,
+                    ErrorCode::InvalidToken,
+                    "this server needs an access token: add \"token\" to join",
+                    REF,
+                );
+                return;
+            };
+            let claims = match token::verify(&secret.0, tok, self.unix_ms(now) / 1000) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.send_error(conn, ErrorCode::InvalidToken, e.to_string(), REF);
+                    return;
+                }
+            };
+            if !claims.admits(&j.room) {
+                let message = format!(
+                    "the access token is for room '{}', not '{}'",
+                    claims.room.chars().take(MAX_ROOM_CHARS).collect::<String>(),
+                    j.room
+                );
+                self.send_error(conn, ErrorCode::InvalidToken, message, REF);
+                return;
+            }
+            can_publish = claims.can_publish();
+            if name.is_none() {
+                name = Some(claims.sub);
+            }
+        }
+        let name = match validate_name(name.as_deref().unwrap_or_default()) {
+            Ok(n) => n,
+            Err(why) => {
+                self.send_error(conn, ErrorCode::InvalidName, why, REF);
+                return;
+            }
+        };
+        let room_exists = self.rooms.contains_key(j.room.as_str());
+        if !room_exists && self.rooms.len() >= self.config.max_rooms {
+            let message = format!(
+                "the server has its maximum of {} rooms; join an existing room or try later",
+                self.config.max_rooms
+            );
+            self.send_error(conn, ErrorCode::TooManyRooms, message, REF);
+            return;
+        }
+        let max = self.config.max_peers as usize;
+        if self
+            .rooms
+            .get(j.room.as_str())
+            .is_some_and(|r| r.peers.len() >= max)
+        {
+            let message = format!(
+                "Room '{}' is full ({max} of {max} peers in a mesh room); try another room.",
+                j.room
+            );
+            self.send_error(conn, ErrorCode::RoomFull, message, REF);
+            return;
+        }
+        let Some(id) = self.new_peer_id() else {
+            self.send_error(
+                conn,
+                ErrorCode::ServerBusy,
+                "could not allocate a peer id; try again",
+                REF,
+            );
+            return;
+        };
+        let key = self.next_key;
+        self.next_key += 1;
+        let room: Arc<str> = match self.rooms.get_key_value(j.room.as_str()) {
+            Some((k, _)) => k.clone(),
+            None => j.room.as_str().into(),
+        };
+        let resume_token = self.new_resume_token();
+        self.peers.insert(
+            key,
+            Peer {
+                id: id.clone(),
+                name: name.as_str().into(),
+                room: room.clone(),
+                conn: Some(conn),
+                resume_token: resume_token.clone(),
+                grace_until: None,
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                media: MediaState::default(),
+                can_publish,
+            },
+        );
+        self.peer_ids.insert(id.clone(), key);
+        self.resume_tokens.insert(resume_token, key);
+        self.rooms.entry(room.clone()).or_default().peers.push(key);
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.peer = Some(key);
+        }
+        self.stats.joins += 1;
+        let welcome = ServerMessage::Welcome(self.session(now, key, conn));
+        self.send(conn, &welcome);
+        let joined: Arc<str> = ServerMessage::PeerJoined(PeerJoined {
+            id: id.to_string(),
+            name,
+        })
+        .to_json()
+        .into();
+        self.broadcast(&room, key, &joined, false);
+    }
+
+    fn resume(&mut self, now: Instant, conn: ConnId, tok: &str) {
+        let Some(&key) = self.resume_tokens.get(tok) else {
+            self.send_error(
+                conn,
+                ErrorCode::ResumeFailed,
+                "unknown or expired resume token: the session is over; join again",
+                Some("resume"),
+            );
+            return;
+        };
+        let fresh = self.new_resume_token();
+        let Some(p) = self.peers.get_mut(&key) else {
+            // Tokens are removed with their peer; a stale entry is dropped.
+            self.resume_tokens.remove(tok);
+            return;
+        };
+        let old_conn = p.conn.replace(conn);
+        if let Some(t) = p.grace_until.take() {
+            self.timers.remove(&(t, key));
+        }
+        let old_token = std::mem::replace(&mut p.resume_token, fresh.clone());
+        let queued: Vec<Arc<str>> = p.queue.drain(..).collect();
+        p.queued_bytes = 0;
+        self.resume_tokens.remove(&old_token);
+        self.resume_tokens.insert(fresh, key);
+        if let Some(old) = old_conn {
+            // The client saw its socket drop before the server did.
+            self.close(old, CloseReason::Replaced);
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.peer = Some(key);
+        }
+        self.stats.resumes += 1;
+        let resumed = ServerMessage::Resumed(self.session(now, key, conn));
+        self.send(conn, &resumed);
+        for text in queued {
+            self.out.push_back(Output::Send { conn, text });
+        }
+    }
+
+    fn relay(&mut self, now: Instant, conn: ConnId, from: PeerKey, msg: ClientMessage) {
+        let Some(sender) = self.peers.get(&from) else {
+            return;
+        };
+        let (id, name, room) = (sender.id.clone(), sender.name.clone(), sender.room.clone());
+        let can_publish = sender.can_publish;
+        let ty = msg.type_name();
+        let text: Arc<str> = match msg {
+            ClientMessage::Offer(SdpTo { to, sdp }) | ClientMessage::Answer(SdpTo { to, sdp }) => {
+                let Some(target) = self.addressee(conn, from, &room, &to, ty) else {
+                    return;
+                };
+                if !can_publish && sdp::sends_media(&sdp) {
+                    self.send_error(
+                        conn,
+                        ErrorCode::Forbidden,
+                        format!(
+                            "your access token does not allow publishing (canPublish: false); \
+                             make every audio/video transceiver recvonly or inactive in the {ty}"
+                        ),
+                        Some(ty),
+                    );
+                    return;
+                }
+                let body = SdpFrom {
+                    from: id.to_string(),
+                    sdp,
+                };
+                let m = if ty == "offer" {
+                    ServerMessage::Offer(body)
+                } else {
+                    ServerMessage::Answer(body)
+                };
+                self.deliver(target, m.to_json().into(), true);
+                return;
+            }
+            ClientMessage::Candidate(CandidateTo { to, candidate }) => {
+                let Some(target) = self.addressee(conn, from, &room, &to, ty) else {
+                    return;
+                };
+                let m = ServerMessage::Candidate(CandidateFrom {
+                    from: id.to_string(),
+                    candidate,
+                });
+                self.deliver(target, m.to_json().into(), true);
+                return;
+            }
+            ClientMessage::Chat(c) => ServerMessage::Chat(ChatFrom {
+                from: id.to_string(),
+                name: name.to_string(),
+                text: c.text,
+                ts: self.unix_ms(now),
+            })
+            .to_json()
+            .into(),
+            ClientMessage::Media(m) => {
+                if let Some(p) = self.peers.get_mut(&from) {
+                    p.media = m;
+                }
+                ServerMessage::Media(MediaFrom {
+                    from: id.to_string(),
+                    audio: m.audio,
+                    video: m.video,
+                    screen: m.screen,
+                })
+                .to_json()
+                .into()
+            }
+            // Join, resume, ping and leave are handled by `dispatch`.
+            _ => return,
+        };
+        self.broadcast(&room, from, &text, true);
+    }
+
+    /// The peer named `to` in `room`, other than the sender; else `unknown-peer`.
+    fn addressee(
+        &mut self,
+        conn: ConnId,
+        from: PeerKey,
+        room: &str,
+        to: &str,
+        ty: &'static str,
+    ) -> Option<PeerKey> {
+        let found = self
+            .peer_ids
+            .get(to)
+            .copied()
+            .filter(|k| *k != from)
+            .filter(|k| self.peers.get(k).is_some_and(|p| &*p.room == room));
+        if found.is_none() {
+            let shown: String = to.chars().take(32).collect();
+            self.send_error(
+                conn,
+                ErrorCode::UnknownPeer,
+                format!("no other peer with id {shown:?} in room '{room}'"),
+                Some(ty),
+            );
+        }
+        found
+    }
+
+    // ---- output ----
+
+    fn session(&mut self, now: Instant, key: PeerKey, conn: ConnId) -> Session {
+        let unix_secs = self.unix_ms(now) / 1000;
+        let Some(p) = self.peers.get(&key) else {
+            return self.empty_session();
+        };
+        let peers = self
+            .rooms
+            .get(&p.room)
+            .map(|r| {
+                r.peers
+                    .iter()
+                    .filter(|k| **k != key)
+                    .filter_map(|k| self.peers.get(k))
+                    .map(|o| PeerInfo {
+                        id: o.id.to_string(),
+                        name: o.name.to_string(),
+                        media: o.media,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let (id, room, name, resume_token, can_publish) = (
+            p.id.to_string(),
+            p.room.to_string(),
+            p.name.to_string(),
+            p.resume_token.to_string(),
+            p.can_publish,
+        );
+        let ice_servers = self.ice.ice_servers(&IceRequest {
+            conn,
+            peer_id: &id,
+            unix_secs,
+        });
+        Session {
+            id,
+            room,
+            name,
+            peers,
+            ice_servers,
+            resume_token,
+            resume_grace_ms: u64::try_from(self.config.resume_grace.as_millis())
+                .unwrap_or(u64::MAX),
+            mode: Mode::Mesh,
+            max_peers: self.config.max_peers,
+            can_publish,
+            limits: Limits {
+                max_message_bytes: u32::try_from(self.config.max_message_bytes).unwrap_or(u32::MAX),
+                messages_per_second: self.config.messages_per_second,
+            },
+        }
+    }
+
+    #[cold]
+    fn empty_session(&self) -> Session {
+        Session {
+            id: String::new(),
+            room: String::new(),
+            name: String::new(),
+            peers: Vec::new(),
+            ice_servers: Vec::new(),
+            resume_token: String::new(),
+            resume_grace_ms: 0,
+            mode: Mode::Mesh,
+            max_peers: self.config.max_peers,
+            can_publish: false,
+            limits: Limits {
+                max_message_bytes: 0,
+                messages_per_second: 0,
+            },
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, msg: &ServerMessage) {
+        self.out.push_back(Output::Send {
+            conn,
+            text: msg.to_json().into(),
+        });
+    }
+
+    fn send_error(
+        &mut self,
+        conn: ConnId,
+        code: ErrorCode,
+        message: impl Into<String>,
+        reference: Option<&str>,
+    ) {
+        self.stats.errors[code.index()] += 1;
+        self.send(conn, &ServerMessage::error(code, message, reference));
+    }
+
+    fn close(&mut self, conn: ConnId, reason: CloseReason) {
+        if self.conns.remove(&conn).is_some() {
+            self.out.push_back(Output::Close { conn, reason });
+        }
+    }
+
+    /// To a live peer's connection, or into its grace queue.
+    fn deliver(&mut self, to: PeerKey, text: Arc<str>, relayed: bool) {
+        let (max_messages, max_bytes) = (self.config.queue_messages, self.config.queue_bytes);
+        let Some(p) = self.peers.get_mut(&to) else {
+            return;
+        };
+        if relayed {
+            self.stats.messages_relayed += 1;
+        }
+        match p.conn {
+            Some(conn) => self.out.push_back(Output::Send { conn, text }),
+            None => {
+                if p.queue.len() >= max_messages || p.queued_bytes + text.len() > max_bytes {
+                    if !self.overflowed.contains(&to) {
+                        self.overflowed.push(to);
+                    }
+                } else {
+                    p.queued_bytes += text.len();
+                    p.queue.push_back(text);
+                }
+            }
+        }
+    }
+
+    /// To every peer of `room` but `except`. `relayed`: counts as relayed messages.
+    fn broadcast(&mut self, room: &str, except: PeerKey, text: &Arc<str>, relayed: bool) {
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        let targets: Vec<PeerKey> = r.peers.iter().copied().filter(|k| *k != except).collect();
+        for k in targets {
+            self.deliver(k, text.clone(), relayed);
+        }
+    }
+
+    /// Removes a peer from its room and tells the others.
+    fn remove_peer(&mut self, key: PeerKey, reason: LeaveReason) {
+        let Some(p) = self.peers.remove(&key) else {
+            return;
+        };
+        self.peer_ids.remove(&p.id);
+        self.resume_tokens.remove(&p.resume_token);
+        if let Some(t) = p.grace_until {
+            self.timers.remove(&(t, key));
+        }
+        if let Some(conn) = p.conn {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.peer = None;
+            }
+        }
+        let idx = match reason {
+            LeaveReason::Left => 0,
+            LeaveReason::Timeout => 1,
+            _ => 2,
+        };
+        self.stats.leaves[idx] += 1;
+        let empty = match self.rooms.get_mut(&p.room) {
+            Some(r) => {
+                r.peers.retain(|k| *k != key);
+                r.peers.is_empty()
+            }
+            None => false,
+        };
+        if empty {
+            self.rooms.remove(&p.room);
+            return;
+        }
+        let left: Arc<str> = ServerMessage::PeerLeft(PeerLeft {
+            id: p.id.to_string(),
+            reason,
+        })
+        .to_json()
+        .into();
+        self.broadcast(&p.room, key, &left, false);
+    }
+
+    /// Peers whose grace queue overflowed leave now (`timeout`): they could not be
+    /// resumed without losing messages. Removing one may overflow another.
+    fn remove_overflowed(&mut self) {
+        while let Some(key) = self.overflowed.pop() {
+            self.remove_peer(key, LeaveReason::Timeout);
+        }
+    }
+
+    // ---- ids and time ----
+
+    fn unix_ms(&self, now: Instant) -> u64 {
+        let (t0, ms0) = self.epoch;
+        match now.checked_duration_since(t0) {
+            Some(d) => ms0.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            None => ms0.saturating_sub(
+                u64::try_from(t0.saturating_duration_since(now).as_millis()).unwrap_or(0),
+            ),
+        }
+    }
+
+    /// `p_` and 12 hex digits (48 bits), unique among current peers.
+    fn new_peer_id(&mut self) -> Option<Arc<str>> {
+        for _ in 0..8 {
+            let bytes = self.prf.next();
+            let id: String = std::iter::once("p_".to_owned())
+                .chain(bytes[..6].iter().map(|b| format!("{b:02x}")))
+                .collect();
+            if !self.peer_ids.contains_key(id.as_str()) {
+                return Some(id.into());
+            }
+        }
+        None
+    }
+
+    /// `r_` and 32 base64url characters (192 bits).
+    fn new_resume_token(&mut self) -> Arc<str> {
+        let bytes = self.prf.next();
+        format!("r_{}", URL_SAFE_NO_PAD.encode(&bytes[..24])).into()
+    }
+}
+
+/// A room name: 1–64 characters of `[A-Za-z0-9_-]`.
+pub fn validate_room(room: &str) -> Result<(), String> {
+    if room.is_empty() || room.len() > MAX_ROOM_CHARS {
+        return Err(format!(
+            "a room name has 1 to {MAX_ROOM_CHARS} characters; this one has {}",
+            room.chars().count()
+        ));
+    }
+    if let Some(bad) = room
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+    {
+        return Err(format!(
+            "a room name may contain only letters A-Z a-z, digits, '_' and '-', not {bad:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// A display name: trimmed, 1–64 characters, no control characters. Returns it trimmed.
+pub fn validate_name(name: &str) -> Result<String, String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("a display name is needed: add \"name\" to join".to_owned());
+    }
+    let n = name.chars().count();
+    if n > MAX_NAME_CHARS {
+        return Err(format!(
+            "a display name has at most {MAX_NAME_CHARS} characters; this one has {n}"
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("a display name may not contain control characters".to_owned());
+    }
+    Ok(name.to_owned())
+}

@@ -1,0 +1,754 @@
+//! The wire format of signaling protocol version 1 (`docs/signaling.md`): one JSON object
+//! per WebSocket text frame, internally tagged on `type`, camelCase fields.
+//!
+//! Parsing is two-step so that the two failure kinds get their own codes: the text is
+//! first read as a JSON value and its `type` checked against the known names
+//! ([`ErrorCode::UnknownType`]), and only then converted into the typed
+//! [`ClientMessage`] ([`ErrorCode::BadMessage`] for a missing or mistyped field).
+//! Unknown fields are ignored everywhere (forward compatibility).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Longest chat text, in characters (Unicode scalar values).
+pub const MAX_CHAT_CHARS: usize = 2000;
+
+/// Longest `type` string quoted back in an `unknown-type` error.
+const MAX_QUOTED_TYPE: usize = 32;
+
+/// A message from a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ClientMessage {
+    Join(Join),
+    Resume(Resume),
+    Offer(SdpTo),
+    Answer(SdpTo),
+    Candidate(CandidateTo),
+    Chat(Chat),
+    Media(MediaState),
+    Ping(Ping),
+    Leave(Leave),
+}
+
+impl ClientMessage {
+    /// The `type` of every client message, as on the wire.
+    pub const TYPES: [&'static str; 9] = [
+        "join",
+        "resume",
+        "offer",
+        "answer",
+        "candidate",
+        "chat",
+        "media",
+        "ping",
+        "leave",
+    ];
+
+    /// The wire `type` of this message.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ClientMessage::Join(_) => "join",
+            ClientMessage::Resume(_) => "resume",
+            ClientMessage::Offer(_) => "offer",
+            ClientMessage::Answer(_) => "answer",
+            ClientMessage::Candidate(_) => "candidate",
+            ClientMessage::Chat(_) => "chat",
+            ClientMessage::Media(_) => "media",
+            ClientMessage::Ping(_) => "ping",
+            ClientMessage::Leave(_) => "leave",
+        }
+    }
+
+    /// The JSON text of this message.
+    pub fn to_json(&self) -> String {
+        to_json(self)
+    }
+}
+
+/// `join`: enter a room.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Join {
+    pub room: String,
+    /// Optional when an access token supplies `sub`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// `resume`: take over a session whose WebSocket dropped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resume {
+    pub token: String,
+}
+
+/// `offer` / `answer` from a client, addressed to one peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SdpTo {
+    pub to: String,
+    pub sdp: String,
+}
+
+/// `candidate` from a client. `candidate` is the `RTCIceCandidate.toJSON()` object,
+/// passed through unchanged, or `null` for end-of-candidates. The field must be present.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CandidateTo {
+    pub to: String,
+    pub candidate: Value,
+}
+
+/// `chat` from a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Chat {
+    pub text: String,
+}
+
+/// A peer's mute / camera / screen-share state (`media`). A missing flag is `false`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaState {
+    #[serde(default)]
+    pub audio: bool,
+    #[serde(default)]
+    pub video: bool,
+    #[serde(default)]
+    pub screen: bool,
+}
+
+impl Default for MediaState {
+    /// What `welcome` reports for a peer that has not sent `media`: microphone and
+    /// camera on, no screen share (what a newly joined call client sends).
+    fn default() -> Self {
+        MediaState {
+            audio: true,
+            video: true,
+            screen: false,
+        }
+    }
+}
+
+/// `ping`: `id` is any JSON value (`null` when absent), echoed in `pong`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ping {
+    #[serde(default)]
+    pub id: Value,
+}
+
+/// `leave`: no fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Leave {}
+
+/// A message from the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ServerMessage {
+    Welcome(Session),
+    /// Same fields as `welcome`; queued messages follow it.
+    Resumed(Session),
+    PeerJoined(PeerJoined),
+    PeerLeft(PeerLeft),
+    Offer(SdpFrom),
+    Answer(SdpFrom),
+    Candidate(CandidateFrom),
+    Chat(ChatFrom),
+    Media(MediaFrom),
+    Pong(Pong),
+    Error(ErrorMessage),
+}
+
+impl ServerMessage {
+    /// The JSON text of this message.
+    pub fn to_json(&self) -> String {
+        to_json(self)
+    }
+
+    /// An `error` message.
+    pub fn error(code: ErrorCode, message: impl Into<String>, reference: Option<&str>) -> Self {
+        ServerMessage::Error(ErrorMessage {
+            code,
+            message: message.into(),
+            reference: reference.map(str::to_owned),
+        })
+    }
+}
+
+/// Serializes a protocol type. The types here hold only strings, numbers, booleans and
+/// `serde_json::Value`s, which always serialize; the fallback is never taken.
+fn to_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| {
+        r#"{"type":"error","code":"server-busy","message":"internal encoding error"}"#.to_owned()
+    })
+}
+
+/// `welcome` and `resumed`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Session {
+    /// This peer's id.
+    pub id: String,
+    pub room: String,
+    /// This peer's display name.
+    pub name: String,
+    /// The other peers in the room (including those within their resume grace period).
+    pub peers: Vec<PeerInfo>,
+    pub ice_servers: Vec<IceServer>,
+    /// Send in `resume` after the WebSocket drops. A new one comes with every
+    /// `welcome` and `resumed`; the previous one stops working.
+    pub resume_token: String,
+    pub resume_grace_ms: u64,
+    pub mode: Mode,
+    pub max_peers: u32,
+    pub can_publish: bool,
+    pub limits: Limits,
+}
+
+/// One peer in `welcome`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerInfo {
+    pub id: String,
+    pub name: String,
+    pub media: MediaState,
+}
+
+/// One entry of `RTCConfiguration.iceServers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// How media flows in a room. Version 1 has mesh rooms only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Mode {
+    /// Every peer connects to every other peer.
+    Mesh,
+}
+
+/// Limits a client should respect (`welcome.limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    pub max_message_bytes: u32,
+    pub messages_per_second: u32,
+}
+
+/// `peer-joined`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerJoined {
+    pub id: String,
+    pub name: String,
+}
+
+/// `peer-left`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerLeft {
+    pub id: String,
+    pub reason: LeaveReason,
+}
+
+/// Why a peer left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum LeaveReason {
+    /// Sent `leave`, or closed its WebSocket with code 1000.
+    Left,
+    /// Dropped and did not resume within the grace period.
+    Timeout,
+    /// Removed by the server (flooding, a full outbound queue, shutdown).
+    Kicked,
+}
+
+/// `offer` / `answer` as relayed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SdpFrom {
+    pub from: String,
+    pub sdp: String,
+}
+
+/// `candidate` as relayed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CandidateFrom {
+    pub from: String,
+    pub candidate: Value,
+}
+
+/// `chat` as relayed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatFrom {
+    pub from: String,
+    pub name: String,
+    pub text: String,
+    /// Server time, milliseconds since the Unix epoch.
+    pub ts: u64,
+}
+
+/// `media` as relayed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaFrom {
+    pub from: String,
+    pub audio: bool,
+    pub video: bool,
+    pub screen: bool,
+}
+
+/// `pong`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pong {
+    pub id: Value,
+}
+
+/// `error`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorMessage {
+    pub code: ErrorCode,
+    /// For people: what went wrong and what to do.
+    pub message: String,
+    /// The `type` of the message that caused the error, when known.
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+/// The `code` of an `error` message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    BadMessage,
+    UnknownType,
+    TooLarge,
+    RateLimited,
+    NotJoined,
+    AlreadyJoined,
+    InvalidRoom,
+    InvalidName,
+    InvalidToken,
+    Forbidden,
+    RoomFull,
+    TooManyRooms,
+    UnknownPeer,
+    ResumeFailed,
+    ServerBusy,
+}
+
+impl ErrorCode {
+    /// Every code, in the order of `docs/signaling.md`.
+    pub const ALL: [ErrorCode; 15] = [
+        ErrorCode::BadMessage,
+        ErrorCode::UnknownType,
+        ErrorCode::TooLarge,
+        ErrorCode::RateLimited,
+        ErrorCode::NotJoined,
+        ErrorCode::AlreadyJoined,
+        ErrorCode::InvalidRoom,
+        ErrorCode::InvalidName,
+        ErrorCode::InvalidToken,
+        ErrorCode::Forbidden,
+        ErrorCode::RoomFull,
+        ErrorCode::TooManyRooms,
+        ErrorCode::UnknownPeer,
+        ErrorCode::ResumeFailed,
+        ErrorCode::ServerBusy,
+    ];
+
+    /// The code as on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadMessage => "bad-message",
+            ErrorCode::UnknownType => "unknown-type",
+            ErrorCode::TooLarge => "too-large",
+            ErrorCode::RateLimited => "rate-limited",
+            ErrorCode::NotJoined => "not-joined",
+            ErrorCode::AlreadyJoined => "already-joined",
+            ErrorCode::InvalidRoom => "invalid-room",
+            ErrorCode::InvalidName => "invalid-name",
+            ErrorCode::InvalidToken => "invalid-token",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RoomFull => "room-full",
+            ErrorCode::TooManyRooms => "too-many-rooms",
+            ErrorCode::UnknownPeer => "unknown-peer",
+            ErrorCode::ResumeFailed => "resume-failed",
+            ErrorCode::ServerBusy => "server-busy",
+        }
+    }
+
+    /// Position in [`ErrorCode::ALL`].
+    pub fn index(self) -> usize {
+        ErrorCode::ALL
+            .iter()
+            .position(|c| *c == self)
+            .unwrap_or_default()
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A client message that could not be parsed: the `error` to answer with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// [`ErrorCode::BadMessage`] or [`ErrorCode::UnknownType`].
+    pub code: ErrorCode,
+    pub message: String,
+    /// The message's `type`, when it had a known one.
+    pub reference: Option<String>,
+}
+
+impl ParseError {
+    fn bad(message: impl Into<String>, reference: Option<&str>) -> Self {
+        ParseError {
+            code: ErrorCode::BadMessage,
+            message: message.into(),
+            reference: reference.map(str::to_owned),
+        }
+    }
+
+    /// The `error` message to send back.
+    pub fn to_message(&self) -> ServerMessage {
+        ServerMessage::error(self.code, self.message.clone(), self.reference.as_deref())
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Parses one text frame. Checks shapes only (fields present, of the right JSON type,
+/// chat length, non-empty SDP, candidate an object or `null`); the meaning (room names,
+/// peer ids, tokens) is the [`Hub`](crate::Hub)'s business.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, ParseError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        ParseError::bad(
+            format!("not a JSON text ({e}); send one JSON object per text frame"),
+            None,
+        )
+    })?;
+    let Value::Object(map) = &value else {
+        return Err(ParseError::bad(
+            "not a JSON object; send one object with a string field \"type\"",
+            None,
+        ));
+    };
+    let ty = match map.get("type") {
+        Some(Value::String(t)) => t,
+        Some(_) => {
+            return Err(ParseError::bad("the field \"type\" must be a string", None));
+        }
+        None => {
+            return Err(ParseError::bad(
+                "missing the field \"type\" (e.g. {\"type\": \"join\", ...})",
+                None,
+            ));
+        }
+    };
+    let Some(ty) = ClientMessage::TYPES.iter().find(|t| **t == ty.as_str()) else {
+        let quoted: String = ty.chars().take(MAX_QUOTED_TYPE).collect();
+        return Err(ParseError {
+            code: ErrorCode::UnknownType,
+            message: format!(
+                "unknown message type {quoted:?}; protocol version {PROTOCOL_VERSION} knows {}",
+                ClientMessage::TYPES.join(", ")
+            ),
+            reference: None,
+        });
+    };
+    let msg: ClientMessage = serde_json::from_value(value)
+        .map_err(|e| ParseError::bad(format!("{ty}: {e}"), Some(ty)))?;
+    check_shape(&msg).map_err(|m| ParseError::bad(format!("{ty}: {m}"), Some(ty)))?;
+    Ok(msg)
+}
+
+fn check_shape(msg: &ClientMessage) -> Result<(), &'static str> {
+    match msg {
+        ClientMessage::Offer(m) | ClientMessage::Answer(m) if m.sdp.is_empty() => {
+            Err("the field \"sdp\" is empty")
+        }
+        ClientMessage::Candidate(c) if !(c.candidate.is_object() || c.candidate.is_null()) => {
+            Err("the field \"candidate\" must be an object (RTCIceCandidate.toJSON()) or null")
+        }
+        ClientMessage::Chat(c) if c.text.is_empty() => Err("the field \"text\" is empty"),
+        ClientMessage::Chat(c) if c.text.chars().count() > MAX_CHAT_CHARS => {
+            Err("the field \"text\" is longer than 2000 characters")
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<ClientMessage, ParseError> {
+        parse_client_message(&v.to_string())
+    }
+
+    #[test]
+    fn every_client_message_parses() {
+        assert_eq!(
+            parse(json!({"type": "join", "room": "lobby", "name": "Alice", "token": "t"})),
+            Ok(ClientMessage::Join(Join {
+                room: "lobby".into(),
+                name: Some("Alice".into()),
+                token: Some("t".into())
+            }))
+        );
+        assert_eq!(
+            parse(json!({"type": "join", "room": "lobby"})),
+            Ok(ClientMessage::Join(Join {
+                room: "lobby".into(),
+                name: None,
+                token: None
+            }))
+        );
+        assert_eq!(
+            parse(json!({"type": "resume", "token": "r_x"})),
+            Ok(ClientMessage::Resume(Resume {
+                token: "r_x".into()
+            }))
+        );
+        assert_eq!(
+            parse(json!({"type": "offer", "to": "p_1", "sdp": "v=0"})),
+            Ok(ClientMessage::Offer(SdpTo {
+                to: "p_1".into(),
+                sdp: "v=0".into()
+            }))
+        );
+        assert_eq!(
+            parse(json!({"type": "answer", "to": "p_1", "sdp": "v=0"})),
+            Ok(ClientMessage::Answer(SdpTo {
+                to: "p_1".into(),
+                sdp: "v=0".into()
+            }))
+        );
+        let cand = json!({"candidate": "candidate:1 1 udp 1 1.2.3.4 5 typ host", "sdpMid": "0", "sdpMLineIndex": 0});
+        assert_eq!(
+            parse(json!({"type": "candidate", "to": "p_1", "candidate": cand})),
+            Ok(ClientMessage::Candidate(CandidateTo {
+                to: "p_1".into(),
+                candidate: cand.clone()
+            }))
+        );
+        assert_eq!(
+            parse(json!({"type": "candidate", "to": "p_1", "candidate": null})),
+            Ok(ClientMessage::Candidate(CandidateTo {
+                to: "p_1".into(),
+                candidate: Value::Null
+            }))
+        );
+        assert_eq!(
+            parse(json!({"type": "chat", "text": "hi"})),
+            Ok(ClientMessage::Chat(Chat { text: "hi".into() }))
+        );
+        assert_eq!(
+            parse(json!({"type": "media", "audio": true, "video": false, "screen": true})),
+            Ok(ClientMessage::Media(MediaState {
+                audio: true,
+                video: false,
+                screen: true
+            }))
+        );
+        assert_eq!(
+            parse(json!({"type": "media", "audio": true})),
+            Ok(ClientMessage::Media(MediaState {
+                audio: true,
+                video: false,
+                screen: false
+            }))
+        );
+        assert_eq!(
+            parse(json!({"type": "ping", "id": 42})),
+            Ok(ClientMessage::Ping(Ping { id: json!(42) }))
+        );
+        assert_eq!(
+            parse(json!({"type": "ping"})),
+            Ok(ClientMessage::Ping(Ping { id: Value::Null }))
+        );
+        assert_eq!(
+            parse(json!({"type": "leave"})),
+            Ok(ClientMessage::Leave(Leave {}))
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        assert_eq!(
+            parse(json!({"type": "leave", "why": "bye", "n": [1, 2]})),
+            Ok(ClientMessage::Leave(Leave {}))
+        );
+        assert!(matches!(
+            parse(json!({"type": "chat", "text": "x", "future": {"a": 1}})),
+            Ok(ClientMessage::Chat(_))
+        ));
+    }
+
+    #[test]
+    fn round_trip_through_to_json() {
+        for text in [
+            r#"{"type":"join","room":"r","name":"n"}"#,
+            r#"{"type":"candidate","to":"p","candidate":null}"#,
+            r#"{"type":"leave"}"#,
+            r#"{"type":"ping","id":"abc"}"#,
+        ] {
+            let m = parse_client_message(text).unwrap();
+            assert_eq!(m.to_json(), text);
+        }
+    }
+
+    fn code(text: &str) -> (ErrorCode, Option<String>) {
+        let e = parse_client_message(text).unwrap_err();
+        (e.code, e.reference)
+    }
+
+    #[test]
+    fn bad_message_vs_unknown_type() {
+        use ErrorCode::*;
+        assert_eq!(code("not json"), (BadMessage, None));
+        assert_eq!(code(""), (BadMessage, None));
+        assert_eq!(code("[1,2]"), (BadMessage, None));
+        assert_eq!(code("\"join\""), (BadMessage, None));
+        assert_eq!(code("{}"), (BadMessage, None));
+        assert_eq!(code(r#"{"type": 5}"#), (BadMessage, None));
+        assert_eq!(code(r#"{"type": "welcome"}"#), (UnknownType, None));
+        assert_eq!(code(r#"{"type": "JOIN"}"#), (UnknownType, None));
+        assert_eq!(code(r#"{"type": ""}"#), (UnknownType, None));
+        let join = Some("join".to_owned());
+        assert_eq!(code(r#"{"type": "join"}"#), (BadMessage, join.clone()));
+        assert_eq!(code(r#"{"type": "join", "room": 7}"#), (BadMessage, join));
+        let offer = Some("offer".to_owned());
+        assert_eq!(
+            code(r#"{"type": "offer", "to": "p"}"#),
+            (BadMessage, offer.clone())
+        );
+        assert_eq!(
+            code(r#"{"type": "offer", "to": "p", "sdp": ""}"#),
+            (BadMessage, offer)
+        );
+        let cand = Some("candidate".to_owned());
+        assert_eq!(
+            code(r#"{"type": "candidate", "to": "p"}"#),
+            (BadMessage, cand.clone())
+        );
+        assert_eq!(
+            code(r#"{"type": "candidate", "to": "p", "candidate": "x"}"#),
+            (BadMessage, cand)
+        );
+        let chat = Some("chat".to_owned());
+        assert_eq!(code(r#"{"type": "chat"}"#), (BadMessage, chat.clone()));
+        assert_eq!(
+            code(r#"{"type": "chat", "text": ""}"#),
+            (BadMessage, chat.clone())
+        );
+        let long = "é".repeat(MAX_CHAT_CHARS + 1);
+        assert_eq!(
+            code(&json!({"type": "chat", "text": long}).to_string()),
+            (BadMessage, chat)
+        );
+        let ok = "é".repeat(MAX_CHAT_CHARS);
+        assert!(parse(json!({"type": "chat", "text": ok})).is_ok());
+        assert_eq!(
+            code(r#"{"type": "media", "audio": "yes"}"#),
+            (BadMessage, Some("media".to_owned()))
+        );
+    }
+
+    #[test]
+    fn unknown_type_quotes_a_bounded_prefix() {
+        let long = "x".repeat(10_000);
+        let e = parse_client_message(&json!({ "type": long }).to_string()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnknownType);
+        assert!(e.message.len() < 300, "{}", e.message);
+    }
+
+    #[test]
+    fn deeply_nested_json_is_an_error_not_a_crash() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(code(&deep).0, ErrorCode::BadMessage);
+        let deep_field = format!(
+            r#"{{"type":"ping","id":{}1{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert_eq!(code(&deep_field).0, ErrorCode::BadMessage);
+    }
+
+    #[test]
+    fn server_messages_have_the_documented_shape() {
+        let m = ServerMessage::PeerJoined(PeerJoined {
+            id: "p_1".into(),
+            name: "Carol".into(),
+        });
+        assert_eq!(
+            m.to_json(),
+            r#"{"type":"peer-joined","id":"p_1","name":"Carol"}"#
+        );
+        let m = ServerMessage::PeerLeft(PeerLeft {
+            id: "p_1".into(),
+            reason: LeaveReason::Timeout,
+        });
+        assert_eq!(
+            m.to_json(),
+            r#"{"type":"peer-left","id":"p_1","reason":"timeout"}"#
+        );
+        let m = ServerMessage::error(ErrorCode::RoomFull, "full", Some("join"));
+        assert_eq!(
+            m.to_json(),
+            r#"{"type":"error","code":"room-full","message":"full","ref":"join"}"#
+        );
+        let m = ServerMessage::error(ErrorCode::TooLarge, "big", None);
+        assert_eq!(
+            m.to_json(),
+            r#"{"type":"error","code":"too-large","message":"big"}"#
+        );
+        let m = ServerMessage::Media(MediaFrom {
+            from: "p".into(),
+            audio: false,
+            video: true,
+            screen: false,
+        });
+        assert_eq!(
+            m.to_json(),
+            r#"{"type":"media","from":"p","audio":false,"video":true,"screen":false}"#
+        );
+        for c in ErrorCode::ALL {
+            assert_eq!(serde_json::to_value(c).unwrap(), json!(c.as_str()));
+            assert_eq!(ErrorCode::ALL[c.index()], c);
+        }
+    }
+}
