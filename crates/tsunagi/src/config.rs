@@ -939,7 +939,7 @@ impl Config {
                 IpAddr::V6(Ipv6Addr::UNSPECIFIED),
             ]
         } else {
-            o.http_ip
+            o.http_ip.clone()
         };
         dedup(&mut http_ips);
         let http_port = o.http_port.unwrap_or(defaults::HTTP_PORT);
@@ -953,7 +953,11 @@ impl Config {
                 defaults::HTTP_MAX_CONNECTIONS
             ));
         }
-        let tls = match (o.tls_cert, o.tls_key, o.tls_self_signed.unwrap_or(false)) {
+        let tls = match (
+            o.tls_cert.clone(),
+            o.tls_key.clone(),
+            o.tls_self_signed.unwrap_or(false),
+        ) {
             (None, None, false) => None,
             (None, None, true) => Some(TlsSource::SelfSigned),
             (Some(cert), Some(key), false) => Some(TlsSource::Files { cert, key }),

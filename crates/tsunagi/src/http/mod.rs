@@ -42,7 +42,9 @@ use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
 pub use metrics::{Prometheus, StatsSource};
-pub use routes::{app, routes, HttpState, CONTENT_SECURITY_POLICY_BASE};
+pub use routes::{
+    app, embedded_files, routes, stats_value, HttpState, CONTENT_SECURITY_POLICY_BASE,
+};
 
 use crate::redact::Redactor;
 use crate::turn_runtime::{BindFailure, StartError};
@@ -147,7 +149,8 @@ impl HttpService {
         http1
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_TIMEOUT)
-            .max_buf_size(MAX_HEADER_BYTES);
+            .max_buf_size(MAX_HEADER_BYTES)
+            .max_header_size(MAX_HEADER_BYTES);
         let shared = Arc::new(Shared {
             app,
             tls: opts.tls.clone().map(tokio_rustls::TlsAcceptor::from),

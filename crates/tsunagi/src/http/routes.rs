@@ -39,6 +39,11 @@ fn asset(path: &str) -> Option<&'static Asset> {
         .and_then(|i| ASSETS.get(i))
 }
 
+/// The embedded web client's files: `(path relative to web/, Content-Type)`.
+pub fn embedded_files() -> impl Iterator<Item = (&'static str, &'static str)> {
+    ASSETS.iter().map(|a| (a.path, a.content_type))
+}
+
 /// Served for `/` when the binary was built without `web/index.html`.
 const NO_CLIENT: &str = "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>tsunagi</title>\
 <h1>tsunagi</h1><p>This build has no web client embedded (web/ was empty at build time).</p></html>\n";

@@ -130,9 +130,21 @@ impl Drop for EchoPeer {
     }
 }
 
+/// A byte stream to the server: TCP, or TLS over TCP.
+pub trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 enum Conn {
-    Udp { sock: UdpSocket, server: SocketAddr },
-    Tcp { stream: TcpStream, buf: BytesMut },
+    Udp {
+        sock: UdpSocket,
+        server: SocketAddr,
+    },
+    /// TCP or TLS; `local` is the TCP socket's address.
+    Tcp {
+        stream: Box<dyn Stream>,
+        local: SocketAddr,
+        buf: BytesMut,
+    },
 }
 
 /// What arrived from a peer through the relay.
@@ -163,8 +175,19 @@ impl Client {
 
     pub async fn tcp(server: SocketAddr) -> Self {
         let stream = TcpStream::connect(server).await.unwrap();
+        let local = stream.local_addr().unwrap();
+        Self::new(Conn::Tcp {
+            stream: Box::new(stream),
+            local,
+            buf: BytesMut::new(),
+        })
+    }
+
+    /// A client over an established stream (e.g. TLS); `local` is its TCP address.
+    pub fn stream(stream: Box<dyn Stream>, local: SocketAddr) -> Self {
         Self::new(Conn::Tcp {
             stream,
+            local,
             buf: BytesMut::new(),
         })
     }
@@ -193,7 +216,7 @@ impl Client {
     pub fn local_addr(&self) -> SocketAddr {
         match &self.conn {
             Conn::Udp { sock, .. } => sock.local_addr().unwrap(),
-            Conn::Tcp { stream, .. } => stream.local_addr().unwrap(),
+            Conn::Tcp { local, .. } => *local,
         }
     }
 
@@ -202,7 +225,11 @@ impl Client {
             Conn::Udp { sock, server } => {
                 sock.send_to(data, *server).await.unwrap();
             }
-            Conn::Tcp { stream, .. } => stream.write_all(data).await.unwrap(),
+            Conn::Tcp { stream, .. } => {
+                stream.write_all(data).await.unwrap();
+                // TLS holds written bytes until a flush.
+                stream.flush().await.unwrap();
+            }
         }
     }
 
@@ -223,7 +250,7 @@ impl Client {
                 buf.truncate(n);
                 Some(buf)
             }
-            Conn::Tcp { stream, buf } => loop {
+            Conn::Tcp { stream, buf, .. } => loop {
                 match stream_frame_len(buf) {
                     FrameLen::Stun(n) | FrameLen::ChannelData(n) if buf.len() >= n => {
                         return Some(buf.split_to(n).to_vec());
