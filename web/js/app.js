@@ -850,6 +850,10 @@ const debugHook = {
   get signalingRtt() {
     return state.sig ? state.sig.rtt : null;
   },
+  /** The ICE server URLs from welcome (credentials left out). */
+  iceServerUrls() {
+    return state.iceServers.flatMap((s) => [].concat(s.urls || s.url || []));
+  },
   peers() {
     return [...state.peers.values()].map((e) => ({
       id: e.id,

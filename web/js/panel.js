@@ -72,22 +72,26 @@ export class ConnPanel {
     this.rendered = 0;
     this.el.append(
       h('header', { class: 'panel-head' }, h('h3', null, t('panel.title', { name })), this.closeBtn),
-      this.banner,
-      this.pairBox,
-      h('h4', null, t('panel.stats')),
-      this.statsGrid,
-      this.statesBox,
-      h('h4', null, t('panel.candidates')),
       h(
         'div',
-        { class: 'cand-cols' },
-        h('div', null, h('h5', null, t('panel.localCandidates')), this.localList),
-        h('div', null, h('h5', null, t('panel.remoteCandidates')), this.remoteList),
+        { class: 'panel-cols' },
+        h('div', { class: 'panel-col' }, this.banner, this.pairBox, h('h4', null, t('panel.stats')), this.statsGrid, this.statesBox),
+        h(
+          'div',
+          { class: 'panel-col' },
+          h('h4', null, t('panel.candidates')),
+          h(
+            'div',
+            { class: 'cand-cols' },
+            h('div', null, h('h5', null, t('panel.localCandidates')), this.localList),
+            h('div', null, h('h5', null, t('panel.remoteCandidates')), this.remoteList),
+          ),
+          h('p', { class: 'legend' }, t('panel.legend')),
+          h('h4', null, t('panel.timeline')),
+          h('p', { class: 'legend' }, t('panel.timelineHint')),
+          this.timelineList,
+        ),
       ),
-      h('p', { class: 'legend' }, t('panel.legend')),
-      h('h4', null, t('panel.timeline')),
-      h('p', { class: 'legend' }, t('panel.timelineHint')),
-      this.timelineList,
     );
     for (const e of this.peer.timeline) this.appendEntry(e);
     this.update(this.peer.summary);
@@ -114,7 +118,7 @@ export class ConnPanel {
         h('span', { class: 'proto' }, candidateProto(c)),
       );
     if (pair) {
-      const relayMid = path.kind === 'relay' ? h('span', { class: 'via' }, 'TURN') : null;
+      const relayMid = path.kind === 'relay' ? h('span', { class: 'via' }, 'TURN') : h('span', { class: 'via-direct' }, '⇄');
       this.pairBox.replaceChildren(
         h('div', { class: 'pair-title' }, t('panel.pair')),
         h(
@@ -280,7 +284,6 @@ function timelineItem(e, firstT) {
     { class: `tl tl-${e.dir} tl-k-${e.kind}`, dataset: { kind: e.kind, dir: e.dir } },
     h('time', { datetime: new Date(e.t).toISOString(), title: `+${rel} s` }, formatTime(e.t, true)),
     h('span', { class: 'tl-dir', title: dirLabel, 'aria-label': dirLabel }, dirIcon),
-    h('span', { class: 'tl-kind' }, kind),
-    h('span', { class: 'tl-detail' }, ...detail),
+    h('span', { class: 'tl-body' }, h('span', { class: 'tl-kind' }, kind), ' ', h('span', { class: 'tl-detail' }, ...detail)),
   );
 }

@@ -1,0 +1,153 @@
+// Chromium through playwright-core with exactly the flags the project uses, a fresh
+// profile per browser, and helpers that read the client's state through its read-only
+// debug hook `window.tsunagi`.
+
+import { chromium } from 'playwright-core';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export const CHROMIUM_FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+  '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1',
+];
+
+/**
+ * Launches one Chromium with CHROMIUM_FLAGS and a fresh --user-data-dir. Playwright's own
+ * default flags are all turned off (ignoreDefaultArgs); only the pipe it drives the
+ * browser through is added.
+ */
+export async function launchBrowser() {
+  const userDataDir = mkdtempSync(path.join(os.tmpdir(), 'tsunagi-e2e-profile-'));
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    ignoreDefaultArgs: true,
+    args: [...CHROMIUM_FLAGS, `--user-data-dir=${userDataDir}`, '--remote-debugging-pipe', '--no-startup-window'],
+    timeout: 30000,
+  });
+  const close = browser.close.bind(browser);
+  browser.close = async () => {
+    await close().catch(() => {});
+    rmSync(userDataDir, { recursive: true, force: true });
+  };
+  return browser;
+}
+
+/**
+ * A participant: its own browser and page. `join` opens /r/<room>, types the name on the
+ * landing page and presses Join, then waits for the server's welcome.
+ */
+export async function openParticipant(baseUrl, { name, room, token, locale = 'en-US', viewport = { width: 1280, height: 720 }, join = true } = {}) {
+  const browser = await launchBrowser();
+  const context = await browser.newContext({ viewport, locale });
+  const page = await context.newPage();
+  const consoleErrors = [];
+  page.on('pageerror', (e) => consoleErrors.push(`pageerror: ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error') consoleErrors.push(m.text());
+  });
+  const p = { name, browser, context, page, consoleErrors, id: null };
+  if (join) await joinRoom(p, baseUrl, { room, token });
+  p.close = () => browser.close();
+  return p;
+}
+
+export async function joinRoom(p, baseUrl, { room, token }) {
+  const q = token ? `?token=${encodeURIComponent(token)}` : '';
+  await p.page.goto(`${baseUrl}/r/${encodeURIComponent(room)}${q}`);
+  await p.page.getByTestId('name-input').fill(p.name);
+  await p.page.getByTestId('join-button').click();
+  await p.page.waitForFunction(() => window.tsunagi.id !== null, null, { timeout: 15000 });
+  p.id = await p.page.evaluate(() => window.tsunagi.id);
+  return p.id;
+}
+
+/** Polls `fn` until it returns a truthy value; throws with the last value after `timeout` ms. */
+export async function waitFor(fn, { timeout = 15000, interval = 250, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    last = await fn();
+    if (last) return last;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}; last value: ${JSON.stringify(last)}`);
+    await sleep(interval);
+  }
+}
+
+/** Inbound media counters of `page` from the peer `peerId`, read from getStats(). */
+export async function inbound(page, peerId) {
+  return page.evaluate(async (id) => {
+    const r = await window.tsunagi.rawStats(id);
+    if (!r) return null;
+    const v = r.find((s) => s.type === 'inbound-rtp' && s.kind === 'video');
+    const a = r.find((s) => s.type === 'inbound-rtp' && s.kind === 'audio');
+    return {
+      framesDecoded: v ? v.framesDecoded || 0 : 0,
+      videoBytes: v ? v.bytesReceived || 0 : 0,
+      audioBytes: a ? a.bytesReceived || 0 : 0,
+    };
+  }, peerId);
+}
+
+/** The selected candidate pair of `page` towards `peerId`: local and remote candidate types. */
+export async function selectedPair(page, peerId) {
+  return page.evaluate(async (id) => {
+    const r = await window.tsunagi.rawStats(id);
+    if (!r) return null;
+    const byId = new Map(r.map((s) => [s.id, s]));
+    const t = r.find((s) => s.type === 'transport' && s.selectedCandidatePairId);
+    const pair = t && byId.get(t.selectedCandidatePairId);
+    if (!pair) return null;
+    const l = byId.get(pair.localCandidateId);
+    const rc = byId.get(pair.remoteCandidateId);
+    return { state: pair.state, local: l && l.candidateType, remote: rc && rc.candidateType, localRelayProtocol: l && l.relayProtocol, localAddress: l && `${l.address}:${l.port}` };
+  }, peerId);
+}
+
+/**
+ * Asserts that every participant decodes video from every other one and receives
+ * audio, both growing over `windowMs`. Returns the per-direction deltas.
+ */
+export async function expectMediaFlowing(participants, { timeout = 25000, windowMs = 1500 } = {}) {
+  const pairs = [];
+  for (const a of participants) for (const b of participants) if (a !== b) pairs.push([a, b]);
+  // First: something has arrived on every direction.
+  await waitFor(
+    async () => {
+      for (const [a, b] of pairs) {
+        const s = await inbound(a.page, b.id);
+        if (!s || s.framesDecoded <= 0 || s.audioBytes <= 0) return false;
+      }
+      return true;
+    },
+    { timeout, what: 'video decoded and audio received on every direction' },
+  );
+  // Then: it keeps growing.
+  const before = await Promise.all(pairs.map(([a, b]) => inbound(a.page, b.id)));
+  await sleep(windowMs);
+  const after = await Promise.all(pairs.map(([a, b]) => inbound(a.page, b.id)));
+  const out = [];
+  pairs.forEach(([a, b], i) => {
+    const d = {
+      dir: `${b.name}→${a.name}`,
+      frames: after[i].framesDecoded - before[i].framesDecoded,
+      audioBytes: after[i].audioBytes - before[i].audioBytes,
+    };
+    if (d.frames <= 0) throw new Error(`video from ${b.name} to ${a.name} stopped decoding: ${JSON.stringify({ before: before[i], after: after[i] })}`);
+    if (d.audioBytes <= 0) throw new Error(`audio from ${b.name} to ${a.name} stopped: ${JSON.stringify({ before: before[i], after: after[i] })}`);
+    out.push(d);
+  });
+  return out;
+}

@@ -1,0 +1,121 @@
+// Starts and stops a real tsunagi for one test file: loopback only, random free ports
+// for HTTP and TURN, a random relay port range, and loopback peers allowed (both
+// browsers are on 127.0.0.1). Stopped by PID.
+
+import { spawn } from 'node:child_process';
+import { createWriteStream, mkdirSync } from 'node:fs';
+import net from 'node:net';
+import dgram from 'node:dgram';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { artifactsDir } from './paths.mjs';
+
+function tcpFree(port) {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+function udpFree(port) {
+  return new Promise((resolve) => {
+    const s = dgram.createSocket('udp4');
+    s.once('error', () => resolve(false));
+    s.bind(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+const taken = new Set();
+
+/** A port free for TCP (and for UDP too when `udp`), not handed out before in this process. */
+export async function freePort({ udp = false, min = 20000, max = 39999 } = {}) {
+  for (let i = 0; i < 200; i++) {
+    const p = min + Math.floor(Math.random() * (max - min));
+    if (taken.has(p)) continue;
+    if ((await tcpFree(p)) && (!udp || (await udpFree(p)))) {
+      taken.add(p);
+      return p;
+    }
+  }
+  throw new Error('no free port found');
+}
+
+export const TSUNAGI_BIN = process.env.TSUNAGI_BIN || path.resolve(import.meta.dirname, '../../../target/release/tsunagi');
+
+/**
+ * Starts tsunagi. Returns {url, httpPort, turnPort, pid, stop(), stats(), log}.
+ * `extraArgs` are appended (e.g. ['--token-secret', 's']).
+ */
+export async function startTsunagi({ name = 'tsunagi', extraArgs = [] } = {}) {
+  const httpPort = await freePort();
+  const turnPort = await freePort({ udp: true });
+  const minPort = 40000 + Math.floor(Math.random() * 20) * 1000;
+  const maxPort = minPort + 999;
+  const args = [
+    '--http-ip', '127.0.0.1',
+    '--http-port', String(httpPort),
+    '--listening-ip', '127.0.0.1',
+    '--listening-port', String(turnPort),
+    '--relay-ip', '127.0.0.1',
+    '--allow-loopback-peers',
+    '--min-port', String(minPort),
+    '--max-port', String(maxPort),
+    ...extraArgs,
+  ];
+  mkdirSync(artifactsDir, { recursive: true });
+  const logPath = path.join(artifactsDir, `${name}.log`);
+  const log = createWriteStream(logPath);
+  log.write(`$ ${TSUNAGI_BIN} ${args.join(' ')}\n`);
+  const child = spawn(TSUNAGI_BIN, args, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
+  });
+  child.stdout.pipe(log, { end: false });
+  child.stderr.pipe(log, { end: false });
+  let exited = null;
+  const exitPromise = new Promise((resolve) => child.once('exit', (code, signal) => {
+    exited = { code, signal };
+    resolve(exited);
+  }));
+  const url = `http://127.0.0.1:${httpPort}`;
+  const deadline = Date.now() + 15000;
+  for (;;) {
+    if (exited) throw new Error(`tsunagi exited at start (${JSON.stringify(exited)}); see ${logPath}`);
+    try {
+      const r = await fetch(`${url}/healthz`);
+      if (r.ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`tsunagi did not answer /healthz within 15 s; see ${logPath}`);
+    }
+    await sleep(100);
+  }
+  return {
+    url,
+    httpPort,
+    turnPort,
+    pid: child.pid,
+    logPath,
+    async stats() {
+      const r = await fetch(`${url}/api/stats`);
+      if (!r.ok) throw new Error(`/api/stats answered ${r.status}`);
+      return r.json();
+    },
+    async stop() {
+      if (!exited) {
+        process.kill(child.pid, 'SIGTERM');
+        const timer = setTimeout(() => {
+          if (!exited) process.kill(child.pid, 'SIGKILL');
+        }, 5000);
+        await exitPromise;
+        clearTimeout(timer);
+      }
+      log.end();
+      return exited;
+    },
+  };
+}
