@@ -253,6 +253,10 @@ function rtcConfig() {
   return { iceServers: state.iceServers, iceTransportPolicy: state.relayOnly ? 'relay' : 'all', bundlePolicy: 'max-bundle' };
 }
 
+function canPublish() {
+  return !state.session || state.session.canPublish !== false;
+}
+
 function hasTurn() {
   return state.iceServers.some((s) => [].concat(s.urls || s.url || []).some((u) => /^turns?:/.test(u)));
 }
@@ -378,7 +382,11 @@ function addPeer(p, { initiator }) {
     initiator,
     config: rtcConfig(),
     send: (m) => state.sig && state.sig.send(m),
-    localTracks: () => ({ audio: state.media.audio, video: state.media.outgoingVideo(), stream: state.media.stream }),
+    // A token without publish rights (canPublish: false) receives only.
+    localTracks: () =>
+      canPublish()
+        ? { audio: state.media.audio, video: state.media.outgoingVideo(), stream: state.media.stream }
+        : { audio: null, video: null, stream: state.media.stream },
   });
   const entry = {
     id: p.id,
@@ -621,6 +629,10 @@ async function pollStats() {
 function sendMediaState() {
   if (!state.sig || !state.media) return;
   const m = state.media;
+  if (!canPublish()) {
+    state.sig.send({ type: 'media', audio: false, video: false, screen: false });
+    return;
+  }
   state.sig.send({
     type: 'media',
     audio: !!m.audio && m.audioEnabled,
@@ -644,15 +656,15 @@ function updateControls() {
   const camOn = !!m.camera && m.videoEnabled;
   const mic = $('#btn-mic');
   setToggle(mic, !micOn, micOn ? 'ctl.mute' : 'ctl.unmute', micOn ? 'mic' : 'micOff');
-  mic.disabled = !m.audio;
+  mic.disabled = !m.audio || !canPublish();
   mic.classList.toggle('off', !micOn);
   const cam = $('#btn-cam');
   setToggle(cam, !camOn, camOn ? 'ctl.camOff' : 'ctl.camOn', camOn ? 'cam' : 'camOff');
-  cam.disabled = !m.camera;
+  cam.disabled = !m.camera || !canPublish();
   cam.classList.toggle('off', !camOn);
   const scr = $('#btn-screen');
   setToggle(scr, !!m.screen, m.screen ? 'ctl.stopShare' : 'ctl.share', 'screen');
-  scr.disabled = !(navigator.mediaDevices && navigator.mediaDevices.getDisplayMedia);
+  scr.disabled = !(navigator.mediaDevices && navigator.mediaDevices.getDisplayMedia) || !canPublish();
   scr.classList.toggle('active', !!m.screen);
   const relay = $('#relay-switch');
   relay.checked = state.relayOnly;

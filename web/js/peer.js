@@ -85,8 +85,13 @@ export class Peer {
         this.log({ dir: 'state', kind: what, value: pc[what] });
         this.emit('state', { what, value: pc[what] });
         if (what === 'iceConnectionState' && pc.iceConnectionState === 'failed') {
-          // A path that failed may work after new candidates (e.g. TURN came up).
-          this.restartIce();
+          // A path that failed may work with new candidates (e.g. TURN came up). At most
+          // one such restart every 10 s, so a path that cannot work does not spin.
+          const now = Date.now();
+          if (!this.lastFailRestart || now - this.lastFailRestart > 10000) {
+            this.lastFailRestart = now;
+            this.restartIce();
+          }
         }
       });
     }
