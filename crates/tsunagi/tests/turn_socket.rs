@@ -207,6 +207,8 @@ async fn unroutable_peer_does_not_break_the_allocation() {
     let server = start_server();
     let good = EchoPeer::start().await;
     let bad: SocketAddr = "198.51.100.9:9".parse().unwrap();
+    // Kept open until the end: closing the TCP one would delete its allocation.
+    let mut clients = Vec::new();
     for tcp in [false, true] {
         let mut c = if tcp {
             Client::tcp(server.tcp_addrs()[0]).await
@@ -247,6 +249,7 @@ async fn unroutable_peer_does_not_break_the_allocation() {
         }
         // The allocation is still healthy for requests too.
         c.create_permission(&[good.addr]).await;
+        clients.push(c);
     }
     let counters = server.counters();
     // On a machine with a route to 198.51.100.0/24 the sends may succeed; where they

@@ -393,8 +393,12 @@ where
     }
     debug!(client = %settings.redact.addr(client), reason = %close, "TCP connection closed");
     writer.abort();
-    // Tell the core, so that the allocation of this connection goes with it.
-    let _ = tx.send(ClientInput::TcpClosed { ft }).await;
+    // Tell the core, so that the allocation of this connection goes with it; not at
+    // shutdown, when the core releases everything itself (and its final counters
+    // should show what was live, not a race between connections and the core).
+    if !matches!(close, Close::Shutdown) {
+        let _ = tx.send(ClientInput::TcpClosed { ft }).await;
+    }
     Counters::dec(&counters.tcp_connections);
     drop(permit);
 }
