@@ -39,10 +39,14 @@ pub struct Cli {
     pub options: Options,
 }
 
+// Parsed once at start; boxing `Options` would only complicate every use.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the STUN/TURN server (what `tsunagi` with no subcommand does).
     Serve(Options),
+    /// Print a signaling access token (an HS256 JWT signed with token-secret).
+    Token(crate::token::TokenArgs),
 }
 
 impl Cli {
@@ -50,7 +54,7 @@ impl Cli {
     pub fn into_serve_options(self) -> Options {
         match self.command {
             Some(Command::Serve(o)) => o,
-            None => self.options,
+            Some(Command::Token(_)) | None => self.options,
         }
     }
 }
@@ -289,6 +293,32 @@ pub struct Options {
     /// TCP port of TURN over TLS (turns:), when TLS is on [default: 5349].
     #[arg(long, value_name = "N")]
     pub tls_listening_port: Option<u16>,
+
+    /// Secret of signaling access tokens (HS256); with it, join needs a token.
+    #[arg(long, value_name = "S")]
+    pub token_secret: Option<Secret>,
+    /// Host name or IP browsers use for STUN/TURN in the ICE servers of welcome
+    /// [default: the first external-ip, else the host the page was loaded from].
+    #[arg(long, value_name = "HOST")]
+    pub public_host: Option<String>,
+    /// Peers per signaling room (mesh) [default: 4].
+    #[arg(long, value_name = "N")]
+    pub max_room_peers: Option<u32>,
+    /// Signaling rooms at once [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub max_rooms: Option<usize>,
+    /// Largest signaling message in bytes [default: 65536].
+    #[arg(long, value_name = "N")]
+    pub max_message_bytes: Option<usize>,
+    /// Signaling messages per second per connection (burst twice that); 0 = unlimited [default: 50].
+    #[arg(long, value_name = "N")]
+    pub messages_per_second: Option<u32>,
+    /// Seconds a dropped signaling peer can resume its session [default: 15].
+    #[arg(long, value_name = "SECS")]
+    pub resume_grace: Option<u64>,
+    /// Lifetime of the TURN credentials handed out in welcome, in seconds [default: 86400].
+    #[arg(long, value_name = "SECS")]
+    pub turn_credential_ttl: Option<u64>,
 }
 
 /// Accepts a single value or an array in TOML.
@@ -377,6 +407,14 @@ const ENV_NAMES: &[&str] = &[
     "TLS_KEY",
     "TLS_SELF_SIGNED",
     "TLS_LISTENING_PORT",
+    "TOKEN_SECRET",
+    "PUBLIC_HOST",
+    "MAX_ROOM_PEERS",
+    "MAX_ROOMS",
+    "MAX_MESSAGE_BYTES",
+    "MESSAGES_PER_SECOND",
+    "RESUME_GRACE",
+    "TURN_CREDENTIAL_TTL",
 ];
 
 /// Reads `TSUNAGI_*` variables through `get`.
@@ -505,6 +543,14 @@ impl Options {
             tls_key: e.string("TLS_KEY").map(PathBuf::from),
             tls_self_signed: e.flag("TLS_SELF_SIGNED")?,
             tls_listening_port: e.one("TLS_LISTENING_PORT")?,
+            token_secret: e.string("TOKEN_SECRET").map(Secret),
+            public_host: e.string("PUBLIC_HOST").map(|h| h.trim().to_owned()),
+            max_room_peers: e.one("MAX_ROOM_PEERS")?,
+            max_rooms: e.one("MAX_ROOMS")?,
+            max_message_bytes: e.one("MAX_MESSAGE_BYTES")?,
+            messages_per_second: e.one("MESSAGES_PER_SECOND")?,
+            resume_grace: e.one("RESUME_GRACE")?,
+            turn_credential_ttl: e.one("TURN_CREDENTIAL_TTL")?,
         })
     }
 
@@ -575,6 +621,14 @@ impl Options {
             tls_key: self.tls_key.or(lower.tls_key),
             tls_self_signed: self.tls_self_signed.or(lower.tls_self_signed),
             tls_listening_port: self.tls_listening_port.or(lower.tls_listening_port),
+            token_secret: self.token_secret.or(lower.token_secret),
+            public_host: self.public_host.or(lower.public_host),
+            max_room_peers: self.max_room_peers.or(lower.max_room_peers),
+            max_rooms: self.max_rooms.or(lower.max_rooms),
+            max_message_bytes: self.max_message_bytes.or(lower.max_message_bytes),
+            messages_per_second: self.messages_per_second.or(lower.messages_per_second),
+            resume_grace: self.resume_grace.or(lower.resume_grace),
+            turn_credential_ttl: self.turn_credential_ttl.or(lower.turn_credential_ttl),
         }
     }
 }
@@ -608,6 +662,12 @@ pub mod defaults {
     pub const HTTP_PORT: u16 = 8080;
     pub const HTTP_MAX_CONNECTIONS: usize = 10_000;
     pub const TLS_LISTENING_PORT: u16 = 5349;
+    pub const MAX_ROOM_PEERS: u32 = 4;
+    pub const MAX_ROOMS: usize = 10_000;
+    pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+    pub const MESSAGES_PER_SECOND: u32 = 50;
+    pub const RESUME_GRACE: u64 = 15;
+    pub const TURN_CREDENTIAL_TTL: u64 = 86_400;
 }
 
 /// Where the TLS certificate comes from.
@@ -670,6 +730,121 @@ pub struct Config {
     /// `None`: plain HTTP and no TURN over TLS.
     pub tls: Option<TlsSource>,
     pub tls_listening_port: u16,
+    /// Signaling (see `crate::signaling`).
+    pub signaling: SignalingConfig,
+}
+
+/// The validated signaling options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalingConfig {
+    /// With a secret, `join` needs an HS256 access token signed with it.
+    pub token_secret: Option<Secret>,
+    /// Host (name, IPv4 or bracketed IPv6) for STUN/TURN URLs, if configured.
+    pub public_host: Option<String>,
+    pub max_room_peers: u32,
+    pub max_rooms: usize,
+    pub max_message_bytes: usize,
+    pub messages_per_second: u32,
+    pub resume_grace: Duration,
+    pub turn_credential_ttl: Duration,
+}
+
+impl SignalingConfig {
+    fn resolve(o: &Options) -> Result<SignalingConfig, ConfigError> {
+        fn range<T: PartialOrd + fmt::Display + Copy>(
+            name: &str,
+            v: Option<T>,
+            default: T,
+            lo: T,
+            hi: T,
+        ) -> Result<T, ConfigError> {
+            let v = v.unwrap_or(default);
+            if v < lo || v > hi {
+                return err(format!(
+                    "{name} {v} is out of range; use {lo} to {hi} (default {default})"
+                ));
+            }
+            Ok(v)
+        }
+        let token_secret = match &o.token_secret {
+            Some(s) if s.0.chars().count() < 16 => {
+                return err("token-secret is shorter than 16 characters; use a long random string, e.g. from `openssl rand -hex 32`");
+            }
+            other => other.clone(),
+        };
+        let public_host = match o.public_host.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(h) => Some(public_host(h)?),
+        };
+        Ok(SignalingConfig {
+            token_secret,
+            public_host,
+            max_room_peers: range(
+                "max-room-peers",
+                o.max_room_peers,
+                defaults::MAX_ROOM_PEERS,
+                1,
+                32,
+            )?,
+            max_rooms: range("max-rooms", o.max_rooms, defaults::MAX_ROOMS, 1, 1_000_000)?,
+            max_message_bytes: range(
+                "max-message-bytes",
+                o.max_message_bytes,
+                defaults::MAX_MESSAGE_BYTES,
+                1024,
+                1024 * 1024,
+            )?,
+            messages_per_second: range(
+                "messages-per-second",
+                o.messages_per_second,
+                defaults::MESSAGES_PER_SECOND,
+                0,
+                10_000,
+            )?,
+            resume_grace: Duration::from_secs(range(
+                "resume-grace",
+                o.resume_grace,
+                defaults::RESUME_GRACE,
+                0,
+                3600,
+            )?),
+            turn_credential_ttl: Duration::from_secs(range(
+                "turn-credential-ttl",
+                o.turn_credential_ttl,
+                defaults::TURN_CREDENTIAL_TTL,
+                60,
+                7 * 86_400,
+            )?),
+        })
+    }
+}
+
+/// A DNS name or an IP address, as it goes into `stun:HOST:PORT` (IPv6 bracketed).
+fn public_host(h: &str) -> Result<String, ConfigError> {
+    let bare = h
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(h);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        });
+    }
+    let name_ok = h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if !name_ok {
+        return err(format!(
+            "public-host '{h}' is not a host name or IP address; write e.g. turn.example.org or 203.0.113.7 (no scheme, no port)"
+        ));
+    }
+    Ok(h.to_ascii_lowercase())
 }
 
 /// The host's primary addresses, as a route lookup finds them.
@@ -767,6 +942,7 @@ impl Config {
         rust_log: Option<String>,
         primary: impl FnOnce() -> PrimaryIps,
     ) -> Result<Config, ConfigError> {
+        let signaling = SignalingConfig::resolve(&o)?;
         let udp = !o.no_udp.unwrap_or(false);
         let tcp = !o.no_tcp.unwrap_or(false);
         if !udp && !tcp {
@@ -1035,6 +1211,7 @@ impl Config {
             http_max_connections,
             tls,
             tls_listening_port,
+            signaling,
         })
     }
 
@@ -1521,5 +1698,71 @@ no-udp = false
                 .map(|s| s.to_string()),
         );
         assert_eq!(u, vec!["TSUNAGI_LISTEN_PORT".to_string()]);
+    }
+
+    #[test]
+    fn signaling_options() {
+        let c = resolve(Options::default()).unwrap().signaling;
+        assert_eq!(c.token_secret, None);
+        assert_eq!(c.public_host, None);
+        assert_eq!((c.max_room_peers, c.max_rooms), (4, 10_000));
+        assert_eq!((c.max_message_bytes, c.messages_per_second), (65_536, 50));
+        assert_eq!(c.resume_grace, Duration::from_secs(15));
+        assert_eq!(c.turn_credential_ttl, Duration::from_secs(86_400));
+
+        let file = Options::from_toml(
+            "token-secret = \"0123456789abcdef-file\"\nmax-room-peers = 6\npublic-host = \"Turn.Example.org\"",
+            "f",
+        )
+        .unwrap();
+        let env = env(&[
+            ("TSUNAGI_TOKEN_SECRET", "0123456789abcdef-env"),
+            ("TSUNAGI_RESUME_GRACE", "0"),
+            ("TSUNAGI_MESSAGES_PER_SECOND", "0"),
+        ]);
+        let args = cli(&["--max-rooms", "7", "--public-host", "2001:db8::1"]);
+        let c = resolve(args.or(env).or(file)).unwrap().signaling;
+        assert_eq!(c.token_secret, Some(Secret("0123456789abcdef-env".into())));
+        assert_eq!(c.public_host.as_deref(), Some("[2001:db8::1]"));
+        assert_eq!((c.max_room_peers, c.max_rooms), (6, 7));
+        assert_eq!((c.resume_grace, c.messages_per_second), (Duration::ZERO, 0));
+        let c = resolve(cli_with_host("Turn.Example.org"))
+            .unwrap()
+            .signaling;
+        assert_eq!(c.public_host.as_deref(), Some("turn.example.org"));
+
+        for (args, needle) in [
+            (&["--token-secret", "short"][..], "token-secret"),
+            (&["--public-host", "https://x.org"][..], "public-host"),
+            (&["--public-host", "x.org:3478"][..], "public-host"),
+            (&["--max-room-peers", "0"][..], "max-room-peers"),
+            (&["--max-message-bytes", "100"][..], "max-message-bytes"),
+            (&["--turn-credential-ttl", "1"][..], "turn-credential-ttl"),
+            (&["--resume-grace", "100000"][..], "resume-grace"),
+        ] {
+            let e = resolve(cli(args)).unwrap_err();
+            assert!(e.0.contains(needle), "{args:?}: {e}");
+        }
+    }
+
+    fn cli_with_host(h: &str) -> Options {
+        cli(&["--public-host", h])
+    }
+
+    #[test]
+    fn token_subcommand_parses() {
+        let c = Cli::try_parse_from([
+            "tsunagi",
+            "token",
+            "--room",
+            "lobby",
+            "--identity",
+            "alice",
+            "--ttl",
+            "60",
+            "--no-publish",
+        ])
+        .unwrap();
+        assert!(matches!(c.command, Some(Command::Token(_))));
     }
 }

@@ -6,9 +6,14 @@
 //!   [`tsunagi_turn::Server`].
 //! * [`http`]: the HTTP(S) server: web client, `/healthz`, `/api/stats`, `/metrics`.
 //! * [`tls`]: certificates for HTTPS/WSS and TURN over TLS.
+//! * [`signaling`]: the signaling WebSocket (`/ws`) around the sans-IO
+//!   [`tsunagi_signal::Hub`].
+//! * [`token`]: `tsunagi token`, which prints signaling access tokens.
 
 pub mod config;
 pub mod http;
 pub mod redact;
+pub mod signaling;
 pub mod tls;
+pub mod token;
 pub mod turn_runtime;

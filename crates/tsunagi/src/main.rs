@@ -3,6 +3,7 @@
 //! server (web client, signaling, stats) until SIGTERM or Ctrl-C.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
@@ -10,15 +11,20 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
-use tsunagi::config::{Cli, Config, LogFormat, TlsSource};
+use tsunagi::config::{Cli, Command, Config, LogFormat, TlsSource};
 use tsunagi::http::{self, HttpOptions, HttpService, HttpState};
+use tsunagi::signaling::{self, SignalingHandle, SignalingOptions};
 use tsunagi::tls::{self, TlsError, TlsMaterial};
 use tsunagi::turn_runtime::{BindFailure, Listeners, RuntimeOptions, StartError, TurnService};
 use tsunagi_turn::Server;
 
 fn main() -> ExitCode {
     // clap itself exits with status 2 on a bad command line.
-    let options = Cli::parse().into_serve_options();
+    let cli = Cli::parse();
+    if let Some(Command::Token(args)) = &cli.command {
+        return tsunagi::token::run(args);
+    }
+    let options = cli.into_serve_options();
     let (mut config, unknown_env) = match Config::load(options) {
         Ok(c) => c,
         Err(e) => {
@@ -118,14 +124,13 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
         http_options.counters.clone(),
         tls.is_some(),
     );
-    // SIGNALING INTEGRATION POINT (crates/tsunagi/src/signaling.rs, once it is in
-    // lib.rs): start the hub and mount its routes, roughly
-    //     let mut options = signaling::SignalingOptions::from_config(config);
-    //     options.turns_port = service.tls_addrs().first().map(|a| a.port());
-    //     let signaling = signaling::SignalingHandle::start(options);
-    //     let extra = signaling::routes(signaling.clone());
-    // and shut it down next to the HTTP server below.
-    let extra = axum::Router::new();
+    // Signaling at /ws, after the TURN secret above exists: welcome carries TURN
+    // credentials minted with it.
+    let mut signaling_options = SignalingOptions::from_config(config);
+    signaling_options.turns_port = service.tls_addrs().first().map(|a| a.port());
+    let signaling = SignalingHandle::start(signaling_options);
+    let state = state.with_source(Arc::new(signaling.clone()));
+    let extra = signaling::routes(signaling.clone());
     let http_service = HttpService::start(http_listeners, http::app(state, extra), http_options)?;
     info!(
         realm = %config.realm,
@@ -137,6 +142,7 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
 
     wait_for_signal().await;
     info!("shutting down");
+    signaling.shutdown().await;
     http_service.shutdown().await;
     let stats = service.shutdown().await;
     info!(

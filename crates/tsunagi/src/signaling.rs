@@ -8,17 +8,13 @@
 //! // After Config::load and after main.rs has added the generated static-auth-secret
 //! // (the TURN credentials in `welcome` are minted with the first secret):
 //! let mut options: SignalingOptions = SignalingOptions::from_config(&config);
-//! options.turns_port = Some(5349); // only when TURN over TLS is served
+//! options.turns_port = service.tls_addrs().first().map(|a| a.port()); // when TURN over TLS runs
 //! let handle: SignalingHandle = SignalingHandle::start(options); // spawns the core task (needs a tokio runtime)
-//! let app: axum::Router = axum::Router::new()
-//!     .merge(signaling::routes(handle.clone())) // GET /ws (WebSocket upgrade)
-//!     .merge(other_routes);
-//! // Serve with connect info so that the runtime can log client addresses:
-//! // axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-//! // (without it, addresses are simply not logged).
+//! let state = state.with_source(std::sync::Arc::new(handle.clone())); // /api/stats and /metrics
+//! let app: axum::Router = http::app(state, signaling::routes(handle.clone())); // GET /ws
 //! ...
 //! handle.shutdown().await; // closes every signaling WebSocket (1001) and stops the core task
-//! let stats: tsunagi_signal::Stats = handle.stats(); // live counters, for metrics
+//! let stats: tsunagi_signal::Stats = handle.stats(); // live counters
 //! ```
 //!
 //! Exact signatures:
@@ -26,4 +22,941 @@
 //! * `impl SignalingOptions { pub fn from_config(config: &crate::config::Config) -> SignalingOptions }`
 //! * `impl SignalingHandle { pub fn start(options: SignalingOptions) -> SignalingHandle;
 //!   pub async fn shutdown(&self); pub fn stats(&self) -> tsunagi_signal::Stats }`
-//! * `SignalingHandle: Clone + Send + Sync + 'static`.
+//! * `SignalingHandle: Clone + Send + Sync + 'static`, and a [`StatsSource`] (`"signaling"`).
+//!
+//! # Shape
+//!
+//! One **core task** owns the [`Hub`]: every connection task sends it events over one
+//! bounded channel, and it answers through a bounded per-connection queue
+//! ([`SignalingOptions::outbound_queue`]) that it fills with `try_send`. It never waits
+//! on a connection: a client whose queue is full is sent `server-busy` (out of band)
+//! and closed, and its session ends (`peer-left` with reason `kicked`).
+//!
+//! One **task per connection** reads frames (at most [`SignalingOptions::max_frame_bytes`]
+//! at the WebSocket layer: larger frames close the socket with 1009), writes what the
+//! core queued for it (each write within [`SignalingOptions::write_timeout`]), pings
+//! every [`SignalingOptions::ping_interval`] and closes a connection that sent nothing,
+//! not even a pong, for [`SignalingOptions::idle_timeout`].
+//!
+//! How a connection ended decides what happens to its session: a close frame with code
+//! 1000 or without a code is a `leave`; anything else (1001 from a closing tab, a reset,
+//! the idle timeout, a failed write) starts the resume grace period.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap};
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Extension, Router};
+use rand::rngs::OsRng;
+use rand::RngCore;
+use serde_json::{json, Map, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+use tsunagi_signal::{
+    CloseReason, ConnId, Disconnect, ErrorCode, Hub, HubConfig, IceRequest, IceServer,
+    IceServerSource, Output, ServerMessage, Stats, TokenSecret,
+};
+
+use crate::config::Config;
+use crate::http::{Prometheus, StatsSource};
+use crate::redact::Redactor;
+
+/// Events from connection tasks that the core task can hold before senders wait.
+const EVENT_QUEUE: usize = 1024;
+/// How long shutdown waits for connections to close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// How long a closing connection waits for the client's close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Settings of the signaling runtime.
+#[derive(Clone)]
+pub struct SignalingOptions {
+    /// The room state machine's limits and token secret.
+    pub hub: HubConfig,
+    /// TURN REST secret for the credentials in `welcome`; without it, no TURN servers
+    /// are offered (STUN only).
+    pub turn_secret: Option<String>,
+    /// Lifetime of those credentials.
+    pub turn_credential_ttl: Duration,
+    /// Host for the STUN/TURN URLs (a name, an IPv4 address or a bracketed IPv6
+    /// address). `None`: the host part of the request's `Host` header.
+    pub public_host: Option<String>,
+    /// STUN/TURN port (UDP and TCP).
+    pub turn_port: u16,
+    /// Whether TURN listens on UDP / on TCP (which URLs to offer).
+    pub turn_udp: bool,
+    pub turn_tcp: bool,
+    /// TURN over TLS port; `Some` adds `turns:HOST:PORT?transport=tcp`.
+    pub turns_port: Option<u16>,
+    /// Frames larger than this close the socket (1009) at the WebSocket layer; frames
+    /// between `hub.max_message_bytes` and this get `too-large` and are discarded.
+    pub max_frame_bytes: usize,
+    /// Messages waiting to be written to one connection; beyond it, `server-busy`.
+    pub outbound_queue: usize,
+    /// Close a connection that sent nothing (not even a pong) for this long.
+    pub idle_timeout: Duration,
+    /// WebSocket ping interval (browsers answer pings by themselves).
+    pub ping_interval: Duration,
+    /// Longest a single write may take before the connection is given up.
+    pub write_timeout: Duration,
+    /// Show client addresses as hashes in logs.
+    pub redact_logs: bool,
+}
+
+impl fmt::Debug for SignalingOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignalingOptions")
+            .field("hub", &self.hub)
+            .field(
+                "turn_secret",
+                &self.turn_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("turn_credential_ttl", &self.turn_credential_ttl)
+            .field("public_host", &self.public_host)
+            .field("turn_port", &self.turn_port)
+            .field("turn_udp", &self.turn_udp)
+            .field("turn_tcp", &self.turn_tcp)
+            .field("turns_port", &self.turns_port)
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("outbound_queue", &self.outbound_queue)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("ping_interval", &self.ping_interval)
+            .field("write_timeout", &self.write_timeout)
+            .finish()
+    }
+}
+
+impl Default for SignalingOptions {
+    fn default() -> Self {
+        let hub = HubConfig::default();
+        SignalingOptions {
+            max_frame_bytes: hub.max_message_bytes * 4,
+            hub,
+            turn_secret: None,
+            turn_credential_ttl: Duration::from_secs(86_400),
+            public_host: None,
+            turn_port: 3478,
+            turn_udp: true,
+            turn_tcp: true,
+            turns_port: None,
+            outbound_queue: 256,
+            idle_timeout: Duration::from_secs(60),
+            ping_interval: Duration::from_secs(20),
+            write_timeout: Duration::from_secs(10),
+            redact_logs: false,
+        }
+    }
+}
+
+impl SignalingOptions {
+    /// The options of a validated configuration. Call it after the TURN secret has been
+    /// generated (main.rs adds one when none is configured). `turns_port` is set when
+    /// TLS is on and `tls-listening-port` is not 0; with port 0, set it from the bound
+    /// address.
+    pub fn from_config(config: &Config) -> SignalingOptions {
+        let s = &config.signaling;
+        let hub = HubConfig {
+            max_peers: s.max_room_peers,
+            max_rooms: s.max_rooms,
+            max_connections: config.http_max_connections,
+            max_message_bytes: s.max_message_bytes,
+            messages_per_second: s.messages_per_second,
+            resume_grace: s.resume_grace,
+            token_secret: s
+                .token_secret
+                .as_ref()
+                .map(|t| TokenSecret(t.0.clone().into_bytes())),
+            ..HubConfig::default()
+        };
+        let public_host = s.public_host.clone().or_else(|| {
+            // The first public external-ip, IPv4 first: what TURN clients reach.
+            let ips: Vec<IpAddr> = config.external_ips.iter().map(|e| e.public).collect();
+            ips.iter()
+                .find(|ip| ip.is_ipv4())
+                .or(ips.first())
+                .map(|ip| host_of_ip(*ip))
+        });
+        SignalingOptions {
+            max_frame_bytes: s.max_message_bytes.saturating_mul(4),
+            hub,
+            turn_secret: config.credentials.first_secret().map(str::to_owned),
+            turn_credential_ttl: s.turn_credential_ttl,
+            public_host,
+            turn_port: config.listening_port,
+            turn_udp: config.udp,
+            turn_tcp: config.tcp,
+            turns_port: (config.tls.is_some() && config.tls_listening_port != 0)
+                .then_some(config.tls_listening_port),
+            redact_logs: config.redact_logs,
+            ..SignalingOptions::default()
+        }
+    }
+}
+
+fn host_of_ip(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+/// The host part of a `Host` header value, if it is a plausible host: a DNS name, an
+/// IPv4 address or a bracketed IPv6 address (the port is dropped). Anything else
+/// (userinfo, odd characters, zone ids) is refused, since it goes into ICE URLs.
+pub fn host_from_header(value: &str) -> Option<String> {
+    let value = value.trim();
+    if value.len() > 260 {
+        return None;
+    }
+    let host = if let Some(rest) = value.strip_prefix('[') {
+        let (inner, after) = rest.split_once(']')?;
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
+            return None;
+        }
+        let v6: std::net::Ipv6Addr = inner.parse().ok()?;
+        return Some(format!("[{v6}]"));
+    } else {
+        match value.split_once(':') {
+            Some((h, port)) if is_port(port) => h,
+            Some(_) => return None,
+            None => value,
+        }
+    };
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Some(host_of_ip(ip));
+    }
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    ok.then(|| host.to_ascii_lowercase())
+}
+
+fn is_port(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 5 && s.parse::<u16>().is_ok()
+}
+
+/// ICE servers for `welcome`: STUN and TURN on the public host (or the host the client
+/// used), TURN credentials minted per peer with the REST secret.
+#[derive(Debug)]
+struct RuntimeIce {
+    public_host: Option<String>,
+    turn_secret: Option<String>,
+    ttl: Duration,
+    port: u16,
+    udp: bool,
+    tcp: bool,
+    turns_port: Option<u16>,
+    /// The `Host` of each open connection's request (bounded by the connections).
+    hosts: HashMap<ConnId, String, ahash::RandomState>,
+}
+
+impl IceServerSource for RuntimeIce {
+    fn ice_servers(&mut self, req: &IceRequest<'_>) -> Vec<IceServer> {
+        let Some(host) = self
+            .public_host
+            .as_deref()
+            .or_else(|| self.hosts.get(&req.conn).map(String::as_str))
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if self.udp {
+            out.push(IceServer {
+                urls: vec![format!("stun:{host}:{}", self.port)],
+                username: None,
+                credential: None,
+            });
+        }
+        let Some(secret) = &self.turn_secret else {
+            return out;
+        };
+        let mut urls = Vec::new();
+        if self.udp {
+            urls.push(format!("turn:{host}:{}?transport=udp", self.port));
+        }
+        if self.tcp {
+            urls.push(format!("turn:{host}:{}?transport=tcp", self.port));
+        }
+        if let Some(p) = self.turns_port {
+            urls.push(format!("turns:{host}:{p}?transport=tcp"));
+        }
+        if urls.is_empty() {
+            return out;
+        }
+        let expiry = req.unix_secs.saturating_add(self.ttl.as_secs());
+        let (username, credential) =
+            tsunagi_turn::auth::rest_credential(secret, req.peer_id, expiry);
+        out.push(IceServer {
+            urls,
+            username: Some(username),
+            credential: Some(credential),
+        });
+        out
+    }
+}
+
+/// From connection tasks to the core task.
+enum Event {
+    Open {
+        conn: ConnId,
+        host: Option<String>,
+        out: mpsc::Sender<Outbound>,
+        control: oneshot::Sender<Control>,
+    },
+    Text {
+        conn: ConnId,
+        text: Utf8Bytes,
+    },
+    Binary {
+        conn: ConnId,
+        len: usize,
+    },
+    Closed {
+        conn: ConnId,
+        how: Disconnect,
+    },
+    Shutdown,
+}
+
+/// From the core task to a connection, in order.
+#[derive(Debug)]
+enum Outbound {
+    Text(Arc<str>),
+    Close(CloseReason),
+}
+
+/// From the core task to a connection, ahead of its queue.
+#[derive(Debug)]
+enum Control {
+    /// The queue overflowed: send `server-busy` and close.
+    Busy,
+    /// The queue is full but the hub wants it closed.
+    Close(CloseReason),
+}
+
+struct ConnTx {
+    out: mpsc::Sender<Outbound>,
+    control: Option<oneshot::Sender<Control>>,
+}
+
+impl ConnTx {
+    fn control(&mut self, c: Control) {
+        if let Some(tx) = self.control.take() {
+            let _ = tx.send(c);
+        }
+    }
+}
+
+struct Inner {
+    events: mpsc::Sender<Event>,
+    next_conn: AtomicU64,
+    stats: Arc<Mutex<Stats>>,
+    options: SignalingOptions,
+    core: Mutex<Option<JoinHandle<()>>>,
+    redact: Redactor,
+}
+
+/// The running signaling service: cheap to clone; the state of [`routes`].
+#[derive(Clone)]
+pub struct SignalingHandle {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for SignalingHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignalingHandle")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SignalingHandle {
+    /// Starts the core task on the current tokio runtime.
+    pub fn start(options: SignalingOptions) -> SignalingHandle {
+        let mut seed = [0u8; 32];
+        OsRng.fill_bytes(&mut seed);
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let ice = RuntimeIce {
+            public_host: options.public_host.clone(),
+            turn_secret: options.turn_secret.clone(),
+            ttl: options.turn_credential_ttl,
+            port: options.turn_port,
+            udp: options.turn_udp,
+            tcp: options.turn_tcp,
+            turns_port: options.turns_port,
+            hosts: HashMap::with_hasher(ahash::RandomState::new()),
+        };
+        let hub = Hub::new(
+            options.hub.clone(),
+            ice,
+            seed,
+            Instant::now().into_std(),
+            unix_ms,
+        );
+        let (events, rx) = mpsc::channel(EVENT_QUEUE);
+        let stats = Arc::new(Mutex::new(hub.stats()));
+        let core = tokio::spawn(core(hub, rx, stats.clone()));
+        info!(
+            max_room_peers = options.hub.max_peers,
+            tokens = options.hub.token_secret.is_some(),
+            turn = options.turn_secret.is_some(),
+            "signaling ready at /ws"
+        );
+        SignalingHandle {
+            inner: Arc::new(Inner {
+                events,
+                next_conn: AtomicU64::new(1),
+                stats,
+                redact: Redactor::new(options.redact_logs),
+                options,
+                core: Mutex::new(Some(core)),
+            }),
+        }
+    }
+
+    /// Live counters (copied from the core task after every event).
+    pub fn stats(&self) -> Stats {
+        self.inner
+            .stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The options it was started with.
+    pub fn options(&self) -> &SignalingOptions {
+        &self.inner.options
+    }
+
+    /// Closes every connection with 1001, waits for them (up to a few seconds) and
+    /// stops the core task. New WebSockets are closed at once from then on.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.events.send(Event::Shutdown).await;
+        let core = self
+            .inner
+            .core
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(core) = core {
+            let _ = core.await;
+        }
+    }
+}
+
+/// `GET /ws`, the signaling WebSocket.
+pub fn routes(handle: SignalingHandle) -> Router {
+    Router::new().route("/ws", get(upgrade)).with_state(handle)
+}
+
+async fn upgrade(
+    State(handle): State<SignalingHandle>,
+    ws: WebSocketUpgrade,
+    headers: HeaderMap,
+    remote: Option<Extension<ConnectInfo<SocketAddr>>>,
+) -> Response {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(host_from_header);
+    let remote = remote.map(|Extension(ConnectInfo(a))| a);
+    let max = handle.inner.options.max_frame_bytes;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| connection(socket, handle, host, remote))
+}
+
+/// One WebSocket, from upgrade to close.
+async fn connection(
+    mut socket: WebSocket,
+    handle: SignalingHandle,
+    host: Option<String>,
+    remote: Option<SocketAddr>,
+) {
+    let inner = &handle.inner;
+    let conn = ConnId(inner.next_conn.fetch_add(1, Ordering::Relaxed));
+    let client = remote.map(|a| inner.redact.addr(a).to_string());
+    let (out_tx, out_rx) = mpsc::channel(inner.options.outbound_queue.max(1));
+    let (ctl_tx, ctl_rx) = oneshot::channel();
+    let open = Event::Open {
+        conn,
+        host,
+        out: out_tx,
+        control: ctl_tx,
+    };
+    if inner.events.send(open).await.is_err() {
+        close(&mut socket, CloseReason::Shutdown).await;
+        return;
+    }
+    debug!(%conn, client = client.as_deref().unwrap_or("?"), "signaling connection opened");
+    let how = run(&mut socket, conn, inner, out_rx, ctl_rx).await;
+    debug!(%conn, ?how, "signaling connection closed");
+    let _ = inner.events.send(Event::Closed { conn, how }).await;
+}
+
+/// Reads, writes and pings until the connection ends; says how it ended.
+async fn run(
+    socket: &mut WebSocket,
+    conn: ConnId,
+    inner: &Inner,
+    mut out_rx: mpsc::Receiver<Outbound>,
+    mut ctl_rx: oneshot::Receiver<Control>,
+) -> Disconnect {
+    let o = &inner.options;
+    let mut idle_deadline = Instant::now() + o.idle_timeout;
+    let mut ping = tokio::time::interval_at(Instant::now() + o.ping_interval, o.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ctl_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            ctl = &mut ctl_rx, if ctl_open => match ctl {
+                Ok(Control::Busy) => {
+                    let busy = ServerMessage::error(
+                        ErrorCode::ServerBusy,
+                        "too many messages are waiting to be sent to you; the connection is closed",
+                        None,
+                    );
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        socket.send(Message::Text(busy.to_json().into())),
+                    )
+                    .await;
+                    close_with(socket, 1008, "outbound queue full").await;
+                    return Disconnect::Overflow;
+                }
+                Ok(Control::Close(reason)) => {
+                    close(socket, reason).await;
+                    return Disconnect::Clean;
+                }
+                Err(_) => ctl_open = false,
+            },
+            out = out_rx.recv() => match out {
+                Some(Outbound::Text(text)) => {
+                    let msg = Message::Text(Utf8Bytes::from(&*text));
+                    match tokio::time::timeout(o.write_timeout, socket.send(msg)).await {
+                        Ok(Ok(())) => {}
+                        _ => return Disconnect::Lost,
+                    }
+                }
+                Some(Outbound::Close(reason)) => {
+                    close(socket, reason).await;
+                    return Disconnect::Clean;
+                }
+                // The core task is gone (shutdown).
+                None => {
+                    close(socket, CloseReason::Shutdown).await;
+                    return Disconnect::Lost;
+                }
+            },
+            frame = tokio::time::timeout_at(idle_deadline, socket.recv()) => {
+                let msg = match frame {
+                    Err(_) => {
+                        close_with(socket, 1001, "idle").await;
+                        return Disconnect::Lost;
+                    }
+                    Ok(None) => return Disconnect::Lost,
+                    Ok(Some(Err(e))) => {
+                        debug!(%conn, error = %e, "signaling read failed");
+                        if is_capacity(&e) {
+                            close_with(socket, 1009, "frame too large").await;
+                        }
+                        return Disconnect::Lost;
+                    }
+                    Ok(Some(Ok(m))) => m,
+                };
+                idle_deadline = Instant::now() + o.idle_timeout;
+                let event = match msg {
+                    Message::Text(text) => Event::Text { conn, text },
+                    Message::Binary(b) => Event::Binary { conn, len: b.len() },
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                    Message::Close(frame) => {
+                        // 1000, or no code at all (what `WebSocket.close()` sends).
+                        let clean = frame.as_ref().is_none_or(|f| f.code == 1000 || f.code == 1005);
+                        // Reading once more flushes the close reply tungstenite queued.
+                        let _ = tokio::time::timeout(CLOSE_WAIT, socket.recv()).await;
+                        return if clean { Disconnect::Clean } else { Disconnect::Lost };
+                    }
+                };
+                if inner.events.send(event).await.is_err() {
+                    close(socket, CloseReason::Shutdown).await;
+                    return Disconnect::Lost;
+                }
+            },
+            _ = ping.tick() => {
+                let ping = Message::Ping(Default::default());
+                if tokio::time::timeout(o.write_timeout, socket.send(ping)).await.map_or(true, |r| r.is_err()) {
+                    return Disconnect::Lost;
+                }
+            },
+        }
+    }
+}
+
+/// Whether a read failed on the frame size limit. axum does not re-export
+/// tungstenite's error type, so this goes by its text ("Space limit exceeded: Message
+/// too long: N > MAX").
+fn is_capacity(e: &axum::Error) -> bool {
+    let text = e.to_string();
+    text.contains("Space limit exceeded") || text.contains("too long")
+}
+
+async fn close(socket: &mut WebSocket, reason: CloseReason) {
+    close_with(socket, reason.code(), reason.text()).await;
+}
+
+/// Sends a close frame and waits briefly for the client's.
+async fn close_with(socket: &mut WebSocket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    };
+    let sent = tokio::time::timeout(CLOSE_WAIT, socket.send(Message::Close(Some(frame)))).await;
+    if matches!(sent, Ok(Ok(()))) {
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            while let Some(Ok(m)) = socket.recv().await {
+                if matches!(m, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// The core task: owns the hub, applies events, delivers its output.
+async fn core(mut hub: Hub<RuntimeIce>, mut rx: mpsc::Receiver<Event>, stats: Arc<Mutex<Stats>>) {
+    let mut conns: HashMap<ConnId, ConnTx, ahash::RandomState> =
+        HashMap::with_hasher(ahash::RandomState::new());
+    // Connections whose task has not reported `Closed` yet.
+    let mut live: usize = 0;
+    let mut stopping: Option<Instant> = None;
+    loop {
+        let timer = hub.poll_timeout().map(Instant::from_std);
+        let stop_deadline = stopping.map(|s| s + SHUTDOWN_GRACE);
+        let event = tokio::select! {
+            ev = rx.recv() => ev,
+            _ = sleep_until(timer) => {
+                hub.handle_timeout(Instant::now().into_std());
+                deliver(&mut hub, &mut conns);
+                publish(&hub, &stats);
+                continue;
+            }
+            _ = sleep_until(stop_deadline) => break,
+        };
+        let now = Instant::now().into_std();
+        match event {
+            None => break,
+            Some(Event::Open {
+                conn,
+                host,
+                out,
+                control,
+            }) => {
+                live += 1;
+                let mut tx = ConnTx {
+                    out,
+                    control: Some(control),
+                };
+                if stopping.is_some() {
+                    tx.control(Control::Close(CloseReason::Shutdown));
+                } else {
+                    if let Some(h) = host {
+                        hub.ice_source_mut().hosts.insert(conn, h);
+                    }
+                    conns.insert(conn, tx);
+                    hub.handle_open(now, conn);
+                }
+            }
+            Some(Event::Text { conn, text }) => hub.handle_text(now, conn, &text),
+            Some(Event::Binary { conn, len }) => hub.handle_binary(now, conn, len),
+            Some(Event::Closed { conn, how }) => {
+                live = live.saturating_sub(1);
+                conns.remove(&conn);
+                hub.ice_source_mut().hosts.remove(&conn);
+                hub.handle_close(now, conn, how);
+            }
+            Some(Event::Shutdown) => {
+                if stopping.is_none() {
+                    stopping = Some(Instant::now());
+                    hub.handle_shutdown(now);
+                }
+            }
+        }
+        deliver(&mut hub, &mut conns);
+        publish(&hub, &stats);
+        if stopping.is_some() && live == 0 {
+            break;
+        }
+    }
+    // Whatever is still open is closed by its task when its queue sender drops here.
+    if live > 0 {
+        warn!(
+            connections = live,
+            "signaling connections still open at shutdown"
+        );
+    }
+    publish(&hub, &stats);
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Hands the hub's output to the connections; a full queue is an overflow, which the
+/// hub hears about at once (and which may produce more output).
+fn deliver(hub: &mut Hub<RuntimeIce>, conns: &mut HashMap<ConnId, ConnTx, ahash::RandomState>) {
+    loop {
+        let mut overflowed = Vec::new();
+        while let Some(o) = hub.poll_output() {
+            match o {
+                Output::Send { conn, text } => {
+                    let Some(tx) = conns.get_mut(&conn) else {
+                        continue;
+                    };
+                    match tx.out.try_send(Outbound::Text(text)) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            if let Some(mut tx) = conns.remove(&conn) {
+                                tx.control(Control::Busy);
+                                overflowed.push(conn);
+                            }
+                        }
+                        // The task ended; its `Closed` event is on the way.
+                        Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    }
+                }
+                Output::Close { conn, reason } => {
+                    if let Some(mut tx) = conns.remove(&conn) {
+                        if tx.out.try_send(Outbound::Close(reason)).is_err() {
+                            tx.control(Control::Close(reason));
+                        }
+                    }
+                }
+            }
+        }
+        if overflowed.is_empty() {
+            return;
+        }
+        let now = Instant::now().into_std();
+        for conn in overflowed {
+            debug!(%conn, "signaling outbound queue full: server-busy");
+            hub.handle_close(now, conn, Disconnect::Overflow);
+        }
+    }
+}
+
+fn publish(hub: &Hub<RuntimeIce>, stats: &Mutex<Stats>) {
+    *stats.lock().unwrap_or_else(|e| e.into_inner()) = hub.stats();
+}
+
+impl StatsSource for SignalingHandle {
+    fn key(&self) -> &'static str {
+        "signaling"
+    }
+
+    /// `{"connections": 2, "rooms": 1, "peers": 2, "peersInGrace": 0, "joins": 2,
+    /// "resumes": 0, "leaves": {"left": 0, "timeout": 0, "kicked": 0},
+    /// "messagesReceived": 14, "messagesRelayed": 9, "errors": {"bad-message": 0, ...}}`
+    fn json(&self) -> Value {
+        let s = self.stats();
+        let errors: Map<String, Value> = s
+            .errors_by_code()
+            .map(|(c, n)| (c.as_str().to_owned(), json!(n)))
+            .collect();
+        json!({
+            "connections": s.connections,
+            "rooms": s.rooms,
+            "peers": s.peers,
+            "peersInGrace": s.peers_in_grace,
+            "joins": s.joins,
+            "resumes": s.resumes,
+            "leaves": {"left": s.leaves[0], "timeout": s.leaves[1], "kicked": s.leaves[2]},
+            "messagesReceived": s.messages_received,
+            "messagesRelayed": s.messages_relayed,
+            "errors": errors,
+        })
+    }
+
+    fn prometheus(&self, p: &mut Prometheus) {
+        let s = self.stats();
+        p.gauge(
+            "tsunagi_signaling_connections",
+            "Signaling WebSockets open now.",
+            s.connections,
+        );
+        p.gauge(
+            "tsunagi_signaling_rooms",
+            "Rooms with at least one peer.",
+            s.rooms,
+        );
+        p.gauge(
+            "tsunagi_signaling_peers",
+            "Peers in rooms, including those within their resume grace period.",
+            s.peers,
+        );
+        p.gauge(
+            "tsunagi_signaling_peers_in_grace",
+            "Peers whose WebSocket dropped and who may still resume.",
+            s.peers_in_grace,
+        );
+        p.counter(
+            "tsunagi_signaling_joins_total",
+            "Successful joins.",
+            s.joins,
+        );
+        p.counter(
+            "tsunagi_signaling_resumes_total",
+            "Successful resumes.",
+            s.resumes,
+        );
+        p.labeled_counter(
+            "tsunagi_signaling_leaves_total",
+            "Peers that left a room, by reason.",
+            "reason",
+            &[
+                ("left", s.leaves[0]),
+                ("timeout", s.leaves[1]),
+                ("kicked", s.leaves[2]),
+            ],
+        );
+        p.counter(
+            "tsunagi_signaling_messages_received_total",
+            "Signaling frames received.",
+            s.messages_received,
+        );
+        p.counter(
+            "tsunagi_signaling_messages_relayed_total",
+            "Peer messages (offer, answer, candidate, chat, media) relayed, per recipient.",
+            s.messages_relayed,
+        );
+        let errors: Vec<(&str, u64)> = s.errors_by_code().map(|(c, n)| (c.as_str(), n)).collect();
+        p.labeled_counter(
+            "tsunagi_signaling_errors_total",
+            "Signaling error messages sent, by code.",
+            "code",
+            &errors,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_header_parsing() {
+        assert_eq!(
+            host_from_header("example.org").as_deref(),
+            Some("example.org")
+        );
+        assert_eq!(
+            host_from_header("Example.ORG:8080").as_deref(),
+            Some("example.org")
+        );
+        assert_eq!(
+            host_from_header("127.0.0.1:8080").as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(host_from_header("[::1]:8080").as_deref(), Some("[::1]"));
+        assert_eq!(
+            host_from_header("[2001:DB8::1]").as_deref(),
+            Some("[2001:db8::1]")
+        );
+        for bad in [
+            "",
+            "user@host",
+            "host:port",
+            "host:99999",
+            "a..b",
+            "[::1",
+            "[::1]x",
+            "[fe80::1%eth0]:80",
+            "evil.org/path",
+            "evil.org?x=1",
+            "::1",
+            "ex ample.org",
+        ] {
+            assert_eq!(host_from_header(bad), None, "{bad:?}");
+        }
+        assert_eq!(host_from_header(&"a".repeat(300)), None);
+    }
+
+    fn ice(udp: bool, tcp: bool, secret: bool, turns: Option<u16>) -> RuntimeIce {
+        RuntimeIce {
+            public_host: None,
+            turn_secret: secret.then(|| "s3cret".to_owned()),
+            ttl: Duration::from_secs(3600),
+            port: 3478,
+            udp,
+            tcp,
+            turns_port: turns,
+            hosts: HashMap::with_hasher(ahash::RandomState::new()),
+        }
+    }
+
+    fn req(conn: u64) -> IceRequest<'static> {
+        IceRequest {
+            conn: ConnId(conn),
+            peer_id: "p_abc",
+            unix_secs: 1_000_000,
+        }
+    }
+
+    #[test]
+    fn ice_servers() {
+        let mut i = ice(true, true, true, Some(5349));
+        assert!(i.ice_servers(&req(1)).is_empty(), "no host known");
+        i.hosts.insert(ConnId(1), "[::1]".into());
+        let s = i.ice_servers(&req(1));
+        assert_eq!(s[0].urls, vec!["stun:[::1]:3478"]);
+        assert_eq!(
+            s[1].urls,
+            vec![
+                "turn:[::1]:3478?transport=udp",
+                "turn:[::1]:3478?transport=tcp",
+                "turns:[::1]:5349?transport=tcp"
+            ]
+        );
+        let (u, c) = tsunagi_turn::auth::rest_credential("s3cret", "p_abc", 1_003_600);
+        assert_eq!(s[1].username.as_deref(), Some(u.as_str()));
+        assert_eq!(u, "1003600:p_abc");
+        assert_eq!(s[1].credential.as_deref(), Some(c.as_str()));
+        // The public host wins over the request's.
+        i.public_host = Some("turn.example.org".into());
+        assert_eq!(
+            i.ice_servers(&req(1))[0].urls,
+            vec!["stun:turn.example.org:3478"]
+        );
+
+        let mut i = ice(false, true, true, None);
+        i.hosts.insert(ConnId(1), "h".into());
+        let s = i.ice_servers(&req(1));
+        assert_eq!(s.len(), 1, "no STUN without UDP");
+        assert_eq!(s[0].urls, vec!["turn:h:3478?transport=tcp"]);
+        let mut i = ice(true, true, false, None);
+        i.hosts.insert(ConnId(1), "h".into());
+        let s = i.ice_servers(&req(1));
+        assert_eq!(s.len(), 1, "no TURN without a secret");
+    }
+}

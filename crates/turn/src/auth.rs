@@ -154,6 +154,12 @@ impl Credentials {
         Ok(())
     }
 
+    /// The first REST secret added: the one new credentials are minted with (the
+    /// others stay accepted during a rotation).
+    pub fn first_secret(&self) -> Option<&str> {
+        self.secrets.first().map(|s| &**s)
+    }
+
     /// Sets coturn's `rest-api-separator`, which splits the expiry from the user in a
     /// REST username (default ':').
     pub fn set_rest_separator(&mut self, separator: char) {
