@@ -23,11 +23,22 @@ const MESSAGES: u64 = 200;
 /// Arguments to `turnutils_uclient` for a relay run of [`CLIENTS`] x [`MESSAGES`]
 /// 1000-byte messages, one every 5 ms, through `server` to the echo `peer`.
 fn uclient_args(server: &Tsunagi, peer: &EchoPeer, flags: &[&str], auth: &[&str]) -> Vec<String> {
+    uclient_args_to(server, server.port, peer, flags, auth)
+}
+
+/// [`uclient_args`] to `port` of `server`.
+fn uclient_args_to(
+    server: &Tsunagi,
+    port: u16,
+    peer: &EchoPeer,
+    flags: &[&str],
+    auth: &[&str],
+) -> Vec<String> {
     let mut args: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
     args.extend(auth.iter().map(|s| s.to_string()));
     args.extend([
         "-p".to_string(),
-        server.port.to_string(),
+        port.to_string(),
         "-e".to_string(),
         peer.ip.to_string(),
         "-r".to_string(),
@@ -47,6 +58,12 @@ fn uclient_args(server: &Tsunagi, peer: &EchoPeer, flags: &[&str], auth: &[&str]
 
 /// Asserts that a uclient run delivered every message and got every echo back.
 fn assert_all_relayed(run: &ToolRun, server: &mut Tsunagi) {
+    assert_relayed(run, server, 0);
+}
+
+/// Asserts that a uclient run sent all its messages and got all echoes back but at most
+/// `max_lost_percent` percent of them.
+fn assert_relayed(run: &ToolRun, server: &mut Tsunagi, max_lost_percent: u64) {
     let totals = UclientTotals::parse(&run.output).unwrap_or_else(|| {
         panic!(
             "uclient printed no final totals.\n{run}\n--- tsunagi log ---\n{}",
@@ -54,14 +71,15 @@ fn assert_all_relayed(run: &ToolRun, server: &mut Tsunagi) {
         )
     });
     let expected = CLIENTS * MESSAGES;
+    let max_lost = expected * max_lost_percent / 100;
     assert!(
         run.success()
             && totals.sent == expected
-            && totals.received == totals.sent
-            && totals.lost == 0
+            && totals.received + totals.lost == totals.sent
+            && totals.lost <= max_lost
             && totals.send_dropped == 0,
-        "expected {expected} messages sent and received, none lost or dropped; got {totals:?}.\n\
-         {run}\n--- tsunagi log ---\n{}",
+        "expected {expected} messages sent and received, at most {max_lost} lost, none \
+         dropped; got {totals:?}.\n{run}\n--- tsunagi log ---\n{}",
         server.log()
     );
     server.assert_running();
@@ -144,6 +162,42 @@ fn uclient_tcp_channels_static_user() {
 #[test]
 fn uclient_tcp_send_indications_static_user() {
     relay_static_user("tcp-send", 5, &["-t", "-s"]);
+}
+
+/// TURN over TLS (`-t -S`: TLS over TCP; uclient does not verify the certificate unless
+/// given `-E`), to a tsunagi with a self-signed certificate.
+///
+/// uclient 4.6.1 opens some of its TLS connections with TLS 1.0/1.1-only contexts, which
+/// modern servers refuse ("sslv3 alert handshake failure"); it then reconnects, and the
+/// messages of the failed attempt count as lost. coturn 4.6.1 itself, as the server in
+/// the same run, loses 0-4% this way, so this test allows up to 10% (and checks that the
+/// allocations really were over TLS); the UDP and TCP tests allow none.
+#[test]
+fn uclient_tls_channels_static_user() {
+    let mut server = Tsunagi::start_tls(
+        "tls-channels",
+        LOCALHOST,
+        10,
+        &["--user", "test:test", "--allow-loopback-peers"],
+    );
+    let peer = EchoPeer::start(LOCALHOST);
+    let run = run_tool(
+        "turnutils_uclient",
+        &uclient_args_to(
+            &server,
+            server.tls_port(),
+            &peer,
+            &["-t", "-S"],
+            &["-u", "test", "-w", "test"],
+        ),
+    );
+    assert_relayed(&run, &mut server, 10);
+    let log = server.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("allocation created") && l.contains("Tls")),
+        "no allocation over TLS in tsunagi's log:\n{log}"
+    );
 }
 
 #[test]

@@ -125,16 +125,36 @@ impl Drop for Guard {
 pub struct Tsunagi {
     pub ip: IpAddr,
     pub port: u16,
+    pub http_port: u16,
+    tls_port: Option<u16>,
     pub log_path: PathBuf,
     process: Guard,
 }
 
 impl Tsunagi {
     /// Starts `tsunagi` listening on `ip` on a free port, relaying from `ip` on a port range
-    /// of its own (`slot`, see [`relay_range`]), with `extra` arguments appended, and waits
-    /// until it answers a STUN Binding request over UDP and accepts TCP connections.
+    /// of its own (`slot`, see [`relay_range`]), its HTTP server on `ip` and another free
+    /// port, with `extra` arguments appended, and waits until it answers a STUN Binding
+    /// request over UDP and accepts TCP connections on each of its ports.
     pub fn start(name: &str, ip: IpAddr, slot: u16, extra: &[&str]) -> Self {
-        let port = free_port(ip);
+        Self::launch(name, ip, slot, extra, false)
+    }
+
+    /// Like [`Tsunagi::start`], with TLS on (a self-signed certificate) and TURN over TLS
+    /// on [`Tsunagi::tls_port`].
+    pub fn start_tls(name: &str, ip: IpAddr, slot: u16, extra: &[&str]) -> Self {
+        Self::launch(name, ip, slot, extra, true)
+    }
+
+    fn launch(name: &str, ip: IpAddr, slot: u16, extra: &[&str], tls: bool) -> Self {
+        let mut ports: Vec<u16> = Vec::new();
+        while ports.len() < 3 {
+            let p = free_port(ip);
+            if !ports.contains(&p) {
+                ports.push(p);
+            }
+        }
+        let (port, http_port, tls_port) = (ports[0], ports[1], ports[2]);
         let (min_port, max_port) = relay_range(slot);
         let log_path = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("interop-{name}-{}-{port}.log", std::process::id()));
@@ -147,7 +167,16 @@ impl Tsunagi {
             .args(["--relay-ip", &ip.to_string()])
             .args(["--min-port", &min_port.to_string()])
             .args(["--max-port", &max_port.to_string()])
-            .args(extra)
+            .args(["--http-ip", &ip.to_string()])
+            .args(["--http-port", &http_port.to_string()]);
+        if tls {
+            cmd.args([
+                "--tls-self-signed",
+                "--tls-listening-port",
+                &tls_port.to_string(),
+            ]);
+        }
+        cmd.args(extra)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
@@ -157,6 +186,8 @@ impl Tsunagi {
         let mut server = Self {
             ip,
             port,
+            http_port,
+            tls_port: tls.then_some(tls_port),
             log_path,
             process: Guard::new("tsunagi", child),
         };
@@ -167,6 +198,11 @@ impl Tsunagi {
         );
         server.wait_ready();
         server
+    }
+
+    /// The port of TURN over TLS; panics unless started with [`Tsunagi::start_tls`].
+    pub fn tls_port(&self) -> u16 {
+        self.tls_port.expect("tsunagi was started without TLS")
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -187,19 +223,22 @@ impl Tsunagi {
 
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
-        let bind_any = SocketAddr::new(self.ip, 0);
-        let socket = UdpSocket::bind(bind_any).expect("bind a probe socket");
+        let socket = UdpSocket::bind(SocketAddr::new(self.ip, 0)).expect("bind a probe socket");
         socket
             .set_read_timeout(Some(Duration::from_millis(100)))
             .expect("set a read timeout");
         let mut udp_ok = false;
-        let mut tcp_ok = false;
-        while !(udp_ok && tcp_ok) {
+        // TCP ports that have not accepted a connection yet.
+        let mut tcp_waiting: Vec<u16> = [Some(self.port), Some(self.http_port), self.tls_port]
+            .into_iter()
+            .flatten()
+            .collect();
+        while !(udp_ok && tcp_waiting.is_empty()) {
             self.assert_running();
             if Instant::now() > deadline {
                 panic!(
-                    "tsunagi did not answer on {} within {START_TIMEOUT:?} (udp: {udp_ok}, tcp: \
-                     {tcp_ok}); its log:\n{}",
+                    "tsunagi did not get ready on {} within {START_TIMEOUT:?} (STUN over UDP \
+                     answered: {udp_ok}, TCP ports not accepting: {tcp_waiting:?}); its log:\n{}",
                     self.addr(),
                     self.log()
                 );
@@ -207,11 +246,12 @@ impl Tsunagi {
             if !udp_ok {
                 udp_ok = stun_binding_answered(&socket, self.addr());
             }
-            if !tcp_ok {
-                tcp_ok =
-                    TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok();
-            }
-            if !(udp_ok && tcp_ok) {
+            let ip = self.ip;
+            tcp_waiting.retain(|&p| {
+                TcpStream::connect_timeout(&SocketAddr::new(ip, p), Duration::from_millis(200))
+                    .is_err()
+            });
+            if !(udp_ok && tcp_waiting.is_empty()) {
                 sleep(Duration::from_millis(50));
             }
         }
