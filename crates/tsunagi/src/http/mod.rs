@@ -175,6 +175,9 @@ impl HttpService {
                 shutdown_rx.clone(),
             )));
         }
+        if let Some(url) = browse_url(scheme, &addrs) {
+            info!("web client at {url}");
+        }
         Ok(Self {
             addrs,
             tls: opts.tls.is_some(),
@@ -217,6 +220,18 @@ impl HttpService {
             );
         }
     }
+}
+
+/// The address to open in a browser: `localhost` for a wildcard listener (browsers
+/// allow camera and microphone on plain-HTTP `localhost`), else the first address.
+fn browse_url(scheme: &str, addrs: &[SocketAddr]) -> Option<String> {
+    let a = addrs.first()?;
+    let host = match a.ip() {
+        ip if ip.is_unspecified() || ip.is_loopback() => "localhost".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    Some(format!("{scheme}://{host}:{}/", a.port()))
 }
 
 /// Waits until `shutdown` is set (or its sender is gone).
