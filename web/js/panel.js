@@ -134,7 +134,7 @@ export class ConnPanel {
           ),
           side(name, pair.remote),
         ),
-        h('div', { class: 'pair-meta' }, t('panel.pairState', { state: pair.state }), pair.nominated ? ' · nominated' : ''),
+        h('div', { class: 'pair-meta' }, t('panel.pairState', { state: pair.state }), pair.nominated ? ` · ${t('panel.nominated')}` : ''),
       );
     } else {
       this.pairBox.replaceChildren(h('div', { class: 'pair-title' }, t('panel.pair')), h('div', { class: 'muted' }, t('path.explain.none')));
