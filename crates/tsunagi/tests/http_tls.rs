@@ -11,9 +11,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::WebSocketUpgrade;
 use axum::routing::get;
 use clap::Parser;
 use common::*;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -24,6 +26,16 @@ use tsunagi::turn_runtime::{Listeners, TurnService};
 use tsunagi_turn::Server;
 
 const INDEX_HTML: &[u8] = include_bytes!("../../../web/index.html");
+
+async fn ws_echo(ws: WebSocketUpgrade) -> axum::response::Response {
+    ws.on_upgrade(|mut socket| async move {
+        while let Some(Ok(m)) = socket.recv().await {
+            if socket.send(m).await.is_err() {
+                break;
+            }
+        }
+    })
+}
 
 /// tsunagi's TURN and HTTP services, started the way `main` starts them.
 struct TestServer {
@@ -75,8 +87,8 @@ impl TestServer {
             http_opts.counters.clone(),
             tls.is_some(),
         );
-        // Stands in for the signaling routes that main merges in.
-        let extra = axum::Router::new().route("/ws", get(|| async { "signaling" }));
+        // Stands in for the signaling routes that main merges in: a WebSocket echo.
+        let extra = axum::Router::new().route("/ws", get(ws_echo));
         let listeners = http::bind(&[SocketAddr::new(LOCALHOST, 0)]).unwrap();
         let http = HttpService::start(listeners, http::app(state, extra), http_opts).unwrap();
         Self { turn, http, tls }
@@ -286,8 +298,10 @@ async fn unknown_paths_get_a_404_page_and_limits_hold() {
         assert!(r.text().contains("Not found"), "{path}");
         assert_security_headers(&r, s.http_addr());
     }
-    // Routes merged in (the signaling /ws) win over the file routes.
-    assert_eq!(s.get("/ws").await.text(), "signaling");
+    // Routes merged in (the signaling /ws) win over the file routes: a GET without
+    // the upgrade headers gets the WebSocket route's refusal, not a 404.
+    let r = s.get("/ws").await;
+    assert!(r.status != 404 && r.status >= 400, "{r:?}");
     // Methods nothing handles.
     let r = request(s.http_addr(), "DELETE /healthz HTTP/1.1\r\n", "").await;
     assert_eq!(r.status, 405);
@@ -651,6 +665,42 @@ async fn turn_allocate_over_tls_relays_to_a_udp_peer() {
         .ok();
     stats_until(&s, "a failed handshake", |v| {
         v["turn"]["runtime"]["tlsHandshakeFailures"] == 1
+    })
+    .await;
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_upgrades_and_keeps_its_connection_permit() {
+    let s = TestServer::start(true).await;
+    let m = s.tls.as_ref().unwrap();
+    let addr = s.http_addr();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = tls_client(m, &[b"http/1.1"])
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut ws, resp) =
+        tokio_tungstenite::client_async(format!("wss://localhost:{}/ws", addr.port()), tls)
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), 101);
+    ws.send(tokio_tungstenite::tungstenite::Message::text("over wss"))
+        .await
+        .unwrap();
+    let echo = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(echo.into_text().unwrap().as_str(), "over wss");
+    // The upgraded connection still counts (and holds its permit): it and the stats
+    // request itself.
+    let v = s.stats().await;
+    assert_eq!(v["http"]["connections"], 2, "{v}");
+    drop(ws);
+    stats_until(&s, "the WebSocket connection to close", |v| {
+        v["http"]["connections"] == 1
     })
     .await;
     s.shutdown().await;
