@@ -29,6 +29,8 @@ fn map<K, V>() -> Map<K, V> {
 pub const MAX_ROOM_CHARS: usize = 64;
 /// Longest display name, in characters after trimming.
 pub const MAX_NAME_CHARS: usize = 64;
+/// Session events kept for [`Hub::poll_event`].
+const MAX_EVENTS: usize = 4096;
 
 /// A connection, named by the runtime. Ids are never reused while the hub runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -188,6 +190,29 @@ pub enum Output {
     Close { conn: ConnId, reason: CloseReason },
 }
 
+/// What happened to a session, for logs (ids and room only: names stay out of logs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    Joined {
+        conn: ConnId,
+        peer: Arc<str>,
+        room: Arc<str>,
+    },
+    Resumed {
+        conn: ConnId,
+        peer: Arc<str>,
+        room: Arc<str>,
+    },
+    /// The WebSocket dropped; the grace period started.
+    Dropped { peer: Arc<str>, room: Arc<str> },
+    Left {
+        peer: Arc<str>,
+        room: Arc<str>,
+        reason: LeaveReason,
+    },
+}
+
 /// Live counters. Gauges are the current value; the rest count since the start.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -294,6 +319,7 @@ pub struct Hub<I = NoIceServers> {
     /// Peers in grace whose queue overflowed: removed after the current input.
     overflowed: Vec<PeerKey>,
     out: VecDeque<Output>,
+    events: VecDeque<Event>,
     stats: Stats,
 }
 
@@ -329,6 +355,7 @@ impl<I: IceServerSource> Hub<I> {
             next_key: 0,
             overflowed: Vec::new(),
             out: VecDeque::new(),
+            events: VecDeque::new(),
             stats: Stats::default(),
         }
     }
@@ -360,6 +387,12 @@ impl<I: IceServerSource> Hub<I> {
     /// The next action for the runtime. Drain it after every `handle_*` call.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
+    }
+
+    /// The next session event (joins, resumes, drops, leaves), for logging. Drain it
+    /// with the output; it holds only what the last inputs produced.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
     }
 
     /// When [`Hub::handle_timeout`] should next be called.
@@ -461,6 +494,11 @@ impl<I: IceServerSource> Hub<I> {
                     p.conn = None;
                     p.grace_until = Some(deadline);
                     self.timers.insert((deadline, key));
+                    let e = Event::Dropped {
+                        peer: p.id.clone(),
+                        room: p.room.clone(),
+                    };
+                    self.push_event(e);
                 }
             }
         }
@@ -503,6 +541,7 @@ impl<I: IceServerSource> Hub<I> {
         self.resume_tokens.clear();
         self.timers.clear();
         self.overflowed.clear();
+        self.events.clear();
     }
 
     // ---- input ----
@@ -697,6 +736,11 @@ impl<I: IceServerSource> Hub<I> {
             c.peer = Some(key);
         }
         self.stats.joins += 1;
+        self.push_event(Event::Joined {
+            conn,
+            peer: id.clone(),
+            room: room.clone(),
+        });
         let welcome = ServerMessage::Welcome(self.session(now, key, conn));
         self.send(conn, &welcome);
         let joined: Arc<str> = ServerMessage::PeerJoined(PeerJoined {
@@ -741,6 +785,13 @@ impl<I: IceServerSource> Hub<I> {
             c.peer = Some(key);
         }
         self.stats.resumes += 1;
+        if let Some(p) = self.peers.get(&key) {
+            self.push_event(Event::Resumed {
+                conn,
+                peer: p.id.clone(),
+                room: p.room.clone(),
+            });
+        }
         let resumed = ServerMessage::Resumed(self.session(now, key, conn));
         self.send(conn, &resumed);
         for text in queued {
@@ -1003,6 +1054,11 @@ impl<I: IceServerSource> Hub<I> {
             _ => 2,
         };
         self.stats.leaves[idx] += 1;
+        self.push_event(Event::Left {
+            peer: p.id.clone(),
+            room: p.room.clone(),
+            reason,
+        });
         let empty = match self.rooms.get_mut(&p.room) {
             Some(r) => {
                 r.peers.retain(|k| *k != key);
@@ -1029,6 +1085,15 @@ impl<I: IceServerSource> Hub<I> {
         while let Some(key) = self.overflowed.pop() {
             self.remove_peer(key, LeaveReason::Timeout);
         }
+    }
+
+    /// Queues a session event; a runtime that never drains them loses the oldest
+    /// beyond [`MAX_EVENTS`] instead of growing the queue.
+    fn push_event(&mut self, e: Event) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
     }
 
     // ---- ids and time ----

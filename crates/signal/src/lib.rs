@@ -69,8 +69,9 @@ pub mod sdp;
 pub mod token;
 
 pub use hub::{
-    validate_name, validate_room, CloseReason, ConnId, Disconnect, Hub, HubConfig, IceRequest,
-    IceServerSource, NoIceServers, Output, Stats, TokenSecret, MAX_NAME_CHARS, MAX_ROOM_CHARS,
+    validate_name, validate_room, CloseReason, ConnId, Disconnect, Event, Hub, HubConfig,
+    IceRequest, IceServerSource, NoIceServers, Output, Stats, TokenSecret, MAX_NAME_CHARS,
+    MAX_ROOM_CHARS,
 };
 pub use protocol::{
     parse_client_message, ClientMessage, ErrorCode, IceServer, LeaveReason, MediaState, ParseError,

@@ -1048,3 +1048,43 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn session_events_for_logs() {
+    let mut t = T::new();
+    let (a, a_id, out) = t.join("r", "A");
+    let token = to(&out, a)[0]["resumeToken"].as_str().unwrap().to_owned();
+    let ev: Vec<Event> = std::iter::from_fn(|| t.hub.poll_event()).collect();
+    assert_eq!(
+        ev,
+        vec![Event::Joined {
+            conn: a,
+            peer: a_id.as_str().into(),
+            room: "r".into()
+        }]
+    );
+    t.close(a, Disconnect::Lost);
+    let a2 = t.open();
+    t.send(a2, json!({"type": "resume", "token": token}));
+    t.send(a2, json!({"type": "leave"}));
+    let ev: Vec<Event> = std::iter::from_fn(|| t.hub.poll_event()).collect();
+    assert_eq!(
+        ev,
+        vec![
+            Event::Dropped {
+                peer: a_id.as_str().into(),
+                room: "r".into()
+            },
+            Event::Resumed {
+                conn: a2,
+                peer: a_id.as_str().into(),
+                room: "r".into()
+            },
+            Event::Left {
+                peer: a_id.as_str().into(),
+                room: "r".into(),
+                reason: LeaveReason::Left
+            },
+        ]
+    );
+}

@@ -63,8 +63,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use tsunagi_signal::{
-    CloseReason, ConnId, Disconnect, ErrorCode, Hub, HubConfig, IceRequest, IceServer,
-    IceServerSource, Output, ServerMessage, Stats, TokenSecret,
+    CloseReason, ConnId, Disconnect, ErrorCode, Event as HubEvent, Hub, HubConfig, IceRequest,
+    IceServer, IceServerSource, Output, ServerMessage, Stats, TokenSecret,
 };
 
 use crate::config::Config;
@@ -656,6 +656,7 @@ async fn core(mut hub: Hub<RuntimeIce>, mut rx: mpsc::Receiver<Event>, stats: Ar
             _ = sleep_until(timer) => {
                 hub.handle_timeout(Instant::now().into_std());
                 deliver(&mut hub, &mut conns);
+                log_events(&mut hub);
                 publish(&hub, &stats);
                 continue;
             }
@@ -701,6 +702,7 @@ async fn core(mut hub: Hub<RuntimeIce>, mut rx: mpsc::Receiver<Event>, stats: Ar
             }
         }
         deliver(&mut hub, &mut conns);
+        log_events(&mut hub);
         publish(&hub, &stats);
         if stopping.is_some() && live == 0 {
             break;
@@ -762,6 +764,23 @@ fn deliver(hub: &mut Hub<RuntimeIce>, conns: &mut HashMap<ConnId, ConnTx, ahash:
         for conn in overflowed {
             debug!(%conn, "signaling outbound queue full: server-busy");
             hub.handle_close(now, conn, Disconnect::Overflow);
+        }
+    }
+}
+
+/// Logs what happened to sessions (peer ids and rooms; display names stay out).
+fn log_events(hub: &mut Hub<RuntimeIce>) {
+    while let Some(e) = hub.poll_event() {
+        match e {
+            HubEvent::Joined { conn, peer, room } => info!(%conn, %peer, %room, "peer joined"),
+            HubEvent::Resumed { conn, peer, room } => info!(%conn, %peer, %room, "peer resumed"),
+            HubEvent::Dropped { peer, room } => {
+                info!(%peer, %room, "peer's WebSocket dropped; waiting for resume")
+            }
+            HubEvent::Left { peer, room, reason } => {
+                info!(%peer, %room, ?reason, "peer left")
+            }
+            other => debug!(?other, "signaling event"),
         }
     }
 }
