@@ -137,6 +137,10 @@ const en = {
   'tl.rollback': 'offer collision: rolled back our own offer (polite side)',
   'tl.iceRestart': 'ICE restart',
   'tl.relayPolicy': 'ICE transport policy: {policy}',
+  'tl.newConnection.local': 'new RTCPeerConnection with this policy (a new offer follows)',
+  'tl.newConnection.remote': 'the peer opened a new connection (new SDP session): following with a new one',
+  'tl.staleDescription': 'ignored: meant for the connection replaced before',
+  'tl.stale': 'ignored: belongs to an earlier session',
   'tl.error': 'error',
   'tl.media': '{n} media sections: {kinds}',
 
@@ -316,6 +320,10 @@ const ja = {
   'tl.rollback': 'オファー衝突: 自分のオファーを取り消し(polite 側)',
   'tl.iceRestart': 'ICE 再起動',
   'tl.relayPolicy': 'ICE 転送ポリシー: {policy}',
+  'tl.newConnection.local': 'このポリシーで RTCPeerConnection を作り直し(新しいオファーが続きます)',
+  'tl.newConnection.remote': '相手が接続を作り直した(新しい SDP セッション)ため、こちらも作り直し',
+  'tl.staleDescription': '無視: 作り直す前の接続あて',
+  'tl.stale': '無視: 前のセッションのもの',
   'tl.error': 'エラー',
   'tl.media': 'メディアセクション {n} 個: {kinds}',
 

@@ -252,11 +252,13 @@ function timelineItem(e, firstT) {
         typeChip(c.type),
         ` ${c.protocol} ${endpoint(c)}`,
         c.relatedAddress && c.type !== 'host' ? ` (raddr ${c.relatedAddress}:${c.relatedPort})` : '',
+        e.stale ? ` — ${t('tl.stale')}` : '',
       ];
       break;
     }
     case 'endOfCandidates':
       kind = t('tl.endOfCandidates');
+      if (e.stale) detail = [t('tl.stale')];
       break;
     case 'selected':
       kind = t('tl.selected');
@@ -264,6 +266,12 @@ function timelineItem(e, firstT) {
       break;
     case 'relayPolicy':
       kind = t('tl.relayPolicy', { policy: e.value });
+      break;
+    case 'newConnection':
+      kind = t(`tl.newConnection.${e.value}`);
+      break;
+    case 'staleDescription':
+      kind = t('tl.staleDescription');
       break;
     case 'error':
       kind = t('tl.error');

@@ -4,10 +4,19 @@
 //     `negotiationneeded` and so sends the first offer;
 //   - the peer already in the room waits: it adds its tracks only when that first offer
 //     arrives, so both never offer at the same time on the first round;
-//   - after that either side may offer (ICE restart, relay-only switch); on a collision
-//     the polite side (the lower id, byte-wise) rolls back, the impolite side ignores.
-// Every message exchanged and every state change is written to a timeline the
-// connection panel shows.
+//   - after that either side may offer (ICE restart); on a collision the polite side
+//     (the lower id, byte-wise) rolls back its offer, the impolite side ignores the
+//     incoming one.
+//
+// Switching "relay only" replaces the RTCPeerConnection: Chromium does not apply a new
+// iceTransportPolicy to an ICE restart of a connected session (it keeps the host pair),
+// so the switching side opens a fresh connection with the new policy and offers. The
+// other side sees an offer from a new session (another o= session id) and replaces its
+// connection too. No message beyond the protocol's is needed.
+//
+// Incoming signaling is handled strictly in order (one promise chain), so a candidate
+// is never applied before the description it belongs to. Every message exchanged and
+// every state change is written to a timeline that the connection panel shows.
 
 import { parseCandidate } from './stats.js';
 
@@ -27,24 +36,19 @@ export class Peer {
     this.id = id;
     this.selfId = selfId;
     this.polite = selfId < id;
-    this.initiator = initiator;
     this.config = config;
     this.sendSignal = send;
     this.localTracks = localTracks;
     this.timeline = [];
     this.listeners = new Map();
-    this.makingOffer = false;
-    this.ignoreOffer = false;
-    this.isSettingRemoteAnswerPending = false;
-    this.tracksAdded = false;
-    this.transceivers = { audio: null, video: null };
-    this.remoteStream = new MediaStream();
+    this.inbound = Promise.resolve();
     this.closed = false;
     this.createdAt = Date.now();
-    this.localCandidates = [];
-    this.remoteCandidates = [];
-    this.pc = this.createPc();
-    if (initiator) this.addLocalTracks();
+    this.generation = 0;
+    this.remoteSessionId = null;
+    this.staleSession = null; // the remote session of a connection we replaced
+    this.lastFailRestart = 0;
+    this.startPc(initiator);
   }
 
   on(type, fn) {
@@ -63,10 +67,33 @@ export class Peer {
     this.emit('timeline', e);
   }
 
+  /** Creates a new RTCPeerConnection (and drops the old one, if any). */
+  startPc(initiator) {
+    const old = this.pc;
+    this.generation++;
+    this.initiator = initiator;
+    this.makingOffer = false;
+    this.ignoreOffer = false;
+    this.isSettingRemoteAnswerPending = false;
+    this.tracksAdded = false;
+    this.transceivers = { audio: null, video: null };
+    this.remoteStream = new MediaStream();
+    this.localCandidates = [];
+    this.remoteCandidates = [];
+    this.pc = this.createPc();
+    if (old) old.close();
+    if (initiator) this.addLocalTracks();
+    this.emit('pc', this.pc);
+  }
+
   createPc() {
     const pc = new RTCPeerConnection(this.config);
-    pc.onnegotiationneeded = () => this.negotiate();
+    const current = () => pc === this.pc && !this.closed;
+    pc.onnegotiationneeded = () => {
+      if (current()) this.negotiate();
+    };
     pc.onicecandidate = ({ candidate }) => {
+      if (!current()) return;
       // A null candidate means gathering is complete: send it on as end-of-candidates.
       // (An empty candidate string is the legacy form of the same marker; skip it.)
       if (candidate && !candidate.candidate) return;
@@ -82,13 +109,14 @@ export class Peer {
     for (const what of ['signalingState', 'iceGatheringState', 'iceConnectionState', 'connectionState']) {
       const ev = what === 'signalingState' ? 'signalingstatechange' : `${what.toLowerCase()}change`;
       pc.addEventListener(ev, () => {
+        if (!current()) return;
         this.log({ dir: 'state', kind: what, value: pc[what] });
         this.emit('state', { what, value: pc[what] });
         if (what === 'iceConnectionState' && pc.iceConnectionState === 'failed') {
           // A path that failed may work with new candidates (e.g. TURN came up). At most
           // one such restart every 10 s, so a path that cannot work does not spin.
           const now = Date.now();
-          if (!this.lastFailRestart || now - this.lastFailRestart > 10000) {
+          if (now - this.lastFailRestart > 10000) {
             this.lastFailRestart = now;
             this.restartIce();
           }
@@ -96,6 +124,7 @@ export class Peer {
       });
     }
     pc.ontrack = ({ track, streams }) => {
+      if (!current()) return;
       const stream = streams && streams[0];
       if (stream) {
         this.remoteStream = stream;
@@ -135,27 +164,54 @@ export class Peer {
   }
 
   async negotiate() {
-    if (this.closed) return;
+    const pc = this.pc;
     // The peer that was in the room first waits for the newcomer's offer.
-    if (!this.initiator && !this.pc.remoteDescription) return;
+    if (!this.initiator && !pc.remoteDescription) return;
     try {
       this.makingOffer = true;
-      await this.pc.setLocalDescription();
-      const desc = this.pc.localDescription;
+      await pc.setLocalDescription();
+      if (pc !== this.pc) return;
+      const desc = pc.localDescription;
       this.log({ dir: 'out', kind: desc.type, sdp: summarizeSdp(desc.sdp) });
       this.sendSignal({ type: desc.type, to: this.id, sdp: desc.sdp });
     } catch (e) {
-      this.log({ dir: 'state', kind: 'error', value: String(e.message || e) });
+      if (pc === this.pc) this.log({ dir: 'state', kind: 'error', value: String(e.message || e) });
     } finally {
-      this.makingOffer = false;
+      if (pc === this.pc) this.makingOffer = false;
     }
   }
 
-  /** Handles an offer or answer from the remote peer. */
-  async handleDescription(type, sdp) {
-    if (this.closed) return;
-    const pc = this.pc;
+  /** Queues an offer or answer from the remote peer. */
+  handleDescription(type, sdp) {
+    return this.enqueue(() => this.applyDescription(type, sdp));
+  }
+
+  /** Queues a candidate (or end-of-candidates, null) from the remote peer. */
+  handleCandidate(candidate) {
+    return this.enqueue(() => this.applyCandidate(candidate));
+  }
+
+  enqueue(fn) {
+    this.inbound = this.inbound.then(() => (this.closed ? undefined : fn())).catch((e) => {
+      this.log({ dir: 'state', kind: 'error', value: String((e && e.message) || e) });
+    });
+    return this.inbound;
+  }
+
+  async applyDescription(type, sdp) {
+    const session = sessionId(sdp);
     this.log({ dir: 'in', kind: type, sdp: summarizeSdp(sdp) });
+    if (type === 'offer' && this.remoteSessionId && session !== this.remoteSessionId && this.pc.remoteDescription) {
+      // The remote peer replaced its connection (relay-only switch): follow it.
+      this.log({ dir: 'state', kind: 'newConnection', value: 'remote' });
+      this.startPc(false);
+    }
+    if (this.staleSession && session === this.staleSession && !this.pc.remoteDescription) {
+      // Meant for the connection we replaced: the remote will follow our new offer.
+      this.log({ dir: 'state', kind: 'staleDescription' });
+      return;
+    }
+    const pc = this.pc;
     const readyForOffer = !this.makingOffer && (pc.signalingState === 'stable' || this.isSettingRemoteAnswerPending);
     const offerCollision = type === 'offer' && !readyForOffer;
     this.ignoreOffer = !this.polite && offerCollision;
@@ -164,71 +220,71 @@ export class Peer {
       return;
     }
     if (offerCollision) this.log({ dir: 'state', kind: 'rollback' });
+    if (type === 'answer' && pc.signalingState !== 'have-local-offer') {
+      // An answer to an offer of a connection we have replaced since.
+      return;
+    }
     try {
       this.isSettingRemoteAnswerPending = type === 'answer';
       await pc.setRemoteDescription({ type, sdp }); // rolls back our offer if needed
+    } finally {
       this.isSettingRemoteAnswerPending = false;
-      if (type === 'offer') {
-        if (!this.tracksAdded) this.addLocalTracks();
-        await pc.setLocalDescription();
-        const desc = pc.localDescription;
-        this.log({ dir: 'out', kind: desc.type, sdp: summarizeSdp(desc.sdp) });
-        this.sendSignal({ type: desc.type, to: this.id, sdp: desc.sdp });
-      }
-    } catch (e) {
-      this.isSettingRemoteAnswerPending = false;
-      this.log({ dir: 'state', kind: 'error', value: String(e.message || e) });
+    }
+    this.remoteSessionId = session;
+    if (type === 'offer') {
+      if (!this.tracksAdded) this.addLocalTracks();
+      await pc.setLocalDescription();
+      if (pc !== this.pc) return;
+      const desc = pc.localDescription;
+      this.log({ dir: 'out', kind: desc.type, sdp: summarizeSdp(desc.sdp) });
+      this.sendSignal({ type: desc.type, to: this.id, sdp: desc.sdp });
     }
   }
 
-  async handleCandidate(candidate) {
-    if (this.closed) return;
-    if (candidate && candidate.candidate) {
-      const c = parseCandidate(candidate.candidate);
-      this.remoteCandidates.push(c);
-      this.log({ dir: 'in', kind: 'candidate', cand: c });
+  async applyCandidate(candidate) {
+    const pc = this.pc;
+    const c = candidate && candidate.candidate ? parseCandidate(candidate.candidate) : null;
+    const remote = pc.remoteDescription;
+    // Candidates of an offer we ignored, or of a connection replaced since, do not
+    // belong to the current session: leave them out (they would fail to apply).
+    const stale = !remote || (candidate && candidate.usernameFragment && !remote.sdp.includes(`a=ice-ufrag:${candidate.usernameFragment}`));
+    if (c) {
+      if (!stale) this.remoteCandidates.push(c);
+      this.log({ dir: 'in', kind: 'candidate', cand: c, stale: stale || undefined });
     } else {
-      this.log({ dir: 'in', kind: 'endOfCandidates' });
+      this.log({ dir: 'in', kind: 'endOfCandidates', stale: stale || undefined });
     }
+    if (stale) return;
     try {
-      if (candidate && candidate.candidate) {
-        await this.pc.addIceCandidate(candidate);
-      } else {
-        await this.pc.addIceCandidate();
-      }
+      if (c) await pc.addIceCandidate(candidate);
+      else await pc.addIceCandidate();
     } catch (e) {
-      // Candidates of an offer we ignored fail to apply; that is expected.
-      if (!this.ignoreOffer) this.log({ dir: 'state', kind: 'error', value: String(e.message || e) });
+      if (!this.ignoreOffer && pc === this.pc) this.log({ dir: 'state', kind: 'error', value: String(e.message || e) });
     }
   }
 
-  /** Sets the ICE transport policy ('all' or 'relay') and restarts ICE to apply it. */
+  /** Switches the ICE transport policy ('relay' or 'all') with a new connection. */
   setRelayOnly(relayOnly) {
     const policy = relayOnly ? 'relay' : 'all';
     this.config = { ...this.config, iceTransportPolicy: policy };
-    try {
-      this.pc.setConfiguration(this.config);
-    } catch (e) {
-      this.log({ dir: 'state', kind: 'error', value: String(e.message || e) });
-    }
     this.log({ dir: 'state', kind: 'relayPolicy', value: policy });
-    this.restartIce();
+    this.log({ dir: 'state', kind: 'newConnection', value: 'local' });
+    this.staleSession = this.remoteSessionId;
+    this.startPc(true);
   }
 
   restartIce() {
     if (this.closed) return;
-    this.localCandidates = [];
-    this.remoteCandidates = [];
-    this.log({ dir: 'state', kind: 'iceRestart' });
     // If we are still waiting for the newcomer's first offer there is nothing to restart.
     if (!this.initiator && !this.pc.remoteDescription) return;
+    this.log({ dir: 'state', kind: 'iceRestart' });
     this.pc.restartIce();
   }
 
   /** Replaces the outgoing track of one kind (device switch, screen share). */
   async replaceTrack(kind, track) {
     const tx = this.transceivers[kind];
-    if (!tx) return;
+    if (!tx || tx.stopped) return;
     await tx.sender.replaceTrack(track);
   }
 
@@ -242,6 +298,12 @@ export class Peer {
     this.pc.close();
     this.log({ dir: 'state', kind: 'connectionState', value: 'closed' });
   }
+}
+
+/** The session id of an SDP's o= line: a new RTCPeerConnection has a new one. */
+export function sessionId(sdp) {
+  const m = /^o=\S+ (\S+) /m.exec(sdp || '');
+  return m ? m[1] : null;
 }
 
 /** What a learner wants from an SDP at a glance: the media sections and their codecs. */

@@ -43,6 +43,13 @@ export async function freePort({ udp = false, min = 20000, max = 39999 } = {}) {
 
 export const TSUNAGI_BIN = process.env.TSUNAGI_BIN || path.resolve(import.meta.dirname, '../../../target/release/tsunagi');
 
+/** The test's environment less its own TSUNAGI_* variables (tsunagi warns about unknown ones). */
+function serverEnv() {
+  const env = { ...process.env };
+  for (const k of ['TSUNAGI_BIN', 'TSUNAGI_E2E_IN_NETNS', 'TSUNAGI_ARTIFACTS']) delete env[k];
+  return env;
+}
+
 /**
  * Starts tsunagi. Returns {url, httpPort, turnPort, pid, stop(), stats(), log}.
  * `extraArgs` are appended (e.g. ['--token-secret', 's']).
@@ -69,7 +76,7 @@ export async function startTsunagi({ name = 'tsunagi', extraArgs = [] } = {}) {
   log.write(`$ ${TSUNAGI_BIN} ${args.join(' ')}\n`);
   const child = spawn(TSUNAGI_BIN, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
+    env: serverEnv(),
   });
   child.stdout.pipe(log, { end: false });
   child.stderr.pipe(log, { end: false });
