@@ -3,9 +3,11 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startTsunagi } from '../lib/server.mjs';
 import { openParticipant, expectMediaFlowing, selectedPair, waitFor } from '../lib/browser.mjs';
+import { artifactsDir } from '../lib/paths.mjs';
 
 let server;
 const people = [];
@@ -59,6 +61,15 @@ test('relay only: the selected pair is relay on both sides and TURN relays the m
   const chip = alice.page.getByTestId(`tile-${bob.id}`).getByTestId('path-chip');
   await waitFor(async () => (await chip.getAttribute('data-path')) === 'relay', { timeout: 5000, what: 'the relay path chip' });
   assert.match(await chip.innerText(), /Relayed through TURN \((udp|tcp|tls)\)/);
+  // The connection panel shows the relay pair and the new connection in the timeline.
+  await alice.page.getByTestId('toggle-chat').click();
+  await alice.page.setViewportSize({ width: 1440, height: 900 });
+  await alice.page.getByTestId(`tile-${bob.id}`).getByTestId('panel-toggle').click();
+  const panel = alice.page.getByTestId(`conn-panel-${bob.id}`);
+  await waitFor(async () => (await panel.getByTestId('path-label').getAttribute('data-path')) === 'relay', { timeout: 5000, what: 'the panel to show the relay path' });
+  await panel.getByTestId('timeline').locator('[data-kind="newConnection"]').first().waitFor();
+  await sleep(1200);
+  await alice.page.screenshot({ path: path.join(artifactsDir, 'connection-panel-relay.png') });
 
   // tsunagi's counters: relayed bytes grow while the call goes on.
   const s1 = await server.stats();
