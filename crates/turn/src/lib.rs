@@ -40,6 +40,13 @@
 //! }
 //! ```
 //!
+//! Transmits name their [`Destination`]: a client's 5-tuple, a peer (sent from a relay
+//! socket), or, for RFC 5780 Binding responses only, a UDP listener and a client
+//! address that differ from the request's 5-tuple ([`Destination::ClientFrom`]). A
+//! runtime that configures [`ServerConfig::discovery`] listens on every address of
+//! each [`DiscoveryAddresses`] group and sends `ClientFrom` transmits from the
+//! listener bound at `local`.
+//!
 //! # Panic policy
 //! No input panics. Tables are bounded by [`ServerConfig`] quotas; nothing is stored
 //! for a client until a request authenticates (nonces are stateless, see `nonce`).
@@ -52,6 +59,6 @@ mod nonce;
 mod server;
 
 pub use server::{
-    BindError, BindRequest, DeleteReason, Destination, Event, Family, FiveTuple, PortRequest,
-    RelayBinder, Server, ServerConfig, Stats, Transmit, Transport,
+    BindError, BindRequest, DeleteReason, Destination, DiscoveryAddresses, Event, Family,
+    FiveTuple, PortRequest, RelayBinder, Server, ServerConfig, Stats, Transmit, Transport,
 };

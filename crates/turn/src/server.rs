@@ -110,6 +110,88 @@ pub enum Destination {
         peer: SocketAddr,
         dont_fragment: bool,
     },
+    /// A UDP datagram to `client`, sent from the listener socket bound at `local`.
+    /// Only Binding responses to RFC 5780 requests use it: CHANGE-REQUEST moves the
+    /// source to another listener (`local` is one of a [`DiscoveryAddresses`]), and
+    /// RESPONSE-PORT moves the destination to another port of the client's IP.
+    ClientFrom {
+        local: SocketAddr,
+        client: SocketAddr,
+    },
+}
+
+/// The listener addresses of RFC 5780 NAT behaviour discovery: a primary address and
+/// an alternate IP and/or port, making two or four UDP listeners.
+///
+/// With `alt_ip`, the server answers CHANGE-REQUEST with change-IP and change-port
+/// (the four combinations of two IPs and two ports). Without it (one IP, two ports),
+/// it can only change the port: change-IP is refused with 420, and a client can run
+/// the filtering test for address-and-port-dependent filtering but cannot tell
+/// address-dependent from endpoint-independent behaviour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiscoveryAddresses {
+    /// `listening-ip` and `listening-port`.
+    pub primary: SocketAddr,
+    /// `alt-listening-ip`, of the same family as the primary IP.
+    pub alt_ip: Option<IpAddr>,
+    /// `alt-listening-port`, different from the primary port.
+    pub alt_port: u16,
+}
+
+impl DiscoveryAddresses {
+    /// Every listener address of the group, the primary first: two or four.
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        let ip = self.primary.ip();
+        let p = self.primary.port();
+        let mut v = vec![self.primary, SocketAddr::new(ip, self.alt_port)];
+        if let Some(alt) = self.alt_ip {
+            v.push(SocketAddr::new(alt, p));
+            v.push(SocketAddr::new(alt, self.alt_port));
+        }
+        v
+    }
+
+    /// Whether `local` is one of [`DiscoveryAddresses::addresses`].
+    pub fn contains(&self, local: SocketAddr) -> bool {
+        let ip_ok = local.ip() == self.primary.ip() || Some(local.ip()) == self.alt_ip;
+        let port_ok = local.port() == self.primary.port() || local.port() == self.alt_port;
+        ip_ok && port_ok
+    }
+
+    /// The listener that answers a request received on `local` with the IP and/or the
+    /// port changed; `None` if `local` is not in the group or the IP cannot change.
+    pub fn changed(
+        &self,
+        local: SocketAddr,
+        change_ip: bool,
+        change_port: bool,
+    ) -> Option<SocketAddr> {
+        if !self.contains(local) {
+            return None;
+        }
+        let ip = if change_ip {
+            let alt = self.alt_ip?;
+            if local.ip() == alt {
+                self.primary.ip()
+            } else {
+                alt
+            }
+        } else {
+            local.ip()
+        };
+        let port = match (change_port, local.port() == self.alt_port) {
+            (false, _) => local.port(),
+            (true, true) => self.primary.port(),
+            (true, false) => self.alt_port,
+        };
+        Some(SocketAddr::new(ip, port))
+    }
+
+    /// OTHER-ADDRESS for a request received on `local` (RFC 5780 §7.4): where
+    /// "change IP and port" answers from, or "change port" with one IP.
+    pub fn other(&self, local: SocketAddr) -> Option<SocketAddr> {
+        self.changed(local, self.alt_ip.is_some(), true)
+    }
 }
 
 /// A packet to send.
@@ -226,6 +308,9 @@ pub struct ServerConfig {
     /// Advertise `public` in XOR-RELAYED-ADDRESS for relays bound on `private`
     /// (coturn `external-ip=PUBLIC/PRIVATE`); a `private` of `None` maps every relay IP of that family.
     pub external_ips: Vec<(IpAddr, Option<IpAddr>)>,
+    /// RFC 5780 NAT behaviour discovery, per address family; empty: CHANGE-REQUEST
+    /// and RESPONSE-PORT are answered with 420 (coturn without an alternate address).
+    pub discovery: Vec<DiscoveryAddresses>,
 }
 
 impl Default for ServerConfig {
@@ -248,6 +333,7 @@ impl Default for ServerConfig {
             max_channels: 128,
             max_bps: 0,
             external_ips: Vec::new(),
+            discovery: Vec::new(),
         }
     }
 }
@@ -283,6 +369,9 @@ const KNOWN_ATTRIBUTES: &[u16] = &[
     attr::USE_CANDIDATE,
     attr::PADDING,
 ];
+
+/// Request attributes that only a Binding understands (RFC 5780 §7).
+const BINDING_ATTRIBUTES: &[u16] = &[attr::CHANGE_REQUEST, attr::RESPONSE_PORT];
 
 /// Largest response we build (error responses with long reason phrases, dual relays).
 const RESPONSE_BUF: usize = 1024;
@@ -406,6 +495,19 @@ impl Allocation {
 struct Reservation {
     relay: SocketAddr,
     expires: Instant,
+}
+
+/// How a Binding request is answered (RFC 5780 §6.1).
+#[derive(Debug, Clone, Copy)]
+struct BindingPlan {
+    /// The listener the response leaves from (RESPONSE-ORIGIN).
+    from: SocketAddr,
+    /// Where it goes: the client, or another port of the client's IP (RESPONSE-PORT).
+    to: SocketAddr,
+    /// OTHER-ADDRESS, when discovery is on for the listener the request reached.
+    other: Option<SocketAddr>,
+    /// Length of the PADDING value to include; 0 for none.
+    padding: usize,
 }
 
 /// The result of a successful authentication.
@@ -836,7 +938,14 @@ impl Server {
             // Responses are never sent to a server.
             Class::Success | Class::Error => return,
         }
-        let unknown: Vec<u16> = msg.unknown_required(KNOWN_ATTRIBUTES).take(16).collect();
+        // CHANGE-REQUEST and RESPONSE-PORT mean something in a Binding request only;
+        // `binding` refuses them itself when discovery is off.
+        let binding = msg.method() == Method::BINDING;
+        let unknown: Vec<u16> = msg
+            .unknown_required(KNOWN_ATTRIBUTES)
+            .filter(|t| !(binding && BINDING_ATTRIBUTES.contains(t)))
+            .take(16)
+            .collect();
         if !unknown.is_empty() {
             let mut r = Reject::new(
                 420,
@@ -878,21 +987,19 @@ impl Server {
         }
     }
 
+    /// STUN Binding (RFC 8489 §6.3) with NAT behaviour discovery (RFC 5780 §6.1).
     fn binding(&mut self, ft: FiveTuple, msg: &Message<'_>) {
         self.stats.binding_requests += 1;
-        if msg.contains(attr::CHANGE_REQUEST) {
-            // RFC 5780 §6.1: a server without an alternate address answers 420.
-            let mut r = Reject::new(
-                420,
-                "Unknown Attribute: CHANGE-REQUEST needs a second server address (RFC 5780)",
-            );
-            r.unknown = vec![attr::CHANGE_REQUEST];
-            self.respond_error(ft, msg, r, None);
-            return;
-        }
-        let mut buf = [0u8; RESPONSE_BUF];
+        let plan = match self.binding_plan(ft, msg) {
+            Ok(p) => p,
+            Err(rej) => {
+                self.respond_error(ft, msg, rej, None);
+                return;
+            }
+        };
+        let mut buf = vec![0u8; RESPONSE_BUF + plan.padding];
         let fp = msg.has_fingerprint();
-        let software = self.config.software.clone();
+        let software = self.config.software.as_deref();
         let n = (|| {
             let mut enc = MessageEncoder::new(
                 &mut buf,
@@ -901,8 +1008,18 @@ impl Server {
                 msg.transaction_id(),
             )?;
             enc.xor_address(attr::XOR_MAPPED_ADDRESS, &ft.client)?;
-            enc.address(attr::RESPONSE_ORIGIN, &ft.server)?;
-            if let Some(s) = &software {
+            // A wildcard listener does not know which of the host's addresses the
+            // request reached: saying 0.0.0.0 would help no one.
+            if !plan.from.ip().is_unspecified() {
+                enc.address(attr::RESPONSE_ORIGIN, &plan.from)?;
+            }
+            if let Some(other) = plan.other {
+                enc.address(attr::OTHER_ADDRESS, &other)?;
+            }
+            if plan.padding > 0 {
+                enc.attr_with(attr::PADDING, plan.padding, |v| v.fill(0))?;
+            }
+            if let Some(s) = software {
                 enc.software(s)?;
             }
             if fp {
@@ -910,9 +1027,112 @@ impl Server {
             }
             Ok::<_, tsunagi_stun::EncodeError>(enc.finish())
         })();
-        if let Ok(n) = n {
-            self.queue_to_client(ft, buf[..n].to_vec());
+        let Ok(n) = n else { return };
+        buf.truncate(n);
+        let destination = if plan.from == ft.server && plan.to == ft.client {
+            Destination::Client(ft)
+        } else {
+            Destination::ClientFrom {
+                local: plan.from,
+                client: plan.to,
+            }
+        };
+        self.transmits.push_back(Transmit {
+            destination,
+            payload: buf,
+        });
+    }
+
+    /// Where a Binding response comes from and goes to, following CHANGE-REQUEST,
+    /// RESPONSE-PORT and PADDING. The error cases follow coturn's where RFC 5780
+    /// leaves the choice open: the RFC 5780 attributes are UDP-only (400 over a
+    /// stream), and PADDING cannot be combined with RESPONSE-PORT (400).
+    fn binding_plan(&self, ft: FiveTuple, msg: &Message<'_>) -> Result<BindingPlan, Reject> {
+        let group = self
+            .config
+            .discovery
+            .iter()
+            .find(|g| g.contains(ft.server))
+            .copied();
+        let udp = ft.transport == Transport::Udp;
+        // RFC 5780 §6.1: a server that cannot honour the attribute treats it as unknown.
+        let unsupported = |typ: u16, why: &str| {
+            let mut r = Reject::new(420, format!("Unknown Attribute: {why}"));
+            r.unknown = vec![typ];
+            r
+        };
+        let mut from = ft.server;
+        if let Some(v) = msg.get(attr::CHANGE_REQUEST) {
+            let (change_ip, change_port) = attr::decode_change_request(v)
+                .map_err(|_| Reject::new(400, "Bad Request: malformed CHANGE-REQUEST"))?;
+            // Both flags clear asks for nothing (some clients always send it).
+            if change_ip || change_port {
+                let Some(g) = group else {
+                    return Err(unsupported(
+                        attr::CHANGE_REQUEST,
+                        "CHANGE-REQUEST needs a second server address (RFC 5780: set alt-listening-ip)",
+                    ));
+                };
+                if !udp {
+                    return Err(Reject::new(
+                        400,
+                        "Bad Request: CHANGE-REQUEST works over UDP only (RFC 5780)",
+                    ));
+                }
+                from = g.changed(ft.server, change_ip, change_port).ok_or_else(|| {
+                    unsupported(
+                        attr::CHANGE_REQUEST,
+                        "CHANGE-REQUEST: one server IP (no alt-listening-ip), so the port can change but not the IP",
+                    )
+                })?;
+            }
         }
+        let mut to = ft.client;
+        let response_port = msg.get(attr::RESPONSE_PORT);
+        if let Some(v) = response_port {
+            if group.is_none() {
+                return Err(unsupported(
+                    attr::RESPONSE_PORT,
+                    "RESPONSE-PORT needs NAT discovery on (RFC 5780: set alt-listening-ip or -port)",
+                ));
+            }
+            if !udp {
+                return Err(Reject::new(
+                    400,
+                    "Bad Request: RESPONSE-PORT works over UDP only (RFC 5780)",
+                ));
+            }
+            let port = attr::decode_response_port(v)
+                .map_err(|_| Reject::new(400, "Bad Request: malformed RESPONSE-PORT"))?;
+            if port == 0 {
+                return Err(Reject::new(400, "Bad Request: RESPONSE-PORT is 0"));
+            }
+            to = SocketAddr::new(ft.client.ip(), port);
+        }
+        let mut padding = 0;
+        if let Some(v) = msg.get(attr::PADDING) {
+            if !udp {
+                return Err(Reject::new(
+                    400,
+                    "Bad Request: PADDING works over UDP only (RFC 5780)",
+                ));
+            }
+            if response_port.is_some() {
+                return Err(Reject::new(
+                    400,
+                    "Bad Request: PADDING and RESPONSE-PORT cannot be used together",
+                ));
+            }
+            // As long as the request's: the response is never larger than what the
+            // client sent plus the fixed attributes, so PADDING cannot amplify.
+            padding = v.len();
+        }
+        Ok(BindingPlan {
+            from,
+            to,
+            other: group.and_then(|g| g.other(ft.server)),
+            padding,
+        })
     }
 
     fn send_indication(&mut self, now: Instant, ft: FiveTuple, msg: &Message<'_>) {
