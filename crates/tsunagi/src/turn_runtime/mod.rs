@@ -335,6 +335,21 @@ impl TurnService {
                 opts.min_port, opts.max_port
             )));
         }
+        // RFC 5780 answers CHANGE-REQUEST from the other listeners of a discovery
+        // group: every one of them must exist.
+        for g in &server.config().discovery {
+            for a in g.addresses() {
+                if !listeners
+                    .udp
+                    .iter()
+                    .any(|s| s.local_addr().is_ok_and(|l| l == a))
+                {
+                    return Err(StartError(format!(
+                        "NAT discovery (RFC 5780) needs a UDP listener on {a}, and there is none"
+                    )));
+                }
+            }
+        }
         let queue = opts.queue_capacity.max(1);
         let (client_tx, client_rx) = mpsc::channel(queue);
         let (peer_tx, peer_rx) = mpsc::channel(queue);
@@ -691,6 +706,14 @@ impl Core {
         while let Some(t) = self.server.poll_transmit() {
             match t.destination {
                 Destination::Client(ft) => self.send_to_client(ft, t.payload),
+                // RFC 5780: a Binding response from another listener or to another port.
+                Destination::ClientFrom { local, client } => {
+                    let r = match self.udp_out.get(&local) {
+                        Some(s) => s.try_send_to(&t.payload, client).map(|_| ()),
+                        None => continue,
+                    };
+                    self.count_send(r, "client", client, None);
+                }
                 Destination::Peer {
                     relay,
                     peer,
