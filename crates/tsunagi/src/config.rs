@@ -19,7 +19,7 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use tsunagi_turn::auth::Credentials;
 use tsunagi_turn::policy::{IpRange, PeerPolicy};
-use tsunagi_turn::ServerConfig;
+use tsunagi_turn::{DiscoveryAddresses, ServerConfig};
 
 /// Prefix of every environment variable.
 pub const ENV_PREFIX: &str = "TSUNAGI_";
@@ -174,6 +174,15 @@ pub struct Options {
     /// Do not listen on UDP.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub no_udp: Option<bool>,
+    /// Second address for RFC 5780 NAT discovery, one per family (repeatable); pairs
+    /// with the listening-ip of its family [default: none].
+    #[arg(long, value_name = "IP")]
+    #[serde(default, deserialize_with = "list")]
+    pub alt_listening_ip: Vec<IpAddr>,
+    /// Second UDP port for RFC 5780 NAT discovery; alone it turns on change-port only
+    /// [default: listening-port + 1 when alt-listening-ip is set].
+    #[arg(long, value_name = "N")]
+    pub alt_listening_port: Option<u16>,
     /// Do not listen on TCP.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub no_tcp: Option<bool>,
@@ -373,6 +382,8 @@ const ENV_NAMES: &[&str] = &[
     "LISTENING_IP",
     "LISTENING_PORT",
     "NO_UDP",
+    "ALT_LISTENING_IP",
+    "ALT_LISTENING_PORT",
     "NO_TCP",
     "RELAY_IP",
     "EXTERNAL_IP",
@@ -509,6 +520,8 @@ impl Options {
             listening_ip: e.list("LISTENING_IP")?,
             listening_port: e.one("LISTENING_PORT")?,
             no_udp: e.flag("NO_UDP")?,
+            alt_listening_ip: e.list("ALT_LISTENING_IP")?,
+            alt_listening_port: e.one("ALT_LISTENING_PORT")?,
             no_tcp: e.flag("NO_TCP")?,
             relay_ip: e.list("RELAY_IP")?,
             external_ip: e.list("EXTERNAL_IP")?,
@@ -585,6 +598,8 @@ impl Options {
             listening_ip: v(self.listening_ip, lower.listening_ip),
             listening_port: self.listening_port.or(lower.listening_port),
             no_udp: self.no_udp.or(lower.no_udp),
+            alt_listening_ip: v(self.alt_listening_ip, lower.alt_listening_ip),
+            alt_listening_port: self.alt_listening_port.or(lower.alt_listening_port),
             no_tcp: self.no_tcp.or(lower.no_tcp),
             relay_ip: v(self.relay_ip, lower.relay_ip),
             external_ip: v(self.external_ip, lower.external_ip),
@@ -694,6 +709,9 @@ pub struct Config {
     pub listening_port: u16,
     pub udp: bool,
     pub tcp: bool,
+    /// RFC 5780 NAT discovery groups (`alt-listening-ip`, `alt-listening-port`); empty
+    /// when both are unset.
+    pub discovery: Vec<DiscoveryAddresses>,
     /// Addresses relay sockets bind to: specific, de-duplicated, at least one.
     pub relay_ips: Vec<IpAddr>,
     /// Whether `relay_ips` was chosen automatically.
@@ -960,6 +978,13 @@ impl Config {
         };
         dedup(&mut listening_ips);
         let listening_port = o.listening_port.unwrap_or(defaults::LISTENING_PORT);
+        let discovery = resolve_discovery(
+            &listening_ips,
+            listening_port,
+            &o.alt_listening_ip,
+            o.alt_listening_port,
+            udp,
+        )?;
 
         let min_port = o.min_port.unwrap_or(defaults::MIN_PORT);
         let max_port = o.max_port.unwrap_or(defaults::MAX_PORT);
@@ -1182,6 +1207,7 @@ impl Config {
             listening_port,
             udp,
             tcp,
+            discovery,
             relay_ips,
             relay_ips_auto,
             external_ips: o.external_ip,
@@ -1238,6 +1264,7 @@ impl Config {
                 .iter()
                 .map(|e| (e.public, e.private))
                 .collect(),
+            discovery: self.discovery.clone(),
             ..ServerConfig::default()
         }
     }
@@ -1247,6 +1274,15 @@ impl Config {
         self.listening_ips
             .iter()
             .map(|ip| SocketAddr::new(*ip, self.listening_port))
+            .collect()
+    }
+
+    /// The UDP-only listeners RFC 5780 needs besides `listening_addrs`: the alternate
+    /// port on each listening IP and both ports on each alternate IP.
+    pub fn discovery_addrs(&self) -> Vec<SocketAddr> {
+        self.discovery
+            .iter()
+            .flat_map(|g| g.addresses().into_iter().skip(1))
             .collect()
     }
 
@@ -1268,6 +1304,78 @@ impl Config {
             .map(|ip| SocketAddr::new(*ip, self.tls_listening_port))
             .collect()
     }
+}
+
+/// RFC 5780 groups: each specific listening IP with the alternate port, and with the
+/// alternate IP of its family if there is one (the first listening IP of that family
+/// takes it). coturn's semantics: an unset or zero `alt-listening-port` is
+/// `listening-port + 1`.
+fn resolve_discovery(
+    listening: &[IpAddr],
+    port: u16,
+    alt_ips: &[IpAddr],
+    alt_port: Option<u16>,
+    udp: bool,
+) -> Result<Vec<DiscoveryAddresses>, ConfigError> {
+    if alt_ips.is_empty() && alt_port.is_none() {
+        return Ok(Vec::new());
+    }
+    if !udp {
+        return err("alt-listening-ip/alt-listening-port set with no-udp: NAT discovery (RFC 5780) is UDP only; drop one of them");
+    }
+    if port == 0 {
+        return err("alt-listening-ip/alt-listening-port need a fixed listening-port, not 0");
+    }
+    let alt_port = match alt_port.filter(|p| *p != 0) {
+        Some(p) => p,
+        None => port.checked_add(1).ok_or_else(|| {
+            ConfigError(format!(
+                "listening-port {port} has no port above it for NAT discovery; set alt-listening-port"
+            ))
+        })?,
+    };
+    if alt_port == port {
+        return err(format!(
+            "alt-listening-port {alt_port} is the listening-port; use another port (default listening-port + 1)"
+        ));
+    }
+    if let Some(ip) = listening.iter().find(|ip| ip.is_unspecified()) {
+        return err(format!(
+            "NAT discovery (alt-listening-ip/alt-listening-port) needs specific listening addresses, and listening-ip includes {ip}; set listening-ip to the address clients reach (RESPONSE-ORIGIN and OTHER-ADDRESS name it)"
+        ));
+    }
+    let mut pairs: Vec<(IpAddr, IpAddr)> = Vec::new();
+    for &alt in alt_ips {
+        if alt.is_unspecified() {
+            return err(format!(
+                "alt-listening-ip {alt} is a wildcard address; name the second address of this host"
+            ));
+        }
+        if listening.contains(&alt) {
+            return err(format!(
+                "alt-listening-ip {alt} is also a listening-ip; the alternate address must be a different one"
+            ));
+        }
+        if pairs.iter().any(|(_, a)| a.is_ipv4() == alt.is_ipv4()) {
+            return err(format!(
+                "alt-listening-ip {alt}: only one alternate address per family (IPv4, IPv6)"
+            ));
+        }
+        let Some(primary) = listening.iter().find(|ip| ip.is_ipv4() == alt.is_ipv4()) else {
+            return err(format!(
+                "alt-listening-ip {alt} has no listening-ip of its family to pair with; add one"
+            ));
+        };
+        pairs.push((*primary, alt));
+    }
+    Ok(listening
+        .iter()
+        .map(|&ip| DiscoveryAddresses {
+            primary: SocketAddr::new(ip, port),
+            alt_ip: pairs.iter().find(|(p, _)| *p == ip).map(|(_, a)| *a),
+            alt_port,
+        })
+        .collect())
 }
 
 fn join(ips: &[IpAddr]) -> String {
@@ -1672,6 +1780,137 @@ no-udp = false
         let c = resolve(o).unwrap();
         assert_eq!(c.realm, "turn.example.org");
         assert_eq!(c.credentials.secret_count(), 2);
+    }
+
+    #[test]
+    fn nat_discovery_options() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let c = resolve(Options::default()).unwrap();
+        assert!(c.discovery.is_empty());
+        assert!(c.server_config([0; 32]).discovery.is_empty());
+
+        let c = resolve(cli(&[
+            "--listening-ip",
+            "203.0.113.1",
+            "--alt-listening-ip",
+            "203.0.113.2",
+        ]))
+        .unwrap();
+        let g = DiscoveryAddresses {
+            primary: "203.0.113.1:3478".parse().unwrap(),
+            alt_ip: Some(ip("203.0.113.2")),
+            alt_port: 3479,
+        };
+        assert_eq!(c.discovery, vec![g]);
+        assert_eq!(c.server_config([0; 32]).discovery, vec![g]);
+        let extra: Vec<SocketAddr> = ["203.0.113.1:3479", "203.0.113.2:3478", "203.0.113.2:3479"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(c.discovery_addrs(), extra);
+
+        // One IP and two ports: change-port only.
+        let c = resolve(cli(&[
+            "--listening-ip",
+            "203.0.113.1",
+            "--listening-ip",
+            "2001:db8::1",
+            "--alt-listening-port",
+            "4000",
+        ]))
+        .unwrap();
+        assert_eq!(c.discovery.len(), 2);
+        assert!(c
+            .discovery
+            .iter()
+            .all(|g| g.alt_ip.is_none() && g.alt_port == 4000));
+        assert_eq!(c.discovery_addrs().len(), 2);
+
+        // From the environment and a file too.
+        let o = env(&[
+            ("TSUNAGI_LISTENING_IP", "203.0.113.1"),
+            ("TSUNAGI_ALT_LISTENING_IP", "203.0.113.2"),
+            ("TSUNAGI_ALT_LISTENING_PORT", "3500"),
+        ]);
+        assert_eq!(resolve(o).unwrap().discovery[0].alt_port, 3500);
+        let o = Options::from_toml(
+            "listening-ip = \"203.0.113.1\"\nalt-listening-ip = \"203.0.113.2\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            resolve(o).unwrap().discovery[0].alt_ip,
+            Some(ip("203.0.113.2"))
+        );
+
+        for (args, needle) in [
+            (
+                vec!["--alt-listening-ip", "203.0.113.2"],
+                "specific listening addresses",
+            ),
+            (
+                vec![
+                    "--listening-ip",
+                    "203.0.113.1",
+                    "--alt-listening-ip",
+                    "203.0.113.1",
+                ],
+                "also a listening-ip",
+            ),
+            (
+                vec![
+                    "--listening-ip",
+                    "203.0.113.1",
+                    "--alt-listening-ip",
+                    "2001:db8::2",
+                ],
+                "no listening-ip of its family",
+            ),
+            (
+                vec![
+                    "--listening-ip",
+                    "203.0.113.1",
+                    "--alt-listening-port",
+                    "3478",
+                ],
+                "is the listening-port",
+            ),
+            (
+                vec![
+                    "--listening-ip",
+                    "203.0.113.1",
+                    "--listening-port",
+                    "0",
+                    "--alt-listening-port",
+                    "5000",
+                ],
+                "fixed listening-port",
+            ),
+            (
+                vec![
+                    "--listening-ip",
+                    "203.0.113.1",
+                    "--alt-listening-port",
+                    "9",
+                    "--no-udp",
+                ],
+                "UDP only",
+            ),
+            (
+                vec![
+                    "--listening-ip",
+                    "203.0.113.1",
+                    "--alt-listening-ip",
+                    "203.0.113.2",
+                    "--alt-listening-ip",
+                    "203.0.113.3",
+                ],
+                "one alternate address per family",
+            ),
+        ] {
+            let e = resolve(cli(&args)).unwrap_err();
+            assert!(e.0.contains(needle), "{args:?}: {e}");
+        }
     }
 
     #[test]

@@ -200,6 +200,11 @@ fn bind_listeners(config: &Config) -> Result<Listeners, BindFailure> {
             Err(e) => return Err(e),
         }
     }
+    // RFC 5780: the alternate port and address, UDP only (see docs/configuration.md).
+    for addr in config.discovery_addrs() {
+        let l = Listeners::bind(&[addr], true, false)?;
+        all.udp.extend(l.udp);
+    }
     for addr in config.tls_listening_addrs() {
         match Listeners::bind_tls(&[addr]) {
             Ok(l) => all.tls.extend(l),
