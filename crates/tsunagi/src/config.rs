@@ -47,6 +47,8 @@ pub enum Command {
     Serve(Options),
     /// Print a signaling access token (an HS256 JWT signed with token-secret).
     Token(crate::token::TokenArgs),
+    /// Load generator for STUN/TURN servers (ours or coturn) and the limit baseline.
+    Bench(crate::bench::BenchArgs),
 }
 
 impl Cli {
@@ -54,7 +56,7 @@ impl Cli {
     pub fn into_serve_options(self) -> Options {
         match self.command {
             Some(Command::Serve(o)) => o,
-            Some(Command::Token(_)) | None => self.options,
+            Some(Command::Token(_) | Command::Bench(_)) | None => self.options,
         }
     }
 }

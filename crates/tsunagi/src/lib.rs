@@ -9,7 +9,9 @@
 //! * [`signaling`]: the signaling WebSocket (`/ws`) around the sans-IO
 //!   [`tsunagi_signal::Hub`].
 //! * [`token`]: `tsunagi token`, which prints signaling access tokens.
+//! * [`bench`]: `tsunagi bench`, a load generator for STUN/TURN servers.
 
+pub mod bench;
 pub mod config;
 pub mod http;
 pub mod redact;

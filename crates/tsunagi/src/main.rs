@@ -24,6 +24,9 @@ fn main() -> ExitCode {
     if let Some(Command::Token(args)) = &cli.command {
         return tsunagi::token::run(args);
     }
+    if let Some(Command::Bench(args)) = &cli.command {
+        return tsunagi::bench::run(args);
+    }
     let options = cli.into_serve_options();
     let (mut config, unknown_env) = match Config::load(options) {
         Ok(c) => c,

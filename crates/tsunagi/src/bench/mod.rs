@@ -1,0 +1,500 @@
+//! `tsunagi bench`: a load generator for STUN/TURN servers (ours or any other, e.g.
+//! coturn), and a minimal UDP forwarder that serves as the limit baseline.
+//!
+//! * `bench turn`: N allocations relay ChannelData to each other in pairs (`--mode
+//!   pairs`: the peer of each allocation is its partner's relay address), to a UDP echo
+//!   peer that the tool runs itself (`--mode echo`), or, without TURN, through a plain
+//!   forwarder (`--mode raw`, for `bench forwarder`). Flat out (`--rate 0`, with at most
+//!   `--window` packets in flight per thread) or at a fixed total rate. Every payload
+//!   carries its send time and sequence, so each packet's latency is measured.
+//! * `bench stun`: Binding requests per second, `--window` outstanding per client.
+//! * `bench alloc`: authenticated allocations per second: each cycle is an Allocate
+//!   answered by 401, the Allocate with credentials, and a Refresh with LIFETIME 0.
+//!   With `--hold`, instead: N allocations (each with a channel) are created and held,
+//!   and the server's resident memory per allocation is reported.
+//! * `bench forwarder`: receives on one port and forwards every datagram to a fixed
+//!   destination (through a second socket of its own with `--hops 2`, as a TURN relay
+//!   does), with the same batching as the generator and no TURN logic.
+//!
+//! Everything is bounded: durations (at most 600 s), counts, queues. The generator sends
+//! only to `--server` and to its own echo peer. With `--server-pid` it reads the server's
+//! CPU time and memory from `/proc`. `--json` prints one JSON object.
+//!
+//! Packets counted: those *sent* inside the measurement window (after `--warmup`, for
+//! `--duration`); after the window the generator stops sending and waits for stragglers,
+//! so loss = sent in the window − received of those. "Relayed packets/s" is packets
+//! delivered back to the generator per second: each went client → server → peer →
+//! server → client, i.e. through the relay in both directions.
+
+mod client;
+mod conn;
+mod forwarder;
+mod hist;
+mod procfs;
+mod rpc;
+mod traffic;
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde::Serialize;
+
+pub use hist::Histogram;
+
+/// Longest measurement (and forwarder run).
+pub const MAX_DURATION_SECS: f64 = 600.0;
+/// Most client sockets or connections one run opens.
+pub const MAX_ALLOCATIONS: usize = 20_000;
+/// Most generator threads.
+const MAX_THREADS: usize = 64;
+
+/// `tsunagi bench ...`
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Relay throughput, loss and latency through TURN channels.
+    Turn(TurnArgs),
+    /// STUN Binding requests per second.
+    Stun(StunArgs),
+    /// Authenticated allocations per second, or memory per allocation (--hold).
+    Alloc(AllocArgs),
+    /// A minimal UDP forwarder without TURN logic (the limit baseline).
+    Forwarder(ForwarderArgs),
+}
+
+/// Client transport to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BenchTransport {
+    Udp,
+    Tcp,
+}
+
+/// Where relayed packets go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayMode {
+    /// Allocations in pairs send to each other's relay address.
+    Pairs,
+    /// Allocations send to a UDP echo peer that the tool runs on --peer-ip.
+    Echo,
+    /// No TURN: plain datagrams to --server (a forwarder) that come back on --sink.
+    Raw,
+}
+
+/// Options of every client benchmark.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// The server to measure, HOST:PORT (an IP address).
+    #[arg(long, value_name = "IP:PORT")]
+    pub server: SocketAddr,
+    /// Transport from clients to the server.
+    #[arg(long, value_enum, default_value = "udp")]
+    pub transport: BenchTransport,
+    /// Allocations (bench turn, bench alloc) or clients (bench stun).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub allocations: usize,
+    /// Seconds of measurement (at most 600).
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds of load before the measurement starts.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Generator threads (each owns a share of the allocations).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub threads: usize,
+    /// PID of the server, to report its CPU seconds and memory from /proc.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Long-term credentials: a static user, or REST credentials minted from a secret.
+#[derive(Debug, Clone, Args)]
+pub struct CredArgs {
+    /// Static TURN user name.
+    #[arg(long, value_name = "U", requires = "password")]
+    pub user: Option<String>,
+    /// Password of --user.
+    #[arg(long, value_name = "P")]
+    pub password: Option<String>,
+    /// TURN REST API secret: credentials are minted per run (user "<expiry>:bench").
+    #[arg(long, value_name = "S", conflicts_with = "user")]
+    pub static_auth_secret: Option<String>,
+    /// Realm [default: the one in the server's 401].
+    #[arg(long, value_name = "S")]
+    pub realm: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TurnArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub cred: CredArgs,
+    /// Where packets go: pairs, echo or raw.
+    #[arg(long, value_enum, default_value = "pairs")]
+    pub mode: RelayMode,
+    /// Payload bytes per packet (16..=16384).
+    #[arg(long, value_name = "BYTES", default_value_t = 100)]
+    pub payload: usize,
+    /// Packets per second in total; 0 = flat out (bounded by --window).
+    #[arg(long, value_name = "PPS", default_value_t = 0)]
+    pub rate: u64,
+    /// Flat out: packets in flight per thread.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub window: usize,
+    /// Address of the echo peer (--mode echo).
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    pub peer_ip: IpAddr,
+    /// Address the forwarder sends to (--mode raw).
+    #[arg(long, value_name = "IP:PORT")]
+    pub sink: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StunArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Binding requests outstanding per client.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub window: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AllocArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub cred: CredArgs,
+    /// Create --allocations allocations (each with a channel), hold them, report the
+    /// server's memory per allocation (needs --server-pid), then delete them.
+    #[arg(long)]
+    pub hold: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ForwarderArgs {
+    /// Address to receive on.
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen: SocketAddr,
+    /// Where every datagram goes.
+    #[arg(long, value_name = "IP:PORT")]
+    pub to: SocketAddr,
+    /// 1: straight to --to. 2: through a second socket of the forwarder first, so that
+    /// each packet costs the same socket operations as through a TURN relay.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub hops: u8,
+    /// Seconds to run before exiting (at most 600); SIGTERM also stops it.
+    #[arg(long, value_name = "SECS", default_value_t = 600.0)]
+    pub duration: f64,
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+impl Latency {
+    pub fn of(h: &Histogram) -> Self {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Self {
+            p50: us(h.quantile(0.5)),
+            p99: us(h.quantile(0.99)),
+            p999: us(h.quantile(0.999)),
+            max: us(h.max()),
+            mean: h.mean() / 1000.0,
+        }
+    }
+}
+
+/// What a benchmark measured.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub bench: &'static str,
+    pub server: String,
+    pub transport: Option<BenchTransport>,
+    pub mode: Option<RelayMode>,
+    /// Allocations (or clients) that took part.
+    pub allocations: usize,
+    pub payload: Option<usize>,
+    /// Target packets/s; 0 = flat out.
+    pub rate: Option<u64>,
+    pub threads: usize,
+    pub duration_s: f64,
+    /// Time to create the allocations and channels.
+    pub setup_s: f64,
+    /// Packets (or requests) sent inside the window.
+    pub sent: u64,
+    /// Of those, received back.
+    pub received: u64,
+    pub lost: u64,
+    pub loss_ratio: f64,
+    /// Received per second: relayed packets, Binding responses or allocation cycles.
+    pub per_sec: f64,
+    /// Payload megabits per second relayed.
+    pub mbit_per_sec: Option<f64>,
+    /// Per packet (turn), per request (stun), per Allocate-to-deleted cycle (alloc).
+    pub latency_us: Latency,
+    pub server_cpu_s: Option<f64>,
+    /// Server CPU seconds per second of the window (1.0 = one core busy).
+    pub server_cpu_util: Option<f64>,
+    pub server_rss_start_kib: Option<u64>,
+    pub server_rss_end_kib: Option<u64>,
+    pub server_peak_rss_kib: Option<u64>,
+    /// --hold: server RSS growth per allocation held.
+    pub bytes_per_allocation: Option<f64>,
+    /// Failed requests by error code ("timeout" for none).
+    pub failures: String,
+    /// /proc/loadavg at the end: how busy the machine was.
+    pub loadavg: String,
+}
+
+impl Report {
+    fn print(&self, json: bool) {
+        if json {
+            match serde_json::to_string(self) {
+                Ok(s) => println!("{s}"),
+                Err(e) => eprintln!("tsunagi bench: cannot encode the report: {e}"),
+            }
+            return;
+        }
+        let l = &self.latency_us;
+        println!(
+            "bench {} against {} ({}{} allocations/clients, {} thread(s))",
+            self.bench,
+            self.server,
+            self.mode
+                .map(|m| format!("{m:?} mode, ").to_lowercase())
+                .unwrap_or_default(),
+            self.allocations,
+            self.threads
+        );
+        println!(
+            "  {:.0}/s over {:.1} s (setup {:.2} s); sent {} received {} lost {} ({:.3} %)",
+            self.per_sec,
+            self.duration_s,
+            self.setup_s,
+            self.sent,
+            self.received,
+            self.lost,
+            self.loss_ratio * 100.0
+        );
+        if let Some(m) = self.mbit_per_sec {
+            println!("  {m:.1} Mbit/s of payload");
+        }
+        println!(
+            "  latency us: p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}",
+            l.p50, l.p99, l.p999, l.max, l.mean
+        );
+        if let Some(c) = self.server_cpu_s {
+            println!(
+                "  server CPU {c:.2} s ({:.0} % of one core); RSS {} -> {} KiB, peak {} KiB",
+                self.server_cpu_util.unwrap_or(0.0) * 100.0,
+                self.server_rss_start_kib.unwrap_or(0),
+                self.server_rss_end_kib.unwrap_or(0),
+                self.server_peak_rss_kib.unwrap_or(0)
+            );
+        }
+        if let Some(b) = self.bytes_per_allocation {
+            println!("  server memory per allocation: {b:.0} bytes");
+        }
+        if !self.failures.is_empty() {
+            println!("  failed requests: {}", self.failures);
+        }
+        println!("  load average: {}", self.loadavg);
+    }
+}
+
+/// A benchmark that could not run.
+#[derive(Debug)]
+pub struct BenchError(pub String);
+
+impl std::fmt::Display for BenchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BenchError {}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, BenchError> {
+    Err(BenchError(msg.into()))
+}
+
+impl CommonArgs {
+    fn validate(&self) -> Result<(), BenchError> {
+        if !(self.duration > 0.0 && self.duration <= MAX_DURATION_SECS) {
+            return err(format!(
+                "--duration must be in (0, {MAX_DURATION_SECS}] seconds"
+            ));
+        }
+        if !(0.0..=60.0).contains(&self.warmup) {
+            return err("--warmup must be in [0, 60] seconds");
+        }
+        if self.allocations == 0 || self.allocations > MAX_ALLOCATIONS {
+            return err(format!("--allocations must be in 1..={MAX_ALLOCATIONS}"));
+        }
+        if self.threads == 0 || self.threads > MAX_THREADS {
+            return err(format!("--threads must be in 1..={MAX_THREADS}"));
+        }
+        if self.server.port() == 0 || self.server.ip().is_unspecified() {
+            return err("--server must be a concrete IP:PORT");
+        }
+        Ok(())
+    }
+
+    fn window(&self) -> (Duration, Duration) {
+        (
+            Duration::from_secs_f64(self.warmup),
+            Duration::from_secs_f64(self.duration),
+        )
+    }
+}
+
+impl CredArgs {
+    /// Username, password and realm for the clients.
+    fn auth(&self) -> Result<client::Auth, BenchError> {
+        let (username, password) = match (&self.user, &self.password, &self.static_auth_secret) {
+            (Some(u), Some(p), None) => (u.clone(), p.clone()),
+            (None, None, Some(secret)) => {
+                let expiry = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+                    + 86_400;
+                tsunagi_turn::auth::rest_credential(secret, "bench", expiry)
+            }
+            _ => return err("give --user and --password, or --static-auth-secret"),
+        };
+        Ok(client::Auth {
+            username,
+            password,
+            realm: self.realm.clone(),
+        })
+    }
+}
+
+/// Splits `n` items over `threads` in contiguous ranges; with `even`, every range but
+/// the last has an even length (pairs stay on one thread).
+fn split(n: usize, threads: usize, even: bool) -> Vec<std::ops::Range<usize>> {
+    let threads = threads.clamp(1, n.max(1));
+    let mut per = n.div_ceil(threads);
+    if even && per % 2 == 1 {
+        per += 1;
+    }
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < n {
+        let end = (start + per).min(n);
+        out.push(start..end);
+        start = end;
+    }
+    out
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// The server's counters around a measurement window.
+#[derive(Debug, Default)]
+struct ServerWatch {
+    pid: Option<u32>,
+    cpu_start: Option<f64>,
+    rss_start: Option<u64>,
+}
+
+impl ServerWatch {
+    fn start(pid: Option<u32>) -> Self {
+        Self {
+            pid,
+            cpu_start: pid.and_then(procfs::cpu_seconds),
+            rss_start: pid.and_then(procfs::rss_kib),
+        }
+    }
+
+    fn finish(&self, r: &mut Report, seconds: f64) {
+        let Some(pid) = self.pid else {
+            return;
+        };
+        if let (Some(a), Some(b)) = (self.cpu_start, procfs::cpu_seconds(pid)) {
+            r.server_cpu_s = Some(b - a);
+            r.server_cpu_util = Some((b - a) / seconds.max(1e-9));
+        }
+        r.server_rss_start_kib = self.rss_start;
+        r.server_rss_end_kib = procfs::rss_kib(pid);
+        r.server_peak_rss_kib = procfs::peak_rss_kib(pid);
+    }
+}
+
+/// Runs a benchmark and returns its report (the forwarder returns an empty one when
+/// its time is up).
+pub fn report(args: &BenchArgs) -> Result<Report, BenchError> {
+    let mut report = match &args.command {
+        BenchCommand::Turn(a) => traffic::run(a)?,
+        BenchCommand::Stun(a) => rpc::run_stun(a)?,
+        BenchCommand::Alloc(a) => rpc::run_alloc(a)?,
+        BenchCommand::Forwarder(a) => {
+            forwarder::run(a)?;
+            Report {
+                bench: "forwarder",
+                ..Report::default()
+            }
+        }
+    };
+    report.loadavg = loadavg();
+    Ok(report)
+}
+
+/// Runs `tsunagi bench ...`; exit status 0 when the benchmark ran, 1 when it could not
+/// (bad options, setup failed). clap exits with 2 on a bad command line.
+pub fn run(args: &BenchArgs) -> ExitCode {
+    let json = match &args.command {
+        BenchCommand::Turn(a) => a.common.json,
+        BenchCommand::Stun(a) => a.common.json,
+        BenchCommand::Alloc(a) => a.common.json,
+        BenchCommand::Forwarder(_) => false,
+    };
+    match report(args) {
+        Ok(r) if r.bench == "forwarder" => ExitCode::SUCCESS,
+        Ok(r) => {
+            r.print(json);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tsunagi bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_keeps_pairs_together() {
+        assert_eq!(split(8, 3, true), vec![0..4, 4..8]);
+        assert_eq!(split(7, 2, true), vec![0..4, 4..7]);
+        assert_eq!(split(1, 4, false), vec![0..1]);
+        assert_eq!(split(10, 3, false), vec![0..4, 4..8, 8..10]);
+    }
+}
