@@ -13,6 +13,9 @@ const NAME_KEY = 'tsunagi.name';
 const ROOM_RE = /^[A-Za-z0-9_-]{1,64}$/;
 const STATS_INTERVAL_MS = 1000;
 const TRAFFIC_LOG_MAX = 2000;
+// After a session is lost: how long to keep trying to join again, and how often.
+const REJOIN_TIMEOUT_MS = 60000;
+const REJOIN_BACKOFF_MS = [500, 1000, 2000, 3000, 5000];
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -362,16 +365,34 @@ function onResumed(msg) {
 async function onSessionLost() {
   if (state.view !== 'call') return;
   notify(t('notice.sessionLost'), { kind: 'warn', code: 'session-lost', timeout: 6000 });
+  // The others have dropped us (peer-left, timeout): start over with a new id, retrying
+  // while the server is unreachable.
   for (const id of [...state.peers.keys()]) removePeer(id);
-  const sig = new Signaling(wsUrl());
-  state.sig = sig;
-  wireSignaling(sig);
-  try {
-    const welcome = await sig.join({ room: state.room, name: state.name, token: state.token });
-    startCall(welcome);
-  } catch (err) {
-    leaveCall({ silent: true });
-    showLanding({ room: state.room, message: errorText(err && err.code ? err : { code: 'connect' }) });
+  const deadline = Date.now() + REJOIN_TIMEOUT_MS;
+  for (let attempt = 0; state.view === 'call'; attempt++) {
+    const sig = new Signaling(wsUrl());
+    state.sig = sig;
+    wireSignaling(sig);
+    setSigState('reconnecting');
+    try {
+      const welcome = await sig.join({ room: state.room, name: state.name, token: state.token });
+      if (state.view !== 'call' || state.sig !== sig) {
+        sig.leave();
+        return;
+      }
+      startCall(welcome);
+      return;
+    } catch (err) {
+      const e = err && err.code ? err : { code: 'connect' };
+      if (e.code !== 'connect' || Date.now() > deadline) {
+        if (state.view !== 'call') return;
+        leaveCall({ silent: true });
+        showLanding({ room: state.room, message: errorText(e) });
+        $('#landing-error').dataset.code = e.code;
+        return;
+      }
+      await new Promise((r) => setTimeout(r, REJOIN_BACKOFF_MS[Math.min(attempt, REJOIN_BACKOFF_MS.length - 1)]));
+    }
   }
 }
 

@@ -141,6 +141,7 @@ const en = {
   'tl.newConnection.remote': 'the peer opened a new connection (new SDP session): following with a new one',
   'tl.staleDescription': 'ignored: meant for the connection replaced before',
   'tl.stale': 'ignored: belongs to an earlier session',
+  'tl.watchdog': 'not connected after a while ({state}): starting over with a new connection',
   'tl.error': 'error',
   'tl.media': '{n} media sections: {kinds}',
 
@@ -324,6 +325,7 @@ const ja = {
   'tl.newConnection.remote': '相手が接続を作り直した(新しい SDP セッション)ため、こちらも作り直し',
   'tl.staleDescription': '無視: 作り直す前の接続あて',
   'tl.stale': '無視: 前のセッションのもの',
+  'tl.watchdog': 'しばらく接続できないため({state})、新しい接続でやり直し',
   'tl.error': 'エラー',
   'tl.media': 'メディアセクション {n} 個: {kinds}',
 

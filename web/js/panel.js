@@ -270,6 +270,9 @@ function timelineItem(e, firstT) {
     case 'newConnection':
       kind = t(`tl.newConnection.${e.value}`);
       break;
+    case 'watchdog':
+      kind = t('tl.watchdog', { state: e.value });
+      break;
     case 'staleDescription':
       kind = t('tl.staleDescription');
       break;

@@ -48,6 +48,9 @@ export class Peer {
     this.remoteSessionId = null;
     this.staleSession = null; // the remote session of a connection we replaced
     this.lastFailRestart = 0;
+    this.watchdogs = 0;
+    this.deadOf = new WeakMap();
+    this.killOf = new WeakMap();
     this.startPc(initiator);
   }
 
@@ -67,9 +70,20 @@ export class Peer {
     this.emit('timeline', e);
   }
 
+  /**
+   * Waits for an operation of `pc`, or throws Replaced as soon as `pc` is replaced or
+   * closed: the operations of a closed RTCPeerConnection never settle, and the inbound
+   * queue must not wait for them forever.
+   */
+  guard(pc, promise) {
+    const dead = this.deadOf.get(pc);
+    return dead ? Promise.race([promise, dead]) : promise;
+  }
+
   /** Creates a new RTCPeerConnection (and drops the old one, if any). */
   startPc(initiator) {
     const old = this.pc;
+    if (old) this.killOf.get(old)?.();
     this.generation++;
     this.initiator = initiator;
     this.makingOffer = false;
@@ -81,9 +95,32 @@ export class Peer {
     this.localCandidates = [];
     this.remoteCandidates = [];
     this.pc = this.createPc();
+    const dead = new Promise((_, reject) => this.killOf.set(this.pc, () => reject(new Replaced())));
+    dead.catch(() => {});
+    this.deadOf.set(this.pc, dead);
     if (old) old.close();
     if (initiator) this.addLocalTracks();
     this.emit('pc', this.pc);
+    this.armWatchdog(this.pc);
+  }
+
+  /**
+   * A connection that has not come up some seconds after it was made is replaced by a
+   * fresh one with a fresh offer (the remote follows it). This ends any leftover of
+   * offer races, e.g. when both sides switch relay-only at the same time. The two sides
+   * wait different times so that they do not replace at once, and give up after a few.
+   */
+  armWatchdog(pc) {
+    const delay = this.polite ? 16000 : 11000;
+    setTimeout(() => {
+      if (pc !== this.pc || this.closed || pc.connectionState === 'connected') return;
+      // Still waiting for the newcomer's very first offer: nothing to replace yet.
+      if (!this.initiator && !pc.remoteDescription) return;
+      if (this.watchdogs >= 3) return;
+      this.watchdogs++;
+      this.log({ dir: 'state', kind: 'watchdog', value: pc.connectionState });
+      this.startPc(true);
+    }, delay);
   }
 
   createPc() {
@@ -154,11 +191,13 @@ export class Peer {
         } else {
           this.transceivers[kind] = offered;
         }
+      } else if (track) {
+        // addTrack, not addTransceiver: if our offer is rolled back on a collision, a
+        // transceiver made by addTrack is reused for the remote offer's m-line.
+        const sender = this.pc.addTrack(track, stream);
+        this.transceivers[kind] = this.pc.getTransceivers().find((t) => t.sender === sender);
       } else {
-        this.transceivers[kind] = this.pc.addTransceiver(track || kind, {
-          direction: track ? 'sendrecv' : 'recvonly',
-          streams: track ? [stream] : [],
-        });
+        this.transceivers[kind] = this.pc.addTransceiver(kind, { direction: 'recvonly' });
       }
     }
   }
@@ -169,13 +208,13 @@ export class Peer {
     if (!this.initiator && !pc.remoteDescription) return;
     try {
       this.makingOffer = true;
-      await pc.setLocalDescription();
+      await this.guard(pc, pc.setLocalDescription());
       if (pc !== this.pc) return;
       const desc = pc.localDescription;
       this.log({ dir: 'out', kind: desc.type, sdp: summarizeSdp(desc.sdp) });
       this.sendSignal({ type: desc.type, to: this.id, sdp: desc.sdp });
     } catch (e) {
-      if (pc === this.pc) this.log({ dir: 'state', kind: 'error', value: String(e.message || e) });
+      if (pc === this.pc && !(e instanceof Replaced)) this.log({ dir: 'state', kind: 'error', value: String(e.message || e) });
     } finally {
       if (pc === this.pc) this.makingOffer = false;
     }
@@ -193,7 +232,7 @@ export class Peer {
 
   enqueue(fn) {
     this.inbound = this.inbound.then(() => (this.closed ? undefined : fn())).catch((e) => {
-      this.log({ dir: 'state', kind: 'error', value: String((e && e.message) || e) });
+      if (!(e instanceof Replaced)) this.log({ dir: 'state', kind: 'error', value: String((e && e.message) || e) });
     });
     return this.inbound;
   }
@@ -206,8 +245,11 @@ export class Peer {
       this.log({ dir: 'state', kind: 'newConnection', value: 'remote' });
       this.startPc(false);
     }
-    if (this.staleSession && session === this.staleSession && !this.pc.remoteDescription) {
-      // Meant for the connection we replaced: the remote will follow our new offer.
+    if (type === 'offer' && this.staleSession && session === this.staleSession && !this.pc.remoteDescription) {
+      // An offer of the session our replaced connection talked to: it was meant for
+      // that connection, and the remote will follow our new offer with a new session.
+      // (An answer from that session can be real: a remote connection that had not
+      // been answered yet may roll back its offer and answer ours.)
       this.log({ dir: 'state', kind: 'staleDescription' });
       return;
     }
@@ -226,14 +268,14 @@ export class Peer {
     }
     try {
       this.isSettingRemoteAnswerPending = type === 'answer';
-      await pc.setRemoteDescription({ type, sdp }); // rolls back our offer if needed
+      await this.guard(pc, pc.setRemoteDescription({ type, sdp })); // rolls back our offer if needed
     } finally {
       this.isSettingRemoteAnswerPending = false;
     }
     this.remoteSessionId = session;
     if (type === 'offer') {
       if (!this.tracksAdded) this.addLocalTracks();
-      await pc.setLocalDescription();
+      await this.guard(pc, pc.setLocalDescription());
       if (pc !== this.pc) return;
       const desc = pc.localDescription;
       this.log({ dir: 'out', kind: desc.type, sdp: summarizeSdp(desc.sdp) });
@@ -256,10 +298,10 @@ export class Peer {
     }
     if (stale) return;
     try {
-      if (c) await pc.addIceCandidate(candidate);
-      else await pc.addIceCandidate();
+      if (c) await this.guard(pc, pc.addIceCandidate(candidate));
+      else await this.guard(pc, pc.addIceCandidate());
     } catch (e) {
-      if (!this.ignoreOffer && pc === this.pc) this.log({ dir: 'state', kind: 'error', value: String(e.message || e) });
+      if (!this.ignoreOffer && pc === this.pc && !(e instanceof Replaced)) this.log({ dir: 'state', kind: 'error', value: String(e.message || e) });
     }
   }
 
@@ -269,6 +311,7 @@ export class Peer {
     this.config = { ...this.config, iceTransportPolicy: policy };
     this.log({ dir: 'state', kind: 'relayPolicy', value: policy });
     this.log({ dir: 'state', kind: 'newConnection', value: 'local' });
+    this.watchdogs = 0;
     this.staleSession = this.remoteSessionId;
     this.startPc(true);
   }
@@ -295,8 +338,16 @@ export class Peer {
   close() {
     if (this.closed) return;
     this.closed = true;
+    this.killOf.get(this.pc)?.();
     this.pc.close();
     this.log({ dir: 'state', kind: 'connectionState', value: 'closed' });
+  }
+}
+
+/** Thrown into a pending operation of a connection that was replaced or closed. */
+class Replaced extends Error {
+  constructor() {
+    super('connection replaced');
   }
 }
 

@@ -91,12 +91,12 @@ export async function inbound(page, peerId) {
   return page.evaluate(async (id) => {
     const r = await window.tsunagi.rawStats(id);
     if (!r) return null;
-    const v = r.find((s) => s.type === 'inbound-rtp' && s.kind === 'video');
-    const a = r.find((s) => s.type === 'inbound-rtp' && s.kind === 'audio');
+    const sum = (kind, field) => r.filter((s) => s.type === 'inbound-rtp' && s.kind === kind).reduce((n, s) => n + (s[field] || 0), 0);
     return {
-      framesDecoded: v ? v.framesDecoded || 0 : 0,
-      videoBytes: v ? v.bytesReceived || 0 : 0,
-      audioBytes: a ? a.bytesReceived || 0 : 0,
+      framesDecoded: sum('video', 'framesDecoded'),
+      videoBytes: sum('video', 'bytesReceived'),
+      audioBytes: sum('audio', 'bytesReceived'),
+      videoStreams: r.filter((s) => s.type === 'inbound-rtp' && s.kind === 'video').length,
     };
   }, peerId);
 }
@@ -124,16 +124,24 @@ export async function expectMediaFlowing(participants, { timeout = 25000, window
   const pairs = [];
   for (const a of participants) for (const b of participants) if (a !== b) pairs.push([a, b]);
   // First: something has arrived on every direction.
-  await waitFor(
-    async () => {
-      for (const [a, b] of pairs) {
-        const s = await inbound(a.page, b.id);
-        if (!s || s.framesDecoded <= 0 || s.audioBytes <= 0) return false;
-      }
-      return true;
-    },
-    { timeout, what: 'video decoded and audio received on every direction' },
-  );
+  let missing = [];
+  try {
+    await waitFor(
+      async () => {
+        missing = [];
+        for (const [a, b] of pairs) {
+          const s = await inbound(a.page, b.id);
+          if (!s || s.framesDecoded <= 0 || s.audioBytes <= 0) missing.push({ dir: `${b.name}→${a.name}`, ...s });
+        }
+        return missing.length === 0;
+      },
+      { timeout, what: 'video decoded and audio received on every direction' },
+    );
+  } catch (e) {
+    const states = await Promise.all(participants.map((p) => p.page.evaluate(() => window.tsunagi.peers()).catch(() => null)));
+    e.message += `; missing: ${JSON.stringify(missing)}; peers: ${JSON.stringify(states)}`;
+    throw e;
+  }
   // Then: it keeps growing.
   const before = await Promise.all(pairs.map(([a, b]) => inbound(a.page, b.id)));
   await sleep(windowMs);

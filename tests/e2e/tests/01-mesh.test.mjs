@@ -150,3 +150,21 @@ test('a participant closes its tab: the others drop its tile within 5 s', { time
   await expectMediaFlowing([alice, bob], { timeout: 10000 });
   for (const p of [alice, bob]) assert.deepEqual(p.consoleErrors.filter((e) => !/favicon/.test(e)), [], `${p.name} console errors`);
 });
+
+test('the client pings the server every 15 s and gets pongs', { timeout: 30000 }, async () => {
+  const { alice } = people;
+  const log = await waitFor(
+    async () => {
+      const l = await alice.page.evaluate(() => window.tsunagi.signalLog());
+      return l.some((m) => m.dir === 'in' && m.type === 'pong') ? l : false;
+    },
+    { timeout: 20000, interval: 500, what: 'a ping answered with a pong' },
+  );
+  const ping = log.find((m) => m.dir === 'out' && m.type === 'ping');
+  const pong = log.find((m) => m.dir === 'in' && m.type === 'pong');
+  const join = log.find((m) => m.dir === 'out' && m.type === 'join');
+  assert.equal(pong.id, ping.id);
+  const after = ping.at - join.at;
+  assert.ok(after >= 14000 && after < 17000, `first ping ${after} ms after join`);
+  assert.match(await alice.page.getByTestId('signaling-rtt').innerText(), /\d+ ms/);
+});
