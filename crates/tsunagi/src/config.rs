@@ -49,6 +49,8 @@ pub enum Command {
     Token(crate::token::TokenArgs),
     /// Load generator for STUN/TURN servers (ours or coturn) and the limit baseline.
     Bench(crate::bench::BenchArgs),
+    /// Find out what kind of NAT this host is behind (RFC 5780) and what it means for WebRTC.
+    Nat(crate::nat::NatArgs),
 }
 
 impl Cli {
@@ -56,7 +58,7 @@ impl Cli {
     pub fn into_serve_options(self) -> Options {
         match self.command {
             Some(Command::Serve(o)) => o,
-            Some(Command::Token(_) | Command::Bench(_)) | None => self.options,
+            Some(Command::Token(_) | Command::Bench(_) | Command::Nat(_)) | None => self.options,
         }
     }
 }

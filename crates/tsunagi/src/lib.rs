@@ -10,10 +10,12 @@
 //!   [`tsunagi_signal::Hub`].
 //! * [`token`]: `tsunagi token`, which prints signaling access tokens.
 //! * [`bench`]: `tsunagi bench`, a load generator for STUN/TURN servers.
+//! * [`nat`]: `tsunagi nat`, NAT behaviour discovery (RFC 5780) as a client.
 
 pub mod bench;
 pub mod config;
 pub mod http;
+pub mod nat;
 pub mod redact;
 pub mod signaling;
 pub mod tls;

@@ -27,6 +27,9 @@ fn main() -> ExitCode {
     if let Some(Command::Bench(args)) = &cli.command {
         return tsunagi::bench::run(args);
     }
+    if let Some(Command::Nat(args)) = &cli.command {
+        return tsunagi::nat::run(args);
+    }
     let options = cli.into_serve_options();
     let (mut config, unknown_env) = match Config::load(options) {
         Ok(c) => c,
