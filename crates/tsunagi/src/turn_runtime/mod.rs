@@ -364,6 +364,9 @@ impl TurnService {
         let mut udp_addrs = Vec::new();
         for s in listeners.udp {
             let local = s.local_addr().map_err(|e| start_err("UDP listener", e))?;
+            // tokio needs it; sockets bound outside `Listeners::bind` may be blocking.
+            s.set_nonblocking(true)
+                .map_err(|e| start_err("UDP listener", e))?;
             let sock = Arc::new(UdpSocket::from_std(s).map_err(|e| start_err("UDP listener", e))?);
             info!("STUN/TURN listening on udp {local}");
             udp_out.insert(local, sock.clone());
