@@ -73,3 +73,36 @@ test('a cut WebSocket is resumed: same id, no peer-left, video keeps decoding', 
   }
   await expectMediaFlowing([alice, bob, carol], { timeout: 10000 });
 });
+
+test('past the grace period the client joins again as a new participant', { timeout: 90000 }, async () => {
+  const short = await startTsunagi({ name: 'tsunagi-resume-grace2', extraArgs: ['--resume-grace', '2'] });
+  const shortProxy = await startProxy(short.httpPort);
+  const local = [];
+  try {
+    const alice = await openParticipant(short.url, { name: 'Alice', room: ROOM });
+    local.push(alice);
+    const bob = await openParticipant(`http://127.0.0.1:${shortProxy.port}`, { name: 'Bob', room: ROOM });
+    local.push(bob);
+    await expectMediaFlowing([alice, bob]);
+    const oldId = bob.id;
+    shortProxy.cut({ refuse: true });
+    // Alice sees Bob time out after the 2 s grace period.
+    await waitFor(async () => (await alice.page.evaluate(() => window.tsunagi.signalLog())).some((m) => m.type === 'peer-left' && m.id === oldId && m.reason === 'timeout'), { timeout: 10000, what: 'peer-left (timeout) at Alice' });
+    await alice.page.getByTestId(`tile-${oldId}`).waitFor({ state: 'detached', timeout: 2000 });
+    shortProxy.restore();
+    bob.id = await waitFor(
+      async () => {
+        const s = await bob.page.evaluate(() => ({ id: window.tsunagi.id, sig: window.tsunagi.signaling }));
+        return s.sig === 'open' && s.id && s.id !== oldId ? s.id : false;
+      },
+      { timeout: 20000, what: 'Bob to join again with a new id' },
+    );
+    await bob.page.locator('[data-testid="toast"][data-code="session-lost"]').waitFor({ state: 'attached', timeout: 2000 }).catch(() => {});
+    await expectMediaFlowing([alice, bob]);
+    assert.equal(await alice.page.getByTestId(`tile-${bob.id}`).count(), 1);
+  } finally {
+    for (const p of local) await p.close();
+    await shortProxy.close();
+    await short.stop();
+  }
+});
