@@ -883,6 +883,12 @@ const debugHook = {
   get signalingRtt() {
     return state.sig ? state.sig.rtt : null;
   },
+  /** The local capture: {audio, video, screen} as {id, label, enabled} or null. */
+  localTracks() {
+    const m = state.media;
+    const info = (tr) => (tr ? { id: tr.id, label: tr.label, enabled: tr.enabled } : null);
+    return m ? { audio: info(m.audio), video: info(m.camera), screen: info(m.screen) } : null;
+  },
   /** The ICE server URLs from welcome (credentials left out). */
   iceServerUrls() {
     return state.iceServers.flatMap((s) => [].concat(s.urls || s.url || []));

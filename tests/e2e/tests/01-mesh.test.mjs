@@ -92,6 +92,53 @@ test('mute and camera toggles show as badges on the others\' tiles', { timeout: 
   await tile.getByTestId('badge-cam-off').waitFor({ state: 'hidden', timeout: 5000 });
 });
 
+test('the device picker switches the microphone live (replaceTrack, no renegotiation)', { timeout: 30000 }, async () => {
+  const { alice, bob } = people;
+  const before = await alice.page.evaluate(() => window.tsunagi.localTracks());
+  const offersBefore = (await alice.page.evaluate((id) => window.tsunagi.timeline(id), bob.id)).filter((e) => e.kind === 'offer').length;
+  await alice.page.getByTestId('open-devices').click();
+  const dialog = alice.page.getByTestId('devices-dialog');
+  await dialog.waitFor({ state: 'visible' });
+  const options = await dialog.getByTestId('mic-select').locator('option').allInnerTexts();
+  assert.ok(options.length >= 2, `fake devices: ${options.join(', ')}`);
+  const other = options.find((o) => o !== before.audio.label);
+  await dialog.getByTestId('mic-select').selectOption({ label: other });
+  await waitFor(async () => (await alice.page.evaluate(() => window.tsunagi.localTracks())).audio.label === other, { timeout: 5000, what: `the microphone to become ${other}` });
+  await dialog.getByTestId('devices-close').click();
+  await dialog.waitFor({ state: 'hidden' });
+  const after = await alice.page.evaluate(() => window.tsunagi.localTracks());
+  // Every connection now sends the new track.
+  for (const peer of [bob]) {
+    const sources = await alice.page.evaluate(async (id) => (await window.tsunagi.rawStats(id)).filter((s) => s.type === 'media-source' && s.kind === 'audio').map((s) => s.trackIdentifier), peer.id);
+    await waitFor(async () => {
+      const ids = await alice.page.evaluate(async (id) => (await window.tsunagi.rawStats(id)).filter((s) => s.type === 'media-source' && s.kind === 'audio').map((s) => s.trackIdentifier), peer.id);
+      return ids.includes(after.audio.id);
+    }, { timeout: 5000, what: `the audio sender towards ${peer.name} to carry the new track (was ${sources})` });
+  }
+  const offersAfter = (await alice.page.evaluate((id) => window.tsunagi.timeline(id), bob.id)).filter((e) => e.kind === 'offer').length;
+  assert.equal(offersAfter, offersBefore, 'no renegotiation');
+  await expectMediaFlowing(Object.values(people), { timeout: 10000 });
+});
+
+test('screen sharing replaces the video track and shows as a badge', { timeout: 30000 }, async () => {
+  const { alice, bob, carol } = people;
+  await bob.page.getByTestId('toggle-screen').click();
+  await waitFor(async () => (await bob.page.evaluate(() => window.tsunagi.localTracks())).screen !== null, { timeout: 5000, what: 'a screen track' });
+  assert.equal(await bob.page.getByTestId('toggle-screen').getAttribute('aria-pressed'), 'true');
+  for (const p of [alice, carol]) {
+    await p.page.getByTestId(`tile-${bob.id}`).getByTestId('badge-screen').waitFor({ state: 'visible', timeout: 5000 });
+  }
+  const screenId = (await bob.page.evaluate(() => window.tsunagi.localTracks())).screen.id;
+  const sent = await bob.page.evaluate(async (id) => (await window.tsunagi.rawStats(id)).filter((s) => s.type === 'media-source' && s.kind === 'video').map((s) => s.trackIdentifier), alice.id);
+  assert.ok(sent.includes(screenId), `Bob sends the screen track to Alice: ${sent}`);
+  await expectMediaFlowing([alice, bob, carol], { timeout: 10000 });
+  await bob.page.getByTestId('toggle-screen').click();
+  for (const p of [alice, carol]) {
+    await p.page.getByTestId(`tile-${bob.id}`).getByTestId('badge-screen').waitFor({ state: 'hidden', timeout: 5000 });
+  }
+  assert.equal((await bob.page.evaluate(() => window.tsunagi.localTracks())).screen, null);
+});
+
 test('screenshots: a 3-person call and an open connection panel', { timeout: 40000 }, async () => {
   const { alice, bob } = people;
   mkdirSync(artifactsDir, { recursive: true });
