@@ -65,7 +65,7 @@ test('a third participant joins: every one decodes every other', { timeout: 6000
 test('chat messages reach every other participant', { timeout: 30000 }, async () => {
   const all = Object.values(people);
   for (const sender of all) {
-    const text = `hello from ${sender.name} ${Date.now()}`;
+    const text = `Hello from ${sender.name}!`;
     await sender.page.getByTestId('chat-input').fill(text);
     await sender.page.getByTestId('chat-input').press('Enter');
     for (const other of all.filter((p) => p !== sender)) {
