@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert_eq!(kind, PacketKind::ChannelData);
-    assert!((ChannelData::MIN_CHANNEL..=ChannelData::MAX_CHANNEL).contains(&cd.channel));
+    assert!((ChannelData::MIN_CHANNEL..=ChannelData::MAX_CHANNEL_RFC5766).contains(&cd.channel));
 
     for padded in [false, true] {
         let len = ChannelData::encoded_len(cd.data.len(), padded);
