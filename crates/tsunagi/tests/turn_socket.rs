@@ -351,6 +351,34 @@ async fn invalid_tcp_stream_is_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_tcp_stream_is_closed_but_idle_clients_stay() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start_server();
+    let mut idle = Client::tcp(server.tcp_addrs()[0]).await;
+    idle.binding().await;
+    // An HTTP request frames as ChannelData with a length it never completes.
+    let mut http = tokio::net::TcpStream::connect(server.tcp_addrs()[0])
+        .await
+        .unwrap();
+    http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut sink = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(30), http.read(&mut sink)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the stalled connection is closed by the server: {read:?}"
+    );
+    eventually("the stalled stream to be counted", || {
+        server.counters().tcp_invalid == 1
+    })
+    .await;
+    // The client that finished its frames and then went quiet for as long is still served.
+    idle.binding().await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_connections_are_capped() {
     let mut opts = runtime_options();
     opts.max_tcp_connections = 1;

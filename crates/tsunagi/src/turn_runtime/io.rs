@@ -33,6 +33,11 @@ const WRITE_COALESCE: usize = 64 * 1024;
 /// Time a TLS client has to complete its handshake; it holds a connection permit
 /// meanwhile, so a slow or silent client must not keep it for long.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A stream client must complete its first frame, and any frame it has started, within
+/// this time. Idle connections between frames (an allocation waiting for its next
+/// Refresh) are not affected; a stalled or never-framed stream (an HTTP request on the
+/// TURN port frames as ChannelData with a huge length) is closed.
+const FRAME_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 thread_local! {
     /// One receive arena per worker thread, shared by every socket task that runs on
@@ -254,6 +259,7 @@ enum Close {
     Invalid,
     Shutdown,
     CoreGone,
+    Stalled,
 }
 
 impl std::fmt::Display for Close {
@@ -264,6 +270,7 @@ impl std::fmt::Display for Close {
             Close::Invalid => f.write_str("not STUN or ChannelData"),
             Close::Shutdown => f.write_str("server shutting down"),
             Close::CoreGone => f.write_str("server stopped"),
+            Close::Stalled => f.write_str("no complete frame within 10 s"),
         }
     }
 }
@@ -355,6 +362,9 @@ where
     Counters::inc(&counters.tcp_connections);
     let writer = tokio::spawn(tcp_writer(wr, wrx));
     let mut buf = BytesMut::with_capacity(4096);
+    // Deadline for the frame being waited on: the first one, or a started one.
+    let mut frame_deadline = Some(tokio::time::Instant::now() + FRAME_STALL_TIMEOUT);
+    let mut framed_any = false;
     let close = 'conn: loop {
         // Hand every complete frame to the core.
         loop {
@@ -371,6 +381,8 @@ where
                 break;
             }
             let data = buf.split_to(n).freeze();
+            framed_any = true;
+            frame_deadline = None;
             // Awaiting here is TCP backpressure: a full core queue stops this reader.
             if tx.send(ClientInput::TcpFrame { ft, data }).await.is_err() {
                 break 'conn Close::CoreGone;
@@ -379,16 +391,28 @@ where
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }
+        if framed_any && buf.is_empty() {
+            frame_deadline = None;
+        } else if frame_deadline.is_none() {
+            frame_deadline = Some(tokio::time::Instant::now() + FRAME_STALL_TIMEOUT);
+        }
+        let stall = async {
+            match frame_deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = rd.read_buf(&mut buf) => match r {
                 Ok(0) => break Close::Eof,
                 Ok(_) => {}
                 Err(e) => break Close::Error(e),
             },
+            _ = stall => break Close::Stalled,
             _ = stopped(&mut shutdown) => break Close::Shutdown,
         }
     };
-    if matches!(close, Close::Invalid) {
+    if matches!(close, Close::Invalid | Close::Stalled) {
         Counters::inc(&counters.tcp_invalid);
     }
     debug!(client = %settings.redact.addr(client), reason = %close, "TCP connection closed");
