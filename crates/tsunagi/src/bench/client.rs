@@ -76,6 +76,8 @@ pub struct Session {
     pub conn: Conn,
     pub nonce: Option<Vec<u8>>,
     pub relay: Option<SocketAddr>,
+    /// Replace the connection by a new one (a new 5-tuple) before the next request.
+    pub reopen: bool,
     pending: Option<Pending>,
 }
 
@@ -85,6 +87,7 @@ impl Session {
             conn,
             nonce: None,
             relay: None,
+            reopen: false,
             pending: None,
         }
     }
@@ -101,6 +104,8 @@ pub struct Driver {
     pub sessions: Vec<Session>,
     pub scratch: RecvScratch,
     auth: Auth,
+    /// Where sessions connect, for [`Session::reopen`].
+    server: Option<(SocketAddr, bool)>,
     /// The realm learned from the server and the key for it.
     key: Option<(String, IntegrityKey)>,
     pub failures: Failures,
@@ -152,6 +157,7 @@ impl Driver {
             sessions: Vec::new(),
             scratch: RecvScratch::default(),
             auth,
+            server: None,
             key: None,
             failures: Failures::new(),
             inbox: Vec::new(),
@@ -162,6 +168,7 @@ impl Driver {
     /// Opens a session to `server` and registers it.
     pub fn open(&mut self, server: SocketAddr, tcp: bool) -> io::Result<usize> {
         let mut conn = Conn::open(server, tcp)?;
+        self.server = Some((server, tcp));
         let i = self.sessions.len();
         conn.register(self.poll.registry(), Token(i))?;
         self.sessions.push(Session::new(conn));
@@ -177,6 +184,19 @@ impl Driver {
 
     /// Encodes and sends `step` on session `i`.
     fn start(&mut self, i: usize, step: Step, challenges: u32, now: Instant) {
+        if std::mem::take(&mut self.sessions[i].reopen) {
+            if let Some((server, tcp)) = self.server {
+                // The old socket closes when dropped, which also takes it out of the poll.
+                let opened = Conn::open(server, tcp).and_then(|mut c| {
+                    c.register(self.poll.registry(), Token(i))?;
+                    Ok(c)
+                });
+                match opened {
+                    Ok(c) => self.sessions[i].conn = c,
+                    Err(_) => *self.failures.entry(2).or_default() += 1,
+                }
+            }
+        }
         let mut tid = [0u8; 12];
         rand::thread_rng().fill_bytes(&mut tid);
         let mut buf = [0u8; 512];
@@ -253,6 +273,9 @@ impl Driver {
                 self.start(i, step, challenges + 1, now);
                 return None;
             }
+        }
+        if std::env::var_os("BENCH_DEBUG").is_some() {
+            eprintln!("{step:?} -> {code} {:?}", m.get_str(attr::ERROR_CODE));
         }
         self.sessions[i].pending = None;
         Some((step, Outcome::Error(code)))
@@ -393,6 +416,7 @@ pub fn describe_failures(f: &Failures) -> String {
         .map(|(code, n)| match code {
             0 => format!("timeout x{n}"),
             1 => format!("encode x{n}"),
+            2 => format!("socket x{n}"),
             c => format!("{c} x{n}"),
         })
         .collect::<Vec<_>>()

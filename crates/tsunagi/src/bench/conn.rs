@@ -22,6 +22,15 @@ const TCP_READ_MAX: usize = 2 * 65_556;
 /// Largest GSO send (the kernel limits one UDP GSO send to 64 KiB and 64 segments).
 pub const GSO_MAX_BYTES: usize = 60_000;
 
+/// Local ports of UDP clients (see [`Conn::open`]).
+const CLIENT_PORTS: (u16, u16) = (40_000, 60_999);
+
+thread_local! {
+    static NEXT_PORT: std::cell::Cell<u16> = std::cell::Cell::new(
+        CLIENT_PORTS.0 + (rand::random::<u16>() % (CLIENT_PORTS.1 - CLIENT_PORTS.0)),
+    );
+}
+
 /// Receive buffers for one thread, reused by every socket it reads.
 #[derive(Debug)]
 pub struct RecvScratch {
@@ -263,21 +272,35 @@ pub enum Conn {
 impl Conn {
     pub fn open(server: SocketAddr, tcp: bool) -> io::Result<Self> {
         if tcp {
-            Ok(Conn::Tcp(Tcp::connect(server)?))
-        } else {
-            let local = SocketAddr::new(
-                if server.is_ipv4() {
-                    std::net::Ipv4Addr::UNSPECIFIED.into()
-                } else {
-                    std::net::Ipv6Addr::UNSPECIFIED.into()
-                },
-                0,
-            );
-            Ok(Conn::Udp {
-                udp: Udp::bind(local)?,
-                server,
-            })
+            return Ok(Conn::Tcp(Tcp::connect(server)?));
         }
+        let ip: std::net::IpAddr = if server.is_ipv4() {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        };
+        // Client ports go round a range rather than being the kernel's choice: the
+        // kernel may hand out a port that was closed a moment ago, and a server that
+        // still remembers the deleted allocation of that 5-tuple (coturn does, for a
+        // while) answers the new client's Allocate with 437.
+        let mut last = None;
+        for _ in 0..256 {
+            let port = NEXT_PORT.with(|p| {
+                let port = p.get();
+                p.set(if port >= CLIENT_PORTS.1 {
+                    CLIENT_PORTS.0
+                } else {
+                    port + 1
+                });
+                port
+            });
+            match Udp::bind(SocketAddr::new(ip, port)) {
+                Ok(udp) => return Ok(Conn::Udp { udp, server }),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::ErrorKind::AddrInUse.into()))
     }
 
     pub fn is_tcp(&self) -> bool {

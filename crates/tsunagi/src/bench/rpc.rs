@@ -320,8 +320,8 @@ pub fn run_alloc(a: &AllocArgs) -> Result<Report, BenchError> {
             ..Out::default()
         };
         let mut started = vec![t0; n];
-        // A cycle: Allocate (401), Allocate with credentials, Refresh 0. The nonce is
-        // dropped after each cycle, so every cycle pays for the challenge as a new
+        // A cycle: Allocate (401), Allocate with credentials, Refresh 0, from a new
+        // client socket each time, so every cycle pays for the challenge as a new
         // client does.
         d.run(0..n, n, win_end + Duration::from_secs(5), |i, s, r| {
             let now = Instant::now();
@@ -340,8 +340,12 @@ pub fn run_alloc(a: &AllocArgs) -> Result<Report, BenchError> {
                                 .unwrap_or(u64::MAX),
                         );
                     }
+                    // The next cycle is a new client: a new 5-tuple (coturn answers
+                    // 437 to an Allocate from a 5-tuple whose allocation it just
+                    // deleted) that has no nonce yet.
                     s.nonce = None;
                     s.relay = None;
+                    s.reopen = true;
                     started[i] = now;
                     (now < win_end).then_some(Step::Allocate)
                 }
