@@ -73,6 +73,23 @@ async fn relay_pairs_and_echo_over_udp() {
     assert_eq!(stats.allocations_created, 16);
 }
 
+/// Flat out with one allocation: bursts of ChannelData that the relay receives and
+/// sends in batches (GRO/GSO runs). Only that it relays is checked, not how fast.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_flat_out_in_bursts() {
+    let server = common::start_server();
+    let addr = server.udp_addrs()[0];
+    let r = bench(args(&format!(
+        "turn --server {addr} --user {USER} --password {PASSWORD} --allocations 1 \
+         --window 64 --payload 1200 --duration 1 --warmup 0.2"
+    )))
+    .await;
+    assert!(r.received > 100, "{r:?}");
+    assert_eq!(r.allocations, 1, "{r:?}");
+    assert_sane(&r);
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_pairs_over_tcp() {
     let server = common::start_server();

@@ -1,15 +1,17 @@
 //! `bench forwarder`: the limit baseline. Receives datagrams on `--listen` and forwards
 //! each to `--to` — with `--hops 2` through a second socket of its own first, so that
 //! a packet costs two receives and two sends, as through a TURN relay (client →
-//! listener → relay socket → peer's relay socket → client). Batched receive (recvmmsg)
-//! and one send per datagram, like the relay; no parsing, no lookups, no TURN.
+//! listener → relay socket → peer's relay socket → client). The same batching as the
+//! relay (crates/tsunagi/src/turn_runtime/batch.rs): batched receive (recvmmsg, GRO)
+//! and runs of equal-sized datagrams to one destination sent as one GSO send; no
+//! parsing, no lookups, no TURN.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
 
-use super::conn::{RecvScratch, Udp};
+use super::conn::{RecvScratch, Udp, GSO_MAX_BYTES};
 use super::{BenchError, ForwarderArgs, MAX_DURATION_SECS};
 
 const LISTEN: Token = Token(0);
@@ -49,6 +51,7 @@ pub fn run(a: &ForwarderArgs) -> Result<(), BenchError> {
     let mut scratch = RecvScratch::default();
     let first = if a.hops == 2 { hop_addr } else { a.to };
     let (mut forwarded, mut dropped) = (0u64, 0u64);
+    let mut out = Vec::with_capacity(GSO_MAX_BYTES);
     while Instant::now() < end {
         if poll
             .poll(&mut events, Some(Duration::from_millis(100)))
@@ -62,11 +65,28 @@ pub fn run(a: &ForwarderArgs) -> Result<(), BenchError> {
                 _ => (&hop, a.to),
             };
             // The first hop sends from the listener socket; the second from `hop`.
-            let out = from;
-            from.recv_all(&mut scratch, |d, _| match out.send_batch(to, d, d.len()) {
-                Ok(_) => forwarded += 1,
-                Err(_) => dropped += 1,
+            // Runs of equal-sized datagrams go out as one GSO send, as in the relay.
+            let mut size = 0;
+            from.recv_all(&mut scratch, |d, _| {
+                let full = out.len() + d.len() > GSO_MAX_BYTES
+                    || out.len() / size.max(1) >= from.max_segments();
+                if !out.is_empty() && (d.len() != size || full) {
+                    match from.send_batch(to, &out, size) {
+                        Ok(n) => forwarded += n as u64,
+                        Err(_) => dropped += 1,
+                    }
+                    out.clear();
+                }
+                size = d.len();
+                out.extend_from_slice(d);
             });
+            if !out.is_empty() {
+                match from.send_batch(to, &out, size) {
+                    Ok(n) => forwarded += n as u64,
+                    Err(_) => dropped += 1,
+                }
+                out.clear();
+            }
         }
     }
     eprintln!("forwarder: {forwarded} sends, {dropped} dropped");

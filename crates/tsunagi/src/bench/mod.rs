@@ -14,7 +14,7 @@
 //!   and the server's resident memory per allocation is reported.
 //! * `bench forwarder`: receives on one port and forwards every datagram to a fixed
 //!   destination (through a second socket of its own with `--hops 2`, as a TURN relay
-//!   does), with the same batching as the generator and no TURN logic.
+//!   does), with the same socket batching as the relay and no TURN logic.
 //!
 //! Everything is bounded: durations (at most 600 s), counts, queues. The generator sends
 //! only to `--server` and to its own echo peer. With `--server-pid` it reads the server's

@@ -2,13 +2,12 @@
 //! relay sockets. Each task only moves bytes between a socket and a bounded channel;
 //! every decision is the core's.
 
-use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -17,16 +16,13 @@ use tracing::{debug, warn};
 use tsunagi_stun::{stream_frame_len, FrameLen};
 use tsunagi_turn::{FiveTuple, Transport};
 
+use super::batch::FastSocket;
 use super::{ClientInput, Counters, PeerInput};
 
-/// Largest UDP payload (IPv4: 65535 - 20 - 8); a receive needs this much room or the
-/// kernel truncates the datagram.
-pub(crate) const MAX_DATAGRAM: usize = 65_536;
-/// Receive arenas are allocated in chunks of this size; see [`recv_datagram`].
-const ARENA_CHUNK: usize = 256 * 1024;
 /// Longest TCP frame: a STUN message with the largest length that is a multiple of 4.
 const MAX_FRAME: usize = 20 + 65_532;
-/// Datagrams read from one socket before going back to the scheduler.
+/// Datagrams read from one socket (in batches, see [`super::batch`]) before going back
+/// to the scheduler.
 const RECV_BATCH: usize = 64;
 /// Bytes coalesced into one TCP write.
 const WRITE_COALESCE: usize = 64 * 1024;
@@ -38,29 +34,6 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Refresh) are not affected; a stalled or never-framed stream (an HTTP request on the
 /// TURN port frames as ChannelData with a huge length) is closed.
 const FRAME_STALL_TIMEOUT: Duration = Duration::from_secs(10);
-
-thread_local! {
-    /// One receive arena per worker thread, shared by every socket task that runs on
-    /// it: a datagram is received straight into the arena's spare capacity and split
-    /// off as a `Bytes` that shares the chunk, so a packet costs no allocation of its
-    /// own, and memory is per thread rather than a 64 KiB buffer per relay socket.
-    static ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::new());
-}
-
-/// Receives one datagram without waiting. Invariant: the arena is empty between
-/// calls (everything received is split off).
-pub(crate) fn recv_datagram(sock: &UdpSocket) -> io::Result<(Bytes, SocketAddr)> {
-    ARENA.with(|arena| {
-        let mut arena = arena.borrow_mut();
-        if arena.capacity() < MAX_DATAGRAM {
-            // Reclaims the current chunk if every packet split from it has been
-            // dropped, else starts a new one.
-            arena.reserve(ARENA_CHUNK);
-        }
-        let (n, from) = sock.try_recv_buf_from(&mut *arena)?;
-        Ok((arena.split_to(n).freeze(), from))
-    })
-}
 
 /// Opens a non-blocking UDP socket bound to `addr`; IPv6 sockets are IPv6-only so
 /// that `0.0.0.0` and `::` can share a port.
@@ -121,7 +94,7 @@ pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 
 /// Reads a UDP listener into the core's client queue.
 pub(crate) async fn udp_listener(
-    sock: Arc<UdpSocket>,
+    sock: Arc<FastSocket>,
     local: SocketAddr,
     tx: mpsc::Sender<ClientInput>,
     counters: Arc<Counters>,
@@ -135,17 +108,23 @@ pub(crate) async fn udp_listener(
             },
             _ = stopped(&mut shutdown) => return,
         }
-        for _ in 0..RECV_BATCH {
-            match recv_datagram(&sock) {
-                Ok((data, from)) => {
-                    match tx.try_send(ClientInput::Datagram { local, from, data }) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            Counters::inc(&counters.client_queue_full)
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => return,
+        let mut received = 0;
+        while received < RECV_BATCH {
+            let mut closed = false;
+            let r = sock.recv_batch(|data, from| {
+                match tx.try_send(ClientInput::Datagram { local, from, data }) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        Counters::inc(&counters.client_queue_full)
                     }
+                    Err(mpsc::error::TrySendError::Closed(_)) => closed = true,
                 }
+            });
+            if closed {
+                return;
+            }
+            match r {
+                Ok(n) => received += n.max(1),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     // E.g. ECONNREFUSED left by an ICMP error: per datagram, not fatal.
@@ -160,7 +139,7 @@ pub(crate) async fn udp_listener(
 
 /// Reads a relay socket into the core's peer queue, until aborted (on release).
 pub(crate) async fn relay_reader(
-    sock: Arc<UdpSocket>,
+    sock: Arc<FastSocket>,
     relay: SocketAddr,
     tx: mpsc::Sender<PeerInput>,
     counters: Arc<Counters>,
@@ -169,15 +148,24 @@ pub(crate) async fn relay_reader(
         if sock.readable().await.is_err() {
             return;
         }
-        for _ in 0..RECV_BATCH {
-            match recv_datagram(&sock) {
-                Ok((data, peer)) => match tx.try_send(PeerInput { relay, peer, data }) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        Counters::inc(&counters.peer_queue_full)
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
-                },
+        let mut received = 0;
+        while received < RECV_BATCH {
+            let mut closed = false;
+            let r =
+                sock.recv_batch(
+                    |data, peer| match tx.try_send(PeerInput { relay, peer, data }) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            Counters::inc(&counters.peer_queue_full)
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => closed = true,
+                    },
+                );
+            if closed {
+                return;
+            }
+            match r {
+                Ok(n) => received += n.max(1),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     debug!(%relay, error = %e, "relay socket receive error");

@@ -7,13 +7,16 @@
 //! ```text
 //!  UDP listener tasks ─┐ try_send (drop when full)
 //!  TCP/TLS conn. tasks ─┼─► client queue ─┐
-//!                       │  send().await   │      ┌───────────────┐   try_send_to
+//!                       │  send().await   │      ┌───────────────┐   send_run (GSO)
 //!  relay reader tasks ──┴─► peer queue ───┼────► │ core: Server  │ ─► UDP listeners, relay sockets
 //!                          try_send       │      │ + RelayPool   │ ─► per-connection TCP write queues
 //!  Server::poll_timeout ─ sleep_until ────┘      └───────────────┘   try_send (drop when full)
 //! ```
 //!
-//! After each input the core drains `poll_transmit` and `poll_event`. Sends never wait:
+//! After each batch of inputs (at most 64) the core drains `poll_transmit` and
+//! `poll_event`. UDP sockets receive in batches (`recvmmsg`, GRO) and consecutive
+//! transmits of equal size from one socket to one destination leave as one GSO send
+//! ([`batch`]): the relay fast path. Sends never wait:
 //! a full socket buffer or queue drops the packet (UDP semantics) and counts it, and a
 //! send error to one destination (ENETUNREACH, EMSGSIZE, ...) is logged at debug and
 //! counted; neither stops anything else. The one exception to "never wait" is the TCP
@@ -30,6 +33,7 @@
 //! Shutdown is one `watch` broadcast: listeners stop accepting, connections close, the
 //! core releases every relay socket and returns the server's final [`Stats`].
 
+mod batch;
 mod io;
 mod relay;
 
@@ -48,6 +52,7 @@ use tsunagi_turn::{DeleteReason, Destination, Event, FiveTuple, Server, Stats, T
 
 use crate::config::Config;
 use crate::redact::Redactor;
+use batch::FastSocket;
 use relay::RelayPool;
 
 pub(crate) use io::tcp_listener;
@@ -367,7 +372,8 @@ impl TurnService {
             // tokio needs it; sockets bound outside `Listeners::bind` may be blocking.
             s.set_nonblocking(true)
                 .map_err(|e| start_err("UDP listener", e))?;
-            let sock = Arc::new(UdpSocket::from_std(s).map_err(|e| start_err("UDP listener", e))?);
+            let sock = UdpSocket::from_std(s).map_err(|e| start_err("UDP listener", e))?;
+            let sock = Arc::new(FastSocket::new(sock).map_err(|e| start_err("UDP listener", e))?);
             info!("STUN/TURN listening on udp {local}");
             udp_out.insert(local, sock.clone());
             udp_addrs.push(local);
@@ -445,6 +451,7 @@ impl TurnService {
             published,
             stats_tx,
             auth_log: LogLimiter::new(20),
+            run: Run::default(),
         };
         let core = tokio::spawn(core.run(client_rx, peer_rx, shutdown_rx));
         Ok(Self {
@@ -579,7 +586,7 @@ struct Core {
     server: Server,
     relays: RelayPool,
     /// UDP listener sockets by local address, for responses.
-    udp_out: HashMap<SocketAddr, Arc<UdpSocket>>,
+    udp_out: HashMap<SocketAddr, Arc<FastSocket>>,
     /// Write queues of open TCP connections. Bounded by max-tcp-connections; the
     /// default hasher is SipHash with random keys, as keys come from clients.
     tcp_out: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
@@ -589,6 +596,8 @@ struct Core {
     /// What `stats_tx` holds, so that an unchanged batch does not touch its lock.
     published: Stats,
     auth_log: LogLimiter,
+    /// The run of transmits being gathered by `drain` (kept for its buffer).
+    run: Run,
 }
 
 impl std::fmt::Debug for Core {
@@ -602,6 +611,55 @@ impl std::fmt::Debug for Core {
 
 /// Inputs handled in one go before the select loop runs again.
 const BATCH: usize = 64;
+
+/// Where a run of UDP transmits goes: from a listener to a client, or from a relay
+/// socket to a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunKey {
+    Listener {
+        local: SocketAddr,
+        to: SocketAddr,
+    },
+    Relay {
+        relay: SocketAddr,
+        to: SocketAddr,
+        df: bool,
+    },
+}
+
+/// Equal-sized datagrams for one destination, waiting to be sent together.
+#[derive(Debug, Default)]
+struct Run {
+    key: Option<RunKey>,
+    segment: usize,
+    count: usize,
+    /// The datagrams back to back; its capacity is kept between batches.
+    buf: Vec<u8>,
+}
+
+impl Run {
+    /// Appends `payload` if it continues this run.
+    fn extend(&mut self, key: RunKey, payload: &[u8]) -> bool {
+        let fits = self.key == Some(key)
+            && payload.len() == self.segment
+            && self.count < batch::GSO_MAX_SEGMENTS
+            && self.buf.len() + payload.len() <= batch::GSO_MAX_BYTES;
+        if fits {
+            self.buf.extend_from_slice(payload);
+            self.count += 1;
+        }
+        fits
+    }
+
+    /// Starts a new run (the previous one must have been flushed).
+    fn start(&mut self, key: RunKey, payload: &[u8]) {
+        self.key = Some(key);
+        self.segment = payload.len();
+        self.count = 1;
+        self.buf.clear();
+        self.buf.extend_from_slice(payload);
+    }
+}
 
 impl Core {
     async fn run(
@@ -624,6 +682,8 @@ impl Core {
             }
             tokio::select! {
                 _ = io::stopped(&mut shutdown) => break,
+                // Transmits of a whole batch are sent together, so that runs to one
+                // destination can leave as one GSO send (see `drain`).
                 Some(input) = client_rx.recv() => {
                     self.on_client(input);
                     for _ in 1..BATCH {
@@ -632,6 +692,7 @@ impl Core {
                             Err(_) => break,
                         }
                     }
+                    self.drain();
                 }
                 Some(input) = peer_rx.recv() => {
                     self.on_peer(input);
@@ -641,6 +702,7 @@ impl Core {
                             Err(_) => break,
                         }
                     }
+                    self.drain();
                 }
                 () = &mut sleep, if armed.is_some() => {
                     self.server.handle_timeout(Instant::now(), &mut self.relays);
@@ -695,18 +757,45 @@ impl Core {
                     .handle_connection_closed(Instant::now(), ft, &mut self.relays);
             }
         }
-        self.drain();
     }
 
     fn on_peer(&mut self, input: PeerInput) {
         self.server
             .handle_peer(Instant::now(), input.relay, input.peer, &input.data);
-        self.drain();
     }
 
-    /// Sends every transmit and logs every event the server has queued.
+    /// Sends every transmit and logs every event the server has queued. Consecutive
+    /// UDP transmits of equal size from one socket to one destination (a burst of
+    /// ChannelData, the packets of a video frame) are sent as one run: one GSO send.
     fn drain(&mut self) {
+        let mut run = std::mem::take(&mut self.run);
         while let Some(t) = self.server.poll_transmit() {
+            let key = match t.destination {
+                Destination::Client(ft) if ft.transport == Transport::Udp => {
+                    Some(RunKey::Listener {
+                        local: ft.server,
+                        to: ft.client,
+                    })
+                }
+                Destination::Peer {
+                    relay,
+                    peer,
+                    dont_fragment,
+                } => Some(RunKey::Relay {
+                    relay,
+                    to: peer,
+                    df: dont_fragment,
+                }),
+                _ => None,
+            };
+            if let Some(key) = key {
+                if !run.extend(key, &t.payload) {
+                    self.flush(&mut run);
+                    run.start(key, &t.payload);
+                }
+                continue;
+            }
+            self.flush(&mut run);
             match t.destination {
                 Destination::Client(ft) => self.send_to_client(ft, t.payload),
                 // RFC 5780: a Binding response from another listener or to another port.
@@ -727,9 +816,44 @@ impl Core {
                 }
             }
         }
+        self.flush(&mut run);
+        self.run = run;
         while let Some(ev) = self.server.poll_event() {
             self.log_event(ev);
         }
+    }
+
+    /// Sends the run, in pieces of as many datagrams as the socket's GSO takes. A send
+    /// error or a full socket buffer drops (and counts) the rest of the run.
+    fn flush(&mut self, run: &mut Run) {
+        let Some(key) = run.key.take() else {
+            return;
+        };
+        let segment = run.segment.max(1);
+        match key {
+            RunKey::Listener { local, to } => {
+                if let Some(s) = self.udp_out.get(&local) {
+                    let r = run
+                        .buf
+                        .chunks(segment * s.max_segments())
+                        .try_for_each(|piece| s.send_run(to, piece, segment));
+                    self.count_send(r, "client", to, None);
+                }
+            }
+            RunKey::Relay { relay, to, df } => {
+                let max = self.relays.max_segments(relay);
+                let mut r = Ok(());
+                for piece in run.buf.chunks(segment * max) {
+                    r = self.relays.send_run(relay, to, df, piece, segment);
+                    if r.is_err() {
+                        break;
+                    }
+                }
+                self.count_send(r, "peer", to, Some(relay));
+            }
+        }
+        run.buf.clear();
+        run.count = 0;
     }
 
     fn send_to_client(&mut self, ft: FiveTuple, payload: Vec<u8>) {

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 use tsunagi_turn::{BindError, BindRequest, Family, PortRequest, RelayBinder};
 
+use super::batch::FastSocket;
 use super::io::{relay_reader, set_dont_fragment, udp_socket};
 use super::{Counters, PeerInput};
 
@@ -22,7 +23,7 @@ const RANDOM_TRIES: usize = 32;
 /// One open relay socket and the task that reads it.
 #[derive(Debug)]
 struct RelaySocket {
-    socket: Arc<UdpSocket>,
+    socket: Arc<FastSocket>,
     reader: JoinHandle<()>,
     /// Whether IP_MTU_DISCOVER=DO is currently set.
     dont_fragment: bool,
@@ -102,7 +103,7 @@ impl RelayPool {
     /// Opens the relay socket at `addr` and starts its reader.
     fn open(&mut self, addr: SocketAddr, dont_fragment: bool) -> io::Result<()> {
         let std_sock = udp_socket(addr)?;
-        let socket = Arc::new(UdpSocket::from_std(std_sock)?);
+        let socket = Arc::new(FastSocket::new(UdpSocket::from_std(std_sock)?)?);
         let mut df = false;
         if dont_fragment {
             match set_dont_fragment(&socket, addr.is_ipv6(), true) {
@@ -209,6 +210,25 @@ impl RelayPool {
         dont_fragment: bool,
         payload: &[u8],
     ) -> io::Result<()> {
+        self.send_run(relay, peer, dont_fragment, payload, payload.len())
+    }
+
+    /// How many datagrams one [`RelayPool::send_run`] from `relay` may carry.
+    pub(crate) fn max_segments(&self, relay: SocketAddr) -> usize {
+        self.sockets
+            .get(&relay)
+            .map_or(1, |s| s.socket.max_segments())
+    }
+
+    /// Sends a run of datagrams of `segment` bytes each (see [`FastSocket::send_run`]).
+    pub(crate) fn send_run(
+        &mut self,
+        relay: SocketAddr,
+        peer: SocketAddr,
+        dont_fragment: bool,
+        payload: &[u8],
+        segment: usize,
+    ) -> io::Result<()> {
         let Some(s) = self.sockets.get_mut(&relay) else {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -222,7 +242,7 @@ impl RelayPool {
                 Err(e) => debug!(%relay, error = %e, "cannot change don't-fragment"),
             }
         }
-        s.socket.try_send_to(payload, peer).map(|_| ())
+        s.socket.send_run(peer, payload, segment)
     }
 }
 

@@ -1,0 +1,209 @@
+//! UDP sockets with batched IO (the relay fast path), through `quinn-udp`, which wraps
+//! the system calls without `unsafe` of our own:
+//!
+//! * receive: `recvmmsg` fills up to [`RECV_SLOTS`] datagrams per system call, and with
+//!   UDP GRO the kernel may hand over a run of equal-sized datagrams from one source in
+//!   one buffer (split again here by its stride);
+//! * send: a run of equal-sized datagrams from one socket to one destination (the
+//!   packets of a video frame; a burst of ChannelData) leaves in one `sendmsg` with UDP
+//!   GSO: the UDP/IP stack is traversed once for the whole run.
+//!
+//! Everything else about the sockets is unchanged: [`FastSocket`] dereferences to the
+//! tokio `UdpSocket`. `quinn-udp` sets IP_MTU_DISCOVER to "probe" (DF on every packet);
+//! [`FastSocket::new`] restores the kernel's default (fragment when needed), and the
+//! relay sets DF per packet as DONT-FRAGMENT asks.
+
+use std::cell::RefCell;
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::ops::Deref;
+
+use bytes::{Bytes, BytesMut};
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+use super::io::set_dont_fragment;
+
+/// Datagrams (or GRO runs) one receive call can return.
+pub(crate) const RECV_SLOTS: usize = 16;
+/// Room per slot: the largest UDP payload, or the largest GRO run (64 KiB).
+const SLOT: usize = 65_536;
+/// Receive arenas are allocated in chunks of this size.
+const ARENA_CHUNK: usize = 256 * 1024;
+/// Largest GSO send: the kernel limits one to 64 KiB and 64 segments.
+pub(crate) const GSO_MAX_BYTES: usize = 65_000;
+pub(crate) const GSO_MAX_SEGMENTS: usize = 64;
+
+struct Scratch {
+    bufs: Vec<u8>,
+    meta: Vec<RecvMeta>,
+    /// Received datagrams are copied here and split off as `Bytes` that share the
+    /// chunk: no allocation per packet, and memory is per thread, not per socket.
+    arena: BytesMut,
+}
+
+thread_local! {
+    /// One receive scratch per worker thread (1 MiB), shared by every socket task that
+    /// runs on it: a receive fills it and copies out before returning.
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
+        bufs: vec![0; SLOT * RECV_SLOTS],
+        meta: vec![RecvMeta::default(); RECV_SLOTS],
+        arena: BytesMut::new(),
+    });
+}
+
+/// A tokio UDP socket with `quinn-udp`'s batching state.
+#[derive(Debug)]
+pub(crate) struct FastSocket {
+    sock: UdpSocket,
+    state: UdpSocketState,
+    max_segments: usize,
+}
+
+impl Deref for FastSocket {
+    type Target = UdpSocket;
+    fn deref(&self) -> &UdpSocket {
+        &self.sock
+    }
+}
+
+#[cfg(unix)]
+impl std::os::fd::AsFd for FastSocket {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
+impl FastSocket {
+    pub(crate) fn new(sock: UdpSocket) -> io::Result<Self> {
+        let state = UdpSocketState::new((&sock).into())?;
+        let v6 = sock.local_addr()?.is_ipv6();
+        // Back to the kernel's default; best effort where the OS has no such option.
+        let _ = set_dont_fragment(&sock, v6, false);
+        let max_segments = state.max_gso_segments().clamp(1, GSO_MAX_SEGMENTS);
+        Ok(Self {
+            sock,
+            state,
+            max_segments,
+        })
+    }
+
+    /// Datagrams one [`FastSocket::send_run`] may carry.
+    pub(crate) fn max_segments(&self) -> usize {
+        self.max_segments
+    }
+
+    /// One batched receive without waiting: calls `f(datagram, source)` for each
+    /// datagram and returns how many there were (`WouldBlock` when none).
+    pub(crate) fn recv_batch(&self, mut f: impl FnMut(Bytes, SocketAddr)) -> io::Result<usize> {
+        SCRATCH.with(|s| {
+            let s = &mut *s.borrow_mut();
+            let mut chunks = s.bufs.chunks_mut(SLOT);
+            let mut iovs: [IoSliceMut<'_>; RECV_SLOTS] =
+                std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+            let n = self.sock.try_io(Interest::READABLE, || {
+                self.state.recv((&self.sock).into(), &mut iovs, &mut s.meta)
+            })?;
+            let mut count = 0;
+            for (iov, meta) in iovs.iter().zip(&s.meta).take(n) {
+                let data = iov.get(..meta.len).unwrap_or_default();
+                let stride = if meta.stride == 0 {
+                    meta.len
+                } else {
+                    meta.stride
+                };
+                for d in data.chunks(stride.max(1)) {
+                    if s.arena.capacity() < d.len() {
+                        // Reclaims the chunk if every packet split from it is gone.
+                        s.arena.reserve(ARENA_CHUNK.max(d.len()));
+                    }
+                    s.arena.extend_from_slice(d);
+                    f(s.arena.split().freeze(), meta.addr);
+                    count += 1;
+                }
+            }
+            Ok(count)
+        })
+    }
+
+    /// Sends `contents`, datagrams of `segment` bytes each (the last may be shorter),
+    /// to `to`: one GSO send when there are several, without waiting.
+    pub(crate) fn send_run(
+        &self,
+        to: SocketAddr,
+        contents: &[u8],
+        segment: usize,
+    ) -> io::Result<()> {
+        let several = contents.len() > segment;
+        if several && self.max_segments == 1 {
+            for d in contents.chunks(segment.max(1)) {
+                self.sock.try_send_to(d, to)?;
+            }
+            return Ok(());
+        }
+        let t = Transmit {
+            destination: to,
+            ecn: None,
+            contents,
+            segment_size: several.then_some(segment),
+            src_ip: None,
+        };
+        self.sock.try_io(Interest::WRITABLE, || {
+            self.state.try_send((&self.sock).into(), &t)
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    async fn pair() -> (FastSocket, FastSocket) {
+        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        (FastSocket::new(a).unwrap(), FastSocket::new(b).unwrap())
+    }
+
+    #[tokio::test]
+    async fn runs_go_out_and_come_back_as_datagrams() {
+        let (a, b) = pair().await;
+        let to = b.local_addr().unwrap();
+        let mut run = Vec::new();
+        for i in 0..10u8 {
+            run.extend_from_slice(&[i; 100]);
+        }
+        // A shorter last one.
+        run.extend_from_slice(&[10; 40]);
+        // tokio knows a new socket is writable once its reactor has seen it.
+        a.writable().await.unwrap();
+        a.send_run(to, &run, 100).unwrap();
+        a.send_run(to, b"single", 6).unwrap();
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        while got.len() < 12 {
+            b.readable().await.unwrap();
+            match b.recv_batch(|d, from| {
+                assert_eq!(from, a.local_addr().unwrap());
+                got.push(d.to_vec());
+            }) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        for (i, d) in got.iter().take(10).enumerate() {
+            assert_eq!(d, &vec![i as u8; 100]);
+        }
+        assert_eq!(got[10], vec![10; 40]);
+        assert_eq!(got[11], b"single");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn fragmentation_default_is_restored() {
+        use rustix::net::sockopt::{ip_mtu_discover, Ipv4PathMtuDiscovery};
+        let (a, _b) = pair().await;
+        assert_eq!(ip_mtu_discover(&*a).unwrap(), Ipv4PathMtuDiscovery::WANT);
+    }
+}
