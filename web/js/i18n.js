@@ -89,6 +89,11 @@ const en = {
   'path.explain.nat': 'Media goes straight between the two browsers, through an address mapping of a NAT that STUN discovered.',
   'path.explain.relay': 'Media goes through the TURN server, which forwards every packet. This works through any NAT or firewall, at the cost of an extra hop.',
   'path.explain.none': 'The browsers are still exchanging candidates and testing pairs of addresses.',
+  'path.why.direct': 'Why: the two devices reach each other at their own addresses (same network, or no NAT between them).',
+  'path.why.nat': "Why: both sides' public addresses (learned from STUN or from the peer's checks) answered the connectivity checks within {s} s, so the NATs let the direct packets through.",
+  'path.why.relay': 'Why: no direct pair of addresses answered within {s} s (typical with a symmetric NAT on one side and a symmetric or port-restricted NAT on the other), so ICE used the TURN relay.',
+  'path.why.relayNoTime': 'Why: no direct pair of addresses answered the connectivity checks, so ICE used the TURN relay.',
+  'path.why.relayOnly': 'Why: “Relay only” is on, so ICE used only addresses on the TURN server.',
 
   'panel.title': 'Connection with {name}',
   'panel.close': 'Close connection details',
@@ -273,6 +278,11 @@ const ja = {
   'path.explain.nat': 'メディアはブラウザ間を直接流れています。STUN で見つけた NAT のアドレス変換を通っています。',
   'path.explain.relay': 'メディアは TURN サーバーを経由し、サーバーがすべてのパケットを転送しています。どんな NAT やファイアウォールでも通りますが、経路が一段長くなります。',
   'path.explain.none': 'ブラウザどうしが候補を交換し、アドレスの組み合わせを試しているところです。',
+  'path.why.direct': '理由: 二つの端末が自分自身のアドレスで互いに届きます(同じネットワーク内か、間に NAT がありません)。',
+  'path.why.nat': '理由: 双方の公開アドレス(STUN または相手からのチェックで分かったもの)が {s} 秒で接続チェックに応答し、NAT が直接のパケットを通しました。',
+  'path.why.relay': '理由: {s} 秒のあいだに直接つながるアドレスの組が応答しなかったため(片側が対称型 NAT、もう片側も対称型かポート制限型 NAT のときによく起こります)、ICE は TURN リレーを使いました。',
+  'path.why.relayNoTime': '理由: 直接つながるアドレスの組が接続チェックに応答しなかったため、ICE は TURN リレーを使いました。',
+  'path.why.relayOnly': '理由: 「リレーのみ」がオンなので、ICE は TURN サーバー上のアドレスだけを使いました。',
 
   'panel.title': '{name} との接続',
   'panel.close': '接続の詳細を閉じる',

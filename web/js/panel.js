@@ -12,6 +12,36 @@ export function pathLabel(path) {
   return t('path.direct');
 }
 
+/**
+ * Seconds from the start of the current connection (its last `newConnection`, else its
+ * first timeline entry) to ICE's first `connected` after it; null if not connected.
+ */
+function secondsToConnect(timeline) {
+  let start = null;
+  let end = null;
+  for (const e of timeline) {
+    if (start === null || e.kind === 'newConnection') {
+      start = e.t;
+      end = null;
+    }
+    if (end === null && e.kind === 'iceConnectionState' && (e.value === 'connected' || e.value === 'completed')) end = e.t;
+  }
+  return start !== null && end !== null ? Math.max(0, (end - start) / 1000) : null;
+}
+
+/** One line on why ICE chose this path (see docs/nat-lab.md for the NAT kinds behind it). */
+export function pathWhy(path, peer) {
+  if (!path || path.kind === 'none') return '';
+  const secs = secondsToConnect(peer.timeline || []);
+  const s = secs === null ? null : secs.toFixed(1);
+  if (path.kind === 'relay') {
+    if (peer.config && peer.config.iceTransportPolicy === 'relay') return t('path.why.relayOnly');
+    return s === null ? t('path.why.relayNoTime') : t('path.why.relay', { s });
+  }
+  if (path.kind === 'nat') return t('path.why.nat', { s: s === null ? '?' : s });
+  return t('path.why.direct');
+}
+
 function rate(kbps) {
   if (kbps === null || kbps === undefined) return t('unit.none');
   if (kbps >= 1000) return t('unit.mbps', { v: (kbps / 1000).toFixed(2) });
@@ -105,6 +135,7 @@ export class ConnPanel {
     this.banner.replaceChildren(
       h('strong', { class: 'path-title', testid: 'path-title' }, pathLabel(path)),
       h('span', { class: 'path-explain' }, t(`path.explain.${path.kind}`)),
+      h('span', { class: 'path-explain path-why', testid: 'path-why' }, pathWhy(path, this.peer)),
     );
 
     const pair = s && s.pair;
