@@ -153,6 +153,19 @@ async function main() {
     [sa, sb] = await Promise.all([look(pa.page), look(pb.page)]);
     if (!(sa.framesDecoded > f0[0] && sb.framesDecoded > f0[1])) throw new Error(`video stopped: ${f0} -> ${sa.framesDecoded},${sb.framesDecoded}`);
     result.sides = { a: sa, b: sb };
+    // What the connection panel of each side says about the path and why.
+    for (const [side, p, s] of [['a', pa, sa], ['b', pb, sb]]) {
+      try {
+        await p.page.getByTestId(`tile-${s.peer}`).getByTestId('panel-toggle').click({ timeout: 5000 });
+        const why = p.page.getByTestId(`conn-panel-${s.peer}`).getByTestId('path-why');
+        await why.filter({ hasText: /\S/ }).waitFor({ timeout: 5000 });
+        s.panelTitle = await p.page.getByTestId(`conn-panel-${s.peer}`).getByTestId('path-title').innerText();
+        s.why = await why.innerText();
+      } catch (e) {
+        s.why = null;
+        s.whyError = String((e && e.message) || e).split('\n')[0];
+      }
+    }
     result.path = isRelay(sa) || isRelay(sb) ? 'relay' : 'direct';
     result.connectMs = Math.max(sa.connectMs ?? 0, sb.connectMs ?? 0);
     result.ok = true;
@@ -171,7 +184,13 @@ async function main() {
   }
   console.log(`  a selected ${pairText(result.sides.a)}`);
   console.log(`  b selected ${pairText(result.sides.b)}`);
-  if (result.ok) console.log(`  video frames decoded: a ${result.sides.a.framesDecoded}, b ${result.sides.b.framesDecoded}`);
+  if (result.ok) {
+    console.log(`  video frames decoded: a ${result.sides.a.framesDecoded}, b ${result.sides.b.framesDecoded}`);
+    for (const side of ['a', 'b']) {
+      const s = result.sides[side];
+      console.log(`  ${side}'s connection panel: ${s.panelTitle || '?'}. ${s.why || `(no explanation: ${s.whyError})`}`);
+    }
+  }
   else for (const side of ['a', 'b']) for (const c of (result.sides[side] && result.sides[side].candidates) || []) console.log(`  ${side} ${c}`);
   if (o.out) writeFileSync(o.out, JSON.stringify(result));
   process.exitCode = result.ok ? 0 : 1;

@@ -89,6 +89,10 @@ function calls(tableFile) {
         const relay = s.local.type === 'relay' || s.remote.type === 'relay';
         if (want === 'direct' && relay) problems.push(`${r.a} <-> ${r.b}: ${side} selected ${pairTypes(s)}`);
         if (want === 'direct' && !['host', 'srflx', 'prflx'].includes(s.local.type)) problems.push(`${r.a} <-> ${r.b}: ${side} local ${s.local.type}`);
+        // The connection panel says why, in line with the path.
+        const why = s.why || '';
+        if (!why.startsWith('Why:')) problems.push(`${r.a} <-> ${r.b}: ${side}'s connection panel gives no reason (${s.whyError || why})`);
+        else if ((r.path === 'relay') !== /TURN relay/.test(why)) problems.push(`${r.a} <-> ${r.b}: ${side}'s panel says '${why}' for a ${r.path} path`);
       }
     }
   }
@@ -105,7 +109,17 @@ function calls(tableFile) {
     table.push(`| ${a} | ${b} | ${paths} | ${types} | ${ms === null ? '—' : `${ms} ms`} | ${ok.length}/${rs.length} |`);
   }
   console.log(table.map((l) => `   ${l}`).join('\n'));
-  if (tableFile) writeFileSync(tableFile, table.join('\n') + '\n');
+  // The same as a kind x kind grid: path and median connection time in each cell.
+  const kinds = Object.keys(EXPECTED).filter((k) => rows.some((r) => r.a === k || r.b === k));
+  const cell = (a, b) => {
+    const rs = (byPair.get(`${a}|${b}`) || byPair.get(`${b}|${a}`) || []).filter((r) => r.ok);
+    if (!rs.length) return '—';
+    const paths = [...new Set(rs.map((r) => r.path))].join('/');
+    return `${paths}, ${median(rs.map((r) => r.connectMs))} ms`;
+  };
+  const grid = [`| A \\ B | ${kinds.join(' | ')} |`, `|---|${kinds.map(() => '---').join('|')}|`];
+  for (const a of kinds) grid.push(`| **${a}** | ${kinds.map((b) => cell(a, b)).join(' | ')} |`);
+  if (tableFile) writeFileSync(tableFile, grid.join('\n') + '\n\n' + table.join('\n') + '\n');
 }
 
 if (mode === 'classify') classify();
