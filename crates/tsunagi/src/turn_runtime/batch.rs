@@ -136,7 +136,11 @@ impl FastSocket {
         segment: usize,
     ) -> io::Result<()> {
         let several = contents.len() > segment;
-        if several && self.max_segments == 1 {
+        if !several {
+            // A lone datagram: plain sendto, without sendmsg's control messages.
+            return self.sock.try_send_to(contents, to).map(|_| ());
+        }
+        if self.max_segments == 1 {
             for d in contents.chunks(segment.max(1)) {
                 self.sock.try_send_to(d, to)?;
             }
@@ -146,7 +150,7 @@ impl FastSocket {
             destination: to,
             ecn: None,
             contents,
-            segment_size: several.then_some(segment),
+            segment_size: Some(segment),
             src_ip: None,
         };
         self.sock.try_io(Interest::WRITABLE, || {

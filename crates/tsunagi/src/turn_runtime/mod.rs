@@ -627,37 +627,48 @@ enum RunKey {
     },
 }
 
-/// Equal-sized datagrams for one destination, waiting to be sent together.
+/// Equal-sized datagrams for one destination, waiting to be sent together. The first
+/// stays in its own buffer: a run of one (the common case with many allocations) is
+/// sent without a copy.
 #[derive(Debug, Default)]
 struct Run {
     key: Option<RunKey>,
-    segment: usize,
+    first: Vec<u8>,
+    /// The second and later datagrams back to back; its capacity is kept.
+    rest: Vec<u8>,
     count: usize,
-    /// The datagrams back to back; its capacity is kept between batches.
-    buf: Vec<u8>,
 }
 
 impl Run {
     /// Appends `payload` if it continues this run.
     fn extend(&mut self, key: RunKey, payload: &[u8]) -> bool {
         let fits = self.key == Some(key)
-            && payload.len() == self.segment
+            && payload.len() == self.first.len()
             && self.count < batch::GSO_MAX_SEGMENTS
-            && self.buf.len() + payload.len() <= batch::GSO_MAX_BYTES;
+            && (self.count + 1) * payload.len() <= batch::GSO_MAX_BYTES;
         if fits {
-            self.buf.extend_from_slice(payload);
+            self.rest.extend_from_slice(payload);
             self.count += 1;
         }
         fits
     }
 
     /// Starts a new run (the previous one must have been flushed).
-    fn start(&mut self, key: RunKey, payload: &[u8]) {
+    fn start(&mut self, key: RunKey, payload: Vec<u8>) {
         self.key = Some(key);
-        self.segment = payload.len();
+        self.first = payload;
+        self.rest.clear();
         self.count = 1;
-        self.buf.clear();
-        self.buf.extend_from_slice(payload);
+    }
+
+    /// The whole run back to back (moves the first datagram in front of the rest).
+    fn contents(&mut self) -> &[u8] {
+        if self.count > 1 {
+            self.rest.splice(0..0, self.first.iter().copied());
+            &self.rest
+        } else {
+            &self.first
+        }
     }
 }
 
@@ -791,7 +802,7 @@ impl Core {
             if let Some(key) = key {
                 if !run.extend(key, &t.payload) {
                     self.flush(&mut run);
-                    run.start(key, &t.payload);
+                    run.start(key, t.payload);
                 }
                 continue;
             }
@@ -829,30 +840,40 @@ impl Core {
         let Some(key) = run.key.take() else {
             return;
         };
-        let segment = run.segment.max(1);
+        let segment = run.first.len().max(1);
+        let several = run.count > 1;
+        let contents = run.contents();
         match key {
             RunKey::Listener { local, to } => {
                 if let Some(s) = self.udp_out.get(&local) {
-                    let r = run
-                        .buf
-                        .chunks(segment * s.max_segments())
-                        .try_for_each(|piece| s.send_run(to, piece, segment));
+                    let r = if several {
+                        contents
+                            .chunks(segment * s.max_segments())
+                            .try_for_each(|piece| s.send_run(to, piece, segment))
+                    } else {
+                        s.send_run(to, contents, segment)
+                    };
                     self.count_send(r, "client", to, None);
                 }
             }
             RunKey::Relay { relay, to, df } => {
-                let max = self.relays.max_segments(relay);
-                let mut r = Ok(());
-                for piece in run.buf.chunks(segment * max) {
-                    r = self.relays.send_run(relay, to, df, piece, segment);
-                    if r.is_err() {
-                        break;
+                let r = if several {
+                    let max = self.relays.max_segments(relay);
+                    let mut r = Ok(());
+                    for piece in contents.chunks(segment * max) {
+                        r = self.relays.send_run(relay, to, df, piece, segment);
+                        if r.is_err() {
+                            break;
+                        }
                     }
-                }
+                    r
+                } else {
+                    self.relays.send(relay, to, df, contents)
+                };
                 self.count_send(r, "peer", to, Some(relay));
             }
         }
-        run.buf.clear();
+        run.rest.clear();
         run.count = 0;
     }
 
