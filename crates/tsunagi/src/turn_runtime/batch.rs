@@ -95,35 +95,45 @@ impl FastSocket {
     }
 
     /// One batched receive without waiting: calls `f(datagram, source)` for each
-    /// datagram and returns how many there were (`WouldBlock` when none).
+    /// datagram. Returns `Ok(count)` when the socket may hold more, and `WouldBlock`
+    /// when it is drained — also after delivering datagrams: a `recvmmsg` that returns
+    /// fewer than it could take has met an empty queue, so tokio can forget the
+    /// readiness now instead of after one more system call that finds nothing (with
+    /// many allocations, most relay sockets hold one datagram per wake-up).
     pub(crate) fn recv_batch(&self, mut f: impl FnMut(Bytes, SocketAddr)) -> io::Result<usize> {
         SCRATCH.with(|s| {
             let s = &mut *s.borrow_mut();
-            let mut chunks = s.bufs.chunks_mut(SLOT);
-            let mut iovs: [IoSliceMut<'_>; RECV_SLOTS] =
-                std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
-            let n = self.sock.try_io(Interest::READABLE, || {
-                self.state.recv((&self.sock).into(), &mut iovs, &mut s.meta)
-            })?;
+            let Scratch { bufs, meta, arena } = s;
             let mut count = 0;
-            for (iov, meta) in iovs.iter().zip(&s.meta).take(n) {
-                let data = iov.get(..meta.len).unwrap_or_default();
-                let stride = if meta.stride == 0 {
-                    meta.len
-                } else {
-                    meta.stride
-                };
-                for d in data.chunks(stride.max(1)) {
-                    if s.arena.capacity() < d.len() {
-                        // Reclaims the chunk if every packet split from it is gone.
-                        s.arena.reserve(ARENA_CHUNK.max(d.len()));
+            let r = self.sock.try_io(Interest::READABLE, || {
+                let mut chunks = bufs.chunks_mut(SLOT);
+                let mut iovs: [IoSliceMut<'_>; RECV_SLOTS] =
+                    std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+                let n = self.state.recv((&self.sock).into(), &mut iovs, meta)?;
+                for (iov, meta) in iovs.iter().zip(meta.iter()).take(n) {
+                    let data = iov.get(..meta.len).unwrap_or_default();
+                    let stride = if meta.stride == 0 {
+                        meta.len
+                    } else {
+                        meta.stride
+                    };
+                    for d in data.chunks(stride.max(1)) {
+                        if arena.capacity() < d.len() {
+                            // Reclaims the chunk if every packet split from it is gone.
+                            arena.reserve(ARENA_CHUNK.max(d.len()));
+                        }
+                        arena.extend_from_slice(d);
+                        f(arena.split().freeze(), meta.addr);
+                        count += 1;
                     }
-                    s.arena.extend_from_slice(d);
-                    f(s.arena.split().freeze(), meta.addr);
-                    count += 1;
                 }
-            }
-            Ok(count)
+                if n < RECV_SLOTS {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(count)
+                }
+            });
+            r
         })
     }
 
