@@ -679,26 +679,58 @@ impl Server {
         }
     }
 
+    /// [`Server::handle_client`] with the relay fast path: ChannelData for a bound
+    /// channel is not queued as a transmit; its destination and the range of `data`
+    /// to send to the peer are returned instead (same checks and counters). Anything
+    /// else is handled by `handle_client`, its transmits queued, and `None` returned.
+    pub fn handle_client_relay(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        data: &[u8],
+        binder: &mut dyn RelayBinder,
+    ) -> Option<(Destination, std::ops::Range<usize>)> {
+        if classify(data) != PacketKind::ChannelData {
+            self.handle_client(now, ft, data, binder);
+            return None;
+        }
+        self.tick(now);
+        self.channel_data_route(now, ft, data)
+    }
+
     /// A datagram that arrived from `peer` on the relay socket bound at `relay`.
     pub fn handle_peer(&mut self, now: Instant, relay: SocketAddr, peer: SocketAddr, data: &[u8]) {
+        // With no room to write in, the message is queued.
+        let _ = self.handle_peer_into(now, relay, peer, data, &mut []);
+    }
+
+    /// [`Server::handle_peer`] that writes the message for the client (ChannelData,
+    /// or a Data indication) into `out` instead of queuing a transmit, and returns its
+    /// destination and length: no allocation per packet. Same checks, counters and
+    /// bytes as `handle_peer`. When `out` is too small, the message is queued as
+    /// `handle_peer` queues it and `None` is returned, as it is when nothing is sent.
+    pub fn handle_peer_into(
+        &mut self,
+        now: Instant,
+        relay: SocketAddr,
+        peer: SocketAddr,
+        data: &[u8],
+        out: &mut [u8],
+    ) -> Option<(Destination, usize)> {
         self.tick(now);
-        let Some(id) = self.by_relay.get(&relay).copied() else {
-            return;
-        };
-        let Some(a) = self.allocations.get_mut(&id) else {
-            return;
-        };
+        let id = self.by_relay.get(&relay).copied()?;
+        let a = self.allocations.get_mut(&id)?;
         if !a.has_permission(peer.ip(), now) {
             self.stats.dropped_no_permission += 1;
-            return;
+            return None;
         }
         if data.len() > MAX_DATA {
             self.stats.dropped_invalid += 1;
-            return;
+            return None;
         }
         if !a.to_client.take(now, data.len()) {
             self.stats.dropped_rate_limited += 1;
-            return;
+            return None;
         }
         let ft = a.five_tuple;
         let channel = a
@@ -706,41 +738,53 @@ impl Server {
             .get(&peer)
             .copied()
             .filter(|ch| a.active_channel(*ch, now).is_some());
-        let payload = match channel {
-            Some(ch) => {
-                let mut out =
-                    vec![0u8; ChannelData::encoded_len(data.len(), ft.transport.is_stream())];
-                // `out` is sized for exactly this frame.
-                let n = ChannelData { channel: ch, data }
-                    .encode(&mut out, ft.transport.is_stream())
-                    .unwrap_or(0);
-                out.truncate(n);
-                out
-            }
+        let stream = ft.transport.is_stream();
+        // A Data indication adds a header, XOR-PEER-ADDRESS and DATA's own header and
+        // padding: less than 64 bytes.
+        let needed = match channel {
+            Some(_) => ChannelData::encoded_len(data.len(), stream),
+            None => data.len() + 64,
+        };
+        let mut owned = Vec::new();
+        let in_place = out.len() >= needed;
+        let buf: &mut [u8] = match out.get_mut(..needed) {
+            Some(b) => b,
             None => {
-                let mut out = vec![0u8; data.len() + 64];
+                owned.resize(needed, 0);
+                &mut owned
+            }
+        };
+        let n = match channel {
+            // `buf` is sized for exactly this frame.
+            Some(ch) => ChannelData { channel: ch, data }
+                .encode(buf, stream)
+                .unwrap_or(0),
+            None => {
                 let tid = TransactionId::new(self.next_indication_tid());
-                let n = (|| {
-                    let mut enc =
-                        MessageEncoder::new(&mut out, Class::Indication, Method::DATA, tid)?;
+                (|| {
+                    let mut enc = MessageEncoder::new(buf, Class::Indication, Method::DATA, tid)?;
                     enc.xor_address(attr::XOR_PEER_ADDRESS, &peer)?;
                     enc.attr(attr::DATA, data)?;
                     Ok::<_, tsunagi_stun::EncodeError>(enc.finish())
                 })()
-                .unwrap_or(0);
-                out.truncate(n);
-                out
+                .unwrap_or(0)
             }
         };
-        if payload.is_empty() {
-            return;
+        if n == 0 {
+            return None;
         }
         self.stats.packets_from_peers += 1;
         self.stats.bytes_from_peers += data.len() as u64;
+        let destination = Destination::Client(ft);
+        if in_place {
+            return Some((destination, n));
+        }
+        owned.truncate(n);
         self.transmits.push_back(Transmit {
-            destination: Destination::Client(ft),
-            payload,
+            destination,
+            payload: owned,
         });
+        None
     }
 
     /// The client's TCP or TLS connection closed: its allocation goes with it.
@@ -858,22 +902,39 @@ impl Server {
     // ------------------------------------------------------------ ChannelData
 
     fn client_channel_data(&mut self, now: Instant, ft: FiveTuple, data: &[u8]) {
+        if let Some((destination, range)) = self.channel_data_route(now, ft, data) {
+            self.transmits.push_back(Transmit {
+                destination,
+                payload: data.get(range).unwrap_or_default().to_vec(),
+            });
+        }
+    }
+
+    /// Checks and counts ChannelData from a client; returns where its data goes and
+    /// where the data is in `data`.
+    fn channel_data_route(
+        &mut self,
+        now: Instant,
+        ft: FiveTuple,
+        data: &[u8],
+    ) -> Option<(Destination, std::ops::Range<usize>)> {
         let Ok(cd) = ChannelData::parse(data) else {
             self.stats.dropped_invalid += 1;
-            return;
+            return None;
         };
         let Some(id) = self.by_five_tuple.get(&ft).copied() else {
             self.stats.dropped_invalid += 1;
-            return;
+            return None;
         };
-        let Some(a) = self.allocations.get_mut(&id) else {
-            return;
-        };
+        let a = self.allocations.get_mut(&id)?;
         let Some(peer) = a.active_channel(cd.channel, now).map(|c| c.peer) else {
             self.stats.dropped_invalid += 1;
-            return;
+            return None;
         };
-        self.relay_to_peer(now, id, peer, cd.data, false);
+        // The data follows the 4-byte ChannelData header.
+        let range = 4..4 + cd.data.len();
+        self.route_to_peer(now, id, peer, cd.data.len(), false)
+            .map(|d| (d, range))
     }
 
     fn relay_to_peer(
@@ -884,32 +945,45 @@ impl Server {
         data: &[u8],
         df: bool,
     ) {
-        let Some(a) = self.allocations.get_mut(&id) else {
-            return;
-        };
+        if let Some(destination) = self.route_to_peer(now, id, peer, data.len(), df) {
+            self.transmits.push_back(Transmit {
+                destination,
+                payload: data.to_vec(),
+            });
+        }
+    }
+
+    /// Checks (permission, relay family, bandwidth) and counts `len` bytes from the
+    /// client of allocation `id` to `peer`; returns where they go.
+    fn route_to_peer(
+        &mut self,
+        now: Instant,
+        id: AllocId,
+        peer: SocketAddr,
+        len: usize,
+        df: bool,
+    ) -> Option<Destination> {
+        let a = self.allocations.get_mut(&id)?;
         if !a.has_permission(peer.ip(), now) {
             self.stats.dropped_no_permission += 1;
-            return;
+            return None;
         }
         let Some(relay) = a.relay_for(Family::of(peer.ip())).map(|r| r.local) else {
             self.stats.dropped_invalid += 1;
-            return;
+            return None;
         };
-        if !a.to_peer.take(now, data.len()) {
+        if !a.to_peer.take(now, len) {
             self.stats.dropped_rate_limited += 1;
-            return;
+            return None;
         }
         let dont_fragment = df || a.dont_fragment;
         self.stats.packets_to_peers += 1;
-        self.stats.bytes_to_peers += data.len() as u64;
-        self.transmits.push_back(Transmit {
-            destination: Destination::Peer {
-                relay,
-                peer,
-                dont_fragment,
-            },
-            payload: data.to_vec(),
-        });
+        self.stats.bytes_to_peers += len as u64;
+        Some(Destination::Peer {
+            relay,
+            peer,
+            dont_fragment,
+        })
     }
 
     // ------------------------------------------------------------------- STUN

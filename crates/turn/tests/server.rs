@@ -1123,3 +1123,100 @@ fn rest_username_and_password_shapes_match_coturn() {
     assert_eq!(u, "1700000000:alice");
     assert_eq!(p.len(), 28, "base64 of a 20-byte HMAC-SHA1");
 }
+
+#[test]
+fn relay_fast_paths_match_the_queued_ones() {
+    let mut h = Harness::new(config());
+    let ft = client_ft(40140);
+    let (creds, relay) = h.allocate(ft, "alice", "wonderland");
+    let peer = peer4(9, 6100);
+    // Same IP as `peer` (so permitted) but no channel: a Data indication.
+    let other = peer4(9, 6101);
+    assert!(is_success(&h.channel_bind(ft, &creds, 0x4001, peer)));
+
+    // Peer to client: the same destination and message as handle_peer.
+    for p in [peer, other] {
+        let queued = h.peer(relay, p, b"to client");
+        let mut out = [0u8; 256];
+        let (dest, n) = h
+            .server
+            .handle_peer_into(h.now, relay, p, b"to client", &mut out)
+            .unwrap();
+        assert_eq!(dest, queued[0].destination);
+        if p == peer {
+            assert_eq!(&out[..n], &queued[0].payload[..]);
+        } else {
+            // Data indications differ only in their transaction ID.
+            let m = Message::parse(&out[..n]).unwrap();
+            assert_eq!(m.get(attr::DATA).unwrap(), b"to client");
+            assert_eq!(n, queued[0].payload.len());
+        }
+        assert!(h.drain().is_empty());
+        // No room: queued as handle_peer queues it.
+        assert!(h
+            .server
+            .handle_peer_into(h.now, relay, p, b"to client", &mut [0u8; 4])
+            .is_none());
+        assert_eq!(h.drain().len(), 1);
+        // Unknown relay, unpermitted peer: nothing either way.
+        assert!(h
+            .server
+            .handle_peer_into(h.now, peer, p, b"x", &mut out)
+            .is_none());
+        assert!(h
+            .server
+            .handle_peer_into(h.now, relay, peer4(10, 1), b"x", &mut out)
+            .is_none());
+        assert!(h.drain().is_empty());
+    }
+
+    // Client to peer: the data is returned as a range of the datagram.
+    let mut buf = [0u8; 64];
+    let n = ChannelData {
+        channel: 0x4001,
+        data: b"to peer",
+    }
+    .encode(&mut buf, false)
+    .unwrap();
+    let (dest, range) = h
+        .server
+        .handle_client_relay(h.now, ft, &buf[..n], &mut h.binder)
+        .unwrap();
+    assert_eq!(
+        dest,
+        Destination::Peer {
+            relay,
+            peer,
+            dont_fragment: false
+        }
+    );
+    assert_eq!(&buf[range], b"to peer");
+    assert!(h.drain().is_empty());
+    // An unbound channel is dropped and counted.
+    let before = h.server.stats().dropped_invalid;
+    let n = ChannelData {
+        channel: 0x4002,
+        data: b"x",
+    }
+    .encode(&mut buf, false)
+    .unwrap();
+    assert!(h
+        .server
+        .handle_client_relay(h.now, ft, &buf[..n], &mut h.binder)
+        .is_none());
+    assert_eq!(h.server.stats().dropped_invalid, before + 1);
+    // STUN takes the usual way: the response is queued.
+    let tid = h.tid();
+    let req = build(Class::Request, Method::BINDING, tid, |_| {});
+    assert!(h
+        .server
+        .handle_client_relay(h.now, ft, &req, &mut h.binder)
+        .is_none());
+    let out = h.drain();
+    assert_eq!(out.len(), 1);
+    assert!(is_success(&out[0].payload));
+
+    let stats = h.server.stats();
+    assert_eq!((stats.packets_from_peers, stats.bytes_from_peers), (6, 54));
+    assert_eq!((stats.packets_to_peers, stats.bytes_to_peers), (1, 7));
+}

@@ -452,6 +452,7 @@ impl TurnService {
             stats_tx,
             auth_log: LogLimiter::new(20),
             run: Run::default(),
+            scratch: vec![0; 65_536 + 128],
         };
         let core = tokio::spawn(core.run(client_rx, peer_rx, shutdown_rx));
         Ok(Self {
@@ -596,8 +597,11 @@ struct Core {
     /// What `stats_tx` holds, so that an unchanged batch does not touch its lock.
     published: Stats,
     auth_log: LogLimiter,
-    /// The run of transmits being gathered by `drain` (kept for its buffer).
+    /// The run of messages being gathered until the end of a batch.
     run: Run,
+    /// Where `handle_peer_into` builds messages for clients: a ChannelData or Data
+    /// indication around the largest UDP payload.
+    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for Core {
@@ -629,7 +633,7 @@ enum RunKey {
 
 /// Equal-sized datagrams for one destination, waiting to be sent together. The first
 /// stays in its own buffer: a run of one (the common case with many allocations) is
-/// sent without a copy.
+/// sent from there. Both buffers keep their capacity: no allocation per packet.
 #[derive(Debug, Default)]
 struct Run {
     key: Option<RunKey>,
@@ -654,9 +658,10 @@ impl Run {
     }
 
     /// Starts a new run (the previous one must have been flushed).
-    fn start(&mut self, key: RunKey, payload: Vec<u8>) {
+    fn start(&mut self, key: RunKey, payload: &[u8]) {
         self.key = Some(key);
-        self.first = payload;
+        self.first.clear();
+        self.first.extend_from_slice(payload);
         self.rest.clear();
         self.count = 1;
     }
@@ -669,6 +674,27 @@ impl Run {
         } else {
             &self.first
         }
+    }
+}
+
+/// The run a UDP message to `dest` can join; `None` for TCP/TLS clients and RFC 5780
+/// responses from another listener.
+fn run_key(dest: &Destination) -> Option<RunKey> {
+    match *dest {
+        Destination::Client(ft) if ft.transport == Transport::Udp => Some(RunKey::Listener {
+            local: ft.server,
+            to: ft.client,
+        }),
+        Destination::Peer {
+            relay,
+            peer,
+            dont_fragment,
+        } => Some(RunKey::Relay {
+            relay,
+            to: peer,
+            df: dont_fragment,
+        }),
+        _ => None,
     }
 }
 
@@ -695,21 +721,24 @@ impl Core {
                 _ = io::stopped(&mut shutdown) => break,
                 // Transmits of a whole batch are sent together, so that runs to one
                 // destination can leave as one GSO send (see `drain`).
+                // One clock reading per batch: the inputs of a batch arrived together.
                 Some(input) = client_rx.recv() => {
-                    self.on_client(input);
+                    let now = Instant::now();
+                    self.on_client(input, now);
                     for _ in 1..BATCH {
                         match client_rx.try_recv() {
-                            Ok(input) => self.on_client(input),
+                            Ok(input) => self.on_client(input, now),
                             Err(_) => break,
                         }
                     }
                     self.drain();
                 }
                 Some(input) = peer_rx.recv() => {
-                    self.on_peer(input);
+                    let now = Instant::now();
+                    self.on_peer(input, now);
                     for _ in 1..BATCH {
                         match peer_rx.try_recv() {
-                            Ok(input) => self.on_peer(input),
+                            Ok(input) => self.on_peer(input, now),
                             Err(_) => break,
                         }
                     }
@@ -744,7 +773,7 @@ impl Core {
         }
     }
 
-    fn on_client(&mut self, input: ClientInput) {
+    fn on_client(&mut self, input: ClientInput, now: Instant) {
         match input {
             ClientInput::Datagram { local, from, data } => {
                 let ft = FiveTuple {
@@ -752,12 +781,10 @@ impl Core {
                     server: local,
                     transport: Transport::Udp,
                 };
-                self.server
-                    .handle_client(Instant::now(), ft, &data, &mut self.relays);
+                self.client_input(now, ft, &data);
             }
             ClientInput::TcpFrame { ft, data } => {
-                self.server
-                    .handle_client(Instant::now(), ft, &data, &mut self.relays);
+                self.client_input(now, ft, &data);
             }
             ClientInput::TcpOpened { ft, tx } => {
                 self.tcp_out.insert(ft, tx);
@@ -765,14 +792,52 @@ impl Core {
             ClientInput::TcpClosed { ft } => {
                 self.tcp_out.remove(&ft);
                 self.server
-                    .handle_connection_closed(Instant::now(), ft, &mut self.relays);
+                    .handle_connection_closed(now, ft, &mut self.relays);
             }
         }
     }
 
-    fn on_peer(&mut self, input: PeerInput) {
-        self.server
-            .handle_peer(Instant::now(), input.relay, input.peer, &input.data);
+    /// A client's datagram or frame; relayed ChannelData takes the fast path (no
+    /// transmit queued, no copy until it joins a run).
+    fn client_input(&mut self, now: Instant, ft: FiveTuple, data: &[u8]) {
+        if let Some((dest, range)) =
+            self.server
+                .handle_client_relay(now, ft, data, &mut self.relays)
+        {
+            self.push(dest, data.get(range).unwrap_or_default());
+        }
+    }
+
+    /// A peer's datagram: the message for the client is built in `scratch`.
+    fn on_peer(&mut self, input: PeerInput, now: Instant) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        if let Some((dest, n)) =
+            self.server
+                .handle_peer_into(now, input.relay, input.peer, &input.data, &mut scratch)
+        {
+            self.push(dest, scratch.get(..n).unwrap_or_default());
+        }
+        self.scratch = scratch;
+    }
+
+    /// Adds a message from a fast path to the current run (sent at the end of the
+    /// batch), or sends it now when it cannot be part of a run.
+    fn push(&mut self, dest: Destination, payload: &[u8]) {
+        match run_key(&dest) {
+            Some(key) => {
+                let mut run = std::mem::take(&mut self.run);
+                if !run.extend(key, payload) {
+                    self.flush(&mut run);
+                    run.start(key, payload);
+                }
+                self.run = run;
+            }
+            None => {
+                if let Destination::Client(ft) = dest {
+                    self.send_to_client(ft, payload.to_vec());
+                }
+            }
+        }
     }
 
     /// Sends every transmit and logs every event the server has queued. Consecutive
@@ -781,28 +846,10 @@ impl Core {
     fn drain(&mut self) {
         let mut run = std::mem::take(&mut self.run);
         while let Some(t) = self.server.poll_transmit() {
-            let key = match t.destination {
-                Destination::Client(ft) if ft.transport == Transport::Udp => {
-                    Some(RunKey::Listener {
-                        local: ft.server,
-                        to: ft.client,
-                    })
-                }
-                Destination::Peer {
-                    relay,
-                    peer,
-                    dont_fragment,
-                } => Some(RunKey::Relay {
-                    relay,
-                    to: peer,
-                    df: dont_fragment,
-                }),
-                _ => None,
-            };
-            if let Some(key) = key {
+            if let Some(key) = run_key(&t.destination) {
                 if !run.extend(key, &t.payload) {
                     self.flush(&mut run);
-                    run.start(key, t.payload);
+                    run.start(key, &t.payload);
                 }
                 continue;
             }
