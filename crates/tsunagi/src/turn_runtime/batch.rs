@@ -58,7 +58,6 @@ thread_local! {
 pub(crate) struct FastSocket {
     sock: UdpSocket,
     state: UdpSocketState,
-    max_segments: usize,
 }
 
 impl Deref for FastSocket {
@@ -81,17 +80,14 @@ impl FastSocket {
         let v6 = sock.local_addr()?.is_ipv6();
         // Back to the kernel's default; best effort where the OS has no such option.
         let _ = set_dont_fragment(&sock, v6, false);
-        let max_segments = state.max_gso_segments().clamp(1, GSO_MAX_SEGMENTS);
-        Ok(Self {
-            sock,
-            state,
-            max_segments,
-        })
+        Ok(Self { sock, state })
     }
 
     /// Datagrams one [`FastSocket::send_run`] may carry.
     pub(crate) fn max_segments(&self) -> usize {
-        self.max_segments
+        // Read each time: quinn-udp turns GSO off for good when the kernel or the NIC
+        // refuses a segmented send (EIO).
+        self.state.max_gso_segments().clamp(1, GSO_MAX_SEGMENTS)
     }
 
     /// One batched receive without waiting: calls `f(datagram, source)` for each
@@ -150,7 +146,7 @@ impl FastSocket {
             // A lone datagram: plain sendto, without sendmsg's control messages.
             return self.sock.try_send_to(contents, to).map(|_| ());
         }
-        if self.max_segments == 1 {
+        if self.max_segments() == 1 {
             for d in contents.chunks(segment.max(1)) {
                 self.sock.try_send_to(d, to)?;
             }
