@@ -21,7 +21,7 @@
 //! #     fn bind(&mut self, _: BindRequest) -> Result<std::net::SocketAddr, BindError> { Err(BindError::Exhausted) }
 //! #     fn release(&mut self, _: std::net::SocketAddr) {}
 //! # }
-//! # fn recv() -> (std::net::SocketAddr, Vec<u8>) { unimplemented!() }
+//! # fn recv() -> (std::net::SocketAddr, Vec<u8>) { (([127, 0, 0, 1], 5000).into(), Vec::new()) }
 //! # fn send(_: &tsunagi_turn::Transmit) {}
 //! let mut server = Server::new(ServerConfig::default(), Instant::now(), 1_700_000_000);
 //! let mut sockets = Sockets;
