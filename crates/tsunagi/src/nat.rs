@@ -173,13 +173,7 @@ const LAST_WAIT_RTOS: u32 = 4;
 impl Timing {
     /// The longest a transaction can take.
     pub fn budget(&self) -> Duration {
-        let mut t = Duration::ZERO;
-        let mut interval = self.rto;
-        for _ in 1..self.max_sends {
-            t += interval;
-            interval *= 2;
-        }
-        t + self.rto * LAST_WAIT_RTOS
+        retransmit_waits(*self).sum()
     }
 }
 
@@ -213,6 +207,18 @@ fn binding_request(tid: TransactionId, change: Option<(bool, bool)>) -> Vec<u8> 
     buf[..n].to_vec()
 }
 
+/// How long to wait after each send (RFC 8489 §6.2.1): the RTO doubling after every
+/// send, and `LAST_WAIT_RTOS` RTOs after the last one.
+fn retransmit_waits(timing: Timing) -> impl Iterator<Item = Duration> {
+    (1..=timing.max_sends).map(move |send| {
+        if send == timing.max_sends {
+            timing.rto * LAST_WAIT_RTOS
+        } else {
+            timing.rto * 2u32.saturating_pow(send - 1)
+        }
+    })
+}
+
 /// One STUN transaction over UDP with RFC 8489 retransmissions: `Ok(None)` when
 /// nothing answered within the budget.
 fn transact(
@@ -224,15 +230,8 @@ fn transact(
     let tid = new_tid();
     let req = binding_request(tid, change);
     let mut buf = [0u8; 2048];
-    let mut interval = timing.rto;
-    for send in 1..=timing.max_sends {
+    for wait in retransmit_waits(timing) {
         sock.send_to(&req, to)?;
-        let wait = if send == timing.max_sends {
-            timing.rto * LAST_WAIT_RTOS
-        } else {
-            interval
-        };
-        interval *= 2;
         let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -567,15 +566,8 @@ fn hairpin(
     let tid = new_tid();
     let req = binding_request(tid, None);
     let mut buf = [0u8; 2048];
-    let mut interval = timing.rto;
-    for send in 1..=timing.max_sends {
+    for wait in retransmit_waits(timing) {
         b.send_to(&req, mapped)?;
-        let wait = if send == timing.max_sends {
-            timing.rto * LAST_WAIT_RTOS
-        } else {
-            interval
-        };
-        interval *= 2;
         let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
