@@ -1,9 +1,11 @@
-// tsunagi web client: landing page, call view, mesh of peer connections, chat,
-// connection panels, and the read-only debug hook `window.tsunagi` for tests.
+// tsunagi web client: landing page, call view, mesh of peer connections or one
+// connection to the SFU (docs/sfu.md) and the live switch between the two, chat,
+// connection panels, and the debug hook `window.tsunagi` for tests.
 
 import { t, setLang, getLang, applyI18n, onLangChange, LANGUAGES, formatTime } from './i18n.js';
 import { Signaling } from './signaling.js';
 import { Peer } from './peer.js';
+import { SfuPeer } from './sfu.js';
 import { summarize } from './stats.js';
 import { LocalMedia } from './media.js';
 import { ConnPanel, pathLabel } from './panel.js';
@@ -16,6 +18,13 @@ const TRAFFIC_LOG_MAX = 2000;
 // After a session is lost: how long to keep trying to join again, and how often.
 const REJOIN_TIMEOUT_MS = 60000;
 const REJOIN_BACKOFF_MS = [500, 1000, 2000, 3000, 5000];
+// A mode switch keeps the old connections until the new ones carry video, at most this long.
+const SWITCH_TIMEOUT_MS = 10000;
+// A path's video counts as live while its framesDecoded grew within this time.
+const LIVE_MS = 2500;
+// `view` messages: at most 4 per second.
+const VIEW_MIN_INTERVAL_MS = 250;
+const DATA_LOG_MAX = 500;
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -28,7 +37,17 @@ const state = {
   session: null,
   iceServers: [],
   relayOnly: false,
-  peers: new Map(), // id -> entry {id, name, media, peer, tile, panel, summary}
+  peers: new Map(), // id -> entry {id, name, media, peer (mesh, or null), tile, panel, summary, source, video}
+  mode: 'mesh', // the room's mode: mesh | sfu
+  modeChange: null, // {from, to, at, peers}: the last switch, for the explanation
+  sfu: null, // SfuPeer: the connection to the SFU, in SFU mode and during a switch
+  sfuSummary: null,
+  sfuStats: null, // the last `sfu-stats` message
+  transition: null, // {to, since}: a mode switch waiting for video on the new path
+  speaker: null,
+  dataLog: [], // data-channel messages received: {from, data, at}
+  handUp: false,
+  tileView: { sizes: new Map(), visible: new Map(), lastSent: null, lastAt: 0, timer: null, sent: 0 },
   chat: [],
   errors: [],
   traffic: [],
@@ -244,7 +263,17 @@ function startCall(welcome) {
   document.title = `${welcome.room || state.room} · tsunagi`;
   renderSelfTile();
   updateControls();
+  if (state.sfu) closeSfu();
+  state.transition = null;
+  state.mode = welcome.mode === 'sfu' ? 'sfu' : 'mesh';
+  state.modeChange = null;
+  state.speaker = null;
+  state.sfuStats = null;
+  // In a mesh we are the newcomer and offer to everyone; in SFU mode the media comes
+  // through our one connection to the SFU.
   for (const p of welcome.peers || []) addPeer(p, { initiator: true });
+  if (state.mode === 'sfu') openSfu();
+  renderMode();
   sendMediaState();
   clearInterval(state.statsTimer);
   state.statsTimer = setInterval(pollStats, STATS_INTERVAL_MS);
@@ -302,6 +331,7 @@ function onSignal(msg) {
       notify(t('notice.joined', { name: msg.name }), { kind: 'info', code: 'peer-joined', timeout: 3000 });
       // The newcomer learns our mute/camera state from us.
       sendMediaState();
+      renderMode();
       break;
     }
     case 'peer-left': {
@@ -310,20 +340,49 @@ function onSignal(msg) {
       removePeer(msg.id);
       const key = msg.reason === 'timeout' ? 'notice.timeout' : msg.reason === 'kicked' ? 'notice.kicked' : 'notice.left';
       notify(t(key, { name: e.name }), { kind: 'info', code: 'peer-left', timeout: 3000 });
+      if (state.speaker === msg.id) setSpeaker(null);
+      renderMode();
       break;
     }
     case 'offer':
     case 'answer': {
+      if (msg.from === 'sfu') {
+        if (state.sfu) state.sfu.handleDescription(msg.type, msg.sdp);
+        break;
+      }
       let e = state.peers.get(msg.from);
-      if (!e) e = addPeer({ id: msg.from, name: msg.from }, { initiator: false });
+      if (!e) {
+        // An offer from a peer we have not heard of yet: it is the newcomer.
+        if (msg.type !== 'offer' || !meshWanted()) break;
+        e = addPeer({ id: msg.from, name: msg.from }, { initiator: false });
+      }
+      if (!e.peer) {
+        // SFU mode without a switch to mesh under way: a stale mesh offer; ignore it.
+        if (msg.type !== 'offer' || !meshWanted() || e.external) break;
+        createMeshPeer(e, false);
+      }
       e.peer.handleDescription(msg.type, msg.sdp);
       break;
     }
     case 'candidate': {
+      if (msg.from === 'sfu') {
+        if (state.sfu) state.sfu.handleCandidate(msg.candidate);
+        break;
+      }
       const e = state.peers.get(msg.from);
-      if (e) e.peer.handleCandidate(msg.candidate);
+      if (e && e.peer) e.peer.handleCandidate(msg.candidate);
       break;
     }
+    case 'mode':
+      setMode(msg.mode);
+      break;
+    case 'speaker':
+      setSpeaker(typeof msg.id === 'string' ? msg.id : null);
+      break;
+    case 'sfu-stats':
+      state.sfuStats = { bitrate: msg.bitrate ?? null, layers: msg.layers && typeof msg.layers === 'object' ? { ...msg.layers } : {}, rtt: msg.rtt ?? null, at: Date.now() };
+      refreshOpenPanel();
+      break;
     case 'chat':
       addChat({ from: msg.from, name: msg.name, text: msg.text, ts: msg.ts || Date.now(), self: false });
       break;
@@ -344,6 +403,7 @@ function onResumed(msg) {
   state.reconnectNotified = false;
   state.session = msg;
   state.iceServers = msg.iceServers || state.iceServers;
+  if (msg.mode) setMode(msg.mode);
   const present = new Set((msg.peers || []).map((p) => p.id));
   for (const id of [...state.peers.keys()]) if (!present.has(id)) removePeer(id);
   for (const p of msg.peers || []) {
@@ -368,6 +428,8 @@ async function onSessionLost() {
   // The others have dropped us (peer-left, timeout): start over with a new id, retrying
   // while the server is unreachable.
   for (const id of [...state.peers.keys()]) removePeer(id);
+  if (state.sfu) closeSfu();
+  state.transition = null;
   const deadline = Date.now() + REJOIN_TIMEOUT_MS;
   for (let attempt = 0; state.view === 'call'; attempt++) {
     const sig = new Signaling(wsUrl());
@@ -396,42 +458,87 @@ async function onSessionLost() {
   }
 }
 
-function addPeer(p, { initiator }) {
-  const peer = new Peer({
-    id: p.id,
-    selfId: state.id,
-    initiator,
-    config: rtcConfig(),
-    send: (m) => state.sig && state.sig.send(m),
-    // A token without publish rights (canPublish: false) receives only.
-    localTracks: () =>
-      canPublish()
-        ? { audio: state.media.audio, video: state.media.outgoingVideo(), stream: state.media.stream }
-        : { audio: null, video: null, stream: state.media.stream },
-  });
+function localTracks() {
+  // A token without publish rights (canPublish: false) receives only.
+  return canPublish()
+    ? { audio: state.media.audio, video: state.media.outgoingVideo(), stream: state.media.stream }
+    : { audio: null, video: null, stream: state.media.stream };
+}
+
+/** A tile for a remote participant (or a WHIP publisher: `external`), with a mesh connection when the room is a mesh. */
+function addPeer(p, { initiator, external = false }) {
   const entry = {
     id: p.id,
     name: p.name || p.id,
     media: p.media ? { audio: p.media.audio !== false, video: p.media.video !== false, screen: !!p.media.screen } : { audio: true, video: true, screen: false },
-    peer,
+    external,
+    peer: null,
     tile: null,
     panel: null,
     summary: null,
     selectedPairKey: null,
     joinedAt: Date.now(),
+    streams: { mesh: null, sfu: null },
+    // Inbound video per path: {framesDecoded, frameWidth, frameHeight, fps, liveAt}.
+    video: { mesh: null, sfu: null },
+    source: state.mode,
+    hand: false,
   };
   state.peers.set(p.id, entry);
   entry.tile = buildRemoteTile(entry);
   $('#grid').append(entry.tile.el);
-  peer.on('track', ({ stream }) => {
-    const v = entry.tile.video;
-    if (v.srcObject !== stream) v.srcObject = stream;
-    playVideo(v);
-  });
-  peer.on('state', () => updateTile(entry));
+  observeTile(entry);
+  if (!external && meshWanted()) createMeshPeer(entry, initiator);
+  applySource(entry);
   updateTile(entry);
   layoutGrid();
   return entry;
+}
+
+function meshWanted() {
+  return state.mode === 'mesh';
+}
+
+/** The mesh RTCPeerConnection to one peer (see peer.js for who offers). */
+function createMeshPeer(entry, initiator) {
+  const peer = new Peer({
+    id: entry.id,
+    selfId: state.id,
+    initiator,
+    config: rtcConfig(),
+    send: (m) => state.sig && state.sig.send(m),
+    localTracks,
+  });
+  entry.peer = peer;
+  entry.summary = null;
+  entry.selectedPairKey = null;
+  peer.on('track', ({ stream }) => {
+    if (entry.peer !== peer) return;
+    entry.streams.mesh = stream;
+    setVideoStream(entry, 'mesh', stream);
+  });
+  peer.on('state', () => {
+    if (entry.peer === peer) updateTile(entry);
+  });
+  peer.on('data', onData);
+  peer.on('data-open', () => {
+    if (state.handUp && entry.peer === peer) peer.sendData(handMessage());
+  });
+  return peer;
+}
+
+/** Closes the mesh connection of one peer; its tile stays (it shows the SFU's video). */
+function closeMesh(e) {
+  if (!e.peer) return;
+  e.peer.close();
+  e.peer = null;
+  e.summary = null;
+  e.streams.mesh = null;
+  e.video.mesh = null;
+  setVideoStream(e, 'mesh', null);
+  applySource(e);
+  if (state.openPanel === e.id) reopenPanel(e.id);
+  updateTile(e);
 }
 
 function removePeer(id) {
@@ -439,10 +546,20 @@ function removePeer(id) {
   if (!e) return;
   state.peers.delete(id);
   if (state.openPanel === id) closePanel();
-  e.peer.close();
-  e.tile.video.srcObject = null;
+  if (e.peer) e.peer.close();
+  unobserveTile(e);
+  for (const v of Object.values(e.tile.videos)) v.srcObject = null;
   e.tile.el.remove();
   layoutGrid();
+  scheduleView();
+}
+
+/** Puts `stream` into the tile's video element of one path (mesh or sfu). */
+function setVideoStream(e, path, stream) {
+  const v = e.tile.videos[path];
+  if (v.srcObject !== stream) v.srcObject = stream;
+  if (stream) playVideo(v);
+  applySource(e);
 }
 
 async function playVideo(v) {
@@ -451,11 +568,340 @@ async function playVideo(v) {
   } catch (e) {
     if (e && e.name === 'NotAllowedError' && !v.muted) {
       // Autoplay with sound needs a user gesture: play muted and offer to unmute.
+      state.soundBlocked = true;
       v.muted = true;
       v.play().catch(() => {});
       $('#unmute-all').hidden = false;
     }
   }
+}
+
+// ---------------------------------------------------------------- SFU mode and switching
+
+/** The connection to the SFU, opened at once when the room is (or becomes) an SFU room. */
+function openSfu() {
+  if (state.sfu) return state.sfu;
+  const sfu = new SfuPeer({
+    selfId: state.id,
+    config: rtcConfig(),
+    send: (m) => state.sig && state.sig.send(m),
+    localTracks,
+  });
+  state.sfu = sfu;
+  state.sfuSummary = null;
+  sfu.on('track', ({ track, stream, owner }) => {
+    if (state.sfu !== sfu || owner === state.id) return;
+    let e = state.peers.get(owner);
+    // A publisher that is not a signaling peer: a WHIP publisher (ids "whip-…").
+    if (!e) e = addPeer({ id: owner, name: owner.startsWith('whip-') ? t('tile.whip') : owner }, { initiator: false, external: true });
+    e.streams.sfu = stream;
+    setVideoStream(e, 'sfu', stream);
+    track.addEventListener('unmute', () => applySource(e));
+  });
+  sfu.on('track-ended', ({ owner }) => {
+    if (state.sfu !== sfu) return;
+    const e = state.peers.get(owner);
+    if (!e) return;
+    const live = e.streams.sfu && e.streams.sfu.getTracks().some((tr) => tr.readyState === 'live');
+    if (live) return;
+    if (e.external) {
+      removePeer(owner);
+      return;
+    }
+    e.streams.sfu = null;
+    e.video.sfu = null;
+    setVideoStream(e, 'sfu', null);
+  });
+  sfu.on('state', () => {
+    if (state.sfu !== sfu) return;
+    for (const e of state.peers.values()) updateTile(e);
+  });
+  sfu.on('data', onData);
+  sfu.on('data-open', () => {
+    if (state.handUp && state.sfu === sfu) sfu.sendData(handMessage());
+  });
+  scheduleView(true);
+  return sfu;
+}
+
+function closeSfu() {
+  const sfu = state.sfu;
+  if (!sfu) return;
+  state.sfu = null;
+  sfu.close();
+  state.sfuSummary = null;
+  for (const e of [...state.peers.values()]) {
+    if (e.external) {
+      removePeer(e.id);
+      continue;
+    }
+    e.streams.sfu = null;
+    e.video.sfu = null;
+    setVideoStream(e, 'sfu', null);
+    if (state.openPanel === e.id) reopenPanel(e.id);
+    updateTile(e);
+  }
+}
+
+/**
+ * The room switched mode (a `mode` message, or `resumed`). The old connections stay up
+ * until the new path carries video (or SWITCH_TIMEOUT_MS), so the tiles never go dark.
+ */
+function setMode(mode) {
+  mode = mode === 'sfu' ? 'sfu' : 'mesh';
+  if (mode === state.mode) return;
+  const from = state.mode;
+  state.mode = mode;
+  state.modeChange = { from, to: mode, at: Date.now(), peers: countPeople() };
+  if (mode === 'sfu') {
+    openSfu();
+    const meshUp = [...state.peers.values()].some((e) => e.peer);
+    state.transition = meshUp ? { to: 'sfu', since: Date.now() } : null;
+    notify(t('mode.switched.sfu', { n: countPeople() }), { kind: 'info', code: 'mode-sfu', timeout: 6000 });
+  } else {
+    // For each pair the peer whose id sorts lower offers: no newcomer to wait for.
+    for (const e of state.peers.values()) {
+      if (!e.peer && !e.external) createMeshPeer(e, state.id < e.id);
+    }
+    state.transition = state.sfu ? { to: 'mesh', since: Date.now() } : null;
+    notify(t('mode.switched.mesh', { n: countPeople() }), { kind: 'info', code: 'mode-mesh', timeout: 6000 });
+  }
+  for (const e of state.peers.values()) {
+    applySource(e);
+    updateTile(e);
+  }
+  if (state.openPanel) reopenPanel(state.openPanel);
+  renderMode();
+  scheduleView(true);
+}
+
+/** Ends a switch once every remote video comes over the new path, or after the timeout. */
+function checkTransition() {
+  const tr = state.transition;
+  if (!tr) return;
+  const now = Date.now();
+  const expecting = [...state.peers.values()].filter((e) => !e.external && (e.media.video || e.media.screen));
+  const ready = expecting.every((e) => isLive(e, tr.to));
+  const timedOut = now - tr.since >= SWITCH_TIMEOUT_MS;
+  let anyLive = expecting.some((e) => isLive(e, tr.to));
+  if (expecting.length === 0) {
+    // Nobody sends video: the new connections being up is enough.
+    anyLive = tr.to === 'sfu'
+      ? !!state.sfu && state.sfu.pc.connectionState === 'connected'
+      : [...state.peers.values()].every((e) => e.external || (e.peer && e.peer.pc.connectionState === 'connected'));
+  }
+  if (!(ready && anyLive) && !timedOut) return;
+  state.transition = null;
+  if (tr.to === 'sfu') {
+    for (const e of state.peers.values()) closeMesh(e);
+  } else {
+    closeSfu();
+  }
+  for (const e of state.peers.values()) applySource(e);
+  renderMode();
+}
+
+function isLive(e, path) {
+  const v = e.video[path];
+  return !!(v && v.liveAt && Date.now() - v.liveAt < LIVE_MS);
+}
+
+/** A tile shows the path of the room's mode when its video is live, else whichever path is. */
+function pickSource(e) {
+  const pref = e.external ? 'sfu' : state.mode;
+  const other = pref === 'sfu' ? 'mesh' : 'sfu';
+  if (isLive(e, pref)) return pref;
+  if (isLive(e, other)) return other;
+  if (e.streams[pref]) return pref;
+  if (e.streams[other]) return other;
+  return pref;
+}
+
+function applySource(e) {
+  if (!e.tile) return;
+  const src = pickSource(e);
+  const changed = e.source !== src;
+  e.source = src;
+  const { videos, el } = e.tile;
+  el.dataset.source = src;
+  for (const [path, v] of Object.entries(videos)) {
+    const active = path === src;
+    v.classList.toggle('active', active);
+    // Only the shown element plays sound (both carry the peer's audio during a switch).
+    v.muted = !active || !!state.soundBlocked;
+  }
+  e.tile.video = videos[src];
+  if (changed) {
+    if (state.openPanel === e.id) reopenPanel(e.id);
+    updateTile(e);
+  }
+}
+
+/** The connection that carries a peer's media now: its mesh Peer or the SFU. */
+function connOf(e) {
+  if (!e) return null;
+  if (e.source === 'sfu' && state.sfu) return state.sfu;
+  return e.peer || state.sfu || null;
+}
+
+function countPeople() {
+  let n = 1;
+  for (const e of state.peers.values()) if (!e.external) n++;
+  return n;
+}
+
+function renderMode() {
+  const badge = $('#room-mode');
+  if (!badge) return;
+  badge.hidden = state.view !== 'call';
+  badge.dataset.mode = state.mode;
+  badge.dataset.switching = state.transition ? 'true' : 'false';
+  const label = badge.querySelector('.mode-label');
+  label.textContent = t(`mode.${state.mode}`);
+  const why = $('#mode-why');
+  why.textContent = modeWhy();
+  badge.title = modeWhy();
+}
+
+/** One line for learners: what the mode means and why the room is in it. */
+function modeWhy() {
+  const n = countPeople();
+  const c = state.modeChange;
+  if (c && c.to === state.mode && Date.now() - c.at < 120000) return t(`mode.why.switched.${state.mode}`, { n: c.peers });
+  return t(`mode.why.${state.mode}`, { n });
+}
+
+function setSpeaker(id) {
+  state.speaker = id;
+  for (const el of document.querySelectorAll('.tile.speaking')) {
+    el.classList.remove('speaking');
+    delete el.dataset.speaking;
+  }
+  if (!id) return;
+  const el = id === state.id ? $('#tile-self') : state.peers.get(id)?.tile.el;
+  if (el) {
+    el.classList.add('speaking');
+    el.dataset.speaking = 'true';
+  }
+}
+
+// ---------------------------------------------------------------- data channel
+
+function handMessage() {
+  return JSON.stringify({ tsunagi: 'hand', up: state.handUp });
+}
+
+/** Sends text on the "tsunagi" data channel: through the SFU, or to every mesh peer. */
+function sendData(text) {
+  text = String(text);
+  const viaSfu = () => !!(state.sfu && state.sfu.sendData(text));
+  const viaMesh = () => {
+    let sent = false;
+    for (const e of state.peers.values()) if (e.peer && e.peer.sendData(text)) sent = true;
+    return sent;
+  };
+  return state.mode === 'sfu' ? viaSfu() || viaMesh() : viaMesh() || viaSfu();
+}
+
+function onData({ from, data }) {
+  state.dataLog.push({ from, data, at: Date.now() });
+  if (state.dataLog.length > DATA_LOG_MAX) state.dataLog.shift();
+  let msg = null;
+  try {
+    msg = JSON.parse(data);
+  } catch {
+    return;
+  }
+  const e = state.peers.get(from);
+  if (e && msg && msg.tsunagi === 'hand') {
+    e.hand = !!msg.up;
+    updateTile(e);
+    if (e.hand) notify(t('notice.hand', { name: e.name }), { kind: 'info', code: 'hand', timeout: 3000 });
+  }
+}
+
+function toggleHand() {
+  state.handUp = !state.handUp;
+  sendData(handMessage());
+  updateControls();
+}
+
+// ---------------------------------------------------------------- view messages (SFU)
+
+const tileOf = new WeakMap(); // observed element -> peer id
+const resizeObs = typeof ResizeObserver === 'function'
+  ? new ResizeObserver((entries) => {
+    for (const en of entries) {
+      const id = tileOf.get(en.target);
+      if (id) state.tileView.sizes.set(id, { w: en.contentRect.width, h: en.contentRect.height });
+    }
+    scheduleView();
+  })
+  : null;
+const intersectObs = typeof IntersectionObserver === 'function'
+  ? new IntersectionObserver((entries) => {
+    for (const en of entries) {
+      const id = tileOf.get(en.target);
+      if (id) state.tileView.visible.set(id, en.isIntersecting);
+    }
+    scheduleView();
+  }, { threshold: [0, 0.01] })
+  : null;
+
+function observeTile(e) {
+  const el = e.tile.media;
+  tileOf.set(el, e.id);
+  const r = el.getBoundingClientRect();
+  state.tileView.sizes.set(e.id, { w: r.width, h: r.height });
+  if (resizeObs) resizeObs.observe(el);
+  if (intersectObs) intersectObs.observe(el);
+}
+
+function unobserveTile(e) {
+  const el = e.tile.media;
+  if (resizeObs) resizeObs.unobserve(el);
+  if (intersectObs) intersectObs.unobserve(el);
+  state.tileView.sizes.delete(e.id);
+  state.tileView.visible.delete(e.id);
+}
+
+/** Sends `view` (SFU mode only) when the tiles changed, at most 4 times a second. */
+function scheduleView(force = false) {
+  const v = state.tileView;
+  if (force) v.lastSent = null;
+  if (state.mode !== 'sfu' || !state.sig || v.timer) return;
+  const wait = Math.max(0, v.lastAt + VIEW_MIN_INTERVAL_MS - Date.now());
+  v.timer = setTimeout(() => {
+    v.timer = null;
+    sendView();
+  }, wait);
+}
+
+function currentView() {
+  const dpr = window.devicePixelRatio || 1;
+  const tiles = [];
+  if (document.visibilityState === 'hidden') return tiles;
+  for (const e of state.peers.values()) {
+    const size = state.tileView.sizes.get(e.id);
+    if (!size || state.tileView.visible.get(e.id) === false) continue;
+    const width = Math.round(size.w * dpr);
+    const height = Math.round(size.h * dpr);
+    if (width > 0 && height > 0) tiles.push({ peer: e.id, width, height });
+  }
+  return tiles;
+}
+
+function sendView() {
+  const v = state.tileView;
+  if (state.mode !== 'sfu' || !state.sig) return;
+  const tiles = currentView();
+  const key = JSON.stringify(tiles);
+  if (key === v.lastSent) return;
+  v.lastSent = key;
+  v.lastAt = Date.now();
+  v.sent++;
+  v.last = tiles;
+  state.sig.send({ type: 'view', tiles });
 }
 
 // ---------------------------------------------------------------- tiles
@@ -477,9 +923,14 @@ function renderSelfTile() {
         h('span', { class: 'badge badge-mic', testid: 'badge-mic-off', hidden: true, title: t('tile.micOff') }, iconEl('micOff')),
         h('span', { class: 'badge badge-cam', testid: 'badge-cam-off', hidden: true, title: t('tile.camOff') }, iconEl('camOff')),
         h('span', { class: 'badge badge-screen', testid: 'badge-screen', hidden: true, title: t('tile.screen') }, iconEl('screen')),
+        h('span', { class: 'badge badge-hand', testid: 'badge-hand', hidden: true }, iconEl('hand')),
       ),
     );
     $('#grid').prepend(tile);
+    if (state.speaker && state.speaker === state.id) {
+      tile.classList.add('speaking');
+      tile.dataset.speaking = 'true';
+    }
   }
   const video = tile.querySelector('video');
   if (video.srcObject !== state.media.stream) video.srcObject = state.media.stream;
@@ -496,6 +947,10 @@ function renderSelfTile() {
   tile.querySelector('.badge-mic').hidden = !!m.audio && m.audioEnabled;
   tile.querySelector('.badge-cam').hidden = camOn;
   tile.querySelector('.badge-screen').hidden = !m.screen;
+  const hand = tile.querySelector('.badge-hand');
+  hand.hidden = !state.handUp;
+  hand.title = t('tile.hand');
+  hand.setAttribute('aria-label', t('tile.hand'));
 }
 
 function initials(name) {
@@ -504,7 +959,24 @@ function initials(name) {
 }
 
 function buildRemoteTile(entry) {
-  const video = h('video', { autoplay: true, playsinline: true, 'aria-label': t('tile.videoOf', { name: entry.name }) });
+  // Two video elements: one per path (mesh, sfu). During a mode switch the tile shows
+  // whichever has live video, so it never goes dark; the other one is muted.
+  const videos = {
+    mesh: h('video', { autoplay: true, playsinline: true, class: 'video-mesh', testid: 'video-mesh' }),
+    sfu: h('video', { autoplay: true, playsinline: true, class: 'video-sfu', testid: 'video-sfu' }),
+  };
+  const video = videos[entry.source] || videos.mesh;
+  for (const v of Object.values(videos)) {
+    // Unmuting an element the page started muted can be refused (autoplay policy):
+    // the browser pauses it. Keep the picture: play muted and offer "Unmute".
+    v.addEventListener('pause', () => {
+      if (!v.srcObject || !v.classList.contains('active') || v.muted) return;
+      state.soundBlocked = true;
+      v.muted = true;
+      v.play().catch(() => {});
+      $('#unmute-all').hidden = false;
+    });
+  }
   const toggle = h(
     'button',
     {
@@ -518,66 +990,82 @@ function buildRemoteTile(entry) {
     iconEl('info'),
   );
   const chip = h('span', { class: 'path-chip', testid: 'path-chip', dataset: { path: 'none' } });
-  const el = h(
-    'article',
-    { class: 'tile tile-remote', testid: `tile-${entry.id}`, dataset: { peerId: entry.id } },
+  const media = h(
+    'div',
+    { class: 'tile-media' },
+    videos.mesh,
+    videos.sfu,
+    h('div', { class: 'tile-placeholder' }, h('span', { class: 'avatar', testid: 'avatar' }, initials(entry.name))),
+    h('div', { class: 'tile-status', testid: 'tile-status' }),
     h(
       'div',
-      { class: 'tile-media' },
-      video,
-      h('div', { class: 'tile-placeholder' }, h('span', { class: 'avatar', testid: 'avatar' }, initials(entry.name))),
-      h('div', { class: 'tile-status', testid: 'tile-status' }),
-      h(
-        'div',
-        { class: 'tile-bar' },
-        h('span', { class: 'tile-name', testid: 'tile-name' }, entry.name),
-        h('span', { class: 'badge badge-mic', testid: 'badge-mic-off', hidden: true }, iconEl('micOff')),
-        h('span', { class: 'badge badge-cam', testid: 'badge-cam-off', hidden: true }, iconEl('camOff')),
-        h('span', { class: 'badge badge-screen', testid: 'badge-screen', hidden: true }, iconEl('screen')),
-        chip,
-      ),
-      toggle,
+      { class: 'tile-bar' },
+      h('span', { class: 'tile-name', testid: 'tile-name' }, entry.name),
+      h('span', { class: 'badge badge-mic', testid: 'badge-mic-off', hidden: true }, iconEl('micOff')),
+      h('span', { class: 'badge badge-cam', testid: 'badge-cam-off', hidden: true }, iconEl('camOff')),
+      h('span', { class: 'badge badge-screen', testid: 'badge-screen', hidden: true }, iconEl('screen')),
+      h('span', { class: 'badge badge-hand', testid: 'badge-hand', hidden: true }, iconEl('hand')),
+      chip,
     ),
+    toggle,
   );
-  return { el, video, toggle, chip };
+  const el = h(
+    'article',
+    { class: `tile tile-remote${entry.external ? ' tile-external' : ''}`, testid: `tile-${entry.id}`, dataset: { peerId: entry.id, source: entry.source } },
+    media,
+  );
+  return { el, media, video, videos, toggle, chip };
 }
 
 function updateTile(e) {
   const { el, toggle, chip } = e.tile;
-  const pc = e.peer.pc;
-  el.dataset.connection = pc.connectionState;
-  el.classList.toggle('no-video', !e.media.video && !e.media.screen);
+  const conn = connOf(e);
+  const pc = conn ? conn.pc : null;
+  const connState = pc ? pc.connectionState : 'new';
+  el.dataset.connection = connState;
+  el.dataset.source = e.source;
+  el.classList.toggle('no-video', !e.external && !e.media.video && !e.media.screen);
   const mic = el.querySelector('.badge-mic');
   mic.hidden = e.media.audio;
   mic.title = t('tile.micOff');
   mic.setAttribute('aria-label', t('tile.micOff'));
   const cam = el.querySelector('.badge-cam');
-  cam.hidden = e.media.video || e.media.screen;
+  cam.hidden = e.external || e.media.video || e.media.screen;
   cam.title = t('tile.camOff');
   cam.setAttribute('aria-label', t('tile.camOff'));
   const scr = el.querySelector('.badge-screen');
   scr.hidden = !e.media.screen;
   scr.title = t('tile.screen');
   scr.setAttribute('aria-label', t('tile.screen'));
+  const hand = el.querySelector('.badge-hand');
+  hand.hidden = !e.hand;
+  hand.title = t('tile.hand');
+  hand.setAttribute('aria-label', t('tile.hand'));
   const open = state.openPanel === e.id;
   toggle.setAttribute('aria-expanded', String(open));
   const label = t(open ? 'tile.hidePanel' : 'tile.showPanel', { name: e.name });
   toggle.setAttribute('aria-label', label);
   toggle.title = label;
+  for (const v of Object.values(e.tile.videos)) v.removeAttribute('aria-label');
   e.tile.video.setAttribute('aria-label', t('tile.videoOf', { name: e.name }));
-  const path = e.summary ? e.summary.path : { kind: 'none' };
+  const viaSfu = conn && conn === state.sfu;
+  const summary = viaSfu ? state.sfuSummary : e.summary;
+  const path = summary ? summary.path : { kind: 'none' };
   chip.dataset.path = path.kind;
-  chip.textContent = pathLabel(path);
+  chip.dataset.via = viaSfu ? 'sfu' : 'mesh';
+  chip.textContent = viaSfu ? t('path.viaSfu', { path: pathLabel(path) }) : pathLabel(path);
   const status = el.querySelector('.tile-status');
-  const connected = pc.connectionState === 'connected';
+  const connected = connState === 'connected';
   status.hidden = connected;
-  status.textContent = connected ? '' : `${t('tile.connecting')} (${pc.connectionState})`;
+  status.textContent = connected ? '' : `${t('tile.connecting')} (${connState})`;
 }
 
 function layoutGrid() {
   const grid = $('#grid');
   const n = grid.querySelectorAll('.tile').length;
   grid.dataset.count = String(n);
+  grid.dataset.cols = String(n <= 1 ? 1 : n <= 4 ? 2 : n <= 9 ? 3 : n <= 16 ? 4 : 5);
+  grid.style.setProperty('--count-others', String(Math.max(1, Math.min(n - 1, 6))));
   grid.classList.toggle('has-expanded', !!state.openPanel);
 }
 
@@ -588,19 +1076,100 @@ function togglePanel(id) {
   else openPanel(id);
 }
 
-function openPanel(id) {
+function openPanel(id, { focus = true } = {}) {
   if (state.openPanel) closePanel();
   const e = state.peers.get(id);
   if (!e) return;
+  const conn = connOf(e);
+  if (!conn) return;
   state.openPanel = id;
-  e.panel = new ConnPanel({ peer: e.peer, name: () => e.name, onClose: () => closePanel(true) });
-  e.peer.summary = e.summary;
-  e.panel.update(e.summary);
+  const viaSfu = conn === state.sfu;
+  e.panel = new ConnPanel({
+    peer: conn,
+    domId: `panel-${e.id}`,
+    name: () => (viaSfu ? t('panel.sfuName') : e.name),
+    extra: () => modeSection(e, viaSfu),
+    onClose: () => closePanel(true),
+  });
+  if (!viaSfu) conn.summary = e.summary;
+  e.panel.update(conn.summary);
   e.tile.el.classList.add('expanded');
   e.tile.el.append(e.panel.el);
   updateTile(e);
   layoutGrid();
-  e.panel.closeBtn.focus();
+  if (focus) e.panel.closeBtn.focus();
+}
+
+/** The open panel follows the connection that carries the peer now (after a switch). */
+function reopenPanel(id) {
+  const e = state.peers.get(id);
+  if (!e || state.openPanel !== id) return;
+  if (e.panel && e.panel.peer === connOf(e)) return;
+  closePanel();
+  openPanel(id, { focus: false });
+}
+
+function refreshOpenPanel() {
+  const e = state.openPanel && state.peers.get(state.openPanel);
+  if (e && e.panel) e.panel.update(e.panel.peer.summary);
+}
+
+const LAYER_KEYS = { h: 'layer.h', m: 'layer.m', l: 'layer.l', paused: 'layer.paused', single: 'layer.single' };
+
+/**
+ * The part of the panel about the room's mode: mesh or SFU, why, and in SFU mode the
+ * server's view (bandwidth estimate, RTT) and per remote peer the simulcast layer
+ * received and the size decoded.
+ */
+function modeSection(e, viaSfu) {
+  const box = h(
+    'div',
+    { class: 'mode-box', testid: 'panel-mode', dataset: { mode: state.mode, via: viaSfu ? 'sfu' : 'mesh' } },
+    h('strong', { class: 'mode-title', testid: 'panel-mode-title' }, t('panel.modeTitle', { mode: t(`mode.${state.mode}`) })),
+    h('span', { class: 'mode-explain' }, modeWhy()),
+  );
+  if (state.transition) box.append(h('span', { class: 'mode-explain', testid: 'panel-switching' }, t(`mode.switching.${state.transition.to}`)));
+  if (!viaSfu) return box;
+  const st = state.sfuStats;
+  const rows = [
+    ['sfu-bitrate', 'panel.sfuEstimate', st && st.bitrate !== null && st.bitrate !== undefined ? rateBits(st.bitrate) : t('unit.none')],
+    ['sfu-rtt', 'panel.sfuRtt', st && typeof st.rtt === 'number' ? t('unit.ms', { v: Math.round(st.rtt * 10) / 10 }) : t('unit.none')],
+  ];
+  box.append(
+    h('p', { class: 'legend' }, t('panel.sfuExplain')),
+    h('dl', { class: 'stats-grid' }, ...rows.map(([id, key, value]) => h('div', { class: 'stat', testid: `stat-${id}` }, h('dt', null, t(key)), h('dd', null, value)))),
+  );
+  const others = [...state.peers.values()];
+  if (others.length) {
+    box.append(
+      h(
+        'table',
+        { class: 'layer-table', testid: 'sfu-layers' },
+        h('thead', null, h('tr', null, h('th', null, t('panel.layerPeer')), h('th', null, t('panel.layer')), h('th', null, t('panel.decoded')))),
+        h(
+          'tbody',
+          null,
+          ...others.map((o) => {
+            const layer = st && st.layers ? st.layers[o.id] : undefined;
+            const v = o.video.sfu;
+            return h(
+              'tr',
+              { dataset: { peer: o.id, layer: layer || '' }, class: o === e ? 'current' : '' },
+              h('td', null, o.name),
+              h('td', { testid: 'layer' }, layer ? t(LAYER_KEYS[layer] || 'layer.other', { layer }) : t('unit.none')),
+              h('td', { testid: 'decoded' }, v && v.frameWidth ? `${v.frameWidth}×${v.frameHeight}` : t('unit.none')),
+            );
+          }),
+        ),
+      ),
+    );
+  }
+  return box;
+}
+
+function rateBits(bps) {
+  if (bps >= 1e6) return t('unit.mbps', { v: (bps / 1e6).toFixed(2) });
+  return t('unit.kbps', { v: Math.round(bps / 1000) });
 }
 
 function closePanel(focusToggle = false) {
@@ -617,32 +1186,99 @@ function closePanel(focusToggle = false) {
   layoutGrid();
 }
 
+/** Writes "path chosen" into a connection's timeline when its selected pair changes. */
+function noteSelectedPair(conn, holder, s) {
+  const key = s.pair && s.pair.local && s.pair.remote ? `${s.pair.local.id}|${s.pair.remote.id}` : null;
+  if (key && key !== holder.selectedPairKey && s.pair.state === 'succeeded') {
+    holder.selectedPairKey = key;
+    conn.log({
+      dir: 'state',
+      kind: 'selected',
+      label: pathLabel(s.path),
+      local: `${s.pair.local.type} ${s.pair.local.address}:${s.pair.local.port}`,
+      remote: `${s.pair.remote.type} ${s.pair.remote.address}:${s.pair.remote.port}`,
+    });
+  }
+}
+
+/** Records inbound video of one path of a peer; `liveAt` is when framesDecoded last grew. */
+function noteVideo(e, path, vin, now) {
+  if (!vin || vin.framesDecoded === undefined) return;
+  const prev = e.video[path];
+  const grew = !prev || vin.framesDecoded < prev.framesDecoded ? vin.framesDecoded > 0 : vin.framesDecoded > prev.framesDecoded;
+  e.video[path] = {
+    framesDecoded: vin.framesDecoded,
+    frameWidth: vin.width ?? 0,
+    frameHeight: vin.height ?? 0,
+    fps: vin.fps ?? null,
+    liveAt: grew ? now : prev ? prev.liveAt : 0,
+    at: now,
+  };
+}
+
+/** Inbound video per publisher from the SFU connection's stats. */
+function sfuVideoByPeer(sfu, report) {
+  const per = new Map();
+  for (const r of report.values()) {
+    if (r.type !== 'inbound-rtp' || r.kind !== 'video') continue;
+    const owner = sfu.ownerOfStat(r);
+    if (!owner) continue;
+    const cur = per.get(owner) || { framesDecoded: 0, width: 0, height: 0, fps: null };
+    cur.framesDecoded += r.framesDecoded || 0;
+    if ((r.frameWidth || 0) >= cur.width) {
+      cur.width = r.frameWidth || 0;
+      cur.height = r.frameHeight || 0;
+      cur.fps = r.framesPerSecond ?? cur.fps;
+    }
+    per.set(owner, cur);
+  }
+  return per;
+}
+
 async function pollStats() {
-  for (const e of state.peers.values()) {
-    if (e.peer.closed) continue;
+  const now = Date.now();
+  for (const e of [...state.peers.values()]) {
+    const peer = e.peer;
+    if (!peer || peer.closed) continue;
     let report;
     try {
-      report = await e.peer.getStats();
+      report = await peer.getStats();
     } catch {
       continue;
     }
+    if (e.peer !== peer) continue;
     const s = summarize(report, e.summary);
     e.summary = s;
-    e.peer.summary = s;
-    const key = s.pair && s.pair.local && s.pair.remote ? `${s.pair.local.id}|${s.pair.remote.id}` : null;
-    if (key && key !== e.selectedPairKey && s.pair.state === 'succeeded') {
-      e.selectedPairKey = key;
-      e.peer.log({
-        dir: 'state',
-        kind: 'selected',
-        label: pathLabel(s.path),
-        local: `${s.pair.local.type} ${s.pair.local.address}:${s.pair.local.port}`,
-        remote: `${s.pair.remote.type} ${s.pair.remote.address}:${s.pair.remote.port}`,
-      });
-    }
-    updateTile(e);
-    if (e.panel) e.panel.update(s);
+    peer.summary = s;
+    noteSelectedPair(peer, e, s);
+    noteVideo(e, 'mesh', s.video.in, now);
   }
+  const sfu = state.sfu;
+  if (sfu && !sfu.closed) {
+    let report = null;
+    try {
+      report = await sfu.getStats();
+    } catch {
+      report = null;
+    }
+    if (report && state.sfu === sfu) {
+      const s = summarize(report, state.sfuSummary);
+      state.sfuSummary = s;
+      sfu.summary = s;
+      noteSelectedPair(sfu, sfu, s);
+      for (const [owner, v] of sfuVideoByPeer(sfu, report)) {
+        const e = state.peers.get(owner);
+        if (e) noteVideo(e, 'sfu', v, now);
+      }
+    }
+  }
+  for (const e of state.peers.values()) {
+    applySource(e);
+    updateTile(e);
+  }
+  checkTransition();
+  refreshOpenPanel();
+  renderMode();
 }
 
 // ---------------------------------------------------------------- controls
@@ -691,6 +1327,13 @@ function updateControls() {
   relay.checked = state.relayOnly;
   $('#btn-chat').setAttribute('aria-pressed', String(state.chatOpen));
   $('#btn-chat').setAttribute('aria-expanded', String(state.chatOpen));
+  const hand = $('#btn-hand');
+  hand.setAttribute('aria-pressed', String(state.handUp));
+  hand.classList.toggle('active', state.handUp);
+  const handKey = state.handUp ? 'ctl.handDown' : 'ctl.handUp';
+  hand.setAttribute('aria-label', t(handKey));
+  hand.title = t(handKey);
+  hand.dataset.i18nAttr = `aria-label:${handKey};title:${handKey}`;
   renderSelfTile();
 }
 
@@ -710,6 +1353,13 @@ function toggleCam() {
   sendMediaState();
 }
 
+/** Swaps an outgoing track on every connection: the mesh peers and the SFU (no renegotiation). */
+function replaceEverywhere(kind, track) {
+  const conns = [...state.peers.values()].map((e) => e.peer).filter(Boolean);
+  if (state.sfu) conns.push(state.sfu);
+  return Promise.all(conns.map((c) => c.replaceTrack(kind, track)));
+}
+
 async function toggleScreen() {
   const m = state.media;
   if (m.screen) {
@@ -718,7 +1368,7 @@ async function toggleScreen() {
   }
   try {
     const track = await m.startScreen(() => stopScreen());
-    await Promise.all([...state.peers.values()].map((e) => e.peer.replaceTrack('video', track)));
+    await replaceEverywhere('video', track);
   } catch (e) {
     notify(t('notice.screenFailed', { reason: e.name || String(e) }), { kind: 'warn', code: 'screen-failed' });
     return;
@@ -730,7 +1380,7 @@ async function toggleScreen() {
 async function stopScreen() {
   const m = state.media;
   m.stopScreen();
-  await Promise.all([...state.peers.values()].map((e) => e.peer.replaceTrack('video', m.camera)));
+  await replaceEverywhere('video', m.camera);
   updateControls();
   sendMediaState();
 }
@@ -738,7 +1388,8 @@ async function stopScreen() {
 function setRelayOnly(on) {
   if (state.relayOnly === on) return;
   state.relayOnly = on;
-  for (const e of state.peers.values()) e.peer.setRelayOnly(on);
+  for (const e of state.peers.values()) if (e.peer) e.peer.setRelayOnly(on);
+  if (state.sfu) state.sfu.setRelayOnly(on);
   notify(t(on ? 'notice.relayOn' : 'notice.relayOff'), { kind: 'info', code: on ? 'relay-on' : 'relay-off', timeout: 3500 });
   if (on && !hasTurn()) notify(t('notice.noTurn'), { kind: 'warn', code: 'no-turn' });
   updateControls();
@@ -769,7 +1420,7 @@ async function switchDevice(kind, deviceId) {
     const track = await state.media.switchDevice(kind, deviceId);
     // While sharing the screen, the camera change shows when the share ends.
     if (kind === 'audio' || !state.media.screen) {
-      await Promise.all([...state.peers.values()].map((e) => e.peer.replaceTrack(kind, track)));
+      await replaceEverywhere(kind, track);
     }
     renderSelfTile();
   } catch (e) {
@@ -828,6 +1479,16 @@ function leaveCall({ silent = false } = {}) {
   clearInterval(state.statsTimer);
   if (state.openPanel) closePanel();
   for (const id of [...state.peers.keys()]) removePeer(id);
+  if (state.sfu) closeSfu();
+  state.transition = null;
+  state.mode = 'mesh';
+  state.modeChange = null;
+  state.speaker = null;
+  state.sfuStats = null;
+  state.handUp = false;
+  clearTimeout(state.tileView.timer);
+  state.tileView.timer = null;
+  state.tileView.lastSent = null;
   if (state.sig) state.sig.leave();
   state.sig = null;
   if (state.media) state.media.stop();
@@ -842,6 +1503,7 @@ function leaveCall({ silent = false } = {}) {
   setSigState('idle');
   $('#sig-rtt').textContent = '';
   document.title = 'tsunagi';
+  renderMode();
   if (!silent) {
     history.pushState({}, '', '/');
     showLanding();
@@ -893,34 +1555,133 @@ const debugHook = {
   iceServerUrls() {
     return state.iceServers.flatMap((s) => [].concat(s.urls || s.url || []));
   },
+  /** The room's mode: "mesh" or "sfu". */
+  get mode() {
+    return state.mode;
+  },
+  /** A mode switch waiting for video on the new path: {to, since}, else null. */
+  get transition() {
+    return state.transition ? { ...state.transition } : null;
+  },
+  /** The active speaker's peer id (from `speaker`), or null. */
+  get speaker() {
+    return state.speaker;
+  },
+  /** The last `sfu-stats` message: {bitrate, layers, rtt, at}, or null. */
+  get sfuStats() {
+    return state.sfuStats ? plain(state.sfuStats) : null;
+  },
+  /** The SFU connection: {connectionState, iceConnectionState, signalingState, dataChannel, path} or null. */
+  get sfu() {
+    const s = state.sfu;
+    if (!s) return null;
+    return {
+      connectionState: s.pc.connectionState,
+      iceConnectionState: s.pc.iceConnectionState,
+      signalingState: s.pc.signalingState,
+      dataChannel: s.dc ? s.dc.readyState : null,
+      path: state.sfuSummary ? plain(state.sfuSummary.path) : { kind: 'none' },
+    };
+  },
+  /** The last `view` sent: [{peer, width, height}] (null before any), and how many were sent. */
+  get lastView() {
+    return { tiles: state.tileView.last ? plain(state.tileView.last) : null, sent: state.tileView.sent };
+  },
+  /** Data-channel messages received: [{from, data, at}]. */
+  dataLog() {
+    return state.dataLog.map((m) => ({ ...m }));
+  },
+  /** Sends text on the "tsunagi" data channel (SFU, or every mesh peer); false when no channel is open. */
+  sendData(text) {
+    return sendData(text);
+  },
+  /**
+   * Inbound video per remote peer, refreshed every second: {peerId: {path, mesh, sfu}}
+   * where `path` is what the tile shows ("mesh" | "sfu") and mesh/sfu are
+   * {framesDecoded, frameWidth, frameHeight, fps, liveAt} or null.
+   */
+  inboundVideo() {
+    const out = {};
+    for (const e of state.peers.values()) out[e.id] = { path: e.source, mesh: plain(e.video.mesh) ?? null, sfu: plain(e.video.sfu) ?? null };
+    return out;
+  },
+  /** The same, read from getStats() now (not the cached once-a-second values). */
+  async videoNow() {
+    const out = {};
+    for (const e of state.peers.values()) out[e.id] = { path: e.source, mesh: null, sfu: null };
+    await Promise.all(
+      [...state.peers.values()].filter((e) => e.peer).map(async (e) => {
+        const r = await e.peer.getStats().catch(() => null);
+        if (!r) return;
+        for (const s of r.values()) {
+          if (s.type === 'inbound-rtp' && s.kind === 'video') out[e.id].mesh = { framesDecoded: s.framesDecoded || 0, frameWidth: s.frameWidth || 0, frameHeight: s.frameHeight || 0 };
+        }
+      }),
+    );
+    if (state.sfu) {
+      const sfu = state.sfu;
+      const r = await sfu.getStats().catch(() => null);
+      if (r) {
+        for (const [owner, v] of sfuVideoByPeer(sfu, r)) {
+          if (out[owner]) out[owner].sfu = { framesDecoded: v.framesDecoded, frameWidth: v.width, frameHeight: v.height };
+        }
+      }
+    }
+    return out;
+  },
   peers() {
-    return [...state.peers.values()].map((e) => ({
-      id: e.id,
-      name: e.name,
-      media: { ...e.media },
-      polite: e.peer.polite,
-      initiator: e.peer.initiator,
-      connectionState: e.peer.pc.connectionState,
-      iceConnectionState: e.peer.pc.iceConnectionState,
-      signalingState: e.peer.pc.signalingState,
-      path: e.summary ? plain(e.summary.path) : { kind: 'none' },
-    }));
+    return [...state.peers.values()].map((e) => {
+      const conn = connOf(e);
+      const pc = conn ? conn.pc : null;
+      return {
+        id: e.id,
+        name: e.name,
+        media: { ...e.media },
+        external: e.external,
+        source: e.source,
+        mesh: !!e.peer,
+        hand: e.hand,
+        polite: e.peer ? e.peer.polite : false,
+        initiator: e.peer ? e.peer.initiator : false,
+        connectionState: pc ? pc.connectionState : 'new',
+        iceConnectionState: pc ? pc.iceConnectionState : 'new',
+        signalingState: pc ? pc.signalingState : 'stable',
+        path: conn === state.sfu ? (state.sfuSummary ? plain(state.sfuSummary.path) : { kind: 'none' }) : e.summary ? plain(e.summary.path) : { kind: 'none' },
+      };
+    });
   },
   /** The latest stats summary of one peer (see stats.js), refreshed every second. */
   stats(peerId) {
+    if (peerId === 'sfu') return state.sfuSummary ? plain(state.sfuSummary) : null;
     const e = state.peers.get(peerId);
+    if (e && connOf(e) === state.sfu && state.sfu) return state.sfuSummary ? plain(state.sfuSummary) : null;
     return e && e.summary ? plain(e.summary) : null;
   },
-  /** The raw getStats() report of one peer, as an array of plain objects. */
+  /**
+   * The raw getStats() report of the connection that carries one peer now, as an array
+   * of plain objects. Through the SFU ("sfu" for the whole report), the inbound-rtp
+   * entries of other publishers are left out.
+   */
   async rawStats(peerId) {
+    if (peerId === 'sfu') {
+      if (!state.sfu) return null;
+      const r = await state.sfu.getStats();
+      return [...r.values()].map((s) => ({ ...s }));
+    }
     const e = state.peers.get(peerId);
     if (!e) return null;
-    const r = await e.peer.getStats();
-    return [...r.values()].map((s) => ({ ...s }));
+    const conn = connOf(e);
+    if (!conn) return null;
+    const r = await conn.getStats();
+    const all = [...r.values()].map((s) => ({ ...s }));
+    if (conn !== state.sfu) return all;
+    return all.filter((s) => s.type !== 'inbound-rtp' || conn.ownerOfStat(s) === peerId);
   },
   timeline(peerId) {
+    if (peerId === 'sfu') return state.sfu ? plain(state.sfu.timeline) : null;
     const e = state.peers.get(peerId);
-    return e ? plain(e.peer.timeline) : null;
+    const conn = connOf(e);
+    return conn ? plain(conn.timeline) : null;
   },
   chatLog() {
     return state.chat.map((m) => ({ ...m }));
@@ -949,6 +1710,7 @@ function init() {
     if (state.view === 'call') {
       renderSelfTile();
       updateControls();
+      renderMode();
     }
     for (const li of document.querySelectorAll('#chat-list .chat-msg.self .chat-name')) {
       li.textContent = t('tile.you', { name: state.name });
@@ -973,12 +1735,15 @@ function init() {
   $('#mic-select').addEventListener('change', (ev) => switchDevice('audio', ev.target.value));
   $('#devices-close').addEventListener('click', () => $('#devices-dialog').close());
   $('#unmute-all').addEventListener('click', () => {
-    for (const v of document.querySelectorAll('.tile-remote video')) {
-      v.muted = false;
-      v.play().catch(() => {});
+    state.soundBlocked = false;
+    for (const e of state.peers.values()) {
+      applySource(e);
+      e.tile.video.play().catch(() => {});
     }
     $('#unmute-all').hidden = true;
   });
+  $('#btn-hand').addEventListener('click', toggleHand);
+  document.addEventListener('visibilitychange', () => scheduleView());
   document.addEventListener('keydown', (ev) => {
     if (ev.key === 'Escape' && state.openPanel && !$('#devices-dialog').open) closePanel(true);
   });

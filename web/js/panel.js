@@ -65,15 +65,20 @@ function candidateProto(c) {
 }
 
 export class ConnPanel {
-  /** @param {{peer: import('./peer.js').Peer, name: () => string, onClose: () => void}} o */
-  constructor({ peer, name, onClose }) {
+  /**
+   * @param {{peer: import('./peer.js').Peer | import('./sfu.js').SfuPeer, name: () => string, onClose: () => void,
+   *          domId?: string, extra?: () => Node|null}} o
+   * `extra` renders a section above the path (the room's mode, the SFU's view), refreshed with the stats.
+   */
+  constructor({ peer, name, onClose, domId, extra }) {
     this.peer = peer;
     this.name = name;
+    this.extra = extra || null;
     this.rendered = 0;
     this.firstT = null;
     this.el = h('section', {
       class: 'conn-panel',
-      id: `panel-${peer.id}`,
+      id: domId || `panel-${peer.id}`,
       testid: `conn-panel-${peer.id}`,
       role: 'region',
     });
@@ -92,6 +97,7 @@ export class ConnPanel {
       { class: 'icon-btn panel-close', type: 'button', testid: 'panel-close', 'aria-label': t('panel.close'), title: t('panel.close'), onclick: () => this.onClose() },
       iconEl('close'),
     );
+    this.extraBox = h('div', { class: 'panel-extra' });
     this.banner = h('div', { class: 'path-banner', testid: 'path-label', 'aria-live': 'polite' });
     this.pairBox = h('div', { class: 'pair', testid: 'selected-pair' });
     this.statsGrid = h('dl', { class: 'stats-grid', testid: 'stats-grid' });
@@ -105,7 +111,7 @@ export class ConnPanel {
       h(
         'div',
         { class: 'panel-cols' },
-        h('div', { class: 'panel-col' }, this.banner, this.pairBox, h('h4', null, t('panel.stats')), this.statsGrid, this.statesBox),
+        h('div', { class: 'panel-col' }, this.extraBox, this.banner, this.pairBox, h('h4', null, t('panel.stats')), this.statsGrid, this.statesBox),
         h(
           'div',
           { class: 'panel-col' },
@@ -130,6 +136,8 @@ export class ConnPanel {
   /** Re-renders the live parts from a stats summary (see stats.js). */
   update(s) {
     const name = this.name();
+    const extra = this.extra ? this.extra() : null;
+    this.extraBox.replaceChildren(...(extra ? [extra] : []));
     const path = s ? s.path : { kind: 'none' };
     this.banner.dataset.path = path.kind;
     this.banner.replaceChildren(

@@ -95,6 +95,7 @@ export class Peer {
     this.localCandidates = [];
     this.remoteCandidates = [];
     this.pc = this.createPc();
+    this.openDataChannel(this.pc);
     const dead = new Promise((_, reject) => this.killOf.set(this.pc, () => reject(new Replaced())));
     dead.catch(() => {});
     this.deadOf.set(this.pc, dead);
@@ -171,6 +172,36 @@ export class Peer {
       this.emit('track', { track, stream: this.remoteStream });
     };
     return pc;
+  }
+
+  /**
+   * The "tsunagi" data channel of this connection: negotiated out of band (id 0 on both
+   * sides), so neither side waits for the other to announce it and no extra offer is
+   * needed. Messages arrive as 'data' events {from, data}, the same shape as the SFU
+   * relays them.
+   */
+  openDataChannel(pc) {
+    let dc;
+    try {
+      dc = pc.createDataChannel('tsunagi', { ordered: true, negotiated: true, id: 0 });
+    } catch {
+      return;
+    }
+    this.dc = dc;
+    dc.onopen = () => {
+      if (pc === this.pc && !this.closed) this.emit('data-open');
+    };
+    dc.onmessage = (ev) => {
+      if (pc !== this.pc || this.closed || typeof ev.data !== 'string') return;
+      this.emit('data', { from: this.id, data: ev.data });
+    };
+  }
+
+  /** Sends text on the data channel; false when it is not open. */
+  sendData(text) {
+    if (!this.dc || this.dc.readyState !== 'open') return false;
+    this.dc.send(text);
+    return true;
   }
 
   /** Adds our audio and video (or receive-only transceivers when we have none). */

@@ -26,15 +26,16 @@ export const CHROMIUM_FLAGS = [
 /**
  * Launches one Chromium with CHROMIUM_FLAGS and a fresh --user-data-dir. Playwright's own
  * default flags are all turned off (ignoreDefaultArgs); only the pipe it drives the
- * browser through is added.
+ * browser through is added. `executablePath` (e.g. a wrapper that runs Chromium in
+ * another network namespace) and `extraArgs` are for tests that need them.
  */
-export async function launchBrowser() {
+export async function launchBrowser({ executablePath, extraArgs = [] } = {}) {
   const userDataDir = mkdtempSync(path.join(os.tmpdir(), 'tsunagi-e2e-profile-'));
   const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    executablePath: executablePath || process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
     ignoreDefaultArgs: true,
-    args: [...CHROMIUM_FLAGS, `--user-data-dir=${userDataDir}`, '--remote-debugging-pipe', '--no-startup-window'],
+    args: [...CHROMIUM_FLAGS, ...extraArgs, `--user-data-dir=${userDataDir}`, '--remote-debugging-pipe', '--no-startup-window'],
     timeout: 30000,
   });
   const close = browser.close.bind(browser);
@@ -49,8 +50,8 @@ export async function launchBrowser() {
  * A participant: its own browser and page. `join` opens /r/<room>, types the name on the
  * landing page and presses Join, then waits for the server's welcome.
  */
-export async function openParticipant(baseUrl, { name, room, token, locale = 'en-US', viewport = { width: 1280, height: 720 }, join = true } = {}) {
-  const browser = await launchBrowser();
+export async function openParticipant(baseUrl, { name, room, token, locale = 'en-US', viewport = { width: 1280, height: 720 }, join = true, launch = {} } = {}) {
+  const browser = await launchBrowser(launch);
   const context = await browser.newContext({ viewport, locale });
   const page = await context.newPage();
   const consoleErrors = [];
@@ -158,4 +159,27 @@ export async function expectMediaFlowing(participants, { timeout = 25000, window
     out.push(d);
   });
   return out;
+}
+
+/**
+ * Inbound video per remote peer right now, read from getStats() through the client's
+ * hook: {peerId: {path: "mesh"|"sfu", mesh: {framesDecoded, frameWidth, frameHeight}|null, sfu: ...}}.
+ */
+export async function videoNow(page) {
+  return page.evaluate(() => window.tsunagi.videoNow());
+}
+
+/** Opens a WHEP viewer: its own browser on /watch/<room>. */
+export async function openWatcher(baseUrl, { name = 'viewer', room, token, viewport = { width: 960, height: 600 }, launch = {} } = {}) {
+  const browser = await launchBrowser(launch);
+  const context = await browser.newContext({ viewport, locale: 'en-US' });
+  const page = await context.newPage();
+  const consoleErrors = [];
+  page.on('pageerror', (e) => consoleErrors.push(`pageerror: ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error') consoleErrors.push(m.text());
+  });
+  const q = token ? `?token=${encodeURIComponent(token)}` : '';
+  await page.goto(`${baseUrl}/watch/${encodeURIComponent(room)}${q}`);
+  return { name, browser, context, page, consoleErrors, close: () => browser.close() };
 }

@@ -2,7 +2,7 @@
 // for HTTP and TURN, a random relay port range, and loopback peers allowed (both
 // browsers are on 127.0.0.1). Stopped by PID.
 
-import { spawn } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
 import { createWriteStream, mkdirSync } from 'node:fs';
 import net from 'node:net';
 import dgram from 'node:dgram';
@@ -50,21 +50,69 @@ function serverEnv() {
   return env;
 }
 
+let helpText = null;
+
+/** `tsunagi --help`, read once: which options this build has. */
+export function serverHelp() {
+  if (helpText === null) {
+    try {
+      helpText = execFileSync(TSUNAGI_BIN, ['--help'], { encoding: 'utf8', env: serverEnv() });
+    } catch (e) {
+      helpText = String((e && e.stdout) || '');
+    }
+  }
+  return helpText;
+}
+
+/** Whether this build of tsunagi has a command-line option, e.g. '--room-mode'. */
+export function serverHas(option) {
+  return new RegExp(`(^|\\s)${option.replace(/[-]/g, '\\-')}[\\s=,<]`, 'm').test(serverHelp());
+}
+
+/**
+ * Throws a clear error when the server has no SFU options yet (the SFU tests are
+ * written ahead of the server side of docs/sfu.md).
+ */
+export function requireSfu() {
+  const missing = ['--room-mode', '--sfu-port'].filter((o) => !serverHas(o));
+  if (missing.length) throw new Error(`${TSUNAGI_BIN} has no ${missing.join(', ')}: this build has no SFU (docs/sfu.md); rebuild with the SFU runtime`);
+}
+
+/**
+ * The SFU's options for a test: the room policy and limits, an ephemeral UDP port, and
+ * the address it listens on and announces when this build has such an option.
+ */
+export function sfuArgs({ roomMode, meshMaxPeers, maxRoomPeers, ip = '127.0.0.1' } = {}) {
+  const args = [];
+  if (roomMode) args.push('--room-mode', roomMode);
+  if (meshMaxPeers !== undefined) args.push('--mesh-max-peers', String(meshMaxPeers));
+  if (maxRoomPeers !== undefined) args.push('--max-room-peers', String(maxRoomPeers));
+  if (serverHas('--sfu-port')) args.push('--sfu-port', '0');
+  for (const o of ['--sfu-ip', '--sfu-listening-ip']) {
+    if (serverHas(o)) {
+      args.push(o, ip);
+      break;
+    }
+  }
+  return args;
+}
+
 /**
  * Starts tsunagi. Returns {url, httpPort, turnPort, pid, stop(), stats(), log}.
- * `extraArgs` are appended (e.g. ['--token-secret', 's']).
+ * `extraArgs` are appended (e.g. ['--token-secret', 's']). `ip`: the address of every
+ * listener (default 127.0.0.1; a veth address for tests across network namespaces).
  */
-export async function startTsunagi({ name = 'tsunagi', extraArgs = [] } = {}) {
+export async function startTsunagi({ name = 'tsunagi', extraArgs = [], ip = '127.0.0.1' } = {}) {
   const httpPort = await freePort();
   const turnPort = await freePort({ udp: true });
   const minPort = 40000 + Math.floor(Math.random() * 20) * 1000;
   const maxPort = minPort + 999;
   const args = [
-    '--http-ip', '127.0.0.1',
+    '--http-ip', ip,
     '--http-port', String(httpPort),
-    '--listening-ip', '127.0.0.1',
+    '--listening-ip', ip,
     '--listening-port', String(turnPort),
-    '--relay-ip', '127.0.0.1',
+    '--relay-ip', ip,
     '--allow-loopback-peers',
     '--min-port', String(minPort),
     '--max-port', String(maxPort),
@@ -85,7 +133,7 @@ export async function startTsunagi({ name = 'tsunagi', extraArgs = [] } = {}) {
     exited = { code, signal };
     resolve(exited);
   }));
-  const url = `http://127.0.0.1:${httpPort}`;
+  const url = `http://${ip}:${httpPort}`;
   const deadline = Date.now() + 15000;
   for (;;) {
     if (exited) throw new Error(`tsunagi exited at start (${JSON.stringify(exited)}); see ${logPath}`);

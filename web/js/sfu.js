@@ -1,0 +1,326 @@
+// The one RTCPeerConnection of SFU mode: to the pseudo-peer "sfu" (docs/sfu.md).
+//
+//   - We publish: the microphone as a sendonly transceiver, the camera as a sendonly
+//     transceiver with three simulcast encodings (rids l, m, h), and the data channel
+//     "tsunagi". Our offer goes out at once.
+//   - The SFU forwards the others' tracks: it renegotiates (sends `offer` from "sfu")
+//     whenever tracks come and go. Each forwarded track carries the publisher's peer id
+//     as its MediaStream id, so `streams[0].id` says whose tile it belongs to.
+//   - Either side may offer. The browser is *impolite* toward the SFU: on glare it
+//     ignores the server's offer (the SFU, polite, drops its own, answers ours and
+//     offers again afterwards).
+//   - The SFU is ICE-lite: its candidates are in its SDP, it sends no `candidate`
+//     messages. We trickle ours (and null at the end).
+//
+// The object looks like a mesh Peer to the connection panel: id, pc, polite, config,
+// timeline, on('timeline'), summary, getStats().
+
+import { parseCandidate } from './stats.js';
+import { summarizeSdp } from './peer.js';
+
+const TIMELINE_MAX = 400;
+
+/** The simulcast encodings of the camera (docs/sfu.md, "Simulcast"). */
+export const SIMULCAST = [
+  { rid: 'l', scaleResolutionDownBy: 4, maxBitrate: 150000 },
+  { rid: 'm', scaleResolutionDownBy: 2, maxBitrate: 500000 },
+  { rid: 'h', scaleResolutionDownBy: 1, maxBitrate: 1500000 },
+];
+
+export class SfuPeer {
+  /**
+   * @param {object} o
+   * @param {string} o.selfId
+   * @param {RTCConfiguration} o.config
+   * @param {(msg: object) => boolean} o.send
+   * @param {() => {audio: MediaStreamTrack|null, video: MediaStreamTrack|null, stream: MediaStream}} o.localTracks
+   */
+  constructor({ selfId, config, send, localTracks }) {
+    this.id = 'sfu';
+    this.selfId = selfId;
+    this.polite = false;
+    this.initiator = true;
+    this.config = config;
+    this.sendSignal = send;
+    this.localTracks = localTracks;
+    this.timeline = [];
+    this.listeners = new Map();
+    this.inbound = Promise.resolve();
+    this.closed = false;
+    this.createdAt = Date.now();
+    this.makingOffer = false;
+    this.localCandidates = [];
+    this.remoteCandidates = [];
+    this.transceivers = { audio: null, video: null, screen: null };
+    this.trackOwner = new Map(); // remote track id -> publisher id
+    this.midOwner = new Map(); // mid of a receiving transceiver -> publisher id
+    this.lastFailRestart = 0;
+    this.summary = null;
+    this.pc = this.createPc();
+    this.publish();
+  }
+
+  on(type, fn) {
+    if (!this.listeners.has(type)) this.listeners.set(type, new Set());
+    this.listeners.get(type).add(fn);
+  }
+
+  emit(type, arg) {
+    for (const fn of this.listeners.get(type) ?? []) {
+      try {
+        fn(arg);
+      } catch (e) {
+        console.error('sfu listener failed', type, e);
+      }
+    }
+  }
+
+  log(entry) {
+    const e = { t: Date.now(), ...entry };
+    this.timeline.push(e);
+    if (this.timeline.length > TIMELINE_MAX) this.timeline.splice(0, this.timeline.length - TIMELINE_MAX);
+    this.emit('timeline', e);
+  }
+
+  createPc() {
+    const pc = new RTCPeerConnection(this.config);
+    this.log({ dir: 'state', kind: 'newConnection', value: 'sfu' });
+    pc.onnegotiationneeded = () => {
+      if (!this.closed) this.negotiate();
+    };
+    pc.onicecandidate = ({ candidate }) => {
+      if (this.closed) return;
+      if (candidate && !candidate.candidate) return;
+      if (candidate) {
+        const c = parseCandidate(candidate.candidate);
+        this.localCandidates.push(c);
+        this.log({ dir: 'out', kind: 'candidate', cand: c });
+      } else {
+        this.log({ dir: 'out', kind: 'endOfCandidates' });
+      }
+      this.sendSignal({ type: 'candidate', to: 'sfu', candidate: candidate ? candidate.toJSON() : null });
+    };
+    for (const what of ['signalingState', 'iceGatheringState', 'iceConnectionState', 'connectionState']) {
+      const ev = what === 'signalingState' ? 'signalingstatechange' : `${what.toLowerCase()}change`;
+      pc.addEventListener(ev, () => {
+        if (this.closed) return;
+        this.log({ dir: 'state', kind: what, value: pc[what] });
+        this.emit('state', { what, value: pc[what] });
+        if (what === 'iceConnectionState' && pc.iceConnectionState === 'failed') {
+          const now = Date.now();
+          if (now - this.lastFailRestart > 10000) {
+            this.lastFailRestart = now;
+            this.restartIce();
+          }
+        }
+      });
+    }
+    pc.ontrack = (ev) => {
+      if (this.closed) return;
+      const { track, streams, transceiver } = ev;
+      const stream = streams && streams[0];
+      // The publisher's peer id is the stream id (a=msid); without one we cannot place it.
+      const owner = stream ? stream.id : null;
+      if (!owner) {
+        this.log({ dir: 'state', kind: 'error', value: `track ${track.kind} without a stream id` });
+        return;
+      }
+      this.trackOwner.set(track.id, owner);
+      if (transceiver && transceiver.mid !== null) this.midOwner.set(transceiver.mid, owner);
+      this.log({ dir: 'in', kind: 'sfuTrack', value: `${track.kind} ← ${owner}` });
+      const gone = () => {
+        if (this.closed) return;
+        this.emit('track-ended', { track, owner });
+      };
+      track.addEventListener('ended', gone);
+      stream.addEventListener('removetrack', (e) => {
+        if (e.track === track) gone();
+      });
+      this.emit('track', { track, stream, owner, transceiver });
+    };
+    pc.ondatachannel = ({ channel }) => {
+      // The SFU may open the channel itself; use it if ours is not the one negotiated.
+      if (channel.label === 'tsunagi') this.wireChannel(channel);
+    };
+    return pc;
+  }
+
+  /** Adds our tracks (mic sendonly, camera sendonly with simulcast) and the data channel. */
+  publish() {
+    const { audio, video, stream } = this.localTracks();
+    const pc = this.pc;
+    if (audio) {
+      this.transceivers.audio = pc.addTransceiver(audio, { direction: 'sendonly', streams: [stream] });
+    }
+    if (video) {
+      const init = { direction: 'sendonly', streams: [stream], sendEncodings: SIMULCAST.map((e) => ({ ...e })) };
+      try {
+        this.transceivers.video = pc.addTransceiver(video, init);
+      } catch (e) {
+        // A browser without simulcast support: one encoding.
+        this.log({ dir: 'state', kind: 'error', value: `simulcast refused (${e.message || e}); one encoding` });
+        this.transceivers.video = pc.addTransceiver(video, { direction: 'sendonly', streams: [stream] });
+      }
+    }
+    this.wireChannel(pc.createDataChannel('tsunagi', { ordered: true }));
+  }
+
+  wireChannel(dc) {
+    if (this.dc && this.dc.readyState === 'open' && dc !== this.dc) return;
+    this.dc = dc;
+    dc.onopen = () => {
+      this.log({ dir: 'state', kind: 'dataChannel', value: 'open' });
+      this.emit('data-open');
+    };
+    dc.onclose = () => this.log({ dir: 'state', kind: 'dataChannel', value: 'closed' });
+    dc.onmessage = (ev) => {
+      if (this.closed || typeof ev.data !== 'string') return;
+      let msg;
+      try {
+        msg = JSON.parse(ev.data);
+      } catch {
+        return;
+      }
+      if (msg && typeof msg.from === 'string' && typeof msg.data === 'string') this.emit('data', { from: msg.from, data: msg.data });
+    };
+  }
+
+  /** Sends text on the data channel (the SFU relays it to everyone else). */
+  sendData(text) {
+    if (!this.dc || this.dc.readyState !== 'open') return false;
+    this.dc.send(text);
+    return true;
+  }
+
+  async negotiate() {
+    const pc = this.pc;
+    if (this.makingOffer || pc.signalingState !== 'stable') return;
+    try {
+      this.makingOffer = true;
+      await pc.setLocalDescription();
+      if (this.closed) return;
+      const desc = pc.localDescription;
+      this.log({ dir: 'out', kind: desc.type, sdp: summarizeSdp(desc.sdp) });
+      this.sendSignal({ type: desc.type, to: 'sfu', sdp: desc.sdp });
+    } catch (e) {
+      if (!this.closed) this.log({ dir: 'state', kind: 'error', value: String(e.message || e) });
+    } finally {
+      this.makingOffer = false;
+    }
+  }
+
+  handleDescription(type, sdp) {
+    return this.enqueue(() => this.applyDescription(type, sdp));
+  }
+
+  handleCandidate(candidate) {
+    // The SFU is ICE-lite and sends none; accept them anyway if one ever comes.
+    return this.enqueue(async () => {
+      if (!candidate || !candidate.candidate || !this.pc.remoteDescription) return;
+      const c = parseCandidate(candidate.candidate);
+      this.remoteCandidates.push(c);
+      this.log({ dir: 'in', kind: 'candidate', cand: c });
+      try {
+        await this.pc.addIceCandidate(candidate);
+      } catch (e) {
+        this.log({ dir: 'state', kind: 'error', value: String(e.message || e) });
+      }
+    });
+  }
+
+  enqueue(fn) {
+    this.inbound = this.inbound.then(() => (this.closed ? undefined : fn())).catch((e) => {
+      if (!this.closed) this.log({ dir: 'state', kind: 'error', value: String((e && e.message) || e) });
+    });
+    return this.inbound;
+  }
+
+  async applyDescription(type, sdp) {
+    const pc = this.pc;
+    this.log({ dir: 'in', kind: type, sdp: summarizeSdp(sdp) });
+    if (type === 'offer') {
+      // Impolite: an offer that collides with ours is ignored; the SFU offers again.
+      if (this.makingOffer || pc.signalingState !== 'stable') {
+        this.log({ dir: 'state', kind: 'ignoredOffer' });
+        return;
+      }
+      await pc.setRemoteDescription({ type, sdp });
+      this.noteRemoteCandidates(sdp);
+      await pc.setLocalDescription();
+      if (this.closed) return;
+      const desc = pc.localDescription;
+      this.log({ dir: 'out', kind: desc.type, sdp: summarizeSdp(desc.sdp) });
+      this.sendSignal({ type: desc.type, to: 'sfu', sdp: desc.sdp });
+      return;
+    }
+    if (pc.signalingState !== 'have-local-offer') return; // an answer to nothing we have pending
+    await pc.setRemoteDescription({ type, sdp });
+    this.noteRemoteCandidates(sdp);
+  }
+
+  /** The SFU's candidates come inside its SDP: list them for the panel. */
+  noteRemoteCandidates(sdp) {
+    const seen = new Set(this.remoteCandidates.map((c) => `${c.protocol} ${c.address} ${c.port}`));
+    for (const line of sdp.split(/\r?\n/)) {
+      if (!line.startsWith('a=candidate:')) continue;
+      const c = parseCandidate(line);
+      const key = `${c.protocol} ${c.address} ${c.port}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      this.remoteCandidates.push(c);
+      this.log({ dir: 'in', kind: 'candidate', cand: c });
+    }
+  }
+
+  /** The publisher id of a received track (from its stream id). */
+  ownerOf(trackId) {
+    return this.trackOwner.get(trackId) ?? null;
+  }
+
+  /** The publisher id behind an inbound-rtp stats entry (by track, else by mid). */
+  ownerOfStat(r) {
+    return (r.trackIdentifier && this.trackOwner.get(r.trackIdentifier)) || (r.mid !== undefined && this.midOwner.get(r.mid)) || null;
+  }
+
+  restartIce() {
+    if (this.closed) return;
+    this.log({ dir: 'state', kind: 'iceRestart' });
+    this.pc.restartIce();
+  }
+
+  /** Relay-only on the SFU connection: the new policy, then an ICE restart. */
+  setRelayOnly(relayOnly) {
+    const policy = relayOnly ? 'relay' : 'all';
+    this.config = { ...this.config, iceTransportPolicy: policy };
+    this.log({ dir: 'state', kind: 'relayPolicy', value: policy });
+    try {
+      this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceTransportPolicy: policy });
+    } catch (e) {
+      this.log({ dir: 'state', kind: 'error', value: String(e.message || e) });
+    }
+    this.restartIce();
+  }
+
+  /** Replaces the outgoing track of one kind (device switch, screen share). */
+  async replaceTrack(kind, track) {
+    const tx = this.transceivers[kind];
+    if (!tx || tx.stopped) return;
+    await tx.sender.replaceTrack(track);
+  }
+
+  getStats() {
+    return this.pc.getStats();
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      if (this.dc) this.dc.close();
+    } catch {
+      // closing anyway
+    }
+    this.pc.close();
+    this.log({ dir: 'state', kind: 'connectionState', value: 'closed' });
+  }
+}
