@@ -1,0 +1,113 @@
+//! Sans-IO selective forwarding unit (SFU) over [`str0m`].
+//!
+//! The [`Sfu`] holds one ICE-lite str0m `Rtc` per peer, groups peers into rooms, and
+//! forwards every publisher's tracks to the other peers of its room: audio as is, video
+//! at the simulcast layer that fits each subscriber's tile and bandwidth (see
+//! `docs/sfu.md`). It never touches a socket or the clock. The runtime drives it:
+//!
+//! * datagrams (UDP) and RFC 4571 frames (ICE-TCP) go in through [`Sfu::handle_receive`],
+//! * time through [`Sfu::handle_timeout`] when [`Sfu::poll_timeout`] is reached,
+//! * signaling through [`Sfu::join`], [`Sfu::accept_offer`], [`Sfu::accept_answer`],
+//!   [`Sfu::add_remote_candidate`], [`Sfu::set_view`] and [`Sfu::leave`];
+//!
+//! and after each of those calls it drains [`Sfu::poll_transmit`] (packets to send from
+//! `source` to `destination`) and [`Sfu::poll_event`] (offers to deliver, speaker changes,
+//! stats, closed peers) until both return `None`, then sleeps until
+//! [`Sfu::poll_timeout`]. When `accept_offer` returns an answer, deliver it **before** the
+//! events that follow: one of them may be the SFU's next offer to the same peer.
+//!
+//! ```no_run
+//! use std::time::Instant;
+//! use tsunagi_sfu::{Protocol, Role, Sfu, SfuConfig, SfuEvent};
+//! # fn recv() -> Option<(std::net::SocketAddr, Vec<u8>)> { None }
+//! # fn send(_: &tsunagi_sfu::Transmit) {}
+//! # fn signal(_: &SfuEvent) {}
+//! # fn sleep_until(_: Option<Instant>) {}
+//! let local = "192.0.2.10:3478".parse().unwrap();
+//! let config = SfuConfig { udp_candidates: vec![local], ..SfuConfig::default() };
+//! let mut sfu = Sfu::new(config, Instant::now());
+//! sfu.join("room1", "alice", Role::Participant { can_publish: true }, Instant::now())
+//!     .expect("room has space");
+//! # let offer = String::new();
+//! let answer = sfu.accept_offer("alice", &offer, Instant::now());
+//! // ... send the answer over signaling, then:
+//! loop {
+//!     match recv() {
+//!         Some((from, datagram)) => {
+//!             sfu.handle_receive(Instant::now(), Protocol::Udp, from, local, &datagram);
+//!         }
+//!         None => sfu.handle_timeout(Instant::now()),
+//!     }
+//!     while let Some(t) = sfu.poll_transmit() {
+//!         send(&t);
+//!     }
+//!     while let Some(ev) = sfu.poll_event() {
+//!         signal(&ev);
+//!     }
+//!     sleep_until(sfu.poll_timeout());
+//! }
+//! ```
+//!
+//! # Demultiplexing
+//! One socket serves every peer. A STUN Binding request names its peer by the local ufrag
+//! in `USERNAME` and must pass MESSAGE-INTEGRITY with that peer's password; the 5-tuple it
+//! came from is then remembered for that peer, and DTLS/SRTP from a remembered 5-tuple goes
+//! straight to it ([`demux`]). Anything else is a demux miss.
+//!
+//! # Faults
+//! Every call into a peer's `Rtc` runs inside `catch_unwind`. A panic or a str0m error
+//! drops only that peer: [`SfuEvent::Closed`] with the reason, [`SfuStats::faults`] + 1,
+//! a `warn!` log. The rest of the room keeps forwarding.
+//!
+//! # Panic policy
+//! No input (datagram, SDP, candidate, id) panics: bad input returns an [`SfuError`] or is
+//! counted and dropped. Every table and queue is bounded ([`SfuConfig`] and [`limits`]).
+#![forbid(unsafe_code)]
+
+pub mod demux;
+pub mod policy;
+pub mod speaker;
+
+mod sdp;
+mod sfu;
+mod types;
+
+pub use sfu::Sfu;
+pub use types::{Layer, Protocol, Role, SfuConfig, SfuError, SfuEvent, SfuStats, Tile, Transmit};
+
+/// Fixed bounds and timings that are not worth a configuration option.
+pub mod limits {
+    use std::time::Duration;
+
+    /// Transmits queued between two drains at most; more are dropped and counted.
+    pub const MAX_TRANSMITS: usize = 16_384;
+    /// Events queued between two drains at most; more are dropped and counted.
+    pub const MAX_EVENTS: usize = 4_096;
+    /// Internal str0m events waiting to be handled at most (media and data-channel
+    /// messages beyond it are dropped and counted).
+    pub const MAX_WORK: usize = 8_192;
+    /// Tracks one peer may publish.
+    pub const MAX_TRACKS_PER_PEER: usize = 8;
+    /// Data channels remembered per peer.
+    pub const MAX_CHANNELS_PER_PEER: usize = 16;
+    /// Largest data-channel text message relayed (bytes).
+    pub const MAX_RELAY_MESSAGE: usize = 16 * 1024;
+    /// Largest SDP accepted (bytes).
+    pub const MAX_SDP_LEN: usize = 128 * 1024;
+    /// Largest trickled candidate accepted (bytes).
+    pub const MAX_CANDIDATE_LEN: usize = 1024;
+    /// Longest peer or room id (bytes).
+    pub const MAX_ID_LEN: usize = 128;
+    /// Packets kept per outgoing video stream for NACK/RTX resends.
+    pub const SEND_BUFFER_VIDEO: usize = 1000;
+    /// Packets kept per outgoing audio stream.
+    pub const SEND_BUFFER_AUDIO: usize = 50;
+    /// Period of the SFU's own work: speaker detection, layer choice, stats, timeouts.
+    pub const TICK: Duration = Duration::from_millis(100);
+    /// A peer whose ICE and DTLS are not up this long after `join` is closed.
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+    /// An SFU offer unanswered this long is dropped and made again.
+    pub const OFFER_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Wait after a refused answer before offering again.
+    pub const OFFER_RETRY_BACKOFF: Duration = Duration::from_secs(2);
+}

@@ -1,0 +1,1648 @@
+//! The SFU state machine: peers (one str0m `Rtc` each), rooms, tracks, forwarding.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Instant;
+
+use ahash::RandomState;
+use str0m::bwe::{Bitrate, BweKind};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::{ChannelData, ChannelId};
+use str0m::media::{
+    Direction, KeyframeRequest, KeyframeRequestKind, MediaData, MediaKind, MediaTime, Mid, Rid,
+};
+use str0m::net::{DatagramRecv, Receive, TcpType};
+use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
+use tracing::{debug, warn};
+
+use crate::demux::{self, Demux, Tuple};
+use crate::limits::*;
+use crate::policy::{self, Demand, RateMeter};
+use crate::sdp;
+use crate::speaker::SpeakerDetector;
+use crate::{Layer, Protocol, Role, SfuConfig, SfuError, SfuEvent, SfuStats, Tile, Transmit};
+
+type Map<K, V> = HashMap<K, V, RandomState>;
+
+/// Where a forwarded track stands in the subscriber's SDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutState {
+    /// Waiting for the next SFU offer.
+    ToOpen,
+    /// In the outstanding offer.
+    Negotiating(Mid),
+    /// Negotiated: media is written to this mid.
+    Open(Mid),
+    /// To be stopped in the next offer.
+    ToStop(Mid),
+    /// Stopped in the outstanding offer.
+    NegotiatingStop(Mid),
+}
+
+/// The per (subscriber, track) forwarding state.
+#[derive(Debug, Clone)]
+struct Selection {
+    /// Index into the track's layers that should be forwarded; `None` = paused.
+    target: Option<usize>,
+    /// Index of the layer being forwarded now (switches at a keyframe of `target`).
+    current: Option<usize>,
+    /// The layer `target` stands for, as the policy sees it.
+    target_layer: Layer,
+    /// Last time the bandwidth estimate limited this subscription.
+    limited_at: Option<Instant>,
+    /// Added to incoming RTP time so that output time stays continuous across switches.
+    offset: i128,
+    /// Last written RTP time and the network time of that frame.
+    last_out: Option<(i128, Instant)>,
+}
+
+#[derive(Debug)]
+struct TrackOut {
+    track: u64,
+    publisher: String,
+    kind: MediaKind,
+    state: OutState,
+    /// The publisher's track is gone: stop the m-line at the next offer.
+    gone: bool,
+    sel: Selection,
+}
+
+#[derive(Debug)]
+struct LayerIn {
+    rid: Option<Rid>,
+    label: Layer,
+    meter: RateMeter,
+    last_keyframe_request: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct TrackIn {
+    owner: u64,
+    owner_id: String,
+    mid: Mid,
+    kind: MediaKind,
+    /// Low to high. One entry with `rid: None` for a track without simulcast.
+    layers: Vec<LayerIn>,
+}
+
+impl TrackIn {
+    fn simulcast(&self) -> bool {
+        self.layers.first().is_some_and(|l| l.rid.is_some())
+    }
+
+    fn layer_of(&self, rid: Option<Rid>) -> Option<usize> {
+        self.layers.iter().position(|l| l.rid == rid)
+    }
+
+    fn index_of(&self, label: Layer) -> Option<usize> {
+        self.layers.iter().position(|l| l.label == label)
+    }
+
+    fn rate(&self, now: Instant) -> u64 {
+        self.layers
+            .iter()
+            .filter(|l| l.meter.active(now))
+            .filter_map(|l| l.meter.rate())
+            .sum()
+    }
+}
+
+struct Peer {
+    id: String,
+    room: String,
+    role: Role,
+    rtc: Rtc,
+    ufrag: String,
+    pass: String,
+    joined: Instant,
+    connected: bool,
+    /// At least one offer/answer completed: the SFU may offer from now on.
+    negotiated: bool,
+    pending: Option<(SdpPendingOffer, Instant)>,
+    offer_not_before: Option<Instant>,
+    outs: Vec<TrackOut>,
+    published: Vec<u64>,
+    /// WHEP: negotiated send m-lines not bound to a publisher track yet.
+    unbound: Vec<(Mid, MediaKind)>,
+    channels: Vec<(ChannelId, String)>,
+    view: Option<Vec<Tile>>,
+    bwe: Option<u64>,
+    rtt_ms: Option<f64>,
+    nacks: Vec<(Mid, Option<Rid>, u64)>,
+    next_stats: Instant,
+    timer: Option<Instant>,
+    inject_fault: bool,
+}
+
+impl fmt::Debug for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Peer")
+            .field("id", &self.id)
+            .field("room", &self.room)
+            .field("role", &self.role)
+            .field("connected", &self.connected)
+            .field("outs", &self.outs.len())
+            .field("published", &self.published.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Room {
+    /// Join order.
+    peers: Vec<u64>,
+    tracks: Vec<u64>,
+    speaker: SpeakerDetector,
+}
+
+/// The selective forwarding unit. See the crate docs for the driving contract.
+pub struct Sfu {
+    config: SfuConfig,
+    candidates: Vec<Candidate>,
+    peers: Map<u64, Peer>,
+    ids: Map<String, u64>,
+    rooms: Map<String, Room>,
+    tracks: Map<u64, TrackIn>,
+    demux: Demux,
+    timers: BTreeSet<(Instant, u64)>,
+    next_key: u64,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<SfuEvent>,
+    work: VecDeque<(u64, Event)>,
+    counters: SfuStats,
+    next_tick: Instant,
+    last_now: Instant,
+}
+
+impl fmt::Debug for Sfu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sfu")
+            .field("rooms", &self.rooms.len())
+            .field("peers", &self.peers.len())
+            .field("tracks", &self.tracks.len())
+            .field("transmits", &self.transmits.len())
+            .field("events", &self.events.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+fn check_id(what: &str, id: &str) -> Result<(), SfuError> {
+    if id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(char::is_control) {
+        return Err(SfuError::BadId(format!(
+            "{what} id must be 1 to {MAX_ID_LEN} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Orders simulcast rids low to high: `l`, `m`, `h` by name (the web client's rids; also
+/// `q`/`f` as used by some clients), others in the order the SDP declares them.
+fn order_rids(rids: &[Rid]) -> Vec<(Rid, Layer)> {
+    fn known(r: &str) -> Option<Layer> {
+        match r {
+            "l" | "q" | "low" => Some(Layer::Low),
+            "m" | "mid" | "medium" => Some(Layer::Medium),
+            "h" | "f" | "high" | "hi" | "full" => Some(Layer::High),
+            _ => None,
+        }
+    }
+    let rids = &rids[..rids.len().min(3)];
+    if rids.iter().all(|r| known(r).is_some()) {
+        let mut v: Vec<(Rid, Layer)> = rids
+            .iter()
+            .filter_map(|r| Some((*r, known(r)?)))
+            .collect();
+        v.sort_by_key(|(_, l)| l.rank());
+        v.dedup_by_key(|(_, l)| *l);
+        return v;
+    }
+    let labels: &[Layer] = match rids.len() {
+        1 => &[Layer::High],
+        2 => &[Layer::Low, Layer::High],
+        _ => &[Layer::Low, Layer::Medium, Layer::High],
+    };
+    rids.iter().copied().zip(labels.iter().copied()).collect()
+}
+
+impl Sfu {
+    /// A new SFU. Candidate addresses that cannot be advertised (unspecified, multicast)
+    /// are skipped with a warning; [`join`](Self::join) fails while none is usable.
+    pub fn new(config: SfuConfig, now: Instant) -> Sfu {
+        let mut candidates = Vec::new();
+        for addr in &config.udp_candidates {
+            match Candidate::host(*addr, "udp") {
+                Ok(c) => candidates.push(c),
+                Err(e) => warn!(%addr, error = %e, "SFU: unusable UDP candidate skipped"),
+            }
+        }
+        for addr in &config.tcp_candidates {
+            match Candidate::builder()
+                .tcp()
+                .host(*addr)
+                .tcptype(TcpType::Passive)
+                .build()
+            {
+                Ok(c) => candidates.push(c),
+                Err(e) => warn!(%addr, error = %e, "SFU: unusable TCP candidate skipped"),
+            }
+        }
+        Sfu {
+            config,
+            candidates,
+            peers: Map::default(),
+            ids: Map::default(),
+            rooms: Map::default(),
+            tracks: Map::default(),
+            demux: Demux::default(),
+            timers: BTreeSet::new(),
+            next_key: 1,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            work: VecDeque::new(),
+            counters: SfuStats::default(),
+            next_tick: now + TICK,
+            last_now: now,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SfuConfig {
+        &self.config
+    }
+
+    fn advance(&mut self, now: Instant) {
+        if now > self.last_now {
+            self.last_now = now;
+        }
+    }
+
+    fn key(&self, peer: &str) -> Result<u64, SfuError> {
+        self.ids.get(peer).copied().ok_or(SfuError::UnknownPeer)
+    }
+
+    fn rtc_config(&self) -> RtcConfig {
+        Rtc::builder()
+            .set_ice_lite(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_vp9(true)
+            .enable_h264(true)
+            .enable_bwe(Some(Bitrate::bps(self.config.initial_bitrate)))
+            .set_stats_interval(Some(self.config.stats_interval))
+            .set_send_buffer_video(SEND_BUFFER_VIDEO)
+            .set_send_buffer_audio(SEND_BUFFER_AUDIO)
+    }
+
+    /// Add a peer (id chosen by the caller: a signaling peer id, or `whip-…`/`whep-…`).
+    /// Fails if the id exists or a room/peer limit is reached. The peer then sends its
+    /// offer ([`accept_offer`](Self::accept_offer)); the SFU offers only after that first
+    /// exchange.
+    pub fn join(&mut self, room: &str, peer: &str, role: Role, now: Instant) -> Result<(), SfuError> {
+        self.advance(now);
+        check_id("peer", peer)?;
+        check_id("room", room)?;
+        if self.ids.contains_key(peer) {
+            return Err(SfuError::Exists);
+        }
+        if self.peers.len() >= self.config.max_peers {
+            return Err(SfuError::Full(format!(
+                "the SFU already has {} peers (max_peers)",
+                self.config.max_peers
+            )));
+        }
+        match self.rooms.get(room) {
+            Some(r) if r.peers.len() >= self.config.max_peers_per_room => {
+                return Err(SfuError::Full(format!(
+                    "room {room} already has {} peers (max_peers_per_room)",
+                    self.config.max_peers_per_room
+                )));
+            }
+            None if self.rooms.len() >= self.config.max_rooms => {
+                return Err(SfuError::Full(format!(
+                    "the SFU already has {} rooms (max_rooms)",
+                    self.config.max_rooms
+                )));
+            }
+            _ => {}
+        }
+        if self.candidates.is_empty() {
+            return Err(SfuError::Config(
+                "no usable host candidate: set udp_candidates or tcp_candidates to addresses \
+                 browsers can reach (not 0.0.0.0)"
+                    .into(),
+            ));
+        }
+        let creds = IceCreds::new();
+        let config = self.rtc_config().set_local_ice_credentials(creds.clone());
+        let candidates = self.candidates.clone();
+        let built = catch_unwind(AssertUnwindSafe(move || {
+            let mut rtc = config.build(now);
+            for c in candidates {
+                rtc.add_local_candidate(c);
+            }
+            rtc
+        }));
+        let rtc = match built {
+            Ok(rtc) => rtc,
+            Err(p) => {
+                self.counters.faults += 1;
+                let reason = format!("str0m panicked creating the peer: {}", panic_message(&*p));
+                warn!(%peer, %reason, "SFU fault");
+                return Err(SfuError::Fault(reason));
+            }
+        };
+        let key = self.next_key;
+        self.next_key += 1;
+        let r = self.rooms.entry(room.to_string()).or_default();
+        let mut outs = Vec::new();
+        if matches!(role, Role::Participant { .. }) {
+            for tid in &r.tracks {
+                if let Some(t) = self.tracks.get(tid) {
+                    outs.push(new_out(*tid, t));
+                }
+            }
+        }
+        r.peers.push(key);
+        self.peers.insert(
+            key,
+            Peer {
+                id: peer.to_string(),
+                room: room.to_string(),
+                role,
+                rtc,
+                ufrag: creds.ufrag.clone(),
+                pass: creds.pass,
+                joined: now,
+                connected: false,
+                negotiated: false,
+                pending: None,
+                offer_not_before: None,
+                outs,
+                published: Vec::new(),
+                unbound: Vec::new(),
+                channels: Vec::new(),
+                view: None,
+                bwe: None,
+                rtt_ms: None,
+                nacks: Vec::new(),
+                next_stats: now + self.config.stats_interval,
+                timer: None,
+                inject_fault: false,
+            },
+        );
+        self.ids.insert(peer.to_string(), key);
+        self.demux.insert_ufrag(&creds.ufrag, key);
+        debug!(%peer, %room, ?role, "SFU peer joined");
+        self.drain(key);
+        self.update_layers(key, now);
+        self.run_work(now);
+        Ok(())
+    }
+
+    /// Remove a peer now (no-op if unknown). Its tracks disappear from every subscriber
+    /// (renegotiation offers follow). No [`SfuEvent::Closed`] is produced for it.
+    pub fn leave(&mut self, peer: &str, now: Instant) {
+        self.advance(now);
+        if let Some(key) = self.ids.get(peer).copied() {
+            self.remove_peer(key);
+            self.run_work(now);
+        }
+    }
+
+    /// Whether the peer is in the SFU.
+    pub fn contains(&self, peer: &str) -> bool {
+        self.ids.contains_key(peer)
+    }
+
+    /// The peer's SDP offer; returns the SDP answer. On glare (the SFU has an offer
+    /// outstanding to this peer) the SFU is polite: it drops its offer, answers, and offers
+    /// again ([`SfuEvent::Offer`], to be delivered after the answer).
+    pub fn accept_offer(&mut self, peer: &str, sdp: &str, now: Instant) -> Result<String, SfuError> {
+        self.advance(now);
+        let key = self.key(peer)?;
+        if sdp.len() > MAX_SDP_LEN {
+            return Err(SfuError::BadSdp(format!("offer larger than {MAX_SDP_LEN} bytes")));
+        }
+        let role = self.peers.get(&key).map(|p| p.role).ok_or(SfuError::UnknownPeer)?;
+        let text = if role.can_publish() { sdp.to_string() } else { sdp::receive_only(sdp) };
+        let offer = SdpOffer::from_sdp_string(&text).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        if let Some(p) = self.peers.get_mut(&key) {
+            if p.pending.take().is_some() {
+                debug!(%peer, "SFU glare: dropping our offer to answer the peer's");
+                revert_outs(p);
+            }
+        }
+        let res = self.guard(key, "accepting an offer", |p| p.rtc.sdp_api().accept_offer(offer));
+        let answer = match res {
+            None => return Err(self.fault_error(peer)),
+            Some(Err(e)) => {
+                self.drain(key);
+                let alive = self.peers.get(&key).is_some_and(|p| p.rtc.is_alive());
+                if !alive {
+                    self.close(key, format!("offer refused: {e}"));
+                }
+                self.run_work(now);
+                return Err(SfuError::BadSdp(e.to_string()));
+            }
+            Some(Ok(a)) => a,
+        };
+        if let Some(p) = self.peers.get_mut(&key) {
+            p.negotiated = true;
+        }
+        self.drain(key);
+        self.run_work(now);
+        self.maybe_negotiate(key, now);
+        self.run_work(now);
+        Ok(answer.to_sdp_string())
+    }
+
+    /// The peer's answer to the last [`SfuEvent::Offer`]. An answer with nothing pending is
+    /// [`SfuError::NoPendingOffer`] (the caller may ignore it).
+    pub fn accept_answer(&mut self, peer: &str, sdp: &str, now: Instant) -> Result<(), SfuError> {
+        self.advance(now);
+        let key = self.key(peer)?;
+        if sdp.len() > MAX_SDP_LEN {
+            return Err(SfuError::BadSdp(format!("answer larger than {MAX_SDP_LEN} bytes")));
+        }
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let pending = match self.peers.get_mut(&key).and_then(|p| p.pending.take()) {
+            Some((pending, _)) => pending,
+            None => return Err(SfuError::NoPendingOffer),
+        };
+        let res = self.guard(key, "accepting an answer", |p| {
+            p.rtc.sdp_api().accept_answer(pending, answer)
+        });
+        match res {
+            None => return Err(self.fault_error(peer)),
+            Some(Err(e)) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    revert_outs(p);
+                    p.offer_not_before = Some(now + OFFER_RETRY_BACKOFF);
+                }
+                self.drain(key);
+                self.run_work(now);
+                return Err(SfuError::BadSdp(e.to_string()));
+            }
+            Some(Ok(())) => {}
+        }
+        if let Some(p) = self.peers.get_mut(&key) {
+            for o in &mut p.outs {
+                if let OutState::Negotiating(m) = o.state {
+                    o.state = OutState::Open(m);
+                }
+            }
+            p.outs.retain(|o| !matches!(o.state, OutState::NegotiatingStop(_)));
+        }
+        self.drain(key);
+        self.update_layers(key, now);
+        self.run_work(now);
+        self.maybe_negotiate(key, now);
+        self.run_work(now);
+        Ok(())
+    }
+
+    /// A trickled remote candidate: the `candidate` string of an RTCIceCandidate
+    /// (`candidate:...`, with or without `a=`). Empty = end of candidates.
+    pub fn add_remote_candidate(&mut self, peer: &str, candidate: &str) -> Result<(), SfuError> {
+        let key = self.key(peer)?;
+        if candidate.len() > MAX_CANDIDATE_LEN {
+            return Err(SfuError::BadCandidate(format!("longer than {MAX_CANDIDATE_LEN} bytes")));
+        }
+        let Some(c) = sdp::normalize_candidate(candidate) else {
+            return Ok(());
+        };
+        let c = Candidate::from_sdp_string(c).map_err(|e| SfuError::BadCandidate(e.to_string()))?;
+        if self.guard(key, "adding a remote candidate", |p| p.rtc.add_remote_candidate(c)).is_none() {
+            return Err(self.fault_error(peer));
+        }
+        self.drain(key);
+        let now = self.last_now;
+        self.run_work(now);
+        Ok(())
+    }
+
+    /// The tiles this subscriber shows. Publishers not listed (or with a zero size) are
+    /// paused for it. Before the first call every video track is sent at `m`.
+    pub fn set_view(&mut self, peer: &str, tiles: &[Tile], now: Instant) {
+        self.advance(now);
+        let Ok(key) = self.key(peer) else {
+            return;
+        };
+        let limit = self.config.max_peers_per_room.max(1) * MAX_TRACKS_PER_PEER;
+        if let Some(p) = self.peers.get_mut(&key) {
+            p.view = Some(tiles.iter().take(limit).cloned().collect());
+        }
+        self.update_layers(key, now);
+        self.run_work(now);
+    }
+
+    fn room_publisher_key(&self, room: &str) -> Option<u64> {
+        let r = self.rooms.get(room)?;
+        let publishes = |k: &u64| self.peers.get(k).is_some_and(|p| !p.published.is_empty());
+        let role = |k: &u64| self.peers.get(k).map(|p| p.role);
+        r.peers
+            .iter()
+            .find(|k| role(k) == Some(Role::WhipPublisher) && publishes(k))
+            .or_else(|| r.peers.iter().find(|k| publishes(k)))
+            .copied()
+    }
+
+    /// WHEP: which publisher a WhepViewer plays: the room's WHIP publisher, else its first
+    /// publisher with media tracks; `None` when nobody publishes.
+    pub fn room_publisher(&self, room: &str) -> Option<String> {
+        let k = self.room_publisher_key(room)?;
+        self.peers.get(&k).map(|p| p.id.clone())
+    }
+
+    /// Whether anybody in the room publishes a track.
+    pub fn room_has_publisher(&self, room: &str) -> bool {
+        self.room_publisher_key(room).is_some()
+    }
+
+    /// One received datagram (or one RFC 4571 frame for TCP). Returns false when no peer
+    /// accepted it (counted in [`SfuStats::demux_misses`]).
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) -> bool {
+        self.advance(now);
+        let tuple = Tuple { proto, remote: source, local: destination };
+        let mut learn = false;
+        let key = match demux::stun_request(data) {
+            Some(req) => self.demux.by_ufrag(req.local_ufrag).filter(|k| {
+                let ok = self.peers.get(k).is_some_and(|p| demux::authenticated(&req, &p.pass));
+                learn = ok;
+                ok
+            }),
+            None => self.demux.by_tuple(&tuple),
+        };
+        let Some(key) = key else {
+            self.counters.demux_misses += 1;
+            return false;
+        };
+        let Ok(contents) = DatagramRecv::try_from(data) else {
+            self.counters.demux_misses += 1;
+            return false;
+        };
+        let net_proto = match proto {
+            Protocol::Udp => str0m::net::Protocol::Udp,
+            Protocol::Tcp => str0m::net::Protocol::Tcp,
+        };
+        let input = Input::Receive(now, Receive { proto: net_proto, source, destination, contents });
+        self.counters.packets_in += 1;
+        self.counters.bytes_in += data.len() as u64;
+        match self.guard(key, "handling a datagram", |p| p.rtc.handle_input(input)) {
+            None => {}
+            Some(Err(e)) => self.fault(key, format!("handling a datagram: {e}")),
+            Some(Ok(())) => {
+                if learn {
+                    self.demux.learn(tuple, key);
+                }
+                self.drain(key);
+            }
+        }
+        self.run_work(now);
+        true
+    }
+
+    /// Advance time: every peer whose timer is due, the stats, layer and speaker tick.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        let due: Vec<u64> = self
+            .timers
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .map(|(_, k)| *k)
+            .collect();
+        for key in due {
+            match self.guard(key, "handling a timeout", |p| p.rtc.handle_input(Input::Timeout(now))) {
+                None => {}
+                Some(Err(e)) => self.fault(key, format!("handling a timeout: {e}")),
+                Some(Ok(())) => self.drain(key),
+            }
+        }
+        if now >= self.next_tick {
+            self.next_tick = now + TICK;
+            self.tick(now);
+        }
+        self.run_work(now);
+    }
+
+    /// The next packet to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event to deliver or log.
+    pub fn poll_event(&mut self) -> Option<SfuEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next time [`handle_timeout`](Self::handle_timeout) must be called.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let peer = self.timers.first().map(|(t, _)| *t);
+        let tick = (!self.peers.is_empty()).then_some(self.next_tick);
+        match (peer, tick) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Counters since start and current gauges.
+    pub fn stats(&self) -> SfuStats {
+        let mut s = self.counters.clone();
+        s.rooms = self.rooms.len() as u64;
+        s.peers = self.peers.len() as u64;
+        s.publishers = self.peers.values().filter(|p| !p.published.is_empty()).count() as u64;
+        s.subscriptions = self
+            .peers
+            .values()
+            .flat_map(|p| &p.outs)
+            .filter(|o| matches!(o.state, OutState::Open(_)) && !o.gone)
+            .count() as u64;
+        s
+    }
+
+    /// Test hook: the peer's next poll panics inside the fault guard, as a str0m bug would.
+    #[doc(hidden)]
+    pub fn inject_fault(&mut self, peer: &str) {
+        if let Some(key) = self.ids.get(peer).copied() {
+            if let Some(p) = self.peers.get_mut(&key) {
+                p.inject_fault = true;
+            }
+            let now = self.last_now;
+            self.set_timer(key, now);
+        }
+    }
+
+    // ----- internals -----
+
+    fn fault_error(&self, peer: &str) -> SfuError {
+        SfuError::Fault(format!("peer {peer} was dropped; see the Closed event"))
+    }
+
+    /// Runs `f` on the peer inside `catch_unwind`. A panic drops the peer (fault) and
+    /// returns `None`; errors inside `R` are the caller's to judge.
+    fn guard<R>(&mut self, key: u64, what: &str, f: impl FnOnce(&mut Peer) -> R) -> Option<R> {
+        let peer = self.peers.get_mut(&key)?;
+        match catch_unwind(AssertUnwindSafe(|| f(peer))) {
+            Ok(r) => Some(r),
+            Err(p) => {
+                let reason = format!("str0m panicked while {what}: {}", panic_message(&*p));
+                self.fault(key, reason);
+                None
+            }
+        }
+    }
+
+    fn fault(&mut self, key: u64, reason: String) {
+        if let Some(p) = self.peers.get(&key) {
+            self.counters.faults += 1;
+            warn!(peer = %p.id, room = %p.room, %reason, "SFU peer dropped after a fault");
+        }
+        self.close(key, reason);
+    }
+
+    fn close(&mut self, key: u64, reason: String) {
+        if let Some(peer) = self.remove_peer(key) {
+            self.push_event(SfuEvent::Closed { peer, reason });
+        }
+    }
+
+    fn push_event(&mut self, e: SfuEvent) {
+        if self.events.len() >= MAX_EVENTS {
+            self.counters.queue_drops += 1;
+            return;
+        }
+        self.events.push_back(e);
+    }
+
+    fn set_timer(&mut self, key: u64, at: Instant) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if let Some(old) = p.timer.replace(at) {
+            self.timers.remove(&(old, key));
+        }
+        self.timers.insert((at, key));
+    }
+
+    /// Polls the peer's `Rtc` until it returns a timeout (str0m's single-mutation
+    /// invariant): transmits go to the output queue, events to the work queue.
+    fn drain(&mut self, key: u64) {
+        let Sfu { peers, transmits, work, counters, .. } = self;
+        let Some(peer) = peers.get_mut(&key) else {
+            return;
+        };
+        let res = catch_unwind(AssertUnwindSafe(|| -> Result<Instant, str0m::RtcError> {
+            if peer.inject_fault {
+                peer.inject_fault = false;
+                panic!("fault injected by Sfu::inject_fault");
+            }
+            loop {
+                match peer.rtc.poll_output()? {
+                    Output::Timeout(t) => return Ok(t),
+                    Output::Transmit(t) => {
+                        if transmits.len() >= MAX_TRANSMITS {
+                            counters.queue_drops += 1;
+                            continue;
+                        }
+                        let proto = match t.proto {
+                            str0m::net::Protocol::Udp => Protocol::Udp,
+                            _ => Protocol::Tcp,
+                        };
+                        counters.packets_out += 1;
+                        counters.bytes_out += t.contents.len() as u64;
+                        transmits.push_back(Transmit {
+                            proto,
+                            source: t.source,
+                            destination: t.destination,
+                            contents: t.contents.to_vec(),
+                        });
+                    }
+                    Output::Event(e) => {
+                        let droppable = matches!(e, Event::MediaData(_) | Event::ChannelData(_));
+                        if droppable && work.len() >= MAX_WORK {
+                            counters.queue_drops += 1;
+                            continue;
+                        }
+                        work.push_back((key, e));
+                    }
+                }
+            }
+        }));
+        match res {
+            Ok(Ok(t)) => self.set_timer(key, t),
+            Ok(Err(e)) => self.fault(key, format!("str0m error: {e}")),
+            Err(p) => self.fault(key, format!("str0m panicked: {}", panic_message(&*p))),
+        }
+    }
+
+    fn run_work(&mut self, now: Instant) {
+        while let Some((key, e)) = self.work.pop_front() {
+            if !self.peers.contains_key(&key) {
+                continue;
+            }
+            self.handle_event(key, e, now);
+        }
+    }
+
+    fn handle_event(&mut self, key: u64, e: Event, now: Instant) {
+        match e {
+            Event::Connected => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    if !p.connected {
+                        p.connected = true;
+                        let peer = p.id.clone();
+                        self.push_event(SfuEvent::Connected { peer });
+                        // Subscriptions start now: ask for keyframes.
+                        self.update_layers(key, now);
+                    }
+                }
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.close(key, "ICE disconnected: no consent checks from the peer".into());
+            }
+            Event::Closed => self.close(key, "the peer closed the connection".into()),
+            Event::MediaAdded(m) => {
+                let rids: Vec<Rid> = m
+                    .simulcast
+                    .map(|s| s.recv.iter().map(|l| l.rid).collect())
+                    .unwrap_or_default();
+                self.on_media_added(key, m.mid, m.kind, m.direction, &rids, now);
+            }
+            Event::MediaChanged(m) => self.on_media_changed(key, m.mid, m.direction, now),
+            Event::MediaData(d) => self.on_media(key, d, now),
+            Event::KeyframeRequest(r) => self.on_keyframe_request(key, r, now),
+            Event::ChannelOpen(id, label) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    if p.channels.len() < MAX_CHANNELS_PER_PEER {
+                        p.channels.push((id, label));
+                    }
+                }
+            }
+            Event::ChannelClose(id) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.channels.retain(|(c, _)| *c != id);
+                }
+            }
+            Event::ChannelData(d) => self.on_channel_data(key, d),
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. })
+            | Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    p.bwe = Some(estimate.as_u64());
+                }
+            }
+            Event::PeerStats(s) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    if let Some(rtt) = s.rtt {
+                        p.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
+                    }
+                }
+            }
+            Event::MediaEgressStats(s) => {
+                if let Some(p) = self.peers.get_mut(&key) {
+                    if let Some(rtt) = s.rtt {
+                        p.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
+                    }
+                    let entry = p.nacks.iter_mut().find(|(m, r, _)| *m == s.mid && *r == s.rid);
+                    let before = match entry {
+                        Some(e) => std::mem::replace(&mut e.2, s.nacks),
+                        None => {
+                            if p.nacks.len() < MAX_TRACKS_PER_PEER * 64 {
+                                p.nacks.push((s.mid, s.rid, s.nacks));
+                            }
+                            0
+                        }
+                    };
+                    self.counters.nacks_received += s.nacks.saturating_sub(before);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_media_added(
+        &mut self,
+        key: u64,
+        mid: Mid,
+        kind: MediaKind,
+        direction: Direction,
+        rids: &[Rid],
+        now: Instant,
+    ) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        match p.role {
+            Role::WhepViewer => {
+                if direction.is_sending() && p.unbound.len() < MAX_TRACKS_PER_PEER {
+                    p.unbound.push((mid, kind));
+                    self.bind_whep(key, now);
+                }
+            }
+            role => {
+                let receiving = matches!(direction, Direction::RecvOnly | Direction::SendRecv);
+                if receiving && role.can_publish() {
+                    self.add_track(key, mid, kind, rids, now);
+                }
+            }
+        }
+    }
+
+    fn on_media_changed(&mut self, key: u64, mid: Mid, direction: Direction, now: Instant) {
+        let Some(p) = self.peers.get(&key) else {
+            return;
+        };
+        let existing = p
+            .published
+            .iter()
+            .copied()
+            .find(|t| self.tracks.get(t).is_some_and(|t| t.mid == mid));
+        let receiving = matches!(direction, Direction::RecvOnly | Direction::SendRecv);
+        match existing {
+            Some(t) if !receiving => self.remove_track(t, now),
+            None if receiving && p.role.can_publish() => {
+                let info = p.rtc.media(mid).map(|m| m.kind());
+                if let Some(kind) = info {
+                    self.add_track(key, mid, kind, &[], now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn add_track(&mut self, owner: u64, mid: Mid, kind: MediaKind, rids: &[Rid], now: Instant) {
+        let Some(p) = self.peers.get(&owner) else {
+            return;
+        };
+        if p.published.len() >= MAX_TRACKS_PER_PEER
+            || p.published.iter().any(|t| self.tracks.get(t).is_some_and(|t| t.mid == mid))
+        {
+            return;
+        }
+        let layers = if kind == MediaKind::Video && !rids.is_empty() {
+            order_rids(rids)
+                .into_iter()
+                .map(|(rid, label)| LayerIn {
+                    rid: Some(rid),
+                    label,
+                    meter: RateMeter::default(),
+                    last_keyframe_request: None,
+                })
+                .collect()
+        } else {
+            vec![LayerIn {
+                rid: None,
+                label: Layer::Single,
+                meter: RateMeter::default(),
+                last_keyframe_request: None,
+            }]
+        };
+        let tid = self.next_key;
+        self.next_key += 1;
+        let track = TrackIn { owner, owner_id: p.id.clone(), mid, kind, layers };
+        debug!(peer = %p.id, %mid, ?kind, simulcast = track.simulcast(), "SFU track added");
+        let room = p.room.clone();
+        let out = new_out(tid, &track);
+        self.tracks.insert(tid, track);
+        if let Some(p) = self.peers.get_mut(&owner) {
+            p.published.push(tid);
+        }
+        let subscribers: Vec<u64> = match self.rooms.get_mut(&room) {
+            Some(r) => {
+                r.tracks.push(tid);
+                r.peers.iter().copied().filter(|k| *k != owner).collect()
+            }
+            None => Vec::new(),
+        };
+        for sub in subscribers {
+            let role = self.peers.get(&sub).map(|p| p.role);
+            match role {
+                Some(Role::Participant { .. }) => {
+                    if let Some(p) = self.peers.get_mut(&sub) {
+                        p.outs.push(TrackOut { sel: out.sel.clone(), publisher: out.publisher.clone(), ..out });
+                    }
+                    self.update_layers(sub, now);
+                    self.maybe_negotiate(sub, now);
+                }
+                Some(Role::WhepViewer) => self.bind_whep(sub, now),
+                _ => {}
+            }
+        }
+    }
+
+    fn remove_track(&mut self, tid: u64, now: Instant) {
+        let Some(owner) = self.tracks.get(&tid).map(|t| t.owner) else {
+            return;
+        };
+        let Some(p) = self.peers.get_mut(&owner) else {
+            return;
+        };
+        p.published.retain(|t| *t != tid);
+        let room = p.room.clone();
+        let subscribers: Vec<u64> = match self.rooms.get_mut(&room) {
+            Some(r) => {
+                r.tracks.retain(|t| *t != tid);
+                r.peers.iter().copied().filter(|k| *k != owner).collect()
+            }
+            None => Vec::new(),
+        };
+        self.detach_track(tid, &subscribers, now);
+    }
+
+    /// Binds a WHEP viewer's unbound m-lines to the room publisher's tracks of the same kind.
+    fn bind_whep(&mut self, viewer: u64, now: Instant) {
+        let Some(room) = self.peers.get(&viewer).map(|p| p.room.clone()) else {
+            return;
+        };
+        let Some(publisher) = self.room_publisher_key(&room) else {
+            return;
+        };
+        let Some(tracks) = self.peers.get(&publisher).map(|p| p.published.clone()) else {
+            return;
+        };
+        let Some(p) = self.peers.get_mut(&viewer) else {
+            return;
+        };
+        let mut bound = false;
+        for tid in tracks {
+            let Some(t) = self.tracks.get(&tid) else {
+                continue;
+            };
+            if p.outs.iter().any(|o| o.track == tid) {
+                continue;
+            }
+            if let Some(i) = p.unbound.iter().position(|(_, k)| *k == t.kind) {
+                let (mid, _) = p.unbound.remove(i);
+                let mut out = new_out(tid, t);
+                out.state = OutState::Open(mid);
+                p.outs.push(out);
+                bound = true;
+            }
+        }
+        if bound {
+            self.update_layers(viewer, now);
+        }
+    }
+
+    /// Creates the next SFU offer for a participant when its forwarded tracks changed and
+    /// no offer is outstanding.
+    fn maybe_negotiate(&mut self, key: u64, now: Instant) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if !matches!(p.role, Role::Participant { .. }) || !p.negotiated || p.pending.is_some() {
+            return;
+        }
+        if p.offer_not_before.is_some_and(|t| now < t) {
+            return;
+        }
+        p.outs.retain(|o| !(o.gone && o.state == OutState::ToOpen));
+        let needed = p.outs.iter().any(|o| {
+            matches!(o.state, OutState::ToOpen | OutState::ToStop(_))
+                || (o.gone && matches!(o.state, OutState::Open(_)))
+        });
+        if !needed {
+            return;
+        }
+        let res = self.guard(key, "creating an offer", |p| {
+            let mut api = p.rtc.sdp_api();
+            for o in &mut p.outs {
+                match o.state {
+                    OutState::ToOpen => {
+                        let label = format!("{}-{}", o.kind, o.track);
+                        let mid = api.add_media(
+                            o.kind,
+                            Direction::SendOnly,
+                            Some(o.publisher.clone()),
+                            Some(label),
+                            None,
+                        );
+                        o.state = OutState::Negotiating(mid);
+                    }
+                    OutState::Open(m) if o.gone => {
+                        api.stop_media(m);
+                        o.state = OutState::NegotiatingStop(m);
+                    }
+                    OutState::ToStop(m) => {
+                        api.stop_media(m);
+                        o.state = OutState::NegotiatingStop(m);
+                    }
+                    _ => {}
+                }
+            }
+            let applied = api.apply();
+            match applied {
+                Some((offer, pending)) => {
+                    p.pending = Some((pending, now));
+                    Some((p.id.clone(), offer.to_sdp_string()))
+                }
+                None => {
+                    // Nothing needed a negotiation after all.
+                    for o in &mut p.outs {
+                        if let OutState::Negotiating(m) = o.state {
+                            o.state = OutState::Open(m);
+                        }
+                    }
+                    p.outs.retain(|o| !matches!(o.state, OutState::NegotiatingStop(_)));
+                    None
+                }
+            }
+        });
+        if let Some(Some((peer, sdp))) = res {
+            debug!(%peer, "SFU renegotiates");
+            self.push_event(SfuEvent::Offer { peer, sdp });
+        }
+        self.drain(key);
+    }
+
+    fn on_media(&mut self, owner: u64, d: MediaData, now: Instant) {
+        let Some(p) = self.peers.get(&owner) else {
+            return;
+        };
+        if !p.role.can_publish() {
+            return;
+        }
+        let room = p.room.clone();
+        let Some(tid) = p
+            .published
+            .iter()
+            .copied()
+            .find(|t| self.tracks.get(t).is_some_and(|t| t.mid == d.mid))
+        else {
+            return;
+        };
+        let Some(track) = self.tracks.get_mut(&tid) else {
+            return;
+        };
+        let Some(li) = track.layer_of(d.rid) else {
+            return;
+        };
+        track.layers[li].meter.add(now, d.data.len());
+        let kind = track.kind;
+        let owner_id = track.owner_id.clone();
+        if kind == MediaKind::Video && !d.contiguous {
+            self.request_keyframe(tid, li, now);
+        }
+        if kind == MediaKind::Audio {
+            if let Some(level) = d.ext_vals.audio_level {
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    r.speaker.observe(&owner_id, level, now);
+                }
+            }
+        }
+        let keyframe = d.is_keyframe();
+        let subscribers: Vec<u64> = self
+            .rooms
+            .get(&room)
+            .map(|r| r.peers.iter().copied().filter(|k| *k != owner).collect())
+            .unwrap_or_default();
+        for sub in subscribers {
+            let Some(sp) = self.peers.get_mut(&sub) else {
+                continue;
+            };
+            if !sp.connected {
+                continue;
+            }
+            let Some(o) = sp.outs.iter_mut().find(|o| o.track == tid && !o.gone) else {
+                continue;
+            };
+            let OutState::Open(mid) = o.state else {
+                continue;
+            };
+            let decision = decide(&mut o.sel, li, keyframe || kind == MediaKind::Audio);
+            if decision.want_keyframe {
+                self.request_keyframe(tid, li, now);
+            }
+            if !decision.forward {
+                continue;
+            }
+            if decision.switched {
+                self.counters.layer_switches += 1;
+            }
+            let Some(sp) = self.peers.get_mut(&sub) else {
+                continue;
+            };
+            let Some(o) = sp.outs.iter_mut().find(|o| o.track == tid) else {
+                continue;
+            };
+            let time = out_time(&mut o.sel, &d, decision.rebase && kind == MediaKind::Video);
+            let written = self.guard(sub, "writing media", |p| {
+                let Some(w) = p.rtc.writer(mid) else {
+                    return false;
+                };
+                let Some(pt) = w.match_params(d.params) else {
+                    return false;
+                };
+                let w = match (d.ext_vals.audio_level, d.ext_vals.voice_activity) {
+                    (Some(l), Some(v)) => w.audio_level(l, v),
+                    _ => w,
+                };
+                match w.write(pt, d.network_time, time, d.data.clone()) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        debug!(error = %e, "SFU write refused");
+                        false
+                    }
+                }
+            });
+            if written == Some(true) {
+                self.counters.media_forwarded += 1;
+            }
+            self.drain(sub);
+        }
+    }
+
+    fn on_keyframe_request(&mut self, sub: u64, r: KeyframeRequest, now: Instant) {
+        let Some(p) = self.peers.get(&sub) else {
+            return;
+        };
+        let Some(o) = p.outs.iter().find(|o| o.state == OutState::Open(r.mid) && !o.gone) else {
+            return;
+        };
+        if o.kind != MediaKind::Video {
+            return;
+        }
+        if let Some(li) = o.sel.current.or(o.sel.target) {
+            self.request_keyframe(o.track, li, now);
+        }
+    }
+
+    /// Asks the publisher for a keyframe on one layer, at most once per
+    /// `keyframe_request_interval`.
+    fn request_keyframe(&mut self, tid: u64, li: usize, now: Instant) {
+        let interval = self.config.keyframe_request_interval;
+        let Some(track) = self.tracks.get_mut(&tid) else {
+            return;
+        };
+        if track.kind != MediaKind::Video {
+            return;
+        }
+        let Some(layer) = track.layers.get_mut(li) else {
+            return;
+        };
+        if layer
+            .last_keyframe_request
+            .is_some_and(|t| now.saturating_duration_since(t) < interval)
+        {
+            return;
+        }
+        layer.last_keyframe_request = Some(now);
+        let (owner, mid, rid) = (track.owner, track.mid, layer.rid);
+        let sent = self.guard(owner, "requesting a keyframe", |p| {
+            let Some(mut w) = p.rtc.writer(mid) else {
+                return false;
+            };
+            let kind = if w.is_request_keyframe_possible(KeyframeRequestKind::Pli) {
+                KeyframeRequestKind::Pli
+            } else if w.is_request_keyframe_possible(KeyframeRequestKind::Fir) {
+                KeyframeRequestKind::Fir
+            } else {
+                return false;
+            };
+            w.request_keyframe(rid, kind).is_ok()
+        });
+        if sent == Some(true) {
+            self.counters.keyframe_requests += 1;
+        }
+        self.drain(owner);
+    }
+
+    fn on_channel_data(&mut self, from: u64, d: ChannelData) {
+        let Some(p) = self.peers.get(&from) else {
+            return;
+        };
+        if d.binary || d.data.len() > MAX_RELAY_MESSAGE {
+            // Binary messages are not relayed: the envelope is text JSON.
+            return;
+        }
+        let Ok(text) = std::str::from_utf8(&d.data) else {
+            return;
+        };
+        let Some(label) = p.channels.iter().find(|(c, _)| *c == d.id).map(|(_, l)| l.clone()) else {
+            return;
+        };
+        let msg = serde_json::json!({ "from": p.id, "data": text }).to_string();
+        let others: Vec<u64> = self
+            .rooms
+            .get(&p.room)
+            .map(|r| r.peers.iter().copied().filter(|k| *k != from).collect())
+            .unwrap_or_default();
+        for to in others {
+            let Some(cid) = self
+                .peers
+                .get(&to)
+                .and_then(|p| p.channels.iter().find(|(_, l)| *l == label).map(|(c, _)| *c))
+            else {
+                continue;
+            };
+            let sent = self.guard(to, "relaying a data channel message", |p| {
+                p.rtc
+                    .channel(cid)
+                    .is_some_and(|mut c| matches!(c.write(false, msg.as_bytes()), Ok(true)))
+            });
+            if sent == Some(true) {
+                self.counters.messages_relayed += 1;
+            }
+            self.drain(to);
+        }
+    }
+
+    /// Recomputes the layer targets of every video track a subscriber receives, and asks
+    /// for keyframes where a switch is due.
+    fn update_layers(&mut self, sub: u64, now: Instant) {
+        let Some(p) = self.peers.get(&sub) else {
+            return;
+        };
+        if p.role == Role::WhipPublisher || p.outs.is_empty() {
+            return;
+        }
+        let estimate = p.bwe.unwrap_or(self.config.initial_bitrate);
+        let mut fixed = 0u64;
+        let mut demands: Vec<(usize, Demand)> = Vec::new();
+        let mut singles: Vec<(usize, bool)> = Vec::new();
+        for (i, o) in p.outs.iter().enumerate() {
+            if o.gone || matches!(o.state, OutState::ToStop(_) | OutState::NegotiatingStop(_)) {
+                continue;
+            }
+            let Some(t) = self.tracks.get(&o.track) else {
+                continue;
+            };
+            if t.kind == MediaKind::Audio {
+                fixed += match t.rate(now) {
+                    0 => policy::NOMINAL_AUDIO_BITRATE,
+                    r => r,
+                };
+                continue;
+            }
+            let (wanted, area) = match &p.view {
+                None => (Layer::Medium, 640 * 360),
+                Some(tiles) => match tiles.iter().find(|tile| tile.peer == t.owner_id) {
+                    Some(tile) => (
+                        policy::layer_for_tile(tile.width, tile.height),
+                        u64::from(tile.width) * u64::from(tile.height),
+                    ),
+                    None => (Layer::Paused, 0),
+                },
+            };
+            if !t.simulcast() {
+                let visible = wanted != Layer::Paused;
+                if visible {
+                    fixed += match t.rate(now) {
+                        0 => policy::NOMINAL_BITRATE[1],
+                        r => r,
+                    };
+                }
+                singles.push((i, visible));
+                continue;
+            }
+            let any_active = t.layers.iter().any(|l| l.meter.active(now));
+            let mut available = [None; 3];
+            for l in &t.layers {
+                let Some(idx) = policy::layer_index(l.label) else {
+                    continue;
+                };
+                if !any_active || l.meter.active(now) {
+                    available[idx] = Some(l.meter.rate().unwrap_or(policy::NOMINAL_BITRATE[idx]));
+                }
+            }
+            demands.push((i, Demand { area, wanted, available }));
+        }
+        let list: Vec<Demand> = demands.iter().map(|(_, d)| d.clone()).collect();
+        let choices = policy::allocate(estimate, fixed, &list);
+        let connected = p.connected;
+        let mut requests: Vec<(u64, usize)> = Vec::new();
+        let Some(p) = self.peers.get_mut(&sub) else {
+            return;
+        };
+        for ((i, _), choice) in demands.iter().zip(choices) {
+            let o = &mut p.outs[*i];
+            let Some(t) = self.tracks.get(&o.track) else {
+                continue;
+            };
+            let layer = policy::next_target(o.sel.target_layer, choice, &mut o.sel.limited_at, now);
+            o.sel.target_layer = layer;
+            o.sel.target = t.index_of(layer);
+            if o.sel.target.is_none() {
+                o.sel.current = None;
+            }
+            if let Some(target) = o.sel.target {
+                if o.sel.current != Some(target) && connected && matches!(o.state, OutState::Open(_)) {
+                    requests.push((o.track, target));
+                }
+            }
+        }
+        for (i, visible) in singles {
+            let o = &mut p.outs[i];
+            o.sel.target = visible.then_some(0);
+            o.sel.target_layer = if visible { Layer::Single } else { Layer::Paused };
+            if !visible {
+                o.sel.current = None;
+            } else if o.sel.current.is_none() && connected && matches!(o.state, OutState::Open(_)) {
+                requests.push((o.track, 0));
+            }
+        }
+        for (tid, li) in requests {
+            self.request_keyframe(tid, li, now);
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        let rooms: Vec<String> = self.rooms.keys().cloned().collect();
+        for room in rooms {
+            let speaker = self.rooms.get_mut(&room).and_then(|r| r.speaker.evaluate(now));
+            if let Some(peer) = speaker {
+                self.push_event(SfuEvent::Speaker { room, peer });
+            }
+        }
+        let keys: Vec<u64> = self.peers.keys().copied().collect();
+        for key in keys {
+            let Some(p) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            if !p.connected && now.saturating_duration_since(p.joined) >= CONNECT_TIMEOUT {
+                self.close(key, format!("ICE/DTLS did not connect within {} s", CONNECT_TIMEOUT.as_secs()));
+                continue;
+            }
+            if let Some((_, since)) = &p.pending {
+                if now.saturating_duration_since(*since) >= OFFER_TIMEOUT {
+                    debug!(peer = %p.id, "SFU offer unanswered: offering again");
+                    p.pending = None;
+                    revert_outs(p);
+                }
+            }
+            if p.connected && now >= p.next_stats {
+                p.next_stats = now + self.config.stats_interval;
+                let layers = p
+                    .outs
+                    .iter()
+                    .filter(|o| o.kind == MediaKind::Video && !o.gone)
+                    .filter(|o| matches!(o.state, OutState::Open(_)))
+                    .filter_map(|o| {
+                        let t = self.tracks.get(&o.track)?;
+                        let layer = match o.sel.target {
+                            None => Layer::Paused,
+                            Some(_) if !t.simulcast() => Layer::Single,
+                            Some(target) => t.layers.get(o.sel.current.unwrap_or(target))?.label,
+                        };
+                        Some((o.publisher.clone(), layer))
+                    })
+                    .collect();
+                let ev = SfuEvent::Stats {
+                    peer: p.id.clone(),
+                    bitrate: p.bwe,
+                    layers,
+                    rtt_ms: p.rtt_ms,
+                };
+                self.push_event(ev);
+            }
+            self.update_layers(key, now);
+            self.maybe_negotiate(key, now);
+        }
+    }
+
+    /// Removes a peer and everything it owns; returns its id.
+    fn remove_peer(&mut self, key: u64) -> Option<String> {
+        let peer = self.peers.remove(&key)?;
+        let now = self.last_now;
+        self.ids.remove(&peer.id);
+        self.demux.remove_peer(&peer.ufrag, key);
+        if let Some(t) = peer.timer {
+            self.timers.remove(&(t, key));
+        }
+        if let Some(r) = self.rooms.get_mut(&peer.room) {
+            r.peers.retain(|k| *k != key);
+            r.speaker.remove(&peer.id);
+        }
+        let subscribers: Vec<u64> = match self.rooms.get_mut(&peer.room) {
+            Some(r) => {
+                r.tracks.retain(|t| !peer.published.contains(t));
+                r.peers.clone()
+            }
+            None => Vec::new(),
+        };
+        for tid in &peer.published {
+            self.detach_track(*tid, &subscribers, now);
+        }
+        if self.rooms.get(&peer.room).is_some_and(|r| r.peers.is_empty()) {
+            self.rooms.remove(&peer.room);
+        }
+        debug!(peer = %peer.id, room = %peer.room, "SFU peer removed");
+        Some(peer.id)
+    }
+
+    /// Drops a publisher track and takes it away from its subscribers: participants get a
+    /// renegotiation that stops the m-line, WHEP viewers get the m-line back unbound.
+    fn detach_track(&mut self, tid: u64, subscribers: &[u64], now: Instant) {
+        self.tracks.remove(&tid);
+        for &sub in subscribers {
+            let Some(p) = self.peers.get_mut(&sub) else {
+                continue;
+            };
+            if p.role == Role::WhepViewer {
+                let freed: Vec<(Mid, MediaKind)> = p
+                    .outs
+                    .iter()
+                    .filter(|o| o.track == tid)
+                    .filter_map(|o| match o.state {
+                        OutState::Open(m) => Some((m, o.kind)),
+                        _ => None,
+                    })
+                    .collect();
+                p.outs.retain(|o| o.track != tid);
+                p.unbound.extend(freed);
+                self.bind_whep(sub, now);
+                continue;
+            }
+            for o in p.outs.iter_mut().filter(|o| o.track == tid) {
+                o.gone = true;
+            }
+            self.maybe_negotiate(sub, now);
+        }
+    }
+}
+
+fn new_out(tid: u64, t: &TrackIn) -> TrackOut {
+    let audio = t.kind == MediaKind::Audio;
+    TrackOut {
+        track: tid,
+        publisher: t.owner_id.clone(),
+        kind: t.kind,
+        state: OutState::ToOpen,
+        gone: false,
+        sel: Selection {
+            target: audio.then_some(0),
+            current: audio.then_some(0),
+            target_layer: if audio { Layer::Single } else { Layer::Paused },
+            limited_at: None,
+            offset: 0,
+            last_out: None,
+        },
+    }
+}
+
+/// Puts the tracks of a dropped (rolled back or refused) offer back to their previous state.
+fn revert_outs(p: &mut Peer) {
+    for o in &mut p.outs {
+        match o.state {
+            OutState::Negotiating(_) => o.state = OutState::ToOpen,
+            OutState::NegotiatingStop(m) => o.state = OutState::ToStop(m),
+            _ => {}
+        }
+    }
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Decision {
+    forward: bool,
+    /// First frame of a new layer (or after a pause): re-base the RTP time.
+    rebase: bool,
+    switched: bool,
+    want_keyframe: bool,
+}
+
+/// Whether one frame of layer `li` goes to a subscriber: frames of the current layer do;
+/// the target layer takes over at its first keyframe.
+fn decide(sel: &mut Selection, li: usize, keyframe: bool) -> Decision {
+    let Some(target) = sel.target else {
+        sel.current = None;
+        return Decision::default();
+    };
+    if li == target && sel.current != Some(target) {
+        if keyframe {
+            let switched = sel.current.is_some();
+            sel.current = Some(target);
+            return Decision { forward: true, rebase: true, switched, want_keyframe: false };
+        }
+        return Decision { want_keyframe: true, ..Decision::default() };
+    }
+    Decision { forward: sel.current == Some(li), ..Decision::default() }
+}
+
+/// The RTP time written for a frame: the incoming time plus the subscription's offset;
+/// on a re-base the offset is chosen so that time continues from the last written frame
+/// by the network time elapsed since (layers have unrelated RTP time bases).
+fn out_time(sel: &mut Selection, d: &MediaData, rebase: bool) -> MediaTime {
+    let freq = d.time.frequency();
+    let input = i128::from(d.time.numer());
+    if rebase {
+        sel.offset = match sel.last_out {
+            Some((last, at)) => {
+                let dt = d.network_time.saturating_duration_since(at);
+                let step = ((dt.as_secs_f64() * f64::from(freq.get())) as i128).max(1);
+                last + step - input
+            }
+            None => 0,
+        };
+    }
+    let out = (input + sel.offset).max(0);
+    sel.last_out = Some((out, d.network_time));
+    MediaTime::new(out.min(i128::from(u64::MAX)) as u64, freq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sel(target: Option<usize>, current: Option<usize>) -> Selection {
+        Selection {
+            target,
+            current,
+            target_layer: Layer::Medium,
+            limited_at: None,
+            offset: 0,
+            last_out: None,
+        }
+    }
+
+    #[test]
+    fn switch_happens_only_at_a_keyframe_of_the_target() {
+        let mut s = sel(Some(2), Some(0));
+        // Current layer keeps flowing while waiting.
+        assert!(decide(&mut s, 0, false).forward);
+        // Delta frame of the target: not forwarded, a keyframe is wanted.
+        let d = decide(&mut s, 2, false);
+        assert!(!d.forward && d.want_keyframe);
+        // Other layers are never forwarded.
+        assert!(!decide(&mut s, 1, true).forward);
+        // Keyframe of the target: switch.
+        let d = decide(&mut s, 2, true);
+        assert!(d.forward && d.rebase && d.switched);
+        assert_eq!(s.current, Some(2));
+        assert!(!decide(&mut s, 0, false).forward);
+        assert!(decide(&mut s, 2, false).forward);
+        // Paused: nothing, and the current layer is dropped.
+        s.target = None;
+        assert!(!decide(&mut s, 2, true).forward);
+        assert_eq!(s.current, None);
+    }
+
+    #[test]
+    fn rids_order_low_to_high() {
+        let r = |s: &str| Rid::from(s);
+        let got = order_rids(&[r("h"), r("m"), r("l")]);
+        assert_eq!(got, vec![(r("l"), Layer::Low), (r("m"), Layer::Medium), (r("h"), Layer::High)]);
+        let got = order_rids(&[r("a"), r("b")]);
+        assert_eq!(got, vec![(r("a"), Layer::Low), (r("b"), Layer::High)]);
+        let got = order_rids(&[r("1"), r("2"), r("3"), r("4")]);
+        assert_eq!(got.len(), 3);
+    }
+}
