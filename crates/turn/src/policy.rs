@@ -13,6 +13,14 @@
 //!    loopback only unless [`PeerPolicy::allow_loopback`];
 //! 4. else the address is allowed.
 //!
+//! [`PeerPolicy::allowed_endpoints`] is a narrower exception than rule 1: exact
+//! addresses (IP and port) the relay may reach even when their IP is refused, such as
+//! this server's own SFU on a private or loopback address. A permission for such an IP
+//! is granted ([`PeerPolicy::check_permission`], RFC 8656 permissions are per IP), but
+//! it reaches only those exact addresses: [`PeerPolicy::check_address`] refuses every
+//! other port of the IP, for ChannelBind and for each relayed packet. The relay speaks
+//! UDP only (no RFC 6062 TCP relaying), so an endpoint is a UDP endpoint.
+//!
 //! IPv6 addresses that carry an IPv4 address (IPv4-mapped `::ffff:a.b.c.d`,
 //! IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`, 6to4 `2002:AABB:CCDD::`) are
 //! judged by the IPv4 address they carry, in every rule: `::ffff:127.0.0.1` and
@@ -23,7 +31,7 @@
 //! be recognised; deny them with `denied-peer-ip`.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 /// An inclusive range `start..=end` of addresses of one family.
@@ -202,6 +210,23 @@ pub struct PeerPolicy {
     pub denied: Vec<IpRange>,
     /// Allow loopback peers (coturn `allow-loopback-peers`).
     pub allow_loopback: bool,
+    /// Exact addresses the relay may reach even when their IP is refused, e.g. this
+    /// server's own SFU; any other port on those IPs stays refused.
+    ///
+    /// Matched exactly, IP and port: `127.0.0.1:7882` does not cover
+    /// `[::ffff:127.0.0.1]:7882`. Entries with port 0 or an unspecified IP (`0.0.0.0`,
+    /// `::`) match nothing: list the addresses clients are given, not a wildcard bind.
+    pub allowed_endpoints: Vec<SocketAddr>,
+}
+
+/// How far a granted peer reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerScope {
+    /// The IP is allowed: every port of it.
+    AnyPort,
+    /// The IP is refused, but some of its addresses are in
+    /// [`PeerPolicy::allowed_endpoints`]: only those.
+    EndpointsOnly,
 }
 
 /// Why [`PeerPolicy::check`] refused a peer.
@@ -224,8 +249,40 @@ impl Denied {
         config_key: KEY_DENIED,
     };
 
+    /// The category of a port refused on an IP that only
+    /// [`PeerPolicy::allowed_endpoints`] makes reachable.
+    pub const OUTSIDE_ENDPOINTS: &'static str = "a port outside the allowed endpoints";
+
+    /// The refusal of another port of an IP that `self` refused but an allowed
+    /// endpoint names: the key that allows the whole IP stays.
+    fn outside_endpoints(self) -> Denied {
+        Denied {
+            category: Self::OUTSIDE_ENDPOINTS,
+            config_key: if self.config_key == KEY_LOOPBACK {
+                KEY_LOOPBACK
+            } else {
+                KEY_ALLOWED
+            },
+        }
+    }
+
+    /// Whether this is the refusal of a port outside the allowed endpoints.
+    pub fn is_outside_endpoints(&self) -> bool {
+        self.category == Self::OUTSIDE_ENDPOINTS
+    }
+
     /// Reason phrase for the 403 ERROR-CODE; at most 127 characters (RFC 8489 §14.8).
     pub fn reason_phrase(&self) -> String {
+        if self.is_outside_endpoints() {
+            let keys = if self.config_key == KEY_LOOPBACK {
+                format!("{KEY_LOOPBACK} or {KEY_ALLOWED}")
+            } else {
+                KEY_ALLOWED.to_owned()
+            };
+            return format!(
+                "Forbidden: this port is not an allowed endpoint of the peer IP; allow every port with {keys}"
+            );
+        }
         match self.config_key {
             KEY_DENIED => format!(
                 "Forbidden: peer address is {} ({KEY_DENIED}); allow it with {KEY_ALLOWED}",
@@ -252,7 +309,8 @@ impl fmt::Display for Denied {
 impl std::error::Error for Denied {}
 
 impl PeerPolicy {
-    /// Ok if the server may relay to `ip`.
+    /// Ok if the server may relay to every port of `ip`: rules 1 to 4, without
+    /// [`PeerPolicy::allowed_endpoints`].
     pub fn check(&self, ip: IpAddr) -> Result<(), Denied> {
         if matches_any(&self.allowed, ip) {
             return Ok(());
@@ -272,6 +330,48 @@ impl PeerPolicy {
                 },
             }),
         }
+    }
+
+    /// Whether a permission for `ip` may be installed (CreatePermission), and how far
+    /// it reaches: every port when [`PeerPolicy::check`] allows the IP, else only the
+    /// allowed endpoints on it, if any; else `check`'s refusal.
+    pub fn check_permission(&self, ip: IpAddr) -> Result<PeerScope, Denied> {
+        match self.check(ip) {
+            Ok(()) => Ok(PeerScope::AnyPort),
+            Err(_) if self.is_endpoint_ip(ip) => Ok(PeerScope::EndpointsOnly),
+            Err(d) => Err(d),
+        }
+    }
+
+    /// Whether the relay may send to `peer` (ChannelBind): its IP is allowed, or
+    /// `peer` is an allowed endpoint. Another port of an endpoint's refused IP is
+    /// refused with [`Denied::OUTSIDE_ENDPOINTS`].
+    pub fn check_address(&self, peer: SocketAddr) -> Result<PeerScope, Denied> {
+        match self.check(peer.ip()) {
+            Ok(()) => Ok(PeerScope::AnyPort),
+            Err(_) if self.is_allowed_endpoint(peer) => Ok(PeerScope::EndpointsOnly),
+            Err(d) if self.is_endpoint_ip(peer.ip()) => Err(d.outside_endpoints()),
+            Err(d) => Err(d),
+        }
+    }
+
+    /// Whether `peer` is one of [`PeerPolicy::allowed_endpoints`] (IP and port; port 0
+    /// and unspecified IPs never are). A linear scan: the list is a few addresses.
+    pub fn is_allowed_endpoint(&self, peer: SocketAddr) -> bool {
+        self.endpoints()
+            .any(|e| e.ip() == peer.ip() && e.port() == peer.port())
+    }
+
+    /// Whether some allowed endpoint has the IP `ip`.
+    fn is_endpoint_ip(&self, ip: IpAddr) -> bool {
+        self.endpoints().any(|e| e.ip() == ip)
+    }
+
+    /// The entries of `allowed_endpoints` that can match a peer.
+    fn endpoints(&self) -> impl Iterator<Item = &SocketAddr> {
+        self.allowed_endpoints
+            .iter()
+            .filter(|e| e.port() != 0 && !e.ip().is_unspecified())
     }
 }
 
@@ -744,6 +844,7 @@ mod tests {
             allowed: vec![range("10.0.0.5"), range("fd00::/8")],
             denied: vec![range("10.0.0.0/8")],
             allow_loopback: false,
+            allowed_endpoints: Vec::new(),
         };
         assert_eq!(p.check(ip("10.0.0.5")), Ok(()));
         assert_eq!(p.check(ip("fd00::1")), Ok(()));
@@ -950,6 +1051,16 @@ mod tests {
                 .reason_phrase(),
             );
         }
+        for key in [KEY_LOOPBACK, KEY_ALLOWED, KEY_DENIED] {
+            phrases.push(
+                Denied {
+                    category: "x",
+                    config_key: key,
+                }
+                .outside_endpoints()
+                .reason_phrase(),
+            );
+        }
         for p in &phrases {
             assert!(p.len() <= 127, "{} chars: {p}", p.len());
             assert!(p.is_ascii());
@@ -967,5 +1078,176 @@ mod tests {
             Denied::BY_CONFIG.reason_phrase(),
             "Forbidden: peer address is denied by config (denied-peer-ip); allow it with allowed-peer-ip"
         );
+    }
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("test socket address")
+    }
+
+    fn with_endpoints(endpoints: &[&str]) -> PeerPolicy {
+        PeerPolicy {
+            allowed_endpoints: endpoints.iter().map(|e| addr(e)).collect(),
+            ..PeerPolicy::default()
+        }
+    }
+
+    #[test]
+    fn allowed_endpoints_grant_the_ip_a_permission_that_reaches_only_them() {
+        let p = with_endpoints(&["127.0.0.1:7882", "192.168.1.5:7882", "[::1]:7882"]);
+        // The IP rules themselves are unchanged.
+        assert!(p.check(ip("127.0.0.1")).is_err());
+        assert!(p.check(ip("192.168.1.5")).is_err());
+        for a in ["127.0.0.1", "192.168.1.5", "::1"] {
+            assert_eq!(
+                p.check_permission(ip(a)),
+                Ok(PeerScope::EndpointsOnly),
+                "{a}"
+            );
+        }
+        for a in ["127.0.0.1:7882", "192.168.1.5:7882", "[::1]:7882"] {
+            assert_eq!(
+                p.check_address(addr(a)),
+                Ok(PeerScope::EndpointsOnly),
+                "{a}"
+            );
+            assert!(p.is_allowed_endpoint(addr(a)), "{a}");
+        }
+        // Another port of an endpoint's IP: refused, naming the keys that allow the IP.
+        let d = p
+            .check_address(addr("127.0.0.1:7883"))
+            .expect_err("other port");
+        assert!(d.is_outside_endpoints());
+        assert_eq!(d.category, Denied::OUTSIDE_ENDPOINTS);
+        assert_eq!(d.config_key, "allow-loopback-peers");
+        assert_eq!(
+            d.reason_phrase(),
+            "Forbidden: this port is not an allowed endpoint of the peer IP; allow every port with allow-loopback-peers or allowed-peer-ip"
+        );
+        let d = p
+            .check_address(addr("192.168.1.5:22"))
+            .expect_err("other port");
+        assert!(d.is_outside_endpoints());
+        assert_eq!(d.config_key, "allowed-peer-ip");
+        assert!(!d.reason_phrase().contains("loopback"));
+        assert!(p.check_address(addr("[::1]:7883")).is_err());
+        // Another IP of the same block keeps its usual refusal.
+        assert_eq!(
+            p.check_permission(ip("192.168.1.6"))
+                .map_err(|d| d.category),
+            Err("private")
+        );
+        assert_eq!(
+            p.check_address(addr("192.168.1.6:7882"))
+                .map_err(|d| d.category),
+            Err("private")
+        );
+        assert!(p.check_permission(ip("127.0.0.2")).is_err());
+        // Exact match: the IPv4-mapped form of an endpoint is not the endpoint.
+        assert_eq!(
+            p.check_address(addr("[::ffff:127.0.0.1]:7882"))
+                .map_err(|d| d.category),
+            Err("loopback (IPv4-mapped)")
+        );
+        assert!(p.check_permission(ip("::ffff:127.0.0.1")).is_err());
+        assert!(p.check_permission(ip("::127.0.0.1")).is_err());
+        // Allowed IPs reach every port.
+        assert_eq!(p.check_address(addr("8.8.8.8:9")), Ok(PeerScope::AnyPort));
+        assert_eq!(p.check_permission(ip("8.8.8.8")), Ok(PeerScope::AnyPort));
+    }
+
+    #[test]
+    fn an_ip_allowed_in_general_reaches_every_port_despite_endpoints() {
+        let mut p = with_endpoints(&["127.0.0.1:7882", "10.1.2.3:7882"]);
+        p.allow_loopback = true;
+        p.allowed.push(range("10.0.0.0/8"));
+        for a in ["127.0.0.1:7883", "127.0.0.1:7882", "10.1.2.3:22"] {
+            assert_eq!(p.check_address(addr(a)), Ok(PeerScope::AnyPort), "{a}");
+        }
+        assert_eq!(p.check_permission(ip("127.0.0.1")), Ok(PeerScope::AnyPort));
+    }
+
+    #[test]
+    fn an_endpoint_overrides_denied_peer_ip_for_its_port_only() {
+        let mut p = with_endpoints(&["192.168.1.5:7882"]);
+        p.denied.push(range("192.168.0.0/16"));
+        assert_eq!(
+            p.check_permission(ip("192.168.1.5")),
+            Ok(PeerScope::EndpointsOnly)
+        );
+        assert_eq!(
+            p.check_address(addr("192.168.1.5:7882")),
+            Ok(PeerScope::EndpointsOnly)
+        );
+        let d = p.check_address(addr("192.168.1.5:7883")).expect_err("port");
+        assert!(d.is_outside_endpoints());
+        assert_eq!(d.config_key, "allowed-peer-ip");
+        assert_eq!(
+            p.check_permission(ip("192.168.1.6")),
+            Err(Denied::BY_CONFIG)
+        );
+    }
+
+    #[test]
+    fn wildcard_and_port_zero_endpoints_match_nothing() {
+        let p = with_endpoints(&["0.0.0.0:7882", "[::]:7882", "127.0.0.1:0"]);
+        for a in ["0.0.0.0", "::", "127.0.0.1"] {
+            assert!(p.check_permission(ip(a)).is_err(), "{a}");
+        }
+        for a in ["0.0.0.0:7882", "[::]:7882", "127.0.0.1:0"] {
+            assert!(!p.is_allowed_endpoint(addr(a)), "{a}");
+            let d = p.check_address(addr(a)).expect_err(a);
+            assert!(!d.is_outside_endpoints(), "{a}");
+        }
+    }
+
+    #[test]
+    fn endpoint_match_ignores_ipv6_scope_and_flow() {
+        let scoped = SocketAddr::V6(std::net::SocketAddrV6::new(
+            "fe80::1".parse().expect("test address"),
+            7882,
+            7,
+            2,
+        ));
+        let p = PeerPolicy {
+            allowed_endpoints: vec![scoped],
+            ..PeerPolicy::default()
+        };
+        assert_eq!(
+            p.check_address(addr("[fe80::1]:7882")),
+            Ok(PeerScope::EndpointsOnly)
+        );
+        assert!(p.check_address(addr("[fe80::1]:7883")).is_err());
+    }
+
+    #[test]
+    fn without_endpoints_the_new_checks_equal_check() {
+        let p = PeerPolicy {
+            allowed: vec![range("10.0.0.5")],
+            denied: vec![range("8.8.8.0/24")],
+            ..PeerPolicy::default()
+        };
+        for a in [
+            "127.0.0.1",
+            "10.0.0.5",
+            "10.0.0.6",
+            "8.8.8.8",
+            "8.8.4.4",
+            "::1",
+            "0.0.0.0",
+            "::ffff:10.0.0.5",
+            "2606:4700::1111",
+            "fe80::1",
+        ] {
+            let general = p.check(ip(a));
+            assert_eq!(
+                p.check_permission(ip(a)),
+                general.map(|()| PeerScope::AnyPort),
+                "{a}"
+            );
+            assert_eq!(
+                p.check_address(SocketAddr::new(ip(a), 7882)),
+                general.map(|()| PeerScope::AnyPort),
+                "{a}"
+            );
+        }
     }
 }

@@ -13,7 +13,7 @@ use tsunagi_stun::{
 
 use crate::auth::{AuthError, Credentials};
 use crate::nonce::{self, NonceCheck};
-use crate::policy::PeerPolicy;
+use crate::policy::{PeerPolicy, PeerScope};
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 
@@ -227,7 +227,10 @@ pub enum Event {
         reason: DeleteReason,
         relays: Vec<SocketAddr>,
     },
-    /// A CreatePermission or ChannelBind named a peer the policy refuses (403).
+    /// A CreatePermission or ChannelBind named a peer the policy refuses (403); or
+    /// client data went to a port outside the allowed endpoints of an IP that only
+    /// [`PeerPolicy::allowed_endpoints`] makes reachable (dropped; reported once per
+    /// permission, with the category [`crate::policy::Denied::OUTSIDE_ENDPOINTS`]).
     PeerDenied {
         five_tuple: FiveTuple,
         username: String,
@@ -259,6 +262,8 @@ pub struct Stats {
     pub channels: u64,
     pub binding_requests: u64,
     pub auth_failures: u64,
+    /// [`Event::PeerDenied`] reports: refused requests, and permissions whose data
+    /// went to a port outside the allowed endpoints (once per permission).
     pub peers_denied: u64,
     pub packets_to_peers: u64,
     pub bytes_to_peers: u64,
@@ -268,6 +273,9 @@ pub struct Stats {
     pub dropped_no_permission: u64,
     /// Data dropped by the per-allocation bandwidth limit (max-bps).
     pub dropped_rate_limited: u64,
+    /// Client data dropped because its peer IP is reachable only at
+    /// [`PeerPolicy::allowed_endpoints`] and its port is not one of them.
+    pub dropped_peer_denied: u64,
     /// Client packets that were neither valid STUN nor ChannelData for a bound channel.
     pub dropped_invalid: u64,
 }
@@ -393,6 +401,27 @@ struct Relay {
     advertised: SocketAddr,
 }
 
+/// A permission for one peer IP (RFC 8656 §9).
+#[derive(Debug, Clone, Copy)]
+struct Permission {
+    expires: Instant,
+    /// The IP is refused but has allowed endpoints: data goes to those ports only.
+    endpoints_only: bool,
+    /// A packet to another port was dropped and reported (once per permission).
+    denial_reported: bool,
+}
+
+impl Permission {
+    /// A new permission, or `old` with a new expiry.
+    fn refreshed(old: Option<Permission>, expires: Instant, scope: PeerScope) -> Permission {
+        Permission {
+            expires,
+            endpoints_only: scope == PeerScope::EndpointsOnly,
+            denial_reported: old.is_some_and(|p| p.denial_reported),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Channel {
     peer: SocketAddr,
@@ -440,7 +469,7 @@ struct Allocation {
     username: String,
     relays: Vec<Relay>,
     expires: Instant,
-    permissions: Map<IpAddr, Instant>,
+    permissions: Map<IpAddr, Permission>,
     /// Channel number → binding; includes bindings in their cooldown after expiry.
     channels: Map<u16, Channel>,
     /// Peer → channel number, for active and cooling-down bindings.
@@ -464,7 +493,7 @@ impl Allocation {
     }
 
     fn has_permission(&self, ip: IpAddr, now: Instant) -> bool {
-        self.permissions.get(&ip).is_some_and(|e| *e > now)
+        self.permissions.get(&ip).is_some_and(|p| p.expires > now)
     }
 
     fn active_channel(&self, ch: u16, now: Instant) -> Option<&Channel> {
@@ -475,8 +504,8 @@ impl Allocation {
     /// deadline returned is later than `now`, except an allocation expiry that is due.
     fn next_deadline(&self, now: Instant) -> Instant {
         let mut d = self.expires;
-        for e in self.permissions.values() {
-            d = d.min(*e);
+        for p in self.permissions.values() {
+            d = d.min(p.expires);
         }
         for c in self.channels.values() {
             // Active bindings change at expiry, cooling ones at the end of the cooldown.
@@ -508,6 +537,13 @@ struct BindingPlan {
     other: Option<SocketAddr>,
     /// Length of the PADDING value to include; 0 for none.
     padding: usize,
+}
+
+/// What [`Server::check_peer`] judges: a permission's IP or a channel's address.
+#[derive(Debug, Clone, Copy)]
+enum PeerTarget {
+    Ip(IpAddr),
+    Address(SocketAddr),
 }
 
 /// The result of a successful authentication.
@@ -842,7 +878,7 @@ impl Server {
             return;
         }
         let before_p = a.permissions.len();
-        a.permissions.retain(|_, e| *e > now);
+        a.permissions.retain(|_, p| p.expires > now);
         let removed_p = (before_p - a.permissions.len()) as u64;
         let before_c = a.channels.len();
         a.channels.retain(|_, c| c.expires + CHANNEL_COOLDOWN > now);
@@ -953,8 +989,9 @@ impl Server {
         }
     }
 
-    /// Checks (permission, relay family, bandwidth) and counts `len` bytes from the
-    /// client of allocation `id` to `peer`; returns where they go.
+    /// Checks (permission, allowed endpoints, relay family, bandwidth) and counts
+    /// `len` bytes from the client of allocation `id` to `peer`; returns where they go.
+    /// Every relay path to a peer goes through here.
     fn route_to_peer(
         &mut self,
         now: Instant,
@@ -964,8 +1001,22 @@ impl Server {
         df: bool,
     ) -> Option<Destination> {
         let a = self.allocations.get_mut(&id)?;
-        if !a.has_permission(peer.ip(), now) {
+        let Some(perm) = a
+            .permissions
+            .get_mut(&peer.ip())
+            .filter(|p| p.expires > now)
+        else {
             self.stats.dropped_no_permission += 1;
+            return None;
+        };
+        // Only for an IP that the allowed endpoints alone make reachable.
+        if perm.endpoints_only && !self.config.peer_policy.is_allowed_endpoint(peer) {
+            self.stats.dropped_peer_denied += 1;
+            if !perm.denial_reported {
+                perm.denial_reported = true;
+                let (five_tuple, username) = (a.five_tuple, a.username.clone());
+                self.report_outside_endpoints(five_tuple, username, peer);
+            }
             return None;
         }
         let Some(relay) = a.relay_for(Family::of(peer.ip())).map(|r| r.local) else {
@@ -984,6 +1035,28 @@ impl Server {
             peer,
             dont_fragment,
         })
+    }
+
+    /// Client data went to a port outside the allowed endpoints: one event per
+    /// permission, not per packet.
+    #[cold]
+    fn report_outside_endpoints(
+        &mut self,
+        five_tuple: FiveTuple,
+        username: String,
+        peer: SocketAddr,
+    ) {
+        let Err(d) = self.config.peer_policy.check_address(peer) else {
+            return;
+        };
+        self.stats.peers_denied += 1;
+        self.event(Event::PeerDenied {
+            five_tuple,
+            username,
+            peer: peer.ip(),
+            category: d.category,
+            config_key: d.config_key,
+        });
     }
 
     // ------------------------------------------------------------------- STUN
@@ -1763,30 +1836,40 @@ impl Server {
         })
     }
 
-    /// Check a peer address for an allocation: family and policy.
+    /// Check a peer for an allocation: family and policy. A peer IP alone
+    /// (CreatePermission) passes if the IP or one of its allowed endpoints does; a
+    /// peer address (ChannelBind) if its IP does or it is an allowed endpoint.
     fn check_peer(
         &mut self,
         ft: FiveTuple,
         id: AllocId,
         auth: &Authed,
-        peer: SocketAddr,
-    ) -> Result<(), Reject> {
+        peer: PeerTarget,
+    ) -> Result<PeerScope, Reject> {
+        let ip = match peer {
+            PeerTarget::Ip(ip) => ip,
+            PeerTarget::Address(a) => a.ip(),
+        };
         let a = &self.allocations[&id];
-        if a.relay_for(Family::of(peer.ip())).is_none() {
+        if a.relay_for(Family::of(ip)).is_none() {
             return Err(Reject::new(443, "Peer Address Family Mismatch: the peer's IP family differs from the relay's; allocate that family"));
         }
-        if let Err(d) = self.config.peer_policy.check(peer.ip()) {
+        let policy = &self.config.peer_policy;
+        let checked = match peer {
+            PeerTarget::Ip(ip) => policy.check_permission(ip),
+            PeerTarget::Address(a) => policy.check_address(a),
+        };
+        checked.map_err(|d| {
             self.stats.peers_denied += 1;
             self.event(Event::PeerDenied {
                 five_tuple: ft,
                 username: auth.username.clone(),
-                peer: peer.ip(),
+                peer: ip,
                 category: d.category,
                 config_key: d.config_key,
             });
-            return Err(Reject::new(403, d.reason_phrase()));
-        }
-        Ok(())
+            Reject::new(403, d.reason_phrase())
+        })
     }
 
     fn create_permission(
@@ -1815,8 +1898,9 @@ impl Server {
             ));
         }
         // All or nothing (RFC 8656 §10.2).
+        let mut scopes = Vec::with_capacity(peers.len());
         for p in &peers {
-            self.check_peer(ft, id, auth, SocketAddr::new(*p, 0))?;
+            scopes.push(self.check_peer(ft, id, auth, PeerTarget::Ip(*p))?);
         }
         let max = self.config.max_permissions as usize;
         let a = self
@@ -1834,8 +1918,10 @@ impl Server {
             ));
         }
         let expires = now + self.config.permission_lifetime;
-        for p in peers {
-            a.permissions.insert(p, expires);
+        for (p, scope) in peers.into_iter().zip(scopes) {
+            let old = a.permissions.get(&p).copied();
+            a.permissions
+                .insert(p, Permission::refreshed(old, expires, scope));
         }
         self.stats.permissions += new as u64;
         self.schedule(id);
@@ -1874,7 +1960,7 @@ impl Server {
             }
             Err(_) => return Err(Reject::new(400, "Bad Request: malformed XOR-PEER-ADDRESS")),
         };
-        self.check_peer(ft, id, auth, peer)?;
+        let scope = self.check_peer(ft, id, auth, PeerTarget::Address(peer))?;
         let max_ch = self.config.max_channels as usize;
         let max_perm = self.config.max_permissions as usize;
         let a = self
@@ -1920,8 +2006,11 @@ impl Server {
             )
             .is_none();
         a.peer_channels.insert(peer, ch);
-        a.permissions
-            .insert(peer.ip(), now + self.config.permission_lifetime);
+        let old = a.permissions.get(&peer.ip()).copied();
+        a.permissions.insert(
+            peer.ip(),
+            Permission::refreshed(old, now + self.config.permission_lifetime, scope),
+        );
         self.stats.permissions += new_perm as u64;
         self.stats.channels += new_channel as u64;
         self.schedule(id);
