@@ -13,10 +13,12 @@ use sha2::Sha256;
 
 use crate::protocol::{
     parse_client_message, CandidateFrom, CandidateTo, ChatFrom, ClientMessage, ErrorCode,
-    IceServer, Join, LeaveReason, Limits, MediaFrom, MediaState, Mode, PeerInfo, PeerJoined,
-    PeerLeft, Pong, SdpFrom, SdpTo, ServerMessage, Session,
+    IceServer, Join, LeaveReason, Limits, MediaFrom, MediaState, Mode, ModeChange, PeerInfo,
+    PeerJoined, PeerLeft, Pong, RoomMode, SdpFrom, SdpTo, ServerMessage, Session, SfuStats,
+    Speaker, SFU_PEER,
 };
 use crate::rate::{FloodDetector, TokenBucket};
+use crate::sfu::{SfuReply, SfuRequest};
 use crate::{sdp, token};
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
@@ -52,11 +54,20 @@ impl fmt::Debug for TokenSecret {
     }
 }
 
-/// Limits and policy of a [`Hub`]. [`HubConfig::default`] has the documented defaults.
+/// Limits and policy of a [`Hub`]. [`HubConfig::default`] has the documented defaults,
+/// except `sfu`, which is off until the runtime has an SFU to hand requests to.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
-    /// Peers per room (mesh rooms); at least 1.
+    /// Peers per room that may run as SFU (`auto` and `sfu` rooms); at least 1.
     pub max_peers: u32,
+    /// Peers per mesh room: `mesh` rooms are full at this many, `auto` rooms switch to
+    /// SFU past it and back at one fewer. Also the limit of every room without an SFU.
+    pub mesh_max_peers: u32,
+    /// Whether an SFU runs. Without one every room is mesh (limit `mesh_max_peers`),
+    /// `to: "sfu"` is `unknown-peer` and [`SfuReply::External`] is ignored.
+    pub sfu: bool,
+    /// The policy of a room whose first `join` has no `mode`.
+    pub default_mode: RoomMode,
     /// Rooms at once.
     pub max_rooms: usize,
     /// Connections at once (joined or not); more are refused with `server-busy`.
@@ -81,7 +92,10 @@ pub struct HubConfig {
 impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
-            max_peers: 4,
+            max_peers: 50,
+            mesh_max_peers: 4,
+            sfu: false,
+            default_mode: RoomMode::Auto,
             max_rooms: 10_000,
             max_connections: 10_000,
             max_message_bytes: 64 * 1024,
@@ -188,6 +202,9 @@ pub enum Output {
     /// Close `conn` (after sending what was output before for it). The hub has
     /// forgotten it: later input from it is ignored.
     Close { conn: ConnId, reason: CloseReason },
+    /// Hand this to the SFU runtime (only with [`HubConfig::sfu`]). When it cannot be
+    /// queued, tell the hub with [`Hub::handle_sfu_dropped`].
+    Sfu(SfuRequest),
 }
 
 /// What happened to a session, for logs (ids and room only: names stay out of logs).
@@ -218,8 +235,16 @@ pub enum Event {
 pub struct Stats {
     /// Open connections (joined or not).
     pub connections: u64,
-    /// Rooms with at least one peer.
+    /// Rooms with at least one peer (or, with an SFU, a WHIP publisher).
     pub rooms: u64,
+    /// Rooms in mesh mode now.
+    pub rooms_mesh: u64,
+    /// Rooms in SFU mode now.
+    pub rooms_sfu: u64,
+    /// Rooms that switched from mesh to SFU.
+    pub switches_to_sfu: u64,
+    /// Rooms that switched from SFU to mesh.
+    pub switches_to_mesh: u64,
     /// Peers in rooms, including those in their grace period.
     pub peers: u64,
     /// Peers in their grace period.
@@ -231,8 +256,11 @@ pub struct Stats {
     /// Frames received (accepted or not).
     pub messages_received: u64,
     /// Peer messages (offer, answer, candidate, chat, media) delivered or queued for a
-    /// recipient; a chat to three peers counts three.
+    /// recipient; a chat to three peers counts three. Offers, answers and candidates to
+    /// the SFU and the SFU's offers and answers count too.
     pub messages_relayed: u64,
+    /// Requests for the SFU that the runtime could not queue ([`Hub::handle_sfu_dropped`]).
+    pub sfu_dropped: u64,
     /// `error` messages sent, indexed by [`ErrorCode::index`].
     pub errors: [u64; ErrorCode::ALL.len()],
 }
@@ -290,12 +318,21 @@ struct Peer {
     queued_bytes: usize,
     media: MediaState,
     can_publish: bool,
+    /// Has an SFU peer (a `Join` was emitted and no `Leave` since). Always equal to
+    /// whether its room is in SFU mode.
+    sfu: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Room {
-    /// In join order; at most `max_peers`.
+    /// In join order; at most the room's limit ([`Hub::limit`]).
     peers: Vec<PeerKey>,
+    /// Fixed when the room is created.
+    policy: RoomMode,
+    mode: Mode,
+    /// WHIP publishers ([`SfuReply::External`]); while > 0 the room is SFU, and it is
+    /// kept without browser peers.
+    whip: u32,
 }
 
 /// The signaling state machine. Sans-IO: no sockets, no clock, no randomness of its own.
@@ -316,6 +353,8 @@ pub struct Hub<I = NoIceServers> {
     /// Grace deadlines.
     timers: BTreeSet<(Instant, PeerKey)>,
     next_key: PeerKey,
+    /// Rooms in SFU mode (the rest are mesh).
+    sfu_rooms: u64,
     /// Peers in grace whose queue overflowed: removed after the current input.
     overflowed: Vec<PeerKey>,
     out: VecDeque<Output>,
@@ -353,6 +392,7 @@ impl<I: IceServerSource> Hub<I> {
             resume_tokens: map(),
             timers: BTreeSet::new(),
             next_key: 0,
+            sfu_rooms: 0,
             overflowed: Vec::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
@@ -374,6 +414,8 @@ impl<I: IceServerSource> Hub<I> {
         let mut s = self.stats.clone();
         s.connections = self.conns.len() as u64;
         s.rooms = self.rooms.len() as u64;
+        s.rooms_sfu = self.sfu_rooms;
+        s.rooms_mesh = s.rooms.saturating_sub(self.sfu_rooms);
         s.peers = self.peers.len() as u64;
         s.peers_in_grace = self.timers.len() as u64;
         s
@@ -525,6 +567,19 @@ impl<I: IceServerSource> Hub<I> {
 
     /// Closes every connection ([`CloseReason::Shutdown`]) and forgets every room.
     pub fn handle_shutdown(&mut self, _now: Instant) {
+        let mut in_sfu: Vec<(PeerKey, Arc<str>)> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.sfu)
+            .map(|(k, p)| (*k, p.id.clone()))
+            .collect();
+        in_sfu.sort_unstable();
+        for (_, peer) in in_sfu {
+            self.out.push_back(Output::Sfu(SfuRequest::Leave {
+                peer,
+                linger: false,
+            }));
+        }
         let mut conns: Vec<ConnId> = self.conns.keys().copied().collect();
         conns.sort_unstable();
         for conn in conns {
@@ -538,10 +593,88 @@ impl<I: IceServerSource> Hub<I> {
         self.peers.clear();
         self.peer_ids.clear();
         self.rooms.clear();
+        self.sfu_rooms = 0;
         self.resume_tokens.clear();
         self.timers.clear();
         self.overflowed.clear();
         self.events.clear();
+    }
+
+    /// A reply of the SFU runtime. Replies about unknown peers or rooms are ignored;
+    /// to a peer within its grace period they are queued like other messages.
+    pub fn handle_sfu(&mut self, _now: Instant, reply: SfuReply) {
+        match reply {
+            SfuReply::Offer { peer, sdp } => {
+                let m = ServerMessage::Offer(SdpFrom {
+                    from: SFU_PEER.to_owned(),
+                    sdp,
+                });
+                self.deliver_to_id(&peer, &m, true);
+            }
+            SfuReply::Answer { peer, sdp } => {
+                let m = ServerMessage::Answer(SdpFrom {
+                    from: SFU_PEER.to_owned(),
+                    sdp,
+                });
+                self.deliver_to_id(&peer, &m, true);
+            }
+            SfuReply::Speaker { room, peer } => {
+                if self.rooms.contains_key(room.as_str()) {
+                    let text = ServerMessage::Speaker(Speaker { id: peer })
+                        .to_json()
+                        .into();
+                    self.broadcast(&room, None, &text, false);
+                }
+            }
+            SfuReply::Stats {
+                peer,
+                bitrate,
+                layers,
+                rtt,
+            } => {
+                let m = ServerMessage::SfuStats(SfuStats {
+                    bitrate,
+                    layers: layers.into_iter().collect(),
+                    rtt: rtt.filter(|r| r.is_finite()),
+                });
+                self.deliver_to_id(&peer, &m, false);
+            }
+            SfuReply::Error { peer, message } => {
+                if let Some(&key) = self.peer_ids.get(peer.as_str()) {
+                    self.deliver_error(key, ErrorCode::SfuError, message, None);
+                }
+            }
+            SfuReply::External { room, publishers } => self.external(&room, publishers),
+        }
+        self.remove_overflowed();
+    }
+
+    /// The runtime could not hand `req` to the SFU (its queue was full): the peer is
+    /// told with `server-busy` (the session goes on) and [`Stats::sfu_dropped`] counts
+    /// it. A dropped `leave` tells nobody: the SFU drops that peer on its own timeouts.
+    pub fn handle_sfu_dropped(&mut self, _now: Instant, req: &SfuRequest) {
+        self.stats.sfu_dropped += 1;
+        let Some(&key) = self.peer_ids.get(&**req.peer()) else {
+            return;
+        };
+        let (message, reference) = match req {
+            SfuRequest::Leave { .. } => return,
+            SfuRequest::Join { .. } => (
+                "the SFU is overloaded and could not add you to it; media through the SFU \
+                 will not work: leave and join again"
+                    .to_owned(),
+                None,
+            ),
+            other => (
+                format!(
+                    "the SFU is overloaded: your {} to \"sfu\" was dropped; send it again",
+                    other.kind()
+                ),
+                Some(other.kind()),
+            ),
+        };
+        self.deliver_error(key, ErrorCode::ServerBusy, message, reference);
+        self.remove_overflowed();
     }
 
     // ---- input ----
@@ -685,18 +818,21 @@ impl<I: IceServerSource> Hub<I> {
             self.send_error(conn, ErrorCode::TooManyRooms, message, REF);
             return;
         }
-        let max = self.config.max_peers as usize;
-        if self
-            .rooms
-            .get(j.room.as_str())
-            .is_some_and(|r| r.peers.len() >= max)
-        {
-            let message = format!(
-                "Room '{}' is full ({max} of {max} peers in a mesh room); try another room.",
-                j.room
-            );
-            self.send_error(conn, ErrorCode::RoomFull, message, REF);
-            return;
+        if let Some(r) = self.rooms.get(j.room.as_str()) {
+            let max = self.limit(r.policy);
+            if r.peers.len() >= max as usize {
+                let kind = if self.mesh_only(r.policy) {
+                    " in a mesh room"
+                } else {
+                    ""
+                };
+                let message = format!(
+                    "Room '{}' is full ({max} of {max} peers{kind}); try another room.",
+                    j.room
+                );
+                self.send_error(conn, ErrorCode::RoomFull, message, REF);
+                return;
+            }
         }
         let Some(id) = self.new_peer_id() else {
             self.send_error(
@@ -711,7 +847,11 @@ impl<I: IceServerSource> Hub<I> {
         self.next_key += 1;
         let room: Arc<str> = match self.rooms.get_key_value(j.room.as_str()) {
             Some((k, _)) => k.clone(),
-            None => j.room.as_str().into(),
+            None => {
+                let room: Arc<str> = j.room.as_str().into();
+                self.create_room(&room, j.mode.unwrap_or(self.config.default_mode), 0);
+                room
+            }
         };
         let resume_token = self.new_resume_token();
         self.peers.insert(
@@ -727,13 +867,22 @@ impl<I: IceServerSource> Hub<I> {
                 queued_bytes: 0,
                 media: MediaState::default(),
                 can_publish,
+                sfu: false,
             },
         );
         self.peer_ids.insert(id.clone(), key);
         self.resume_tokens.insert(resume_token, key);
-        self.rooms.entry(room.clone()).or_default().peers.push(key);
+        if let Some(r) = self.rooms.get_mut(&room) {
+            r.peers.push(key);
+        }
         if let Some(c) = self.conns.get_mut(&conn) {
             c.peer = Some(key);
+        }
+        // A switch makes the SFU peers of everyone (this one included); in an SFU room
+        // only this one needs one. Either way before the welcome that tells the client.
+        let switched = self.update_mode(&room);
+        if !switched {
+            self.sfu_join(key);
         }
         self.stats.joins += 1;
         self.push_event(Event::Joined {
@@ -749,7 +898,11 @@ impl<I: IceServerSource> Hub<I> {
         })
         .to_json()
         .into();
-        self.broadcast(&room, key, &joined, false);
+        self.broadcast(&room, Some(key), &joined, false);
+        if switched {
+            // The newcomer learnt the mode from its welcome.
+            self.announce_mode(&room, Some(key));
+        }
     }
 
     fn resume(&mut self, now: Instant, conn: ConnId, tok: &str) {
@@ -804,12 +957,20 @@ impl<I: IceServerSource> Hub<I> {
             return;
         };
         let (id, name, room) = (sender.id.clone(), sender.name.clone(), sender.room.clone());
-        let can_publish = sender.can_publish;
+        let (can_publish, in_sfu) = (sender.can_publish, sender.sfu);
         let ty = msg.type_name();
         let text: Arc<str> = match msg {
             ClientMessage::Offer(SdpTo { to, sdp }) | ClientMessage::Answer(SdpTo { to, sdp }) => {
-                let Some(target) = self.addressee(conn, from, &room, &to, ty) else {
-                    return;
+                let target = if to == SFU_PEER {
+                    if !self.sfu_addressee(conn, in_sfu, &room, ty) {
+                        return;
+                    }
+                    None
+                } else {
+                    let Some(target) = self.addressee(conn, from, &room, &to, ty) else {
+                        return;
+                    };
+                    Some(target)
                 };
                 if !can_publish && sdp::sends_media(&sdp) {
                     self.send_error(
@@ -823,6 +984,16 @@ impl<I: IceServerSource> Hub<I> {
                     );
                     return;
                 }
+                let Some(target) = target else {
+                    self.stats.messages_relayed += 1;
+                    let req = if ty == "offer" {
+                        SfuRequest::Offer { peer: id, sdp }
+                    } else {
+                        SfuRequest::Answer { peer: id, sdp }
+                    };
+                    self.out.push_back(Output::Sfu(req));
+                    return;
+                };
                 let body = SdpFrom {
                     from: id.to_string(),
                     sdp,
@@ -833,6 +1004,33 @@ impl<I: IceServerSource> Hub<I> {
                     ServerMessage::Answer(body)
                 };
                 self.deliver(target, m.to_json().into(), true);
+                return;
+            }
+            ClientMessage::Candidate(CandidateTo { to, candidate }) if to == SFU_PEER => {
+                if self.sfu_addressee(conn, in_sfu, &room, ty) {
+                    self.stats.messages_relayed += 1;
+                    self.out.push_back(Output::Sfu(SfuRequest::Candidate {
+                        peer: id,
+                        candidate,
+                    }));
+                }
+                return;
+            }
+            ClientMessage::View(v) => {
+                let max = self.config.max_peers.max(self.config.mesh_max_peers) as usize;
+                if v.tiles.len() > max {
+                    let message = format!(
+                        "view: {} tiles; at most {max} (one per publisher in the room)",
+                        v.tiles.len()
+                    );
+                    self.send_error(conn, ErrorCode::BadMessage, message, Some(ty));
+                } else if in_sfu {
+                    // In a mesh room a view is ignored: a switch may cross it in flight.
+                    self.out.push_back(Output::Sfu(SfuRequest::View {
+                        peer: id,
+                        tiles: v.tiles,
+                    }));
+                }
                 return;
             }
             ClientMessage::Candidate(CandidateTo { to, candidate }) => {
@@ -870,7 +1068,27 @@ impl<I: IceServerSource> Hub<I> {
             // Join, resume, ping and leave are handled by `dispatch`.
             _ => return,
         };
-        self.broadcast(&room, from, &text, true);
+        self.broadcast(&room, Some(from), &text, true);
+    }
+
+    /// Whether a message `to: "sfu"` may go to the SFU: the sender is in it (its room is
+    /// in SFU mode); else `unknown-peer`.
+    fn sfu_addressee(&mut self, conn: ConnId, in_sfu: bool, room: &str, ty: &'static str) -> bool {
+        if !in_sfu {
+            let message = if self.config.sfu {
+                format!(
+                    "room '{room}' is in mesh mode: there is no \"sfu\" peer; address the other \
+                     peers by id (a mode message tells you when the room switches to sfu)"
+                )
+            } else {
+                format!(
+                    "room '{room}' is in mesh mode (this server runs no SFU): there is no \
+                     \"sfu\" peer; address the other peers by id"
+                )
+            };
+            self.send_error(conn, ErrorCode::UnknownPeer, message, Some(ty));
+        }
+        in_sfu
     }
 
     /// The peer named `to` in `room`, other than the sender; else `unknown-peer`.
@@ -930,6 +1148,10 @@ impl<I: IceServerSource> Hub<I> {
             p.resume_token.to_string(),
             p.can_publish,
         );
+        let (mode, max_peers) = match self.rooms.get(&p.room) {
+            Some(r) => (r.mode, self.limit(r.policy)),
+            None => (Mode::Mesh, self.limit(RoomMode::Mesh)),
+        };
         let ice_servers = self.ice.ice_servers(&IceRequest {
             conn,
             peer_id: &id,
@@ -944,8 +1166,8 @@ impl<I: IceServerSource> Hub<I> {
             resume_token,
             resume_grace_ms: u64::try_from(self.config.resume_grace.as_millis())
                 .unwrap_or(u64::MAX),
-            mode: Mode::Mesh,
-            max_peers: self.config.max_peers,
+            mode,
+            max_peers,
             can_publish,
             limits: Limits {
                 max_message_bytes: u32::try_from(self.config.max_message_bytes).unwrap_or(u32::MAX),
@@ -965,7 +1187,7 @@ impl<I: IceServerSource> Hub<I> {
             resume_token: String::new(),
             resume_grace_ms: 0,
             mode: Mode::Mesh,
-            max_peers: self.config.max_peers,
+            max_peers: self.limit(RoomMode::Mesh),
             can_publish: false,
             limits: Limits {
                 max_message_bytes: 0,
@@ -1022,12 +1244,42 @@ impl<I: IceServerSource> Hub<I> {
         }
     }
 
+    /// [`Hub::deliver`] to the peer with public id `id`, if there is one.
+    fn deliver_to_id(&mut self, id: &str, msg: &ServerMessage, relayed: bool) {
+        if let Some(&key) = self.peer_ids.get(id) {
+            self.deliver(key, msg.to_json().into(), relayed);
+        }
+    }
+
+    /// An `error` to a peer (queued within its grace period).
+    fn deliver_error(
+        &mut self,
+        key: PeerKey,
+        code: ErrorCode,
+        message: impl Into<String>,
+        reference: Option<&str>,
+    ) {
+        if !self.peers.contains_key(&key) {
+            return;
+        }
+        self.stats.errors[code.index()] += 1;
+        let text = ServerMessage::error(code, message, reference)
+            .to_json()
+            .into();
+        self.deliver(key, text, false);
+    }
+
     /// To every peer of `room` but `except`. `relayed`: counts as relayed messages.
-    fn broadcast(&mut self, room: &str, except: PeerKey, text: &Arc<str>, relayed: bool) {
+    fn broadcast(&mut self, room: &str, except: Option<PeerKey>, text: &Arc<str>, relayed: bool) {
         let Some(r) = self.rooms.get(room) else {
             return;
         };
-        let targets: Vec<PeerKey> = r.peers.iter().copied().filter(|k| *k != except).collect();
+        let targets: Vec<PeerKey> = r
+            .peers
+            .iter()
+            .copied()
+            .filter(|k| Some(*k) != except)
+            .collect();
         for k in targets {
             self.deliver(k, text.clone(), relayed);
         }
@@ -1059,6 +1311,12 @@ impl<I: IceServerSource> Hub<I> {
             room: p.room.clone(),
             reason,
         });
+        if p.sfu {
+            self.out.push_back(Output::Sfu(SfuRequest::Leave {
+                peer: p.id.clone(),
+                linger: false,
+            }));
+        }
         let empty = match self.rooms.get_mut(&p.room) {
             Some(r) => {
                 r.peers.retain(|k| *k != key);
@@ -1067,7 +1325,7 @@ impl<I: IceServerSource> Hub<I> {
             None => false,
         };
         if empty {
-            self.rooms.remove(&p.room);
+            self.remove_room_if_unused(&p.room);
             return;
         }
         let left: Arc<str> = ServerMessage::PeerLeft(PeerLeft {
@@ -1076,7 +1334,168 @@ impl<I: IceServerSource> Hub<I> {
         })
         .to_json()
         .into();
-        self.broadcast(&p.room, key, &left, false);
+        self.broadcast(&p.room, Some(key), &left, false);
+        if self.update_mode(&p.room) {
+            self.announce_mode(&p.room, None);
+        }
+    }
+
+    // ---- modes ----
+
+    /// Whether rooms of `policy` are mesh whatever their size (no SFU, or pinned).
+    fn mesh_only(&self, policy: RoomMode) -> bool {
+        !self.config.sfu || policy == RoomMode::Mesh
+    }
+
+    /// The most peers a room of `policy` takes (`welcome.maxPeers`).
+    fn limit(&self, policy: RoomMode) -> u32 {
+        if self.mesh_only(policy) {
+            self.config.mesh_max_peers.max(1)
+        } else {
+            self.config.max_peers.max(1)
+        }
+    }
+
+    /// The mode a room of `policy` with `peers` browser peers and `whip` WHIP
+    /// publishers should be in, now in mode `current` (`docs/sfu.md`, Modes and
+    /// switching).
+    fn desired_mode(&self, policy: RoomMode, peers: usize, whip: u32, current: Mode) -> Mode {
+        if !self.config.sfu {
+            return Mode::Mesh;
+        }
+        if whip > 0 {
+            return Mode::Sfu;
+        }
+        let mesh_max = self.config.mesh_max_peers as usize;
+        match policy {
+            RoomMode::Mesh => Mode::Mesh,
+            RoomMode::Sfu => Mode::Sfu,
+            RoomMode::Auto if peers > mesh_max => Mode::Sfu,
+            // One peer of hysteresis: back to mesh only at mesh_max - 1 or fewer.
+            RoomMode::Auto if peers < mesh_max => Mode::Mesh,
+            RoomMode::Auto => current,
+        }
+    }
+
+    /// A new room without peers, in the mode its policy gives its first peer.
+    fn create_room(&mut self, name: &Arc<str>, policy: RoomMode, whip: u32) {
+        let r = Room {
+            peers: Vec::new(),
+            policy,
+            mode: self.desired_mode(policy, 1, whip, Mode::Mesh),
+            whip,
+        };
+        if r.mode == Mode::Sfu {
+            self.sfu_rooms += 1;
+        }
+        self.rooms.insert(name.clone(), r);
+    }
+
+    /// Forgets `room` if it has neither peers nor WHIP publishers.
+    fn remove_room_if_unused(&mut self, room: &str) {
+        let unused = self
+            .rooms
+            .get(room)
+            .is_some_and(|r| r.peers.is_empty() && r.whip == 0);
+        if unused {
+            if let Some(r) = self.rooms.remove(room) {
+                if r.mode == Mode::Sfu {
+                    self.sfu_rooms = self.sfu_rooms.saturating_sub(1);
+                }
+            }
+        }
+    }
+
+    /// Puts `room` in the mode it should be in. On a switch: the SFU requests for
+    /// every peer (`Join`, or `Leave` with linger); the caller then announces the mode
+    /// ([`Hub::announce_mode`]). Returns whether it switched.
+    fn update_mode(&mut self, room: &str) -> bool {
+        let Some(r) = self.rooms.get(room) else {
+            return false;
+        };
+        let want = self.desired_mode(r.policy, r.peers.len(), r.whip, r.mode);
+        if want == r.mode {
+            return false;
+        }
+        let peers = r.peers.clone();
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.mode = want;
+        }
+        match want {
+            Mode::Sfu => {
+                self.sfu_rooms += 1;
+                self.stats.switches_to_sfu += 1;
+                for k in peers {
+                    self.sfu_join(k);
+                }
+            }
+            _ => {
+                self.sfu_rooms = self.sfu_rooms.saturating_sub(1);
+                self.stats.switches_to_mesh += 1;
+                for k in peers {
+                    if let Some(p) = self.peers.get_mut(&k) {
+                        if std::mem::take(&mut p.sfu) {
+                            let peer = p.id.clone();
+                            self.out
+                                .push_back(Output::Sfu(SfuRequest::Leave { peer, linger: true }));
+                        }
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// `mode` to every peer of `room` but `except`.
+    fn announce_mode(&mut self, room: &str, except: Option<PeerKey>) {
+        let Some(r) = self.rooms.get(room) else {
+            return;
+        };
+        let text = ServerMessage::Mode(ModeChange { mode: r.mode })
+            .to_json()
+            .into();
+        self.broadcast(room, except, &text, false);
+    }
+
+    /// The SFU peer of `key`, if its room is in SFU mode and it has none yet.
+    fn sfu_join(&mut self, key: PeerKey) {
+        let Some(p) = self.peers.get(&key) else {
+            return;
+        };
+        let in_sfu_room = self.rooms.get(&p.room).is_some_and(|r| r.mode == Mode::Sfu);
+        if p.sfu || !in_sfu_room {
+            return;
+        }
+        let req = SfuRequest::Join {
+            room: p.room.clone(),
+            peer: p.id.clone(),
+            can_publish: p.can_publish,
+        };
+        if let Some(p) = self.peers.get_mut(&key) {
+            p.sfu = true;
+        }
+        self.out.push_back(Output::Sfu(req));
+    }
+
+    /// [`SfuReply::External`]: WHIP publishers in `room`.
+    fn external(&mut self, room: &str, publishers: u32) {
+        if !self.config.sfu || validate_room(room).is_err() {
+            return;
+        }
+        if !self.rooms.contains_key(room) {
+            if publishers == 0 || self.rooms.len() >= self.config.max_rooms {
+                // Nothing to remember, or no room for it (bounded by max_rooms).
+                return;
+            }
+            self.create_room(&Arc::from(room), self.config.default_mode, publishers);
+        }
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.whip = publishers;
+        }
+        if self.update_mode(room) {
+            self.announce_mode(room, None);
+        }
+        self.remove_room_if_unused(room);
     }
 
     /// Peers whose grace queue overflowed leave now (`timeout`): they could not be

@@ -7,7 +7,9 @@
 //! [`ClientMessage`] ([`ErrorCode::BadMessage`] for a missing or mistyped field).
 //! Unknown fields are ignored everywhere (forward compatibility).
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -20,6 +22,17 @@ pub const MAX_CHAT_CHARS: usize = 2000;
 
 /// Longest `type` string quoted back in an `unknown-type` error.
 const MAX_QUOTED_TYPE: usize = 32;
+
+/// Largest tile width or height in a `view`, in device pixels.
+pub const MAX_TILE_PIXELS: u32 = 16_384;
+
+/// Longest `peer` of a `view` tile, in characters (peer ids and WHIP stream ids are
+/// much shorter).
+pub const MAX_TILE_PEER_CHARS: usize = 128;
+
+/// The pseudo-peer id of the SFU: `to` of client messages for it, `from` of its own.
+/// Never a real peer's id (those start with `p_`).
+pub const SFU_PEER: &str = "sfu";
 
 /// A message from a client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,11 +48,12 @@ pub enum ClientMessage {
     Media(MediaState),
     Ping(Ping),
     Leave(Leave),
+    View(View),
 }
 
 impl ClientMessage {
     /// The `type` of every client message, as on the wire.
-    pub const TYPES: [&'static str; 9] = [
+    pub const TYPES: [&'static str; 10] = [
         "join",
         "resume",
         "offer",
@@ -49,6 +63,7 @@ impl ClientMessage {
         "media",
         "ping",
         "leave",
+        "view",
     ];
 
     /// The wire `type` of this message.
@@ -63,6 +78,7 @@ impl ClientMessage {
             ClientMessage::Media(_) => "media",
             ClientMessage::Ping(_) => "ping",
             ClientMessage::Leave(_) => "leave",
+            ClientMessage::View(_) => "view",
         }
     }
 
@@ -82,6 +98,54 @@ pub struct Join {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// The room's policy; honoured only when this join creates the room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RoomMode>,
+}
+
+/// A room's policy: which [`Mode`] it runs in (`docs/sfu.md`, Modes and switching).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoomMode {
+    /// Mesh while small, SFU past the mesh limit (with one peer of hysteresis).
+    #[default]
+    Auto,
+    /// Always mesh; full at the mesh limit.
+    Mesh,
+    /// Always SFU.
+    Sfu,
+}
+
+impl RoomMode {
+    /// As on the wire and in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoomMode::Auto => "auto",
+            RoomMode::Mesh => "mesh",
+            RoomMode::Sfu => "sfu",
+        }
+    }
+}
+
+impl fmt::Display for RoomMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RoomMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(RoomMode::Auto),
+            "mesh" => Ok(RoomMode::Mesh),
+            "sfu" => Ok(RoomMode::Sfu),
+            other => Err(format!(
+                "'{}' is not a room mode; use auto, mesh or sfu",
+                other.chars().take(32).collect::<String>()
+            )),
+        }
+    }
 }
 
 /// `resume`: take over a session whose WebSocket dropped.
@@ -151,6 +215,23 @@ pub struct Ping {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Leave {}
 
+/// `view`: the size each remote tile is shown at (SFU rooms).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct View {
+    pub tiles: Vec<Tile>,
+}
+
+/// One tile of a `view`: a publisher (peer id or WHIP stream id) and its size in CSS
+/// pixels × devicePixelRatio. Width or height 0: not visible.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tile {
+    pub peer: String,
+    pub width: u32,
+    pub height: u32,
+}
+
 /// A message from the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
@@ -168,6 +249,12 @@ pub enum ServerMessage {
     Media(MediaFrom),
     Pong(Pong),
     Error(ErrorMessage),
+    /// The room switched mode.
+    Mode(ModeChange),
+    /// The active speaker changed.
+    Speaker(Speaker),
+    /// The SFU's view of this subscriber.
+    SfuStats(SfuStats),
 }
 
 impl ServerMessage {
@@ -236,13 +323,50 @@ pub struct IceServer {
     pub credential: Option<String>,
 }
 
-/// How media flows in a room. Version 1 has mesh rooms only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How media flows in a room now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum Mode {
     /// Every peer connects to every other peer.
     Mesh,
+    /// Every peer connects to the server's SFU (the pseudo-peer `"sfu"`).
+    Sfu,
+}
+
+impl Mode {
+    /// As on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Mesh => "mesh",
+            Mode::Sfu => "sfu",
+        }
+    }
+}
+
+/// `mode`: the room switched to `mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModeChange {
+    pub mode: Mode,
+}
+
+/// `speaker`: the active speaker (a peer id, or a WHIP stream id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Speaker {
+    pub id: String,
+}
+
+/// `sfu-stats`: the server's send-bandwidth estimate for this subscriber (bits/s),
+/// the simulcast layer it receives of each publisher (`h`, `m`, `l`, `paused`,
+/// `single`), and the RTT in ms. `null` when not known yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SfuStats {
+    pub bitrate: Option<u64>,
+    pub layers: BTreeMap<String, String>,
+    pub rtt: Option<f64>,
 }
 
 /// Limits a client should respect (`welcome.limits`).
@@ -358,11 +482,12 @@ pub enum ErrorCode {
     UnknownPeer,
     ResumeFailed,
     ServerBusy,
+    SfuError,
 }
 
 impl ErrorCode {
     /// Every code, in the order of `docs/signaling.md`.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::BadMessage,
         ErrorCode::UnknownType,
         ErrorCode::TooLarge,
@@ -378,6 +503,7 @@ impl ErrorCode {
         ErrorCode::UnknownPeer,
         ErrorCode::ResumeFailed,
         ErrorCode::ServerBusy,
+        ErrorCode::SfuError,
     ];
 
     /// The code as on the wire.
@@ -398,6 +524,7 @@ impl ErrorCode {
             ErrorCode::UnknownPeer => "unknown-peer",
             ErrorCode::ResumeFailed => "resume-failed",
             ErrorCode::ServerBusy => "server-busy",
+            ErrorCode::SfuError => "sfu-error",
         }
     }
 
@@ -506,6 +633,17 @@ fn check_shape(msg: &ClientMessage) -> Result<(), &'static str> {
         ClientMessage::Chat(c) if c.text.chars().count() > MAX_CHAT_CHARS => {
             Err("the field \"text\" is longer than 2000 characters")
         }
+        ClientMessage::View(v) => {
+            for t in &v.tiles {
+                if t.width > MAX_TILE_PIXELS || t.height > MAX_TILE_PIXELS {
+                    return Err("a tile's width or height is over 16384");
+                }
+                if t.peer.is_empty() || t.peer.chars().count() > MAX_TILE_PEER_CHARS {
+                    return Err("a tile's \"peer\" must be a peer id (1 to 128 characters)");
+                }
+            }
+            Ok(())
+        }
         _ => Ok(()),
     }
 }
@@ -526,7 +664,8 @@ mod tests {
             Ok(ClientMessage::Join(Join {
                 room: "lobby".into(),
                 name: Some("Alice".into()),
-                token: Some("t".into())
+                token: Some("t".into()),
+                mode: None
             }))
         );
         assert_eq!(
@@ -534,7 +673,8 @@ mod tests {
             Ok(ClientMessage::Join(Join {
                 room: "lobby".into(),
                 name: None,
-                token: None
+                token: None,
+                mode: None
             }))
         );
         assert_eq!(

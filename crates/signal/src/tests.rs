@@ -977,6 +977,7 @@ fn frame() -> impl Strategy<Value = String> {
         "media",
         "ping",
         "leave",
+        "view",
         "x",
     ]);
     let val = prop_oneof![
@@ -986,6 +987,8 @@ fn frame() -> impl Strategy<Value = String> {
         "[a-z_]{0,8}".prop_map(Value::from),
         Just(json!("p_000000000000")),
         Just(json!({"candidate": "c"})),
+        Just(json!("sfu")),
+        Just(json!([{"peer": "p_000000000000", "width": 640, "height": 360}])),
     ];
     let msg = (
         ty,
@@ -1001,6 +1004,8 @@ fn frame() -> impl Strategy<Value = String> {
                     "token",
                     "id",
                     "audio",
+                    "mode",
+                    "tiles",
                 ]),
                 val,
             ),
@@ -1023,7 +1028,7 @@ proptest! {
     fn arbitrary_frames_never_panic_and_state_stays_consistent(
         ops in prop::collection::vec((0u64..4, frame(), 0u8..20), 1..200)
     ) {
-        let mut t = T::with(HubConfig { max_peers: 2, max_rooms: 3, queue_messages: 4, ..HubConfig::default() });
+        let mut t = T::with(HubConfig { mesh_max_peers: 2, max_rooms: 3, queue_messages: 4, ..HubConfig::default() });
         for c in 0..4 {
             t.hub.handle_open(t.now, ConnId(c));
         }
@@ -1087,4 +1092,822 @@ fn session_events_for_logs() {
             },
         ]
     );
+}
+
+// ---- mesh and SFU rooms (docs/sfu.md) ----
+
+fn sfu_config() -> HubConfig {
+    HubConfig {
+        sfu: true,
+        ..HubConfig::default()
+    }
+}
+
+/// The SFU requests in `out`, in order.
+fn sfu_reqs(out: &[Output]) -> Vec<SfuRequest> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Sfu(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sfu_join(room: &str, peer: &str) -> SfuRequest {
+    SfuRequest::Join {
+        room: room.into(),
+        peer: peer.into(),
+        can_publish: true,
+    }
+}
+
+fn sfu_leave(peer: &str, linger: bool) -> SfuRequest {
+    SfuRequest::Leave {
+        peer: peer.into(),
+        linger,
+    }
+}
+
+impl T {
+    fn join_with(&mut self, room: &str, name: &str, mode: &str) -> (ConnId, String, Vec<Output>) {
+        let c = self.open();
+        let out = self.send(
+            c,
+            json!({"type": "join", "room": room, "name": name, "mode": mode}),
+        );
+        let w = to(&out, c)
+            .into_iter()
+            .find(|m| m["type"] == "welcome")
+            .unwrap_or_else(|| panic!("no welcome: {out:?}"));
+        (c, w["id"].as_str().unwrap().to_owned(), out)
+    }
+
+    fn sfu(&mut self, reply: SfuReply) -> Vec<Output> {
+        self.hub.handle_sfu(self.now, reply);
+        self.drain()
+    }
+}
+
+/// Joins `n` peers to `room`; their connections and ids.
+fn fill(t: &mut T, room: &str, n: usize) -> Vec<(ConnId, String)> {
+    (0..n)
+        .map(|i| {
+            let (c, id, _) = t.join(room, &format!("P{i}"));
+            (c, id)
+        })
+        .collect()
+}
+
+#[test]
+fn auto_room_switches_to_sfu_past_the_mesh_limit() {
+    let mut t = T::with(sfu_config());
+    let mut peers = Vec::new();
+    for i in 0..4 {
+        let (c, id, out) = t.join("r", &format!("P{i}"));
+        assert!(sfu_reqs(&out).is_empty(), "mesh: no SFU requests");
+        let w = &to(&out, c)[0];
+        assert_eq!(
+            (w["mode"].clone(), w["maxPeers"].clone()),
+            (json!("mesh"), json!(50))
+        );
+        peers.push((c, id));
+    }
+    assert_eq!((t.hub.stats().rooms_mesh, t.hub.stats().rooms_sfu), (1, 0));
+    // The 5th join switches the room.
+    let e = t.open();
+    let out = t.send(e, json!({"type": "join", "room": "r", "name": "E"}));
+    let m = to(&out, e);
+    assert_eq!(m.len(), 1, "only the welcome: {m:?}");
+    assert_eq!(m[0]["mode"], "sfu");
+    let e_id = m[0]["id"].as_str().unwrap().to_owned();
+    let mut expected: Vec<SfuRequest> = peers.iter().map(|(_, id)| sfu_join("r", id)).collect();
+    expected.push(sfu_join("r", &e_id));
+    assert_eq!(sfu_reqs(&out), expected, "a Join for every peer");
+    // The SFU peers exist before any client hears of the switch.
+    assert!(matches!(out[0], Output::Sfu(_)));
+    for (c, _) in &peers {
+        let m = to(&out, *c);
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert_eq!(m[0]["type"], "peer-joined");
+        assert_eq!(m[1], json!({"type": "mode", "mode": "sfu"}));
+    }
+    let s = t.hub.stats();
+    assert_eq!((s.rooms, s.rooms_mesh, s.rooms_sfu), (1, 0, 1));
+    assert_eq!((s.switches_to_sfu, s.switches_to_mesh), (1, 0));
+    // A 6th joins the SFU room: one Join, before its welcome; no mode message.
+    let (f, f_id, out) = t.join("r", "F");
+    assert_eq!(sfu_reqs(&out), vec![sfu_join("r", &f_id)]);
+    assert!(matches!(out[0], Output::Sfu(_)));
+    assert_eq!(only(&out, f, "welcome")["mode"], "sfu");
+    assert_eq!(only(&out, e, "peer-joined")["id"], f_id);
+}
+
+#[test]
+fn auto_room_goes_back_to_mesh_one_below_the_limit() {
+    let mut t = T::with(sfu_config());
+    let p = fill(&mut t, "r", 5);
+    // 5 -> 4: still sfu (hysteresis); the leaver's SFU peer goes at once.
+    let out = t.send(p[4].0, json!({"type": "leave"}));
+    assert_eq!(sfu_reqs(&out), vec![sfu_leave(&p[4].1, false)]);
+    for (c, _) in &p[..4] {
+        assert_eq!(only(&out, *c, "peer-left")["id"], p[4].1);
+    }
+    assert_eq!(t.hub.stats().rooms_sfu, 1);
+    // A join at 4 stays sfu too: 5 again.
+    let (_, x_id, out) = t.join("r", "X");
+    assert_eq!(sfu_reqs(&out), vec![sfu_join("r", &x_id)]);
+    let out = t.close(ConnId(6), Disconnect::Clean);
+    assert_eq!(sfu_reqs(&out), vec![sfu_leave(&x_id, false)]);
+    // 4 -> 3: back to mesh; the others' SFU peers linger.
+    let out = t.close(p[3].0, Disconnect::Overflow);
+    let mut expected = vec![sfu_leave(&p[3].1, false)];
+    expected.extend(p[..3].iter().map(|(_, id)| sfu_leave(id, true)));
+    assert_eq!(sfu_reqs(&out), expected);
+    for (c, _) in &p[..3] {
+        let m = to(&out, *c);
+        assert_eq!(m[0]["type"], "peer-left");
+        assert_eq!(m[0]["reason"], "kicked");
+        assert_eq!(m[1], json!({"type": "mode", "mode": "mesh"}));
+        assert_eq!(m.len(), 2);
+    }
+    let s = t.hub.stats();
+    assert_eq!((s.rooms_mesh, s.rooms_sfu), (1, 0));
+    assert_eq!((s.switches_to_sfu, s.switches_to_mesh), (1, 1));
+    // Mesh again: the leaving peers have no SFU peer any more.
+    let out = t.send(p[2].0, json!({"type": "leave"}));
+    assert!(sfu_reqs(&out).is_empty());
+    // Growing past the limit again switches again: new Joins, also for the two whose
+    // SFU peers may still linger.
+    let q = fill(&mut t, "r", 2);
+    assert_eq!(t.hub.stats().rooms_sfu, 0);
+    let (_, z_id, out) = t.join("r", "Z");
+    let mut expected: Vec<SfuRequest> = p[..2].iter().map(|(_, id)| sfu_join("r", id)).collect();
+    expected.extend(q.iter().map(|(_, id)| sfu_join("r", id)));
+    expected.push(sfu_join("r", &z_id));
+    assert_eq!(sfu_reqs(&out), expected);
+    assert_eq!(t.hub.stats().rooms_sfu, 1);
+    assert_eq!(t.hub.stats().switches_to_sfu, 2);
+}
+
+#[test]
+fn pinned_mesh_room_is_full_at_the_mesh_limit() {
+    let mut t = T::with(sfu_config());
+    let (a, _, out) = t.join_with("m", "A", "mesh");
+    assert_eq!(only(&out, a, "welcome")["maxPeers"], 4);
+    // The mode of a later join is ignored.
+    for i in 0..3 {
+        let (c, _, out) = t.join_with("m", &format!("P{i}"), "sfu");
+        let w = &to(&out, c)[0];
+        assert_eq!(
+            (w["mode"].clone(), w["maxPeers"].clone()),
+            (json!("mesh"), json!(4))
+        );
+        assert!(sfu_reqs(&out).is_empty());
+    }
+    let e = t.open();
+    let out = t.send(e, json!({"type": "join", "room": "m", "name": "E"}));
+    assert_eq!(error(&out, e), err("room-full", Some("join")));
+    let msg = to(&out, e)[0]["message"].as_str().unwrap().to_owned();
+    assert!(msg.contains("4 of 4 peers in a mesh room"), "{msg}");
+    assert_eq!(t.hub.stats().switches_to_sfu, 0);
+}
+
+#[test]
+fn pinned_sfu_room_from_the_first_join() {
+    let mut t = T::with(sfu_config());
+    let (a, a_id, out) = t.join_with("s", "A", "sfu");
+    assert_eq!(sfu_reqs(&out), vec![sfu_join("s", &a_id)]);
+    assert!(
+        matches!(out[0], Output::Sfu(_)),
+        "the Join before the welcome"
+    );
+    let w = only(&out, a, "welcome");
+    assert_eq!(
+        (w["mode"].clone(), w["maxPeers"].clone()),
+        (json!("sfu"), json!(50))
+    );
+    let (b, b_id, out) = t.join_with("s", "B", "mesh");
+    assert_eq!(sfu_reqs(&out), vec![sfu_join("s", &b_id)]);
+    assert_eq!(only(&out, b, "welcome")["mode"], "sfu");
+    // Down to one peer: still sfu.
+    let out = t.send(b, json!({"type": "leave"}));
+    assert_eq!(sfu_reqs(&out), vec![sfu_leave(&b_id, false)]);
+    assert!(to(&out, a).iter().all(|m| m["type"] != "mode"));
+    let s = t.hub.stats();
+    assert_eq!(
+        (s.rooms_sfu, s.switches_to_sfu, s.switches_to_mesh),
+        (1, 0, 0)
+    );
+    // The last one leaving removes the room.
+    let out = t.close(a, Disconnect::Clean);
+    assert_eq!(sfu_reqs(&out), vec![sfu_leave(&a_id, false)]);
+    assert_eq!((t.hub.stats().rooms, t.hub.stats().rooms_sfu), (0, 0));
+    // "auto" and an explicit default.
+    let (c, _, out) = t.join_with("x", "C", "auto");
+    assert_eq!(only(&out, c, "welcome")["mode"], "mesh");
+    let mut t = T::with(HubConfig {
+        default_mode: RoomMode::Sfu,
+        ..sfu_config()
+    });
+    let (c, _, out) = t.join("d", "C");
+    assert_eq!(to(&out, c)[0]["mode"], "sfu");
+    // A mode the protocol does not know is a bad message.
+    let c = t.open();
+    let out = t.send(
+        c,
+        json!({"type": "join", "room": "d", "name": "Z", "mode": "p2p"}),
+    );
+    assert_eq!(error(&out, c), err("bad-message", Some("join")));
+}
+
+#[test]
+fn without_an_sfu_every_room_is_mesh() {
+    let mut t = T::new();
+    assert!(!t.hub.config().sfu);
+    let (a, _, out) = t.join_with("r", "A", "sfu");
+    let w = only(&out, a, "welcome");
+    assert_eq!(
+        (w["mode"].clone(), w["maxPeers"].clone()),
+        (json!("mesh"), json!(4))
+    );
+    fill(&mut t, "r", 3);
+    let e = t.open();
+    let out = t.send(e, json!({"type": "join", "room": "r", "name": "E"}));
+    assert_eq!(error(&out, e), err("room-full", Some("join")));
+    let out = t.send(a, json!({"type": "offer", "to": "sfu", "sdp": "v=0"}));
+    assert_eq!(error(&out, a), err("unknown-peer", Some("offer")));
+    let msg = to(&out, a)[0]["message"].as_str().unwrap().to_owned();
+    assert!(msg.contains("mesh mode"), "{msg}");
+    // WHIP publishers change nothing without an SFU.
+    let out = t.sfu(SfuReply::External {
+        room: "r".into(),
+        publishers: 1,
+    });
+    assert!(out.is_empty());
+    assert_eq!(t.hub.stats().rooms_sfu, 0);
+    // A view is ignored in a mesh room.
+    let out = t.send(
+        a,
+        json!({"type": "view", "tiles": [{"peer": "p_x", "width": 1, "height": 1}]}),
+    );
+    assert!(out.is_empty(), "{out:?}");
+}
+
+#[test]
+fn messages_to_sfu() {
+    let mut t = T::with(sfu_config());
+    let (a, a_id, _) = t.join("r", "A");
+    let (b, _, _) = t.join("r", "B");
+    // Mesh mode: there is no "sfu".
+    for msg in [
+        json!({"type": "offer", "to": "sfu", "sdp": "v=0"}),
+        json!({"type": "answer", "to": "sfu", "sdp": "v=0"}),
+        json!({"type": "candidate", "to": "sfu", "candidate": null}),
+    ] {
+        let ty = msg["type"].as_str().unwrap().to_owned();
+        let out = t.send(a, msg);
+        assert_eq!(error(&out, a), err("unknown-peer", Some(&ty)));
+        let msg = to(&out, a)[0]["message"].as_str().unwrap().to_owned();
+        assert!(msg.contains("'r' is in mesh mode"), "{msg}");
+        assert!(sfu_reqs(&out).is_empty());
+    }
+    // SFU mode: they go to the SFU, not to any client.
+    fill(&mut t, "r", 3);
+    let relayed = t.hub.stats().messages_relayed;
+    let out = t.send(a, json!({"type": "offer", "to": "sfu", "sdp": SDP_SEND}));
+    assert_eq!(
+        out,
+        vec![Output::Sfu(SfuRequest::Offer {
+            peer: a_id.as_str().into(),
+            sdp: SDP_SEND.into()
+        })]
+    );
+    let out = t.send(a, json!({"type": "answer", "to": "sfu", "sdp": "v=0 a"}));
+    assert_eq!(
+        out,
+        vec![Output::Sfu(SfuRequest::Answer {
+            peer: a_id.as_str().into(),
+            sdp: "v=0 a".into()
+        })]
+    );
+    let cand = json!({"candidate": "candidate:1 1 udp 1 192.0.2.1 5000 typ host", "sdpMid": "0"});
+    let out = t.send(
+        a,
+        json!({"type": "candidate", "to": "sfu", "candidate": cand}),
+    );
+    assert_eq!(
+        out,
+        vec![Output::Sfu(SfuRequest::Candidate {
+            peer: a_id.as_str().into(),
+            candidate: cand
+        })]
+    );
+    let out = t.send(
+        a,
+        json!({"type": "candidate", "to": "sfu", "candidate": null}),
+    );
+    assert_eq!(
+        out,
+        vec![Output::Sfu(SfuRequest::Candidate {
+            peer: a_id.as_str().into(),
+            candidate: Value::Null
+        })]
+    );
+    assert_eq!(t.hub.stats().messages_relayed, relayed + 4);
+    // Peer-to-peer messages still go through in SFU mode (old mesh connections).
+    let out = t.send(
+        b,
+        json!({"type": "candidate", "to": a_id, "candidate": null}),
+    );
+    only(&out, a, "candidate");
+    // "sfu" is never an ordinary peer.
+    let out = t.send(a, json!({"type": "chat", "text": "hi"}));
+    assert!(sfu_reqs(&out).is_empty());
+}
+
+#[test]
+fn viewers_may_not_publish_to_the_sfu() {
+    let mut t = T::new();
+    t.hub = Hub::new(
+        HubConfig {
+            sfu: true,
+            default_mode: RoomMode::Sfu,
+            ..secret_config()
+        },
+        ice as fn(&IceRequest<'_>) -> Vec<IceServer>,
+        [1; 32],
+        t.now,
+        UNIX0_MS,
+    );
+    let now_s = UNIX0_MS / 1000;
+    let v = t.open();
+    let out = t.send(
+        v,
+        json!({"type": "join", "room": "r", "token": tok("r", "viewer", now_s + 60, Some(false), SECRET)}),
+    );
+    let v_id = only(&out, v, "welcome")["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        sfu_reqs(&out),
+        vec![SfuRequest::Join {
+            room: "r".into(),
+            peer: v_id.as_str().into(),
+            can_publish: false
+        }]
+    );
+    let out = t.send(v, json!({"type": "offer", "to": "sfu", "sdp": SDP_SEND}));
+    assert_eq!(error(&out, v), err("forbidden", Some("offer")));
+    assert!(sfu_reqs(&out).is_empty());
+    let out = t.send(v, json!({"type": "offer", "to": "sfu", "sdp": SDP_RECV}));
+    assert_eq!(sfu_reqs(&out).len(), 1);
+}
+
+#[test]
+fn view_is_checked_and_goes_to_the_sfu_in_sfu_rooms() {
+    let mut t = T::with(HubConfig {
+        max_peers: 6,
+        ..sfu_config()
+    });
+    let (a, a_id, _) = t.join("r", "A");
+    let tiles = json!([{"peer": "p_b81f07a2c4d9", "width": 640, "height": 360},
+                       {"peer": "whip-1", "width": 0, "height": 0}]);
+    // Mesh room: ignored, silently.
+    let out = t.send(a, json!({"type": "view", "tiles": tiles}));
+    assert!(out.is_empty(), "{out:?}");
+    // Bad shapes are errors in any mode.
+    for bad in [
+        json!({"type": "view"}),
+        json!({"type": "view", "tiles": {}}),
+        json!({"type": "view", "tiles": [{"peer": "p", "width": 16385, "height": 1}]}),
+        json!({"type": "view", "tiles": [{"peer": "p", "width": 1, "height": 16385}]}),
+        json!({"type": "view", "tiles": [{"peer": "p", "width": -1, "height": 1}]}),
+        json!({"type": "view", "tiles": [{"peer": "", "width": 1, "height": 1}]}),
+        json!({"type": "view", "tiles": [{"peer": "x".repeat(129), "width": 1, "height": 1}]}),
+        json!({"type": "view", "tiles": [{"width": 1, "height": 1}]}),
+    ] {
+        let out = t.send(a, bad.clone());
+        assert_eq!(error(&out, a), err("bad-message", Some("view")), "{bad}");
+    }
+    let seven: Vec<Value> = (0..7)
+        .map(|i| json!({"peer": format!("p_{i}"), "width": 1, "height": 1}))
+        .collect();
+    let out = t.send(a, json!({"type": "view", "tiles": seven}));
+    assert_eq!(error(&out, a), err("bad-message", Some("view")));
+    // SFU room: to the SFU.
+    fill(&mut t, "r", 4);
+    t.drain();
+    let out = t.send(a, json!({"type": "view", "tiles": tiles}));
+    assert_eq!(
+        out,
+        vec![Output::Sfu(SfuRequest::View {
+            peer: a_id.as_str().into(),
+            tiles: vec![
+                Tile {
+                    peer: "p_b81f07a2c4d9".into(),
+                    width: 640,
+                    height: 360
+                },
+                Tile {
+                    peer: "whip-1".into(),
+                    width: 0,
+                    height: 0
+                }
+            ]
+        })]
+    );
+    let six: Vec<Value> = (0..6)
+        .map(|i| json!({"peer": format!("p_{i}"), "width": 16384, "height": 16384}))
+        .collect();
+    let out = t.send(a, json!({"type": "view", "tiles": six}));
+    assert_eq!(sfu_reqs(&out).len(), 1);
+    let out = t.send(a, json!({"type": "view", "tiles": []}));
+    assert_eq!(sfu_reqs(&out).len(), 1);
+    let c = t.open();
+    let out = t.send(c, json!({"type": "view", "tiles": []}));
+    assert_eq!(error(&out, c), err("not-joined", Some("view")));
+}
+
+#[test]
+fn sfu_replies_reach_their_peers() {
+    let mut t = T::with(sfu_config());
+    let p = fill(&mut t, "r", 5);
+    let (x, _, _) = t.join("other", "X");
+    let (a, a_id) = p[0].clone();
+    let out = t.sfu(SfuReply::Offer {
+        peer: a_id.clone(),
+        sdp: "v=0 sfu".into(),
+    });
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(
+        only(&out, a, "offer"),
+        json!({"type": "offer", "from": "sfu", "sdp": "v=0 sfu"})
+    );
+    let out = t.sfu(SfuReply::Answer {
+        peer: a_id.clone(),
+        sdp: "v=0 ans".into(),
+    });
+    assert_eq!(
+        only(&out, a, "answer"),
+        json!({"type": "answer", "from": "sfu", "sdp": "v=0 ans"})
+    );
+    let out = t.sfu(SfuReply::Speaker {
+        room: "r".into(),
+        peer: p[1].1.clone(),
+    });
+    assert_eq!(out.len(), 5, "every peer of the room, the speaker too");
+    for (c, _) in &p {
+        assert_eq!(
+            only(&out, *c, "speaker"),
+            json!({"type": "speaker", "id": p[1].1})
+        );
+    }
+    assert!(to(&out, x).is_empty());
+    let out = t.sfu(SfuReply::Stats {
+        peer: a_id.clone(),
+        bitrate: Some(1_500_000),
+        layers: vec![
+            (p[1].1.clone(), "h".into()),
+            ("whip-1".into(), "paused".into()),
+        ],
+        rtt: Some(12.5),
+    });
+    assert_eq!(
+        only(&out, a, "sfu-stats"),
+        json!({"type": "sfu-stats", "bitrate": 1_500_000, "layers": {p[1].1.clone(): "h", "whip-1": "paused"}, "rtt": 12.5})
+    );
+    let out = t.sfu(SfuReply::Stats {
+        peer: a_id.clone(),
+        bitrate: None,
+        layers: vec![],
+        rtt: Some(f64::NAN),
+    });
+    assert_eq!(
+        only(&out, a, "sfu-stats"),
+        json!({"type": "sfu-stats", "bitrate": null, "layers": {}, "rtt": null})
+    );
+    let out = t.sfu(SfuReply::Error {
+        peer: a_id.clone(),
+        message: "no codec in common".into(),
+    });
+    assert_eq!(
+        only(&out, a, "error"),
+        json!({"type": "error", "code": "sfu-error", "message": "no codec in common"})
+    );
+    assert_eq!(t.hub.stats().errors_for(ErrorCode::SfuError), 1);
+    // Unknown peers and rooms: ignored.
+    for reply in [
+        SfuReply::Offer {
+            peer: "p_000000000000".into(),
+            sdp: "v=0".into(),
+        },
+        SfuReply::Answer {
+            peer: "sfu".into(),
+            sdp: "v=0".into(),
+        },
+        SfuReply::Speaker {
+            room: "nowhere".into(),
+            peer: a_id.clone(),
+        },
+        SfuReply::Stats {
+            peer: "nobody".into(),
+            bitrate: None,
+            layers: vec![],
+            rtt: None,
+        },
+        SfuReply::Error {
+            peer: "nobody".into(),
+            message: "x".into(),
+        },
+    ] {
+        assert!(t.sfu(reply).is_empty());
+    }
+}
+
+#[test]
+fn sfu_replies_to_a_peer_in_grace_are_queued() {
+    let mut t = T::with(sfu_config());
+    let (a, a_id, out) = t.join_with("r", "A", "sfu");
+    let token = to(&out, a)
+        .into_iter()
+        .find(|m| m["type"] == "welcome")
+        .unwrap()["resumeToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (b, _, _) = t.join("r", "B");
+    // Dropped: stays in the SFU (no Leave).
+    let out = t.close(a, Disconnect::Lost);
+    assert!(out.is_empty(), "{out:?}");
+    let out = t.sfu(SfuReply::Offer {
+        peer: a_id.clone(),
+        sdp: "v=0 renegotiate".into(),
+    });
+    assert!(out.is_empty(), "queued: {out:?}");
+    t.sfu(SfuReply::Error {
+        peer: a_id.clone(),
+        message: "ice failed".into(),
+    });
+    t.advance(Duration::from_secs(3));
+    // Resumed: no new Join; the queue follows `resumed`.
+    let a2 = t.open();
+    let out = t.send(a2, json!({"type": "resume", "token": token}));
+    assert!(sfu_reqs(&out).is_empty(), "{out:?}");
+    let m = to(&out, a2);
+    assert_eq!(m.len(), 3, "{m:?}");
+    assert_eq!(
+        (m[0]["type"].clone(), m[0]["mode"].clone()),
+        (json!("resumed"), json!("sfu"))
+    );
+    assert_eq!(
+        m[1],
+        json!({"type": "offer", "from": "sfu", "sdp": "v=0 renegotiate"})
+    );
+    assert_eq!(m[2]["code"], "sfu-error");
+    // It is still in the SFU.
+    let out = t.send(a2, json!({"type": "answer", "to": "sfu", "sdp": "v=0"}));
+    assert_eq!(sfu_reqs(&out).len(), 1);
+    // A grace period that runs out is a leave.
+    t.close(a2, Disconnect::Lost);
+    let out = t.advance(Duration::from_secs(15));
+    assert_eq!(sfu_reqs(&out), vec![sfu_leave(&a_id, false)]);
+    assert_eq!(only(&out, b, "peer-left")["reason"], "timeout");
+}
+
+#[test]
+fn whip_publishers_force_sfu() {
+    let mut t = T::with(sfu_config());
+    let p = fill(&mut t, "r", 2);
+    let out = t.sfu(SfuReply::External {
+        room: "r".into(),
+        publishers: 1,
+    });
+    assert_eq!(
+        sfu_reqs(&out),
+        p.iter()
+            .map(|(_, id)| sfu_join("r", id))
+            .collect::<Vec<_>>()
+    );
+    for (c, _) in &p {
+        assert_eq!(
+            only(&out, *c, "mode"),
+            json!({"type": "mode", "mode": "sfu"})
+        );
+    }
+    // More publishers: nothing changes.
+    assert!(t
+        .sfu(SfuReply::External {
+            room: "r".into(),
+            publishers: 2
+        })
+        .is_empty());
+    // A join stays sfu; two peers leaving do not switch back while WHIP is there.
+    let (c, c_id, out) = t.join("r", "C");
+    assert_eq!(sfu_reqs(&out), vec![sfu_join("r", &c_id)]);
+    assert_eq!(to(&out, c)[0]["mode"], "sfu");
+    t.send(c, json!({"type": "leave"}));
+    // The last publisher goes: 2 peers, back to mesh.
+    let out = t.sfu(SfuReply::External {
+        room: "r".into(),
+        publishers: 0,
+    });
+    assert_eq!(
+        sfu_reqs(&out),
+        p.iter()
+            .map(|(_, id)| sfu_leave(id, true))
+            .collect::<Vec<_>>()
+    );
+    for (c, _) in &p {
+        assert_eq!(only(&out, *c, "mode")["mode"], "mesh");
+    }
+    // Pinned mesh rooms run as sfu while a publisher is there too.
+    let (m, m_id, _) = t.join_with("m", "M", "mesh");
+    let out = t.sfu(SfuReply::External {
+        room: "m".into(),
+        publishers: 1,
+    });
+    assert_eq!(sfu_reqs(&out), vec![sfu_join("m", &m_id)]);
+    assert_eq!(only(&out, m, "mode")["mode"], "sfu");
+    let out = t.sfu(SfuReply::External {
+        room: "m".into(),
+        publishers: 0,
+    });
+    assert_eq!(only(&out, m, "mode")["mode"], "mesh");
+    let s = t.hub.stats();
+    assert_eq!((s.switches_to_sfu, s.switches_to_mesh), (2, 2));
+}
+
+#[test]
+fn whip_only_rooms_are_remembered_while_publishing() {
+    let mut t = T::with(HubConfig {
+        max_rooms: 2,
+        ..sfu_config()
+    });
+    // A room nobody joined yet.
+    assert!(t
+        .sfu(SfuReply::External {
+            room: "w".into(),
+            publishers: 1
+        })
+        .is_empty());
+    let s = t.hub.stats();
+    assert_eq!((s.rooms, s.rooms_sfu, s.switches_to_sfu), (1, 1, 0));
+    // The first browser joins it in SFU mode; its join.mode is ignored.
+    let (a, a_id, out) = t.join_with("w", "A", "mesh");
+    assert_eq!(sfu_reqs(&out), vec![sfu_join("w", &a_id)]);
+    assert_eq!(only(&out, a, "welcome")["mode"], "sfu");
+    // The last browser leaves: the room stays for the publisher.
+    let out = t.send(a, json!({"type": "leave"}));
+    assert_eq!(sfu_reqs(&out), vec![sfu_leave(&a_id, false)]);
+    assert_eq!(t.hub.stats().rooms, 1);
+    // The publisher leaves: forgotten.
+    assert!(t
+        .sfu(SfuReply::External {
+            room: "w".into(),
+            publishers: 0
+        })
+        .is_empty());
+    assert_eq!((t.hub.stats().rooms, t.hub.stats().rooms_sfu), (0, 0));
+    // Zero for an unknown room, bad room names, and rooms past max_rooms: ignored.
+    for room in ["never", "bad name", "", "w2", "w3"] {
+        let publishers = u32::from(room != "never");
+        t.sfu(SfuReply::External {
+            room: room.into(),
+            publishers,
+        });
+    }
+    assert_eq!(t.hub.stats().rooms, 2, "w2 and w3 fit, nothing else");
+    t.sfu(SfuReply::External {
+        room: "w4".into(),
+        publishers: 1,
+    });
+    assert_eq!(t.hub.stats().rooms, 2, "max_rooms holds");
+    // WHIP-only rooms count against max_rooms for joins too.
+    let c = t.open();
+    let out = t.send(c, json!({"type": "join", "room": "new", "name": "C"}));
+    assert_eq!(error(&out, c), err("too-many-rooms", Some("join")));
+}
+
+#[test]
+fn dropped_sfu_requests_tell_the_peer() {
+    let mut t = T::with(sfu_config());
+    let (a, a_id, _) = t.join_with("r", "A", "sfu");
+    let peer: std::sync::Arc<str> = a_id.as_str().into();
+    t.hub.handle_sfu_dropped(
+        t.now,
+        &SfuRequest::Offer {
+            peer: peer.clone(),
+            sdp: "v=0".into(),
+        },
+    );
+    let out = t.drain();
+    assert_eq!(error(&out, a), err("server-busy", Some("offer")));
+    t.hub.handle_sfu_dropped(
+        t.now,
+        &SfuRequest::Join {
+            room: "r".into(),
+            peer: peer.clone(),
+            can_publish: true,
+        },
+    );
+    assert_eq!(error(&t.drain(), a), err("server-busy", None));
+    t.hub.handle_sfu_dropped(t.now, &sfu_leave(&a_id, false));
+    t.hub.handle_sfu_dropped(t.now, &sfu_leave("p_gone", false));
+    assert!(t.drain().is_empty());
+    assert!(t.hub.is_open(a), "the session goes on");
+    let s = t.hub.stats();
+    assert_eq!((s.sfu_dropped, s.errors_for(ErrorCode::ServerBusy)), (4, 2));
+}
+
+#[test]
+fn shutdown_removes_every_sfu_peer() {
+    let mut t = T::with(sfu_config());
+    let (_, a_id, _) = t.join_with("s", "A", "sfu");
+    let (b, b_id, _) = t.join("s", "B");
+    t.join("mesh", "C");
+    t.close(b, Disconnect::Lost);
+    t.hub.handle_shutdown(t.now);
+    let out = t.drain();
+    assert_eq!(
+        sfu_reqs(&out),
+        vec![sfu_leave(&a_id, false), sfu_leave(&b_id, false)]
+    );
+    let s = t.hub.stats();
+    assert_eq!((s.rooms, s.rooms_sfu, s.rooms_mesh), (0, 0, 0));
+}
+
+/// Replies a fuzzer would have the SFU send.
+fn sfu_reply() -> impl Strategy<Value = SfuReply> {
+    let peer = prop::sample::select(vec!["p_000000000000", "sfu", "", "whip-1"]);
+    let room = prop::sample::select(vec!["r", "s", "t", "bad name", ""]);
+    prop_oneof![
+        (room.clone(), 0u32..3).prop_map(|(room, publishers)| SfuReply::External {
+            room: room.into(),
+            publishers
+        }),
+        (room, peer.clone()).prop_map(|(room, peer)| SfuReply::Speaker {
+            room: room.into(),
+            peer: peer.into()
+        }),
+        peer.prop_map(|peer| SfuReply::Offer {
+            peer: peer.into(),
+            sdp: "v=0".into()
+        }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn sfu_requests_stay_balanced(
+        ops in prop::collection::vec((0u64..5, frame(), 0u8..24, sfu_reply()), 1..200)
+    ) {
+        use std::collections::HashSet;
+        let mut t = T::with(HubConfig {
+            sfu: true,
+            mesh_max_peers: 2,
+            max_peers: 3,
+            max_rooms: 3,
+            queue_messages: 4,
+            ..HubConfig::default()
+        });
+        for c in 0..5 {
+            t.hub.handle_open(t.now, ConnId(c));
+        }
+        let mut in_sfu: HashSet<std::sync::Arc<str>> = HashSet::new();
+        for (c, text, action, reply) in ops {
+            let conn = ConnId(c);
+            let mut out = Vec::new();
+            match action {
+                0 => t.hub.handle_close(t.now, conn, Disconnect::Lost),
+                1 => t.hub.handle_open(t.now, conn),
+                2 => out = t.advance(Duration::from_secs(4)),
+                3 => t.hub.handle_close(t.now, conn, Disconnect::Clean),
+                4 | 5 => t.hub.handle_sfu(t.now, reply),
+                6 => t.hub.handle_text(t.now, conn, r#"{"type":"join","room":"r","name":"n"}"#),
+                7 => t.hub.handle_text(t.now, conn, r#"{"type":"offer","to":"sfu","sdp":"v=0"}"#),
+                _ => t.hub.handle_text(t.now, conn, &text),
+            }
+            out.extend(t.drain());
+            for o in out {
+                match o {
+                    Output::Send { text, .. } => {
+                        let v: Value = serde_json::from_str(&text).unwrap();
+                        prop_assert!(serde_json::from_value::<ServerMessage>(v).is_ok(), "{}", text);
+                    }
+                    Output::Sfu(SfuRequest::Join { peer, .. }) => {
+                        prop_assert!(in_sfu.insert(peer.clone()), "a second Join for {}", peer);
+                    }
+                    Output::Sfu(SfuRequest::Leave { peer, .. }) => {
+                        prop_assert!(in_sfu.remove(&peer), "a Leave without a Join for {}", peer);
+                    }
+                    Output::Sfu(r) => {
+                        prop_assert!(in_sfu.contains(r.peer()), "{:?} from a peer not in the SFU", r);
+                    }
+                    Output::Close { .. } => {}
+                }
+            }
+            let s = t.hub.stats();
+            prop_assert!(s.rooms <= 3 && s.rooms_mesh + s.rooms_sfu == s.rooms);
+            prop_assert!(s.peers <= s.rooms * 3);
+            prop_assert!(in_sfu.len() as u64 <= s.peers);
+        }
+    }
 }

@@ -41,7 +41,7 @@ fn round_trips_as_server(v: &Value) -> bool {
 #[test]
 fn every_example_is_an_exact_message() {
     let all = examples();
-    assert!(all.len() >= 23, "{} examples", all.len());
+    assert!(all.len() >= 31, "{} examples", all.len());
     let mut client_types = Vec::new();
     let mut server_types = Vec::new();
     for v in &all {
@@ -79,6 +79,9 @@ fn every_example_is_an_exact_message() {
         "media",
         "pong",
         "error",
+        "mode",
+        "speaker",
+        "sfu-stats",
     ] {
         assert!(
             server_types.iter().any(|t| t == ty),

@@ -17,6 +17,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
+use tsunagi_signal::RoomMode;
 use tsunagi_turn::auth::Credentials;
 use tsunagi_turn::policy::{IpRange, PeerPolicy};
 use tsunagi_turn::{DiscoveryAddresses, ServerConfig};
@@ -314,9 +315,20 @@ pub struct Options {
     /// [default: the first external-ip, else the host the page was loaded from].
     #[arg(long, value_name = "HOST")]
     pub public_host: Option<String>,
-    /// Peers per signaling room (mesh) [default: 4].
+    /// Peers per signaling room that may run as SFU (auto and sfu rooms) [default: 50].
     #[arg(long, value_name = "N")]
     pub max_room_peers: Option<u32>,
+    /// Peers per mesh room: auto rooms switch to SFU past it, mesh rooms are full at it
+    /// [default: 4].
+    #[arg(long, value_name = "N")]
+    pub mesh_max_peers: Option<u32>,
+    /// Policy of new rooms: auto (mesh while small, SFU past mesh-max-peers), mesh or
+    /// sfu; a room's first join may choose [default: auto].
+    #[arg(long, value_name = "MODE")]
+    pub room_mode: Option<RoomMode>,
+    /// Run no SFU: every room is mesh, up to mesh-max-peers.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub no_sfu: Option<bool>,
     /// Signaling rooms at once [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_rooms: Option<usize>,
@@ -425,6 +437,9 @@ const ENV_NAMES: &[&str] = &[
     "TOKEN_SECRET",
     "PUBLIC_HOST",
     "MAX_ROOM_PEERS",
+    "MESH_MAX_PEERS",
+    "ROOM_MODE",
+    "NO_SFU",
     "MAX_ROOMS",
     "MAX_MESSAGE_BYTES",
     "MESSAGES_PER_SECOND",
@@ -563,6 +578,9 @@ impl Options {
             token_secret: e.string("TOKEN_SECRET").map(Secret),
             public_host: e.string("PUBLIC_HOST").map(|h| h.trim().to_owned()),
             max_room_peers: e.one("MAX_ROOM_PEERS")?,
+            mesh_max_peers: e.one("MESH_MAX_PEERS")?,
+            room_mode: e.one("ROOM_MODE")?,
+            no_sfu: e.flag("NO_SFU")?,
             max_rooms: e.one("MAX_ROOMS")?,
             max_message_bytes: e.one("MAX_MESSAGE_BYTES")?,
             messages_per_second: e.one("MESSAGES_PER_SECOND")?,
@@ -643,6 +661,9 @@ impl Options {
             token_secret: self.token_secret.or(lower.token_secret),
             public_host: self.public_host.or(lower.public_host),
             max_room_peers: self.max_room_peers.or(lower.max_room_peers),
+            mesh_max_peers: self.mesh_max_peers.or(lower.mesh_max_peers),
+            room_mode: self.room_mode.or(lower.room_mode),
+            no_sfu: self.no_sfu.or(lower.no_sfu),
             max_rooms: self.max_rooms.or(lower.max_rooms),
             max_message_bytes: self.max_message_bytes.or(lower.max_message_bytes),
             messages_per_second: self.messages_per_second.or(lower.messages_per_second),
@@ -681,7 +702,8 @@ pub mod defaults {
     pub const HTTP_PORT: u16 = 8080;
     pub const HTTP_MAX_CONNECTIONS: usize = 10_000;
     pub const TLS_LISTENING_PORT: u16 = 5349;
-    pub const MAX_ROOM_PEERS: u32 = 4;
+    pub const MAX_ROOM_PEERS: u32 = 50;
+    pub const MESH_MAX_PEERS: u32 = 4;
     pub const MAX_ROOMS: usize = 10_000;
     pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
     pub const MESSAGES_PER_SECOND: u32 = 50;
@@ -763,7 +785,14 @@ pub struct SignalingConfig {
     pub token_secret: Option<Secret>,
     /// Host (name, IPv4 or bracketed IPv6) for STUN/TURN URLs, if configured.
     pub public_host: Option<String>,
+    /// Peers per room that may run as SFU (`auto` and `sfu` rooms).
     pub max_room_peers: u32,
+    /// Peers per mesh room (see `docs/sfu.md`).
+    pub mesh_max_peers: u32,
+    /// Policy of rooms whose first join names none.
+    pub room_mode: RoomMode,
+    /// Whether rooms may run as SFU (false with `no-sfu`).
+    pub sfu: bool,
     pub max_rooms: usize,
     pub max_message_bytes: usize,
     pub messages_per_second: u32,
@@ -798,16 +827,34 @@ impl SignalingConfig {
             None | Some("") => None,
             Some(h) => Some(public_host(h)?),
         };
+        let max_room_peers = range(
+            "max-room-peers",
+            o.max_room_peers,
+            defaults::MAX_ROOM_PEERS,
+            1,
+            1000,
+        )?;
+        let mesh_max_peers = range(
+            "mesh-max-peers",
+            o.mesh_max_peers,
+            defaults::MESH_MAX_PEERS,
+            1,
+            32,
+        )?;
+        if max_room_peers < mesh_max_peers {
+            return err(format!(
+                "max-room-peers {max_room_peers} is less than mesh-max-peers {mesh_max_peers}; \
+                 max-room-peers is the limit of rooms that may run as SFU, so set it at least \
+                 as high (or lower mesh-max-peers)"
+            ));
+        }
         Ok(SignalingConfig {
             token_secret,
             public_host,
-            max_room_peers: range(
-                "max-room-peers",
-                o.max_room_peers,
-                defaults::MAX_ROOM_PEERS,
-                1,
-                32,
-            )?,
+            max_room_peers,
+            mesh_max_peers,
+            room_mode: o.room_mode.unwrap_or_default(),
+            sfu: !o.no_sfu.unwrap_or(false),
             max_rooms: range("max-rooms", o.max_rooms, defaults::MAX_ROOMS, 1, 1_000_000)?,
             max_message_bytes: range(
                 "max-message-bytes",
@@ -1948,10 +1995,46 @@ no-udp = false
         let c = resolve(Options::default()).unwrap().signaling;
         assert_eq!(c.token_secret, None);
         assert_eq!(c.public_host, None);
-        assert_eq!((c.max_room_peers, c.max_rooms), (4, 10_000));
+        assert_eq!((c.max_room_peers, c.max_rooms), (50, 10_000));
+        assert_eq!(
+            (c.mesh_max_peers, c.room_mode, c.sfu),
+            (4, RoomMode::Auto, true)
+        );
         assert_eq!((c.max_message_bytes, c.messages_per_second), (65_536, 50));
         assert_eq!(c.resume_grace, Duration::from_secs(15));
         assert_eq!(c.turn_credential_ttl, Duration::from_secs(86_400));
+        // The room modes from each source.
+        let c = resolve(cli(&[
+            "--room-mode",
+            "sfu",
+            "--no-sfu",
+            "--mesh-max-peers",
+            "6",
+        ]))
+        .unwrap()
+        .signaling;
+        assert_eq!(
+            (c.room_mode, c.sfu, c.mesh_max_peers),
+            (RoomMode::Sfu, false, 6)
+        );
+        let o = Options::from_toml("room-mode = \"mesh\"\nno-sfu = false", "f").unwrap();
+        let c = resolve(o).unwrap().signaling;
+        assert_eq!((c.room_mode, c.sfu), (RoomMode::Mesh, true));
+        let c = resolve(env(&[
+            ("TSUNAGI_ROOM_MODE", "Auto"),
+            ("TSUNAGI_NO_SFU", "1"),
+            ("TSUNAGI_MESH_MAX_PEERS", "2"),
+        ]))
+        .unwrap()
+        .signaling;
+        assert_eq!(
+            (c.room_mode, c.sfu, c.mesh_max_peers),
+            (RoomMode::Auto, false, 2)
+        );
+        assert!(Options::from_toml("room-mode = \"p2p\"", "f").is_err());
+        assert!(
+            Options::from_env(|k| (k == "TSUNAGI_ROOM_MODE").then(|| "p2p".to_owned())).is_err()
+        );
 
         let file = Options::from_toml(
             "token-secret = \"0123456789abcdef-file\"\nmax-room-peers = 6\npublic-host = \"Turn.Example.org\"",
@@ -1974,7 +2057,13 @@ no-udp = false
             .signaling;
         assert_eq!(c.public_host.as_deref(), Some("turn.example.org"));
 
+        let e = Cli::try_parse_from(["tsunagi", "--room-mode", "p2p"]).unwrap_err();
+        assert!(e.to_string().contains("auto, mesh or sfu"), "{e}");
         for (args, needle) in [
+            (&["--mesh-max-peers", "0"][..], "mesh-max-peers"),
+            (&["--mesh-max-peers", "33"][..], "mesh-max-peers"),
+            (&["--max-room-peers", "1001"][..], "max-room-peers"),
+            (&["--max-room-peers", "3"][..], "less than mesh-max-peers"),
             (&["--token-secret", "short"][..], "token-secret"),
             (&["--public-host", "https://x.org"][..], "public-host"),
             (&["--public-host", "x.org:3478"][..], "public-host"),

@@ -41,6 +41,15 @@
 //! How a connection ended decides what happens to its session: a close frame with code
 //! 1000 or without a code is a `leave`; anything else (1001 from a closing tab, a reset,
 //! the idle timeout, a failed write) starts the resume grace period.
+//!
+//! # The SFU
+//!
+//! With an [`SfuLink`] in [`SignalingOptions::sfu`] (built by the SFU runtime), rooms
+//! switch between mesh and SFU (`docs/sfu.md`). The core task hands the hub's
+//! [`SfuRequest`]s to the link with `try_send` (never waiting on the SFU: when its queue
+//! is full the request is dropped, counted, logged at most every 10 s, and the peer gets
+//! `server-busy`) and feeds every [`SfuReply`] to [`Hub::handle_sfu`]. Without a link
+//! every room is mesh.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -64,7 +73,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use tsunagi_signal::{
     CloseReason, ConnId, Disconnect, ErrorCode, Event as HubEvent, Hub, HubConfig, IceRequest,
-    IceServer, IceServerSource, Output, ServerMessage, Stats, TokenSecret,
+    IceServer, IceServerSource, Output, ServerMessage, SfuReply, SfuRequest, Stats, TokenSecret,
 };
 
 use crate::config::Config;
@@ -77,12 +86,33 @@ const EVENT_QUEUE: usize = 1024;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// How long a closing connection waits for the client's close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// At most one warning per this long about requests the SFU's queue refused.
+const SFU_WARN_EVERY: Duration = Duration::from_secs(10);
 
-/// Settings of the signaling runtime.
-#[derive(Clone)]
+/// The two channels between the signaling core task and the SFU runtime, built by the
+/// SFU runtime (which keeps the other ends). Both are bounded: the core never waits on
+/// `requests` (a full queue drops the request, see the module docs).
+pub struct SfuLink {
+    pub requests: mpsc::Sender<SfuRequest>,
+    pub replies: mpsc::Receiver<SfuReply>,
+}
+
+impl fmt::Debug for SfuLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SfuLink")
+            .field("requests_capacity", &self.requests.max_capacity())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings of the signaling runtime. Not `Clone`: the [`SfuLink`] has one owner.
 pub struct SignalingOptions {
-    /// The room state machine's limits and token secret.
+    /// The room state machine's limits and token secret. `hub.sfu` here means "rooms
+    /// may run as SFU" (false with `no-sfu`); [`SignalingHandle::start`] turns it off
+    /// when there is no [`SignalingOptions::sfu`] link.
     pub hub: HubConfig,
+    /// The SFU runtime's channels; `None`: every room is mesh.
+    pub sfu: Option<SfuLink>,
     /// TURN REST secret for the credentials in `welcome`; without it, no TURN servers
     /// are offered (STUN only).
     pub turn_secret: Option<String>,
@@ -132,16 +162,22 @@ impl fmt::Debug for SignalingOptions {
             .field("idle_timeout", &self.idle_timeout)
             .field("ping_interval", &self.ping_interval)
             .field("write_timeout", &self.write_timeout)
+            .field("sfu", &self.sfu)
             .finish()
     }
 }
 
 impl Default for SignalingOptions {
     fn default() -> Self {
-        let hub = HubConfig::default();
+        let hub = HubConfig {
+            // Used only with a link in `sfu`.
+            sfu: true,
+            ..HubConfig::default()
+        };
         SignalingOptions {
             max_frame_bytes: hub.max_message_bytes * 4,
             hub,
+            sfu: None,
             turn_secret: None,
             turn_credential_ttl: Duration::from_secs(86_400),
             public_host: None,
@@ -167,6 +203,9 @@ impl SignalingOptions {
         let s = &config.signaling;
         let hub = HubConfig {
             max_peers: s.max_room_peers,
+            mesh_max_peers: s.mesh_max_peers,
+            sfu: s.sfu,
+            default_mode: s.room_mode,
             max_rooms: s.max_rooms,
             max_connections: config.http_max_connections,
             max_message_bytes: s.max_message_bytes,
@@ -385,8 +424,15 @@ impl fmt::Debug for SignalingHandle {
 }
 
 impl SignalingHandle {
-    /// Starts the core task on the current tokio runtime.
-    pub fn start(options: SignalingOptions) -> SignalingHandle {
+    /// Starts the core task on the current tokio runtime. The [`SfuLink`] is taken out
+    /// of `options` (what [`SignalingHandle::options`] shows has `sfu: None`).
+    pub fn start(mut options: SignalingOptions) -> SignalingHandle {
+        let mut link = options.sfu.take();
+        if link.is_some() && !options.hub.sfu {
+            warn!("an SFU link was given but the SFU is off (no-sfu): every room is mesh");
+            link = None;
+        }
+        options.hub.sfu = link.is_some();
         let mut seed = [0u8; 32];
         OsRng.fill_bytes(&mut seed);
         let unix_ms = SystemTime::now()
@@ -412,8 +458,11 @@ impl SignalingHandle {
         );
         let (events, rx) = mpsc::channel(EVENT_QUEUE);
         let stats = Arc::new(Mutex::new(hub.stats()));
-        let core = tokio::spawn(core(hub, rx, stats.clone()));
+        let core = tokio::spawn(core(hub, rx, stats.clone(), link));
         info!(
+            sfu = options.hub.sfu,
+            room_mode = %options.hub.default_mode,
+            mesh_max_peers = options.hub.mesh_max_peers,
             max_room_peers = options.hub.max_peers,
             tokens = options.hub.token_secret.is_some(),
             turn = options.turn_secret.is_some(),
@@ -641,10 +690,82 @@ async fn close_with(socket: &mut WebSocket, code: u16, reason: &'static str) {
     }
 }
 
+/// The core task's end of the [`SfuLink`].
+struct SfuTx {
+    requests: Option<mpsc::Sender<SfuRequest>>,
+    /// Requests refused since the last warning, and when that was.
+    refused: u64,
+    last_warn: Option<Instant>,
+}
+
+impl SfuTx {
+    /// Hands `req` to the SFU runtime; false when it was refused (queue full or the
+    /// runtime gone).
+    fn send(&mut self, req: SfuRequest) -> Result<(), SfuRequest> {
+        let Some(tx) = &self.requests else {
+            return Err(req);
+        };
+        let (req, gone) = match tx.try_send(req) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Full(req)) => (req, false),
+            Err(mpsc::error::TrySendError::Closed(req)) => (req, true),
+        };
+        self.refused += 1;
+        let now = Instant::now();
+        if self
+            .last_warn
+            .is_none_or(|t| now.saturating_duration_since(t) >= SFU_WARN_EVERY)
+        {
+            if gone {
+                warn!(
+                    refused = self.refused,
+                    "the SFU runtime is gone: SFU requests are dropped"
+                );
+            } else {
+                warn!(
+                    refused = self.refused,
+                    kind = req.kind(),
+                    "the SFU's request queue is full: requests dropped (peers get server-busy)"
+                );
+            }
+            self.refused = 0;
+            self.last_warn = Some(now);
+        }
+        Err(req)
+    }
+}
+
+/// The next reply of the SFU runtime; pending forever without one (or after the
+/// runtime closed its end, which is logged once).
+async fn next_reply(replies: &mut Option<mpsc::Receiver<SfuReply>>) -> SfuReply {
+    if let Some(rx) = replies {
+        if let Some(r) = rx.recv().await {
+            return r;
+        }
+        warn!("the SFU runtime closed its reply channel");
+        *replies = None;
+    }
+    std::future::pending().await
+}
+
 /// The core task: owns the hub, applies events, delivers its output.
-async fn core(mut hub: Hub<RuntimeIce>, mut rx: mpsc::Receiver<Event>, stats: Arc<Mutex<Stats>>) {
+async fn core(
+    mut hub: Hub<RuntimeIce>,
+    mut rx: mpsc::Receiver<Event>,
+    stats: Arc<Mutex<Stats>>,
+    link: Option<SfuLink>,
+) {
     let mut conns: HashMap<ConnId, ConnTx, ahash::RandomState> =
         HashMap::with_hasher(ahash::RandomState::new());
+    let (requests, mut replies) = match link {
+        Some(l) => (Some(l.requests), Some(l.replies)),
+        None => (None, None),
+    };
+    let mut sfu = SfuTx {
+        requests,
+        refused: 0,
+        last_warn: None,
+    };
     // Connections whose task has not reported `Closed` yet.
     let mut live: usize = 0;
     let mut stopping: Option<Instant> = None;
@@ -655,8 +776,14 @@ async fn core(mut hub: Hub<RuntimeIce>, mut rx: mpsc::Receiver<Event>, stats: Ar
             ev = rx.recv() => ev,
             _ = sleep_until(timer) => {
                 hub.handle_timeout(Instant::now().into_std());
-                deliver(&mut hub, &mut conns);
+                deliver(&mut hub, &mut conns, &mut sfu);
                 log_events(&mut hub);
+                publish(&hub, &stats);
+                continue;
+            }
+            reply = next_reply(&mut replies) => {
+                hub.handle_sfu(Instant::now().into_std(), reply);
+                deliver(&mut hub, &mut conns, &mut sfu);
                 publish(&hub, &stats);
                 continue;
             }
@@ -701,7 +828,7 @@ async fn core(mut hub: Hub<RuntimeIce>, mut rx: mpsc::Receiver<Event>, stats: Ar
                 }
             }
         }
-        deliver(&mut hub, &mut conns);
+        deliver(&mut hub, &mut conns, &mut sfu);
         log_events(&mut hub);
         publish(&hub, &stats);
         if stopping.is_some() && live == 0 {
@@ -725,9 +852,14 @@ async fn sleep_until(t: Option<Instant>) {
     }
 }
 
-/// Hands the hub's output to the connections; a full queue is an overflow, which the
-/// hub hears about at once (and which may produce more output).
-fn deliver(hub: &mut Hub<RuntimeIce>, conns: &mut HashMap<ConnId, ConnTx, ahash::RandomState>) {
+/// Hands the hub's output to the connections and the SFU; a full queue is an overflow
+/// (or a dropped SFU request), which the hub hears about at once (and which may
+/// produce more output).
+fn deliver(
+    hub: &mut Hub<RuntimeIce>,
+    conns: &mut HashMap<ConnId, ConnTx, ahash::RandomState>,
+    sfu: &mut SfuTx,
+) {
     loop {
         let mut overflowed = Vec::new();
         while let Some(o) = hub.poll_output() {
@@ -753,6 +885,12 @@ fn deliver(hub: &mut Hub<RuntimeIce>, conns: &mut HashMap<ConnId, ConnTx, ahash:
                         if tx.out.try_send(Outbound::Close(reason)).is_err() {
                             tx.control(Control::Close(reason));
                         }
+                    }
+                }
+                Output::Sfu(req) => {
+                    if let Err(req) = sfu.send(req) {
+                        // Queues the peer's server-busy, drained by this same loop.
+                        hub.handle_sfu_dropped(Instant::now().into_std(), &req);
                     }
                 }
             }
@@ -794,9 +932,11 @@ impl StatsSource for SignalingHandle {
         "signaling"
     }
 
-    /// `{"connections": 2, "rooms": 1, "peers": 2, "peersInGrace": 0, "joins": 2,
-    /// "resumes": 0, "leaves": {"left": 0, "timeout": 0, "kicked": 0},
-    /// "messagesReceived": 14, "messagesRelayed": 9, "errors": {"bad-message": 0, ...}}`
+    /// `{"connections": 2, "rooms": 1, "roomsByMode": {"mesh": 1, "sfu": 0},
+    /// "modeSwitches": {"toSfu": 0, "toMesh": 0}, "peers": 2, "peersInGrace": 0,
+    /// "joins": 2, "resumes": 0, "leaves": {"left": 0, "timeout": 0, "kicked": 0},
+    /// "messagesReceived": 14, "messagesRelayed": 9, "sfuDropped": 0,
+    /// "errors": {"bad-message": 0, ...}}`
     fn json(&self) -> Value {
         let s = self.stats();
         let errors: Map<String, Value> = s
@@ -806,6 +946,8 @@ impl StatsSource for SignalingHandle {
         json!({
             "connections": s.connections,
             "rooms": s.rooms,
+            "roomsByMode": {"mesh": s.rooms_mesh, "sfu": s.rooms_sfu},
+            "modeSwitches": {"toSfu": s.switches_to_sfu, "toMesh": s.switches_to_mesh},
             "peers": s.peers,
             "peersInGrace": s.peers_in_grace,
             "joins": s.joins,
@@ -813,6 +955,7 @@ impl StatsSource for SignalingHandle {
             "leaves": {"left": s.leaves[0], "timeout": s.leaves[1], "kicked": s.leaves[2]},
             "messagesReceived": s.messages_received,
             "messagesRelayed": s.messages_relayed,
+            "sfuDropped": s.sfu_dropped,
             "errors": errors,
         })
     }
@@ -826,8 +969,24 @@ impl StatsSource for SignalingHandle {
         );
         p.gauge(
             "tsunagi_signaling_rooms",
-            "Rooms with at least one peer.",
+            "Rooms with at least one peer (or a WHIP publisher).",
             s.rooms,
+        );
+        p.gauge(
+            "tsunagi_signaling_rooms_mesh",
+            "Rooms in mesh mode.",
+            s.rooms_mesh,
+        );
+        p.gauge(
+            "tsunagi_signaling_rooms_sfu",
+            "Rooms in SFU mode.",
+            s.rooms_sfu,
+        );
+        p.labeled_counter(
+            "tsunagi_signaling_mode_switches_total",
+            "Rooms that switched mode, by the mode they switched to.",
+            "to",
+            &[("sfu", s.switches_to_sfu), ("mesh", s.switches_to_mesh)],
         );
         p.gauge(
             "tsunagi_signaling_peers",
@@ -868,6 +1027,11 @@ impl StatsSource for SignalingHandle {
             "tsunagi_signaling_messages_relayed_total",
             "Peer messages (offer, answer, candidate, chat, media) relayed, per recipient.",
             s.messages_relayed,
+        );
+        p.counter(
+            "tsunagi_signaling_sfu_dropped_total",
+            "Requests for the SFU dropped because its queue was full.",
+            s.sfu_dropped,
         );
         let errors: Vec<(&str, u64)> = s.errors_by_code().map(|(c, n)| (c.as_str(), n)).collect();
         p.labeled_counter(
