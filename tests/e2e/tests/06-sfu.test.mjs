@@ -1,0 +1,151 @@
+// SFU mode (docs/sfu.md): a room pinned to `--room-mode sfu` starts in SFU mode; six
+// participants in a room of the default policy (auto, mesh up to 4) end up in SFU mode:
+// each decodes video from the five others through its one connection to the SFU, the
+// UI says SFU, `sfu-stats` arrives with a bandwidth estimate, an active speaker is
+// highlighted, and a data-channel message from one reaches the five others.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startTsunagi, requireSfu, sfuArgs } from '../lib/server.mjs';
+import { openParticipant, expectMediaFlowing, waitFor } from '../lib/browser.mjs';
+import { artifactsDir } from '../lib/paths.mjs';
+
+const servers = [];
+const people = [];
+
+before(() => {
+  requireSfu();
+});
+
+after(async () => {
+  for (const p of people) await p.close();
+  for (const s of servers) await s.stop();
+});
+
+async function closeAll() {
+  while (people.length) await people.pop().close();
+}
+
+const hook = (p, expr) => p.page.evaluate(expr);
+
+test('a room pinned to SFU mode: welcome says sfu, no mesh connection, media through the SFU', { timeout: 90000 }, async () => {
+  const server = await startTsunagi({ name: 'tsunagi-sfu-pinned', extraArgs: sfuArgs({ roomMode: 'sfu' }) });
+  servers.push(server);
+  for (const name of ['Ann', 'Ben']) people.push(await openParticipant(server.url, { name, room: 'pinned' }));
+  for (const p of people) {
+    assert.equal(await hook(p, () => window.tsunagi.mode), 'sfu', `${p.name} is in SFU mode from the start`);
+    const welcome = (await hook(p, () => window.tsunagi.signalLog())).find((m) => m.type === 'welcome');
+    assert.ok(welcome, 'a welcome');
+  }
+  await expectMediaFlowing(people, { timeout: 30000 });
+  for (const p of people) {
+    const sfu = await hook(p, () => window.tsunagi.sfu);
+    assert.equal(sfu.connectionState, 'connected', `${p.name}'s SFU connection`);
+    const peers = await hook(p, () => window.tsunagi.peers());
+    assert.ok(peers.every((x) => !x.mesh && x.source === 'sfu'), `${p.name}: no mesh connection, tiles fed by the SFU: ${JSON.stringify(peers)}`);
+    // The offer went to the pseudo-peer "sfu".
+    const log = await hook(p, () => window.tsunagi.signalLog());
+    assert.ok(log.some((m) => m.dir === 'out' && m.type === 'offer' && m.to === 'sfu'), 'an offer to "sfu"');
+    assert.ok(log.some((m) => m.dir === 'in' && m.type === 'answer' && m.from === 'sfu'), 'an answer from "sfu"');
+    assert.ok(!log.some((m) => m.dir === 'out' && m.type === 'offer' && m.to !== 'sfu'), 'no mesh offer');
+    // Simulcast: the camera goes out as three encodings (rids l, m, h).
+    const rids = await p.page.evaluate(async () => (await window.tsunagi.rawStats('sfu')).filter((s) => s.type === 'outbound-rtp' && s.kind === 'video').map((s) => s.rid).sort());
+    console.log(`${p.name} sends video encodings:`, JSON.stringify(rids));
+    assert.deepEqual(rids, ['h', 'l', 'm'], 'three simulcast encodings');
+    // view: the remote tile's size went to the server.
+    const view = await hook(p, () => window.tsunagi.lastView);
+    assert.ok(view.tiles && view.tiles.length === 1 && view.tiles[0].width > 0 && view.tiles[0].height > 0, `a view message: ${JSON.stringify(view)}`);
+  }
+  await closeAll();
+});
+
+test('six participants (auto policy): SFU mode, everyone decodes the five others', { timeout: 240000 }, async () => {
+  const server = await startTsunagi({ name: 'tsunagi-sfu-six', extraArgs: sfuArgs({}) });
+  servers.push(server);
+  for (const name of ['Aoi', 'Ren', 'Mio', 'Sou', 'Yui', 'Kai']) {
+    people.push(await openParticipant(server.url, { name, room: 'six' }));
+  }
+  await waitFor(async () => (await Promise.all(people.map((p) => hook(p, () => window.tsunagi.mode)))).every((m) => m === 'sfu'), {
+    timeout: 20000,
+    what: 'every participant in SFU mode',
+  });
+  const flows = await expectMediaFlowing(people, { timeout: 90000, windowMs: 2500 });
+  console.log('6 participants via the SFU:', JSON.stringify(flows.map((f) => `${f.dir}:${f.frames}`)));
+  // Every tile is fed by the SFU once the switch is over, and the mesh connections are gone.
+  for (const p of people) {
+    await waitFor(async () => {
+      const peers = await hook(p, () => window.tsunagi.peers());
+      return peers.length === 5 && peers.every((x) => !x.mesh && x.source === 'sfu') && (await hook(p, () => window.tsunagi.transition)) === null;
+    }, { timeout: 20000, what: `${p.name}: five tiles fed by the SFU, no mesh connection left` });
+  }
+});
+
+test('the UI shows SFU mode: header badge, the explanation, the panel of the SFU connection', { timeout: 60000 }, async () => {
+  const [p, other] = people;
+  const badge = p.page.getByTestId('room-mode');
+  assert.equal(await badge.getAttribute('data-mode'), 'sfu');
+  assert.match(await badge.innerText(), /SFU/);
+  assert.match(await p.page.getByTestId('mode-why').innerText(), /SFU.*server forwards/);
+  await p.page.getByTestId('toggle-chat').click();
+  await p.page.setViewportSize({ width: 1440, height: 900 });
+  await p.page.getByTestId(`tile-${other.id}`).getByTestId('panel-toggle').click();
+  const panel = p.page.getByTestId('conn-panel-sfu');
+  await panel.waitFor({ state: 'visible' });
+  assert.equal(await panel.getByTestId('panel-mode').getAttribute('data-mode'), 'sfu');
+  assert.match(await panel.getByTestId('panel-mode-title').innerText(), /SFU/);
+  await waitFor(async () => /P2P|TURN/.test(await panel.getByTestId('path-title').innerText()), { what: 'the SFU connection\'s path' });
+  // sfu-stats: the server's estimate and per remote peer the layer and the decoded size.
+  await waitFor(async () => {
+    const st = await hook(p, () => window.tsunagi.sfuStats);
+    return st && typeof st.bitrate === 'number' && st.bitrate > 0 && Object.keys(st.layers).length >= 1 ? st : false;
+  }, { timeout: 20000, what: 'sfu-stats with a bitrate' });
+  await waitFor(async () => /\d/.test(await panel.getByTestId('stat-sfu-bitrate').locator('dd').innerText()), { what: 'the estimate in the panel' });
+  const row = panel.getByTestId('sfu-layers').locator(`tr[data-peer="${other.id}"]`);
+  await waitFor(async () => /\d+×\d+/.test(await row.getByTestId('decoded').innerText()), { what: 'the decoded size in the panel' });
+  console.log('sfu-stats at', p.name, JSON.stringify(await hook(p, () => window.tsunagi.sfuStats)));
+  await sleep(1200);
+  await p.page.screenshot({ path: path.join(artifactsDir, 'sfu-six-panel.png') });
+  await p.page.keyboard.press('Escape');
+  await panel.waitFor({ state: 'detached' });
+  await p.page.setViewportSize({ width: 1280, height: 720 });
+});
+
+test('the active speaker is highlighted', { timeout: 60000 }, async () => {
+  // Chromium's fake microphone beeps: the SFU's audio-level detection names someone.
+  const { p, id } = await waitFor(async () => {
+    for (const p of people) {
+      const id = await hook(p, () => window.tsunagi.speaker);
+      if (id && id !== p.id) return { p, id };
+    }
+    return false;
+  }, { timeout: 30000, what: 'a speaker message naming someone else' });
+  const tile = p.page.getByTestId(`tile-${id}`);
+  await waitFor(async () => (await tile.getAttribute('data-speaking')) === 'true' && /speaking/.test(await tile.getAttribute('class')), {
+    timeout: 5000,
+    what: 'the speaker\'s tile highlighted',
+  });
+  const highlighted = await p.page.locator('[data-speaking="true"]').count();
+  assert.equal(highlighted, 1, 'one tile highlighted');
+});
+
+test('a data-channel message from one reaches the five others (relayed by the SFU)', { timeout: 60000 }, async () => {
+  const [sender, ...others] = people;
+  const text = `hello over the data channel ${Date.now()}`;
+  await waitFor(async () => sender.page.evaluate((t) => window.tsunagi.sendData(t), text), { timeout: 15000, what: 'the data channel to open and send' });
+  for (const o of others) {
+    await waitFor(async () => (await hook(o, () => window.tsunagi.dataLog())).some((m) => m.from === sender.id && m.data === text), {
+      timeout: 10000,
+      what: `${o.name} receives the message from ${sender.name}`,
+    });
+  }
+  // The raise-hand button uses the same channel and shows on the sender's tile.
+  await sender.page.getByTestId('toggle-hand').click();
+  for (const o of others) await o.page.getByTestId(`tile-${sender.id}`).getByTestId('badge-hand').waitFor({ state: 'visible', timeout: 10000 });
+  await sender.page.getByTestId('toggle-hand').click();
+  for (const o of others) await o.page.getByTestId(`tile-${sender.id}`).getByTestId('badge-hand').waitFor({ state: 'hidden', timeout: 10000 });
+  for (const p of people) {
+    assert.deepEqual(p.consoleErrors.filter((e) => !/favicon/.test(e)), [], `${p.name} console errors`);
+  }
+});
