@@ -228,6 +228,8 @@ pub enum Event {
         room: Arc<str>,
         reason: LeaveReason,
     },
+    /// The room switched to `mode`.
+    ModeChanged { room: Arc<str>, mode: Mode },
 }
 
 /// Live counters. Gauges are the current value; the rest count since the start.
@@ -1418,6 +1420,10 @@ impl<I: IceServerSource> Hub<I> {
             return false;
         }
         let peers = r.peers.clone();
+        if let Some((name, _)) = self.rooms.get_key_value(room) {
+            let room = name.clone();
+            self.push_event(Event::ModeChanged { room, mode: want });
+        }
         if let Some(r) = self.rooms.get_mut(room) {
             r.mode = want;
         }

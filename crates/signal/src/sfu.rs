@@ -14,6 +14,10 @@
 //! * `Leave { linger: false }` is sent once when a peer that is in the SFU leaves the
 //!   room (left, timeout, kicked, server shutdown).
 //! * `Offer`, `Answer`, `Candidate` and `View` come only from peers in the SFU.
+//! * A request the runtime could not queue is lost (the hub tells the peer
+//!   `server-busy`, see [`Hub::handle_sfu_dropped`](crate::Hub::handle_sfu_dropped)):
+//!   so the runtime ignores a `Leave`, `Offer`, ... for a peer it does not know, and
+//!   answers such an `Offer` with [`SfuReply::Error`].
 
 use std::sync::Arc;
 

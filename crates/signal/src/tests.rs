@@ -1194,6 +1194,19 @@ fn auto_room_switches_to_sfu_past_the_mesh_limit() {
     let s = t.hub.stats();
     assert_eq!((s.rooms, s.rooms_mesh, s.rooms_sfu), (1, 0, 1));
     assert_eq!((s.switches_to_sfu, s.switches_to_mesh), (1, 0));
+    let ev: Vec<Event> = std::iter::from_fn(|| t.hub.poll_event()).collect();
+    assert_eq!(
+        ev.last(),
+        Some(&Event::Joined {
+            conn: e,
+            peer: e_id.as_str().into(),
+            room: "r".into()
+        })
+    );
+    assert!(ev.contains(&Event::ModeChanged {
+        room: "r".into(),
+        mode: Mode::Sfu
+    }));
     // A 6th joins the SFU room: one Join, before its welcome; no mode message.
     let (f, f_id, out) = t.join("r", "F");
     assert_eq!(sfu_reqs(&out), vec![sfu_join("r", &f_id)]);

@@ -784,6 +784,7 @@ async fn core(
             reply = next_reply(&mut replies) => {
                 hub.handle_sfu(Instant::now().into_std(), reply);
                 deliver(&mut hub, &mut conns, &mut sfu);
+                log_events(&mut hub);
                 publish(&hub, &stats);
                 continue;
             }
@@ -917,6 +918,9 @@ fn log_events(hub: &mut Hub<RuntimeIce>) {
             }
             HubEvent::Left { peer, room, reason } => {
                 info!(%peer, %room, ?reason, "peer left")
+            }
+            HubEvent::ModeChanged { room, mode } => {
+                info!(%room, mode = mode.as_str(), "room switched mode")
             }
             other => debug!(?other, "signaling event"),
         }
