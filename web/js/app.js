@@ -126,7 +126,35 @@ function errorText(err) {
 function showError(err) {
   state.errors.push({ code: err.code, message: err.message, ref: err.ref, at: Date.now() });
   if (state.errors.length > 200) state.errors.shift();
+  if (handledQuietly(err)) return;
   notify(errorText(err), { kind: 'error', code: err.code, timeout: 9000 });
+}
+
+/**
+ * Errors that belong to a mode switch or to a full SFU queue, handled here without a
+ * notice: a message to "sfu" crossing a switch to mesh (`unknown-peer`), a mesh message
+ * to a peer that left, and a message to the SFU dropped because its queue was full
+ * (`server-busy` with a `ref`: sent again).
+ */
+function handledQuietly(err) {
+  const signalRef = ['offer', 'answer', 'candidate', 'view'].includes(err.ref);
+  if (err.code === 'unknown-peer' && signalRef) {
+    const recent = state.modeChange && Date.now() - state.modeChange.at < 20000;
+    return !!(state.transition || recent || state.mode === 'sfu');
+  }
+  if (err.code === 'server-busy' && err.ref) {
+    if (err.ref === 'view') {
+      state.tileView.lastSent = null;
+      setTimeout(() => scheduleView(true), 500);
+    } else if (err.ref === 'offer' || err.ref === 'answer') {
+      const sfu = state.sfu;
+      setTimeout(() => {
+        if (sfu && state.sfu === sfu) sfu.resendLocalDescription();
+      }, 500);
+    }
+    return true;
+  }
+  return false;
 }
 
 // ---------------------------------------------------------------- header
@@ -229,7 +257,7 @@ async function joinRoom({ room, name, token }) {
   wireSignaling(sig);
   let welcome;
   try {
-    welcome = await sig.join({ room, name, token: state.token });
+    welcome = await sig.join({ room, name, token: state.token, mode: state.joinMode });
   } catch (err) {
     state.sig = null;
     if (state.media) state.media.stop();
@@ -1762,6 +1790,9 @@ function init() {
   const params = new URLSearchParams(location.search);
   state.token = params.get('token') || null;
   if (state.token) $('#token-input').value = state.token;
+  // ?mode=auto|mesh|sfu: the policy of the room if this join creates it (docs/signaling.md).
+  const mode = params.get('mode');
+  if (['auto', 'mesh', 'sfu'].includes(mode)) state.joinMode = mode;
   if (params.get('relay') === '1') {
     state.relayOnly = true;
     $('#relay-start').checked = true;

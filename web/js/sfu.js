@@ -209,6 +209,15 @@ export class SfuPeer {
     }
   }
 
+  /** Sends our pending offer (or last answer) again: the server dropped it (`server-busy`). */
+  resendLocalDescription() {
+    const desc = this.pc.localDescription;
+    if (this.closed || !desc) return;
+    if (desc.type === 'offer' && this.pc.signalingState !== 'have-local-offer') return;
+    this.log({ dir: 'out', kind: desc.type, sdp: summarizeSdp(desc.sdp) });
+    this.sendSignal({ type: desc.type, to: 'sfu', sdp: desc.sdp });
+  }
+
   handleDescription(type, sdp) {
     return this.enqueue(() => this.applyDescription(type, sdp));
   }

@@ -60,11 +60,12 @@ export class Signaling {
    * Opens the socket and joins. Resolves with `welcome`; rejects with the server's
    * `error` (an object with `code` and `message`) or with {code: 'connect'}.
    */
-  join({ room, name, token }) {
+  join({ room, name, token, mode }) {
     this.leaving = false;
     return new Promise((resolve, reject) => {
       const msg = { type: 'join', room, name };
       if (token) msg.token = token;
+      if (mode) msg.mode = mode;
       this.open(msg, resolve, reject);
     });
   }
