@@ -1005,7 +1005,7 @@ impl Sfu {
             }
             None => Vec::new(),
         };
-        self.detach_track(tid, &subscribers, now);
+        self.detach_tracks(&[tid], &subscribers, now);
     }
 
     /// Binds a WHEP viewer's unbound m-lines to the room publisher's tracks of the same kind.
@@ -1479,9 +1479,7 @@ impl Sfu {
             }
             None => Vec::new(),
         };
-        for tid in &peer.published {
-            self.detach_track(*tid, &subscribers, now);
-        }
+        self.detach_tracks(&peer.published, &subscribers, now);
         if self.rooms.get(&peer.room).is_some_and(|r| r.peers.is_empty()) {
             self.rooms.remove(&peer.room);
         }
@@ -1491,8 +1489,10 @@ impl Sfu {
 
     /// Drops a publisher track and takes it away from its subscribers: participants get a
     /// renegotiation that stops the m-line, WHEP viewers get the m-line back unbound.
-    fn detach_track(&mut self, tid: u64, subscribers: &[u64], now: Instant) {
-        self.tracks.remove(&tid);
+    fn detach_tracks(&mut self, tids: &[u64], subscribers: &[u64], now: Instant) {
+        for tid in tids {
+            self.tracks.remove(tid);
+        }
         for &sub in subscribers {
             let Some(p) = self.peers.get_mut(&sub) else {
                 continue;
@@ -1501,18 +1501,18 @@ impl Sfu {
                 let freed: Vec<(Mid, MediaKind)> = p
                     .outs
                     .iter()
-                    .filter(|o| o.track == tid)
+                    .filter(|o| tids.contains(&o.track))
                     .filter_map(|o| match o.state {
                         OutState::Open(m) => Some((m, o.kind)),
                         _ => None,
                     })
                     .collect();
-                p.outs.retain(|o| o.track != tid);
+                p.outs.retain(|o| !tids.contains(&o.track));
                 p.unbound.extend(freed);
                 self.bind_whep(sub, now);
                 continue;
             }
-            for o in p.outs.iter_mut().filter(|o| o.track == tid) {
+            for o in p.outs.iter_mut().filter(|o| tids.contains(&o.track)) {
                 o.gone = true;
             }
             self.maybe_negotiate(sub, now);
