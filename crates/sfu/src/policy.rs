@@ -123,9 +123,10 @@ pub fn allocate(estimate: u64, fixed: u64, demands: &[Demand]) -> Vec<Choice> {
         .collect()
 }
 
-/// Upgrade hysteresis: downgrades apply at once; an upgrade waits until the bandwidth
-/// estimate has not limited this subscription for [`UPGRADE_HOLD`].
-/// `limited_at` is the subscription's memory of the last time it was limited.
+/// Upgrade hysteresis: downgrades apply at once, and so does starting a paused
+/// subscription; an upgrade of a flowing layer waits until the bandwidth estimate has not
+/// limited this subscription for [`UPGRADE_HOLD`]. `limited_at` is the subscription's
+/// memory of the last time it was limited.
 pub fn next_target(
     current: Layer,
     choice: Choice,
@@ -135,7 +136,7 @@ pub fn next_target(
     if choice.limited {
         *limited_at = Some(now);
     }
-    if choice.layer.rank() <= current.rank() {
+    if choice.layer.rank() <= current.rank() || current == Layer::Paused {
         return choice.layer;
     }
     match limited_at {
@@ -272,6 +273,10 @@ mod tests {
         let mut never = None;
         assert_eq!(next_target(Layer::Low, up, &mut never, t0), Layer::High);
         assert_eq!(next_target(Layer::Paused, up, &mut never, t0), Layer::High);
+        // Un-pausing is immediate even when the estimate caps the layer.
+        let mut recent = Some(t0);
+        let capped = Choice { layer: Layer::Medium, limited: true };
+        assert_eq!(next_target(Layer::Paused, capped, &mut recent, t0), Layer::Medium);
         let pause = Choice { layer: Layer::Paused, limited: false };
         assert_eq!(next_target(Layer::High, pause, &mut never, t0), Layer::Paused);
     }

@@ -102,9 +102,19 @@ pub struct Client {
     pub pending: Option<SdpPendingOffer>,
     pub gen: Generator,
     pub started_sending: bool,
+    /// Remove RTX from this client's answers: the SFU then cannot retransmit to it.
+    pub strip_rtx: bool,
 }
 
 impl Client {
+    pub fn video(&self) -> impl Iterator<Item = &MediaData> + '_ {
+        self.media().filter(|d| !d.params.spec().codec.is_audio())
+    }
+
+    pub fn video_after(&self, t: Instant) -> impl Iterator<Item = &MediaData> + '_ {
+        self.media_after(t).filter(|d| !d.params.spec().codec.is_audio())
+    }
+
     pub fn media(&self) -> impl Iterator<Item = &MediaData> + '_ {
         self.events.iter().filter_map(|(_, e)| match e {
             Event::MediaData(d) => Some(d),
@@ -298,6 +308,7 @@ impl World {
             pending: None,
             gen,
             started_sending: false,
+            strip_rtx: !rtx,
         });
         let i = self.clients.len() - 1;
         self.drain_client(i);
@@ -435,8 +446,12 @@ impl World {
         c.offers.push(sdp.clone());
         let offer = SdpOffer::from_sdp_string(&sdp).unwrap();
         let answer = c.rtc.sdp_api().accept_offer(offer).unwrap();
+        let mut answer = answer.to_sdp_string();
+        if c.strip_rtx {
+            answer = strip_rtx(&answer);
+        }
         self.drain_client(i);
-        self.sfu.accept_answer(&peer, &answer.to_sdp_string(), now).unwrap();
+        self.sfu.accept_answer(&peer, &answer, now).unwrap();
     }
 
     fn generate(&mut self, i: usize) {
@@ -508,4 +523,39 @@ impl World {
 /// The tag byte of a VP8 test frame: b'l', b'm', b'h' or b's'.
 pub fn tag(d: &MediaData) -> u8 {
     d.data.get(10).copied().unwrap_or(0)
+}
+
+/// Removes every RTX payload type (rtpmap, fmtp, rtcp-fb, and from the m-lines) from an SDP.
+pub fn strip_rtx(sdp: &str) -> String {
+    let rtx: Vec<String> = sdp
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("a=rtpmap:")?;
+            let (pt, codec) = rest.split_once(' ')?;
+            codec.to_ascii_lowercase().starts_with("rtx/").then(|| pt.to_string())
+        })
+        .collect();
+    let mut out = Vec::new();
+    for line in sdp.split("\r\n") {
+        let drop = rtx.iter().any(|pt| {
+            line.starts_with(&format!("a=rtpmap:{pt} "))
+                || line.starts_with(&format!("a=fmtp:{pt} "))
+                || line.starts_with(&format!("a=rtcp-fb:{pt} "))
+        }) || line.starts_with("a=ssrc-group:FID");
+        if drop {
+            continue;
+        }
+        if line.starts_with("m=") {
+            let kept: Vec<&str> = line
+                .split(' ')
+                .enumerate()
+                .filter(|(i, f)| *i < 3 || !rtx.iter().any(|pt| pt == f))
+                .map(|(_, f)| f)
+                .collect();
+            out.push(kept.join(" "));
+        } else {
+            out.push(line.to_string());
+        }
+    }
+    out.join("\r\n")
 }
