@@ -329,6 +329,13 @@ pub struct Options {
     /// Run no SFU: every room is mesh, up to mesh-max-peers.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub no_sfu: Option<bool>,
+    /// UDP port of the SFU (one port for every SFU peer, on each relay-ip; ICE-TCP
+    /// listens on the same TCP port number) [default: 7882].
+    #[arg(long, value_name = "N")]
+    pub sfu_port: Option<u16>,
+    /// No ICE-TCP for the SFU (UDP only).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub no_sfu_tcp: Option<bool>,
     /// Signaling rooms at once [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_rooms: Option<usize>,
@@ -440,6 +447,8 @@ const ENV_NAMES: &[&str] = &[
     "MESH_MAX_PEERS",
     "ROOM_MODE",
     "NO_SFU",
+    "SFU_PORT",
+    "NO_SFU_TCP",
     "MAX_ROOMS",
     "MAX_MESSAGE_BYTES",
     "MESSAGES_PER_SECOND",
@@ -581,6 +590,8 @@ impl Options {
             mesh_max_peers: e.one("MESH_MAX_PEERS")?,
             room_mode: e.one("ROOM_MODE")?,
             no_sfu: e.flag("NO_SFU")?,
+            sfu_port: e.one("SFU_PORT")?,
+            no_sfu_tcp: e.flag("NO_SFU_TCP")?,
             max_rooms: e.one("MAX_ROOMS")?,
             max_message_bytes: e.one("MAX_MESSAGE_BYTES")?,
             messages_per_second: e.one("MESSAGES_PER_SECOND")?,
@@ -664,6 +675,8 @@ impl Options {
             mesh_max_peers: self.mesh_max_peers.or(lower.mesh_max_peers),
             room_mode: self.room_mode.or(lower.room_mode),
             no_sfu: self.no_sfu.or(lower.no_sfu),
+            sfu_port: self.sfu_port.or(lower.sfu_port),
+            no_sfu_tcp: self.no_sfu_tcp.or(lower.no_sfu_tcp),
             max_rooms: self.max_rooms.or(lower.max_rooms),
             max_message_bytes: self.max_message_bytes.or(lower.max_message_bytes),
             messages_per_second: self.messages_per_second.or(lower.messages_per_second),
@@ -700,6 +713,7 @@ pub mod defaults {
     pub const LOG_LEVEL: &str = "info";
     pub const SOFTWARE: &str = concat!("tsunagi/", env!("CARGO_PKG_VERSION"));
     pub const HTTP_PORT: u16 = 8080;
+    pub const SFU_PORT: u16 = 7882;
     pub const HTTP_MAX_CONNECTIONS: usize = 10_000;
     pub const TLS_LISTENING_PORT: u16 = 5349;
     pub const MAX_ROOM_PEERS: u32 = 50;
@@ -770,6 +784,10 @@ pub struct Config {
     /// host without IPv6).
     pub http_ips_default: bool,
     pub http_port: u16,
+    /// UDP (and ICE-TCP) port of the SFU on each relay IP.
+    pub sfu_port: u16,
+    /// Whether the SFU offers ICE-TCP candidates.
+    pub sfu_tcp: bool,
     pub http_max_connections: usize,
     /// `None`: plain HTTP and no TURN over TLS.
     pub tls: Option<TlsSource>,
@@ -1095,6 +1113,8 @@ impl Config {
             allowed: o.allowed_peer_ip,
             denied: o.denied_peer_ip,
             allow_loopback: o.allow_loopback_peers.unwrap_or(false),
+            // The SFU's own addresses are added when it binds (main.rs).
+            allowed_endpoints: Vec::new(),
         };
 
         let max_permissions = o.max_permissions.unwrap_or(defaults::MAX_PERMISSIONS);
@@ -1195,6 +1215,20 @@ impl Config {
         };
         dedup(&mut http_ips);
         let http_port = o.http_port.unwrap_or(defaults::HTTP_PORT);
+        let sfu_port = o.sfu_port.unwrap_or(defaults::SFU_PORT);
+        let sfu_tcp = !o.no_sfu_tcp.unwrap_or(false);
+        if sfu_port != 0 && sfu_port == listening_port {
+            return err(format!(
+                "sfu-port {sfu_port} is also the TURN listening-port; give the SFU its own port (default {})",
+                defaults::SFU_PORT
+            ));
+        }
+        if sfu_port != 0 && sfu_tcp && sfu_port == http_port {
+            return err(format!(
+                "sfu-port {sfu_port} is also the http-port; give the SFU its own port (default {}) or set no-sfu-tcp",
+                defaults::SFU_PORT
+            ));
+        }
         let http_max_connections = o
             .http_max_connections
             .unwrap_or(defaults::HTTP_MAX_CONNECTIONS);
@@ -1285,6 +1319,8 @@ impl Config {
             http_ips,
             http_ips_default,
             http_port,
+            sfu_port,
+            sfu_tcp,
             http_max_connections,
             tls,
             tls_listening_port,

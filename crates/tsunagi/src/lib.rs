@@ -8,6 +8,8 @@
 //! * [`tls`]: certificates for HTTPS/WSS and TURN over TLS.
 //! * [`signaling`]: the signaling WebSocket (`/ws`) around the sans-IO
 //!   [`tsunagi_signal::Hub`].
+//! * [`sfu_runtime`]: the SFU's UDP/ICE-TCP sockets around the sans-IO
+//!   [`tsunagi_sfu::Sfu`], and WHIP/WHEP.
 //! * [`token`]: `tsunagi token`, which prints signaling access tokens.
 //! * [`bench`]: `tsunagi bench`, a load generator for STUN/TURN servers.
 //! * [`nat`]: `tsunagi nat`, NAT behaviour discovery (RFC 5780) as a client.
@@ -17,6 +19,7 @@ pub mod config;
 pub mod http;
 pub mod nat;
 pub mod redact;
+pub mod sfu_runtime;
 pub mod signaling;
 pub mod tls;
 pub mod token;

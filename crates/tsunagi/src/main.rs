@@ -13,9 +13,11 @@ use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 use tsunagi::config::{Cli, Command, Config, LogFormat, TlsSource};
 use tsunagi::http::{self, HttpOptions, HttpService, HttpState};
+use tsunagi::sfu_runtime::{self, SfuOptions, SfuService, SfuSockets};
 use tsunagi::signaling::{self, SignalingHandle, SignalingOptions};
 use tsunagi::tls::{self, TlsError, TlsMaterial};
 use tsunagi::turn_runtime::{BindFailure, Listeners, RuntimeOptions, StartError, TurnService};
+use tsunagi_sfu::SfuConfig;
 use tsunagi_turn::Server;
 
 fn main() -> ExitCode {
@@ -106,7 +108,26 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let server = Server::new(config.server_config(nonce_key), Instant::now(), unix_now);
+    // The SFU's sockets first: the TURN relay may reach exactly these addresses even
+    // when their IPs are private or loopback (browsers in relay-only mode reach the SFU
+    // through this server's TURN), and nothing else on those IPs.
+    let sfu_sockets = if config.signaling.sfu {
+        Some(bind_sfu(config)?)
+    } else {
+        None
+    };
+    let mut server_config = config.server_config(nonce_key);
+    if let Some(s) = &sfu_sockets {
+        server_config
+            .peer_policy
+            .allowed_endpoints
+            .extend(s.udp.iter().filter_map(|u| u.socket.local_addr().ok()));
+        server_config
+            .peer_policy
+            .allowed_endpoints
+            .extend(s.udp.iter().map(|u| u.advertised));
+    }
+    let server = Server::new(server_config, Instant::now(), unix_now);
 
     let tls = load_tls(config)?;
     let listeners = bind_listeners(config)?;
@@ -134,9 +155,34 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
     // credentials minted with it.
     let mut signaling_options = SignalingOptions::from_config(config);
     signaling_options.turns_port = service.tls_addrs().first().map(|a| a.port());
+    let sfu = match sfu_sockets {
+        Some(sockets) => {
+            let options = SfuOptions {
+                core: SfuConfig {
+                    max_peers_per_room: config.signaling.max_room_peers as usize,
+                    max_rooms: config.signaling.max_rooms,
+                    ..SfuConfig::default()
+                },
+                token_secret: config
+                    .signaling
+                    .token_secret
+                    .as_ref()
+                    .map(|s| s.0.as_bytes().to_vec()),
+                ..SfuOptions::default()
+            };
+            let (sfu, link) = SfuService::start(sockets, options)?;
+            signaling_options.sfu = Some(link);
+            Some(sfu)
+        }
+        None => None,
+    };
     let signaling = SignalingHandle::start(signaling_options);
-    let state = state.with_source(Arc::new(signaling.clone()));
-    let extra = signaling::routes(signaling.clone());
+    let mut state = state.with_source(Arc::new(signaling.clone()));
+    let mut extra = signaling::routes(signaling.clone());
+    if let Some(sfu) = &sfu {
+        state = state.with_source(Arc::new(sfu.handle()));
+        extra = extra.merge(sfu_runtime::whip::routes(sfu.handle()));
+    }
     let http_service = HttpService::start(http_listeners, http::app(state, extra), http_options)?;
     info!(
         realm = %config.realm,
@@ -150,6 +196,14 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
     info!("shutting down");
     signaling.shutdown().await;
     http_service.shutdown().await;
+    if let Some(sfu) = sfu {
+        let s = sfu.shutdown().await;
+        info!(
+            media_forwarded = s.core.media_forwarded,
+            faults = s.core.faults,
+            "SFU stopped"
+        );
+    }
     let stats = service.shutdown().await;
     info!(
         allocations_created = stats.allocations_created,
@@ -192,6 +246,23 @@ fn no_ipv6(default_ips: bool, e: &BindFailure) -> bool {
 
 /// Binds every listener. With the default listening addresses, a host without IPv6
 /// (common in containers) runs on IPv4 alone instead of failing.
+/// The SFU's UDP sockets (and ICE-TCP listeners) on the relay addresses, at `sfu-port`.
+fn bind_sfu(config: &Config) -> Result<SfuSockets, StartError> {
+    let externals = config.external_ips.clone();
+    SfuSockets::bind(
+        &config.relay_ips,
+        config.sfu_port,
+        config.sfu_tcp,
+        move |ip| sfu_runtime::advertise(&externals, ip),
+    )
+    .map_err(|e| {
+        StartError(format!(
+            "cannot bind the SFU on port {} ({e}); choose another with sfu-port, or disable the SFU with no-sfu",
+            config.sfu_port
+        ))
+    })
+}
+
 fn bind_listeners(config: &Config) -> Result<Listeners, BindFailure> {
     let mut all = Listeners::default();
     for addr in config.listening_addrs() {

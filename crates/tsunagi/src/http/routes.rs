@@ -114,6 +114,7 @@ pub fn routes(state: HttpState) -> Router {
         .route("/metrics", get(prometheus))
         .route("/", get(index))
         .route("/r/{room}", get(index))
+        .route("/watch/{room}", get(watch))
         .route("/{*path}", get(static_file))
         .with_state(state)
 }
@@ -193,6 +194,14 @@ async fn index(headers: HeaderMap) -> Response {
     match asset("index.html") {
         Some(a) => serve_asset(a, &headers),
         None => html(StatusCode::OK, NO_CLIENT),
+    }
+}
+
+/// `/watch/{room}`: the WHEP player page (it reads the room from the path).
+async fn watch(headers: HeaderMap) -> Response {
+    match asset("watch.html") {
+        Some(a) => serve_asset(a, &headers),
+        None => html(StatusCode::NOT_FOUND, NOT_FOUND),
     }
 }
 

@@ -45,6 +45,7 @@ pub fn server_config() -> ServerConfig {
             allowed: vec![UNROUTABLE_RANGE.parse().unwrap()],
             denied: Vec::new(),
             allow_loopback: true,
+            allowed_endpoints: Vec::new(),
         },
         nonce_key,
         ..ServerConfig::default()

@@ -1,0 +1,1119 @@
+//! The sockets and the task that drive the sans-IO [`tsunagi_sfu::Sfu`].
+//!
+//! One core task owns the `Sfu`. Around it:
+//!
+//! * one UDP socket per advertised address, all on the SFU port (ICE-lite: every SFU
+//!   peer shares them; the core demultiplexes by ICE username and remote address). A
+//!   reader task per socket hands datagrams to the core over a bounded queue; the core
+//!   sends with `try_send_to` and never waits (a full socket buffer drops the packet,
+//!   which is counted);
+//! * ICE-TCP (RFC 6544 passive candidates, RFC 4571 framing) on the same port number,
+//!   for networks that block UDP ([`tcp`]);
+//! * the signaling link ([`SfuLink`]): the room state machine tells the SFU who is in
+//!   an SFU room and passes their offers, answers, candidates and tile sizes; the SFU
+//!   answers with SDP, speaker changes and per-peer stats;
+//! * WHIP and WHEP over HTTP ([`whip`]), which reach the core through [`SfuHandle`].
+//!
+//! Every queue is bounded; when one is full the newest item is dropped and counted.
+
+pub mod tcp;
+pub mod whip;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+use tsunagi_sfu::{Layer, Protocol, Role, Sfu, SfuConfig, SfuError, SfuEvent, SfuStats};
+use tsunagi_signal::{SfuReply, SfuRequest};
+
+use crate::http::{Prometheus, StatsSource};
+use crate::signaling::SfuLink;
+
+/// Datagrams waiting for the core.
+const INCOMING_QUEUE: usize = 4096;
+/// Requests from signaling waiting for the core.
+const REQUEST_QUEUE: usize = 1024;
+/// Replies to signaling waiting for its core.
+const REPLY_QUEUE: usize = 1024;
+/// WHIP/WHEP commands waiting for the core.
+const COMMAND_QUEUE: usize = 256;
+/// Largest datagram read.
+const MAX_DATAGRAM: usize = 2048;
+/// How often the stats watch is refreshed.
+const STATS_EVERY: Duration = Duration::from_millis(500);
+
+/// How the SFU runtime is set up.
+#[derive(Debug, Clone)]
+pub struct SfuOptions {
+    /// The forwarding core's limits. Its candidate lists are filled in by
+    /// [`SfuService::start`] from the bound sockets.
+    pub core: SfuConfig,
+    /// How long a peer's SFU session is kept after its room switched back to mesh, so
+    /// that media continues while the mesh connections come up.
+    pub linger: Duration,
+    /// With a secret, WHIP needs `Authorization: Bearer <access token>`.
+    pub token_secret: Option<Vec<u8>>,
+    /// ICE-TCP connections at once.
+    pub max_tcp_connections: usize,
+    /// WHIP and WHEP sessions at once.
+    pub max_http_sessions: usize,
+}
+
+impl Default for SfuOptions {
+    fn default() -> Self {
+        SfuOptions {
+            core: SfuConfig::default(),
+            linger: Duration::from_secs(10),
+            token_secret: None,
+            max_tcp_connections: 512,
+            max_http_sessions: 256,
+        }
+    }
+}
+
+/// One bound UDP socket and the address advertised for it in SDP.
+#[derive(Debug)]
+pub struct BoundUdp {
+    pub socket: std::net::UdpSocket,
+    /// The host candidate: the bound address, or the configured external address
+    /// that maps to it.
+    pub advertised: SocketAddr,
+}
+
+/// One bound ICE-TCP listener and its advertised address.
+#[derive(Debug)]
+pub struct BoundTcp {
+    pub listener: std::net::TcpListener,
+    pub advertised: SocketAddr,
+}
+
+/// The SFU's sockets, bound before the runtime starts (tests bind port 0).
+#[derive(Debug, Default)]
+pub struct SfuSockets {
+    pub udp: Vec<BoundUdp>,
+    pub tcp: Vec<BoundTcp>,
+}
+
+impl SfuSockets {
+    /// Binds UDP (and, with `tcp`, TCP on the same port number) on each of `ips` at
+    /// `port` (0: the first UDP socket picks a free port and the rest use it).
+    /// `advertise` maps a bound IP to the IP put in candidates (external address).
+    pub fn bind(
+        ips: &[IpAddr],
+        port: u16,
+        tcp: bool,
+        advertise: impl Fn(IpAddr) -> IpAddr,
+    ) -> io::Result<SfuSockets> {
+        let mut out = SfuSockets::default();
+        let mut port = port;
+        for &ip in ips {
+            let socket = bind_udp(SocketAddr::new(ip, port))?;
+            let local = socket.local_addr()?;
+            port = local.port();
+            out.udp.push(BoundUdp {
+                socket,
+                advertised: SocketAddr::new(advertise(ip), local.port()),
+            });
+            if tcp {
+                let listener = bind_tcp(SocketAddr::new(ip, port))?;
+                let local = listener.local_addr()?;
+                out.tcp.push(BoundTcp {
+                    listener,
+                    advertised: SocketAddr::new(advertise(ip), local.port()),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The address to advertise for a socket bound on `ip`: the `external-ip` whose private
+/// address is `ip`, else the first one of `ip`'s family without a private address, else
+/// `ip` itself.
+pub fn advertise(external: &[crate::config::ExternalIp], ip: IpAddr) -> IpAddr {
+    external
+        .iter()
+        .find(|e| e.private == Some(ip))
+        .or_else(|| {
+            external
+                .iter()
+                .find(|e| e.private.is_none() && e.public.is_ipv4() == ip.is_ipv4())
+        })
+        .map_or(ip, |e| e.public)
+}
+
+fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // Room for bursts of video packets (the kernel caps these at rmem_max / wmem_max).
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    let _ = socket.set_send_buffer_size(4 << 20);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(128)?;
+    Ok(socket.into())
+}
+
+/// A datagram or RFC 4571 frame for the core.
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    pub proto: Protocol,
+    pub source: SocketAddr,
+    /// The advertised address of the socket it arrived on.
+    pub destination: SocketAddr,
+    pub data: Vec<u8>,
+}
+
+/// What WHIP and WHEP ask of the core.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Create a publisher (`whip`) or a viewer (`whep`) in `room` from `offer`.
+    Create {
+        kind: SessionKind,
+        room: String,
+        offer: String,
+        reply: oneshot::Sender<Result<Created, HttpFailure>>,
+    },
+    /// Remote candidates (trickle-ice-sdpfrag lines) for a session.
+    Candidates {
+        kind: SessionKind,
+        room: String,
+        id: String,
+        candidates: Vec<String>,
+        reply: oneshot::Sender<Result<(), HttpFailure>>,
+    },
+    /// End a session.
+    Delete {
+        kind: SessionKind,
+        room: String,
+        id: String,
+        reply: oneshot::Sender<Result<(), HttpFailure>>,
+    },
+    /// A TCP connection opened (its writer) or closed (`None`).
+    Tcp {
+        remote: SocketAddr,
+        writer: Option<mpsc::Sender<Vec<u8>>>,
+    },
+}
+
+/// WHIP publisher or WHEP viewer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionKind {
+    Whip,
+    Whep,
+}
+
+impl SessionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionKind::Whip => "whip",
+            SessionKind::Whep => "whep",
+        }
+    }
+}
+
+/// A created WHIP/WHEP session.
+#[derive(Debug)]
+pub(crate) struct Created {
+    pub id: String,
+    pub answer: String,
+}
+
+/// Why a WHIP/WHEP request failed: an HTTP status and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpFailure {
+    pub status: u16,
+    pub message: String,
+}
+
+impl HttpFailure {
+    pub(crate) fn new(status: u16, message: impl Into<String>) -> Self {
+        HttpFailure {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// Counters of the runtime (beside the core's).
+#[derive(Debug, Clone, Default)]
+pub struct RuntimeCounters {
+    pub datagrams_in: u64,
+    pub incoming_dropped: u64,
+    pub send_errors: u64,
+    pub requests_dropped: u64,
+    pub replies_dropped: u64,
+    pub tcp_connections: u64,
+    pub whip_sessions: u64,
+    pub whep_sessions: u64,
+}
+
+/// What `/api/stats` and `/metrics` show of the SFU.
+#[derive(Debug, Clone, Default)]
+pub struct SfuSnapshot {
+    pub core: SfuStats,
+    pub runtime: RuntimeCounters,
+}
+
+/// Reaches the running SFU from HTTP handlers; cheap to clone.
+#[derive(Clone)]
+pub struct SfuHandle {
+    commands: mpsc::Sender<Command>,
+    stats: watch::Receiver<SfuSnapshot>,
+    token_secret: Option<Arc<[u8]>>,
+}
+
+impl fmt::Debug for SfuHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SfuHandle").finish_non_exhaustive()
+    }
+}
+
+impl SfuHandle {
+    /// The latest counters.
+    pub fn snapshot(&self) -> SfuSnapshot {
+        self.stats.borrow().clone()
+    }
+
+    pub(crate) fn token_secret(&self) -> Option<&[u8]> {
+        self.token_secret.as_deref()
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, HttpFailure>>) -> Command,
+    ) -> Result<T, HttpFailure> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .try_send(make(tx))
+            .map_err(|_| HttpFailure::new(503, "the SFU is busy; retry in a moment"))?;
+        rx.await
+            .unwrap_or_else(|_| Err(HttpFailure::new(503, "the SFU is shutting down")))
+    }
+
+    pub(crate) async fn create(
+        &self,
+        kind: SessionKind,
+        room: String,
+        offer: String,
+    ) -> Result<Created, HttpFailure> {
+        self.ask(|reply| Command::Create {
+            kind,
+            room,
+            offer,
+            reply,
+        })
+        .await
+    }
+
+    pub(crate) async fn candidates(
+        &self,
+        kind: SessionKind,
+        room: String,
+        id: String,
+        candidates: Vec<String>,
+    ) -> Result<(), HttpFailure> {
+        self.ask(|reply| Command::Candidates {
+            kind,
+            room,
+            id,
+            candidates,
+            reply,
+        })
+        .await
+    }
+
+    pub(crate) async fn delete(
+        &self,
+        kind: SessionKind,
+        room: String,
+        id: String,
+    ) -> Result<(), HttpFailure> {
+        self.ask(|reply| Command::Delete {
+            kind,
+            room,
+            id,
+            reply,
+        })
+        .await
+    }
+}
+
+impl StatsSource for SfuHandle {
+    fn key(&self) -> &'static str {
+        "sfu"
+    }
+
+    fn json(&self) -> Value {
+        let s = self.snapshot();
+        let c = &s.core;
+        let r = &s.runtime;
+        json!({
+            "rooms": c.rooms,
+            "peers": c.peers,
+            "publishers": c.publishers,
+            "subscriptions": c.subscriptions,
+            "packetsIn": c.packets_in,
+            "packetsOut": c.packets_out,
+            "bytesIn": c.bytes_in,
+            "bytesOut": c.bytes_out,
+            "mediaForwarded": c.media_forwarded,
+            "keyframeRequests": c.keyframe_requests,
+            "layerSwitches": c.layer_switches,
+            "faults": c.faults,
+            "demuxMisses": c.demux_misses,
+            "datagramsIn": r.datagrams_in,
+            "incomingDropped": r.incoming_dropped,
+            "sendErrors": r.send_errors,
+            "tcpConnections": r.tcp_connections,
+            "whipSessions": r.whip_sessions,
+            "whepSessions": r.whep_sessions,
+        })
+    }
+
+    fn prometheus(&self, p: &mut Prometheus) {
+        let s = self.snapshot();
+        let c = &s.core;
+        let r = &s.runtime;
+        p.gauge("tsunagi_sfu_rooms", "Rooms with SFU peers.", c.rooms);
+        p.gauge("tsunagi_sfu_peers", "Peers connected to the SFU.", c.peers);
+        p.gauge(
+            "tsunagi_sfu_publishers",
+            "Peers publishing media to the SFU.",
+            c.publishers,
+        );
+        p.gauge(
+            "tsunagi_sfu_subscriptions",
+            "Tracks forwarded to subscribers.",
+            c.subscriptions,
+        );
+        p.counter(
+            "tsunagi_sfu_packets_in_total",
+            "Datagrams and frames received.",
+            c.packets_in,
+        );
+        p.counter(
+            "tsunagi_sfu_packets_out_total",
+            "Packets sent.",
+            c.packets_out,
+        );
+        p.counter("tsunagi_sfu_bytes_in_total", "Bytes received.", c.bytes_in);
+        p.counter("tsunagi_sfu_bytes_out_total", "Bytes sent.", c.bytes_out);
+        p.counter(
+            "tsunagi_sfu_media_forwarded_total",
+            "Frames and audio samples written to subscribers.",
+            c.media_forwarded,
+        );
+        p.counter(
+            "tsunagi_sfu_keyframe_requests_total",
+            "Keyframe requests sent to publishers.",
+            c.keyframe_requests,
+        );
+        p.counter(
+            "tsunagi_sfu_layer_switches_total",
+            "Simulcast layer switches.",
+            c.layer_switches,
+        );
+        p.counter(
+            "tsunagi_sfu_faults_total",
+            "Peers dropped after an internal fault.",
+            c.faults,
+        );
+        p.counter(
+            "tsunagi_sfu_demux_misses_total",
+            "Datagrams no peer accepted.",
+            c.demux_misses,
+        );
+        p.counter(
+            "tsunagi_sfu_incoming_dropped_total",
+            "Datagrams dropped because the core was behind.",
+            r.incoming_dropped,
+        );
+        p.counter(
+            "tsunagi_sfu_send_errors_total",
+            "Sends that failed (full socket buffer, unreachable).",
+            r.send_errors,
+        );
+        p.gauge(
+            "tsunagi_sfu_tcp_connections",
+            "ICE-TCP connections open.",
+            r.tcp_connections,
+        );
+        p.gauge(
+            "tsunagi_sfu_whip_sessions",
+            "WHIP publishers.",
+            r.whip_sessions,
+        );
+        p.gauge(
+            "tsunagi_sfu_whep_sessions",
+            "WHEP viewers.",
+            r.whep_sessions,
+        );
+    }
+}
+
+/// The running SFU.
+#[derive(Debug)]
+pub struct SfuService {
+    handle: SfuHandle,
+    udp_addrs: Vec<SocketAddr>,
+    tcp_addrs: Vec<SocketAddr>,
+    shutdown: Option<oneshot::Sender<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl SfuService {
+    /// Starts the SFU on `sockets` and returns it with the link for signaling.
+    /// Must be called within a Tokio runtime.
+    pub fn start(
+        sockets: SfuSockets,
+        mut options: SfuOptions,
+    ) -> io::Result<(SfuService, SfuLink)> {
+        let now = Instant::now();
+        options.core.udp_candidates = sockets.udp.iter().map(|u| u.advertised).collect();
+        options.core.tcp_candidates = sockets.tcp.iter().map(|t| t.advertised).collect();
+        let udp_addrs: Vec<SocketAddr> = sockets.udp.iter().map(|u| u.advertised).collect();
+        let tcp_addrs: Vec<SocketAddr> = sockets.tcp.iter().map(|t| t.advertised).collect();
+
+        let (in_tx, in_rx) = mpsc::channel::<Incoming>(INCOMING_QUEUE);
+        let (req_tx, req_rx) = mpsc::channel::<SfuRequest>(REQUEST_QUEUE);
+        let (rep_tx, rep_rx) = mpsc::channel::<SfuReply>(REPLY_QUEUE);
+        let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(COMMAND_QUEUE);
+        let (stats_tx, stats_rx) = watch::channel(SfuSnapshot::default());
+        let (shutdown_tx, shutdown_rx) = oneshot::channel();
+        let dropped = Arc::new(Mutex::new(0u64));
+
+        let mut tasks = Vec::new();
+        let mut sends = Vec::new();
+        for bound in sockets.udp {
+            let socket = Arc::new(UdpSocket::from_std(bound.socket)?);
+            sends.push((bound.advertised, socket.clone()));
+            tasks.push(tokio::spawn(read_udp(
+                socket,
+                bound.advertised,
+                in_tx.clone(),
+                dropped.clone(),
+            )));
+        }
+        for bound in sockets.tcp {
+            let listener = tokio::net::TcpListener::from_std(bound.listener)?;
+            tasks.push(tokio::spawn(tcp::accept_loop(
+                listener,
+                bound.advertised,
+                in_tx.clone(),
+                cmd_tx.clone(),
+                options.max_tcp_connections,
+            )));
+        }
+        drop(in_tx);
+
+        info!(
+            udp = ?udp_addrs,
+            tcp = ?tcp_addrs,
+            "SFU listening (ICE-lite host candidates)"
+        );
+        let core = Core {
+            sfu: Sfu::new(options.core.clone(), now),
+            options: options.clone(),
+            udp: sends,
+            tcp: HashMap::new(),
+            replies: rep_tx,
+            lingering: BTreeMap::new(),
+            sessions: HashMap::new(),
+            counters: RuntimeCounters::default(),
+            dropped,
+            stats: stats_tx,
+            last_stats: now,
+            reply_warned: None,
+        };
+        tasks.push(tokio::spawn(core.run(in_rx, req_rx, cmd_rx, shutdown_rx)));
+
+        let handle = SfuHandle {
+            commands: cmd_tx,
+            stats: stats_rx,
+            token_secret: options.token_secret.map(Arc::from),
+        };
+        let service = SfuService {
+            handle,
+            udp_addrs,
+            tcp_addrs,
+            shutdown: Some(shutdown_tx),
+            tasks,
+        };
+        let link = SfuLink {
+            requests: req_tx,
+            replies: rep_rx,
+        };
+        Ok((service, link))
+    }
+
+    pub fn handle(&self) -> SfuHandle {
+        self.handle.clone()
+    }
+
+    /// The advertised UDP host candidates.
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        &self.udp_addrs
+    }
+
+    /// The advertised ICE-TCP candidates.
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        &self.tcp_addrs
+    }
+
+    /// Stops every task and waits for the core.
+    pub async fn shutdown(mut self) -> SfuSnapshot {
+        let snapshot = self.handle.snapshot();
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+        snapshot
+    }
+}
+
+async fn read_udp(
+    socket: Arc<UdpSocket>,
+    advertised: SocketAddr,
+    tx: mpsc::Sender<Incoming>,
+    dropped: Arc<Mutex<u64>>,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let (n, source) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                // ICMP errors surface here on Linux (ECONNREFUSED for a closed peer
+                // port): they concern one peer, never the socket.
+                debug!("SFU UDP receive: {e}");
+                continue;
+            }
+        };
+        let item = Incoming {
+            proto: Protocol::Udp,
+            source,
+            destination: advertised,
+            data: buf[..n].to_vec(),
+        };
+        match tx.try_send(item) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if let Ok(mut d) = dropped.lock() {
+                    *d += 1;
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
+}
+
+/// A WHIP/WHEP session known to the runtime.
+#[derive(Debug)]
+struct Session {
+    kind: SessionKind,
+    room: String,
+}
+
+struct Core {
+    sfu: Sfu,
+    options: SfuOptions,
+    udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    replies: mpsc::Sender<SfuReply>,
+    /// Peers to remove at a time (after a switch back to mesh).
+    lingering: BTreeMap<Instant, Vec<String>>,
+    /// WHIP/WHEP sessions by peer id.
+    sessions: HashMap<String, Session>,
+    counters: RuntimeCounters,
+    dropped: Arc<Mutex<u64>>,
+    stats: watch::Sender<SfuSnapshot>,
+    last_stats: Instant,
+    reply_warned: Option<Instant>,
+}
+
+impl Core {
+    async fn run(
+        mut self,
+        mut incoming: mpsc::Receiver<Incoming>,
+        mut requests: mpsc::Receiver<SfuRequest>,
+        mut commands: mpsc::Receiver<Command>,
+        mut shutdown: oneshot::Receiver<()>,
+    ) {
+        let mut requests_open = true;
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                item = incoming.recv() => {
+                    let Some(item) = item else { break };
+                    let now = Instant::now();
+                    self.receive(now, item);
+                    // Take what else is waiting without another trip through select.
+                    for _ in 0..64 {
+                        match incoming.try_recv() {
+                            Ok(item) => self.receive(now, item),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                req = requests.recv(), if requests_open => {
+                    match req {
+                        Some(req) => self.request(Instant::now(), req),
+                        None => requests_open = false,
+                    }
+                }
+                cmd = commands.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    self.command(Instant::now(), cmd);
+                }
+                _ = sleep_until(deadline) => {}
+            }
+            let now = Instant::now();
+            self.expire_lingering(now);
+            self.sfu.handle_timeout(now);
+            self.drain(now);
+        }
+        debug!("SFU core stopped");
+    }
+
+    fn next_deadline(&mut self) -> Option<Instant> {
+        let sfu = self.sfu.poll_timeout();
+        let linger = self.lingering.keys().next().copied();
+        match (sfu, linger) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn receive(&mut self, now: Instant, item: Incoming) {
+        self.counters.datagrams_in += 1;
+        self.sfu
+            .handle_receive(now, item.proto, item.source, item.destination, &item.data);
+    }
+
+    fn request(&mut self, now: Instant, req: SfuRequest) {
+        match req {
+            SfuRequest::Join {
+                room,
+                peer,
+                can_publish,
+            } => {
+                self.unlinger(&peer);
+                if self.sfu.contains(&peer) {
+                    // A new SFU session for a peer whose last one is still here (a
+                    // quick mesh → sfu → mesh → sfu): the client makes a new
+                    // PeerConnection, so the old one goes.
+                    self.sfu.leave(&peer, now);
+                }
+                if let Err(e) = self
+                    .sfu
+                    .join(&room, &peer, Role::Participant { can_publish }, now)
+                {
+                    warn!(%peer, %room, "SFU join refused: {e}");
+                    self.reply(SfuReply::Error {
+                        peer: peer.to_string(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+            SfuRequest::Leave { peer, linger } => {
+                if linger && !self.options.linger.is_zero() {
+                    self.lingering
+                        .entry(now + self.options.linger)
+                        .or_default()
+                        .push(peer.to_string());
+                } else {
+                    self.unlinger(&peer);
+                    self.sfu.leave(&peer, now);
+                }
+            }
+            SfuRequest::Offer { peer, sdp } => {
+                if !self.sfu.contains(&peer) {
+                    self.reply(SfuReply::Error {
+                        peer: peer.to_string(),
+                        message: "this peer has no SFU session (the room is in mesh mode)"
+                            .to_owned(),
+                    });
+                    return;
+                }
+                match self.sfu.accept_offer(&peer, &sdp, now) {
+                    Ok(answer) => self.reply(SfuReply::Answer {
+                        peer: peer.to_string(),
+                        sdp: answer,
+                    }),
+                    Err(e) => {
+                        debug!(%peer, "SFU refused an offer: {e}");
+                        self.reply(SfuReply::Error {
+                            peer: peer.to_string(),
+                            message: format!("offer refused: {e}"),
+                        });
+                    }
+                }
+            }
+            SfuRequest::Answer { peer, sdp } => {
+                if let Err(e) = self.sfu.accept_answer(&peer, &sdp, now) {
+                    debug!(%peer, "SFU refused an answer: {e}");
+                    if !matches!(e, SfuError::UnknownPeer) {
+                        self.reply(SfuReply::Error {
+                            peer: peer.to_string(),
+                            message: format!("answer refused: {e}"),
+                        });
+                    }
+                }
+            }
+            SfuRequest::Candidate { peer, candidate } => {
+                let text = match &candidate {
+                    Value::Null => String::new(),
+                    Value::Object(o) => match o.get("candidate") {
+                        Some(Value::String(s)) => s.clone(),
+                        _ => String::new(),
+                    },
+                    Value::String(s) => s.clone(),
+                    _ => return,
+                };
+                if let Err(e) = self.sfu.add_remote_candidate(&peer, &text) {
+                    debug!(%peer, "SFU ignored a candidate: {e}");
+                }
+            }
+            SfuRequest::View { peer, tiles } => {
+                let tiles: Vec<tsunagi_sfu::Tile> = tiles
+                    .into_iter()
+                    .map(|t| tsunagi_sfu::Tile {
+                        peer: t.peer,
+                        width: t.width,
+                        height: t.height,
+                    })
+                    .collect();
+                self.sfu.set_view(&peer, &tiles, now);
+            }
+        }
+    }
+
+    fn unlinger(&mut self, peer: &str) {
+        self.lingering.retain(|_, peers| {
+            peers.retain(|p| p != peer);
+            !peers.is_empty()
+        });
+    }
+
+    fn expire_lingering(&mut self, now: Instant) {
+        while let Some(entry) = self.lingering.first_entry() {
+            if *entry.key() > now {
+                break;
+            }
+            for peer in entry.remove() {
+                debug!(%peer, "SFU session ended after the switch to mesh");
+                self.sfu.leave(&peer, now);
+            }
+        }
+    }
+
+    fn command(&mut self, now: Instant, cmd: Command) {
+        match cmd {
+            Command::Create {
+                kind,
+                room,
+                offer,
+                reply,
+            } => {
+                let _ = reply.send(self.create(now, kind, &room, &offer));
+            }
+            Command::Candidates {
+                kind,
+                room,
+                id,
+                candidates,
+                reply,
+            } => {
+                let r = self.session(kind, &room, &id).map(|()| {
+                    for c in &candidates {
+                        if let Err(e) = self.sfu.add_remote_candidate(&id, c) {
+                            debug!(%id, "WHIP/WHEP candidate ignored: {e}");
+                        }
+                    }
+                });
+                let _ = reply.send(r);
+            }
+            Command::Delete {
+                kind,
+                room,
+                id,
+                reply,
+            } => {
+                let r = self.session(kind, &room, &id).map(|()| {
+                    self.sfu.leave(&id, now);
+                    self.end_session(&id);
+                });
+                let _ = reply.send(r);
+            }
+            Command::Tcp { remote, writer } => match writer {
+                Some(w) => {
+                    self.tcp.insert(remote, w);
+                    self.counters.tcp_connections = self.tcp.len() as u64;
+                }
+                None => {
+                    self.tcp.remove(&remote);
+                    self.counters.tcp_connections = self.tcp.len() as u64;
+                }
+            },
+        }
+    }
+
+    fn session(&self, kind: SessionKind, room: &str, id: &str) -> Result<(), HttpFailure> {
+        match self.sessions.get(id) {
+            Some(s) if s.kind == kind && s.room == room => Ok(()),
+            _ => Err(HttpFailure::new(
+                404,
+                format!("no {} session {id} in room {room}", kind.as_str()),
+            )),
+        }
+    }
+
+    fn create(
+        &mut self,
+        now: Instant,
+        kind: SessionKind,
+        room: &str,
+        offer: &str,
+    ) -> Result<Created, HttpFailure> {
+        if self.sessions.len() >= self.options.max_http_sessions {
+            return Err(HttpFailure::new(
+                503,
+                "too many WHIP/WHEP sessions on this server; retry later",
+            ));
+        }
+        let role = match kind {
+            SessionKind::Whip => Role::WhipPublisher,
+            SessionKind::Whep => {
+                if !self.sfu.room_has_publisher(room) {
+                    return Err(HttpFailure::new(
+                        404,
+                        format!("nobody is publishing in room {room} yet"),
+                    ));
+                }
+                Role::WhepViewer
+            }
+        };
+        let id = format!("{}-{}", kind.as_str(), random_id());
+        self.sfu
+            .join(room, &id, role, now)
+            .map_err(|e| HttpFailure::new(503, e.to_string()))?;
+        match self.sfu.accept_offer(&id, offer, now) {
+            Ok(answer) => {
+                self.sessions.insert(
+                    id.clone(),
+                    Session {
+                        kind,
+                        room: room.to_owned(),
+                    },
+                );
+                self.count_sessions();
+                if kind == SessionKind::Whip {
+                    self.publish_external(room);
+                }
+                info!(%id, %room, "{} session started", kind.as_str());
+                Ok(Created { id, answer })
+            }
+            Err(e) => {
+                self.sfu.leave(&id, now);
+                Err(HttpFailure::new(
+                    400,
+                    format!("the SDP offer was refused: {e}"),
+                ))
+            }
+        }
+    }
+
+    fn end_session(&mut self, id: &str) {
+        if let Some(s) = self.sessions.remove(id) {
+            info!(%id, room = %s.room, "{} session ended", s.kind.as_str());
+            self.count_sessions();
+            if s.kind == SessionKind::Whip {
+                self.publish_external(&s.room);
+            }
+        }
+    }
+
+    fn count_sessions(&mut self) {
+        let whip = self
+            .sessions
+            .values()
+            .filter(|s| s.kind == SessionKind::Whip)
+            .count();
+        self.counters.whip_sessions = whip as u64;
+        self.counters.whep_sessions = (self.sessions.len() - whip) as u64;
+    }
+
+    /// Tells signaling how many WHIP publishers `room` has.
+    fn publish_external(&mut self, room: &str) {
+        let publishers = self
+            .sessions
+            .values()
+            .filter(|s| s.kind == SessionKind::Whip && s.room == room)
+            .count() as u32;
+        self.reply(SfuReply::External {
+            room: room.to_owned(),
+            publishers,
+        });
+    }
+
+    fn reply(&mut self, reply: SfuReply) {
+        if self.replies.try_send(reply).is_err() {
+            self.counters.replies_dropped += 1;
+            let now = Instant::now();
+            if self
+                .reply_warned
+                .is_none_or(|t| now.duration_since(t) > Duration::from_secs(10))
+            {
+                self.reply_warned = Some(now);
+                warn!(
+                    dropped = self.counters.replies_dropped,
+                    "SFU replies to signaling are backing up; dropping"
+                );
+            }
+        }
+    }
+
+    fn drain(&mut self, now: Instant) {
+        while let Some(t) = self.sfu.poll_transmit() {
+            self.transmit(t);
+        }
+        while let Some(e) = self.sfu.poll_event() {
+            self.event(e);
+        }
+        // Events can cause output (e.g. a session removed).
+        while let Some(t) = self.sfu.poll_transmit() {
+            self.transmit(t);
+        }
+        if now.duration_since(self.last_stats) >= STATS_EVERY {
+            self.last_stats = now;
+            if let Ok(d) = self.dropped.lock() {
+                self.counters.incoming_dropped = *d;
+            }
+            let _ = self.stats.send(SfuSnapshot {
+                core: self.sfu.stats(),
+                runtime: self.counters.clone(),
+            });
+        }
+    }
+
+    fn transmit(&mut self, t: tsunagi_sfu::Transmit) {
+        match t.proto {
+            Protocol::Udp => {
+                let socket = self
+                    .udp
+                    .iter()
+                    .find(|(a, _)| *a == t.source)
+                    .or_else(|| {
+                        self.udp
+                            .iter()
+                            .find(|(a, _)| a.is_ipv4() == t.destination.is_ipv4())
+                    })
+                    .map(|(_, s)| s);
+                let Some(socket) = socket else {
+                    self.counters.send_errors += 1;
+                    return;
+                };
+                if let Err(e) = socket.try_send_to(&t.contents, t.destination) {
+                    self.counters.send_errors += 1;
+                    debug!(to = %t.destination, "SFU send: {e}");
+                }
+            }
+            Protocol::Tcp => match self.tcp.get(&t.destination) {
+                Some(w) => {
+                    if w.try_send(t.contents).is_err() {
+                        self.counters.send_errors += 1;
+                    }
+                }
+                None => self.counters.send_errors += 1,
+            },
+        }
+    }
+
+    fn event(&mut self, e: SfuEvent) {
+        match e {
+            SfuEvent::Offer { peer, sdp } => {
+                if self.sessions.contains_key(&peer) {
+                    // WHIP/WHEP sessions are never renegotiated by the server.
+                    debug!(%peer, "no renegotiation channel for a WHIP/WHEP session");
+                } else {
+                    self.reply(SfuReply::Offer { peer, sdp });
+                }
+            }
+            SfuEvent::Speaker { room, peer } => self.reply(SfuReply::Speaker { room, peer }),
+            SfuEvent::Stats {
+                peer,
+                bitrate,
+                layers,
+                rtt_ms,
+            } => {
+                if !self.sessions.contains_key(&peer) {
+                    self.reply(SfuReply::Stats {
+                        peer,
+                        bitrate,
+                        layers: layers
+                            .into_iter()
+                            .map(|(p, l): (String, Layer)| (p, l.as_str().to_owned()))
+                            .collect(),
+                        rtt: rtt_ms,
+                    });
+                }
+            }
+            SfuEvent::Connected { peer } => debug!(%peer, "SFU peer connected"),
+            SfuEvent::Closed { peer, reason } => {
+                info!(%peer, %reason, "SFU peer closed");
+                if self.sessions.contains_key(&peer) {
+                    self.end_session(&peer);
+                } else {
+                    self.reply(SfuReply::Error {
+                        peer,
+                        message: format!("the SFU connection closed: {reason}"),
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn random_id() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 12];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}

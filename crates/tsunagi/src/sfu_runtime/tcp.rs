@@ -1,0 +1,121 @@
+//! ICE-TCP for the SFU: passive candidates (RFC 6544), each packet framed by a 16-bit
+//! big-endian length (RFC 4571). For clients whose network blocks UDP.
+//!
+//! A reader task per connection hands whole frames to the core; a writer task frames
+//! what the core sends. A connection that sends nothing for [`IDLE`] is closed, and a
+//! frame must complete within [`FRAME_STALL`] once begun.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tracing::debug;
+use tsunagi_sfu::Protocol;
+
+use super::{Command, Incoming};
+
+/// Frames queued for one connection's writer.
+const WRITE_QUEUE: usize = 512;
+/// A connection silent for this long is closed (ICE consent checks come every few s).
+const IDLE: Duration = Duration::from_secs(30);
+/// A frame begun must complete within this.
+const FRAME_STALL: Duration = Duration::from_secs(10);
+
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    advertised: SocketAddr,
+    incoming: mpsc::Sender<Incoming>,
+    commands: mpsc::Sender<Command>,
+    max_connections: usize,
+) {
+    let permits = Arc::new(Semaphore::new(max_connections.max(1)));
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                debug!("SFU TCP accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            debug!(%remote, "SFU TCP connection refused: at the connection limit");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let incoming = incoming.clone();
+        let commands = commands.clone();
+        tokio::spawn(async move {
+            connection(stream, remote, advertised, incoming, commands).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    advertised: SocketAddr,
+    incoming: mpsc::Sender<Incoming>,
+    commands: mpsc::Sender<Command>,
+) {
+    let (mut reader, mut writer) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+    if commands
+        .send(Command::Tcp {
+            remote,
+            writer: Some(tx),
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let write = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            let Ok(len) = u16::try_from(frame.len()) else {
+                continue;
+            };
+            let mut buf = Vec::with_capacity(frame.len() + 2);
+            buf.extend_from_slice(&len.to_be_bytes());
+            buf.extend_from_slice(&frame);
+            if writer.write_all(&buf).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut len_buf = [0u8; 2];
+    loop {
+        match tokio::time::timeout(IDLE, reader.read_exact(&mut len_buf)).await {
+            Ok(Ok(_)) => {}
+            _ => break,
+        }
+        let len = usize::from(u16::from_be_bytes(len_buf));
+        let mut frame = vec![0u8; len];
+        match tokio::time::timeout(FRAME_STALL, reader.read_exact(&mut frame)).await {
+            Ok(Ok(_)) => {}
+            _ => break,
+        }
+        let item = Incoming {
+            proto: Protocol::Tcp,
+            source: remote,
+            destination: advertised,
+            data: frame,
+        };
+        // A full core queue drops this frame, as UDP would.
+        if let Err(mpsc::error::TrySendError::Closed(_)) = incoming.try_send(item) {
+            break;
+        }
+    }
+    write.abort();
+    let _ = commands
+        .send(Command::Tcp {
+            remote,
+            writer: None,
+        })
+        .await;
+}
