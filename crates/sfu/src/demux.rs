@@ -51,7 +51,10 @@ pub fn stun_request(data: &[u8]) -> Option<StunRequest<'_>> {
     }
     let username = message.get_str(attr::USERNAME).ok()??;
     let (local_ufrag, _) = username.split_once(':')?;
-    Some(StunRequest { local_ufrag, message })
+    Some(StunRequest {
+        local_ufrag,
+        message,
+    })
 }
 
 /// Whether `request` carries a MESSAGE-INTEGRITY valid for `password` (short-term, RFC 8489
@@ -75,6 +78,14 @@ impl Demux {
     /// Register a peer's local ufrag.
     pub fn insert_ufrag(&mut self, ufrag: &str, peer: u64) {
         self.by_ufrag.insert(ufrag.to_string(), peer);
+    }
+
+    /// A peer's local ufrag changed (ICE restart); its learned tuples stay.
+    pub fn replace_ufrag(&mut self, old: &str, new: &str, peer: u64) {
+        if self.by_ufrag.get(old) == Some(&peer) {
+            self.by_ufrag.remove(old);
+        }
+        self.by_ufrag.insert(new.to_string(), peer);
     }
 
     /// The peer whose local ufrag this is.
@@ -141,11 +152,16 @@ mod tests {
 
     fn binding(username: &str, password: &str) -> Vec<u8> {
         let mut buf = [0u8; 256];
-        let mut enc =
-            MessageEncoder::new(&mut buf, Class::Request, Method::BINDING, TransactionId::new([1; 12]))
-                .unwrap();
+        let mut enc = MessageEncoder::new(
+            &mut buf,
+            Class::Request,
+            Method::BINDING,
+            TransactionId::new([1; 12]),
+        )
+        .unwrap();
         enc.string(attr::USERNAME, username).unwrap();
-        enc.message_integrity(&IntegrityKey::short_term(password)).unwrap();
+        enc.message_integrity(&IntegrityKey::short_term(password))
+            .unwrap();
         enc.fingerprint().unwrap();
         let n = enc.finish();
         buf[..n].to_vec()

@@ -213,34 +213,76 @@ mod tests {
     #[test]
     fn plenty_of_bandwidth_gives_the_tile_layer() {
         let d = [
-            Demand { area: 1280 * 720, wanted: Layer::High, available: all(NOMINAL_BITRATE) },
-            Demand { area: 320 * 180, wanted: Layer::Low, available: all(NOMINAL_BITRATE) },
-            Demand { area: 0, wanted: Layer::Paused, available: all(NOMINAL_BITRATE) },
+            Demand {
+                area: 1280 * 720,
+                wanted: Layer::High,
+                available: all(NOMINAL_BITRATE),
+            },
+            Demand {
+                area: 320 * 180,
+                wanted: Layer::Low,
+                available: all(NOMINAL_BITRATE),
+            },
+            Demand {
+                area: 0,
+                wanted: Layer::Paused,
+                available: all(NOMINAL_BITRATE),
+            },
         ];
         let c = allocate(10_000_000, 40_000, &d);
-        assert_eq!(c.iter().map(|c| c.layer).collect::<Vec<_>>(), [Layer::High, Layer::Low, Layer::Paused]);
+        assert_eq!(
+            c.iter().map(|c| c.layer).collect::<Vec<_>>(),
+            [Layer::High, Layer::Low, Layer::Paused]
+        );
         assert!(c.iter().all(|c| !c.limited));
     }
 
     #[test]
     fn tiny_estimate_forces_low_and_smallest_tile_goes_first() {
         let d = [
-            Demand { area: 1280 * 720, wanted: Layer::High, available: all(NOMINAL_BITRATE) },
-            Demand { area: 640 * 360, wanted: Layer::High, available: all(NOMINAL_BITRATE) },
+            Demand {
+                area: 1280 * 720,
+                wanted: Layer::High,
+                available: all(NOMINAL_BITRATE),
+            },
+            Demand {
+                area: 640 * 360,
+                wanted: Layer::High,
+                available: all(NOMINAL_BITRATE),
+            },
         ];
         // 90 % of 2.2 M = 1.98 M: h + m (2.0 M) does not fit, h + l (1.65 M) does.
         let c = allocate(2_200_000, 0, &d);
-        assert_eq!(c[0], Choice { layer: Layer::High, limited: false });
-        assert_eq!(c[1], Choice { layer: Layer::Low, limited: true });
+        assert_eq!(
+            c[0],
+            Choice {
+                layer: Layer::High,
+                limited: false
+            }
+        );
+        assert_eq!(
+            c[1],
+            Choice {
+                layer: Layer::Low,
+                limited: true
+            }
+        );
         // A tiny estimate: everything at the lowest layer, never paused.
         let c = allocate(100_000, 40_000, &d);
-        assert_eq!(c.iter().map(|c| c.layer).collect::<Vec<_>>(), [Layer::Low, Layer::Low]);
+        assert_eq!(
+            c.iter().map(|c| c.layer).collect::<Vec<_>>(),
+            [Layer::Low, Layer::Low]
+        );
         assert!(c.iter().all(|c| c.limited));
     }
 
     #[test]
     fn audio_counts_first() {
-        let d = [Demand { area: 1, wanted: Layer::Medium, available: all([100_000, 500_000, 1_500_000]) }];
+        let d = [Demand {
+            area: 1,
+            wanted: Layer::Medium,
+            available: all([100_000, 500_000, 1_500_000]),
+        }];
         assert_eq!(allocate(1_000_000, 0, &d)[0].layer, Layer::Medium);
         // 90 % of 1 M minus 500 k of audio leaves 400 k: m no longer fits.
         assert_eq!(allocate(1_000_000, 500_000, &d)[0].layer, Layer::Low);
@@ -249,13 +291,25 @@ mod tests {
     #[test]
     fn missing_layers_fall_back() {
         // The publisher sends only l and m: a large tile gets m.
-        let d = [Demand { area: 1, wanted: Layer::High, available: [Some(100), Some(200), None] }];
+        let d = [Demand {
+            area: 1,
+            wanted: Layer::High,
+            available: [Some(100), Some(200), None],
+        }];
         assert_eq!(allocate(u64::MAX / 200, 0, &d)[0].layer, Layer::Medium);
         // Only h is sent: a small tile still gets something.
-        let d = [Demand { area: 1, wanted: Layer::Low, available: [None, None, Some(200)] }];
+        let d = [Demand {
+            area: 1,
+            wanted: Layer::Low,
+            available: [None, None, Some(200)],
+        }];
         assert_eq!(allocate(1_000_000, 0, &d)[0].layer, Layer::High);
         // Nothing sent yet: ask for what the tile wants.
-        let d = [Demand { area: 1, wanted: Layer::Medium, available: [None; 3] }];
+        let d = [Demand {
+            area: 1,
+            wanted: Layer::Medium,
+            available: [None; 3],
+        }];
         assert_eq!(allocate(1_000_000, 0, &d)[0].layer, Layer::Medium);
     }
 
@@ -263,22 +317,54 @@ mod tests {
     fn upgrades_wait_three_seconds_downgrades_do_not() {
         let t0 = Instant::now();
         let mut limited = None;
-        let down = Choice { layer: Layer::Low, limited: true };
+        let down = Choice {
+            layer: Layer::Low,
+            limited: true,
+        };
         assert_eq!(next_target(Layer::High, down, &mut limited, t0), Layer::Low);
-        let up = Choice { layer: Layer::High, limited: false };
-        assert_eq!(next_target(Layer::Low, up, &mut limited, t0 + Duration::from_secs(1)), Layer::Low);
-        assert_eq!(next_target(Layer::Low, up, &mut limited, t0 + Duration::from_millis(2900)), Layer::Low);
-        assert_eq!(next_target(Layer::Low, up, &mut limited, t0 + Duration::from_secs(3)), Layer::High);
+        let up = Choice {
+            layer: Layer::High,
+            limited: false,
+        };
+        assert_eq!(
+            next_target(Layer::Low, up, &mut limited, t0 + Duration::from_secs(1)),
+            Layer::Low
+        );
+        assert_eq!(
+            next_target(
+                Layer::Low,
+                up,
+                &mut limited,
+                t0 + Duration::from_millis(2900)
+            ),
+            Layer::Low
+        );
+        assert_eq!(
+            next_target(Layer::Low, up, &mut limited, t0 + Duration::from_secs(3)),
+            Layer::High
+        );
         // A tile growing with no bandwidth limit in memory upgrades at once.
         let mut never = None;
         assert_eq!(next_target(Layer::Low, up, &mut never, t0), Layer::High);
         assert_eq!(next_target(Layer::Paused, up, &mut never, t0), Layer::High);
         // Un-pausing is immediate even when the estimate caps the layer.
         let mut recent = Some(t0);
-        let capped = Choice { layer: Layer::Medium, limited: true };
-        assert_eq!(next_target(Layer::Paused, capped, &mut recent, t0), Layer::Medium);
-        let pause = Choice { layer: Layer::Paused, limited: false };
-        assert_eq!(next_target(Layer::High, pause, &mut never, t0), Layer::Paused);
+        let capped = Choice {
+            layer: Layer::Medium,
+            limited: true,
+        };
+        assert_eq!(
+            next_target(Layer::Paused, capped, &mut recent, t0),
+            Layer::Medium
+        );
+        let pause = Choice {
+            layer: Layer::Paused,
+            limited: false,
+        };
+        assert_eq!(
+            next_target(Layer::High, pause, &mut never, t0),
+            Layer::Paused
+        );
     }
 
     #[test]

@@ -24,7 +24,9 @@ pub fn receive_only(sdp: &str) -> String {
                 out.push_str(eol);
                 continue;
             }
-            if bare.starts_with("a=simulcast:") || (bare.starts_with("a=rid:") && bare.contains(" send")) {
+            if bare.starts_with("a=simulcast:")
+                || (bare.starts_with("a=rid:") && bare.contains(" send"))
+            {
                 continue;
             }
         }
@@ -58,7 +60,10 @@ mod tests {
         assert_eq!(lines[9], "a=inactive");
         assert!(!got.contains("a=rid:h send"));
         assert!(!got.contains("a=simulcast"));
-        assert!(got.ends_with("a=mid:2\r\na=sendrecv\r\n"), "application untouched");
+        assert!(
+            got.ends_with("a=mid:2\r\na=sendrecv\r\n"),
+            "application untouched"
+        );
     }
 
     #[test]

@@ -220,10 +220,7 @@ fn order_rids(rids: &[Rid]) -> Vec<(Rid, Layer)> {
     }
     let rids = &rids[..rids.len().min(3)];
     if rids.iter().all(|r| known(r).is_some()) {
-        let mut v: Vec<(Rid, Layer)> = rids
-            .iter()
-            .filter_map(|r| Some((*r, known(r)?)))
-            .collect();
+        let mut v: Vec<(Rid, Layer)> = rids.iter().filter_map(|r| Some((*r, known(r)?))).collect();
         v.sort_by_key(|(_, l)| l.rank());
         v.dedup_by_key(|(_, l)| *l);
         return v;
@@ -310,7 +307,13 @@ impl Sfu {
     /// Fails if the id exists or a room/peer limit is reached. The peer then sends its
     /// offer ([`accept_offer`](Self::accept_offer)); the SFU offers only after that first
     /// exchange.
-    pub fn join(&mut self, room: &str, peer: &str, role: Role, now: Instant) -> Result<(), SfuError> {
+    pub fn join(
+        &mut self,
+        room: &str,
+        peer: &str,
+        role: Role,
+        now: Instant,
+    ) -> Result<(), SfuError> {
         self.advance(now);
         check_id("peer", peer)?;
         check_id("room", room)?;
@@ -430,22 +433,40 @@ impl Sfu {
     /// The peer's SDP offer; returns the SDP answer. On glare (the SFU has an offer
     /// outstanding to this peer) the SFU is polite: it drops its offer, answers, and offers
     /// again ([`SfuEvent::Offer`], to be delivered after the answer).
-    pub fn accept_offer(&mut self, peer: &str, sdp: &str, now: Instant) -> Result<String, SfuError> {
+    pub fn accept_offer(
+        &mut self,
+        peer: &str,
+        sdp: &str,
+        now: Instant,
+    ) -> Result<String, SfuError> {
         self.advance(now);
         let key = self.key(peer)?;
         if sdp.len() > MAX_SDP_LEN {
-            return Err(SfuError::BadSdp(format!("offer larger than {MAX_SDP_LEN} bytes")));
+            return Err(SfuError::BadSdp(format!(
+                "offer larger than {MAX_SDP_LEN} bytes"
+            )));
         }
-        let role = self.peers.get(&key).map(|p| p.role).ok_or(SfuError::UnknownPeer)?;
-        let text = if role.can_publish() { sdp.to_string() } else { sdp::receive_only(sdp) };
-        let offer = SdpOffer::from_sdp_string(&text).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let role = self
+            .peers
+            .get(&key)
+            .map(|p| p.role)
+            .ok_or(SfuError::UnknownPeer)?;
+        let text = if role.can_publish() {
+            sdp.to_string()
+        } else {
+            sdp::receive_only(sdp)
+        };
+        let offer =
+            SdpOffer::from_sdp_string(&text).map_err(|e| SfuError::BadSdp(e.to_string()))?;
         if let Some(p) = self.peers.get_mut(&key) {
             if p.pending.take().is_some() {
                 debug!(%peer, "SFU glare: dropping our offer to answer the peer's");
                 revert_outs(p);
             }
         }
-        let res = self.guard(key, "accepting an offer", |p| p.rtc.sdp_api().accept_offer(offer));
+        let res = self.guard(key, "accepting an offer", |p| {
+            p.rtc.sdp_api().accept_offer(offer)
+        });
         let answer = match res {
             None => return Err(self.fault_error(peer)),
             Some(Err(e)) => {
@@ -462,11 +483,63 @@ impl Sfu {
         if let Some(p) = self.peers.get_mut(&key) {
             p.negotiated = true;
         }
+        let answer = answer.to_sdp_string();
+        self.update_credentials(key, &answer);
         self.drain(key);
+        self.register_negotiated(key, &answer, now);
         self.run_work(now);
         self.maybe_negotiate(key, now);
         self.run_work(now);
-        Ok(answer.to_sdp_string())
+        Ok(answer)
+    }
+
+    /// An ICE restart in the peer's offer gives us new local credentials: keep the demux
+    /// table on the ufrag the answer advertises.
+    fn update_credentials(&mut self, key: u64, answer: &str) {
+        let attr = |name: &str| {
+            answer
+                .lines()
+                .find_map(|l| l.trim_end().strip_prefix(name))
+                .map(str::to_string)
+        };
+        let (Some(ufrag), Some(pass)) = (attr("a=ice-ufrag:"), attr("a=ice-pwd:")) else {
+            return;
+        };
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if p.ufrag != ufrag {
+            debug!(peer = %p.id, "SFU: new local ICE credentials (ICE restart)");
+            let old = std::mem::replace(&mut p.ufrag, ufrag.clone());
+            p.pass = pass;
+            self.demux.replace_ufrag(&old, &ufrag, key);
+        }
+    }
+
+    /// str0m announces negotiated media (`MediaAdded`) only once the peer is connected;
+    /// the SFU registers it as soon as the answer exists, so that a WHIP publisher counts
+    /// as publishing and a WHEP viewer is bound when their HTTP requests return. The later
+    /// `MediaAdded` events find the tracks already there.
+    fn register_negotiated(&mut self, key: u64, answer: &str, now: Instant) {
+        let mids: Vec<Mid> = answer
+            .lines()
+            .filter_map(|l| l.trim_end().strip_prefix("a=mid:"))
+            .map(Mid::from)
+            .take(MAX_TRACKS_PER_PEER * 4)
+            .collect();
+        for mid in mids {
+            let info = self.peers.get(&key).and_then(|p| {
+                let m = p.rtc.media(mid)?;
+                let rids = match m.rids_rx() {
+                    str0m::media::Rids::Specific(v) => v.clone(),
+                    _ => Vec::new(),
+                };
+                Some((m.kind(), m.direction(), rids))
+            });
+            if let Some((kind, direction, rids)) = info {
+                self.on_media_added(key, mid, kind, direction, &rids, now);
+            }
+        }
     }
 
     /// The peer's answer to the last [`SfuEvent::Offer`]. An answer with nothing pending is
@@ -475,9 +548,12 @@ impl Sfu {
         self.advance(now);
         let key = self.key(peer)?;
         if sdp.len() > MAX_SDP_LEN {
-            return Err(SfuError::BadSdp(format!("answer larger than {MAX_SDP_LEN} bytes")));
+            return Err(SfuError::BadSdp(format!(
+                "answer larger than {MAX_SDP_LEN} bytes"
+            )));
         }
-        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let answer =
+            SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
         let pending = match self.peers.get_mut(&key).and_then(|p| p.pending.take()) {
             Some((pending, _)) => pending,
             None => return Err(SfuError::NoPendingOffer),
@@ -504,7 +580,8 @@ impl Sfu {
                     o.state = OutState::Open(m);
                 }
             }
-            p.outs.retain(|o| !matches!(o.state, OutState::NegotiatingStop(_)));
+            p.outs
+                .retain(|o| !matches!(o.state, OutState::NegotiatingStop(_)));
         }
         self.drain(key);
         self.update_layers(key, now);
@@ -519,13 +596,20 @@ impl Sfu {
     pub fn add_remote_candidate(&mut self, peer: &str, candidate: &str) -> Result<(), SfuError> {
         let key = self.key(peer)?;
         if candidate.len() > MAX_CANDIDATE_LEN {
-            return Err(SfuError::BadCandidate(format!("longer than {MAX_CANDIDATE_LEN} bytes")));
+            return Err(SfuError::BadCandidate(format!(
+                "longer than {MAX_CANDIDATE_LEN} bytes"
+            )));
         }
         let Some(c) = sdp::normalize_candidate(candidate) else {
             return Ok(());
         };
         let c = Candidate::from_sdp_string(c).map_err(|e| SfuError::BadCandidate(e.to_string()))?;
-        if self.guard(key, "adding a remote candidate", |p| p.rtc.add_remote_candidate(c)).is_none() {
+        if self
+            .guard(key, "adding a remote candidate", |p| {
+                p.rtc.add_remote_candidate(c)
+            })
+            .is_none()
+        {
             return Err(self.fault_error(peer));
         }
         self.drain(key);
@@ -583,11 +667,18 @@ impl Sfu {
         data: &[u8],
     ) -> bool {
         self.advance(now);
-        let tuple = Tuple { proto, remote: source, local: destination };
+        let tuple = Tuple {
+            proto,
+            remote: source,
+            local: destination,
+        };
         let mut learn = false;
         let key = match demux::stun_request(data) {
             Some(req) => self.demux.by_ufrag(req.local_ufrag).filter(|k| {
-                let ok = self.peers.get(k).is_some_and(|p| demux::authenticated(&req, &p.pass));
+                let ok = self
+                    .peers
+                    .get(k)
+                    .is_some_and(|p| demux::authenticated(&req, &p.pass));
                 learn = ok;
                 ok
             }),
@@ -605,7 +696,15 @@ impl Sfu {
             Protocol::Udp => str0m::net::Protocol::Udp,
             Protocol::Tcp => str0m::net::Protocol::Tcp,
         };
-        let input = Input::Receive(now, Receive { proto: net_proto, source, destination, contents });
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: net_proto,
+                source,
+                destination,
+                contents,
+            },
+        );
         self.counters.packets_in += 1;
         self.counters.bytes_in += data.len() as u64;
         match self.guard(key, "handling a datagram", |p| p.rtc.handle_input(input)) {
@@ -632,7 +731,9 @@ impl Sfu {
             .map(|(_, k)| *k)
             .collect();
         for key in due {
-            match self.guard(key, "handling a timeout", |p| p.rtc.handle_input(Input::Timeout(now))) {
+            match self.guard(key, "handling a timeout", |p| {
+                p.rtc.handle_input(Input::Timeout(now))
+            }) {
                 None => {}
                 Some(Err(e)) => self.fault(key, format!("handling a timeout: {e}")),
                 Some(Ok(())) => self.drain(key),
@@ -670,7 +771,11 @@ impl Sfu {
         let mut s = self.counters.clone();
         s.rooms = self.rooms.len() as u64;
         s.peers = self.peers.len() as u64;
-        s.publishers = self.peers.values().filter(|p| !p.published.is_empty()).count() as u64;
+        s.publishers = self
+            .peers
+            .values()
+            .filter(|p| !p.published.is_empty())
+            .count() as u64;
         s.subscriptions = self
             .peers
             .values()
@@ -747,7 +852,13 @@ impl Sfu {
     /// Polls the peer's `Rtc` until it returns a timeout (str0m's single-mutation
     /// invariant): transmits go to the output queue, events to the work queue.
     fn drain(&mut self, key: u64) {
-        let Sfu { peers, transmits, work, counters, .. } = self;
+        let Sfu {
+            peers,
+            transmits,
+            work,
+            counters,
+            ..
+        } = self;
         let Some(peer) = peers.get_mut(&key) else {
             return;
         };
@@ -818,7 +929,10 @@ impl Sfu {
                 }
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                self.close(key, "ICE disconnected: no consent checks from the peer".into());
+                self.close(
+                    key,
+                    "ICE disconnected: no consent checks from the peer".into(),
+                );
             }
             Event::Closed => self.close(key, "the peer closed the connection".into()),
             Event::MediaAdded(m) => {
@@ -862,7 +976,10 @@ impl Sfu {
                     if let Some(rtt) = s.rtt {
                         p.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
                     }
-                    let entry = p.nacks.iter_mut().find(|(m, r, _)| *m == s.mid && *r == s.rid);
+                    let entry = p
+                        .nacks
+                        .iter_mut()
+                        .find(|(m, r, _)| *m == s.mid && *r == s.rid);
                     let before = match entry {
                         Some(e) => std::mem::replace(&mut e.2, s.nacks),
                         None => {
@@ -893,7 +1010,9 @@ impl Sfu {
         };
         match p.role {
             Role::WhepViewer => {
-                if direction.is_sending() && p.unbound.len() < MAX_TRACKS_PER_PEER {
+                let known = p.unbound.iter().any(|(m, _)| *m == mid)
+                    || p.outs.iter().any(|o| o.state == OutState::Open(mid));
+                if direction.is_sending() && !known && p.unbound.len() < MAX_TRACKS_PER_PEER {
                     p.unbound.push((mid, kind));
                     self.bind_whep(key, now);
                 }
@@ -934,7 +1053,9 @@ impl Sfu {
             return;
         };
         if p.published.len() >= MAX_TRACKS_PER_PEER
-            || p.published.iter().any(|t| self.tracks.get(t).is_some_and(|t| t.mid == mid))
+            || p.published
+                .iter()
+                .any(|t| self.tracks.get(t).is_some_and(|t| t.mid == mid))
         {
             return;
         }
@@ -958,7 +1079,13 @@ impl Sfu {
         };
         let tid = self.next_key;
         self.next_key += 1;
-        let track = TrackIn { owner, owner_id: p.id.clone(), mid, kind, layers };
+        let track = TrackIn {
+            owner,
+            owner_id: p.id.clone(),
+            mid,
+            kind,
+            layers,
+        };
         debug!(peer = %p.id, %mid, ?kind, simulcast = track.simulcast(), "SFU track added");
         let room = p.room.clone();
         let out = new_out(tid, &track);
@@ -978,7 +1105,11 @@ impl Sfu {
             match role {
                 Some(Role::Participant { .. }) => {
                     if let Some(p) = self.peers.get_mut(&sub) {
-                        p.outs.push(TrackOut { sel: out.sel.clone(), publisher: out.publisher.clone(), ..out });
+                        p.outs.push(TrackOut {
+                            sel: out.sel.clone(),
+                            publisher: out.publisher.clone(),
+                            ..out
+                        });
                     }
                     self.update_layers(sub, now);
                     self.maybe_negotiate(sub, now);
@@ -1102,7 +1233,8 @@ impl Sfu {
                             o.state = OutState::Open(m);
                         }
                     }
-                    p.outs.retain(|o| !matches!(o.state, OutState::NegotiatingStop(_)));
+                    p.outs
+                        .retain(|o| !matches!(o.state, OutState::NegotiatingStop(_)));
                     None
                 }
             }
@@ -1215,7 +1347,11 @@ impl Sfu {
         let Some(p) = self.peers.get(&sub) else {
             return;
         };
-        let Some(o) = p.outs.iter().find(|o| o.state == OutState::Open(r.mid) && !o.gone) else {
+        let Some(o) = p
+            .outs
+            .iter()
+            .find(|o| o.state == OutState::Open(r.mid) && !o.gone)
+        else {
             return;
         };
         if o.kind != MediaKind::Video {
@@ -1277,7 +1413,12 @@ impl Sfu {
         let Ok(text) = std::str::from_utf8(&d.data) else {
             return;
         };
-        let Some(label) = p.channels.iter().find(|(c, _)| *c == d.id).map(|(_, l)| l.clone()) else {
+        let Some(label) = p
+            .channels
+            .iter()
+            .find(|(c, _)| *c == d.id)
+            .map(|(_, l)| l.clone())
+        else {
             return;
         };
         let msg = serde_json::json!({ "from": p.id, "data": text }).to_string();
@@ -1287,11 +1428,12 @@ impl Sfu {
             .map(|r| r.peers.iter().copied().filter(|k| *k != from).collect())
             .unwrap_or_default();
         for to in others {
-            let Some(cid) = self
-                .peers
-                .get(&to)
-                .and_then(|p| p.channels.iter().find(|(_, l)| *l == label).map(|(c, _)| *c))
-            else {
+            let Some(cid) = self.peers.get(&to).and_then(|p| {
+                p.channels
+                    .iter()
+                    .find(|(_, l)| *l == label)
+                    .map(|(c, _)| *c)
+            }) else {
                 continue;
             };
             let sent = self.guard(to, "relaying a data channel message", |p| {
@@ -1364,7 +1506,14 @@ impl Sfu {
                     available[idx] = Some(l.meter.rate().unwrap_or(policy::NOMINAL_BITRATE[idx]));
                 }
             }
-            demands.push((i, Demand { area, wanted, available }));
+            demands.push((
+                i,
+                Demand {
+                    area,
+                    wanted,
+                    available,
+                },
+            ));
         }
         let list: Vec<Demand> = demands.iter().map(|(_, d)| d.clone()).collect();
         let choices = policy::allocate(estimate, fixed, &list);
@@ -1385,7 +1534,10 @@ impl Sfu {
                 o.sel.current = None;
             }
             if let Some(target) = o.sel.target {
-                if o.sel.current != Some(target) && connected && matches!(o.state, OutState::Open(_)) {
+                if o.sel.current != Some(target)
+                    && connected
+                    && matches!(o.state, OutState::Open(_))
+                {
                     requests.push((o.track, target));
                 }
             }
@@ -1393,7 +1545,11 @@ impl Sfu {
         for (i, visible) in singles {
             let o = &mut p.outs[i];
             o.sel.target = visible.then_some(0);
-            o.sel.target_layer = if visible { Layer::Single } else { Layer::Paused };
+            o.sel.target_layer = if visible {
+                Layer::Single
+            } else {
+                Layer::Paused
+            };
             if !visible {
                 o.sel.current = None;
             } else if o.sel.current.is_none() && connected && matches!(o.state, OutState::Open(_)) {
@@ -1408,7 +1564,10 @@ impl Sfu {
     fn tick(&mut self, now: Instant) {
         let rooms: Vec<String> = self.rooms.keys().cloned().collect();
         for room in rooms {
-            let speaker = self.rooms.get_mut(&room).and_then(|r| r.speaker.evaluate(now));
+            let speaker = self
+                .rooms
+                .get_mut(&room)
+                .and_then(|r| r.speaker.evaluate(now));
             if let Some(peer) = speaker {
                 self.push_event(SfuEvent::Speaker { room, peer });
             }
@@ -1419,7 +1578,13 @@ impl Sfu {
                 continue;
             };
             if !p.connected && now.saturating_duration_since(p.joined) >= CONNECT_TIMEOUT {
-                self.close(key, format!("ICE/DTLS did not connect within {} s", CONNECT_TIMEOUT.as_secs()));
+                self.close(
+                    key,
+                    format!(
+                        "ICE/DTLS did not connect within {} s",
+                        CONNECT_TIMEOUT.as_secs()
+                    ),
+                );
                 continue;
             }
             if let Some((_, since)) = &p.pending {
@@ -1480,7 +1645,11 @@ impl Sfu {
             None => Vec::new(),
         };
         self.detach_tracks(&peer.published, &subscribers, now);
-        if self.rooms.get(&peer.room).is_some_and(|r| r.peers.is_empty()) {
+        if self
+            .rooms
+            .get(&peer.room)
+            .is_some_and(|r| r.peers.is_empty())
+        {
             self.rooms.remove(&peer.room);
         }
         debug!(peer = %peer.id, room = %peer.room, "SFU peer removed");
@@ -1570,11 +1739,22 @@ fn decide(sel: &mut Selection, li: usize, keyframe: bool) -> Decision {
         if keyframe {
             let switched = sel.current.is_some();
             sel.current = Some(target);
-            return Decision { forward: true, rebase: true, switched, want_keyframe: false };
+            return Decision {
+                forward: true,
+                rebase: true,
+                switched,
+                want_keyframe: false,
+            };
         }
-        return Decision { want_keyframe: true, ..Decision::default() };
+        return Decision {
+            want_keyframe: true,
+            ..Decision::default()
+        };
     }
-    Decision { forward: sel.current == Some(li), ..Decision::default() }
+    Decision {
+        forward: sel.current == Some(li),
+        ..Decision::default()
+    }
 }
 
 /// The RTP time written for a frame: the incoming time plus the subscription's offset;
@@ -1639,7 +1819,14 @@ mod tests {
     fn rids_order_low_to_high() {
         let r = |s: &str| Rid::from(s);
         let got = order_rids(&[r("h"), r("m"), r("l")]);
-        assert_eq!(got, vec![(r("l"), Layer::Low), (r("m"), Layer::Medium), (r("h"), Layer::High)]);
+        assert_eq!(
+            got,
+            vec![
+                (r("l"), Layer::Low),
+                (r("m"), Layer::Medium),
+                (r("h"), Layer::High)
+            ]
+        );
         let got = order_rids(&[r("a"), r("b")]);
         assert_eq!(got, vec![(r("a"), Layer::Low), (r("b"), Layer::High)]);
         let got = order_rids(&[r("1"), r("2"), r("3"), r("4")]);

@@ -45,7 +45,11 @@ impl SpeakerDetector {
             l.last = now;
         } else if self.levels.len() < MAX_TRACKED {
             // Start from silence so one loud packet does not win at once.
-            self.levels.push(Level { peer: peer.to_string(), value: loudness * 0.1, last: now });
+            self.levels.push(Level {
+                peer: peer.to_string(),
+                value: loudness * 0.1,
+                last: now,
+            });
         }
     }
 
@@ -117,7 +121,12 @@ mod tests {
     use super::*;
 
     /// Feeds 50 packets per second for `secs` with the given levels, evaluating every 100 ms.
-    fn run(d: &mut SpeakerDetector, t: &mut Instant, secs: u64, levels: &[(&str, i8)]) -> Vec<String> {
+    fn run(
+        d: &mut SpeakerDetector,
+        t: &mut Instant,
+        secs: u64,
+        levels: &[(&str, i8)],
+    ) -> Vec<String> {
         let mut out = Vec::new();
         for i in 0..secs * 50 {
             *t += Duration::from_millis(20);
@@ -169,7 +178,11 @@ mod tests {
         // Alternating loud peers: never more than 2 changes per second.
         let mut changes = Vec::new();
         for round in 0..10 {
-            let (x, y) = if round % 2 == 0 { ("a", "b") } else { ("b", "a") };
+            let (x, y) = if round % 2 == 0 {
+                ("a", "b")
+            } else {
+                ("b", "a")
+            };
             for _ in 0..25 {
                 t += Duration::from_millis(20);
                 d.observe(x, -10, t);

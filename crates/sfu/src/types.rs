@@ -266,14 +266,16 @@ pub enum SfuError {
 impl fmt::Display for SfuError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SfuError::UnknownPeer => f.write_str("unknown peer: it never joined the SFU or has left"),
+            SfuError::UnknownPeer => {
+                f.write_str("unknown peer: it never joined the SFU or has left")
+            }
             SfuError::Exists => f.write_str("a peer with this id is already in the SFU"),
             SfuError::Full(what) => write!(f, "SFU full: {what}"),
             SfuError::BadSdp(why) => write!(f, "bad SDP: {why}"),
             SfuError::BadCandidate(why) => write!(f, "bad ICE candidate: {why}"),
-            SfuError::NoPendingOffer => {
-                f.write_str("answer without a pending offer from the SFU (stale or duplicate answer)")
-            }
+            SfuError::NoPendingOffer => f.write_str(
+                "answer without a pending offer from the SFU (stale or duplicate answer)",
+            ),
             SfuError::BadId(why) => write!(f, "bad id: {why}"),
             SfuError::Config(why) => write!(f, "SFU configuration: {why}"),
             SfuError::Fault(why) => write!(f, "peer dropped after an internal fault: {why}"),

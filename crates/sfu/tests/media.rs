@@ -15,7 +15,8 @@ fn lossy_run(subscriber_rtx: bool) -> (usize, usize, u64, u64) {
     let mut w = World::new(common::config(), 7);
     w.join("r", "alice", PUB, Publish::VIDEO);
     w.join_with("r", "carol", SUB, Publish::NONE, subscriber_rtx);
-    assert!(w.run_until(Duration::from_secs(5), |w| w.connected("carol") && w.connected("alice")));
+    assert!(w.run_until(Duration::from_secs(5), |w| w.connected("carol")
+        && w.connected("alice")));
     w.run(Duration::from_secs(1));
     w.client_mut("carol").loss = 0.05;
     let t = w.now;
@@ -34,8 +35,14 @@ fn nack_and_rtx_repair_a_lossy_subscriber_link() {
     assert!(lost > 20 && lost_plain > 20, "loss was injected");
     assert!(nacks > 0, "the subscriber NACKed and the SFU counted it");
     // Retransmissions repair nearly every frame; without RTX the lost packets stay lost.
-    assert!(with_rtx * 100 >= sent * 97, "{with_rtx} of {sent} frames with RTX");
-    assert!(with_rtx > without_rtx + 5, "RTX {with_rtx} vs none {without_rtx}");
+    assert!(
+        with_rtx * 100 >= sent * 97,
+        "{with_rtx} of {sent} frames with RTX"
+    );
+    assert!(
+        with_rtx > without_rtx + 5,
+        "RTX {with_rtx} vs none {without_rtx}"
+    );
 }
 
 #[test]
@@ -50,7 +57,8 @@ fn new_subscribers_trigger_one_throttled_keyframe_request() {
     w.run(Duration::from_millis(50));
     w.join("r", "sub2", SUB, Publish::NONE);
     // Both connect within the 500 ms throttle window of alice's video layer.
-    assert!(w.run_until(Duration::from_secs(2), |w| w.connected("sub1") && w.connected("sub2")));
+    assert!(w.run_until(Duration::from_secs(2), |w| w.connected("sub1")
+        && w.connected("sub2")));
     let first = w
         .client("alice")
         .events
@@ -59,16 +67,28 @@ fn new_subscribers_trigger_one_throttled_keyframe_request() {
         .nth(before)
         .map(|(t, _)| *t)
         .expect("joining made the SFU ask alice for a keyframe");
-    w.run_until(Duration::from_secs(2), |w| w.now >= first + Duration::from_millis(450));
-    assert_eq!(w.client("alice").keyframe_requests() - before, 1, "two joins within 100 ms: one request");
+    w.run_until(Duration::from_secs(2), |w| {
+        w.now >= first + Duration::from_millis(450)
+    });
+    assert_eq!(
+        w.client("alice").keyframe_requests() - before,
+        1,
+        "two joins within 100 ms: one request"
+    );
     w.run(Duration::from_secs(2));
     // Throttled, not suppressed: at most one more (500 ms later) for the second subscriber.
     let total = w.client("alice").keyframe_requests() - before;
     assert!((1..=2).contains(&total), "{total} requests");
-    assert_eq!(w.sfu.stats().keyframe_requests - counter_before, total as u64);
+    assert_eq!(
+        w.sfu.stats().keyframe_requests - counter_before,
+        total as u64
+    );
     for sub in ["sub1", "sub2"] {
         let c = w.client(sub);
-        let first = c.video().next().unwrap_or_else(|| panic!("{sub} got video"));
+        let first = c
+            .video()
+            .next()
+            .unwrap_or_else(|| panic!("{sub} got video"));
         assert!(first.is_keyframe(), "{sub} starts at a keyframe");
         assert!(c.video().count() > 20);
     }
@@ -77,16 +97,23 @@ fn new_subscribers_trigger_one_throttled_keyframe_request() {
 fn layer_of(w: &World, peer: &str, publisher: &str) -> Option<Layer> {
     w.events()
         .filter_map(|e| match e {
-            SfuEvent::Stats { peer: p, layers, .. } if p == peer => {
-                layers.iter().find(|(id, _)| id == publisher).map(|(_, l)| *l)
-            }
+            SfuEvent::Stats {
+                peer: p, layers, ..
+            } if p == peer => layers
+                .iter()
+                .find(|(id, _)| id == publisher)
+                .map(|(_, l)| *l),
             _ => None,
         })
         .last()
 }
 
 fn tile(peer: &str, width: u32, height: u32) -> Tile {
-    Tile { peer: peer.into(), width, height }
+    Tile {
+        peer: peer.into(),
+        width,
+        height,
+    }
 }
 
 #[test]
@@ -127,14 +154,23 @@ fn simulcast_layer_follows_the_tile_and_switches_at_keyframes() {
         .video_after(t)
         .map(|d| (tag(d), d.is_keyframe(), d.time.numer()))
         .collect();
-    let first_h = frames.iter().position(|f| f.0 == b'h').expect("switched to h");
+    let first_h = frames
+        .iter()
+        .position(|f| f.0 == b'h')
+        .expect("switched to h");
     assert!(frames[first_h].1, "first h frame is a keyframe");
     assert!(frames[..first_h].iter().all(|f| f.0 == b'l'));
-    assert!(frames[first_h..].iter().all(|f| f.0 == b'h'), "no l after the switch");
+    assert!(
+        frames[first_h..].iter().all(|f| f.0 == b'h'),
+        "no l after the switch"
+    );
     // Output RTP time stays continuous across the switch although h's time base differs.
     for pair in frames.windows(2) {
         let dt = pair[1].2 as i64 - pair[0].2 as i64;
-        assert!((1..=9000).contains(&dt), "RTP time jumps by {dt} across {pair:?}");
+        assert!(
+            (1..=9000).contains(&dt),
+            "RTP time jumps by {dt} across {pair:?}"
+        );
     }
     assert!(w.sfu.stats().layer_switches >= 1);
     assert_eq!(layer_of(&w, "small", "alice"), Some(Layer::High));
@@ -144,7 +180,12 @@ fn simulcast_layer_follows_the_tile_and_switches_at_keyframes() {
     w.sfu.set_view("large", &[], t);
     w.drain_sfu();
     w.run(Duration::from_secs(1));
-    assert_eq!(w.client("large").video_after(t + Duration::from_millis(20)).count(), 0);
+    assert_eq!(
+        w.client("large")
+            .video_after(t + Duration::from_millis(20))
+            .count(),
+        0
+    );
     assert_eq!(layer_of(&w, "large", "alice"), Some(Layer::Paused));
 }
 

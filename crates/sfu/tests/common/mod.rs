@@ -1,6 +1,8 @@
 //! In-process harness: str0m client `Rtc`s acting as browsers, wired to one `Sfu` through
 //! an in-memory network with a fixed latency, seeded loss and a virtual clock.
 #![allow(dead_code)]
+// Test harness: a failed setup step should stop the test at once.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -65,11 +67,31 @@ pub struct Publish {
 }
 
 impl Publish {
-    pub const NONE: Publish = Publish { audio: false, video: false, simulcast: false };
-    pub const AV: Publish = Publish { audio: true, video: true, simulcast: false };
-    pub const AUDIO: Publish = Publish { audio: true, video: false, simulcast: false };
-    pub const VIDEO: Publish = Publish { audio: false, video: true, simulcast: false };
-    pub const SIMULCAST: Publish = Publish { audio: true, video: true, simulcast: true };
+    pub const NONE: Publish = Publish {
+        audio: false,
+        video: false,
+        simulcast: false,
+    };
+    pub const AV: Publish = Publish {
+        audio: true,
+        video: true,
+        simulcast: false,
+    };
+    pub const AUDIO: Publish = Publish {
+        audio: true,
+        video: false,
+        simulcast: false,
+    };
+    pub const VIDEO: Publish = Publish {
+        audio: false,
+        video: true,
+        simulcast: false,
+    };
+    pub const SIMULCAST: Publish = Publish {
+        audio: true,
+        video: true,
+        simulcast: true,
+    };
 }
 
 /// Media a client sends once connected.
@@ -112,7 +134,8 @@ impl Client {
     }
 
     pub fn video_after(&self, t: Instant) -> impl Iterator<Item = &MediaData> + '_ {
-        self.media_after(t).filter(|d| !d.params.spec().codec.is_audio())
+        self.media_after(t)
+            .filter(|d| !d.params.spec().codec.is_audio())
     }
 
     pub fn media(&self) -> impl Iterator<Item = &MediaData> + '_ {
@@ -145,19 +168,28 @@ impl Client {
         None
     }
 
-    pub fn media_from<'a>(&'a self, publisher: &'a str) -> impl Iterator<Item = &'a MediaData> + 'a {
-        self.media().filter(move |d| self.stream_of(d.mid).as_deref() == Some(publisher))
+    pub fn media_from<'a>(
+        &'a self,
+        publisher: &'a str,
+    ) -> impl Iterator<Item = &'a MediaData> + 'a {
+        self.media()
+            .filter(move |d| self.stream_of(d.mid).as_deref() == Some(publisher))
     }
 
     pub fn keyframe_requests(&self) -> usize {
-        self.events.iter().filter(|(_, e)| matches!(e, Event::KeyframeRequest(_))).count()
+        self.events
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::KeyframeRequest(_)))
+            .count()
     }
 
     pub fn channel_texts(&self) -> Vec<String> {
         self.events
             .iter()
             .filter_map(|(_, e)| match e {
-                Event::ChannelData(d) if !d.binary => Some(String::from_utf8_lossy(&d.data).into_owned()),
+                Event::ChannelData(d) if !d.binary => {
+                    Some(String::from_utf8_lossy(&d.data).into_owned())
+                }
                 _ => None,
             })
             .collect()
@@ -201,7 +233,11 @@ pub fn client_rtc(now: Instant, rtx: bool) -> Rtc {
         Codec::Opus,
         Frequency::FORTY_EIGHT_KHZ,
         Some(2),
-        FormatParams { min_p_time: Some(10), use_inband_fec: Some(true), ..Default::default() },
+        FormatParams {
+            min_p_time: Some(10),
+            use_inband_fec: Some(true),
+            ..Default::default()
+        },
     );
     b.codec_config().add_config(
         96.into(),
@@ -232,11 +268,17 @@ impl World {
     }
 
     pub fn client(&self, id: &str) -> &Client {
-        self.clients.iter().find(|c| c.id == id).expect("client exists")
+        self.clients
+            .iter()
+            .find(|c| c.id == id)
+            .expect("client exists")
     }
 
     pub fn client_mut(&mut self, id: &str) -> &mut Client {
-        self.clients.iter_mut().find(|c| c.id == id).expect("client exists")
+        self.clients
+            .iter_mut()
+            .find(|c| c.id == id)
+            .expect("client exists")
     }
 
     /// Adds a client, joins it to the SFU and does the first offer/answer.
@@ -244,7 +286,14 @@ impl World {
         self.join_with(room, id, role, publish, true)
     }
 
-    pub fn join_with(&mut self, room: &str, id: &str, role: Role, publish: Publish, rtx: bool) -> usize {
+    pub fn join_with(
+        &mut self,
+        room: &str,
+        id: &str,
+        role: Role,
+        publish: Publish,
+        rtx: bool,
+    ) -> usize {
         let n = self.clients.len() as u8 + 1;
         let addr: SocketAddr = (Ipv4Addr::new(1, 1, 1, n), 5000).into();
         let mut rtc = client_rtc(self.now, rtx);
@@ -271,7 +320,13 @@ impl World {
             }
             _ => {
                 if publish.audio {
-                    gen.audio = Some(api.add_media(MediaKind::Audio, Direction::SendOnly, stream.clone(), None, None));
+                    gen.audio = Some(api.add_media(
+                        MediaKind::Audio,
+                        Direction::SendOnly,
+                        stream.clone(),
+                        None,
+                        None,
+                    ));
                 }
                 if publish.video {
                     let sim = publish.simulcast.then(|| {
@@ -284,7 +339,13 @@ impl World {
                     if publish.simulcast {
                         gen.rids = vec!["l".into(), "m".into(), "h".into()];
                     }
-                    gen.video = Some(api.add_media(MediaKind::Video, Direction::SendOnly, stream, None, sim));
+                    gen.video = Some(api.add_media(
+                        MediaKind::Video,
+                        Direction::SendOnly,
+                        stream,
+                        None,
+                        sim,
+                    ));
                 }
                 if role != Role::WhipPublisher {
                     api.add_channel("chat".into());
@@ -292,7 +353,10 @@ impl World {
             }
         }
         let (offer, pending) = api.apply().expect("offer");
-        let answer = self.sfu.accept_offer(id, &offer.to_sdp_string(), self.now).expect("answer");
+        let answer = self
+            .sfu
+            .accept_offer(id, &offer.to_sdp_string(), self.now)
+            .expect("answer");
         rtc.sdp_api()
             .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
             .unwrap();
@@ -340,12 +404,17 @@ impl World {
         self.now += STEP;
         let now = self.now;
         while self.net.front().is_some_and(|(t, _)| *t <= now) {
-            let Some((_, p)) = self.net.pop_front() else { break };
+            let Some((_, p)) = self.net.pop_front() else {
+                break;
+            };
             self.deliver(p);
         }
         for i in 0..self.clients.len() {
             if self.clients[i].timeout <= now {
-                self.clients[i].rtc.handle_input(Input::Timeout(now)).unwrap();
+                self.clients[i]
+                    .rtc
+                    .handle_input(Input::Timeout(now))
+                    .unwrap();
                 self.drain_client(i);
             }
         }
@@ -361,7 +430,8 @@ impl World {
     fn deliver(&mut self, p: Packet) {
         let now = self.now;
         if p.destination == sfu_addr() {
-            self.sfu.handle_receive(now, p.proto, p.source, p.destination, &p.data);
+            self.sfu
+                .handle_receive(now, p.proto, p.source, p.destination, &p.data);
             self.drain_sfu();
             return;
         }
@@ -424,7 +494,12 @@ impl World {
     pub fn drain_sfu(&mut self) {
         let now = self.now;
         while let Some(t) = self.sfu.poll_transmit() {
-            let p = Packet { proto: t.proto, source: t.source, destination: t.destination, data: t.contents };
+            let p = Packet {
+                proto: t.proto,
+                source: t.source,
+                destination: t.destination,
+                data: t.contents,
+            };
             self.net.push_back((now + LATENCY, p));
         }
         while let Some(e) = self.sfu.poll_event() {
@@ -457,7 +532,8 @@ impl World {
     fn generate(&mut self, i: usize) {
         let now = self.now;
         let c = &mut self.clients[i];
-        if c.gen.paused || !c.rtc.is_connected() || (c.gen.audio.is_none() && c.gen.video.is_none()) {
+        if c.gen.paused || !c.rtc.is_connected() || (c.gen.audio.is_none() && c.gen.video.is_none())
+        {
             return;
         }
         if !c.started_sending {
@@ -469,9 +545,18 @@ impl World {
             if t <= now {
                 let seq = t.duration_since(self.start).as_millis() as u64 / 20;
                 let w = c.rtc.writer(mid).unwrap();
-                let pt = w.payload_params().find(|p| p.spec().codec == Codec::Opus).unwrap().pt();
+                let pt = w
+                    .payload_params()
+                    .find(|p| p.spec().codec == Codec::Opus)
+                    .unwrap()
+                    .pt();
                 w.audio_level(c.gen.audio_level, true)
-                    .write(pt, now, MediaTime::new(seq * 960, Frequency::FORTY_EIGHT_KHZ), vec![0xfc; 60])
+                    .write(
+                        pt,
+                        now,
+                        MediaTime::new(seq * 960, Frequency::FORTY_EIGHT_KHZ),
+                        vec![0xfc; 60],
+                    )
                     .unwrap();
                 c.gen.next_audio = Some(t + Duration::from_millis(20));
                 self.drain_client(i);
@@ -482,7 +567,10 @@ impl World {
             if t <= now {
                 let frame = c.gen.frame;
                 c.gen.frame += 1;
-                let periodic = c.gen.keyframe_every.is_some_and(|k| frame % k == 0);
+                let periodic = c
+                    .gen
+                    .keyframe_every
+                    .is_some_and(|k| frame.is_multiple_of(k));
                 let rids: Vec<Option<Rid>> = if c.gen.rids.is_empty() {
                     vec![None]
                 } else {
@@ -497,9 +585,14 @@ impl World {
                     c.gen.want_keyframe.retain(|r| *r != rid);
                     let tag = rs.map(|r| r.as_bytes()[0]).unwrap_or(b's');
                     let data = vp8_frame(kf, tag, frame, frame_size(rs));
-                    let time = MediaTime::new(time_base(rs) + frame as u64 * 3000, Frequency::NINETY_KHZ);
+                    let time =
+                        MediaTime::new(time_base(rs) + frame as u64 * 3000, Frequency::NINETY_KHZ);
                     let mut w = c.rtc.writer(mid).unwrap();
-                    let pt = w.payload_params().find(|p| p.spec().codec == Codec::Vp8).unwrap().pt();
+                    let pt = w
+                        .payload_params()
+                        .find(|p| p.spec().codec == Codec::Vp8)
+                        .unwrap()
+                        .pt();
                     if let Some(r) = rid {
                         w = w.rid(r);
                     }
@@ -516,7 +609,8 @@ impl World {
     }
 
     pub fn connected(&self, id: &str) -> bool {
-        self.events().any(|e| matches!(e, SfuEvent::Connected { peer } if peer == id))
+        self.events()
+            .any(|e| matches!(e, SfuEvent::Connected { peer } if peer == id))
     }
 }
 
@@ -532,7 +626,10 @@ pub fn strip_rtx(sdp: &str) -> String {
         .filter_map(|l| {
             let rest = l.strip_prefix("a=rtpmap:")?;
             let (pt, codec) = rest.split_once(' ')?;
-            codec.to_ascii_lowercase().starts_with("rtx/").then(|| pt.to_string())
+            codec
+                .to_ascii_lowercase()
+                .starts_with("rtx/")
+                .then(|| pt.to_string())
         })
         .collect();
     let mut out = Vec::new();
