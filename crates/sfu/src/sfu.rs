@@ -1833,3 +1833,10 @@ mod tests {
         assert_eq!(got.len(), 3);
     }
 }
+
+/// The runtime moves the SFU into its own task or thread.
+#[allow(dead_code)]
+fn assert_send() {
+    fn is_send<T: Send>() {}
+    is_send::<Sfu>();
+}
