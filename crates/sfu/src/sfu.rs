@@ -1778,6 +1778,13 @@ fn out_time(sel: &mut Selection, d: &MediaData, rebase: bool) -> MediaTime {
     MediaTime::new(out.min(i128::from(u64::MAX)) as u64, freq)
 }
 
+/// The runtime moves the SFU into its own task or thread.
+#[allow(dead_code)]
+fn assert_send() {
+    fn is_send<T: Send>() {}
+    is_send::<Sfu>();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1832,11 +1839,4 @@ mod tests {
         let got = order_rids(&[r("1"), r("2"), r("3"), r("4")]);
         assert_eq!(got.len(), 3);
     }
-}
-
-/// The runtime moves the SFU into its own task or thread.
-#[allow(dead_code)]
-fn assert_send() {
-    fn is_send<T: Send>() {}
-    is_send::<Sfu>();
 }
