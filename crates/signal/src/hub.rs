@@ -411,6 +411,11 @@ impl<I: IceServerSource> Hub<I> {
         &mut self.ice
     }
 
+    /// Peers in `room` now (those in their grace period included); 0 for no room.
+    pub fn room_size(&self, room: &str) -> usize {
+        self.rooms.get(room).map_or(0, |r| r.peers.len())
+    }
+
     /// Current counters.
     pub fn stats(&self) -> Stats {
         let mut s = self.stats.clone();

@@ -95,6 +95,6 @@ pub enum SfuReply {
     },
     /// The SFU refused or dropped this peer's media session; → `{"type":"error","code":"sfu-error","message":..}`.
     Error { peer: String, message: String },
-    /// WHIP publishers present in `room` (0 when the last one left). While > 0 the room runs as SFU (auto rooms switch; a room with no browser peers is remembered only while count > 0, bounded by max_rooms).
+    /// WHIP publishers and WHEP viewers present in `room` (0 when the last one left). While > 0 the room runs as SFU (auto rooms switch; a room with no browser peers is remembered only while count > 0, bounded by max_rooms).
     External { room: String, publishers: u32 },
 }

@@ -180,8 +180,9 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
     let mut state = state.with_source(Arc::new(signaling.clone()));
     let mut extra = signaling::routes(signaling.clone());
     if let Some(sfu) = &sfu {
-        state = state.with_source(Arc::new(sfu.handle()));
-        extra = extra.merge(sfu_runtime::whip::routes(sfu.handle()));
+        let handle = sfu.handle().with_signaling(signaling.clone());
+        state = state.with_source(Arc::new(handle.clone()));
+        extra = extra.merge(sfu_runtime::whip::routes(handle));
     }
     let http_service = HttpService::start(http_listeners, http::app(state, extra), http_options)?;
     info!(

@@ -369,6 +369,11 @@ enum Event {
         how: Disconnect,
     },
     Shutdown,
+    /// How many peers a room has (WHEP asks before it waits for a publisher).
+    RoomSize {
+        room: String,
+        reply: oneshot::Sender<usize>,
+    },
 }
 
 /// From the core task to a connection, in order.
@@ -492,6 +497,19 @@ impl SignalingHandle {
     /// The options it was started with.
     pub fn options(&self) -> &SignalingOptions {
         &self.inner.options
+    }
+
+    /// How many peers `room` has now; `None` when the core is not answering.
+    pub async fn room_size(&self, room: &str) -> Option<usize> {
+        let (reply, rx) = oneshot::channel();
+        self.inner
+            .events
+            .try_send(Event::RoomSize {
+                room: room.to_owned(),
+                reply,
+            })
+            .ok()?;
+        rx.await.ok()
     }
 
     /// Closes every connection with 1001, waits for them (up to a few seconds) and
@@ -821,6 +839,9 @@ async fn core(
                 conns.remove(&conn);
                 hub.ice_source_mut().hosts.remove(&conn);
                 hub.handle_close(now, conn, how);
+            }
+            Some(Event::RoomSize { room, reply }) => {
+                let _ = reply.send(hub.room_size(&room));
             }
             Some(Event::Shutdown) => {
                 if stopping.is_none() {

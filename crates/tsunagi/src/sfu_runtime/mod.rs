@@ -195,6 +195,9 @@ pub(crate) enum Command {
         kind: SessionKind,
         room: String,
         offer: String,
+        /// Whether signaling has browser peers in the room (a WHEP viewer of such a
+        /// room waits for them to publish through the SFU).
+        room_has_peers: bool,
         reply: oneshot::Sender<Result<Created, HttpFailure>>,
     },
     /// Remote candidates (trickle-ice-sdpfrag lines) for a session.
@@ -284,6 +287,7 @@ pub struct SfuHandle {
     commands: mpsc::Sender<Command>,
     stats: watch::Receiver<SfuSnapshot>,
     token_secret: Option<Arc<[u8]>>,
+    signaling: Option<crate::signaling::SignalingHandle>,
 }
 
 impl fmt::Debug for SfuHandle {
@@ -296,6 +300,13 @@ impl SfuHandle {
     /// The latest counters.
     pub fn snapshot(&self) -> SfuSnapshot {
         self.stats.borrow().clone()
+    }
+
+    /// Lets WHEP see the signaling rooms (a viewer of a room whose peers still run as a
+    /// mesh is accepted and switches the room to SFU).
+    pub fn with_signaling(mut self, signaling: crate::signaling::SignalingHandle) -> Self {
+        self.signaling = Some(signaling);
+        self
     }
 
     pub(crate) fn token_secret(&self) -> Option<&[u8]> {
@@ -320,10 +331,15 @@ impl SfuHandle {
         room: String,
         offer: String,
     ) -> Result<Created, HttpFailure> {
+        let room_has_peers = match (&self.signaling, kind) {
+            (Some(s), SessionKind::Whep) => s.room_size(&room).await.unwrap_or(0) > 0,
+            _ => false,
+        };
         self.ask(|reply| Command::Create {
             kind,
             room,
             offer,
+            room_has_peers,
             reply,
         })
         .await
@@ -555,6 +571,7 @@ impl SfuService {
             commands: cmd_tx,
             stats: stats_rx,
             token_secret: options.token_secret.map(Arc::from),
+            signaling: None,
         };
         let service = SfuService {
             handle,
@@ -843,9 +860,10 @@ impl Core {
                 kind,
                 room,
                 offer,
+                room_has_peers,
                 reply,
             } => {
-                let _ = reply.send(self.create(now, kind, &room, &offer));
+                let _ = reply.send(self.create(now, kind, &room, &offer, room_has_peers));
             }
             Command::Candidates {
                 kind,
@@ -904,6 +922,7 @@ impl Core {
         kind: SessionKind,
         room: &str,
         offer: &str,
+        room_has_peers: bool,
     ) -> Result<Created, HttpFailure> {
         if self.sessions.len() >= self.options.max_http_sessions {
             return Err(HttpFailure::new(
@@ -914,7 +933,7 @@ impl Core {
         let role = match kind {
             SessionKind::Whip => Role::WhipPublisher,
             SessionKind::Whep => {
-                if !self.sfu.room_has_publisher(room) {
+                if !self.sfu.room_has_publisher(room) && !room_has_peers {
                     return Err(HttpFailure::new(
                         404,
                         format!("nobody is publishing in room {room} yet"),
@@ -937,9 +956,7 @@ impl Core {
                     },
                 );
                 self.count_sessions();
-                if kind == SessionKind::Whip {
-                    self.publish_external(room);
-                }
+                self.publish_external(room);
                 info!(%id, %room, "{} session started", kind.as_str());
                 Ok(Created { id, answer })
             }
@@ -957,9 +974,7 @@ impl Core {
         if let Some(s) = self.sessions.remove(id) {
             info!(%id, room = %s.room, "{} session ended", s.kind.as_str());
             self.count_sessions();
-            if s.kind == SessionKind::Whip {
-                self.publish_external(&s.room);
-            }
+            self.publish_external(&s.room);
         }
     }
 
@@ -973,13 +988,10 @@ impl Core {
         self.counters.whep_sessions = (self.sessions.len() - whip) as u64;
     }
 
-    /// Tells signaling how many WHIP publishers `room` has.
+    /// Tells signaling how many WHIP/WHEP sessions `room` has: while it has any, the
+    /// room runs as SFU (its browser publishers must reach the SFU to be played).
     fn publish_external(&mut self, room: &str) {
-        let publishers = self
-            .sessions
-            .values()
-            .filter(|s| s.kind == SessionKind::Whip && s.room == room)
-            .count() as u32;
+        let publishers = self.sessions.values().filter(|s| s.room == room).count() as u32;
         self.reply(SfuReply::External {
             room: room.to_owned(),
             publishers,
