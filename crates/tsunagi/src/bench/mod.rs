@@ -32,6 +32,7 @@ mod forwarder;
 mod hist;
 mod procfs;
 mod rpc;
+pub mod sfu;
 mod traffic;
 
 use std::net::{IpAddr, SocketAddr};
@@ -67,6 +68,9 @@ pub enum BenchCommand {
     Alloc(AllocArgs),
     /// A minimal UDP forwarder without TURN logic (the limit baseline).
     Forwarder(ForwarderArgs),
+    /// WHIP publishers and WHEP subscribers (str0m) against an SFU: forwarded
+    /// packets/s, loss, server CPU and memory per subscriber.
+    Sfu(sfu::SfuArgs),
 }
 
 /// Client transport to the server.
@@ -458,6 +462,7 @@ pub fn report(args: &BenchArgs) -> Result<Report, BenchError> {
                 ..Report::default()
             }
         }
+        BenchCommand::Sfu(_) => return err("bench sfu has its own report: call bench::sfu::run"),
     };
     report.loadavg = loadavg();
     Ok(report)
@@ -466,11 +471,14 @@ pub fn report(args: &BenchArgs) -> Result<Report, BenchError> {
 /// Runs `tsunagi bench ...`; exit status 0 when the benchmark ran, 1 when it could not
 /// (bad options, setup failed). clap exits with 2 on a bad command line.
 pub fn run(args: &BenchArgs) -> ExitCode {
+    if let BenchCommand::Sfu(a) = &args.command {
+        return sfu::main(a);
+    }
     let json = match &args.command {
         BenchCommand::Turn(a) => a.common.json,
         BenchCommand::Stun(a) => a.common.json,
         BenchCommand::Alloc(a) => a.common.json,
-        BenchCommand::Forwarder(_) => false,
+        BenchCommand::Forwarder(_) | BenchCommand::Sfu(_) => false,
     };
     match report(args) {
         Ok(r) if r.bench == "forwarder" => ExitCode::SUCCESS,

@@ -1,0 +1,309 @@
+//! `tsunagi bench sfu` against the real binary on 127.0.0.1: one WHIP publisher and
+//! three WHEP subscribers for about 3 s. Every subscriber must receive more than 80 %
+//! of the audio and video frames its publisher sent, with the keyframe flags intact,
+//! the report must carry its fields, and every session must be gone afterwards.
+//! Performance itself is measured in docs/benchmarks.md, never asserted here.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tsunagi");
+
+/// A port free for TCP and UDP on 127.0.0.1 (released for the server to bind).
+fn free_port() -> u16 {
+    for _ in 0..100 {
+        let t = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = t.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both TCP and UDP");
+}
+
+/// A tsunagi process, killed (by its handle) when dropped.
+struct Server {
+    child: Child,
+    http: String,
+    log: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(name: &str, extra: &[&str]) -> Server {
+        let http_port = free_port();
+        let turn_port = free_port();
+        let min = 40_000 + u16::from(rand_byte()) * 50;
+        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("bench_sfu-{name}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        let mut args: Vec<String> = [
+            "--http-ip",
+            "127.0.0.1",
+            "--http-port",
+            &http_port.to_string(),
+            "--listening-ip",
+            "127.0.0.1",
+            "--listening-port",
+            &turn_port.to_string(),
+            "--relay-ip",
+            "127.0.0.1",
+            "--min-port",
+            &min.to_string(),
+            "--max-port",
+            &(min + 49).to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let child = Command::new(BIN)
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        let mut s = Server {
+            child,
+            http: format!("http://127.0.0.1:{http_port}"),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = s.child.try_wait().unwrap() {
+                panic!("tsunagi exited at start ({status}): {}", s.log_text());
+            }
+            if get(&s.http, "/healthz").is_some_and(|(st, _)| st == 200) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tsunagi did not answer /healthz within 15 s: {}",
+                s.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn stats(&self) -> Value {
+        let (status, body) = get(&self.http, "/api/stats").expect("/api/stats");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+/// 0..200, different between runs: where the relay port range starts.
+fn rand_byte() -> u8 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    ((nanos ^ std::process::id()) % 200) as u8
+}
+
+/// A plain HTTP/1.1 GET: status and body.
+fn get(base: &str, path: &str) -> Option<(u16, String)> {
+    let addr = base.strip_prefix("http://")?;
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let status = raw.split_whitespace().nth(1)?.parse().ok()?;
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+/// Runs `tsunagi bench sfu ARGS`, killed after 60 s.
+fn bench(args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("bench")
+        .arg("sfu")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tsunagi bench sfu {args:?} ran longer than 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn num(r: &Value, key: &str) -> f64 {
+    r.get(key)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("report field {key} missing or not a number: {r}"))
+}
+
+#[test]
+fn one_publisher_three_subscribers() {
+    let server = Server::start("smoke", &["--sfu-port", "0"]);
+    let pid = server.child.id().to_string();
+    let out = bench(&[
+        "--http",
+        &server.http,
+        "--room",
+        "bench-smoke",
+        "--publishers",
+        "1",
+        "--subscribers",
+        "3",
+        "--duration",
+        "3s",
+        "--warmup",
+        "1s",
+        "--server-pid",
+        &pid,
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bench failed: {stderr}\n--- server log:\n{}",
+        server.log_text()
+    );
+    let r: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"));
+
+    assert_eq!(r["bench"], "sfu");
+    assert_eq!(r["publishers"], 1);
+    assert_eq!(r["subscribers"], 3);
+    // The publisher really sent for the whole window: 50 audio and 30 video frames/s.
+    let secs = num(&r, "duration_s");
+    assert!(secs >= 2.9, "{r}");
+    assert!(num(&r, "sent_audio_frames") >= 0.9 * 50.0 * secs, "{r}");
+    assert!(num(&r, "sent_video_frames") >= 0.9 * 30.0 * secs, "{r}");
+    assert!(num(&r, "sent_keyframes") >= 1.0, "{r}");
+
+    let subs = r["per_subscriber"].as_array().expect("per_subscriber");
+    assert_eq!(subs.len(), 3, "{r}");
+    for s in subs {
+        let f = |k: &str| s[k].as_f64().unwrap_or_else(|| panic!("{k} in {s}"));
+        assert!(
+            f("audio_expected") > 0.0 && f("video_expected") > 0.0,
+            "{s}"
+        );
+        assert!(
+            f("audio_received") > 0.8 * f("audio_expected"),
+            "audio frames lost: {s}"
+        );
+        assert!(
+            f("video_received") > 0.8 * f("video_expected"),
+            "video frames lost: {s}"
+        );
+        assert!(f("keyframes_received") >= 1.0, "{s}");
+        assert!(s["error"].is_null(), "{s}");
+    }
+    // Frames arrive as sent: keyframe flags (read by str0m's VP8 depacketizer) match
+    // what the publisher wrote, and every payload still carries its tag.
+    assert_eq!(num(&r, "keyframe_flag_mismatches"), 0.0, "{r}");
+    assert_eq!(num(&r, "untagged_frames"), 0.0, "{r}");
+    assert!(num(&r, "forwarded_packets_per_sec") > 0.0, "{r}");
+    assert!(num(&r, "subscriber_mbit_per_sec") > 0.0, "{r}");
+    for k in ["publisher_connect_ms", "subscriber_connect_ms"] {
+        assert!(r[k]["max"].as_f64().is_some_and(|v| v > 0.0), "{k}: {r}");
+    }
+    let lat = &r["frame_latency_ms"];
+    assert!(
+        lat["p50"].as_f64().is_some_and(|v| v > 0.0 && v < 1000.0),
+        "{r}"
+    );
+    // Server figures from /proc.
+    for k in [
+        "server_cpu_s",
+        "server_cpu_util",
+        "server_cpu_us_per_forwarded_packet",
+        "server_cpu_percent_per_subscriber",
+        "server_rss_start_kib",
+        "server_rss_connected_kib",
+        "server_peak_rss_kib",
+        "server_rss_per_subscriber_kib",
+    ] {
+        assert!(r[k].is_number(), "{k} missing: {r}");
+    }
+    // Every DELETE answered 200.
+    assert_eq!(r["errors"], Value::Array(vec![]), "{r}");
+
+    // The server agrees: no WHIP or WHEP session is left (stats refresh every 500 ms).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let st = server.stats();
+        let sfu = &st["sfu"];
+        if sfu["whipSessions"] == 0 && sfu["whepSessions"] == 0 {
+            assert!(sfu["mediaForwarded"].as_u64().unwrap_or(0) > 0, "{st}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sessions left after the run (or /api/stats not refreshed after the last DELETE): {st}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Without an SFU the server has no /whip: the tool says so and exits with 1.
+#[test]
+fn no_sfu_is_a_clear_error() {
+    let server = Server::start("nosfu", &["--no-sfu"]);
+    let out = bench(&[
+        "--http",
+        &server.http,
+        "--publishers",
+        "1",
+        "--subscribers",
+        "1",
+        "--duration",
+        "1s",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("WHIP returned"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn bad_options_are_refused() {
+    for args in [
+        &["--publishers", "0"][..],
+        &["--publishers", "1", "--subscribers", "200"],
+        &["--duration", "601s"],
+        &["--bitrate", "100M"],
+        &["--http", "https://127.0.0.1:1"],
+    ] {
+        let out = bench(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
