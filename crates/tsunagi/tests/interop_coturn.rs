@@ -297,7 +297,13 @@ fn wrong_password_is_refused_and_server_keeps_serving() {
 
 #[test]
 fn loopback_peer_refused_by_default() {
-    let mut server = Tsunagi::start("no-loopback", LOCALHOST, 9, &["--user", "test:test"]);
+    // Without the SFU: no loopback address is an allowed TURN endpoint.
+    let mut server = Tsunagi::start(
+        "no-loopback",
+        LOCALHOST,
+        9,
+        &["--user", "test:test", "--no-sfu"],
+    );
     let peer = EchoPeer::start(LOCALHOST);
     // uclient prints `channel bind: error 403 (...)` (channels) or
     // `create permission error 403 (...)` (`-s`), and exits.
@@ -332,4 +338,37 @@ fn loopback_peer_refused_by_default() {
         "tsunagi's log does not name the setting `allow-loopback-peers` after refusing a \
          loopback peer; its log:\n{log}"
     );
+}
+
+/// With the SFU on 127.0.0.1, TURN may relay to exactly the SFU's address: a permission
+/// for 127.0.0.1 is granted, but nothing reaches another loopback port (Send
+/// indications are dropped, ChannelBind gets 403).
+#[test]
+fn sfu_address_is_the_only_loopback_endpoint() {
+    let mut server = Tsunagi::start("sfu-endpoint", LOCALHOST, 11, &["--user", "test:test"]);
+    let peer = EchoPeer::start(LOCALHOST);
+    let send = run_tool(
+        "turnutils_uclient",
+        &uclient_args(&server, &peer, &["-s"], &["-u", "test", "-w", "test"]),
+    );
+    let received = UclientTotals::parse(&send.output).map_or(0, |t| t.received);
+    assert_eq!(
+        received, 0,
+        "a Send indication reached a loopback port that is not the SFU's.\n{send}\n--- tsunagi log ---\n{}",
+        server.log()
+    );
+    let bind = run_tool(
+        "turnutils_uclient",
+        &uclient_args(&server, &peer, &[], &["-u", "test", "-w", "test"]),
+    );
+    let refused = bind
+        .output
+        .lines()
+        .any(|l| l.contains("channel bind") && l.contains("error 403"));
+    assert!(
+        refused && UclientTotals::parse(&bind.output).map_or(0, |t| t.received) == 0,
+        "expected a 403 on channel bind to a loopback port that is not the SFU's.\n{bind}\n--- tsunagi log ---\n{}",
+        server.log()
+    );
+    server.assert_running();
 }

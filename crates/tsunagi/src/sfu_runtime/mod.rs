@@ -563,6 +563,7 @@ impl SfuService {
             dropped,
             stats: stats_tx,
             last_stats: now,
+            stats_dirty: false,
             reply_warned: None,
         };
         tasks.push(tokio::spawn(core.run(in_rx, req_rx, cmd_rx, shutdown_rx)));
@@ -673,6 +674,8 @@ struct Core {
     dropped: Arc<Mutex<u64>>,
     stats: watch::Sender<SfuSnapshot>,
     last_stats: Instant,
+    /// Something happened since the stats watch was last refreshed.
+    stats_dirty: bool,
     reply_warned: Option<Instant>,
 }
 
@@ -725,10 +728,9 @@ impl Core {
     fn next_deadline(&mut self) -> Option<Instant> {
         let sfu = self.sfu.poll_timeout();
         let linger = self.lingering.keys().next().copied();
-        match (sfu, linger) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        // A last refresh of the stats after activity stops (e.g. the last session ended).
+        let stats = self.stats_dirty.then(|| self.last_stats + STATS_EVERY);
+        [sfu, linger, stats].into_iter().flatten().min()
     }
 
     fn receive(&mut self, now: Instant, item: Incoming) {
@@ -1026,8 +1028,10 @@ impl Core {
         while let Some(t) = self.sfu.poll_transmit() {
             self.transmit(t);
         }
+        self.stats_dirty = true;
         if now.duration_since(self.last_stats) >= STATS_EVERY {
             self.last_stats = now;
+            self.stats_dirty = false;
             if let Ok(d) = self.dropped.lock() {
                 self.counters.incoming_dropped = *d;
             }

@@ -168,7 +168,9 @@ impl Tsunagi {
             .args(["--min-port", &min_port.to_string()])
             .args(["--max-port", &max_port.to_string()])
             .args(["--http-ip", &ip.to_string()])
-            .args(["--http-port", &http_port.to_string()]);
+            .args(["--http-port", &http_port.to_string()])
+            // Tests run side by side: the SFU takes any free port.
+            .args(["--sfu-port", "0"]);
         if tls {
             cmd.args([
                 "--tls-self-signed",
