@@ -269,6 +269,75 @@ async fn unroutable_peer_does_not_break_the_allocation() {
     server.shutdown().await;
 }
 
+/// Both clients of a call relayed by this server: each allocation's peer is the other
+/// allocation's relay address. The runtime hands such packets from one allocation to
+/// the other without the kernel; what each client sees, and every check, must be as if
+/// they had gone through the relay sockets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocations_of_one_server_relay_to_each_other() {
+    let server = start_server();
+    let mut a = Client::udp(server.udp_addrs()[0]).await;
+    let mut b = Client::udp(server.udp_addrs()[0]).await;
+    let ra = a.allocate().await;
+    let rb = b.allocate().await;
+    a.create_permission(&[rb]).await;
+    // B has no permission for A yet: A's packets are dropped at B's allocation.
+    a.send_indication(rb, b"not yet").await;
+    assert_eq!(b.recv_within(Duration::from_millis(200)).await, None);
+    b.create_permission(&[ra]).await;
+
+    // Send indication from A arrives at B as a Data indication from A's relay address.
+    a.send_indication(rb, b"hello b").await;
+    assert_eq!(
+        b.recv_relayed().await,
+        Relayed::Data {
+            peer: ra,
+            data: b"hello b".to_vec()
+        }
+    );
+    // Channels both ways.
+    a.channel_bind(0x4001, rb).await;
+    b.channel_bind(0x4007, ra).await;
+    for i in 0..20u8 {
+        let msg = [i; 37];
+        a.send_channel_data(0x4001, &msg).await;
+        assert_eq!(
+            b.recv_relayed().await,
+            Relayed::Channel {
+                channel: 0x4007,
+                data: msg.to_vec()
+            }
+        );
+        b.send_channel_data(0x4007, &msg[..5]).await;
+        assert_eq!(
+            a.recv_relayed().await,
+            Relayed::Channel {
+                channel: 0x4001,
+                data: msg[..5].to_vec()
+            }
+        );
+    }
+    // B's allocation ends: A's packets to its old relay address go nowhere, and A's
+    // allocation keeps working.
+    let resp = b
+        .request(Method::REFRESH, |e| {
+            e.u32(attr::LIFETIME, 0)?;
+            Ok(())
+        })
+        .await;
+    expect_success(&resp, "Refresh");
+    a.send_channel_data(0x4001, b"to a closed relay").await;
+    assert_eq!(b.recv_within(Duration::from_millis(200)).await, None);
+    a.create_permission(&[rb]).await;
+    // Stats are published after each batch.
+    eventually("every packet to be counted", || {
+        let s = server.stats();
+        s.packets_to_peers == 43 && s.packets_from_peers == 41
+    })
+    .await;
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn even_port_reservation_gives_the_next_port() {
     let server = start_server();

@@ -16,7 +16,12 @@
 //! After each batch of inputs (at most 64) the core drains `poll_transmit` and
 //! `poll_event`. UDP sockets receive in batches (`recvmmsg`, GRO) and consecutive
 //! transmits of equal size from one socket to one destination leave as one GSO send
-//! ([`batch`]): the relay fast path. Sends never wait:
+//! ([`batch`]): the relay fast path. Lone datagrams for clients from one listener are
+//! gathered over the batch and leave in one `sendmmsg` ([`batch::MultiSend`]). A packet
+//! from one of our relay sockets to another (both clients of a call relayed by this
+//! server) is handed from one allocation to the other without the kernel
+//! ([`Core::hand_off`]): the round trip through the loopback (a send, a delivery, a
+//! wake-up and a receive) was half of the relay's CPU time. Sends never wait:
 //! a full socket buffer or queue drops the packet (UDP semantics) and counts it, and a
 //! send error to one destination (ENETUNREACH, EMSGSIZE, ...) is logged at debug and
 //! counted; neither stops anything else. The one exception to "never wait" is the TCP
@@ -52,7 +57,7 @@ use tsunagi_turn::{DeleteReason, Destination, Event, FiveTuple, Server, Stats, T
 
 use crate::config::Config;
 use crate::redact::Redactor;
-use batch::FastSocket;
+use batch::{FastSocket, MultiSend};
 use relay::RelayPool;
 
 pub(crate) use io::tcp_listener;
@@ -453,6 +458,9 @@ impl TurnService {
             auth_log: LogLimiter::new(20),
             run: Run::default(),
             scratch: vec![0; 65_536 + 128],
+            now: Instant::now(),
+            multi: MultiSend::default(),
+            multi_from: None,
         };
         let core = tokio::spawn(core.run(client_rx, peer_rx, shutdown_rx));
         Ok(Self {
@@ -602,6 +610,12 @@ struct Core {
     /// Where `handle_peer_into` builds messages for clients: a ChannelData or Data
     /// indication around the largest UDP payload.
     scratch: Vec<u8>,
+    /// The clock reading of the batch being handled (see [`Core::hand_off`]).
+    now: Instant,
+    /// Lone datagrams for clients from the listener `multi_from`, sent together
+    /// (`sendmmsg`) at the end of the batch.
+    multi: MultiSend,
+    multi_from: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Core {
@@ -724,6 +738,7 @@ impl Core {
                 // One clock reading per batch: the inputs of a batch arrived together.
                 Some(input) = client_rx.recv() => {
                     let now = Instant::now();
+                    self.now = now;
                     self.on_client(input, now);
                     for _ in 1..BATCH {
                         match client_rx.try_recv() {
@@ -735,6 +750,7 @@ impl Core {
                 }
                 Some(input) = peer_rx.recv() => {
                     let now = Instant::now();
+                    self.now = now;
                     self.on_peer(input, now);
                     for _ in 1..BATCH {
                         match peer_rx.try_recv() {
@@ -745,7 +761,8 @@ impl Core {
                     self.drain();
                 }
                 () = &mut sleep, if armed.is_some() => {
-                    self.server.handle_timeout(Instant::now(), &mut self.relays);
+                    self.now = Instant::now();
+                    self.server.handle_timeout(self.now, &mut self.relays);
                     self.drain();
                     // Re-arm even if the next deadline is the same instant.
                     armed = None;
@@ -823,6 +840,11 @@ impl Core {
     /// Adds a message from a fast path to the current run (sent at the end of the
     /// batch), or sends it now when it cannot be part of a run.
     fn push(&mut self, dest: Destination, payload: &[u8]) {
+        if let Destination::Peer { relay, peer, .. } = dest {
+            if self.hand_off(relay, peer, payload) {
+                return;
+            }
+        }
         match run_key(&dest) {
             Some(key) => {
                 let mut run = std::mem::take(&mut self.run);
@@ -840,12 +862,43 @@ impl Core {
         }
     }
 
+    /// A datagram from relay socket `relay` to `peer`, when `peer` is another open
+    /// relay socket of this server (both clients of a call relayed by this server):
+    /// handed to the server as if it had been received there, without the round trip
+    /// through the kernel (a send, a loopback delivery and a receive saved per packet).
+    /// The server sees exactly what the kernel would deliver: the same bytes from the
+    /// same source address; every check of both allocations applies as before.
+    /// Returns false, and does nothing, when `peer` is not one of ours.
+    fn hand_off(&mut self, relay: SocketAddr, peer: SocketAddr, payload: &[u8]) -> bool {
+        if !self.relays.is_open(peer) {
+            return false;
+        }
+        let mut scratch = std::mem::take(&mut self.scratch);
+        if let Some((dest, n)) =
+            self.server
+                .handle_peer_into(self.now, peer, relay, payload, &mut scratch)
+        {
+            // A message for a client: never a peer, so no recursion.
+            self.push(dest, scratch.get(..n).unwrap_or_default());
+        }
+        self.scratch = scratch;
+        true
+    }
+
     /// Sends every transmit and logs every event the server has queued. Consecutive
     /// UDP transmits of equal size from one socket to one destination (a burst of
     /// ChannelData, the packets of a video frame) are sent as one run: one GSO send.
     fn drain(&mut self) {
         let mut run = std::mem::take(&mut self.run);
         while let Some(t) = self.server.poll_transmit() {
+            if let Destination::Peer { relay, peer, .. } = t.destination {
+                if self.relays.is_open(peer) {
+                    self.run = std::mem::take(&mut run);
+                    self.hand_off(relay, peer, &t.payload);
+                    run = std::mem::take(&mut self.run);
+                    continue;
+                }
+            }
             if let Some(key) = run_key(&t.destination) {
                 if !run.extend(key, &t.payload) {
                     self.flush(&mut run);
@@ -876,6 +929,7 @@ impl Core {
         }
         self.flush(&mut run);
         self.run = run;
+        self.send_multi();
         while let Some(ev) = self.server.poll_event() {
             self.log_event(ev);
         }
@@ -891,6 +945,14 @@ impl Core {
         let several = run.count > 1;
         let contents = run.contents();
         match key {
+            RunKey::Listener { local, to } if !several => {
+                // Joins the listener's batch of lone datagrams.
+                if self.multi_from != Some(local) || self.multi.len() >= batch::MULTI_SEND_MAX {
+                    self.send_multi();
+                    self.multi_from = Some(local);
+                }
+                self.multi.push(to, contents);
+            }
             RunKey::Listener { local, to } => {
                 if let Some(s) = self.udp_out.get(&local) {
                     let r = if several {
@@ -922,6 +984,22 @@ impl Core {
         }
         run.rest.clear();
         run.count = 0;
+    }
+
+    /// Sends the listener's batch of lone datagrams.
+    fn send_multi(&mut self) {
+        let Some(local) = self.multi_from.take() else {
+            return;
+        };
+        if self.multi.is_empty() {
+            return;
+        }
+        let mut multi = std::mem::take(&mut self.multi);
+        match self.udp_out.get(&local).cloned() {
+            Some(s) => multi.send(&s, |e, to| self.count_send(Err(e), "client", to, None)),
+            None => multi.send_none(),
+        }
+        self.multi = multi;
     }
 
     fn send_to_client(&mut self, ft: FiveTuple, payload: Vec<u8>) {

@@ -82,6 +82,12 @@ impl RelayPool {
         self.sockets.len()
     }
 
+    /// Whether `addr` is an open relay socket of this pool (never true for an
+    /// unspecified address).
+    pub(crate) fn is_open(&self, addr: SocketAddr) -> bool {
+        !addr.ip().is_unspecified() && self.sockets.contains_key(&addr)
+    }
+
     /// Closes every relay socket.
     pub(crate) fn release_all(&mut self) {
         self.sockets.clear();
