@@ -1539,6 +1539,151 @@ function leaveCall({ silent = false } = {}) {
   }
 }
 
+// ---------------------------------------------------------------- frame-gap monitor (tests)
+
+// Started by the first `window.tsunagi.frameGaps()` call and never before, so a normal
+// session runs none of it. It watches both video elements of every remote tile (mesh and
+// SFU) and keeps, per remote peer, the largest interval between consecutive presented
+// frames on either element, measured in the page (requestVideoFrameCallback), so it does
+// not depend on how often a test can read it. An element on which rVFC has not fired
+// (no rVFC in this browser, or none for an element that is not composited) counts a frame
+// when its decoded-frame counter moves, read by a 100 ms page timer.
+const FRAME_POLL_MS = 100;
+const FRAME_STALL_MS = 250;
+const frameMon = { timer: null, resetAt: 0, peers: new Map(), watchers: [], watched: new WeakSet(), lastTick: null, maxTickGap: 0, tickGapFrom: null, stalls: [] };
+
+function frameMonPeer(id) {
+  let r = frameMon.peers.get(id);
+  if (!r) {
+    r = { frames: 0, first: null, last: null, maxGap: 0, gapFrom: null, gapTo: null, gapPath: null, paths: { mesh: { frames: 0, rvfc: 0, poll: 0 }, sfu: { frames: 0, rvfc: 0, poll: 0 } } };
+    frameMon.peers.set(id, r);
+  }
+  return r;
+}
+
+function noteFrame(id, path, at, via) {
+  const r = frameMonPeer(id);
+  r.frames++;
+  r.paths[path].frames++;
+  r.paths[path][via]++;
+  if (r.last === null) {
+    r.first = at;
+    r.last = at;
+    return;
+  }
+  if (at <= r.last) return;
+  const from = Math.max(r.last, frameMon.resetAt);
+  if (at - from > r.maxGap) {
+    r.maxGap = at - from;
+    r.gapFrom = from;
+    r.gapTo = at;
+    r.gapPath = path;
+  }
+  r.last = at;
+}
+
+function decodedCount(v) {
+  try {
+    const q = v.getVideoPlaybackQuality && v.getVideoPlaybackQuality();
+    if (q && typeof q.totalVideoFrames === 'number') return q.totalVideoFrames - (q.droppedVideoFrames || 0);
+  } catch {
+    // fall through
+  }
+  return typeof v.webkitDecodedFrameCount === 'number' ? v.webkitDecodedFrameCount : 0;
+}
+
+function watchVideo(id, path, v) {
+  frameMon.watched.add(v);
+  const w = { id, path, v, count: decodedCount(v), rvfcSeen: false };
+  frameMon.watchers.push(w);
+  if (typeof v.requestVideoFrameCallback === 'function') {
+    const onFrame = (now, meta) => {
+      w.rvfcSeen = true;
+      noteFrame(id, path, meta && typeof meta.presentationTime === 'number' ? meta.presentationTime : now, 'rvfc');
+      if (v.isConnected) v.requestVideoFrameCallback(onFrame);
+    };
+    v.requestVideoFrameCallback(onFrame);
+  }
+}
+
+function frameMonTick() {
+  // How late the page's own timer runs: a page that did not run for a while could not
+  // present frames either (CPU starvation of this renderer, not a gap in the media).
+  const t = performance.now();
+  if (frameMon.lastTick !== null) {
+    const from = Math.max(frameMon.lastTick, frameMon.resetAt);
+    if (t - from > frameMon.maxTickGap) {
+      frameMon.maxTickGap = t - from;
+      frameMon.tickGapFrom = from;
+    }
+    if (t - frameMon.lastTick > FRAME_STALL_MS) {
+      frameMon.stalls.push([frameMon.lastTick, t]);
+      if (frameMon.stalls.length > 200) frameMon.stalls.shift();
+    }
+  }
+  frameMon.lastTick = t;
+  for (const e of state.peers.values()) {
+    for (const [path, v] of Object.entries(e.tile.videos)) if (!frameMon.watched.has(v)) watchVideo(e.id, path, v);
+  }
+  const now = performance.now();
+  frameMon.watchers = frameMon.watchers.filter((w) => w.v.isConnected);
+  for (const w of frameMon.watchers) {
+    const c = decodedCount(w.v);
+    if (c !== w.count) {
+      w.count = c;
+      if (c > 0 && !w.rvfcSeen) noteFrame(w.id, w.path, now, 'poll');
+    }
+  }
+}
+
+/** See frameMon. `reset`: forget the gaps so far (and start measuring now). */
+function frameGaps({ reset = false } = {}) {
+  if (!frameMon.timer) {
+    frameMon.timer = setInterval(frameMonTick, FRAME_POLL_MS);
+    frameMonTick();
+  }
+  const now = performance.now();
+  if (reset) {
+    frameMon.resetAt = now;
+    frameMon.maxTickGap = 0;
+    frameMon.tickGapFrom = null;
+    frameMon.stalls = [];
+    for (const r of frameMon.peers.values()) {
+      r.maxGap = 0;
+      r.gapFrom = null;
+      r.gapTo = null;
+      r.gapPath = null;
+    }
+  }
+  const wall = (t) => (t === null ? null : new Date(performance.timeOrigin + t).toISOString());
+  // How much of [a, b] the page's own timer did not run (stalls over FRAME_STALL_MS).
+  const stalledIn = (a, b) => (a === null ? 0 : frameMon.stalls.reduce((n, [x, y]) => n + Math.max(0, Math.min(b, y) - Math.max(a, x)), 0));
+  const peers = {};
+  for (const [id, r] of frameMon.peers) {
+    const e = state.peers.get(id);
+    peers[id] = {
+      name: e ? e.name : null,
+      present: !!e,
+      frames: r.frames,
+      maxGap: Math.round(r.maxGap),
+      gapFrom: wall(r.gapFrom),
+      gapPath: r.gapPath,
+      // Of the largest gap, the time this page's own timer did not run either (CPU).
+      gapPageStalled: Math.round(stalledIn(r.gapFrom, r.gapTo)),
+      // Since the last frame (or the reset, if later): a gap still open.
+      sinceLast: r.last === null ? null : Math.round(now - Math.max(r.last, frameMon.resetAt)),
+      paths: { mesh: { ...r.paths.mesh }, sfu: { ...r.paths.sfu } },
+    };
+  }
+  return {
+    rvfc: typeof HTMLVideoElement.prototype.requestVideoFrameCallback === 'function',
+    resetAt: wall(frameMon.resetAt || null),
+    // The largest interval between two runs of the page's 100 ms timer since the reset.
+    pageStall: { max: Math.round(frameMon.maxTickGap), from: wall(frameMon.tickGapFrom) },
+    peers,
+  };
+}
+
 // ---------------------------------------------------------------- debug hook
 
 function plain(x) {
@@ -1720,6 +1865,16 @@ const debugHook = {
   /** Every signaling frame sent or received: {dir, type, from?, to?, code?, reason?, at}. */
   signalLog() {
     return state.traffic.map((m) => ({ ...m }));
+  },
+  /**
+   * Presented-frame gaps per remote peer, measured in the page (see frameMon; started by
+   * the first call): {rvfc, resetAt, pageStall: {max (ms), from}, peers: {peerId: {name,
+   * present, frames, maxGap (ms), gapFrom, gapPath, gapPageStalled (ms of the gap this
+   * page's own timer did not run), sinceLast (ms), paths: {mesh, sfu}: {frames, rvfc, poll}}}}.
+   * `{reset: true}` forgets the gaps so far.
+   */
+  frameGaps(opts) {
+    return frameGaps(opts || {});
   },
 };
 Object.defineProperty(window, 'tsunagi', { value: Object.freeze(debugHook), writable: false, configurable: false });

@@ -50,7 +50,7 @@ export async function launchBrowser({ executablePath, extraArgs = [] } = {}) {
  * A participant: its own browser and page. `join` opens /r/<room>, types the name on the
  * landing page and presses Join, then waits for the server's welcome.
  */
-export async function openParticipant(baseUrl, { name, room, token, locale = 'en-US', viewport = { width: 1280, height: 720 }, join = true, launch = {} } = {}) {
+export async function openParticipant(baseUrl, { name, room, token, query, locale = 'en-US', viewport = { width: 1280, height: 720 }, join = true, launch = {} } = {}) {
   const browser = await launchBrowser(launch);
   const context = await browser.newContext({ viewport, locale });
   const page = await context.newPage();
@@ -60,13 +60,19 @@ export async function openParticipant(baseUrl, { name, room, token, locale = 'en
     if (m.type() === 'error') consoleErrors.push(m.text());
   });
   const p = { name, browser, context, page, consoleErrors, id: null };
-  if (join) await joinRoom(p, baseUrl, { room, token });
+  if (join) await joinRoom(p, baseUrl, { room, token, query });
   p.close = () => browser.close();
   return p;
 }
 
-export async function joinRoom(p, baseUrl, { room, token }) {
-  const q = token ? `?token=${encodeURIComponent(token)}` : '';
+/**
+ * `query`: more URL parameters of the room page, e.g. {mode: 'sfu'} (the policy of a room
+ * this join creates) or {relay: '1'} (start in relay-only mode).
+ */
+export async function joinRoom(p, baseUrl, { room, token, query }) {
+  const params = new URLSearchParams(query || {});
+  if (token) params.set('token', token);
+  const q = params.size ? `?${params}` : '';
   await p.page.goto(`${baseUrl}/r/${encodeURIComponent(room)}${q}`);
   await p.page.getByTestId('name-input').fill(p.name);
   await p.page.getByTestId('join-button').click();
@@ -102,7 +108,10 @@ export async function inbound(page, peerId) {
   }, peerId);
 }
 
-/** The selected candidate pair of `page` towards `peerId`: local and remote candidate types. */
+/**
+ * The selected candidate pair of `page` towards `peerId` ("sfu": the SFU connection):
+ * local and remote candidate types, and their transport protocols and addresses.
+ */
 export async function selectedPair(page, peerId) {
   return page.evaluate(async (id) => {
     const r = await window.tsunagi.rawStats(id);
@@ -113,7 +122,20 @@ export async function selectedPair(page, peerId) {
     if (!pair) return null;
     const l = byId.get(pair.localCandidateId);
     const rc = byId.get(pair.remoteCandidateId);
-    return { state: pair.state, local: l && l.candidateType, remote: rc && rc.candidateType, localRelayProtocol: l && l.relayProtocol, localAddress: l && `${l.address}:${l.port}` };
+    return {
+      state: pair.state,
+      local: l && l.candidateType,
+      remote: rc && rc.candidateType,
+      localRelayProtocol: l && l.relayProtocol,
+      localAddress: l && `${l.address}:${l.port}`,
+      localProtocol: l && l.protocol,
+      localTcpType: l && l.tcpType,
+      remoteProtocol: rc && rc.protocol,
+      remoteTcpType: rc && rc.tcpType,
+      remoteAddress: rc && `${rc.address}:${rc.port}`,
+      bytesSent: pair.bytesSent,
+      bytesReceived: pair.bytesReceived,
+    };
   }, peerId);
 }
 

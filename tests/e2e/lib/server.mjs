@@ -3,7 +3,7 @@
 // browsers are on 127.0.0.1). Stopped by PID.
 
 import { spawn, execFileSync } from 'node:child_process';
-import { createWriteStream, mkdirSync } from 'node:fs';
+import { createWriteStream, mkdirSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import dgram from 'node:dgram';
 import path from 'node:path';
@@ -98,11 +98,13 @@ export function sfuArgs({ roomMode, meshMaxPeers, maxRoomPeers, ip = '127.0.0.1'
 }
 
 /**
- * Starts tsunagi. Returns {url, httpPort, turnPort, pid, stop(), stats(), log}.
+ * Starts tsunagi. Returns {url, httpPort, turnPort, pid, stop(), stats(), sfuAddrs(), log}.
  * `extraArgs` are appended (e.g. ['--token-secret', 's']). `ip`: the address of every
  * listener (default 127.0.0.1; a veth address for tests across network namespaces).
+ * `allowLoopbackPeers: false` leaves out `--allow-loopback-peers`: the server's default,
+ * where TURN relays to no loopback address but its own SFU's.
  */
-export async function startTsunagi({ name = 'tsunagi', extraArgs = [], ip = '127.0.0.1' } = {}) {
+export async function startTsunagi({ name = 'tsunagi', extraArgs = [], ip = '127.0.0.1', allowLoopbackPeers = true } = {}) {
   const httpPort = await freePort();
   const turnPort = await freePort({ udp: true });
   const minPort = 40000 + Math.floor(Math.random() * 20) * 1000;
@@ -113,7 +115,7 @@ export async function startTsunagi({ name = 'tsunagi', extraArgs = [], ip = '127
     '--listening-ip', ip,
     '--listening-port', String(turnPort),
     '--relay-ip', ip,
-    '--allow-loopback-peers',
+    ...(allowLoopbackPeers ? ['--allow-loopback-peers'] : []),
     '--min-port', String(minPort),
     '--max-port', String(maxPort),
     ...extraArgs,
@@ -159,6 +161,22 @@ export async function startTsunagi({ name = 'tsunagi', extraArgs = [], ip = '127
       const r = await fetch(`${url}/api/stats`);
       if (!r.ok) throw new Error(`/api/stats answered ${r.status}`);
       return r.json();
+    },
+    /**
+     * The SFU's listening addresses, from its start-up log line
+     * `SFU listening (ICE-lite host candidates) udp=[…] tcp=[…]`: {udp: ['ip:port'], tcp: [...]}.
+     */
+    async sfuAddrs({ timeout = 5000 } = {}) {
+      const until = Date.now() + timeout;
+      for (;;) {
+        const m = /SFU listening[^\n]*?udp=\[([^\]]*)\][^\n]*?tcp=\[([^\]]*)\]/.exec(readFileSync(logPath, 'utf8'));
+        if (m) {
+          const list = (x) => x.split(',').map((a) => a.trim()).filter(Boolean);
+          return { udp: list(m[1]), tcp: list(m[2]) };
+        }
+        if (Date.now() > until) throw new Error(`no "SFU listening" line in ${logPath} within ${timeout} ms`);
+        await sleep(100);
+      }
     },
     async stop() {
       if (!exited) {
