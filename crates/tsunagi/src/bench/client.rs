@@ -43,6 +43,8 @@ pub enum Step {
     ChannelBind(u16, SocketAddr),
     /// Refresh with LIFETIME 0: delete the allocation.
     Delete,
+    /// Refresh with this LIFETIME in seconds.
+    Refresh(u32),
 }
 
 /// How a request ended.
@@ -76,6 +78,8 @@ pub struct Session {
     pub conn: Conn,
     pub nonce: Option<Vec<u8>>,
     pub relay: Option<SocketAddr>,
+    /// LIFETIME granted by the last successful Allocate or Refresh.
+    pub lifetime: Option<u32>,
     /// Replace the connection by a new one (a new 5-tuple) before the next request.
     pub reopen: bool,
     pending: Option<Pending>,
@@ -87,6 +91,7 @@ impl Session {
             conn,
             nonce: None,
             relay: None,
+            lifetime: None,
             reopen: false,
             pending: None,
         }
@@ -109,6 +114,8 @@ pub struct Driver {
     /// The realm learned from the server and the key for it.
     key: Option<(String, IntegrityKey)>,
     pub failures: Failures,
+    /// LIFETIME asked for in Allocate requests; none by default.
+    pub allocate_lifetime: Option<u32>,
     /// Messages read but not yet handled: (session, start, end) into `inbox`.
     inbox: Vec<u8>,
     inbox_idx: Vec<(usize, usize, usize)>,
@@ -120,16 +127,20 @@ fn encode(
     step: Step,
     tid: [u8; 12],
     cred: Option<(&str, &str, &[u8], &IntegrityKey)>,
+    allocate_lifetime: Option<u32>,
 ) -> Result<usize, tsunagi_stun::EncodeError> {
     let method = match step {
         Step::Allocate => Method::ALLOCATE,
         Step::ChannelBind(..) => Method::CHANNEL_BIND,
-        Step::Delete => Method::REFRESH,
+        Step::Delete | Step::Refresh(_) => Method::REFRESH,
     };
     let mut enc = MessageEncoder::new(buf, Class::Request, method, TransactionId::new(tid))?;
     match step {
         Step::Allocate => {
             enc.requested_transport(attr::PROTO_UDP)?;
+            if let Some(secs) = allocate_lifetime {
+                enc.u32(attr::LIFETIME, secs)?;
+            }
         }
         Step::ChannelBind(ch, peer) => {
             enc.channel_number(ch)?;
@@ -137,6 +148,9 @@ fn encode(
         }
         Step::Delete => {
             enc.u32(attr::LIFETIME, 0)?;
+        }
+        Step::Refresh(secs) => {
+            enc.u32(attr::LIFETIME, secs)?;
         }
     }
     if let Some((user, realm, nonce, key)) = cred {
@@ -160,6 +174,7 @@ impl Driver {
             server: None,
             key: None,
             failures: Failures::new(),
+            allocate_lifetime: None,
             inbox: Vec::new(),
             inbox_idx: Vec::new(),
         })
@@ -183,7 +198,7 @@ impl Driver {
     }
 
     /// Encodes and sends `step` on session `i`.
-    fn start(&mut self, i: usize, step: Step, challenges: u32, now: Instant) {
+    pub(super) fn start(&mut self, i: usize, step: Step, challenges: u32, now: Instant) {
         if std::mem::take(&mut self.sessions[i].reopen) {
             if let Some((server, tcp)) = self.server {
                 // The old socket closes when dropped, which also takes it out of the poll.
@@ -210,9 +225,10 @@ impl Driver {
                     step,
                     tid,
                     Some((&self.auth.username, realm, nonce, key)),
+                    self.allocate_lifetime,
                 )
             }
-            _ => encode(&mut buf, step, tid, None),
+            _ => encode(&mut buf, step, tid, None, self.allocate_lifetime),
         };
         let Ok(n) = n else {
             // Only a realm or username too long for 512 bytes gets here.
@@ -246,10 +262,14 @@ impl Driver {
         let (step, challenges, authed) = (p.step, p.challenges, p.authed);
         if m.class() == Class::Success {
             let relay = m.get_xor_address(attr::XOR_RELAYED_ADDRESS).ok().flatten();
+            let lifetime = m.get_u32(attr::LIFETIME).ok().flatten();
             let s = &mut self.sessions[i];
             s.pending = None;
             if step == Step::Allocate {
                 s.relay = relay;
+            }
+            if lifetime.is_some() {
+                s.lifetime = lifetime;
             }
             return Some((step, Outcome::Ok(relay)));
         }
@@ -282,7 +302,7 @@ impl Driver {
     }
 
     /// Retransmits (UDP) or times out pending requests; returns the timed-out ones.
-    fn check_pending(&mut self, now: Instant, out: &mut Vec<(usize, Step, Outcome)>) {
+    pub(super) fn check_pending(&mut self, now: Instant, out: &mut Vec<(usize, Step, Outcome)>) {
         for (i, s) in self.sessions.iter_mut().enumerate() {
             let Some(p) = s.pending.as_mut() else {
                 continue;
@@ -312,7 +332,7 @@ impl Driver {
 
     /// Polls once (up to `timeout`) and handles what arrived; finished requests go to
     /// `done`.
-    fn poll_once(&mut self, timeout: Duration, done: &mut Vec<(usize, Step, Outcome)>) {
+    pub(super) fn poll_once(&mut self, timeout: Duration, done: &mut Vec<(usize, Step, Outcome)>) {
         if self.poll.poll(&mut self.events, Some(timeout)).is_err() {
             return;
         }

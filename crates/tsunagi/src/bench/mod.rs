@@ -12,6 +12,9 @@
 //!   answered by 401, the Allocate with credentials, and a Refresh with LIFETIME 0.
 //!   With `--hold`, instead: N allocations (each with a channel) are created and held,
 //!   and the server's resident memory per allocation is reported.
+//! * `bench churn`: holds N allocations for a bounded time (default 5 minutes) while
+//!   they refresh, are deleted or abandoned (to expire) and are replaced, and samples
+//!   the server's RSS every `--sample` seconds (see [`churn`]).
 //! * `bench forwarder`: receives on one port and forwards every datagram to a fixed
 //!   destination (through a second socket of its own with `--hops 2`, as a TURN relay
 //!   does), with the same socket batching as the relay and no TURN logic.
@@ -26,6 +29,7 @@
 //! delivered back to the generator per second: each went client → server → peer →
 //! server → client, i.e. through the relay in both directions.
 
+pub mod churn;
 mod client;
 mod conn;
 mod forwarder;
@@ -66,6 +70,9 @@ pub enum BenchCommand {
     Stun(StunArgs),
     /// Authenticated allocations per second, or memory per allocation (--hold).
     Alloc(AllocArgs),
+    /// Holds N allocations while they refresh, end and are replaced; samples the
+    /// server's memory.
+    Churn(ChurnArgs),
     /// A minimal UDP forwarder without TURN logic (the limit baseline).
     Forwarder(ForwarderArgs),
     /// WHIP publishers and WHEP subscribers (str0m) against an SFU: forwarded
@@ -186,6 +193,27 @@ pub struct AllocArgs {
     pub hold: bool,
 }
 
+/// `--duration` defaults to 300 s (5 minutes) here.
+#[derive(Debug, Clone, Args)]
+#[command(mut_arg("duration", |a| a.default_value("300")))]
+pub struct ChurnArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub cred: CredArgs,
+    /// LIFETIME asked for in Allocate and Refresh, in seconds; each allocation
+    /// refreshes at half of what the server grants.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub lifetime: u32,
+    /// Allocations ended per second (half deleted, half abandoned to expire), each
+    /// replaced by a new one.
+    #[arg(long, value_name = "N", default_value_t = 50.0)]
+    pub churn: f64,
+    /// Seconds between samples of the server's RSS.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub sample: f64,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ForwarderArgs {
     /// Address to receive on.
@@ -266,6 +294,9 @@ pub struct Report {
     pub failures: String,
     /// /proc/loadavg at the end: how busy the machine was.
     pub loadavg: String,
+    /// `bench churn`: samples and counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub churn: Option<churn::ChurnReport>,
 }
 
 impl Report {
@@ -301,10 +332,12 @@ impl Report {
         if let Some(m) = self.mbit_per_sec {
             println!("  {m:.1} Mbit/s of payload");
         }
-        println!(
-            "  latency us: p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}",
-            l.p50, l.p99, l.p999, l.max, l.mean
-        );
+        if self.churn.is_none() {
+            println!(
+                "  latency us: p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}",
+                l.p50, l.p99, l.p999, l.max, l.mean
+            );
+        }
         if let Some(c) = self.server_cpu_s {
             println!(
                 "  server CPU {c:.2} s ({:.0} % of one core); RSS {} -> {} KiB, peak {} KiB",
@@ -316,6 +349,20 @@ impl Report {
         }
         if let Some(b) = self.bytes_per_allocation {
             println!("  server memory per allocation: {b:.0} bytes");
+        }
+        if let Some(c) = &self.churn {
+            println!(
+                "  churn: {} held (ramp {:.1} s); created {} ({:.1}/s), refreshed {}, deleted {}, abandoned {}, 508 answers {}; held at end {}, fewest held {}; lifetime granted {}-{} s",
+                c.target, c.ramp_s, c.created, c.created_per_sec, c.refreshed, c.deleted,
+                c.abandoned, c.insufficient_capacity, c.held_at_end, c.min_held,
+                c.granted_lifetime_s.0, c.granted_lifetime_s.1
+            );
+            for r in &c.rss {
+                println!(
+                    "    t {:6.1} s  RSS {} KiB  held {}",
+                    r.t_s, r.rss_kib, r.held
+                );
+            }
         }
         if !self.failures.is_empty() {
             println!("  failed requests: {}", self.failures);
@@ -455,6 +502,7 @@ pub fn report(args: &BenchArgs) -> Result<Report, BenchError> {
         BenchCommand::Turn(a) => traffic::run(a)?,
         BenchCommand::Stun(a) => rpc::run_stun(a)?,
         BenchCommand::Alloc(a) => rpc::run_alloc(a)?,
+        BenchCommand::Churn(a) => churn::run(a)?,
         BenchCommand::Forwarder(a) => {
             forwarder::run(a)?;
             Report {
@@ -478,6 +526,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         BenchCommand::Turn(a) => a.common.json,
         BenchCommand::Stun(a) => a.common.json,
         BenchCommand::Alloc(a) => a.common.json,
+        BenchCommand::Churn(a) => a.common.json,
         BenchCommand::Forwarder(_) | BenchCommand::Sfu(_) => false,
     };
     match report(args) {
