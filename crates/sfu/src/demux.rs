@@ -119,6 +119,21 @@ impl Demux {
         }
     }
 
+    /// Moves a peer's ufrag and learned tuples to another key (a retired PeerConnection).
+    pub fn rekey(&mut self, ufrag: &str, old: u64, new: u64) {
+        if self.by_ufrag.get(ufrag) == Some(&old) {
+            self.by_ufrag.insert(ufrag.to_string(), new);
+        }
+        if let Some(list) = self.tuples_of.remove(&old) {
+            for t in &list {
+                if self.by_tuple.get(t) == Some(&old) {
+                    self.by_tuple.insert(*t, new);
+                }
+            }
+            self.tuples_of.insert(new, list);
+        }
+    }
+
     /// Forget everything about a peer.
     pub fn remove_peer(&mut self, ufrag: &str, peer: u64) {
         if self.by_ufrag.get(ufrag) == Some(&peer) {

@@ -110,4 +110,21 @@ pub mod limits {
     pub const OFFER_TIMEOUT: Duration = Duration::from_secs(10);
     /// Wait after a refused answer before offering again.
     pub const OFFER_RETRY_BACKOFF: Duration = Duration::from_secs(2);
+    /// A subscription waiting for a keyframe has one asked for every
+    /// `keyframe_request_interval` for this long, then every [`KEYFRAME_RETRY_SLOW`].
+    pub const KEYFRAME_RETRY_FAST: Duration = Duration::from_secs(10);
+    /// Keyframe re-requests of a long wait (a publisher that does not answer).
+    pub const KEYFRAME_RETRY_SLOW: Duration = Duration::from_secs(3);
+    /// A simulcast layer that missed this many frames of its sibling layers...
+    pub const LAYER_GONE_FRAMES: u32 = 10;
+    /// ...and has not been seen for this long is taken as no longer sent (else after
+    /// `policy::LAYER_STALE`).
+    pub const LAYER_GONE_AFTER: Duration = Duration::from_millis(700);
+    /// A peer that sent no STUN request (ICE consent, RFC 7675; browsers check every
+    /// 2.5 to 5 s) for this long gets no more media until it does again. Removal is left
+    /// to str0m's ICE timeout and to signaling.
+    pub const CONSENT_TIMEOUT: Duration = Duration::from_secs(6);
+    /// A peer's previous PeerConnection (replaced by an offer from a new one) is dropped
+    /// this long after the replacement at the latest.
+    pub const RETIRE_AFTER: Duration = Duration::from_secs(15);
 }

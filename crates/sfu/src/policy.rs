@@ -185,6 +185,11 @@ impl RateMeter {
             .is_some_and(|t| now.saturating_duration_since(t) < LAYER_STALE)
     }
 
+    /// When data last arrived.
+    pub fn last(&self) -> Option<Instant> {
+        self.last
+    }
+
     /// Whether anything was ever received.
     pub fn seen(&self) -> bool {
         self.last.is_some()

@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ahash::RandomState;
 use str0m::bwe::{Bitrate, BweKind};
@@ -25,6 +25,10 @@ use crate::speaker::SpeakerDetector;
 use crate::{Layer, Protocol, Role, SfuConfig, SfuError, SfuEvent, SfuStats, Tile, Transmit};
 
 type Map<K, V> = HashMap<K, V, RandomState>;
+
+/// The bandwidth estimate (bit/s) of a peer whose ICE consent stopped: str0m's padding
+/// toward it stays under this.
+const QUIET_BITRATE: u64 = 1_000;
 
 /// Where a forwarded track stands in the subscriber's SDP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +60,13 @@ struct Selection {
     offset: i128,
     /// Last written RTP time and the network time of that frame.
     last_out: Option<(i128, Instant)>,
+    /// Since when this subscription waits for a keyframe (a first frame, a layer switch,
+    /// a gap in the publisher's stream, or the subscriber's PLI/FIR): the SFU asks the
+    /// publisher again until one is forwarded.
+    kf_wait: Option<Instant>,
+    /// The next frame re-bases the output RTP time (the publisher's track moved to a new
+    /// PeerConnection: its time base changed).
+    rebase_pending: bool,
 }
 
 #[derive(Debug)]
@@ -75,6 +86,31 @@ struct LayerIn {
     label: Layer,
     meter: RateMeter,
     last_keyframe_request: Option<Instant>,
+    /// Frames of the other layers of the track since this layer's last frame: a layer
+    /// the publisher stopped sending is noticed before [`policy::LAYER_STALE`].
+    missed: u32,
+}
+
+impl LayerIn {
+    fn new(rid: Option<Rid>, label: Layer) -> LayerIn {
+        LayerIn {
+            rid,
+            label,
+            meter: RateMeter::default(),
+            last_keyframe_request: None,
+            missed: 0,
+        }
+    }
+
+    /// Whether the publisher sends this layer now.
+    fn active(&self, now: Instant) -> bool {
+        self.meter.active(now)
+            && !(self.missed >= LAYER_GONE_FRAMES
+                && self
+                    .meter
+                    .last()
+                    .is_some_and(|t| now.saturating_duration_since(t) >= LAYER_GONE_AFTER))
+    }
 }
 
 #[derive(Debug)]
@@ -103,7 +139,7 @@ impl TrackIn {
     fn rate(&self, now: Instant) -> u64 {
         self.layers
             .iter()
-            .filter(|l| l.meter.active(now))
+            .filter(|l| l.active(now))
             .filter_map(|l| l.meter.rate())
             .sum()
     }
@@ -134,6 +170,32 @@ struct Peer {
     next_stats: Instant,
     timer: Option<Instant>,
     inject_fault: bool,
+    /// The DTLS fingerprint of the remote PeerConnection (from its last SDP): an offer with
+    /// another one comes from a new PeerConnection.
+    fingerprint: Option<String>,
+    /// Last authenticated STUN request (ICE consent, RFC 7675) from the peer.
+    last_stun: Instant,
+    /// Media and padding to the peer are held back: its consent stopped.
+    quiet: bool,
+    /// Key of this peer's previous PeerConnection, kept forwarding while the new one
+    /// comes up ([`Sfu::accept_offer`] with a new fingerprint).
+    retired: Option<u64>,
+    /// For a previous PeerConnection: the key of the peer's live one.
+    retired_of: Option<u64>,
+    /// A previous PeerConnection is dropped at this time at the latest.
+    retire_at: Option<Instant>,
+    /// Tracks of the previous PeerConnection not yet taken over by this one.
+    inherit: Vec<u64>,
+    /// This PeerConnection's m-lines that take over an inherited track at their first
+    /// media: (mid, track, simulcast rids).
+    claims: Vec<(Mid, u64, Vec<Rid>)>,
+}
+
+impl Peer {
+    /// Whether the peer's ICE consent (STUN requests) stopped: media to it is held back.
+    fn consent_lost(&self, now: Instant) -> bool {
+        self.connected && now.saturating_duration_since(self.last_stun) > CONSENT_TIMEOUT
+    }
 }
 
 impl fmt::Debug for Peer {
@@ -303,6 +365,28 @@ impl Sfu {
             .set_send_buffer_audio(SEND_BUFFER_AUDIO)
     }
 
+    fn build_rtc(&mut self, peer: &str, now: Instant) -> Result<(Rtc, IceCreds), SfuError> {
+        let creds = IceCreds::new();
+        let config = self.rtc_config().set_local_ice_credentials(creds.clone());
+        let candidates = self.candidates.clone();
+        let built = catch_unwind(AssertUnwindSafe(move || {
+            let mut rtc = config.build(now);
+            for c in candidates {
+                rtc.add_local_candidate(c);
+            }
+            rtc
+        }));
+        match built {
+            Ok(rtc) => Ok((rtc, creds)),
+            Err(p) => {
+                self.counters.faults += 1;
+                let reason = format!("str0m panicked creating the peer: {}", panic_message(&*p));
+                warn!(%peer, %reason, "SFU fault");
+                Err(SfuError::Fault(reason))
+            }
+        }
+    }
+
     /// Add a peer (id chosen by the caller: a signaling peer id, or `whip-…`/`whep-…`).
     /// Fails if the id exists or a room/peer limit is reached. The peer then sends its
     /// offer ([`accept_offer`](Self::accept_offer)); the SFU offers only after that first
@@ -348,25 +432,7 @@ impl Sfu {
                     .into(),
             ));
         }
-        let creds = IceCreds::new();
-        let config = self.rtc_config().set_local_ice_credentials(creds.clone());
-        let candidates = self.candidates.clone();
-        let built = catch_unwind(AssertUnwindSafe(move || {
-            let mut rtc = config.build(now);
-            for c in candidates {
-                rtc.add_local_candidate(c);
-            }
-            rtc
-        }));
-        let rtc = match built {
-            Ok(rtc) => rtc,
-            Err(p) => {
-                self.counters.faults += 1;
-                let reason = format!("str0m panicked creating the peer: {}", panic_message(&*p));
-                warn!(%peer, %reason, "SFU fault");
-                return Err(SfuError::Fault(reason));
-            }
-        };
+        let (rtc, creds) = self.build_rtc(peer, now)?;
         let key = self.next_key;
         self.next_key += 1;
         let r = self.rooms.entry(room.to_string()).or_default();
@@ -379,35 +445,10 @@ impl Sfu {
             }
         }
         r.peers.push(key);
-        self.peers.insert(
-            key,
-            Peer {
-                id: peer.to_string(),
-                room: room.to_string(),
-                role,
-                rtc,
-                ufrag: creds.ufrag.clone(),
-                pass: creds.pass,
-                joined: now,
-                connected: false,
-                negotiated: false,
-                pending: None,
-                offer_not_before: None,
-                outs,
-                published: Vec::new(),
-                unbound: Vec::new(),
-                channels: Vec::new(),
-                view: None,
-                bwe: None,
-                rtt_ms: None,
-                nacks: Vec::new(),
-                next_stats: now + self.config.stats_interval,
-                timer: None,
-                inject_fault: false,
-            },
-        );
-        self.ids.insert(peer.to_string(), key);
         self.demux.insert_ufrag(&creds.ufrag, key);
+        let p = new_peer(peer, room, role, rtc, creds, outs, now, &self.config);
+        self.peers.insert(key, p);
+        self.ids.insert(peer.to_string(), key);
         debug!(%peer, %room, ?role, "SFU peer joined");
         self.drain(key);
         self.update_layers(key, now);
@@ -458,6 +499,15 @@ impl Sfu {
         };
         let offer =
             SdpOffer::from_sdp_string(&text).map_err(|e| SfuError::BadSdp(e.to_string()))?;
+        let fingerprint = sdp_fingerprint(sdp);
+        let known = self.peers.get(&key).and_then(|p| p.fingerprint.clone());
+        if let (Some(old), Some(new)) = (&known, &fingerprint) {
+            if old != new {
+                // Another DTLS certificate: a new PeerConnection from the same peer (e.g.
+                // the browser switched to relay-only), not a renegotiation.
+                self.replace_rtc(key, now)?;
+            }
+        }
         if let Some(p) = self.peers.get_mut(&key) {
             if p.pending.take().is_some() {
                 debug!(%peer, "SFU glare: dropping our offer to answer the peer's");
@@ -482,6 +532,9 @@ impl Sfu {
         };
         if let Some(p) = self.peers.get_mut(&key) {
             p.negotiated = true;
+            if fingerprint.is_some() {
+                p.fingerprint = fingerprint;
+            }
         }
         let answer = answer.to_sdp_string();
         self.update_credentials(key, &answer);
@@ -491,6 +544,142 @@ impl Sfu {
         self.maybe_negotiate(key, now);
         self.run_work(now);
         Ok(answer)
+    }
+
+    /// The peer's offer comes from a new PeerConnection: the peer gets a new `Rtc` under
+    /// its key (same id, room, role, view). The old one stays as a *retired leg* under a
+    /// new key: it keeps forwarding both ways, so nothing stops while the new connection
+    /// comes up, and goes when its ICE consent ends, it closes, or after [`RETIRE_AFTER`].
+    /// Its published tracks are taken over by the new connection's m-lines of the same
+    /// kind at their first media ([`Sfu::take_over`]): subscribers keep their m-lines and
+    /// switch at the new connection's keyframe. The new connection is offered every
+    /// track of the room as after a join.
+    fn replace_rtc(&mut self, key: u64, now: Instant) -> Result<(), SfuError> {
+        let Some(id) = self.peers.get(&key).map(|p| p.id.clone()) else {
+            return Err(SfuError::UnknownPeer);
+        };
+        if let Some(prev) = self.peers.get(&key).and_then(|p| p.retired) {
+            // A second replacement before the first retired leg went.
+            self.remove_peer(prev);
+        }
+        let (rtc, creds) = self.build_rtc(&id, now)?;
+        let Some(mut old) = self.peers.remove(&key) else {
+            return Err(SfuError::UnknownPeer);
+        };
+        let leg = self.next_key;
+        self.next_key += 1;
+        debug!(peer = %id, "SFU: offer from a new PeerConnection; the old one retires");
+        // The old connection keeps its ICE credentials, 5-tuples, timer and queued work.
+        self.demux.rekey(&old.ufrag, key, leg);
+        self.demux.insert_ufrag(&creds.ufrag, key);
+        if let Some(t) = old.timer {
+            self.timers.remove(&(t, key));
+            self.timers.insert((t, leg));
+        }
+        for (k, _) in self.work.iter_mut() {
+            if *k == key {
+                *k = leg;
+            }
+        }
+        for tid in &old.published {
+            if let Some(t) = self.tracks.get_mut(tid) {
+                t.owner = leg;
+            }
+        }
+        let mut outs = Vec::new();
+        if matches!(old.role, Role::Participant { .. }) {
+            if let Some(r) = self.rooms.get(&old.room) {
+                for tid in &r.tracks {
+                    if let Some(t) = self.tracks.get(tid).filter(|t| t.owner != leg) {
+                        outs.push(new_out(*tid, t));
+                    }
+                }
+            }
+        }
+        let mut p = new_peer(
+            &id,
+            &old.room,
+            old.role,
+            rtc,
+            creds,
+            outs,
+            now,
+            &self.config,
+        );
+        p.view = old.view.clone();
+        p.bwe = old.bwe;
+        p.retired = Some(leg);
+        p.inherit = old.published.clone();
+        if let Some(pending) = old.pending.take() {
+            drop(pending);
+            revert_outs(&mut old);
+        }
+        old.retired_of = Some(key);
+        old.retire_at = Some(now + RETIRE_AFTER);
+        old.retired = None;
+        old.claims.clear();
+        old.inherit.clear();
+        if let Some(r) = self.rooms.get_mut(&old.room) {
+            r.peers.push(leg);
+        }
+        self.peers.insert(leg, old);
+        self.peers.insert(key, p);
+        self.drain(key);
+        Ok(())
+    }
+
+    /// The first media on a new PeerConnection's m-line that claimed an inherited track:
+    /// the track now comes from here. Subscribers wait for a keyframe of it and re-base
+    /// the RTP time (the new connection's time base differs).
+    fn take_over(&mut self, owner: u64, claim: usize, now: Instant) -> Option<u64> {
+        let p = self.peers.get_mut(&owner)?;
+        let (mid, tid, rids) = p.claims.remove(claim);
+        p.inherit.retain(|t| *t != tid);
+        let leg = p.retired;
+        if !self.tracks.contains_key(&tid) {
+            // The old track went meanwhile: this m-line publishes a track of its own.
+            let kind = p.rtc.media(mid).map(|m| m.kind())?;
+            self.add_track(owner, mid, kind, &rids, now);
+            let p = self.peers.get(&owner)?;
+            return p
+                .published
+                .iter()
+                .copied()
+                .find(|t| self.tracks.get(t).is_some_and(|t| t.mid == mid));
+        }
+        let track = self.tracks.get_mut(&tid)?;
+        let from = track.owner;
+        track.owner = owner;
+        track.mid = mid;
+        track.layers = build_layers(track.kind, &rids);
+        let kind = track.kind;
+        let room = track_room(&self.peers, owner)?;
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.published.retain(|t| *t != tid);
+        }
+        if let Some(p) = self.peers.get_mut(&owner) {
+            p.published.push(tid);
+        }
+        debug!(%mid, ?kind, ?leg, "SFU: a new PeerConnection took a track over");
+        let subs: Vec<u64> = self
+            .rooms
+            .get(&room)
+            .map(|r| r.peers.clone())
+            .unwrap_or_default();
+        for sub in subs {
+            let Some(sp) = self.peers.get_mut(&sub) else {
+                continue;
+            };
+            for o in sp.outs.iter_mut().filter(|o| o.track == tid) {
+                o.sel.rebase_pending = true;
+                if kind == MediaKind::Video {
+                    o.sel.current = None;
+                    o.sel.kf_wait = None;
+                }
+            }
+            self.update_layers(sub, now);
+        }
+        Some(tid)
     }
 
     /// An ICE restart in the peer's offer gives us new local credentials: keep the demux
@@ -575,6 +764,9 @@ impl Sfu {
             Some(Ok(())) => {}
         }
         if let Some(p) = self.peers.get_mut(&key) {
+            if let Some(f) = sdp_fingerprint(sdp) {
+                p.fingerprint = Some(f);
+            }
             for o in &mut p.outs {
                 if let OutState::Negotiating(m) = o.state {
                     o.state = OutState::Open(m);
@@ -635,7 +827,11 @@ impl Sfu {
 
     fn room_publisher_key(&self, room: &str) -> Option<u64> {
         let r = self.rooms.get(room)?;
-        let publishes = |k: &u64| self.peers.get(k).is_some_and(|p| !p.published.is_empty());
+        let publishes = |k: &u64| {
+            self.peers
+                .get(k)
+                .is_some_and(|p| !p.published.is_empty() && p.retired_of.is_none())
+        };
         let role = |k: &u64| self.peers.get(k).map(|p| p.role);
         r.peers
             .iter()
@@ -713,6 +909,9 @@ impl Sfu {
             Some(Ok(())) => {
                 if learn {
                     self.demux.learn(tuple, key);
+                    if let Some(p) = self.peers.get_mut(&key) {
+                        p.last_stun = now;
+                    }
                 }
                 self.drain(key);
             }
@@ -922,7 +1121,9 @@ impl Sfu {
                     if !p.connected {
                         p.connected = true;
                         let peer = p.id.clone();
-                        self.push_event(SfuEvent::Connected { peer });
+                        if p.retired_of.is_none() {
+                            self.push_event(SfuEvent::Connected { peer });
+                        }
                         // Subscriptions start now: ask for keyframes.
                         self.update_layers(key, now);
                     }
@@ -1056,27 +1257,22 @@ impl Sfu {
             || p.published
                 .iter()
                 .any(|t| self.tracks.get(t).is_some_and(|t| t.mid == mid))
+            || p.claims.iter().any(|(m, _, _)| *m == mid)
         {
             return;
         }
-        let layers = if kind == MediaKind::Video && !rids.is_empty() {
-            order_rids(rids)
-                .into_iter()
-                .map(|(rid, label)| LayerIn {
-                    rid: Some(rid),
-                    label,
-                    meter: RateMeter::default(),
-                    last_keyframe_request: None,
-                })
-                .collect()
-        } else {
-            vec![LayerIn {
-                rid: None,
-                label: Layer::Single,
-                meter: RateMeter::default(),
-                last_keyframe_request: None,
-            }]
-        };
+        // A new PeerConnection's m-line continues a track of the old one of the same kind.
+        let inherited = p.inherit.iter().copied().find(|t| {
+            self.tracks.get(t).is_some_and(|t| t.kind == kind)
+                && !p.claims.iter().any(|(_, c, _)| c == t)
+        });
+        if let Some(tid) = inherited {
+            if let Some(p) = self.peers.get_mut(&owner) {
+                p.claims.push((mid, tid, rids.to_vec()));
+            }
+            return;
+        }
+        let layers = build_layers(kind, rids);
         let tid = self.next_key;
         self.next_key += 1;
         let track = TrackIn {
@@ -1101,7 +1297,12 @@ impl Sfu {
             None => Vec::new(),
         };
         for sub in subscribers {
-            let role = self.peers.get(&sub).map(|p| p.role);
+            // A retired PeerConnection is not renegotiated: it gets no new tracks.
+            let role = self
+                .peers
+                .get(&sub)
+                .filter(|p| p.retired_of.is_none())
+                .map(|p| p.role);
             match role {
                 Some(Role::Participant { .. }) => {
                     if let Some(p) = self.peers.get_mut(&sub) {
@@ -1180,7 +1381,11 @@ impl Sfu {
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
-        if !matches!(p.role, Role::Participant { .. }) || !p.negotiated || p.pending.is_some() {
+        if !matches!(p.role, Role::Participant { .. })
+            || !p.negotiated
+            || p.pending.is_some()
+            || p.retired_of.is_some()
+        {
             return;
         }
         if p.offer_not_before.is_some_and(|t| now < t) {
@@ -1254,13 +1459,21 @@ impl Sfu {
             return;
         }
         let room = p.room.clone();
-        let Some(tid) = p
+        let found = p
             .published
             .iter()
             .copied()
-            .find(|t| self.tracks.get(t).is_some_and(|t| t.mid == d.mid))
-        else {
-            return;
+            .find(|t| self.tracks.get(t).is_some_and(|t| t.mid == d.mid));
+        let tid = match found {
+            Some(t) => t,
+            None => match p.claims.iter().position(|(m, _, _)| *m == d.mid) {
+                // First media of a new PeerConnection's m-line: it takes the track over.
+                Some(i) => match self.take_over(owner, i, now) {
+                    Some(t) => t,
+                    None => return,
+                },
+                None => return,
+            },
         };
         let Some(track) = self.tracks.get_mut(&tid) else {
             return;
@@ -1269,9 +1482,18 @@ impl Sfu {
             return;
         };
         track.layers[li].meter.add(now, d.data.len());
+        track.layers[li].missed = 0;
+        for (i, l) in track.layers.iter_mut().enumerate() {
+            if i != li {
+                l.missed = l.missed.saturating_add(1);
+            }
+        }
         let kind = track.kind;
         let owner_id = track.owner_id.clone();
-        if kind == MediaKind::Video && !d.contiguous {
+        let keyframe = d.is_keyframe();
+        let gap = kind == MediaKind::Video && !d.contiguous && !keyframe;
+        if gap {
+            // A frame is missing: what follows cannot be decoded until a keyframe.
             self.request_keyframe(tid, li, now);
         }
         if kind == MediaKind::Audio {
@@ -1281,7 +1503,6 @@ impl Sfu {
                 }
             }
         }
-        let keyframe = d.is_keyframe();
         let subscribers: Vec<u64> = self
             .rooms
             .get(&room)
@@ -1294,12 +1515,21 @@ impl Sfu {
             if !sp.connected {
                 continue;
             }
+            let consent_lost = sp.consent_lost(now);
             let Some(o) = sp.outs.iter_mut().find(|o| o.track == tid && !o.gone) else {
                 continue;
             };
             let OutState::Open(mid) = o.state else {
                 continue;
             };
+            if kind == MediaKind::Video && (consent_lost || (gap && o.sel.current == Some(li))) {
+                // Nothing the subscriber's decoder could use until the next keyframe (or it
+                // stopped answering: it gets nothing until it does, then a keyframe).
+                o.sel.current = None;
+            }
+            if consent_lost {
+                continue;
+            }
             let decision = decide(&mut o.sel, li, keyframe || kind == MediaKind::Audio);
             if decision.want_keyframe {
                 self.request_keyframe(tid, li, now);
@@ -1316,7 +1546,12 @@ impl Sfu {
             let Some(o) = sp.outs.iter_mut().find(|o| o.track == tid) else {
                 continue;
             };
-            let time = out_time(&mut o.sel, &d, decision.rebase && kind == MediaKind::Video);
+            if keyframe {
+                o.sel.kf_wait = None;
+            }
+            let rebase = std::mem::take(&mut o.sel.rebase_pending)
+                || (decision.rebase && kind == MediaKind::Video);
+            let time = out_time(&mut o.sel, &d, rebase);
             let written = self.guard(sub, "writing media", |p| {
                 let Some(w) = p.rtc.writer(mid) else {
                     return false;
@@ -1343,13 +1578,16 @@ impl Sfu {
         }
     }
 
+    /// A subscriber's PLI/FIR: asked of the publisher on the layer being forwarded, or on
+    /// the target layer while a switch is pending (the current one may be gone), and asked
+    /// again until a keyframe reaches the subscriber.
     fn on_keyframe_request(&mut self, sub: u64, r: KeyframeRequest, now: Instant) {
-        let Some(p) = self.peers.get(&sub) else {
+        let Some(p) = self.peers.get_mut(&sub) else {
             return;
         };
         let Some(o) = p
             .outs
-            .iter()
+            .iter_mut()
             .find(|o| o.state == OutState::Open(r.mid) && !o.gone)
         else {
             return;
@@ -1357,15 +1595,24 @@ impl Sfu {
         if o.kind != MediaKind::Video {
             return;
         }
-        if let Some(li) = o.sel.current.or(o.sel.target) {
-            self.request_keyframe(o.track, li, now);
-        }
+        let Some(li) = o.sel.target else {
+            return;
+        };
+        o.sel.kf_wait.get_or_insert(now);
+        let tid = o.track;
+        self.request_keyframe(tid, li, now);
     }
 
     /// Asks the publisher for a keyframe on one layer, at most once per
     /// `keyframe_request_interval`.
     fn request_keyframe(&mut self, tid: u64, li: usize, now: Instant) {
         let interval = self.config.keyframe_request_interval;
+        self.request_keyframe_every(tid, li, now, interval);
+    }
+
+    /// Asks the publisher for a keyframe on one layer unless one was asked for within
+    /// `interval`.
+    fn request_keyframe_every(&mut self, tid: u64, li: usize, now: Instant, interval: Duration) {
         let Some(track) = self.tracks.get_mut(&tid) else {
             return;
         };
@@ -1422,18 +1669,39 @@ impl Sfu {
             return;
         };
         let msg = serde_json::json!({ "from": p.id, "data": text }).to_string();
+        // The sender's other PeerConnection (during a replacement) is the sender too.
+        let sibling = p.retired.or(p.retired_of);
         let others: Vec<u64> = self
             .rooms
             .get(&p.room)
-            .map(|r| r.peers.iter().copied().filter(|k| *k != from).collect())
-            .unwrap_or_default();
-        for to in others {
-            let Some(cid) = self.peers.get(&to).and_then(|p| {
-                p.channels
+            .map(|r| {
+                r.peers
                     .iter()
-                    .find(|(_, l)| *l == label)
-                    .map(|(c, _)| *c)
-            }) else {
+                    .copied()
+                    .filter(|k| *k != from && Some(*k) != sibling)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let channel_of = |p: &Peer| {
+            p.channels
+                .iter()
+                .find(|(_, l)| *l == label)
+                .map(|(c, _)| *c)
+        };
+        for to in others {
+            let Some(tp) = self.peers.get(&to) else {
+                continue;
+            };
+            // A peer with two PeerConnections gets the message once: on the new one when
+            // its channel is open, else on the old one.
+            let live_has_it = tp
+                .retired_of
+                .and_then(|k| self.peers.get(&k))
+                .is_some_and(|lp| channel_of(lp).is_some());
+            if live_has_it {
+                continue;
+            }
+            let Some(cid) = channel_of(tp) else {
                 continue;
             };
             let sent = self.guard(to, "relaying a data channel message", |p| {
@@ -1496,13 +1764,13 @@ impl Sfu {
                 singles.push((i, visible));
                 continue;
             }
-            let any_active = t.layers.iter().any(|l| l.meter.active(now));
+            let any_active = t.layers.iter().any(|l| l.active(now));
             let mut available = [None; 3];
             for l in &t.layers {
                 let Some(idx) = policy::layer_index(l.label) else {
                     continue;
                 };
-                if !any_active || l.meter.active(now) {
+                if !any_active || l.active(now) {
                     available[idx] = Some(l.meter.rate().unwrap_or(policy::NOMINAL_BITRATE[idx]));
                 }
             }
@@ -1517,8 +1785,6 @@ impl Sfu {
         }
         let list: Vec<Demand> = demands.iter().map(|(_, d)| d.clone()).collect();
         let choices = policy::allocate(estimate, fixed, &list);
-        let connected = p.connected;
-        let mut requests: Vec<(u64, usize)> = Vec::new();
         let Some(p) = self.peers.get_mut(&sub) else {
             return;
         };
@@ -1533,14 +1799,6 @@ impl Sfu {
             if o.sel.target.is_none() {
                 o.sel.current = None;
             }
-            if let Some(target) = o.sel.target {
-                if o.sel.current != Some(target)
-                    && connected
-                    && matches!(o.state, OutState::Open(_))
-                {
-                    requests.push((o.track, target));
-                }
-            }
         }
         for (i, visible) in singles {
             let o = &mut p.outs[i];
@@ -1552,12 +1810,40 @@ impl Sfu {
             };
             if !visible {
                 o.sel.current = None;
-            } else if o.sel.current.is_none() && connected && matches!(o.state, OutState::Open(_)) {
-                requests.push((o.track, 0));
             }
         }
-        for (tid, li) in requests {
-            self.request_keyframe(tid, li, now);
+        // Every video subscription that waits for a keyframe (nothing forwarded yet, a
+        // layer switch pending, a gap, a PLI) asks the publisher's target layer again, at
+        // most every `keyframe_request_interval` for KEYFRAME_RETRY_FAST, then every
+        // KEYFRAME_RETRY_SLOW: a lost PLI or a request dropped by the throttle is retried.
+        let ready = p.connected && !p.consent_lost(now);
+        let mut requests: Vec<(u64, usize, Duration)> = Vec::new();
+        for o in &mut p.outs {
+            if o.kind != MediaKind::Video || o.gone || !matches!(o.state, OutState::Open(_)) {
+                continue;
+            }
+            let Some(target) = o.sel.target else {
+                o.sel.kf_wait = None;
+                continue;
+            };
+            if !ready {
+                continue;
+            }
+            if o.sel.current != Some(target) {
+                o.sel.kf_wait.get_or_insert(now);
+            }
+            let Some(since) = o.sel.kf_wait else {
+                continue;
+            };
+            let every = if now.saturating_duration_since(since) < KEYFRAME_RETRY_FAST {
+                self.config.keyframe_request_interval
+            } else {
+                KEYFRAME_RETRY_SLOW
+            };
+            requests.push((o.track, target, every));
+        }
+        for (tid, li, every) in requests {
+            self.request_keyframe_every(tid, li, now, every);
         }
     }
 
@@ -1577,6 +1863,34 @@ impl Sfu {
             let Some(p) = self.peers.get_mut(&key) else {
                 continue;
             };
+            let quiet = p.consent_lost(now);
+            if quiet != p.quiet {
+                p.quiet = quiet;
+                // str0m pads every outgoing connection up to 50 kbit/s when media is
+                // short; a peer that stopped answering gets neither (its BWE shrinks to
+                // nothing), and starts again from the initial estimate when it answers.
+                let rate = if quiet {
+                    Bitrate::bps(QUIET_BITRATE)
+                } else {
+                    Bitrate::bps(self.config.initial_bitrate)
+                };
+                debug!(peer = %p.id, quiet, "SFU: ICE consent {}", if quiet { "lost: media held back" } else { "back" });
+                self.guard(key, "resetting the bandwidth estimate", |p| {
+                    p.rtc.bwe().reset(rate)
+                });
+                self.drain(key);
+            }
+            let Some(p) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            if p.retired_of.is_some() {
+                if p.retire_at.is_some_and(|t| now >= t) {
+                    self.remove_peer(key);
+                    continue;
+                }
+                self.update_layers(key, now);
+                continue;
+            }
             if !p.connected && now.saturating_duration_since(p.joined) >= CONNECT_TIMEOUT {
                 self.close(
                     key,
@@ -1624,18 +1938,24 @@ impl Sfu {
         }
     }
 
-    /// Removes a peer and everything it owns; returns its id.
+    /// Removes a peer and everything it owns; returns its id (`None` for a retired
+    /// PeerConnection, which goes silently).
     fn remove_peer(&mut self, key: u64) -> Option<String> {
         let peer = self.peers.remove(&key)?;
         let now = self.last_now;
-        self.ids.remove(&peer.id);
+        let live = peer.retired_of;
+        if live.is_none() {
+            self.ids.remove(&peer.id);
+        }
         self.demux.remove_peer(&peer.ufrag, key);
         if let Some(t) = peer.timer {
             self.timers.remove(&(t, key));
         }
         if let Some(r) = self.rooms.get_mut(&peer.room) {
             r.peers.retain(|k| *k != key);
-            r.speaker.remove(&peer.id);
+            if live.is_none() {
+                r.speaker.remove(&peer.id);
+            }
         }
         let subscribers: Vec<u64> = match self.rooms.get_mut(&peer.room) {
             Some(r) => {
@@ -1645,12 +1965,42 @@ impl Sfu {
             None => Vec::new(),
         };
         self.detach_tracks(&peer.published, &subscribers, now);
+        if let Some(leg) = peer.retired {
+            self.remove_peer(leg);
+        }
+        if let Some(live) = live {
+            // Claims on tracks that went with the old connection become tracks of their own.
+            let orphaned: Vec<(Mid, Vec<Rid>)> = match self.peers.get_mut(&live) {
+                Some(p) => {
+                    p.retired = None;
+                    p.inherit.clear();
+                    std::mem::take(&mut p.claims)
+                        .into_iter()
+                        .map(|(m, _, r)| (m, r))
+                        .collect()
+                }
+                None => Vec::new(),
+            };
+            for (mid, rids) in orphaned {
+                let kind = self
+                    .peers
+                    .get(&live)
+                    .and_then(|p| p.rtc.media(mid).map(|m| m.kind()));
+                if let Some(kind) = kind {
+                    self.add_track(live, mid, kind, &rids, now);
+                }
+            }
+            debug!(peer = %peer.id, "SFU: the old PeerConnection of the peer is gone");
+        }
         if self
             .rooms
             .get(&peer.room)
             .is_some_and(|r| r.peers.is_empty())
         {
             self.rooms.remove(&peer.room);
+        }
+        if live.is_some() {
+            return None;
         }
         debug!(peer = %peer.id, room = %peer.room, "SFU peer removed");
         Some(peer.id)
@@ -1689,6 +2039,74 @@ impl Sfu {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
+fn new_peer(
+    id: &str,
+    room: &str,
+    role: Role,
+    rtc: Rtc,
+    creds: IceCreds,
+    outs: Vec<TrackOut>,
+    now: Instant,
+    config: &SfuConfig,
+) -> Peer {
+    Peer {
+        id: id.to_string(),
+        room: room.to_string(),
+        role,
+        rtc,
+        ufrag: creds.ufrag,
+        pass: creds.pass,
+        joined: now,
+        connected: false,
+        negotiated: false,
+        pending: None,
+        offer_not_before: None,
+        outs,
+        published: Vec::new(),
+        unbound: Vec::new(),
+        channels: Vec::new(),
+        view: None,
+        bwe: None,
+        rtt_ms: None,
+        nacks: Vec::new(),
+        next_stats: now + config.stats_interval,
+        timer: None,
+        inject_fault: false,
+        fingerprint: None,
+        last_stun: now,
+        quiet: false,
+        retired: None,
+        retired_of: None,
+        retire_at: None,
+        inherit: Vec::new(),
+        claims: Vec::new(),
+    }
+}
+
+/// The `a=fingerprint` of an SDP (the first one; browsers use one certificate per
+/// PeerConnection), normalized.
+fn sdp_fingerprint(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=fingerprint:"))
+        .map(|f| f.trim().to_ascii_lowercase())
+}
+
+fn track_room(peers: &Map<u64, Peer>, owner: u64) -> Option<String> {
+    peers.get(&owner).map(|p| p.room.clone())
+}
+
+fn build_layers(kind: MediaKind, rids: &[Rid]) -> Vec<LayerIn> {
+    if kind == MediaKind::Video && !rids.is_empty() {
+        order_rids(rids)
+            .into_iter()
+            .map(|(rid, label)| LayerIn::new(Some(rid), label))
+            .collect()
+    } else {
+        vec![LayerIn::new(None, Layer::Single)]
+    }
+}
+
 fn new_out(tid: u64, t: &TrackIn) -> TrackOut {
     let audio = t.kind == MediaKind::Audio;
     TrackOut {
@@ -1704,6 +2122,8 @@ fn new_out(tid: u64, t: &TrackIn) -> TrackOut {
             limited_at: None,
             offset: 0,
             last_out: None,
+            kf_wait: None,
+            rebase_pending: false,
         },
     }
 }
@@ -1797,6 +2217,8 @@ mod tests {
             limited_at: None,
             offset: 0,
             last_out: None,
+            kf_wait: None,
+            rebase_pending: false,
         }
     }
 

@@ -109,6 +109,10 @@ pub struct Generator {
     pub keyframe_every: Option<u32>,
     pub audio_level: i8,
     pub paused: bool,
+    /// rids the publisher does not send (as Chromium drops a layer under adaptation).
+    pub skip_rids: Vec<Rid>,
+    /// Keyframe requests to ignore (as if the PLI was lost on the way).
+    pub ignore_requests: u32,
 }
 
 pub struct Client {
@@ -126,6 +130,14 @@ pub struct Client {
     pub started_sending: bool,
     /// Remove RTX from this client's answers: the SFU then cannot retransmit to it.
     pub strip_rtx: bool,
+    /// Probability that a media packet from this client to the SFU is lost.
+    pub uplink_loss: f64,
+    /// The client vanished (tab closed): nothing reaches it, it sends nothing.
+    pub dead: bool,
+    /// Bytes the SFU sent to this client, with the time they were sent.
+    pub received_bytes: Vec<(Instant, usize)>,
+    pub publish: Publish,
+    pub role: Role,
 }
 
 impl Client {
@@ -294,11 +306,33 @@ impl World {
         publish: Publish,
         rtx: bool,
     ) -> usize {
+        self.sfu.join(room, id, role, self.now).unwrap();
+        self.connect(id, role, publish, rtx)
+    }
+
+    /// The client `id` replaces its PeerConnection (new certificate, ICE credentials and
+    /// port) and offers from it; the old one keeps running as `<id>#old` until
+    /// [`World::kill`].
+    pub fn replace_pc(&mut self, id: &str) -> usize {
+        let i = self.clients.iter().position(|c| c.id == id).unwrap();
+        self.clients[i].id = format!("{id}#old");
+        let (role, publish, rtx) = {
+            let c = &self.clients[i];
+            (c.role, c.publish, !c.strip_rtx)
+        };
+        self.connect(id, role, publish, rtx)
+    }
+
+    /// The client stops: no more packets to or from it (a closed tab).
+    pub fn kill(&mut self, id: &str) {
+        self.client_mut(id).dead = true;
+    }
+
+    fn connect(&mut self, id: &str, role: Role, publish: Publish, rtx: bool) -> usize {
         let n = self.clients.len() as u8 + 1;
         let addr: SocketAddr = (Ipv4Addr::new(1, 1, 1, n), 5000).into();
         let mut rtc = client_rtc(self.now, rtx);
         rtc.add_local_candidate(Candidate::host(addr, "udp").unwrap());
-        self.sfu.join(room, id, role, self.now).unwrap();
         let mut api = rtc.sdp_api();
         let mut gen = Generator {
             audio: None,
@@ -311,6 +345,8 @@ impl World {
             keyframe_every: Some(90),
             audio_level: -30,
             paused: false,
+            skip_rids: Vec::new(),
+            ignore_requests: 0,
         };
         let stream = Some(id.to_string());
         match role {
@@ -373,6 +409,11 @@ impl World {
             gen,
             started_sending: false,
             strip_rtx: !rtx,
+            uplink_loss: 0.0,
+            dead: false,
+            received_bytes: Vec::new(),
+            publish,
+            role,
         });
         let i = self.clients.len() - 1;
         self.drain_client(i);
@@ -410,6 +451,9 @@ impl World {
             self.deliver(p);
         }
         for i in 0..self.clients.len() {
+            if self.clients[i].dead {
+                continue;
+            }
             if self.clients[i].timeout <= now {
                 self.clients[i]
                     .rtc
@@ -430,6 +474,18 @@ impl World {
     fn deliver(&mut self, p: Packet) {
         let now = self.now;
         if p.destination == sfu_addr() {
+            let from = self.clients.iter().position(|c| c.addr == p.source);
+            let media = p.data.first().is_some_and(|b| (128..192).contains(b));
+            if let Some(i) = from {
+                if self.clients[i].dead {
+                    return;
+                }
+                let loss = self.clients[i].uplink_loss;
+                if media && loss > 0.0 && self.rng.gen_bool(loss) {
+                    self.lost += 1;
+                    return;
+                }
+            }
             self.sfu
                 .handle_receive(now, p.proto, p.source, p.destination, &p.data);
             self.drain_sfu();
@@ -438,6 +494,10 @@ impl World {
         let Some(i) = self.clients.iter().position(|c| c.addr == p.destination) else {
             return;
         };
+        self.clients[i].received_bytes.push((now, p.data.len()));
+        if self.clients[i].dead {
+            return;
+        }
         // Loss applies to RTP/RTCP only, so the handshakes stay deterministic.
         let media = p.data.first().is_some_and(|b| (128..192).contains(b));
         if media && self.clients[i].loss > 0.0 && self.rng.gen_bool(self.clients[i].loss) {
@@ -481,7 +541,9 @@ impl World {
                 }
                 Output::Event(e) => {
                     if let Event::KeyframeRequest(r) = &e {
-                        if !c.gen.want_keyframe.contains(&r.rid) {
+                        if c.gen.ignore_requests > 0 {
+                            c.gen.ignore_requests -= 1;
+                        } else if !c.gen.want_keyframe.contains(&r.rid) {
                             c.gen.want_keyframe.push(r.rid);
                         }
                     }
@@ -532,7 +594,10 @@ impl World {
     fn generate(&mut self, i: usize) {
         let now = self.now;
         let c = &mut self.clients[i];
-        if c.gen.paused || !c.rtc.is_connected() || (c.gen.audio.is_none() && c.gen.video.is_none())
+        if c.dead
+            || c.gen.paused
+            || !c.rtc.is_connected()
+            || (c.gen.audio.is_none() && c.gen.video.is_none())
         {
             return;
         }
@@ -577,6 +642,9 @@ impl World {
                     c.gen.rids.iter().map(|r| Some(*r)).collect()
                 };
                 for rid in rids {
+                    if rid.is_some_and(|r| self.clients[i].gen.skip_rids.contains(&r)) {
+                        continue;
+                    }
                     let rid_str = rid.as_ref().map(|r| r.to_string());
                     let rs = rid_str.as_deref();
                     let c = &mut self.clients[i];
