@@ -118,6 +118,9 @@ export async function startTsunagi({ name = 'tsunagi', extraArgs = [], ip = '127
     ...(allowLoopbackPeers ? ['--allow-loopback-peers'] : []),
     '--min-port', String(minPort),
     '--max-port', String(maxPort),
+    // Servers of one file may run side by side: the SFU takes a free port unless the
+    // test chose one (sfuArgs).
+    ...(!extraArgs.includes('--sfu-port') && serverHas('--sfu-port') ? ['--sfu-port', '0'] : []),
     ...extraArgs,
   ];
   mkdirSync(artifactsDir, { recursive: true });
