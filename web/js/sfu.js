@@ -11,6 +11,13 @@
 //     offers again afterwards).
 //   - The SFU is ICE-lite: its candidates are in its SDP, it sends no `candidate`
 //     messages. We trickle ours (and null at the end).
+//   - Relay-only on/off makes a *new* RTCPeerConnection with the new policy (as a mesh
+//     Peer does): Chromium would keep using the old direct pair after an ICE restart
+//     until it times out. The SFU sees an offer with another DTLS fingerprint and
+//     replaces our server-side connection, keeping the old one forwarding meanwhile. The
+//     old connection stays until the new one carries every publisher's video (or
+//     REPLACE_TIMEOUT_MS), then closes; the new one's tracks reach the app only once
+//     their video flows, so the tiles never go dark.
 //
 // The object looks like a mesh Peer to the connection panel: id, pc, polite, config,
 // timeline, on('timeline'), summary, getStats().
@@ -19,6 +26,8 @@ import { parseCandidate } from './stats.js';
 import { summarizeSdp } from './peer.js';
 
 const TIMELINE_MAX = 400;
+/** The old connection of a replacement closes after this at the latest. */
+const REPLACE_TIMEOUT_MS = 10000;
 
 /** The simulcast encodings of the camera (docs/sfu.md, "Simulcast"). */
 export const SIMULCAST = [
@@ -56,6 +65,8 @@ export class SfuPeer {
     this.midOwner = new Map(); // mid of a receiving transceiver -> publisher id
     this.lastFailRestart = 0;
     this.summary = null;
+    this.old = null; // {pc, dc, since, owners, timer}: the connection being replaced
+    this.deferred = []; // track events of the new connection held until its video flows
     this.pc = this.createPc();
     this.publish();
   }
@@ -85,11 +96,13 @@ export class SfuPeer {
   createPc() {
     const pc = new RTCPeerConnection(this.config);
     this.log({ dir: 'state', kind: 'newConnection', value: 'sfu' });
+    // Every handler ignores a connection that was replaced meanwhile.
+    const current = () => !this.closed && pc === this.pc;
     pc.onnegotiationneeded = () => {
-      if (!this.closed) this.negotiate();
+      if (current()) this.negotiate();
     };
     pc.onicecandidate = ({ candidate }) => {
-      if (this.closed) return;
+      if (!current()) return;
       if (candidate && !candidate.candidate) return;
       if (candidate) {
         const c = parseCandidate(candidate.candidate);
@@ -103,7 +116,7 @@ export class SfuPeer {
     for (const what of ['signalingState', 'iceGatheringState', 'iceConnectionState', 'connectionState']) {
       const ev = what === 'signalingState' ? 'signalingstatechange' : `${what.toLowerCase()}change`;
       pc.addEventListener(ev, () => {
-        if (this.closed) return;
+        if (!current()) return;
         this.log({ dir: 'state', kind: what, value: pc[what] });
         this.emit('state', { what, value: pc[what] });
         if (what === 'iceConnectionState' && pc.iceConnectionState === 'failed') {
@@ -116,7 +129,7 @@ export class SfuPeer {
       });
     }
     pc.ontrack = (ev) => {
-      if (this.closed) return;
+      if (!current()) return;
       const { track, streams, transceiver } = ev;
       const stream = streams && streams[0];
       // The publisher's peer id is the stream id (a=msid); without one we cannot place it.
@@ -129,18 +142,28 @@ export class SfuPeer {
       if (transceiver && transceiver.mid !== null) this.midOwner.set(transceiver.mid, owner);
       this.log({ dir: 'in', kind: 'sfuTrack', value: `${track.kind} ← ${owner}` });
       const gone = () => {
-        if (this.closed) return;
+        // The tracks of a replaced connection end with it: the new one took over.
+        if (!current()) return;
         this.emit('track-ended', { track, owner });
       };
       track.addEventListener('ended', gone);
       stream.addEventListener('removetrack', (e) => {
         if (e.track === track) gone();
       });
-      this.emit('track', { track, stream, owner, transceiver });
+      const event = { track, stream, owner, transceiver };
+      if (!this.old) {
+        this.emit('track', event);
+        return;
+      }
+      // During a replacement: hand the stream over once its video flows (unmute).
+      this.deferred.push(event);
+      const video = stream.getVideoTracks()[0];
+      if (video && !video.muted) this.flushDeferred(stream);
+      if (track.kind === 'video') track.addEventListener('unmute', () => this.flushDeferred(stream), { once: true });
     };
     pc.ondatachannel = ({ channel }) => {
       // The SFU may open the channel itself; use it if ours is not the one negotiated.
-      if (channel.label === 'tsunagi') this.wireChannel(channel);
+      if (current() && channel.label === 'tsunagi') this.wireChannel(channel);
     };
     return pc;
   }
@@ -187,9 +210,13 @@ export class SfuPeer {
 
   /** Sends text on the data channel (the SFU relays it to everyone else). */
   sendData(text) {
-    if (!this.dc || this.dc.readyState !== 'open') return false;
-    this.dc.send(text);
-    return true;
+    for (const dc of [this.dc, this.old && this.old.dc]) {
+      if (dc && dc.readyState === 'open') {
+        dc.send(text);
+        return true;
+      }
+    }
+    return false;
   }
 
   async negotiate() {
@@ -297,17 +324,85 @@ export class SfuPeer {
     this.pc.restartIce();
   }
 
-  /** Relay-only on the SFU connection: the new policy, then an ICE restart. */
+  /** Relay-only on the SFU connection: a new connection with the new policy. */
   setRelayOnly(relayOnly) {
     const policy = relayOnly ? 'relay' : 'all';
     this.config = { ...this.config, iceTransportPolicy: policy };
     this.log({ dir: 'state', kind: 'relayPolicy', value: policy });
-    try {
-      this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceTransportPolicy: policy });
-    } catch (e) {
-      this.log({ dir: 'state', kind: 'error', value: String(e.message || e) });
+    this.replacePc();
+  }
+
+  /**
+   * A fresh RTCPeerConnection (the current config) with our tracks and data channel,
+   * offered at once. The old one keeps carrying media until the new one carries every
+   * publisher's video it carried, then closes (see the header).
+   */
+  replacePc() {
+    if (this.closed) return;
+    if (this.old) this.finishReplacement(); // a second switch before the first finished
+    const pc = this.pc;
+    const owners = new Set();
+    for (const r of pc.getReceivers()) {
+      const tr = r.track;
+      if (tr && tr.kind === 'video' && tr.readyState === 'live' && !tr.muted && this.trackOwner.has(tr.id)) owners.add(this.trackOwner.get(tr.id));
     }
-    this.restartIce();
+    this.old = { pc, dc: this.dc, since: Date.now(), owners, timer: setInterval(() => this.checkReplacement(), 200) };
+    this.dc = null;
+    this.deferred = [];
+    this.makingOffer = false;
+    this.midOwner = new Map();
+    this.transceivers = { audio: null, video: null, screen: null };
+    this.localCandidates = [];
+    this.remoteCandidates = [];
+    this.summary = null;
+    this.log({ dir: 'state', kind: 'newConnection', value: 'replaces the SFU connection' });
+    this.pc = this.createPc();
+    this.publish();
+    // Offer now rather than on negotiationneeded: an SFU offer still in flight for the
+    // old connection then meets have-local-offer and is ignored.
+    this.negotiate();
+  }
+
+  /** Hands the new connection's tracks of one stream (all when null) to the app. */
+  flushDeferred(stream) {
+    if (this.closed) return;
+    const now = this.deferred.filter((e) => !stream || e.stream === stream);
+    this.deferred = this.deferred.filter((e) => !now.includes(e));
+    for (const e of now) this.emit('track', e);
+    this.checkReplacement();
+  }
+
+  /** Ends a replacement once the new connection carries what the old one did. */
+  checkReplacement() {
+    const old = this.old;
+    if (!old || this.closed) return;
+    const timedOut = Date.now() - old.since >= REPLACE_TIMEOUT_MS;
+    const flowing = new Set();
+    for (const r of this.pc.getReceivers()) {
+      const tr = r.track;
+      if (!tr || tr.kind !== 'video' || tr.muted || tr.readyState !== 'live') continue;
+      const owner = this.trackOwner.get(tr.id);
+      if (owner && !this.deferred.some((e) => e.track === tr)) flowing.add(owner);
+    }
+    const carried = [...old.owners].every((o) => flowing.has(o));
+    const up = this.pc.connectionState === 'connected';
+    if ((up && carried) || timedOut) this.finishReplacement();
+  }
+
+  finishReplacement() {
+    const old = this.old;
+    if (!old) return;
+    this.old = null;
+    clearInterval(old.timer);
+    this.flushDeferred(null);
+    this.log({ dir: 'state', kind: 'oldConnection', value: `closed after ${Date.now() - old.since} ms` });
+    try {
+      if (old.dc) old.dc.close();
+    } catch {
+      // closing anyway
+    }
+    old.pc.close();
+    this.emit('replaced', { ms: Date.now() - old.since });
   }
 
   /** Replaces the outgoing track of one kind (device switch, screen share). */
@@ -323,6 +418,11 @@ export class SfuPeer {
 
   close() {
     if (this.closed) return;
+    if (this.old) {
+      clearInterval(this.old.timer);
+      this.old.pc.close();
+      this.old = null;
+    }
     this.closed = true;
     try {
       if (this.dc) this.dc.close();
