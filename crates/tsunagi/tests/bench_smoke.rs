@@ -128,6 +128,44 @@ async fn stun_and_alloc_with_rest_credentials() {
     assert_eq!(stats.allocations, 0);
 }
 
+/// `bench churn` on a server whose allocations live 2 s: refreshes, deletes and
+/// abandoned allocations that expire, replaced all along; nothing refused, and the
+/// server holds nothing once the run has ended and the abandoned ones have expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_refreshes_deletes_and_expires() {
+    let mut config = common::server_config();
+    config.default_lifetime = std::time::Duration::from_secs(2);
+    config.max_lifetime = std::time::Duration::from_secs(2);
+    let server = common::start_server_with(config, common::runtime_options());
+    let addr = server.udp_addrs()[0];
+    let r = bench(args(&format!(
+        "churn --server {addr} --user {USER} --password {PASSWORD} --allocations 40 \
+         --duration 3 --lifetime 2 --churn 10 --sample 1 --server-pid {}",
+        std::process::id()
+    )))
+    .await;
+    let c = r.churn.clone().unwrap();
+    assert_eq!(c.target, 40, "{r:?}");
+    assert!(c.refreshed > 0 && c.deleted > 0 && c.abandoned > 0, "{r:?}");
+    assert!(c.created > 0 && r.per_sec > 0.0, "{r:?}");
+    assert_eq!(c.insufficient_capacity, 0, "{r:?}");
+    assert!(r.failures.is_empty(), "{r:?}");
+    assert_eq!(c.granted_lifetime_s, (2, 2), "{r:?}");
+    assert!(
+        c.rss.len() >= 3 && c.rss.iter().all(|s| s.rss_kib > 0),
+        "{r:?}"
+    );
+    let mut stats = server.watch_stats();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stats.wait_for(|s| s.allocations == 0),
+    )
+    .await
+    .expect("abandoned allocations expire")
+    .unwrap();
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_fails_cleanly() {
     let server = common::start_server();

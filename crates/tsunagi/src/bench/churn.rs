@@ -90,8 +90,8 @@ enum State {
 pub fn run(a: &ChurnArgs) -> Result<Report, BenchError> {
     let c = &a.common;
     c.validate()?;
-    if a.lifetime < 10 {
-        return err("--lifetime must be at least 10 seconds");
+    if a.lifetime < 2 {
+        return err("--lifetime must be at least 2 seconds");
     }
     if !(1.0..=c.duration).contains(&a.sample) {
         return err("--sample must be between 1 second and --duration");

@@ -377,6 +377,13 @@ impl TurnService {
             // tokio needs it; sockets bound outside `Listeners::bind` may be blocking.
             s.set_nonblocking(true)
                 .map_err(|e| start_err("UDP listener", e))?;
+            // Every client datagram of this address queues here, relayed ones included:
+            // room for a few milliseconds of traffic at a million packets/s, so that a
+            // moment without the CPU does not drop what arrives meanwhile. Best effort:
+            // the kernel caps it at net.core.rmem_max.
+            if let Err(e) = socket2::SockRef::from(&s).set_recv_buffer_size(LISTENER_RCVBUF) {
+                debug!(%local, error = %e, "cannot enlarge the receive buffer");
+            }
             let sock = UdpSocket::from_std(s).map_err(|e| start_err("UDP listener", e))?;
             let sock = Arc::new(FastSocket::new(sock).map_err(|e| start_err("UDP listener", e))?);
             info!("STUN/TURN listening on udp {local}");
@@ -626,6 +633,10 @@ impl std::fmt::Debug for Core {
             .finish_non_exhaustive()
     }
 }
+
+/// Receive buffer asked for on UDP listeners (SO_RCVBUF; the kernel doubles it for
+/// its bookkeeping and caps the request at net.core.rmem_max).
+const LISTENER_RCVBUF: usize = 4 << 20;
 
 /// Inputs handled in one go before the select loop runs again.
 const BATCH: usize = 64;
