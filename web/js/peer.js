@@ -127,40 +127,7 @@ export class Peer {
   createPc() {
     const pc = new RTCPeerConnection(this.config);
     const current = () => pc === this.pc && !this.closed;
-    pc.onnegotiationneeded = () => {
-      if (current()) this.negotiate();
-    };
-    pc.onicecandidate = ({ candidate }) => {
-      if (!current()) return;
-      // A null candidate means gathering is complete: send it on as end-of-candidates.
-      // (An empty candidate string is the legacy form of the same marker; skip it.)
-      if (candidate && !candidate.candidate) return;
-      if (candidate) {
-        const c = parseCandidate(candidate.candidate);
-        this.localCandidates.push(c);
-        this.log({ dir: 'out', kind: 'candidate', cand: c });
-      } else {
-        this.log({ dir: 'out', kind: 'endOfCandidates' });
-      }
-      this.sendSignal({ type: 'candidate', to: this.id, candidate: candidate ? candidate.toJSON() : null });
-    };
-    for (const what of ['signalingState', 'iceGatheringState', 'iceConnectionState', 'connectionState']) {
-      const ev = what === 'signalingState' ? 'signalingstatechange' : `${what.toLowerCase()}change`;
-      pc.addEventListener(ev, () => {
-        if (!current()) return;
-        this.log({ dir: 'state', kind: what, value: pc[what] });
-        this.emit('state', { what, value: pc[what] });
-        if (what === 'iceConnectionState' && pc.iceConnectionState === 'failed') {
-          // A path that failed may work with new candidates (e.g. TURN came up). At most
-          // one such restart every 10 s, so a path that cannot work does not spin.
-          const now = Date.now();
-          if (now - this.lastFailRestart > 10000) {
-            this.lastFailRestart = now;
-            this.restartIce();
-          }
-        }
-      });
-    }
+    wireConnection(this, pc, current, this.id);
     pc.ontrack = ({ track, streams }) => {
       if (!current()) return;
       const stream = streams && streams[0];
@@ -383,6 +350,49 @@ class Replaced extends Error {
 }
 
 /** The session id of an SDP's o= line: a new RTCPeerConnection has a new one. */
+/**
+ * The handlers a mesh Peer and the SfuPeer share: renegotiation, trickle ICE to `to`
+ * (a null candidate is sent on as end-of-candidates), state logging, and an ICE restart
+ * after a failure. `conn` has negotiate(), restartIce(), log(), emit(), sendSignal(),
+ * localCandidates and lastFailRestart; `current()` is false once `pc` was replaced.
+ */
+export function wireConnection(conn, pc, current, to) {
+  pc.onnegotiationneeded = () => {
+    if (current()) conn.negotiate();
+  };
+  pc.onicecandidate = ({ candidate }) => {
+    if (!current()) return;
+    // A null candidate means gathering is complete: send it on as end-of-candidates.
+    // (An empty candidate string is the legacy form of the same marker; skip it.)
+    if (candidate && !candidate.candidate) return;
+    if (candidate) {
+      const c = parseCandidate(candidate.candidate);
+      conn.localCandidates.push(c);
+      conn.log({ dir: 'out', kind: 'candidate', cand: c });
+    } else {
+      conn.log({ dir: 'out', kind: 'endOfCandidates' });
+    }
+    conn.sendSignal({ type: 'candidate', to, candidate: candidate ? candidate.toJSON() : null });
+  };
+  for (const what of ['signalingState', 'iceGatheringState', 'iceConnectionState', 'connectionState']) {
+    const ev = what === 'signalingState' ? 'signalingstatechange' : `${what.toLowerCase()}change`;
+    pc.addEventListener(ev, () => {
+      if (!current()) return;
+      conn.log({ dir: 'state', kind: what, value: pc[what] });
+      conn.emit('state', { what, value: pc[what] });
+      if (what === 'iceConnectionState' && pc.iceConnectionState === 'failed') {
+        // A path that failed may work with new candidates (e.g. TURN came up). At most
+        // one such restart every 10 s, so a path that cannot work does not spin.
+        const now = Date.now();
+        if (now - conn.lastFailRestart > 10000) {
+          conn.lastFailRestart = now;
+          conn.restartIce();
+        }
+      }
+    });
+  }
+}
+
 export function sessionId(sdp) {
   const m = /^o=\S+ (\S+) /m.exec(sdp || '');
   return m ? m[1] : null;

@@ -23,7 +23,7 @@
 // timeline, on('timeline'), summary, getStats().
 
 import { parseCandidate } from './stats.js';
-import { summarizeSdp } from './peer.js';
+import { summarizeSdp, wireConnection } from './peer.js';
 
 const TIMELINE_MAX = 400;
 /** The old connection of a replacement closes after this at the latest. */
@@ -98,36 +98,7 @@ export class SfuPeer {
     this.log({ dir: 'state', kind: 'newConnection', value: 'sfu' });
     // Every handler ignores a connection that was replaced meanwhile.
     const current = () => !this.closed && pc === this.pc;
-    pc.onnegotiationneeded = () => {
-      if (current()) this.negotiate();
-    };
-    pc.onicecandidate = ({ candidate }) => {
-      if (!current()) return;
-      if (candidate && !candidate.candidate) return;
-      if (candidate) {
-        const c = parseCandidate(candidate.candidate);
-        this.localCandidates.push(c);
-        this.log({ dir: 'out', kind: 'candidate', cand: c });
-      } else {
-        this.log({ dir: 'out', kind: 'endOfCandidates' });
-      }
-      this.sendSignal({ type: 'candidate', to: 'sfu', candidate: candidate ? candidate.toJSON() : null });
-    };
-    for (const what of ['signalingState', 'iceGatheringState', 'iceConnectionState', 'connectionState']) {
-      const ev = what === 'signalingState' ? 'signalingstatechange' : `${what.toLowerCase()}change`;
-      pc.addEventListener(ev, () => {
-        if (!current()) return;
-        this.log({ dir: 'state', kind: what, value: pc[what] });
-        this.emit('state', { what, value: pc[what] });
-        if (what === 'iceConnectionState' && pc.iceConnectionState === 'failed') {
-          const now = Date.now();
-          if (now - this.lastFailRestart > 10000) {
-            this.lastFailRestart = now;
-            this.restartIce();
-          }
-        }
-      });
-    }
+    wireConnection(this, pc, current, 'sfu');
     pc.ontrack = (ev) => {
       if (!current()) return;
       const { track, streams, transceiver } = ev;
