@@ -2,6 +2,9 @@
 //! three WHEP subscribers for about 3 s. Every subscriber must receive more than 80 %
 //! of the audio and video frames its publisher sent, with the keyframe flags intact,
 //! the report must carry its fields, and every session must be gone afterwards.
+//! A room run (`--participants 3`: three participants over the signaling WebSocket, each
+//! publishing and receiving the other two) must deliver more than 80 % of the frames of
+//! every (publisher, subscriber) pair, and every participant must leave.
 //! Performance itself is measured in docs/benchmarks.md, never asserted here.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -272,6 +275,108 @@ fn one_publisher_three_subscribers() {
     }
 }
 
+#[test]
+fn room_of_three_participants() {
+    let server = Server::start("room", &["--sfu-port", "0"]);
+    let pid = server.child.id().to_string();
+    let out = bench(&[
+        "--http",
+        &server.http,
+        "--room",
+        "bench-room",
+        "--participants",
+        "3",
+        "--duration",
+        "3s",
+        "--warmup",
+        "1s",
+        "--server-pid",
+        &pid,
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bench failed: {stderr}\n--- server log:\n{}",
+        server.log_text()
+    );
+    let r: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"));
+    assert_eq!(r["bench"], "sfu-room");
+    assert_eq!(r["participants"], 3);
+    assert_eq!(r["pairs"], 6);
+    let secs = num(&r, "duration_s");
+    assert!(secs >= 2.9, "{r}");
+    // Three participants, each 50 audio and 30 video frames/s.
+    assert!(
+        num(&r, "sent_audio_frames") >= 0.9 * 3.0 * 50.0 * secs,
+        "{r}"
+    );
+    assert!(
+        num(&r, "sent_video_frames") >= 0.9 * 3.0 * 30.0 * secs,
+        "{r}"
+    );
+    // The SFU renegotiated as the others joined (offers from "sfu" answered).
+    assert!(num(&r, "sfu_offers") >= 2.0, "{r}");
+
+    let pairs = r["per_pair"].as_array().expect("per_pair");
+    assert_eq!(pairs.len(), 6, "{r}");
+    let mut seen = std::collections::HashSet::new();
+    for p in pairs {
+        let f = |k: &str| p[k].as_f64().unwrap_or_else(|| panic!("{k} in {p}"));
+        assert_ne!(p["publisher"], p["subscriber"], "{p}");
+        seen.insert((p["publisher"].to_string(), p["subscriber"].to_string()));
+        assert!(
+            f("audio_expected") > 0.0 && f("video_expected") > 0.0,
+            "{p}"
+        );
+        assert!(
+            f("audio_received") > 0.8 * f("audio_expected"),
+            "audio frames lost: {p}"
+        );
+        assert!(
+            f("video_received") > 0.8 * f("video_expected"),
+            "video frames lost: {p}"
+        );
+    }
+    assert_eq!(seen.len(), 6, "every ordered pair once: {r}");
+    assert_eq!(num(&r, "keyframe_flag_mismatches"), 0.0, "{r}");
+    assert_eq!(num(&r, "untagged_frames"), 0.0, "{r}");
+    assert!(num(&r, "forwarded_packets_per_sec") > 0.0, "{r}");
+    for k in ["join_ms", "connect_ms"] {
+        assert!(r[k]["max"].as_f64().is_some_and(|v| v > 0.0), "{k}: {r}");
+    }
+    for k in [
+        "server_cpu_us_per_forwarded_packet",
+        "server_cpu_percent_per_participant",
+        "server_rss_per_participant_kib",
+    ] {
+        assert!(r[k].is_number(), "{k} missing: {r}");
+    }
+    assert_eq!(r["errors"], Value::Array(vec![]), "{r}");
+
+    // Every participant sent `leave`: nobody is left in the room, not even in the
+    // resume grace period (stats refresh every 500 ms).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let st = server.stats();
+        let sig = &st["signaling"];
+        if sig["peers"] == 0 && sig["peersInGrace"] == 0 && sig["leaves"]["left"] == 3 {
+            assert!(
+                st["sfu"]["mediaForwarded"].as_u64().unwrap_or(0) > 0,
+                "{st}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "participants left behind after the run: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Without an SFU the server has no /whip: the tool says so and exits with 1.
 #[test]
 fn no_sfu_is_a_clear_error() {
@@ -300,10 +405,19 @@ fn bad_options_are_refused() {
         &["--duration", "601s"],
         &["--bitrate", "100M"],
         &["--http", "https://127.0.0.1:1"],
+        &["--participants", "1"],
     ] {
         let out = bench(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // A room run has no separate publishers or subscribers: clap refuses the mix
+    // (exit status 2, a usage error).
+    for other in ["--publishers", "--subscribers"] {
+        let out = bench(&["--participants", "3", other, "2"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{other}: {stderr}");
+        assert!(stderr.contains("cannot be used with"), "{stderr}");
     }
 }

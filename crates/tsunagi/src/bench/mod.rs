@@ -37,6 +37,7 @@ mod hist;
 mod procfs;
 mod rpc;
 pub mod sfu;
+pub mod sfu_room;
 mod traffic;
 
 use std::net::{IpAddr, SocketAddr};
@@ -75,8 +76,9 @@ pub enum BenchCommand {
     Churn(ChurnArgs),
     /// A minimal UDP forwarder without TURN logic (the limit baseline).
     Forwarder(ForwarderArgs),
-    /// WHIP publishers and WHEP subscribers (str0m) against an SFU: forwarded
-    /// packets/s, loss, server CPU and memory per subscriber.
+    /// WHIP publishers and WHEP subscribers (str0m) against an SFU, or with
+    /// --participants a room of N over signaling, each publishing and receiving the
+    /// others: forwarded packets/s, loss, server CPU and memory per subscriber.
     Sfu(sfu::SfuArgs),
 }
 

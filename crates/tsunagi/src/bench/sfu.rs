@@ -48,9 +48,9 @@ use super::{err, loadavg, procfs, BenchError, Histogram, MAX_DURATION_SECS};
 /// Most publishers + subscribers in one run.
 pub const MAX_CLIENTS: usize = 200;
 /// Highest video bitrate per publisher.
-const MAX_BITRATE: u64 = 10_000_000;
+pub(super) const MAX_BITRATE: u64 = 10_000_000;
 /// How long ICE + DTLS may take for all the clients of one phase.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a WHEP POST is retried while the server answers 404 (the publisher's
 /// session may not count as publishing before its first media).
 const WHEP_RETRY: Duration = Duration::from_secs(5);
@@ -59,20 +59,20 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest HTTP response read.
 const MAX_HTTP_RESPONSE: usize = 1 << 20;
 /// Waiting for frames sent at the end of the window.
-const STRAGGLERS: Duration = Duration::from_millis(600);
-const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
-const VIDEO_FPS: u32 = 30;
+pub(super) const STRAGGLERS: Duration = Duration::from_millis(600);
+pub(super) const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
+pub(super) const VIDEO_FPS: u32 = 30;
 /// A keyframe every this many video frames (2 s).
-const KEYFRAME_EVERY: u32 = 60;
+pub(super) const KEYFRAME_EVERY: u32 = 60;
 /// A keyframe is this many times the size of an interframe.
-const KEYFRAME_FACTOR: usize = 3;
+pub(super) const KEYFRAME_FACTOR: usize = 3;
 /// The frame tag: magic, kind, flags, publisher, sequence, send time (µs since start).
-const TAG_LEN: usize = 14;
+pub(super) const TAG_LEN: usize = 14;
 const TAG_MAGIC: [u8; 2] = *b"TB";
 /// Opus TOC 0xF8 (config 31: CELT fullband 20 ms, mono, one frame) and the two bytes
 /// of the usual silence frame.
 const OPUS_SILENCE: [u8; 3] = [0xF8, 0xFF, 0xFE];
-const VP8_KEY_HEADER: usize = 10;
+pub(super) const VP8_KEY_HEADER: usize = 10;
 const VP8_INTER_HEADER: usize = 3;
 
 /// `tsunagi bench sfu ...`
@@ -90,6 +90,11 @@ pub struct SfuArgs {
     /// WHEP subscribers (each: recvonly audio + video).
     #[arg(long, value_name = "M", default_value_t = 1)]
     pub subscribers: usize,
+    /// Room mode: N participants join the room over the signaling WebSocket (`/ws`,
+    /// `mode: "sfu"`), each publishing Opus + VP8 and receiving every other one
+    /// (N x (N-1) forwarded streams). Instead of --publishers/--subscribers.
+    #[arg(long, value_name = "N", conflicts_with_all = ["publishers", "subscribers"])]
+    pub participants: Option<usize>,
     /// Measurement window: seconds, or with a unit (10s, 1500ms, 2m); at most 600 s.
     #[arg(long, value_name = "TIME", default_value = "10s", value_parser = parse_secs)]
     pub duration: f64,
@@ -154,7 +159,7 @@ fn parse_bitrate(s: &str) -> Result<u64, String> {
 }
 
 impl SfuArgs {
-    fn validate(&self) -> Result<(), BenchError> {
+    pub(super) fn validate(&self) -> Result<(), BenchError> {
         if !(self.duration > 0.0 && self.duration <= MAX_DURATION_SECS) {
             return err(format!(
                 "--duration must be in (0, {MAX_DURATION_SECS}] seconds"
@@ -162,6 +167,14 @@ impl SfuArgs {
         }
         if !(0.0..=60.0).contains(&self.warmup) {
             return err("--warmup must be in [0, 60] seconds");
+        }
+        if let Some(n) = self.participants {
+            if !(2..=super::sfu_room::MAX_PARTICIPANTS).contains(&n) {
+                return err(format!(
+                    "--participants must be in 2..={}",
+                    super::sfu_room::MAX_PARTICIPANTS
+                ));
+            }
         }
         if self.publishers == 0 {
             return err("--publishers must be at least 1");
@@ -204,7 +217,7 @@ pub struct Spread {
 }
 
 impl Spread {
-    fn of(mut v: Vec<f64>) -> Self {
+    pub(super) fn of(mut v: Vec<f64>) -> Self {
         if v.is_empty() {
             return Spread::default();
         }
@@ -401,6 +414,9 @@ impl SfuReport {
 
 /// Runs `tsunagi bench sfu` and prints the report: exit status 0 when it ran.
 pub fn main(args: &SfuArgs) -> ExitCode {
+    if args.participants.is_some() {
+        return super::sfu_room::main(args);
+    }
     match run(args) {
         Ok(r) => {
             r.print(args.json);
@@ -417,11 +433,11 @@ pub fn main(args: &SfuArgs) -> ExitCode {
 // A minimal HTTP/1.1 client (Connection: close), enough for WHIP/WHEP.
 
 #[derive(Debug, Clone)]
-struct HttpBase {
-    addr: SocketAddr,
-    host: String,
+pub(super) struct HttpBase {
+    pub(super) addr: SocketAddr,
+    pub(super) host: String,
     /// Path prefix of the base URL, without a trailing '/'.
-    prefix: String,
+    pub(super) prefix: String,
 }
 
 #[derive(Debug)]
@@ -440,7 +456,7 @@ impl HttpResponse {
     }
 }
 
-fn parse_base(url: &str) -> Result<HttpBase, BenchError> {
+pub(super) fn parse_base(url: &str) -> Result<HttpBase, BenchError> {
     let rest =
         match url.strip_prefix("http://") {
             Some(r) => r,
@@ -589,7 +605,7 @@ fn location_path(loc: &str, prefix: &str) -> String {
 }
 
 /// `/api/stats` `sfu.packetsOut`, when the server has one.
-fn server_packets_out(base: &HttpBase) -> Option<u64> {
+pub(super) fn server_packets_out(base: &HttpBase) -> Option<u64> {
     let r = base.request("GET", "/api/stats", None, "", None).ok()?;
     if r.status != 200 {
         return None;
@@ -602,7 +618,7 @@ fn server_packets_out(base: &HttpBase) -> Option<u64> {
 // Frames.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Tag {
+pub(super) struct Tag {
     video: bool,
     keyframe: bool,
     publisher: u16,
@@ -688,9 +704,11 @@ fn vp8_frame(tag: &Tag, size: usize, filler: &[u8]) -> Vec<u8> {
 // Clients.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
+pub(super) enum Role {
     Publisher,
     Subscriber,
+    /// A room participant (bench/sfu_room.rs): publishes and receives over signaling.
+    Participant,
 }
 
 impl Role {
@@ -698,86 +716,87 @@ impl Role {
         match self {
             Role::Publisher => "whip",
             Role::Subscriber => "whep",
+            Role::Participant => "room",
         }
     }
 }
 
 /// A publisher's sending state.
 #[derive(Debug, Default)]
-struct Sender {
-    audio_pt: Option<Pt>,
-    video_pt: Option<Pt>,
-    next_audio: Option<Instant>,
-    next_video: Option<Instant>,
-    audio_seq: u32,
-    video_seq: u32,
-    since_keyframe: u32,
-    force_keyframe: bool,
-    keyframe_requests: u64,
-    window_audio: u64,
-    window_video: u64,
-    window_keyframes: u64,
+pub(super) struct Sender {
+    pub(super) audio_pt: Option<Pt>,
+    pub(super) video_pt: Option<Pt>,
+    pub(super) next_audio: Option<Instant>,
+    pub(super) next_video: Option<Instant>,
+    pub(super) audio_seq: u32,
+    pub(super) video_seq: u32,
+    pub(super) since_keyframe: u32,
+    pub(super) force_keyframe: bool,
+    pub(super) keyframe_requests: u64,
+    pub(super) window_audio: u64,
+    pub(super) window_video: u64,
+    pub(super) window_keyframes: u64,
 }
 
 /// A subscriber's counts of in-window frames, per publisher index: [audio, video].
 #[derive(Debug, Default)]
-struct Receiver {
-    frames: HashMap<u16, [u64; 2]>,
+pub(super) struct Receiver {
+    pub(super) frames: HashMap<u16, [u64; 2]>,
     /// Every tagged frame of the run, per publisher (which one it plays).
-    seen: HashMap<u16, u64>,
-    keyframes: u64,
-    packets: u64,
-    datagrams: u64,
-    bytes: u64,
-    keyframe_mismatches: u64,
-    untagged: u64,
+    pub(super) seen: HashMap<u16, u64>,
+    pub(super) keyframes: u64,
+    pub(super) packets: u64,
+    pub(super) datagrams: u64,
+    pub(super) bytes: u64,
+    pub(super) keyframe_mismatches: u64,
+    pub(super) untagged: u64,
 }
 
-struct Client {
-    role: Role,
-    index: usize,
-    rtc: Rtc,
-    socket: UdpSocket,
-    local: SocketAddr,
-    timeout: Instant,
-    resource: Option<String>,
-    posted: Instant,
-    connected: Option<Duration>,
-    error: Option<String>,
-    audio_mid: Mid,
-    video_mid: Mid,
-    send: Sender,
-    recv: Receiver,
+pub(super) struct Client {
+    pub(super) role: Role,
+    pub(super) index: usize,
+    pub(super) rtc: Rtc,
+    pub(super) socket: UdpSocket,
+    pub(super) local: SocketAddr,
+    pub(super) timeout: Instant,
+    pub(super) resource: Option<String>,
+    pub(super) posted: Instant,
+    pub(super) connected: Option<Duration>,
+    pub(super) error: Option<String>,
+    pub(super) audio_mid: Mid,
+    pub(super) video_mid: Mid,
+    pub(super) send: Sender,
+    pub(super) recv: Receiver,
 }
 
 /// What every client's event handling needs.
-struct Shared {
-    t0: Instant,
+pub(super) struct Shared {
+    pub(super) t0: Instant,
     /// The window in µs since `t0` (frames sent in `[start, end)` count).
-    window_us: Option<(u32, u32)>,
+    pub(super) window_us: Option<(u32, u32)>,
     /// The window in time (datagrams arriving in it count).
-    window: Option<(Instant, Instant)>,
+    pub(super) window: Option<(Instant, Instant)>,
     /// Publishers stop writing at the end of the window.
-    sending: bool,
-    latency: Histogram,
-    inter_size: usize,
-    key_size: usize,
-    filler: Vec<u8>,
+    pub(super) sending: bool,
+    pub(super) latency: Histogram,
+    pub(super) inter_size: usize,
+    pub(super) key_size: usize,
+    pub(super) filler: Vec<u8>,
 }
 
 impl Shared {
-    fn us(&self, t: Instant) -> u32 {
+    pub(super) fn us(&self, t: Instant) -> u32 {
         t.saturating_duration_since(self.t0).as_micros() as u32
     }
 
-    fn in_window(&self, sent_us: u32) -> bool {
+    pub(super) fn in_window(&self, sent_us: u32) -> bool {
         self.window_us
             .is_some_and(|(a, b)| sent_us >= a && sent_us < b)
     }
 }
 
 impl Client {
-    fn new(
+    pub(super) fn new(
         role: Role,
         index: usize,
         local_ip: IpAddr,
@@ -797,7 +816,7 @@ impl Client {
             Candidate::host(local, "udp").map_err(|e| format!("host candidate {local}: {e}"))?;
         rtc.add_local_candidate(candidate);
         let dir = match role {
-            Role::Publisher => Direction::SendOnly,
+            Role::Publisher | Role::Participant => Direction::SendOnly,
             Role::Subscriber => Direction::RecvOnly,
         };
         let mut api = rtc.sdp_api();
@@ -827,18 +846,19 @@ impl Client {
         ))
     }
 
-    fn name(&self) -> String {
+    pub(super) fn name(&self) -> String {
         match self.role {
             Role::Publisher => format!("publisher {}", self.index),
             Role::Subscriber => format!("subscriber {}", self.index),
+            Role::Participant => format!("participant {}", self.index),
         }
     }
 
-    fn alive(&self) -> bool {
+    pub(super) fn alive(&self) -> bool {
         self.error.is_none()
     }
 
-    fn fail(&mut self, why: String) {
+    pub(super) fn fail(&mut self, why: String) {
         if self.error.is_none() {
             self.error = Some(why);
             self.rtc.disconnect();
@@ -846,7 +866,7 @@ impl Client {
     }
 
     /// Drains `poll_output` to a timeout.
-    fn drain(&mut self, sh: &mut Shared) {
+    pub(super) fn drain(&mut self, sh: &mut Shared) {
         while self.alive() {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => {
@@ -882,8 +902,16 @@ impl Client {
             }
             Event::MediaData(d) => {
                 let now = Instant::now();
-                let video = d.mid == self.video_mid;
-                if !video && d.mid != self.audio_mid {
+                // A participant receives the others on the SFU's m-lines.
+                let video = match self.role {
+                    Role::Participant => match self.rtc.media(d.mid).map(|m| m.kind()) {
+                        Some(MediaKind::Video) => true,
+                        Some(MediaKind::Audio) => false,
+                        None => return,
+                    },
+                    _ => d.mid == self.video_mid,
+                };
+                if self.role != Role::Participant && !video && d.mid != self.audio_mid {
                     return;
                 }
                 let Some(tag) = Tag::find(video, &d.data) else {
@@ -919,7 +947,7 @@ impl Client {
         }
     }
 
-    fn handle_timeout(&mut self, now: Instant, sh: &mut Shared) {
+    pub(super) fn handle_timeout(&mut self, now: Instant, sh: &mut Shared) {
         if !self.alive() {
             return;
         }
@@ -930,7 +958,7 @@ impl Client {
     }
 
     /// Reads every datagram waiting on the socket.
-    fn read(&mut self, buf: &mut [u8], sh: &mut Shared) {
+    pub(super) fn read(&mut self, buf: &mut [u8], sh: &mut Shared) {
         loop {
             let (n, source) = match self.socket.recv_from(buf) {
                 Ok(x) => x,
@@ -967,7 +995,7 @@ impl Client {
     }
 
     /// Starts sending once connected: finds the negotiated payload types.
-    fn start_sending(&mut self, now: Instant) -> Result<(), String> {
+    pub(super) fn start_sending(&mut self, now: Instant) -> Result<(), String> {
         let pt_of = |rtc: &mut Rtc, mid: Mid, codec: Codec| -> Option<Pt> {
             let w = rtc.writer(mid)?;
             let pt = w
@@ -991,7 +1019,7 @@ impl Client {
     }
 
     /// Writes the frames that are due.
-    fn send_due(&mut self, now: Instant, sh: &mut Shared) {
+    pub(super) fn send_due(&mut self, now: Instant, sh: &mut Shared) {
         if !self.alive() || !sh.sending {
             return;
         }
@@ -1086,7 +1114,7 @@ impl Client {
         self.drain(sh);
     }
 
-    fn next_wakeup(&self) -> Option<Instant> {
+    pub(super) fn next_wakeup(&self) -> Option<Instant> {
         if !self.alive() {
             return None;
         }
@@ -1330,6 +1358,7 @@ impl Bench<'_> {
                     match role {
                         Role::Publisher => "publisher",
                         Role::Subscriber => "subscriber",
+                        Role::Participant => "participant",
                     },
                     CONNECT_TIMEOUT.as_secs(),
                     waiting.join(", ")
@@ -1633,6 +1662,7 @@ mod tests {
             warmup: 0.0,
             bitrate: 500_000,
             local_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            participants: None,
             token: None,
             server_pid: None,
             json: false,
@@ -1657,6 +1687,14 @@ mod tests {
             },
             SfuArgs {
                 bitrate: 100_000_000,
+                ..ok.clone()
+            },
+            SfuArgs {
+                participants: Some(1),
+                ..ok.clone()
+            },
+            SfuArgs {
+                participants: Some(51),
                 ..ok.clone()
             },
         ] {
