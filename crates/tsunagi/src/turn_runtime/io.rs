@@ -22,7 +22,9 @@ use super::{ClientInput, Counters, PeerInput};
 /// Longest TCP frame: a STUN message with the largest length that is a multiple of 4.
 const MAX_FRAME: usize = 20 + 65_532;
 /// Datagrams read from one socket (in batches, see [`super::batch`]) before going back
-/// to the scheduler.
+/// to the scheduler (`yield_now`), so that the core handles them before more are read:
+/// without the yield a reader with a backlog went straight back to a ready socket and
+/// could queue thousands of datagrams ahead of the core (latency, not throughput).
 const RECV_BATCH: usize = 64;
 /// Bytes coalesced into one TCP write.
 const WRITE_COALESCE: usize = 64 * 1024;
@@ -134,6 +136,9 @@ pub(crate) async fn udp_listener(
                 }
             }
         }
+        if received >= RECV_BATCH {
+            tokio::task::yield_now().await;
+        }
     }
 }
 
@@ -173,6 +178,9 @@ pub(crate) async fn relay_reader(
                     break;
                 }
             }
+        }
+        if received >= RECV_BATCH {
+            tokio::task::yield_now().await;
         }
     }
 }

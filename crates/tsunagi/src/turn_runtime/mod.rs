@@ -17,7 +17,8 @@
 //! `poll_event`. UDP sockets receive in batches (`recvmmsg`, GRO) and consecutive
 //! transmits of equal size from one socket to one destination leave as one GSO send
 //! ([`batch`]): the relay fast path. Lone datagrams for clients from one listener are
-//! gathered over the batch and leave in one `sendmmsg` ([`batch::MultiSend`]). A packet
+//! gathered and leave in one `sendmmsg` ([`batch::MultiSend`]) once 16 are gathered or
+//! the batch ends (it ends as soon as the input queue has nothing ready). A packet
 //! from one of our relay sockets to another (both clients of a call relayed by this
 //! server) is handed from one allocation to the other without the kernel
 //! ([`Core::hand_off`]): the round trip through the loopback (a send, a delivery, a
@@ -620,7 +621,7 @@ struct Core {
     /// The clock reading of the batch being handled (see [`Core::hand_off`]).
     now: Instant,
     /// Lone datagrams for clients from the listener `multi_from`, sent together
-    /// (`sendmmsg`) at the end of the batch.
+    /// (`sendmmsg`) once [`MULTI_FLUSH_AT`] are gathered or at the end of the batch.
     multi: MultiSend,
     multi_from: Option<SocketAddr>,
 }
@@ -638,8 +639,15 @@ impl std::fmt::Debug for Core {
 /// its bookkeeping and caps the request at net.core.rmem_max).
 const LISTENER_RCVBUF: usize = 4 << 20;
 
-/// Inputs handled in one go before the select loop runs again.
+/// Inputs handled in one go before the select loop runs again. A batch ends earlier
+/// when its queue has nothing more ready, and everything gathered leaves then.
 const BATCH: usize = 64;
+
+/// Lone datagrams for clients gathered for one `sendmmsg` before it is sent, even in
+/// the middle of a batch: 16 per call still saves 15 system calls of 16 under full
+/// load (63 of 64 before), and the first datagram gathered no longer waits for the
+/// handling of up to 63 more inputs.
+const MULTI_FLUSH_AT: usize = 16;
 
 /// Where a run of UDP transmits goes: from a listener to a client, or from a relay
 /// socket to a peer.
@@ -957,12 +965,16 @@ impl Core {
         let contents = run.contents();
         match key {
             RunKey::Listener { local, to } if !several => {
-                // Joins the listener's batch of lone datagrams.
-                if self.multi_from != Some(local) || self.multi.len() >= batch::MULTI_SEND_MAX {
+                // Joins the listener's batch of lone datagrams, which leaves once it
+                // holds MULTI_FLUSH_AT of them (or at the end of the batch of inputs).
+                if self.multi_from != Some(local) {
                     self.send_multi();
                     self.multi_from = Some(local);
                 }
                 self.multi.push(to, contents);
+                if self.multi.len() >= MULTI_FLUSH_AT.min(batch::MULTI_SEND_MAX) {
+                    self.send_multi();
+                }
             }
             RunKey::Listener { local, to } => {
                 if let Some(s) = self.udp_out.get(&local) {
