@@ -591,7 +591,9 @@ pub struct Server {
     instant_base: Instant,
     unix_base: u64,
     next_id: u64,
-    allocations: Map<AllocId, Allocation>,
+    /// Boxed: under churn a table of inline entries (about 450 bytes each) doubles once
+    /// its deleted slots pile up, and never shrinks; boxes keep that table small.
+    allocations: Map<AllocId, Box<Allocation>>,
     by_five_tuple: Map<FiveTuple, AllocId>,
     by_relay: Map<SocketAddr, AllocId>,
     per_user: Map<String, u32>,
@@ -1715,7 +1717,7 @@ impl Server {
         *self.per_user.entry(auth.username.clone()).or_insert(0) += 1;
         self.allocations.insert(
             id,
-            Allocation {
+            Box::new(Allocation {
                 five_tuple: ft,
                 username: auth.username.clone(),
                 relays: relays.clone(),
@@ -1729,7 +1731,7 @@ impl Server {
                 scheduled: None,
                 allocate_tid: msg.transaction_id(),
                 allocate_response: response.clone(),
-            },
+            }),
         );
         self.schedule(id);
         self.stats.allocations = self.allocations.len() as u64;
