@@ -162,6 +162,68 @@ fn bench(args: &[&str]) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Runs `tsunagi bench sfu ARGS --json` against `server`: the report, once it ran.
+fn bench_json(server: &Server, args: &[&str]) -> Value {
+    let pid = server.child.id().to_string();
+    let mut all = vec!["--http", &server.http];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--server-pid", &pid, "--json"]);
+    let out = bench(&all);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bench failed: {stderr}\n--- server log:\n{}",
+        server.log_text()
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"))
+}
+
+/// One subscriber (or pair) of the report got more than 80 % of the audio and video
+/// frames its publisher sent in the window.
+fn assert_delivered(s: &Value) {
+    let f = |k: &str| s[k].as_f64().unwrap_or_else(|| panic!("{k} in {s}"));
+    assert!(
+        f("audio_expected") > 0.0 && f("video_expected") > 0.0,
+        "{s}"
+    );
+    assert!(
+        f("audio_received") > 0.8 * f("audio_expected"),
+        "audio frames lost: {s}"
+    );
+    assert!(
+        f("video_received") > 0.8 * f("video_expected"),
+        "video frames lost: {s}"
+    );
+}
+
+/// Frames arrive as sent: keyframe flags (read by str0m's VP8 depacketizer) match what
+/// the publisher wrote, and every payload still carries its tag.
+fn assert_frames_intact(r: &Value) {
+    assert_eq!(num(r, "keyframe_flag_mismatches"), 0.0, "{r}");
+    assert_eq!(num(r, "untagged_frames"), 0.0, "{r}");
+    assert!(num(r, "forwarded_packets_per_sec") > 0.0, "{r}");
+}
+
+/// Polls the server's /api/stats (refreshed every 500 ms) until `done` holds, for at
+/// most 5 s; then the server must have forwarded media.
+fn wait_for_stats(server: &Server, what: &str, done: impl Fn(&Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let st = server.stats();
+        if done(&st) {
+            assert!(
+                st["sfu"]["mediaForwarded"].as_u64().unwrap_or(0) > 0,
+                "{st}"
+            );
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {st}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn num(r: &Value, key: &str) -> f64 {
     r.get(key)
         .and_then(Value::as_f64)
@@ -171,33 +233,21 @@ fn num(r: &Value, key: &str) -> f64 {
 #[test]
 fn one_publisher_three_subscribers() {
     let server = Server::start("smoke", &["--sfu-port", "0"]);
-    let pid = server.child.id().to_string();
-    let out = bench(&[
-        "--http",
-        &server.http,
-        "--room",
-        "bench-smoke",
-        "--publishers",
-        "1",
-        "--subscribers",
-        "3",
-        "--duration",
-        "3s",
-        "--warmup",
-        "1s",
-        "--server-pid",
-        &pid,
-        "--json",
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "bench failed: {stderr}\n--- server log:\n{}",
-        server.log_text()
+    let r = bench_json(
+        &server,
+        &[
+            "--room",
+            "bench-smoke",
+            "--publishers",
+            "1",
+            "--subscribers",
+            "3",
+            "--duration",
+            "3s",
+            "--warmup",
+            "1s",
+        ],
     );
-    let r: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"));
 
     assert_eq!(r["bench"], "sfu");
     assert_eq!(r["publishers"], 1);
@@ -212,27 +262,11 @@ fn one_publisher_three_subscribers() {
     let subs = r["per_subscriber"].as_array().expect("per_subscriber");
     assert_eq!(subs.len(), 3, "{r}");
     for s in subs {
-        let f = |k: &str| s[k].as_f64().unwrap_or_else(|| panic!("{k} in {s}"));
-        assert!(
-            f("audio_expected") > 0.0 && f("video_expected") > 0.0,
-            "{s}"
-        );
-        assert!(
-            f("audio_received") > 0.8 * f("audio_expected"),
-            "audio frames lost: {s}"
-        );
-        assert!(
-            f("video_received") > 0.8 * f("video_expected"),
-            "video frames lost: {s}"
-        );
-        assert!(f("keyframes_received") >= 1.0, "{s}");
+        assert_delivered(s);
+        assert!(num(s, "keyframes_received") >= 1.0, "{s}");
         assert!(s["error"].is_null(), "{s}");
     }
-    // Frames arrive as sent: keyframe flags (read by str0m's VP8 depacketizer) match
-    // what the publisher wrote, and every payload still carries its tag.
-    assert_eq!(num(&r, "keyframe_flag_mismatches"), 0.0, "{r}");
-    assert_eq!(num(&r, "untagged_frames"), 0.0, "{r}");
-    assert!(num(&r, "forwarded_packets_per_sec") > 0.0, "{r}");
+    assert_frames_intact(&r);
     assert!(num(&r, "subscriber_mbit_per_sec") > 0.0, "{r}");
     for k in ["publisher_connect_ms", "subscriber_connect_ms"] {
         assert!(r[k]["max"].as_f64().is_some_and(|v| v > 0.0), "{k}: {r}");
@@ -258,51 +292,30 @@ fn one_publisher_three_subscribers() {
     // Every DELETE answered 200.
     assert_eq!(r["errors"], Value::Array(vec![]), "{r}");
 
-    // The server agrees: no WHIP or WHEP session is left (stats refresh every 500 ms).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let st = server.stats();
-        let sfu = &st["sfu"];
-        if sfu["whipSessions"] == 0 && sfu["whepSessions"] == 0 {
-            assert!(sfu["mediaForwarded"].as_u64().unwrap_or(0) > 0, "{st}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "sessions left after the run (or /api/stats not refreshed after the last DELETE): {st}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // The server agrees: no WHIP or WHEP session is left.
+    wait_for_stats(
+        &server,
+        "sessions left after the run (or /api/stats not refreshed after the last DELETE)",
+        |st| st["sfu"]["whipSessions"] == 0 && st["sfu"]["whepSessions"] == 0,
+    );
 }
 
 #[test]
 fn room_of_three_participants() {
     let server = Server::start("room", &["--sfu-port", "0"]);
-    let pid = server.child.id().to_string();
-    let out = bench(&[
-        "--http",
-        &server.http,
-        "--room",
-        "bench-room",
-        "--participants",
-        "3",
-        "--duration",
-        "3s",
-        "--warmup",
-        "1s",
-        "--server-pid",
-        &pid,
-        "--json",
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "bench failed: {stderr}\n--- server log:\n{}",
-        server.log_text()
+    let r = bench_json(
+        &server,
+        &[
+            "--room",
+            "bench-room",
+            "--participants",
+            "3",
+            "--duration",
+            "3s",
+            "--warmup",
+            "1s",
+        ],
     );
-    let r: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"));
     assert_eq!(r["bench"], "sfu-room");
     assert_eq!(r["participants"], 3);
     assert_eq!(r["pairs"], 6);
@@ -324,26 +337,12 @@ fn room_of_three_participants() {
     assert_eq!(pairs.len(), 6, "{r}");
     let mut seen = std::collections::HashSet::new();
     for p in pairs {
-        let f = |k: &str| p[k].as_f64().unwrap_or_else(|| panic!("{k} in {p}"));
         assert_ne!(p["publisher"], p["subscriber"], "{p}");
         seen.insert((p["publisher"].to_string(), p["subscriber"].to_string()));
-        assert!(
-            f("audio_expected") > 0.0 && f("video_expected") > 0.0,
-            "{p}"
-        );
-        assert!(
-            f("audio_received") > 0.8 * f("audio_expected"),
-            "audio frames lost: {p}"
-        );
-        assert!(
-            f("video_received") > 0.8 * f("video_expected"),
-            "video frames lost: {p}"
-        );
+        assert_delivered(p);
     }
     assert_eq!(seen.len(), 6, "every ordered pair once: {r}");
-    assert_eq!(num(&r, "keyframe_flag_mismatches"), 0.0, "{r}");
-    assert_eq!(num(&r, "untagged_frames"), 0.0, "{r}");
-    assert!(num(&r, "forwarded_packets_per_sec") > 0.0, "{r}");
+    assert_frames_intact(&r);
     for k in ["join_ms", "connect_ms"] {
         assert!(r[k]["max"].as_f64().is_some_and(|v| v > 0.0), "{k}: {r}");
     }
@@ -357,24 +356,11 @@ fn room_of_three_participants() {
     assert_eq!(r["errors"], Value::Array(vec![]), "{r}");
 
     // Every participant sent `leave`: nobody is left in the room, not even in the
-    // resume grace period (stats refresh every 500 ms).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let st = server.stats();
+    // resume grace period.
+    wait_for_stats(&server, "participants left behind after the run", |st| {
         let sig = &st["signaling"];
-        if sig["peers"] == 0 && sig["peersInGrace"] == 0 && sig["leaves"]["left"] == 3 {
-            assert!(
-                st["sfu"]["mediaForwarded"].as_u64().unwrap_or(0) > 0,
-                "{st}"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "participants left behind after the run: {st}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        sig["peers"] == 0 && sig["peersInGrace"] == 0 && sig["leaves"]["left"] == 3
+    });
 }
 
 /// Without an SFU the server has no /whip: the tool says so and exits with 1.

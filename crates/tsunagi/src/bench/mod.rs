@@ -37,6 +37,7 @@ mod hist;
 mod procfs;
 mod rpc;
 pub mod sfu;
+mod sfu_common;
 pub mod sfu_room;
 mod traffic;
 

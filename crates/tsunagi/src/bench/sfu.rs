@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Interest, Token};
 use serde::Serialize;
 use str0m::change::{SdpAnswer, SdpPendingOffer};
 use str0m::format::Codec;
@@ -43,7 +43,8 @@ use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
-use super::{err, loadavg, procfs, BenchError, Histogram, MAX_DURATION_SECS};
+use super::sfu_common::{exit_with, printed_json, ratio, Core, Driver, Tail};
+use super::{err, loadavg, BenchError, Histogram, MAX_DURATION_SECS};
 
 /// Most publishers + subscribers in one run.
 pub const MAX_CLIENTS: usize = 200;
@@ -325,11 +326,7 @@ pub struct SfuReport {
 
 impl SfuReport {
     pub fn print(&self, json: bool) {
-        if json {
-            match serde_json::to_string(self) {
-                Ok(s) => println!("{s}"),
-                Err(e) => eprintln!("tsunagi bench: cannot encode the report: {e}"),
-            }
+        if printed_json(self, json) {
             return;
         }
         println!(
@@ -371,44 +368,29 @@ impl SfuReport {
             self.subscriber_datagrams_per_sec,
             self.subscriber_mbit_per_sec
         );
-        let l = &self.frame_latency_ms;
-        println!(
-            "  frame latency ms: p50 {:.2}  p99 {:.2}  max {:.2}",
-            l.p50, l.p99, l.max
-        );
-        if self.keyframe_flag_mismatches > 0 || self.untagged_frames > 0 {
-            println!(
-                "  keyframe flag mismatches {}, untagged frames {}",
-                self.keyframe_flag_mismatches, self.untagged_frames
-            );
+        Tail {
+            frame_latency_ms: &self.frame_latency_ms,
+            keyframe_flag_mismatches: self.keyframe_flag_mismatches,
+            untagged_frames: self.untagged_frames,
+            server_cpu_s: self.server_cpu_s,
+            server_cpu_util: self.server_cpu_util,
+            server_cpu_us_per_forwarded_packet: self.server_cpu_us_per_forwarded_packet,
+            per: "subscriber",
+            server_cpu_percent_per: self.server_cpu_percent_per_subscriber,
+            rss: &[
+                ("start", self.server_rss_start_kib),
+                ("publishers", self.server_rss_publishers_kib),
+                ("connected", self.server_rss_connected_kib),
+                ("end", self.server_rss_end_kib),
+                ("peak", self.server_peak_rss_kib),
+            ],
+            server_rss_per_kib: self.server_rss_per_subscriber_kib,
+            server_packets_out_per_sec: self.server_packets_out_per_sec,
+            generator_cpu_util: self.generator_cpu_util,
+            errors: &self.errors,
+            loadavg: &self.loadavg,
         }
-        if let Some(c) = self.server_cpu_s {
-            println!(
-                "  server CPU {c:.2} s ({:.1} % of one core): {:.2} us per forwarded packet, {:.2} % of a core per subscriber",
-                self.server_cpu_util.unwrap_or(0.0) * 100.0,
-                self.server_cpu_us_per_forwarded_packet.unwrap_or(0.0),
-                self.server_cpu_percent_per_subscriber.unwrap_or(0.0)
-            );
-            println!(
-                "  server RSS KiB: start {} publishers {} connected {} end {} peak {}; {:.0} KiB per subscriber",
-                self.server_rss_start_kib.unwrap_or(0),
-                self.server_rss_publishers_kib.unwrap_or(0),
-                self.server_rss_connected_kib.unwrap_or(0),
-                self.server_rss_end_kib.unwrap_or(0),
-                self.server_peak_rss_kib.unwrap_or(0),
-                self.server_rss_per_subscriber_kib.unwrap_or(0.0)
-            );
-        }
-        if let Some(p) = self.server_packets_out_per_sec {
-            println!("  server's own count: {p:.0} packets out/s");
-        }
-        if let Some(g) = self.generator_cpu_util {
-            println!("  generator CPU {:.1} % of one core", g * 100.0);
-        }
-        for e in &self.errors {
-            println!("  error: {e}");
-        }
-        println!("  load average: {}", self.loadavg);
+        .print();
     }
 }
 
@@ -417,16 +399,7 @@ pub fn main(args: &SfuArgs) -> ExitCode {
     if args.participants.is_some() {
         return super::sfu_room::main(args);
     }
-    match run(args) {
-        Ok(r) => {
-            r.print(args.json);
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("tsunagi bench sfu: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_with(run(args), |r| r.print(args.json))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1134,48 +1107,15 @@ impl Client {
 
 struct Bench<'a> {
     args: &'a SfuArgs,
-    base: HttpBase,
-    poll: Poll,
-    events: Events,
-    clients: Vec<Client>,
-    sh: Shared,
-    buf: Vec<u8>,
-    peak_rss: Option<u64>,
-    last_rss_sample: Instant,
+    core: Core,
 }
 
 /// Runs the benchmark and returns its report.
 pub fn run(args: &SfuArgs) -> Result<SfuReport, BenchError> {
     args.validate()?;
-    let base = parse_base(&args.http)?;
-    let poll = Poll::new().map_err(|e| BenchError(format!("mio poll: {e}")))?;
-    let avg = (args.bitrate / 8 / u64::from(VIDEO_FPS)) as usize;
-    // KEYFRAME_EVERY frames average `avg`: one keyframe and KEYFRAME_EVERY-1 interframes.
-    let inter = (avg * KEYFRAME_EVERY as usize / (KEYFRAME_EVERY as usize - 1 + KEYFRAME_FACTOR))
-        .max(VP8_KEY_HEADER + TAG_LEN + 1);
-    let filler: Vec<u8> = (0..4096u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    let now = Instant::now();
     let mut b = Bench {
         args,
-        base,
-        poll,
-        events: Events::with_capacity(1024),
-        clients: Vec::new(),
-        sh: Shared {
-            t0: now,
-            window_us: None,
-            window: None,
-            sending: true,
-            latency: Histogram::new(),
-            inter_size: inter,
-            key_size: inter * KEYFRAME_FACTOR,
-            filler,
-        },
-        buf: vec![0; 2048],
-        peak_rss: None,
-        last_rss_sample: now,
+        core: Core::new(args)?,
     };
     let result = b.measure();
     // Whatever happened: end every session this run created.
@@ -1186,15 +1126,19 @@ pub fn run(args: &SfuArgs) -> Result<SfuReport, BenchError> {
     Ok(report)
 }
 
-impl Bench<'_> {
-    fn rss(&mut self) -> Option<u64> {
-        let r = self.args.server_pid.and_then(procfs::rss_kib);
-        if let Some(v) = r {
-            self.peak_rss = Some(self.peak_rss.map_or(v, |p| p.max(v)));
-        }
-        r
+impl Driver for Bench<'_> {
+    fn core(&mut self) -> &mut Core {
+        &mut self.core
     }
 
+    fn turn(&mut self, max_wait: Duration) -> Result<(), BenchError> {
+        self.core.poll_and_read(max_wait)?;
+        self.core.tick();
+        Ok(())
+    }
+}
+
+impl Bench<'_> {
     /// POSTs one client's offer; on 201 applies the answer and registers the socket.
     fn add_client(&mut self, role: Role, index: usize) -> Result<(), BenchError> {
         let deadline = Instant::now() + WHEP_RETRY;
@@ -1204,6 +1148,7 @@ impl Bench<'_> {
                 Client::new(role, index, self.args.local_ip, now).map_err(BenchError)?;
             let path = format!("/{}/{}", role.endpoint(), self.args.room);
             let r = self
+                .core
                 .base
                 .request(
                     "POST",
@@ -1239,7 +1184,7 @@ impl Bench<'_> {
                 ));
             }
             if let Some(loc) = r.header("location") {
-                c.resource = Some(location_path(loc, &self.base.prefix));
+                c.resource = Some(location_path(loc, &self.core.base.prefix));
             } else {
                 // Without a Location there is no resource to end.
                 return err(format!(
@@ -1259,75 +1204,25 @@ impl Bench<'_> {
                 // Kept, so that its resource is DELETEd.
                 let name = c.name();
                 c.fail(format!("{name}: {e}"));
-                self.clients.push(c);
+                self.core.clients.push(c);
                 return err(format!("{}: {e}", role.endpoint().to_uppercase()));
             }
             c.posted = now;
-            let token = Token(self.clients.len());
-            if let Err(e) = self
-                .poll
-                .registry()
-                .register(&mut c.socket, token, Interest::READABLE)
+            let token = Token(self.core.clients.len());
+            if let Err(e) =
+                self.core
+                    .poll
+                    .registry()
+                    .register(&mut c.socket, token, Interest::READABLE)
             {
                 c.fail(format!("mio register: {e}"));
-                self.clients.push(c);
+                self.core.clients.push(c);
                 return err(format!("mio register: {e}"));
             }
-            c.drain(&mut self.sh);
-            self.clients.push(c);
+            c.drain(&mut self.core.sh);
+            self.core.clients.push(c);
             return Ok(());
         }
-    }
-
-    /// One round of the event loop, waiting at most `max_wait`.
-    fn turn(&mut self, max_wait: Duration) -> Result<(), BenchError> {
-        let now = Instant::now();
-        let wake = self
-            .clients
-            .iter()
-            .filter_map(Client::next_wakeup)
-            .min()
-            .unwrap_or(now + max_wait);
-        let wait = wake.saturating_duration_since(now).min(max_wait);
-        match self.poll.poll(&mut self.events, Some(wait)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return err(format!("mio poll: {e}")),
-        }
-        for ev in self.events.iter() {
-            if let Some(c) = self.clients.get_mut(ev.token().0) {
-                c.read(&mut self.buf, &mut self.sh);
-            }
-        }
-        let now = Instant::now();
-        for c in &mut self.clients {
-            if c.alive() && c.timeout <= now {
-                c.handle_timeout(now, &mut self.sh);
-            }
-            if c.role == Role::Publisher
-                && c.connected.is_some()
-                && c.send.audio_pt.is_none()
-                && c.alive()
-            {
-                if let Err(e) = c.start_sending(now) {
-                    c.fail(e);
-                }
-            }
-            c.send_due(now, &mut self.sh);
-        }
-        if now.duration_since(self.last_rss_sample) >= Duration::from_millis(250) {
-            self.last_rss_sample = now;
-            self.rss();
-        }
-        Ok(())
-    }
-
-    fn pump_for(&mut self, d: Duration) -> Result<(), BenchError> {
-        let until = Instant::now() + d;
-        while Instant::now() < until {
-            self.turn(until.saturating_duration_since(Instant::now()))?;
-        }
-        Ok(())
     }
 
     /// Runs the loop until every client of `role` is connected; errors on a failure or
@@ -1335,7 +1230,12 @@ impl Bench<'_> {
     fn wait_connected(&mut self, role: Role) -> Result<(), BenchError> {
         let deadline = Instant::now() + CONNECT_TIMEOUT;
         loop {
-            if let Some(c) = self.clients.iter().find(|c| c.role == role && !c.alive()) {
+            if let Some(c) = self
+                .core
+                .clients
+                .iter()
+                .find(|c| c.role == role && !c.alive())
+            {
                 return err(format!(
                     "{} failed while connecting: {}",
                     c.name(),
@@ -1343,6 +1243,7 @@ impl Bench<'_> {
                 ));
             }
             let waiting: Vec<String> = self
+                .core
                 .clients
                 .iter()
                 .filter(|c| c.role == role && c.connected.is_none())
@@ -1370,7 +1271,7 @@ impl Bench<'_> {
 
     fn measure(&mut self) -> Result<SfuReport, BenchError> {
         let args = self.args;
-        let rss_start = self.rss();
+        let rss_start = self.core.rss();
         let setup_start = Instant::now();
 
         for i in 0..args.publishers {
@@ -1380,7 +1281,7 @@ impl Bench<'_> {
         self.wait_connected(Role::Publisher)?;
         // Media flows before the viewers come (and before RSS with publishers).
         self.pump_for(Duration::from_millis(300))?;
-        let rss_publishers = self.rss();
+        let rss_publishers = self.core.rss();
 
         for j in 0..args.subscribers {
             self.add_client(Role::Subscriber, j)?;
@@ -1390,29 +1291,10 @@ impl Bench<'_> {
         let setup_s = setup_start.elapsed().as_secs_f64();
 
         self.pump_for(Duration::from_secs_f64(args.warmup))?;
-        let rss_connected = self.rss();
+        let rss_connected = self.core.rss();
 
-        // The window.
-        let pid = args.server_pid;
-        let me = std::process::id();
-        let packets_out_start = server_packets_out(&self.base);
-        let gen_cpu_start = procfs::cpu_seconds(me);
-        let cpu_start = pid.and_then(procfs::cpu_seconds);
-        let start = Instant::now();
-        let window = Duration::from_secs_f64(args.duration);
-        let end = start + window;
-        self.sh.window = Some((start, end));
-        self.sh.window_us = Some((self.sh.us(start), self.sh.us(end)));
-        while Instant::now() < end {
-            self.turn(end.saturating_duration_since(Instant::now()))?;
-        }
-        let cpu_end = pid.and_then(procfs::cpu_seconds);
-        let gen_cpu_end = procfs::cpu_seconds(me);
-        let elapsed = start.elapsed().as_secs_f64();
-        let packets_out_end = server_packets_out(&self.base);
-        let rss_end = self.rss();
-        self.sh.sending = false;
-        self.pump_for(STRAGGLERS)?;
+        let w = self.measure_window(args.duration)?;
+        let elapsed = w.elapsed;
 
         let mut r = SfuReport {
             bench: "sfu",
@@ -1428,7 +1310,8 @@ impl Bench<'_> {
         };
         let connect = |role: Role| {
             Spread::of(
-                self.clients
+                self.core
+                    .clients
                     .iter()
                     .filter(|c| c.role == role)
                     .filter_map(|c| c.connected)
@@ -1440,7 +1323,12 @@ impl Bench<'_> {
         r.subscriber_connect_ms = connect(Role::Subscriber);
 
         let mut sent: HashMap<u16, [u64; 2]> = HashMap::new();
-        for c in self.clients.iter().filter(|c| c.role == Role::Publisher) {
+        for c in self
+            .core
+            .clients
+            .iter()
+            .filter(|c| c.role == Role::Publisher)
+        {
             r.sent_audio_frames += c.send.window_audio;
             r.sent_video_frames += c.send.window_video;
             r.sent_keyframes += c.send.window_keyframes;
@@ -1449,7 +1337,12 @@ impl Bench<'_> {
         }
         let mut worst = [1.0f64, 1.0f64];
         let (mut datagrams, mut bytes) = (0u64, 0u64);
-        for c in self.clients.iter().filter(|c| c.role == Role::Subscriber) {
+        for c in self
+            .core
+            .clients
+            .iter()
+            .filter(|c| c.role == Role::Subscriber)
+        {
             let rc = &c.recv;
             // The publisher(s) it played; WHEP plays the room's first when in doubt.
             let mut played: Vec<u16> = rc.seen.keys().copied().collect();
@@ -1468,12 +1361,7 @@ impl Bench<'_> {
                 }
             }
             for k in 0..2 {
-                let ratio = if expected[k] == 0 {
-                    0.0
-                } else {
-                    got[k] as f64 / expected[k] as f64
-                };
-                worst[k] = worst[k].min(ratio);
+                worst[k] = worst[k].min(ratio(got[k], expected[k]));
             }
             r.expected_frames += expected[0] + expected[1];
             r.received_audio_frames += got[0];
@@ -1500,70 +1388,45 @@ impl Bench<'_> {
         }
         r.received_frames = r.received_audio_frames + r.received_video_frames;
         r.lost_frames = r.expected_frames.saturating_sub(r.received_frames);
-        r.loss_ratio = if r.expected_frames == 0 {
-            0.0
-        } else {
-            r.lost_frames as f64 / r.expected_frames as f64
-        };
-        let secs = elapsed.max(1e-9);
+        r.loss_ratio = ratio(r.lost_frames, r.expected_frames);
+        let rates = w.rates(r.forwarded_packets);
+        let secs = rates.secs;
         r.forwarded_packets_per_sec = r.forwarded_packets as f64 / secs;
         r.subscriber_datagrams_per_sec = datagrams as f64 / secs;
         r.subscriber_mbit_per_sec = bytes as f64 * 8.0 / secs / 1e6;
-        let l = &self.sh.latency;
-        let ms = |ns: u64| ns as f64 / 1e6;
-        r.frame_latency_ms = FrameLatency {
-            p50: ms(l.quantile(0.5)),
-            p99: ms(l.quantile(0.99)),
-            max: ms(l.max()),
-        };
-        if let (Some(a), Some(b)) = (cpu_start, cpu_end) {
-            let cpu = b - a;
-            r.server_cpu_s = Some(cpu);
-            r.server_cpu_util = Some(cpu / secs);
-            if r.forwarded_packets > 0 {
-                r.server_cpu_us_per_forwarded_packet = Some(cpu * 1e6 / r.forwarded_packets as f64);
-            }
-            if args.subscribers > 0 {
-                r.server_cpu_percent_per_subscriber =
-                    Some(cpu / secs * 100.0 / args.subscribers as f64);
-            }
+        r.frame_latency_ms = self.core.frame_latency();
+        r.server_cpu_s = rates.server_cpu_s;
+        r.server_cpu_util = rates.server_cpu_util;
+        r.server_cpu_us_per_forwarded_packet = rates.server_cpu_us_per_forwarded_packet;
+        if let (Some(util), true) = (rates.server_cpu_util, args.subscribers > 0) {
+            r.server_cpu_percent_per_subscriber = Some(util * 100.0 / args.subscribers as f64);
         }
         r.server_rss_start_kib = rss_start;
         r.server_rss_publishers_kib = rss_publishers;
         r.server_rss_connected_kib = rss_connected;
-        r.server_rss_end_kib = rss_end;
-        r.server_peak_rss_kib = self.peak_rss;
-        if let (Some(a), Some(b)) = (rss_publishers, rss_connected) {
-            if args.subscribers > 0 {
-                r.server_rss_per_subscriber_kib =
-                    Some((b as f64 - a as f64) / args.subscribers as f64);
-            }
+        r.server_rss_end_kib = w.rss_end;
+        r.server_peak_rss_kib = self.core.peak_rss;
+        if let (Some(a), Some(b), true) = (rss_publishers, rss_connected, args.subscribers > 0) {
+            r.server_rss_per_subscriber_kib = Some((b as f64 - a as f64) / args.subscribers as f64);
         }
-        if let (Some(a), Some(b)) = (packets_out_start, packets_out_end) {
-            r.server_packets_out_per_sec = Some(b.saturating_sub(a) as f64 / secs);
-        }
-        if let (Some(a), Some(b)) = (gen_cpu_start, gen_cpu_end) {
-            r.generator_cpu_util = Some((b - a) / secs);
-        }
-        for c in &self.clients {
-            if let Some(e) = &c.error {
-                r.errors.push(e.clone());
-            }
-        }
+        r.server_packets_out_per_sec = rates.server_packets_out_per_sec;
+        r.generator_cpu_util = rates.generator_cpu_util;
+        r.errors.extend(self.core.client_errors());
         Ok(r)
     }
 
     /// DELETEs every session (subscribers first); returns what did not answer 200.
     fn delete_all(&mut self) -> Vec<String> {
         let mut errors = Vec::new();
-        let mut order: Vec<usize> = (0..self.clients.len()).collect();
-        order.sort_by_key(|&i| self.clients[i].role == Role::Publisher);
+        let mut order: Vec<usize> = (0..self.core.clients.len()).collect();
+        order.sort_by_key(|&i| self.core.clients[i].role == Role::Publisher);
         for i in order {
-            let Some(path) = self.clients[i].resource.take() else {
+            let Some(path) = self.core.clients[i].resource.take() else {
                 continue;
             };
-            let name = self.clients[i].name();
+            let name = self.core.clients[i].name();
             match self
+                .core
                 .base
                 .request("DELETE", &path, None, "", self.args.token.as_deref())
             {
@@ -1575,7 +1438,7 @@ impl Bench<'_> {
                 )),
                 Err(e) => errors.push(format!("{name}: {e}")),
             }
-            self.clients[i].rtc.disconnect();
+            self.core.clients[i].rtc.disconnect();
         }
         errors
     }

@@ -21,18 +21,15 @@ use std::net::TcpStream;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Interest, Poll, Token};
+use mio::{Interest, Token};
 use serde::Serialize;
 use serde_json::{json, Value};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use tungstenite::{Message, WebSocket};
 
-use super::sfu::{
-    parse_base, server_packets_out, Client, FrameLatency, HttpBase, Role, SfuArgs, Shared, Spread,
-    CONNECT_TIMEOUT, KEYFRAME_EVERY, KEYFRAME_FACTOR, STRAGGLERS, TAG_LEN, VIDEO_FPS,
-    VP8_KEY_HEADER,
-};
-use super::{err, loadavg, procfs, BenchError, Histogram};
+use super::sfu::{Client, FrameLatency, Role, SfuArgs, Spread, CONNECT_TIMEOUT};
+use super::sfu_common::{exit_with, printed_json, ratio, Core, Driver, Tail};
+use super::{err, loadavg, BenchError};
 
 /// Most participants in one room run (N x (N-1) streams on one generator thread).
 pub const MAX_PARTICIPANTS: usize = 50;
@@ -114,11 +111,7 @@ pub struct RoomReport {
 
 impl RoomReport {
     pub fn print(&self, json: bool) {
-        if json {
-            match serde_json::to_string(self) {
-                Ok(s) => println!("{s}"),
-                Err(e) => eprintln!("tsunagi bench: cannot encode the report: {e}"),
-            }
+        if printed_json(self, json) {
             return;
         }
         println!(
@@ -161,58 +154,34 @@ impl RoomReport {
             self.received_datagrams_per_sec,
             self.received_mbit_per_sec
         );
-        let l = &self.frame_latency_ms;
-        println!(
-            "  frame latency ms: p50 {:.2}  p99 {:.2}  max {:.2}",
-            l.p50, l.p99, l.max
-        );
-        if self.keyframe_flag_mismatches > 0 || self.untagged_frames > 0 {
-            println!(
-                "  keyframe flag mismatches {}, untagged frames {}",
-                self.keyframe_flag_mismatches, self.untagged_frames
-            );
+        Tail {
+            frame_latency_ms: &self.frame_latency_ms,
+            keyframe_flag_mismatches: self.keyframe_flag_mismatches,
+            untagged_frames: self.untagged_frames,
+            server_cpu_s: self.server_cpu_s,
+            server_cpu_util: self.server_cpu_util,
+            server_cpu_us_per_forwarded_packet: self.server_cpu_us_per_forwarded_packet,
+            per: "participant",
+            server_cpu_percent_per: self.server_cpu_percent_per_participant,
+            rss: &[
+                ("start", self.server_rss_start_kib),
+                ("connected", self.server_rss_connected_kib),
+                ("end", self.server_rss_end_kib),
+                ("peak", self.server_peak_rss_kib),
+            ],
+            server_rss_per_kib: self.server_rss_per_participant_kib,
+            server_packets_out_per_sec: self.server_packets_out_per_sec,
+            generator_cpu_util: self.generator_cpu_util,
+            errors: &self.errors,
+            loadavg: &self.loadavg,
         }
-        if let Some(c) = self.server_cpu_s {
-            println!(
-                "  server CPU {c:.2} s ({:.1} % of one core): {:.2} us per forwarded packet, {:.2} % of a core per participant",
-                self.server_cpu_util.unwrap_or(0.0) * 100.0,
-                self.server_cpu_us_per_forwarded_packet.unwrap_or(0.0),
-                self.server_cpu_percent_per_participant.unwrap_or(0.0)
-            );
-            println!(
-                "  server RSS KiB: start {} connected {} end {} peak {}; {:.0} KiB per participant",
-                self.server_rss_start_kib.unwrap_or(0),
-                self.server_rss_connected_kib.unwrap_or(0),
-                self.server_rss_end_kib.unwrap_or(0),
-                self.server_peak_rss_kib.unwrap_or(0),
-                self.server_rss_per_participant_kib.unwrap_or(0.0)
-            );
-        }
-        if let Some(p) = self.server_packets_out_per_sec {
-            println!("  server's own count: {p:.0} packets out/s");
-        }
-        if let Some(g) = self.generator_cpu_util {
-            println!("  generator CPU {:.1} % of one core", g * 100.0);
-        }
-        for e in &self.errors {
-            println!("  error: {e}");
-        }
-        println!("  load average: {}", self.loadavg);
+        .print();
     }
 }
 
 /// Runs the room benchmark and prints the report: exit status 0 when it ran.
 pub fn main(args: &SfuArgs) -> ExitCode {
-    match run(args) {
-        Ok(r) => {
-            r.print(args.json);
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("tsunagi bench sfu: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    exit_with(run(args), |r| r.print(args.json))
 }
 
 /// One participant's signaling.
@@ -238,15 +207,8 @@ impl Signal {
 
 struct Room<'a> {
     args: &'a SfuArgs,
-    base: HttpBase,
-    poll: Poll,
-    events: Events,
-    clients: Vec<Client>,
+    core: Core,
     sigs: Vec<Signal>,
-    sh: Shared,
-    buf: Vec<u8>,
-    peak_rss: Option<u64>,
-    last_rss_sample: Instant,
     /// Signaling errors that did not end a participant (e.g. `server-busy`).
     notes: Vec<String>,
 }
@@ -257,35 +219,10 @@ pub fn run(args: &SfuArgs) -> Result<RoomReport, BenchError> {
     let Some(n) = args.participants else {
         return err("--participants is required for a room run");
     };
-    let base = parse_base(&args.http)?;
-    let poll = Poll::new().map_err(|e| BenchError(format!("mio poll: {e}")))?;
-    let avg = (args.bitrate / 8 / u64::from(VIDEO_FPS)) as usize;
-    let inter = (avg * KEYFRAME_EVERY as usize / (KEYFRAME_EVERY as usize - 1 + KEYFRAME_FACTOR))
-        .max(VP8_KEY_HEADER + TAG_LEN + 1);
-    let filler: Vec<u8> = (0..4096u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    let now = Instant::now();
     let mut r = Room {
         args,
-        base,
-        poll,
-        events: Events::with_capacity(1024),
-        clients: Vec::with_capacity(n),
+        core: Core::new(args)?,
         sigs: Vec::with_capacity(n),
-        sh: Shared {
-            t0: now,
-            window_us: None,
-            window: None,
-            sending: true,
-            latency: Histogram::new(),
-            inter_size: inter,
-            key_size: inter * KEYFRAME_FACTOR,
-            filler,
-        },
-        buf: vec![0; 2048],
-        peak_rss: None,
-        last_rss_sample: now,
         notes: Vec::new(),
     };
     let result = r.measure(n);
@@ -295,25 +232,34 @@ pub fn run(args: &SfuArgs) -> Result<RoomReport, BenchError> {
     Ok(report)
 }
 
-impl Room<'_> {
-    fn rss(&mut self) -> Option<u64> {
-        let r = self.args.server_pid.and_then(procfs::rss_kib);
-        if let Some(v) = r {
-            self.peak_rss = Some(self.peak_rss.map_or(v, |p| p.max(v)));
-        }
-        r
+impl Driver for Room<'_> {
+    fn core(&mut self) -> &mut Core {
+        &mut self.core
     }
 
+    /// Waits at most `max_wait` (and 20 ms, so that signaling is read).
+    fn turn(&mut self, max_wait: Duration) -> Result<(), BenchError> {
+        self.core
+            .poll_and_read(max_wait.min(Duration::from_millis(20)))?;
+        for i in 0..self.core.clients.len() {
+            self.signaling(i);
+        }
+        self.core.tick();
+        Ok(())
+    }
+}
+
+impl Room<'_> {
     /// Connects participant `i`'s WebSocket, joins, waits for `welcome`, and sends its
     /// offer to the SFU.
     fn join(&mut self, i: usize) -> Result<(), BenchError> {
         let start = Instant::now();
-        let tcp = TcpStream::connect_timeout(&self.base.addr, JOIN_TIMEOUT)
-            .map_err(|e| BenchError(format!("cannot connect to {}: {e}", self.base.addr)))?;
+        let tcp = TcpStream::connect_timeout(&self.core.base.addr, JOIN_TIMEOUT)
+            .map_err(|e| BenchError(format!("cannot connect to {}: {e}", self.core.base.addr)))?;
         let _ = tcp.set_nodelay(true);
         let _ = tcp.set_read_timeout(Some(JOIN_TIMEOUT));
         let _ = tcp.set_write_timeout(Some(JOIN_TIMEOUT));
-        let url = format!("ws://{}{}/ws", self.base.host, self.base.prefix);
+        let url = format!("ws://{}{}/ws", self.core.base.host, self.core.base.prefix);
         let (mut ws, _) = tungstenite::client(url.as_str(), tcp)
             .map_err(|e| BenchError(format!("WebSocket {url}: {e}")))?;
         let mut join = json!({"type": "join", "room": self.args.room, "name": format!("bench-{i}"), "mode": "sfu"});
@@ -369,19 +315,24 @@ impl Room<'_> {
         };
         sig.send(&json!({"type": "offer", "to": "sfu", "sdp": offer}))
             .map_err(|e| BenchError(format!("participant {i}: {e}")))?;
-        self.poll
+        self.core
+            .poll
             .registry()
-            .register(&mut c.socket, Token(self.clients.len()), Interest::READABLE)
+            .register(
+                &mut c.socket,
+                Token(self.core.clients.len()),
+                Interest::READABLE,
+            )
             .map_err(|e| BenchError(format!("mio register: {e}")))?;
-        c.drain(&mut self.sh);
-        self.clients.push(c);
+        c.drain(&mut self.core.sh);
+        self.core.clients.push(c);
         self.sigs.push(sig);
         Ok(())
     }
 
     /// Reads every signaling message waiting for participant `i`.
     fn signaling(&mut self, i: usize) {
-        let (c, sig) = (&mut self.clients[i], &mut self.sigs[i]);
+        let (c, sig) = (&mut self.core.clients[i], &mut self.sigs[i]);
         if sig.closed {
             return;
         }
@@ -416,7 +367,7 @@ impl Room<'_> {
                     if let Err(e) = r {
                         c.fail(format!("{}: {e}", c.name()));
                     }
-                    c.drain(&mut self.sh);
+                    c.drain(&mut self.core.sh);
                 }
                 // Impolite toward the SFU: while our offer is pending, its offer is
                 // dropped (it answers ours and offers again).
@@ -439,7 +390,7 @@ impl Room<'_> {
                         }
                         Err(e) => c.fail(format!("{}: {e}", c.name())),
                     }
-                    c.drain(&mut self.sh);
+                    c.drain(&mut self.core.sh);
                 }
                 Some("error") => {
                     let e = format!(
@@ -468,60 +419,8 @@ impl Room<'_> {
         }
     }
 
-    /// One round of the event loop, waiting at most `max_wait` (and 20 ms, so that
-    /// signaling is read).
-    fn turn(&mut self, max_wait: Duration) -> Result<(), BenchError> {
-        let now = Instant::now();
-        let max_wait = max_wait.min(Duration::from_millis(20));
-        let wake = self
-            .clients
-            .iter()
-            .filter_map(Client::next_wakeup)
-            .min()
-            .unwrap_or(now + max_wait);
-        let wait = wake.saturating_duration_since(now).min(max_wait);
-        match self.poll.poll(&mut self.events, Some(wait)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return err(format!("mio poll: {e}")),
-        }
-        for ev in self.events.iter() {
-            if let Some(c) = self.clients.get_mut(ev.token().0) {
-                c.read(&mut self.buf, &mut self.sh);
-            }
-        }
-        for i in 0..self.clients.len() {
-            self.signaling(i);
-        }
-        let now = Instant::now();
-        for c in &mut self.clients {
-            if c.alive() && c.timeout <= now {
-                c.handle_timeout(now, &mut self.sh);
-            }
-            if c.connected.is_some() && c.send.audio_pt.is_none() && c.alive() {
-                if let Err(e) = c.start_sending(now) {
-                    c.fail(e);
-                }
-            }
-            c.send_due(now, &mut self.sh);
-        }
-        if now.duration_since(self.last_rss_sample) >= Duration::from_millis(250) {
-            self.last_rss_sample = now;
-            self.rss();
-        }
-        Ok(())
-    }
-
-    fn pump_for(&mut self, d: Duration) -> Result<(), BenchError> {
-        let until = Instant::now() + d;
-        while Instant::now() < until {
-            self.turn(until.saturating_duration_since(Instant::now()))?;
-        }
-        Ok(())
-    }
-
     fn first_failure(&self) -> Result<(), BenchError> {
-        match self.clients.iter().find(|c| !c.alive()) {
+        match self.core.clients.iter().find(|c| !c.alive()) {
             Some(c) => err(c.error.clone().unwrap_or_default()),
             None => Ok(()),
         }
@@ -535,10 +434,11 @@ impl Room<'_> {
         done: impl Fn(&Client, usize) -> bool,
     ) -> Result<(), BenchError> {
         let deadline = Instant::now() + timeout;
-        let n = self.clients.len();
+        let n = self.core.clients.len();
         loop {
             self.first_failure()?;
             let waiting: Vec<String> = self
+                .core
                 .clients
                 .iter()
                 .filter(|c| !done(c, n))
@@ -568,7 +468,7 @@ impl Room<'_> {
 
     fn measure(&mut self, n: usize) -> Result<RoomReport, BenchError> {
         let args = self.args;
-        let rss_start = self.rss();
+        let rss_start = self.core.rss();
         let setup_start = Instant::now();
         for i in 0..n {
             self.join(i)?;
@@ -585,27 +485,9 @@ impl Room<'_> {
         })?;
         let setup_s = setup_start.elapsed().as_secs_f64();
         self.pump_for(Duration::from_secs_f64(args.warmup))?;
-        let rss_connected = self.rss();
-
-        let pid = args.server_pid;
-        let me = std::process::id();
-        let packets_out_start = server_packets_out(&self.base);
-        let gen_cpu_start = procfs::cpu_seconds(me);
-        let cpu_start = pid.and_then(procfs::cpu_seconds);
-        let start = Instant::now();
-        let end = start + Duration::from_secs_f64(args.duration);
-        self.sh.window = Some((start, end));
-        self.sh.window_us = Some((self.sh.us(start), self.sh.us(end)));
-        while Instant::now() < end {
-            self.turn(end.saturating_duration_since(Instant::now()))?;
-        }
-        let cpu_end = pid.and_then(procfs::cpu_seconds);
-        let gen_cpu_end = procfs::cpu_seconds(me);
-        let elapsed = start.elapsed().as_secs_f64();
-        let packets_out_end = server_packets_out(&self.base);
-        let rss_end = self.rss();
-        self.sh.sending = false;
-        self.pump_for(STRAGGLERS)?;
+        let rss_connected = self.core.rss();
+        let w = self.measure_window(args.duration)?;
+        let elapsed = w.elapsed;
 
         let mut r = RoomReport {
             bench: "sfu-room",
@@ -621,7 +503,8 @@ impl Room<'_> {
         };
         r.join_ms = Spread::of(self.sigs.iter().map(|s| s.join_ms).collect());
         r.connect_ms = Spread::of(
-            self.clients
+            self.core
+                .clients
                 .iter()
                 .filter_map(|c| c.connected)
                 .map(|d| d.as_secs_f64() * 1000.0)
@@ -629,7 +512,7 @@ impl Room<'_> {
         );
         r.sfu_offers = self.sigs.iter().map(|s| s.sfu_offers).sum();
         let mut sent: HashMap<usize, [u64; 2]> = HashMap::new();
-        for c in &self.clients {
+        for c in &self.core.clients {
             r.sent_audio_frames += c.send.window_audio;
             r.sent_video_frames += c.send.window_video;
             r.sent_keyframes += c.send.window_keyframes;
@@ -638,19 +521,14 @@ impl Room<'_> {
         }
         let mut worst = [1.0f64, 1.0f64];
         let (mut datagrams, mut bytes, mut received) = (0u64, 0u64, 0u64);
-        for c in &self.clients {
+        for c in &self.core.clients {
             let rc = &c.recv;
             for p in (0..n).filter(|&p| p != c.index) {
                 let s = sent.get(&p).copied().unwrap_or_default();
                 let g = rc.frames.get(&(p as u16)).copied().unwrap_or_default();
                 let got = [g[0].min(s[0]), g[1].min(s[1])];
                 for k in 0..2 {
-                    let ratio = if s[k] == 0 {
-                        0.0
-                    } else {
-                        got[k] as f64 / s[k] as f64
-                    };
-                    worst[k] = worst[k].min(ratio);
+                    worst[k] = worst[k].min(ratio(got[k], s[k]));
                 }
                 r.expected_frames += s[0] + s[1];
                 received += got[0] + got[1];
@@ -673,49 +551,27 @@ impl Room<'_> {
         r.worst_pair_video_ratio = worst[1];
         r.received_frames = received;
         r.lost_frames = r.expected_frames.saturating_sub(received);
-        r.loss_ratio = if r.expected_frames == 0 {
-            0.0
-        } else {
-            r.lost_frames as f64 / r.expected_frames as f64
-        };
-        let secs = elapsed.max(1e-9);
+        r.loss_ratio = ratio(r.lost_frames, r.expected_frames);
+        let rates = w.rates(r.forwarded_packets);
+        let secs = rates.secs;
         r.forwarded_packets_per_sec = r.forwarded_packets as f64 / secs;
         r.received_datagrams_per_sec = datagrams as f64 / secs;
         r.received_mbit_per_sec = bytes as f64 * 8.0 / secs / 1e6;
-        let l = &self.sh.latency;
-        let ms = |ns: u64| ns as f64 / 1e6;
-        r.frame_latency_ms = FrameLatency {
-            p50: ms(l.quantile(0.5)),
-            p99: ms(l.quantile(0.99)),
-            max: ms(l.max()),
-        };
-        if let (Some(a), Some(b)) = (cpu_start, cpu_end) {
-            let cpu = b - a;
-            r.server_cpu_s = Some(cpu);
-            r.server_cpu_util = Some(cpu / secs);
-            if r.forwarded_packets > 0 {
-                r.server_cpu_us_per_forwarded_packet = Some(cpu * 1e6 / r.forwarded_packets as f64);
-            }
-            r.server_cpu_percent_per_participant = Some(cpu / secs * 100.0 / n as f64);
-        }
+        r.frame_latency_ms = self.core.frame_latency();
+        r.server_cpu_s = rates.server_cpu_s;
+        r.server_cpu_util = rates.server_cpu_util;
+        r.server_cpu_us_per_forwarded_packet = rates.server_cpu_us_per_forwarded_packet;
+        r.server_cpu_percent_per_participant = rates.server_cpu_util.map(|u| u * 100.0 / n as f64);
         r.server_rss_start_kib = rss_start;
         r.server_rss_connected_kib = rss_connected;
-        r.server_rss_end_kib = rss_end;
-        r.server_peak_rss_kib = self.peak_rss;
+        r.server_rss_end_kib = w.rss_end;
+        r.server_peak_rss_kib = self.core.peak_rss;
         if let (Some(a), Some(b)) = (rss_start, rss_connected) {
             r.server_rss_per_participant_kib = Some((b as f64 - a as f64) / n as f64);
         }
-        if let (Some(a), Some(b)) = (packets_out_start, packets_out_end) {
-            r.server_packets_out_per_sec = Some(b.saturating_sub(a) as f64 / secs);
-        }
-        if let (Some(a), Some(b)) = (gen_cpu_start, gen_cpu_end) {
-            r.generator_cpu_util = Some((b - a) / secs);
-        }
-        for c in &self.clients {
-            if let Some(e) = &c.error {
-                r.errors.push(e.clone());
-            }
-        }
+        r.server_packets_out_per_sec = rates.server_packets_out_per_sec;
+        r.generator_cpu_util = rates.generator_cpu_util;
+        r.errors.extend(self.core.client_errors());
         r.errors.extend(self.notes.iter().cloned());
         Ok(r)
     }
@@ -746,7 +602,7 @@ impl Room<'_> {
             }
             sig.closed = true;
         }
-        for c in &mut self.clients {
+        for c in &mut self.core.clients {
             c.rtc.disconnect();
         }
     }
