@@ -104,7 +104,22 @@ export function sfuArgs({ roomMode, meshMaxPeers, maxRoomPeers, ip = '127.0.0.1'
  * `allowLoopbackPeers: false` leaves out `--allow-loopback-peers`: the server's default,
  * where TURN relays to no loopback address but its own SFU's.
  */
-export async function startTsunagi({ name = 'tsunagi', extraArgs = [], ip = '127.0.0.1', allowLoopbackPeers = true } = {}) {
+export async function startTsunagi(options = {}) {
+  // Ports are picked free before the server binds them, so another process may take one
+  // in between (the kernel hands the same numbers out as outgoing connections' local
+  // ports). A start that fails only because an address is in use is tried again on
+  // other ports; any other failure is reported at once.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(options);
+    } catch (e) {
+      if (!(e.addressInUse && attempt < 3)) throw e;
+      console.log(`tsunagi start ${attempt} found an address in use; trying other ports`);
+    }
+  }
+}
+
+async function startOnce({ name = 'tsunagi', extraArgs = [], ip = '127.0.0.1', allowLoopbackPeers = true } = {}) {
   const httpPort = await freePort();
   const turnPort = await freePort({ udp: true });
   const minPort = 40000 + Math.floor(Math.random() * 20) * 1000;
@@ -133,6 +148,10 @@ export async function startTsunagi({ name = 'tsunagi', extraArgs = [], ip = '127
   });
   child.stdout.pipe(log, { end: false });
   child.stderr.pipe(log, { end: false });
+  let stderrText = '';
+  child.stderr.on('data', (d) => {
+    if (stderrText.length < 65536) stderrText += d;
+  });
   let exited = null;
   const exitPromise = new Promise((resolve) => child.once('exit', (code, signal) => {
     exited = { code, signal };
@@ -141,7 +160,13 @@ export async function startTsunagi({ name = 'tsunagi', extraArgs = [], ip = '127
   const url = `http://${ip}:${httpPort}`;
   const deadline = Date.now() + 15000;
   for (;;) {
-    if (exited) throw new Error(`tsunagi exited at start (${JSON.stringify(exited)}); see ${logPath}`);
+    if (exited) {
+      // Let stderr drain before reading it.
+      await sleep(50);
+      const e = new Error(`tsunagi exited at start (${JSON.stringify(exited)}): ${stderrText.trim().split('\n').pop() || ''}; see ${logPath}`);
+      e.addressInUse = /address (already )?in use/i.test(stderrText);
+      throw e;
+    }
     try {
       const r = await fetch(`${url}/healthz`);
       if (r.ok) break;

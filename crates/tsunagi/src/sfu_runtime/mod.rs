@@ -106,11 +106,45 @@ impl SfuSockets {
     /// Binds UDP (and, with `tcp`, TCP on the same port number) on each of `ips` at
     /// `port` (0: the first UDP socket picks a free port and the rest use it).
     /// `advertise` maps a bound IP to the IP put in candidates (external address).
+    ///
+    /// With port 0 the kernel picks a port that is free for UDP on the first IP only;
+    /// the same number may be taken for TCP (any outgoing connection's local port) or on
+    /// another IP. Such a pick is let go and another tried, up to
+    /// [`EPHEMERAL_ATTEMPTS`] times.
     pub fn bind(
         ips: &[IpAddr],
         port: u16,
         tcp: bool,
         advertise: impl Fn(IpAddr) -> IpAddr,
+    ) -> io::Result<SfuSockets> {
+        let attempts = if port == 0 { EPHEMERAL_ATTEMPTS } else { 1 };
+        Self::bind_first(ips, std::iter::repeat_n(port, attempts), tcp, &advertise)
+    }
+
+    /// Tries each port of `ports` in turn; a port whose UDP or TCP bind finds the address
+    /// in use gives way to the next one. Any other error, or the last one, is returned.
+    fn bind_first(
+        ips: &[IpAddr],
+        ports: impl Iterator<Item = u16>,
+        tcp: bool,
+        advertise: &dyn Fn(IpAddr) -> IpAddr,
+    ) -> io::Result<SfuSockets> {
+        let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no port to bind");
+        for port in ports {
+            match Self::bind_at(ips, port, tcp, advertise) {
+                Ok(s) => return Ok(s),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    fn bind_at(
+        ips: &[IpAddr],
+        port: u16,
+        tcp: bool,
+        advertise: &dyn Fn(IpAddr) -> IpAddr,
     ) -> io::Result<SfuSockets> {
         let mut out = SfuSockets::default();
         let mut port = port;
@@ -134,6 +168,9 @@ impl SfuSockets {
         Ok(out)
     }
 }
+
+/// How many kernel-picked ports [`SfuSockets::bind`] tries with port 0.
+const EPHEMERAL_ATTEMPTS: usize = 32;
 
 /// The address to advertise for a socket bound on `ip`: the `external-ip` whose private
 /// address is `ip`, else the first one of `ip`'s family without a private address, else
@@ -1131,5 +1168,50 @@ async fn sleep_until(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    /// A port free for UDP whose TCP number is held by a listener: the bind moves on to
+    /// the next candidate instead of failing the start (a kernel-picked UDP port can
+    /// collide with a TCP socket's local port the same way).
+    #[test]
+    fn a_port_taken_for_tcp_gives_way_to_the_next() {
+        let held = std::net::TcpListener::bind((LO, 0)).unwrap();
+        let taken = held.local_addr().unwrap().port();
+        // Nothing holds UDP `taken` (checked, so the test shows the TCP clash).
+        drop(std::net::UdpSocket::bind((LO, taken)).unwrap());
+        let s = SfuSockets::bind_first(&[LO], [taken, 0].into_iter(), true, &|ip| ip).unwrap();
+        let port = s.udp[0].socket.local_addr().unwrap().port();
+        assert_ne!(port, taken);
+        assert_eq!(s.tcp[0].listener.local_addr().unwrap().port(), port);
+        assert_eq!(s.udp[0].advertised, SocketAddr::new(LO, port));
+    }
+
+    /// The only candidate in use: the error says so (the start reports it).
+    #[test]
+    fn a_fixed_port_in_use_is_an_error() {
+        let held = std::net::TcpListener::bind((LO, 0)).unwrap();
+        let taken = held.local_addr().unwrap().port();
+        let e = SfuSockets::bind(&[LO], taken, true, |ip| ip).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    /// Port 0 binds UDP and TCP on one number, many times over.
+    #[test]
+    fn port_zero_binds_udp_and_tcp_on_one_number() {
+        let sets: Vec<_> = (0..50)
+            .map(|_| SfuSockets::bind(&[LO], 0, true, |ip| ip).unwrap())
+            .collect();
+        for s in &sets {
+            let port = s.udp[0].socket.local_addr().unwrap().port();
+            assert_eq!(s.tcp[0].listener.local_addr().unwrap().port(), port);
+        }
     }
 }
