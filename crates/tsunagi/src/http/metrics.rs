@@ -150,8 +150,6 @@ pub(crate) fn render(s: &HttpState) -> String {
                 ("no_permission", t.dropped_no_permission),
                 ("rate_limited", t.dropped_rate_limited),
                 ("invalid", t.dropped_invalid),
-                ("client_queue_full", c.client_queue_full),
-                ("peer_queue_full", c.peer_queue_full),
                 ("send_would_block", c.send_would_block),
                 ("tcp_queue_full", c.tcp_queue_full),
             ],

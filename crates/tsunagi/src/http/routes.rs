@@ -292,7 +292,7 @@ async fn stats_json(State(s): State<HttpState>) -> Response {
 ///           "packetsToPeers": 10, "bytesToPeers": 1200,
 ///           "packetsFromPeers": 10, "bytesFromPeers": 1200,
 ///           "droppedNoPermission": 0, "droppedRateLimited": 0, "droppedInvalid": 0,
-///           "runtime": {"clientQueueFull": 0, "peerQueueFull": 0, "sendWouldBlock": 0,
+///           "runtime": {"sendWouldBlock": 0,
 ///                       "sendErrors": 0, "tcpQueueFull": 0, "recvErrors": 0,
 ///                       "tcpConnections": 0, "tlsHandshakeFailures": 0, "tcpInvalid": 0,
 ///                       "relayExhausted": 0, "relayBindErrors": 0}},
@@ -329,8 +329,6 @@ pub fn stats_value(s: &HttpState) -> Value {
                 "droppedRateLimited": t.dropped_rate_limited,
                 "droppedInvalid": t.dropped_invalid,
                 "runtime": {
-                    "clientQueueFull": c.client_queue_full,
-                    "peerQueueFull": c.peer_queue_full,
                     "sendWouldBlock": c.send_would_block,
                     "sendErrors": c.send_errors,
                     "tcpQueueFull": c.tcp_queue_full,

@@ -8,20 +8,17 @@
 //!   packets of a video frame; a burst of ChannelData) leaves in one `sendmsg` with UDP
 //!   GSO: the UDP/IP stack is traversed once for the whole run.
 //!
-//! Everything else about the sockets is unchanged: [`FastSocket`] dereferences to the
-//! tokio `UdpSocket`. `quinn-udp` sets IP_MTU_DISCOVER to "probe" (DF on every packet);
-//! [`FastSocket::new`] restores the kernel's default (fragment when needed), and the
-//! relay sets DF per packet as DONT-FRAGMENT asks.
+//! [`FastSocket`] is a non-blocking std socket (it dereferences to it): the core reads
+//! it when its poller ([`super::poller`]) says so, never through a task of its own.
+//! `quinn-udp` sets IP_MTU_DISCOVER to "probe" (DF on every packet); [`FastSocket::new`]
+//! restores the kernel's default (fragment when needed), and the relay sets DF per
+//! packet as DONT-FRAGMENT asks.
 
-use std::cell::RefCell;
 use std::io::{self, IoSliceMut};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::ops::Deref;
 
-use bytes::{Bytes, BytesMut};
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
 
 use super::io::set_dont_fragment;
 
@@ -29,31 +26,58 @@ use super::io::set_dont_fragment;
 pub(crate) const RECV_SLOTS: usize = 16;
 /// Room per slot: the largest UDP payload, or the largest GRO run (64 KiB).
 const SLOT: usize = 65_536;
-/// Receive arenas are allocated in chunks of this size.
-const ARENA_CHUNK: usize = 256 * 1024;
 /// Largest GSO send: the kernel limits one to 64 KiB and 64 segments.
 pub(crate) const GSO_MAX_BYTES: usize = 65_000;
 pub(crate) const GSO_MAX_SEGMENTS: usize = 64;
 
-struct Scratch {
+/// Where one batched receive lands (1 MiB, one per core): datagrams are handled in
+/// place, without a copy or an allocation per packet.
+pub(crate) struct RecvBufs {
     bufs: Vec<u8>,
     meta: Vec<RecvMeta>,
-    /// Received datagrams are copied here and split off as `Bytes` that share the
-    /// chunk: no allocation per packet, and memory is per thread, not per socket.
-    arena: BytesMut,
+    /// Slots filled by the last receive.
+    filled: usize,
 }
 
-thread_local! {
-    /// One receive scratch per worker thread (1 MiB), shared by every socket task that
-    /// runs on it: a receive fills it and copies out before returning.
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
-        bufs: vec![0; SLOT * RECV_SLOTS],
-        meta: vec![RecvMeta::default(); RECV_SLOTS],
-        arena: BytesMut::new(),
-    });
+impl std::fmt::Debug for RecvBufs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBufs")
+            .field("filled", &self.filled)
+            .finish_non_exhaustive()
+    }
 }
 
-/// A tokio UDP socket with `quinn-udp`'s batching state.
+impl Default for RecvBufs {
+    fn default() -> Self {
+        Self {
+            bufs: vec![0; SLOT * RECV_SLOTS],
+            meta: vec![RecvMeta::default(); RECV_SLOTS],
+            filled: 0,
+        }
+    }
+}
+
+impl RecvBufs {
+    /// Every datagram of the last receive with its source; a GRO run is split again
+    /// by its stride.
+    pub(crate) fn datagrams(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> + '_ {
+        self.bufs
+            .chunks(SLOT)
+            .zip(self.meta.iter())
+            .take(self.filled)
+            .flat_map(|(buf, meta)| {
+                let data = buf.get(..meta.len).unwrap_or_default();
+                let stride = if meta.stride == 0 {
+                    meta.len
+                } else {
+                    meta.stride
+                };
+                data.chunks(stride.max(1)).map(move |d| (d, meta.addr))
+            })
+    }
+}
+
+/// A non-blocking UDP socket with `quinn-udp`'s batching state.
 #[derive(Debug)]
 pub(crate) struct FastSocket {
     sock: UdpSocket,
@@ -74,8 +98,17 @@ impl std::os::fd::AsFd for FastSocket {
     }
 }
 
+#[cfg(unix)]
+impl std::os::fd::AsRawFd for FastSocket {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
 impl FastSocket {
+    /// Takes `sock` (made non-blocking here).
     pub(crate) fn new(sock: UdpSocket) -> io::Result<Self> {
+        sock.set_nonblocking(true)?;
         let state = UdpSocketState::new((&sock).into())?;
         let v6 = sock.local_addr()?.is_ipv6();
         // Back to the kernel's default; best effort where the OS has no such option.
@@ -90,47 +123,21 @@ impl FastSocket {
         self.state.max_gso_segments().clamp(1, GSO_MAX_SEGMENTS)
     }
 
-    /// One batched receive without waiting: calls `f(datagram, source)` for each
-    /// datagram. Returns `Ok(count)` when the socket may hold more, and `WouldBlock`
-    /// when it is drained — also after delivering datagrams: a `recvmmsg` that returns
-    /// fewer than it could take has met an empty queue, so tokio can forget the
-    /// readiness now instead of after one more system call that finds nothing (with
-    /// many allocations, most relay sockets hold one datagram per wake-up).
-    pub(crate) fn recv_batch(&self, mut f: impl FnMut(Bytes, SocketAddr)) -> io::Result<usize> {
-        SCRATCH.with(|s| {
-            let s = &mut *s.borrow_mut();
-            let Scratch { bufs, meta, arena } = s;
-            let mut count = 0;
-            let r = self.sock.try_io(Interest::READABLE, || {
-                let mut chunks = bufs.chunks_mut(SLOT);
-                let mut iovs: [IoSliceMut<'_>; RECV_SLOTS] =
-                    std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
-                let n = self.state.recv((&self.sock).into(), &mut iovs, meta)?;
-                for (iov, meta) in iovs.iter().zip(meta.iter()).take(n) {
-                    let data = iov.get(..meta.len).unwrap_or_default();
-                    let stride = if meta.stride == 0 {
-                        meta.len
-                    } else {
-                        meta.stride
-                    };
-                    for d in data.chunks(stride.max(1)) {
-                        if arena.capacity() < d.len() {
-                            // Reclaims the chunk if every packet split from it is gone.
-                            arena.reserve(ARENA_CHUNK.max(d.len()));
-                        }
-                        arena.extend_from_slice(d);
-                        f(arena.split().freeze(), meta.addr);
-                        count += 1;
-                    }
-                }
-                if n < RECV_SLOTS {
-                    Err(io::ErrorKind::WouldBlock.into())
-                } else {
-                    Ok(count)
-                }
-            });
-            r
-        })
+    /// One batched receive (`recvmmsg`, with GRO runs) into `rx`, without waiting.
+    /// Returns whether the socket may hold more: a receive that fills fewer slots than
+    /// it could has met an empty queue, so no second system call is needed to learn
+    /// that (with many allocations, most relay sockets hold one datagram when read).
+    /// `WouldBlock` when there was nothing at all.
+    pub(crate) fn recv_into(&self, rx: &mut RecvBufs) -> io::Result<bool> {
+        rx.filled = 0;
+        let mut chunks = rx.bufs.chunks_mut(SLOT);
+        let mut iovs: [IoSliceMut<'_>; RECV_SLOTS] =
+            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+        let n = self
+            .state
+            .recv((&self.sock).into(), &mut iovs, &mut rx.meta)?;
+        rx.filled = n.min(RECV_SLOTS);
+        Ok(n >= RECV_SLOTS)
     }
 
     /// Sends `contents`, datagrams of `segment` bytes each (the last may be shorter),
@@ -144,11 +151,11 @@ impl FastSocket {
         let several = contents.len() > segment;
         if !several {
             // A lone datagram: plain sendto, without sendmsg's control messages.
-            return self.sock.try_send_to(contents, to).map(|_| ());
+            return self.sock.send_to(contents, to).map(|_| ());
         }
         if self.max_segments() == 1 {
             for d in contents.chunks(segment.max(1)) {
-                self.sock.try_send_to(d, to)?;
+                self.sock.send_to(d, to)?;
             }
             return Ok(());
         }
@@ -159,9 +166,7 @@ impl FastSocket {
             segment_size: Some(segment),
             src_ip: None,
         };
-        self.sock.try_io(Interest::WRITABLE, || {
-            self.state.try_send((&self.sock).into(), &t)
-        })
+        self.state.try_send((&self.sock).into(), &t)
     }
 }
 
@@ -271,9 +276,7 @@ impl MultiSend {
             .zip(controls.iter_mut())
             .map(|((a, iov), c)| MMsgHdr::new_with_addr(a, iov, c))
             .collect();
-        sock.try_io(tokio::io::Interest::WRITABLE, || {
-            sendmmsg(&sock.sock, &mut msgs, SendFlags::DONTWAIT).map_err(io::Error::from)
-        })
+        sendmmsg(&sock.sock, &mut msgs, SendFlags::DONTWAIT).map_err(io::Error::from)
     }
 
     /// Elsewhere: one `sendto` per datagram.
@@ -291,7 +294,7 @@ impl MultiSend {
             .copied()
             .ok_or(io::ErrorKind::InvalidInput)?;
         let _ = end;
-        sock.try_send_to(self.bytes.get(start..e).unwrap_or_default(), to)?;
+        sock.send_to(self.bytes.get(start..e).unwrap_or_default(), to)?;
         Ok(1)
     }
 }
@@ -300,16 +303,34 @@ impl MultiSend {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
 
-    async fn pair() -> (FastSocket, FastSocket) {
-        let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    fn pair() -> (FastSocket, FastSocket) {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
         (FastSocket::new(a).unwrap(), FastSocket::new(b).unwrap())
     }
 
-    #[tokio::test]
-    async fn runs_go_out_and_come_back_as_datagrams() {
-        let (a, b) = pair().await;
+    /// Receives until `want` datagrams arrived (or 5 s passed).
+    fn receive(sock: &FastSocket, want: usize) -> Vec<(Vec<u8>, SocketAddr)> {
+        let mut rx = RecvBufs::default();
+        let mut got = Vec::new();
+        let until = Instant::now() + Duration::from_secs(5);
+        while got.len() < want && Instant::now() < until {
+            match sock.recv_into(&mut rx) {
+                Ok(_) => got.extend(rx.datagrams().map(|(d, a)| (d.to_vec(), a))),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn runs_go_out_and_come_back_as_datagrams() {
+        let (a, b) = pair();
         let to = b.local_addr().unwrap();
         let mut run = Vec::new();
         for i in 0..10u8 {
@@ -317,35 +338,53 @@ mod tests {
         }
         // A shorter last one.
         run.extend_from_slice(&[10; 40]);
-        // tokio knows a new socket is writable once its reactor has seen it.
-        a.writable().await.unwrap();
         a.send_run(to, &run, 100).unwrap();
         a.send_run(to, b"single", 6).unwrap();
-        let mut got: Vec<Vec<u8>> = Vec::new();
-        while got.len() < 12 {
-            b.readable().await.unwrap();
-            match b.recv_batch(|d, from| {
-                assert_eq!(from, a.local_addr().unwrap());
-                got.push(d.to_vec());
-            }) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => panic!("{e}"),
-            }
-        }
-        for (i, d) in got.iter().take(10).enumerate() {
+        let got = receive(&b, 12);
+        assert_eq!(got.len(), 12);
+        assert!(got.iter().all(|(_, from)| *from == a.local_addr().unwrap()));
+        for (i, (d, _)) in got.iter().take(10).enumerate() {
             assert_eq!(d, &vec![i as u8; 100]);
         }
-        assert_eq!(got[10], vec![10; 40]);
-        assert_eq!(got[11], b"single");
+        assert_eq!(got[10].0, vec![10; 40]);
+        assert_eq!(got[11].0, b"single");
     }
 
-    #[tokio::test]
-    async fn multi_send_skips_a_refused_datagram_and_sends_the_rest() {
-        let (a, b) = pair().await;
-        let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    /// A receive that fills every slot says the socket may hold more; one that does
+    /// not, that it is drained; an empty socket is WouldBlock.
+    #[test]
+    fn a_full_receive_asks_for_another() {
+        let (a, b) = pair();
+        let to = b.local_addr().unwrap();
+        for i in 0..(RECV_SLOTS + 3) {
+            // Distinct sizes: no GRO run merges them.
+            a.send_to(&vec![1u8; 10 + i], to).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let mut rx = RecvBufs::default();
+        assert!(b.recv_into(&mut rx).unwrap());
+        let n = rx.datagrams().count();
+        assert!(n >= RECV_SLOTS, "{n}");
+        let mut total = n;
+        while total < RECV_SLOTS + 3 {
+            let more = b.recv_into(&mut rx).unwrap();
+            total += rx.datagrams().count();
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(total, RECV_SLOTS + 3);
+        assert_eq!(
+            b.recv_into(&mut rx).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+    }
+
+    #[test]
+    fn multi_send_skips_a_refused_datagram_and_sends_the_rest() {
+        let (a, b) = pair();
+        let c = FastSocket::new(UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
         let (to_b, to_c) = (b.local_addr().unwrap(), c.local_addr().unwrap());
-        a.writable().await.unwrap();
         let mut m = MultiSend::default();
         m.push(to_b, b"one");
         // An IPv6 destination from an IPv4 socket: refused by the kernel.
@@ -358,23 +397,17 @@ mod tests {
         m.send(&a, |e, to| failed.push((e.kind(), to)));
         assert_eq!(failed.len(), 1, "{failed:?}");
         assert!(m.is_empty());
-        let mut buf = [0u8; 16];
-        let (n, _) = c.recv_from(&mut buf).await.unwrap();
-        assert_eq!(&buf[..n], b"two");
-        let mut got = Vec::new();
-        while got.len() < 101 {
-            b.readable().await.unwrap();
-            let _ = b.recv_batch(|d, _| got.push(d.to_vec()));
-        }
-        assert_eq!(got[0], b"one");
-        assert_eq!(got[100], vec![99u8; 3]);
+        assert_eq!(receive(&c, 1)[0].0, b"two");
+        let got = receive(&b, 101);
+        assert_eq!(got[0].0, b"one");
+        assert_eq!(got[100].0, vec![99u8; 3]);
     }
 
     #[cfg(target_os = "linux")]
-    #[tokio::test]
-    async fn fragmentation_default_is_restored() {
+    #[test]
+    fn fragmentation_default_is_restored() {
         use rustix::net::sockopt::{ip_mtu_discover, Ipv4PathMtuDiscovery};
-        let (a, _b) = pair().await;
+        let (a, _b) = pair();
         assert_eq!(ip_mtu_discover(&*a).unwrap(), Ipv4PathMtuDiscovery::WANT);
     }
 }

@@ -1,6 +1,6 @@
-//! Sockets and the tasks that read them: UDP listeners, TCP listeners and connections,
-//! relay sockets. Each task only moves bytes between a socket and a bounded channel;
-//! every decision is the core's.
+//! Sockets, and the tasks that read TCP listeners and connections (UDP sockets are
+//! read by the core itself, see [`super::poller`]). Each task only moves bytes between
+//! a stream and a bounded channel; every decision is the core's.
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,22 +10,16 @@ use std::time::Duration;
 use bytes::BytesMut;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 use tsunagi_stun::{stream_frame_len, FrameLen};
 use tsunagi_turn::{FiveTuple, Transport};
 
-use super::batch::FastSocket;
-use super::{ClientInput, Counters, PeerInput};
+use super::{ClientInput, Counters};
 
 /// Longest TCP frame: a STUN message with the largest length that is a multiple of 4.
 const MAX_FRAME: usize = 20 + 65_532;
-/// Datagrams read from one socket (in batches, see [`super::batch`]) before going back
-/// to the scheduler (`yield_now`), so that the core handles them before more are read:
-/// without the yield a reader with a backlog went straight back to a ready socket and
-/// could queue thousands of datagrams ahead of the core (latency, not throughput).
-const RECV_BATCH: usize = 64;
 /// Bytes coalesced into one TCP write.
 const WRITE_COALESCE: usize = 64 * 1024;
 /// Time a TLS client has to complete its handshake; it holds a connection permit
@@ -67,7 +61,11 @@ pub(crate) fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener
 /// relay socket (RFC 8656 §14.1, DONT-FRAGMENT). Clearing restores Linux's default
 /// (WANT), under which the kernel fragments datagrams larger than the path MTU.
 #[cfg(target_os = "linux")]
-pub(crate) fn set_dont_fragment(sock: &UdpSocket, v6: bool, on: bool) -> io::Result<()> {
+pub(crate) fn set_dont_fragment(
+    sock: impl std::os::fd::AsFd,
+    v6: bool,
+    on: bool,
+) -> io::Result<()> {
     use rustix::net::sockopt::{self, Ipv4PathMtuDiscovery as V4, Ipv6PathMtuDiscovery as V6};
     let r = if v6 {
         sockopt::set_ipv6_mtu_discover(sock, if on { V6::DO } else { V6::WANT })
@@ -78,7 +76,7 @@ pub(crate) fn set_dont_fragment(sock: &UdpSocket, v6: bool, on: bool) -> io::Res
 }
 
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn set_dont_fragment(_sock: &UdpSocket, _v6: bool, _on: bool) -> io::Result<()> {
+pub(crate) fn set_dont_fragment<S>(_sock: S, _v6: bool, _on: bool) -> io::Result<()> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
         "DONT-FRAGMENT is implemented for Linux only",
@@ -90,97 +88,6 @@ pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     while !*shutdown.borrow_and_update() {
         if shutdown.changed().await.is_err() {
             return;
-        }
-    }
-}
-
-/// Reads a UDP listener into the core's client queue.
-pub(crate) async fn udp_listener(
-    sock: Arc<FastSocket>,
-    local: SocketAddr,
-    tx: mpsc::Sender<ClientInput>,
-    counters: Arc<Counters>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            r = sock.readable() => if let Err(e) = r {
-                warn!(%local, error = %e, "UDP listener failed; it stops");
-                return;
-            },
-            _ = stopped(&mut shutdown) => return,
-        }
-        let mut received = 0;
-        while received < RECV_BATCH {
-            let mut closed = false;
-            let r = sock.recv_batch(|data, from| {
-                match tx.try_send(ClientInput::Datagram { local, from, data }) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        Counters::inc(&counters.client_queue_full)
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => closed = true,
-                }
-            });
-            if closed {
-                return;
-            }
-            match r {
-                Ok(n) => received += n.max(1),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    // E.g. ECONNREFUSED left by an ICMP error: per datagram, not fatal.
-                    debug!(%local, error = %e, "UDP listener receive error");
-                    Counters::inc(&counters.recv_errors);
-                    break;
-                }
-            }
-        }
-        if received >= RECV_BATCH {
-            tokio::task::yield_now().await;
-        }
-    }
-}
-
-/// Reads a relay socket into the core's peer queue, until aborted (on release).
-pub(crate) async fn relay_reader(
-    sock: Arc<FastSocket>,
-    relay: SocketAddr,
-    tx: mpsc::Sender<PeerInput>,
-    counters: Arc<Counters>,
-) {
-    loop {
-        if sock.readable().await.is_err() {
-            return;
-        }
-        let mut received = 0;
-        while received < RECV_BATCH {
-            let mut closed = false;
-            let r =
-                sock.recv_batch(
-                    |data, peer| match tx.try_send(PeerInput { relay, peer, data }) {
-                        Ok(()) => {}
-                        Err(mpsc::error::TrySendError::Full(_)) => {
-                            Counters::inc(&counters.peer_queue_full)
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => closed = true,
-                    },
-                );
-            if closed {
-                return;
-            }
-            match r {
-                Ok(n) => received += n.max(1),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    debug!(%relay, error = %e, "relay socket receive error");
-                    Counters::inc(&counters.recv_errors);
-                    break;
-                }
-            }
-        }
-        if received >= RECV_BATCH {
-            tokio::task::yield_now().await;
         }
     }
 }
@@ -348,11 +255,7 @@ where
         mut shutdown,
     } = conn;
     let (wtx, wrx) = mpsc::channel(settings.write_queue);
-    if tx
-        .send(ClientInput::TcpOpened { ft, tx: wtx })
-        .await
-        .is_err()
-    {
+    if tx.send(ClientInput::Opened { ft, tx: wtx }).await.is_err() {
         return;
     }
     Counters::inc(&counters.tcp_connections);
@@ -380,7 +283,7 @@ where
             framed_any = true;
             frame_deadline = None;
             // Awaiting here is TCP backpressure: a full core queue stops this reader.
-            if tx.send(ClientInput::TcpFrame { ft, data }).await.is_err() {
+            if tx.send(ClientInput::Frame { ft, data }).await.is_err() {
                 break 'conn Close::CoreGone;
             }
         }
@@ -417,7 +320,7 @@ where
     // shutdown, when the core releases everything itself (and its final counters
     // should show what was live, not a race between connections and the core).
     if !matches!(close, Close::Shutdown) {
-        let _ = tx.send(ClientInput::TcpClosed { ft }).await;
+        let _ = tx.send(ClientInput::Closed { ft }).await;
     }
     Counters::dec(&counters.tcp_connections);
     drop(permit);

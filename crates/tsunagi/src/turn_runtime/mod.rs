@@ -1,46 +1,52 @@
 //! The IO that drives the sans-IO [`tsunagi_turn::Server`].
 //!
-//! One core task owns the `Server` and the relay sockets ([`relay::RelayPool`], the
-//! server's `RelayBinder`). Everything else is a small task that moves bytes between a
-//! socket and a bounded channel:
+//! One core task owns the `Server`, the UDP listeners and the relay sockets
+//! ([`relay::RelayPool`], the server's `RelayBinder`), all registered with one epoll
+//! instance ([`poller`]). TCP and TLS connections are small tasks that move frames
+//! between a stream and a bounded channel:
 //!
 //! ```text
-//!  UDP listener tasks ─┐ try_send (drop when full)
-//!  TCP/TLS conn. tasks ─┼─► client queue ─┐
-//!                       │  send().await   │      ┌───────────────┐   send_run (GSO)
-//!  relay reader tasks ──┴─► peer queue ───┼────► │ core: Server  │ ─► UDP listeners, relay sockets
-//!                          try_send       │      │ + RelayPool   │ ─► per-connection TCP write queues
-//!  Server::poll_timeout ─ sleep_until ────┘      └───────────────┘   try_send (drop when full)
+//!  UDP listeners ──────┐ epoll (recvmmsg in place)
+//!  relay sockets ──────┤                          ┌───────────────┐   send_run (GSO), sendmmsg
+//!  TCP/TLS conn. tasks ─► client queue ──────────► │ core: Server  │ ─► UDP listeners, relay sockets
+//!                         send().await            │ + RelayPool   │ ─► per-connection TCP write queues
+//!  Server::poll_timeout ─ sleep_until ───────────► └───────────────┘   try_send (drop when full)
 //! ```
 //!
-//! After each batch of inputs (at most 64) the core drains `poll_transmit` and
-//! `poll_event`. UDP sockets receive in batches (`recvmmsg`, GRO) and consecutive
-//! transmits of equal size from one socket to one destination leave as one GSO send
-//! ([`batch`]): the relay fast path. Lone datagrams for clients from one listener are
-//! gathered and leave in one `sendmmsg` ([`batch::MultiSend`]) once 16 are gathered or
-//! the batch ends (it ends as soon as the input queue has nothing ready). A packet
-//! from one of our relay sockets to another (both clients of a call relayed by this
-//! server) is handed from one allocation to the other without the kernel
-//! ([`Core::hand_off`]): the round trip through the loopback (a send, a delivery, a
-//! wake-up and a receive) was half of the relay's CPU time. Sends never wait:
-//! a full socket buffer or queue drops the packet (UDP semantics) and counts it, and a
-//! send error to one destination (ENETUNREACH, EMSGSIZE, ...) is logged at debug and
-//! counted; neither stops anything else. The one exception to "never wait" is the TCP
-//! reader, which awaits room in the client queue: that is TCP's own backpressure.
+//! When epoll reports ready sockets the core reads each one once (`recvmmsg`, up to 16
+//! datagrams or GRO runs) and handles every datagram where it landed: no task, channel
+//! message or copy per packet. At most 64 sockets are read per turn; one whose receive
+//! filled every slot is read again on the next turn. After each turn (and each batch
+//! of at most 64 TCP inputs) the core drains `poll_transmit` and `poll_event`, and
+//! consecutive transmits of equal size from one socket to one destination leave as one
+//! GSO send ([`batch`]): the relay fast path. Lone datagrams for clients from one
+//! listener are gathered and leave in one `sendmmsg` ([`batch::MultiSend`]) once 16 are
+//! gathered or the turn ends. A packet from one of our relay sockets to another (both
+//! clients of a call relayed by this server) is handed from one allocation to the
+//! other without the kernel ([`Core::hand_off`]): the round trip through the loopback
+//! (a send, a delivery, a wake-up and a receive) was half of the relay's CPU time.
+//! Sends never wait: a full socket buffer or queue drops the packet (UDP semantics)
+//! and counts it, and a send error to one destination (ENETUNREACH, EMSGSIZE, ...) is
+//! logged at debug and counted; neither stops anything else. The one exception to
+//! "never wait" is the TCP reader, which awaits room in the client queue: that is
+//! TCP's own backpressure. A UDP datagram that arrives while the core is busy waits in
+//! the socket's receive buffer (4 MiB asked for on listeners), where the kernel drops
+//! it when full.
 //!
 //! TURN over TLS (`turns:`, RFC 8656 §3.1) is TCP with a TLS handshake first: after
 //! it, a TLS connection is framed and handled exactly like a TCP one, with
 //! `Transport::Tls` in its 5-tuple.
 //!
-//! The core publishes the server's [`Stats`] into a `watch` after each batch of inputs
-//! (skipped when nothing changed); [`StatsHandle`] reads it, with the runtime
-//! [`Counters`], for the HTTP endpoints, without touching the core.
+//! The core publishes the server's [`Stats`] into a `watch` after each turn (skipped
+//! when nothing changed); [`StatsHandle`] reads it, with the runtime [`Counters`], for
+//! the HTTP endpoints, without touching the core.
 //!
 //! Shutdown is one `watch` broadcast: listeners stop accepting, connections close, the
 //! core releases every relay socket and returns the server's final [`Stats`].
 
 mod batch;
 mod io;
+mod poller;
 mod relay;
 
 use std::collections::HashMap;
@@ -50,7 +56,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -58,51 +64,34 @@ use tsunagi_turn::{DeleteReason, Destination, Event, FiveTuple, Server, Stats, T
 
 use crate::config::Config;
 use crate::redact::Redactor;
-use batch::{FastSocket, MultiSend};
-use relay::RelayPool;
+use batch::{FastSocket, MultiSend, RecvBufs};
+use poller::{Poller, Token};
+use relay::{RelayPool, LISTENER_TOKEN};
 
 pub(crate) use io::tcp_listener;
 
-/// An input for the core from the client side.
+/// An input for the core from a TCP or TLS connection.
 #[derive(Debug)]
 pub(crate) enum ClientInput {
-    /// A datagram received on the UDP listener bound at `local`.
-    Datagram {
-        local: SocketAddr,
-        from: SocketAddr,
-        data: Bytes,
-    },
     /// A TCP connection was accepted; `tx` is its bounded write queue.
-    TcpOpened {
+    Opened {
         ft: FiveTuple,
         tx: mpsc::Sender<Vec<u8>>,
     },
     /// One STUN or ChannelData frame from a TCP connection.
-    TcpFrame {
+    Frame {
         ft: FiveTuple,
         data: Bytes,
     },
-    TcpClosed {
+    Closed {
         ft: FiveTuple,
     },
-}
-
-/// A datagram from a peer, received on the relay socket bound at `relay`.
-#[derive(Debug)]
-pub(crate) struct PeerInput {
-    relay: SocketAddr,
-    peer: SocketAddr,
-    data: Bytes,
 }
 
 /// Runtime counters (the server's own are in [`Stats`]). Updated live with relaxed
 /// atomics; read them with [`Counters::snapshot`].
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Client datagrams dropped because the core's client queue was full.
-    pub client_queue_full: AtomicU64,
-    /// Peer datagrams dropped because the core's peer queue was full.
-    pub peer_queue_full: AtomicU64,
     /// Packets dropped because a socket's send buffer was full.
     pub send_would_block: AtomicU64,
     /// Sends that failed (ENETUNREACH, EMSGSIZE, EACCES, ...).
@@ -126,8 +115,6 @@ pub struct Counters {
 /// A copy of [`Counters`] at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CounterSnapshot {
-    pub client_queue_full: u64,
-    pub peer_queue_full: u64,
     pub send_would_block: u64,
     pub send_errors: u64,
     pub tcp_queue_full: u64,
@@ -151,8 +138,6 @@ impl Counters {
     pub fn snapshot(&self) -> CounterSnapshot {
         let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
         CounterSnapshot {
-            client_queue_full: l(&self.client_queue_full),
-            peer_queue_full: l(&self.peer_queue_full),
             send_would_block: l(&self.send_would_block),
             send_errors: l(&self.send_errors),
             tcp_queue_full: l(&self.tcp_queue_full),
@@ -268,7 +253,7 @@ pub struct RuntimeOptions {
     pub max_port: u16,
     pub max_tcp_connections: usize,
     pub redact_logs: bool,
-    /// Capacity of the core's client queue and of its peer queue.
+    /// Capacity of the core's queue of TCP and TLS frames.
     pub queue_capacity: usize,
     /// Capacity of each TCP connection's write queue, in messages.
     pub tcp_write_queue: usize,
@@ -363,7 +348,6 @@ impl TurnService {
         }
         let queue = opts.queue_capacity.max(1);
         let (client_tx, client_rx) = mpsc::channel(queue);
-        let (peer_tx, peer_rx) = mpsc::channel(queue);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let counters = Arc::new(Counters::default());
         let (stats_tx, stats) = watch::channel(server.stats());
@@ -373,11 +357,11 @@ impl TurnService {
         let mut tasks = Vec::new();
         let mut udp_out = HashMap::new();
         let mut udp_addrs = Vec::new();
+        let mut udp_in = Vec::new();
+        let poller = Poller::new().map_err(|e| start_err("epoll", e))?;
+        let registry = poller.registry().map_err(|e| start_err("epoll", e))?;
         for s in listeners.udp {
             let local = s.local_addr().map_err(|e| start_err("UDP listener", e))?;
-            // tokio needs it; sockets bound outside `Listeners::bind` may be blocking.
-            s.set_nonblocking(true)
-                .map_err(|e| start_err("UDP listener", e))?;
             // Every client datagram of this address queues here, relayed ones included:
             // room for a few milliseconds of traffic at a million packets/s, so that a
             // moment without the CPU does not drop what arrives meanwhile. Best effort:
@@ -385,18 +369,15 @@ impl TurnService {
             if let Err(e) = socket2::SockRef::from(&s).set_recv_buffer_size(LISTENER_RCVBUF) {
                 debug!(%local, error = %e, "cannot enlarge the receive buffer");
             }
-            let sock = UdpSocket::from_std(s).map_err(|e| start_err("UDP listener", e))?;
-            let sock = Arc::new(FastSocket::new(sock).map_err(|e| start_err("UDP listener", e))?);
+            // Made non-blocking here; sockets bound outside `Listeners::bind` may not be.
+            let sock = Arc::new(FastSocket::new(s).map_err(|e| start_err("UDP listener", e))?);
+            registry
+                .register(&**sock, Token(LISTENER_TOKEN | udp_in.len()))
+                .map_err(|e| start_err("UDP listener", e))?;
             info!("STUN/TURN listening on udp {local}");
             udp_out.insert(local, sock.clone());
+            udp_in.push((local, sock));
             udp_addrs.push(local);
-            tasks.push(tokio::spawn(io::udp_listener(
-                sock,
-                local,
-                client_tx.clone(),
-                counters.clone(),
-                shutdown_rx.clone(),
-            )));
         }
         let settings = io::TcpSettings {
             semaphore: Arc::new(Semaphore::new(
@@ -450,7 +431,7 @@ impl TurnService {
             &opts.relay_ips,
             opts.min_port,
             opts.max_port,
-            peer_tx,
+            registry,
             counters.clone(),
         );
         let published = server.stats();
@@ -469,8 +450,13 @@ impl TurnService {
             now: Instant::now(),
             multi: MultiSend::default(),
             multi_from: None,
+            poller,
+            udp_in,
+            rx: RecvBufs::default(),
+            tokens: Vec::with_capacity(2 * poller::EVENTS),
+            again: Vec::new(),
         };
-        let core = tokio::spawn(core.run(client_rx, peer_rx, shutdown_rx));
+        let core = tokio::spawn(core.run(client_rx, shutdown_rx));
         Ok(Self {
             udp_addrs,
             tcp_addrs,
@@ -624,6 +610,16 @@ struct Core {
     /// (`sendmmsg`) once [`MULTI_FLUSH_AT`] are gathered or at the end of the batch.
     multi: MultiSend,
     multi_from: Option<SocketAddr>,
+    /// Every UDP socket of the core is registered here.
+    poller: Poller,
+    /// UDP listeners by token (`LISTENER_TOKEN | index`).
+    udp_in: Vec<(SocketAddr, Arc<FastSocket>)>,
+    /// Where each receive lands.
+    rx: RecvBufs,
+    /// Sockets to read in this turn.
+    tokens: Vec<Token>,
+    /// Sockets whose last receive filled every slot: read again next turn.
+    again: Vec<Token>,
 }
 
 impl std::fmt::Debug for Core {
@@ -639,9 +635,15 @@ impl std::fmt::Debug for Core {
 /// its bookkeeping and caps the request at net.core.rmem_max).
 const LISTENER_RCVBUF: usize = 4 << 20;
 
-/// Inputs handled in one go before the select loop runs again. A batch ends earlier
-/// when its queue has nothing more ready, and everything gathered leaves then.
+/// TCP inputs handled in one go before the select loop runs again. A batch ends
+/// earlier when its queue has nothing more ready, and everything gathered leaves then.
+/// (UDP sockets are read at most [`poller::EVENTS`] at a time, see [`Core::on_udp`].)
 const BATCH: usize = 64;
+
+/// Receives (of up to 16 datagrams each) from one socket in one turn, while each fills
+/// every slot: a busy socket's datagrams are handled 64 at a time, in runs that leave
+/// together, as before the core read the sockets itself.
+const READS_PER_TURN: usize = 4;
 
 /// Lone datagrams for clients gathered for one `sendmmsg` before it is sent, even in
 /// the middle of a batch: 16 per call still saves 15 system calls of 16 under full
@@ -735,9 +737,9 @@ impl Core {
     async fn run(
         mut self,
         mut client_rx: mpsc::Receiver<ClientInput>,
-        mut peer_rx: mpsc::Receiver<PeerInput>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Stats {
+        let udp_ready = self.poller.ready();
         let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
         let sleep = tokio::time::sleep_until(far());
         tokio::pin!(sleep);
@@ -767,18 +769,22 @@ impl Core {
                     }
                     self.drain();
                 }
-                Some(input) = peer_rx.recv() => {
-                    let now = Instant::now();
-                    self.now = now;
-                    self.on_peer(input, now);
-                    for _ in 1..BATCH {
-                        match peer_rx.try_recv() {
-                            Ok(input) => self.on_peer(input, now),
-                            Err(_) => break,
+                r = udp_ready.readable() => match r {
+                    Ok(mut guard) => {
+                        self.now = Instant::now();
+                        let more = self.on_udp();
+                        self.drain();
+                        // Forget the readiness only once epoll has nothing more: a
+                        // socket that becomes ready after this sets it again.
+                        if !more {
+                            guard.clear_ready();
                         }
                     }
-                    self.drain();
-                }
+                    Err(e) => {
+                        warn!(error = %e, "waiting for UDP sockets failed; STUN/TURN stops");
+                        break;
+                    }
+                },
                 () = &mut sleep, if armed.is_some() => {
                     self.now = Instant::now();
                     self.server.handle_timeout(self.now, &mut self.relays);
@@ -809,23 +815,96 @@ impl Core {
         }
     }
 
+    /// Reads the UDP sockets that are ready: first those whose last receive filled
+    /// every slot, then what epoll reports, [`poller::EVENTS`] of each at most. Returns
+    /// whether more may be ready (the caller keeps the readiness then).
+    fn on_udp(&mut self) -> bool {
+        let mut tokens = std::mem::take(&mut self.tokens);
+        tokens.clear();
+        let again = self.again.len().min(poller::EVENTS);
+        tokens.extend(self.again.drain(..again));
+        let mut more = false;
+        if tokens.len() < poller::EVENTS {
+            match self.poller.poll_now(&mut tokens) {
+                Ok(m) => more = m,
+                Err(e) => {
+                    warn!(error = %e, "polling the UDP sockets failed");
+                    Counters::inc(&self.counters.recv_errors);
+                }
+            }
+        } else {
+            more = true;
+        }
+        let mut rx = std::mem::take(&mut self.rx);
+        for &t in &tokens {
+            self.read_socket(t, &mut rx);
+        }
+        self.rx = rx;
+        self.tokens = tokens;
+        more || !self.again.is_empty()
+    }
+
+    /// Receives from the socket `t` names, and handles every datagram in place: up to
+    /// [`READS_PER_TURN`] receives while each fills every slot; a socket that still
+    /// may hold more is read again next turn.
+    fn read_socket(&mut self, t: Token, rx: &mut RecvBufs) {
+        for _ in 0..READS_PER_TURN {
+            let (local, relay, r) = if t.0 & LISTENER_TOKEN != 0 {
+                let Some((local, sock)) = self.udp_in.get(t.0 & !LISTENER_TOKEN) else {
+                    return;
+                };
+                (*local, None, sock.recv_into(rx))
+            } else {
+                // A socket released since epoll reported it names nothing now (also one
+                // released by a datagram handled below).
+                let Some((relay, sock)) = self.relays.by_token(t) else {
+                    return;
+                };
+                (relay, Some(relay), sock.recv_into(rx))
+            };
+            let full = match r {
+                Ok(full) => full,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    // E.g. ECONNREFUSED left by an ICMP error: per socket, not fatal.
+                    // The error is consumed by this receive; what is queued behind it
+                    // is read next turn.
+                    debug!(socket = %local, error = %e, "UDP receive error");
+                    Counters::inc(&self.counters.recv_errors);
+                    self.again.push(t);
+                    return;
+                }
+            };
+            let now = self.now;
+            for (data, from) in rx.datagrams() {
+                match relay {
+                    Some(relay) => self.on_peer(relay, from, data, now),
+                    None => {
+                        let ft = FiveTuple {
+                            client: from,
+                            server: local,
+                            transport: Transport::Udp,
+                        };
+                        self.client_input(now, ft, data);
+                    }
+                }
+            }
+            if !full {
+                return;
+            }
+        }
+        self.again.push(t);
+    }
+
     fn on_client(&mut self, input: ClientInput, now: Instant) {
         match input {
-            ClientInput::Datagram { local, from, data } => {
-                let ft = FiveTuple {
-                    client: from,
-                    server: local,
-                    transport: Transport::Udp,
-                };
+            ClientInput::Frame { ft, data } => {
                 self.client_input(now, ft, &data);
             }
-            ClientInput::TcpFrame { ft, data } => {
-                self.client_input(now, ft, &data);
-            }
-            ClientInput::TcpOpened { ft, tx } => {
+            ClientInput::Opened { ft, tx } => {
                 self.tcp_out.insert(ft, tx);
             }
-            ClientInput::TcpClosed { ft } => {
+            ClientInput::Closed { ft } => {
                 self.tcp_out.remove(&ft);
                 self.server
                     .handle_connection_closed(now, ft, &mut self.relays);
@@ -845,11 +924,11 @@ impl Core {
     }
 
     /// A peer's datagram: the message for the client is built in `scratch`.
-    fn on_peer(&mut self, input: PeerInput, now: Instant) {
+    fn on_peer(&mut self, relay: SocketAddr, peer: SocketAddr, data: &[u8], now: Instant) {
         let mut scratch = std::mem::take(&mut self.scratch);
-        if let Some((dest, n)) =
-            self.server
-                .handle_peer_into(now, input.relay, input.peer, &input.data, &mut scratch)
+        if let Some((dest, n)) = self
+            .server
+            .handle_peer_into(now, relay, peer, data, &mut scratch)
         {
             self.push(dest, scratch.get(..n).unwrap_or_default());
         }
@@ -931,7 +1010,7 @@ impl Core {
                 // RFC 5780: a Binding response from another listener or to another port.
                 Destination::ClientFrom { local, client } => {
                     let r = match self.udp_out.get(&local) {
-                        Some(s) => s.try_send_to(&t.payload, client).map(|_| ()),
+                        Some(s) => s.send_to(&t.payload, client).map(|_| ()),
                         None => continue,
                     };
                     self.count_send(r, "client", client, None);
@@ -1029,7 +1108,7 @@ impl Core {
         match ft.transport {
             Transport::Udp => {
                 let r = match self.udp_out.get(&ft.server) {
-                    Some(s) => s.try_send_to(&payload, ft.client).map(|_| ()),
+                    Some(s) => s.send_to(&payload, ft.client).map(|_| ()),
                     None => return,
                 };
                 self.count_send(r, "client", ft.client, None);
@@ -1041,7 +1120,7 @@ impl Core {
                         Err(mpsc::error::TrySendError::Full(_)) => {
                             Counters::inc(&self.counters.tcp_queue_full)
                         }
-                        // Closing; TcpClosed is on its way.
+                        // Closing; Closed is on its way.
                         Err(mpsc::error::TrySendError::Closed(_)) => {}
                     }
                 }

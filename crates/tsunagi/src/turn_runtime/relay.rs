@@ -1,4 +1,8 @@
 //! Relay sockets: the [`RelayBinder`] the core hands to the sans-IO server.
+//!
+//! Each open relay socket is registered with the core's poller under a token that
+//! names its slot and the slot's generation, so that a readiness event of a socket
+//! closed in the meantime never reaches the socket that took its slot.
 
 use std::collections::HashMap;
 use std::io;
@@ -7,35 +11,38 @@ use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 use tsunagi_turn::{BindError, BindRequest, Family, PortRequest, RelayBinder};
 
 use super::batch::FastSocket;
-use super::io::{relay_reader, set_dont_fragment, udp_socket};
-use super::{Counters, PeerInput};
+use super::io::{set_dont_fragment, udp_socket};
+use super::poller::{Registry, Token};
+use super::Counters;
 
 /// Random ports tried before scanning the range.
 const RANDOM_TRIES: usize = 32;
 
-/// One open relay socket and the task that reads it.
+/// Tokens with this bit set are the core's listeners, never relay sockets.
+pub(crate) const LISTENER_TOKEN: usize = 1 << 63;
+
+/// One open relay socket.
 #[derive(Debug)]
 struct RelaySocket {
-    socket: Arc<FastSocket>,
-    reader: JoinHandle<()>,
+    addr: SocketAddr,
+    socket: FastSocket,
     /// Whether IP_MTU_DISCOVER=DO is currently set.
     dont_fragment: bool,
 }
 
-impl Drop for RelaySocket {
-    fn drop(&mut self) {
-        // The reader holds the other reference to the socket; aborting it closes the
-        // socket and frees the port as soon as the runtime drops the task (a scheduler
-        // tick later). Until then the port is "in use" and `bind` picks another.
-        self.reader.abort();
-    }
+/// A place for a relay socket; `generation` changes each time the slot is emptied.
+#[derive(Debug, Default)]
+struct Slot {
+    generation: u32,
+    socket: Option<RelaySocket>,
+}
+
+fn token(slot: usize, generation: u32) -> Token {
+    Token(((generation as usize & 0x7fff_ffff) << 32) | (slot & 0xffff_ffff))
 }
 
 /// Relay addresses, the port range, and every open relay socket.
@@ -48,8 +55,13 @@ pub(crate) struct RelayPool {
     next_v6: usize,
     min_port: u16,
     max_port: u16,
-    sockets: HashMap<SocketAddr, RelaySocket>,
-    peer_tx: mpsc::Sender<PeerInput>,
+    /// Slot of each open relay socket.
+    by_addr: HashMap<SocketAddr, usize>,
+    slots: Vec<Slot>,
+    /// Empty slots, reused before the table grows (it never holds more slots than
+    /// the most sockets ever open at once).
+    free: Vec<usize>,
+    registry: Registry,
     counters: Arc<Counters>,
     /// Relay ports must be hard to guess (RFC 8656 §7.2): a CSPRNG.
     rng: StdRng,
@@ -60,7 +72,7 @@ impl RelayPool {
         ips: &[IpAddr],
         min_port: u16,
         max_port: u16,
-        peer_tx: mpsc::Sender<PeerInput>,
+        registry: Registry,
         counters: Arc<Counters>,
     ) -> Self {
         Self {
@@ -70,8 +82,10 @@ impl RelayPool {
             next_v6: 0,
             min_port,
             max_port,
-            sockets: HashMap::new(),
-            peer_tx,
+            by_addr: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            registry,
             counters,
             rng: StdRng::from_entropy(),
         }
@@ -79,18 +93,31 @@ impl RelayPool {
 
     /// Number of open relay sockets (reserved odd ports included).
     pub(crate) fn len(&self) -> usize {
-        self.sockets.len()
+        self.by_addr.len()
     }
 
     /// Whether `addr` is an open relay socket of this pool (never true for an
     /// unspecified address).
     pub(crate) fn is_open(&self, addr: SocketAddr) -> bool {
-        !addr.ip().is_unspecified() && self.sockets.contains_key(&addr)
+        !addr.ip().is_unspecified() && self.by_addr.contains_key(&addr)
+    }
+
+    /// The relay socket a readiness event names, if it is still open.
+    pub(crate) fn by_token(&self, t: Token) -> Option<(SocketAddr, &FastSocket)> {
+        if t.0 & LISTENER_TOKEN != 0 {
+            return None;
+        }
+        let slot = self.slots.get(t.0 & 0xffff_ffff)?;
+        let s = slot.socket.as_ref()?;
+        (token(t.0 & 0xffff_ffff, slot.generation) == t).then_some((s.addr, &s.socket))
     }
 
     /// Closes every relay socket.
     pub(crate) fn release_all(&mut self) {
-        self.sockets.clear();
+        let open: Vec<SocketAddr> = self.by_addr.keys().copied().collect();
+        for a in open {
+            self.close(a);
+        }
     }
 
     fn pick_ip(&mut self, family: Family) -> Option<IpAddr> {
@@ -106,32 +133,56 @@ impl RelayPool {
         Some(ip)
     }
 
-    /// Opens the relay socket at `addr` and starts its reader.
+    /// Opens the relay socket at `addr` and registers it with the poller.
     fn open(&mut self, addr: SocketAddr, dont_fragment: bool) -> io::Result<()> {
-        let std_sock = udp_socket(addr)?;
-        let socket = Arc::new(FastSocket::new(UdpSocket::from_std(std_sock)?)?);
+        let socket = FastSocket::new(udp_socket(addr)?)?;
         let mut df = false;
         if dont_fragment {
-            match set_dont_fragment(&socket, addr.is_ipv6(), true) {
+            match set_dont_fragment(&*socket, addr.is_ipv6(), true) {
                 Ok(()) => df = true,
                 Err(e) => debug!(relay = %addr, error = %e, "cannot set don't-fragment"),
             }
         }
-        let reader = tokio::spawn(relay_reader(
-            socket.clone(),
-            addr,
-            self.peer_tx.clone(),
-            self.counters.clone(),
-        ));
-        self.sockets.insert(
-            addr,
-            RelaySocket {
+        let slot = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot::default());
+                self.slots.len() - 1
+            }
+        };
+        let generation = self.slots.get(slot).map_or(0, |s| s.generation);
+        if let Err(e) = self.registry.register(&*socket, token(slot, generation)) {
+            self.free.push(slot);
+            return Err(e);
+        }
+        if let Some(s) = self.slots.get_mut(slot) {
+            s.socket = Some(RelaySocket {
+                addr,
                 socket,
-                reader,
                 dont_fragment: df,
-            },
-        );
+            });
+        }
+        self.by_addr.insert(addr, slot);
         Ok(())
+    }
+
+    /// Closes the relay socket at `addr` (its port is free at once).
+    fn close(&mut self, addr: SocketAddr) {
+        let Some(slot) = self.by_addr.remove(&addr) else {
+            return;
+        };
+        if let Some(s) = self.slots.get_mut(slot) {
+            if let Some(r) = s.socket.take() {
+                let _ = self.registry.deregister(&*r.socket);
+            }
+            s.generation = s.generation.wrapping_add(1);
+            self.free.push(slot);
+        }
+    }
+
+    fn get_mut(&mut self, addr: SocketAddr) -> Option<&mut RelaySocket> {
+        let slot = *self.by_addr.get(&addr)?;
+        self.slots.get_mut(slot)?.socket.as_mut()
     }
 
     /// Tries to bind `port` (and `port + 1` for a pair). `Ok(false)` means "in use, try
@@ -139,7 +190,7 @@ impl RelayPool {
     fn try_port(&mut self, ip: IpAddr, port: u16, pair: bool, df: bool) -> Result<bool, BindError> {
         let a = SocketAddr::new(ip, port);
         let b = SocketAddr::new(ip, port.wrapping_add(1));
-        if self.sockets.contains_key(&a) || (pair && self.sockets.contains_key(&b)) {
+        if self.by_addr.contains_key(&a) || (pair && self.by_addr.contains_key(&b)) {
             return Ok(false);
         }
         if let Err(e) = self.open(a, df) {
@@ -147,7 +198,7 @@ impl RelayPool {
         }
         if pair {
             if let Err(e) = self.open(b, false) {
-                self.sockets.remove(&a);
+                self.close(a);
                 return self.bind_failed(b, e);
             }
         }
@@ -221,8 +272,9 @@ impl RelayPool {
 
     /// How many datagrams one [`RelayPool::send_run`] from `relay` may carry.
     pub(crate) fn max_segments(&self, relay: SocketAddr) -> usize {
-        self.sockets
+        self.by_addr
             .get(&relay)
+            .and_then(|&i| self.slots.get(i)?.socket.as_ref())
             .map_or(1, |s| s.socket.max_segments())
     }
 
@@ -235,14 +287,14 @@ impl RelayPool {
         payload: &[u8],
         segment: usize,
     ) -> io::Result<()> {
-        let Some(s) = self.sockets.get_mut(&relay) else {
+        let Some(s) = self.get_mut(relay) else {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 "relay socket already closed",
             ));
         };
         if s.dont_fragment != dont_fragment {
-            match set_dont_fragment(&s.socket, relay.is_ipv6(), dont_fragment) {
+            match set_dont_fragment(&*s.socket, relay.is_ipv6(), dont_fragment) {
                 Ok(()) => s.dont_fragment = dont_fragment,
                 // Sent anyway: DF is best effort where the OS lacks it.
                 Err(e) => debug!(%relay, error = %e, "cannot change don't-fragment"),
@@ -265,7 +317,7 @@ impl RelayBinder for RelayPool {
     }
 
     fn release(&mut self, relay: SocketAddr) {
-        self.sockets.remove(&relay);
+        self.close(relay);
     }
 }
 
@@ -273,15 +325,19 @@ impl RelayBinder for RelayPool {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::turn_runtime::batch::RecvBufs;
+    use crate::turn_runtime::poller::Poller;
     use std::net::Ipv4Addr;
+    use std::time::Duration;
 
     const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-    fn pool(min: u16, max: u16) -> (RelayPool, mpsc::Receiver<PeerInput>) {
-        let (tx, rx) = mpsc::channel(16);
+    fn pool(min: u16, max: u16) -> (RelayPool, Poller) {
+        let poll = Poller::new().unwrap();
+        let reg = poll.registry().unwrap();
         (
-            RelayPool::new(&[LO], min, max, tx, Arc::new(Counters::default())),
-            rx,
+            RelayPool::new(&[LO], min, max, reg, Arc::new(Counters::default())),
+            poll,
         )
     }
 
@@ -301,7 +357,7 @@ mod tests {
     #[tokio::test]
     async fn binds_within_the_range_until_exhausted() {
         let min = base(4);
-        let (mut p, _rx) = pool(min, min + 3);
+        let (mut p, _poll) = pool(min, min + 3);
         let mut got = Vec::new();
         while let Ok(a) = p.bind(req(PortRequest::Any)) {
             assert!((min..=min + 3).contains(&a.port()), "{a}");
@@ -312,8 +368,7 @@ mod tests {
         assert!(!got.is_empty() && got.len() <= 4);
         assert_eq!(p.bind(req(PortRequest::Any)), Err(BindError::Exhausted));
         p.release(got[0]);
-        // The port is free once the aborted reader has been dropped, a moment later.
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // The port is free at once: the socket is closed on release.
         assert_eq!(p.bind(req(PortRequest::Any)).unwrap().port(), got[0].port());
         assert_eq!(
             p.bind(BindRequest {
@@ -322,12 +377,14 @@ mod tests {
             }),
             Err(BindError::FamilyUnsupported)
         );
+        // Slots are reused: no more than were ever open at once.
+        assert_eq!(p.slots.len(), got.len());
     }
 
     #[tokio::test]
     async fn even_ports_and_reserved_pairs() {
         let min = base(8) + 1; // odd start: the first even port is min + 1
-        let (mut p, _rx) = pool(min, min + 7);
+        let (mut p, _poll) = pool(min, min + 7);
         let a = p.bind(req(PortRequest::Even)).unwrap();
         assert_eq!(a.port() % 2, 0);
         let b = p.bind(req(PortRequest::EvenReserveNext)).unwrap();
@@ -335,30 +392,46 @@ mod tests {
         assert!(b.port() < min + 7, "the odd port must fit in the range");
         // Both of the pair are open.
         let odd = SocketAddr::new(LO, b.port() + 1);
-        assert!(p.sockets.contains_key(&odd));
+        assert!(p.is_open(odd));
         assert!(std::net::UdpSocket::bind(odd).is_err());
         p.release(odd);
-        assert!(!p.sockets.contains_key(&odd));
+        assert!(!p.is_open(odd));
         // A range with no even port that has room for its pair.
-        let (mut q, _rx) = pool(min + 6, min + 6);
+        let (mut q, _poll) = pool(min + 6, min + 6);
         assert_eq!(
             q.bind(req(PortRequest::EvenReserveNext)),
             Err(BindError::Exhausted)
         );
     }
 
+    /// The tokens of relay sockets that became readable.
+    async fn ready(poll: &mut Poller) -> Vec<Token> {
+        let r = poll.ready();
+        let guard = tokio::time::timeout(Duration::from_secs(5), r.readable())
+            .await
+            .unwrap()
+            .unwrap();
+        drop(guard);
+        let mut out = Vec::new();
+        poll.poll_now(&mut out).unwrap();
+        out
+    }
+
     #[tokio::test]
     async fn delivers_datagrams_and_sends() {
         let min = base(16);
-        let (mut p, mut rx) = pool(min, min + 15);
+        let (mut p, mut poll) = pool(min, min + 15);
         let relay = p.bind(req(PortRequest::Any)).unwrap();
         let peer = std::net::UdpSocket::bind((LO, 0)).unwrap();
         peer.send_to(b"ping", relay).unwrap();
-        let got = rx.recv().await.unwrap();
-        assert_eq!(
-            (got.relay, got.peer, &got.data[..]),
-            (relay, peer.local_addr().unwrap(), &b"ping"[..])
-        );
+        let tokens = ready(&mut poll).await;
+        assert_eq!(tokens.len(), 1);
+        let (addr, sock) = p.by_token(tokens[0]).unwrap();
+        assert_eq!(addr, relay);
+        let mut rx = RecvBufs::default();
+        assert!(!sock.recv_into(&mut rx).unwrap(), "drained in one receive");
+        let got: Vec<_> = rx.datagrams().map(|(d, a)| (d.to_vec(), a)).collect();
+        assert_eq!(got, vec![(b"ping".to_vec(), peer.local_addr().unwrap())]);
         p.send(relay, peer.local_addr().unwrap(), true, b"pong")
             .unwrap();
         let mut buf = [0u8; 8];
@@ -367,11 +440,11 @@ mod tests {
         #[cfg(target_os = "linux")]
         {
             use rustix::net::sockopt::{ip_mtu_discover, Ipv4PathMtuDiscovery};
-            let s = &p.sockets[&relay].socket;
+            let s = &p.get_mut(relay).unwrap().socket;
             assert_eq!(ip_mtu_discover(&**s).unwrap(), Ipv4PathMtuDiscovery::DO);
             p.send(relay, peer.local_addr().unwrap(), false, b"x")
                 .unwrap();
-            let s = &p.sockets[&relay].socket;
+            let s = &p.get_mut(relay).unwrap().socket;
             assert_eq!(ip_mtu_discover(&**s).unwrap(), Ipv4PathMtuDiscovery::WANT);
         }
         // A send to an address family the socket cannot reach is an error, not a panic.
@@ -382,5 +455,14 @@ mod tests {
         assert!(p
             .send(relay, peer.local_addr().unwrap(), false, b"x")
             .is_err());
+        // A stale token (its slot emptied, then taken by another socket) names nothing.
+        assert!(p.by_token(tokens[0]).is_none());
+        let again = p.bind(req(PortRequest::Any)).unwrap();
+        assert!(p.by_token(tokens[0]).is_none());
+        peer.send_to(b"new", again).unwrap();
+        let t = ready(&mut poll).await;
+        assert_eq!(p.by_token(t[0]).unwrap().0, again);
+        // Listener tokens are never relay sockets.
+        assert!(p.by_token(Token(LISTENER_TOKEN)).is_none());
     }
 }
