@@ -1,8 +1,10 @@
 //! The load generator's sockets: non-blocking UDP with batched receive (recvmmsg) and
 //! batched send (UDP GSO: many equal-sized datagrams to one destination in one
-//! `sendmsg`) through `quinn-udp`, and non-blocking TCP with STUN/ChannelData framing.
+//! `sendmsg`) through `quinn-udp`, lone datagrams to many destinations in one
+//! `sendmmsg` ([`MultiSend`]), and non-blocking TCP with STUN/ChannelData framing.
 //! Everything is driven by a `mio` poll in edge-triggered mode, so a socket is read
-//! until it would block.
+//! until it would block, or (UDP, [`Udp::recv_once`]) until a receive leaves slots
+//! unfilled.
 
 use std::io::{self, IoSliceMut, Read, Write};
 use std::net::SocketAddr;
@@ -14,6 +16,8 @@ use tsunagi_stun::{stream_frame_len, FrameLen};
 
 /// Room for one datagram in a receive batch (the largest UDP payload).
 const RECV_BUF: usize = 65_536;
+/// Datagrams (or GRO runs) one batched receive returns at most.
+pub const RECV_SLOTS: usize = BATCH_SIZE;
 /// Bytes a TCP connection may have waiting to be written; a sender that finds less room
 /// skips its turn (TCP's backpressure).
 pub const TCP_WRITE_MAX: usize = 256 * 1024;
@@ -118,6 +122,25 @@ impl Udp {
         mut f: impl FnMut(&[u8], SocketAddr),
     ) -> usize {
         let mut total = 0;
+        let mut count = |d: &[u8], from: SocketAddr| {
+            f(d, from);
+            total += 1;
+        };
+        while self.recv_once(scratch, &mut count) > 0 {}
+        total
+    }
+
+    /// One batched receive (one `recvmmsg`), calling `f(datagram, from)` for each
+    /// datagram. Returns how many of the [`RECV_SLOTS`] it filled: 0 when nothing was
+    /// waiting (or on an error). A receive that fills fewer slots has emptied the
+    /// socket's queue, so a caller that stops there needs no further read to see the
+    /// next datagram: its arrival is a new edge for the (edge-triggered) poll. One that
+    /// fills every slot may leave more behind.
+    pub fn recv_once(
+        &self,
+        scratch: &mut RecvScratch,
+        f: &mut impl FnMut(&[u8], SocketAddr),
+    ) -> usize {
         loop {
             let mut chunks = scratch.bufs.chunks_mut(RECV_BUF);
             let mut iovs: [IoSliceMut<'_>; BATCH_SIZE] =
@@ -128,7 +151,7 @@ impl Udp {
             {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return total,
+                Err(_) => return 0,
             };
             for (iov, meta) in iovs.iter().zip(&scratch.meta).take(n) {
                 let data = iov.get(..meta.len).unwrap_or_default();
@@ -140,10 +163,116 @@ impl Udp {
                 };
                 for d in data.chunks(stride.max(1)) {
                     f(d, meta.addr);
-                    total += 1;
+                }
+            }
+            return n;
+        }
+    }
+}
+
+/// Most datagrams one [`MultiSend::send`] hands to the kernel in one system call.
+pub const MULTI_SEND_MAX: usize = 64;
+
+/// Lone datagrams from one socket to different destinations, gathered and sent with
+/// one `sendmmsg` per [`MULTI_SEND_MAX`] on Linux (one `sendto` each elsewhere): the
+/// same as the relay sends datagrams for many clients from its listener
+/// (crates/tsunagi/src/turn_runtime/batch.rs `MultiSend`). The buffers keep their
+/// capacity: no allocation per datagram.
+#[derive(Debug, Default)]
+pub struct MultiSend {
+    /// Destination and end offset in `bytes` of each datagram.
+    entries: Vec<(SocketAddr, usize)>,
+    bytes: Vec<u8>,
+}
+
+impl MultiSend {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn push(&mut self, to: SocketAddr, datagram: &[u8]) {
+        self.bytes.extend_from_slice(datagram);
+        self.entries.push((to, self.bytes.len()));
+    }
+
+    /// Sends every datagram from `udp` and empties the batch. Returns (sent, not sent):
+    /// a datagram the kernel refuses is skipped and the rest still go; a full socket
+    /// buffer (would block) drops the rest of the batch.
+    pub fn send(&mut self, udp: &Udp) -> (usize, usize) {
+        let (mut sent, mut failed) = (0, 0);
+        let mut start = 0;
+        let mut i = 0;
+        while i < self.entries.len() {
+            let end = (i + MULTI_SEND_MAX).min(self.entries.len());
+            match self.send_some(udp, start, i, end) {
+                Ok(n) => {
+                    let n = n.clamp(1, end - i);
+                    start = self.entries.get(i + n - 1).map_or(start, |e| e.1);
+                    i += n;
+                    sent += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    failed += self.entries.len() - i;
+                    break;
+                }
+                Err(_) => {
+                    // The first datagram of this call was refused: skip it.
+                    start = self.entries.get(i).map_or(start, |e| e.1);
+                    i += 1;
+                    failed += 1;
                 }
             }
         }
+        self.entries.clear();
+        self.bytes.clear();
+        (sent, failed)
+    }
+
+    /// `sendmmsg` of entries `i..end`, whose bytes start at `start`; the number sent.
+    #[cfg(target_os = "linux")]
+    fn send_some(&self, udp: &Udp, start: usize, i: usize, end: usize) -> io::Result<usize> {
+        use rustix::net::addr::SocketAddrArg;
+        use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
+        use std::io::IoSlice;
+        let entries = self.entries.get(i..end).unwrap_or_default();
+        let addrs: Vec<SocketAddrAny> = entries.iter().map(|(to, _)| to.as_any()).collect();
+        let mut from = start;
+        let iovs: Vec<[IoSlice<'_>; 1]> = entries
+            .iter()
+            .map(|&(_, e)| {
+                let d = self.bytes.get(from..e).unwrap_or_default();
+                from = e;
+                [IoSlice::new(d)]
+            })
+            .collect();
+        let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = entries
+            .iter()
+            .map(|_| SendAncillaryBuffer::default())
+            .collect();
+        let mut msgs: Vec<MMsgHdr<'_>> = addrs
+            .iter()
+            .zip(iovs.iter())
+            .zip(controls.iter_mut())
+            .map(|((a, iov), c)| MMsgHdr::new_with_addr(a, iov, c))
+            .collect();
+        sendmmsg(&udp.sock, &mut msgs, SendFlags::DONTWAIT).map_err(io::Error::from)
+    }
+
+    /// Elsewhere: one `sendto` per datagram.
+    #[cfg(not(target_os = "linux"))]
+    fn send_some(&self, udp: &Udp, start: usize, i: usize, _end: usize) -> io::Result<usize> {
+        let (to, e) = self
+            .entries
+            .get(i)
+            .copied()
+            .ok_or(io::ErrorKind::InvalidInput)?;
+        udp.sock
+            .send_to(self.bytes.get(start..e).unwrap_or_default(), to)?;
+        Ok(1)
     }
 }
 

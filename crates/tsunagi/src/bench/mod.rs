@@ -4,7 +4,9 @@
 //! * `bench turn`: N allocations relay ChannelData to each other in pairs (`--mode
 //!   pairs`: the peer of each allocation is its partner's relay address), to a UDP echo
 //!   peer that the tool runs itself (`--mode echo`), or, without TURN, through a plain
-//!   forwarder (`--mode raw`, for `bench forwarder`). Flat out (`--rate 0`, with at most
+//!   forwarder (`bench forwarder`): one way to a sink (`--mode raw`), or from a socket
+//!   per client to the tool's echo peer and back (`--mode raw-echo`, for `bench
+//!   forwarder --relays`). Flat out (`--rate 0`, with at most
 //!   `--window` packets in flight per thread) or at a fixed total rate. Every payload
 //!   carries its send time and sequence, so each packet's latency is measured.
 //! * `bench stun`: Binding requests per second, `--window` outstanding per client.
@@ -17,7 +19,9 @@
 //!   the server's RSS every `--sample` seconds (see [`churn`]).
 //! * `bench forwarder`: receives on one port and forwards every datagram to a fixed
 //!   destination (through a second socket of its own with `--hops 2`, as a TURN relay
-//!   does), with the same socket batching as the relay and no TURN logic.
+//!   does), or with `--relays N` from a socket per client to an echo peer and back (as
+//!   N allocations relaying to a peer outside the server), with the same socket
+//!   batching as the relay and no TURN logic.
 //!
 //! Everything is bounded: durations (at most 600 s), counts, queues. The generator sends
 //! only to `--server` and to its own echo peer. With `--server-pid` it reads the server's
@@ -101,6 +105,18 @@ pub enum RelayMode {
     Echo,
     /// No TURN: plain datagrams to --server (a forwarder) that come back on --sink.
     Raw,
+    /// No TURN: plain datagrams to --server (`bench forwarder --relays`), which sends
+    /// them from a socket per client to the tool's echo peer on --sink; the echoes come
+    /// back to each client through the forwarder.
+    #[serde(rename = "raw-echo")]
+    RawEcho,
+}
+
+impl RelayMode {
+    /// Without TURN, through `bench forwarder`.
+    pub fn is_raw(self) -> bool {
+        matches!(self, RelayMode::Raw | RelayMode::RawEcho)
+    }
 }
 
 /// Options of every client benchmark.
@@ -155,7 +171,7 @@ pub struct TurnArgs {
     pub common: CommonArgs,
     #[command(flatten)]
     pub cred: CredArgs,
-    /// Where packets go: pairs, echo or raw.
+    /// Where packets go: pairs, echo, raw or raw-echo.
     #[arg(long, value_enum, default_value = "pairs")]
     pub mode: RelayMode,
     /// Payload bytes per packet (16..=16384).
@@ -170,7 +186,8 @@ pub struct TurnArgs {
     /// Address of the echo peer (--mode echo).
     #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
     pub peer_ip: IpAddr,
-    /// Address the forwarder sends to (--mode raw).
+    /// Address the forwarder sends to (its --to): --mode raw receives there, --mode
+    /// raw-echo runs its echo peer there.
     #[arg(long, value_name = "IP:PORT")]
     pub sink: Option<SocketAddr>,
 }
@@ -219,16 +236,30 @@ pub struct ChurnArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ForwarderArgs {
-    /// Address to receive on.
+    /// Address to receive on (from clients).
     #[arg(long, value_name = "IP:PORT")]
     pub listen: SocketAddr,
-    /// Where every datagram goes.
+    /// Where datagrams from clients go: the sink of `bench turn --mode raw`, or with
+    /// --relays the echo peer of `bench turn --mode raw-echo` (its --sink).
     #[arg(long, value_name = "IP:PORT")]
     pub to: SocketAddr,
     /// 1: straight to --to. 2: through a second socket of the forwarder first, so that
-    /// each packet costs the same socket operations as through a TURN relay.
+    /// each packet costs the same socket operations as through a TURN relay. Not with
+    /// --relays.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
     pub hops: u8,
+    /// The echo shape, as N TURN allocations with a peer outside the server: open N
+    /// relay sockets on the --listen IP. Each new client address takes one (round
+    /// robin, one client per socket, at most N clients); its datagrams leave from that
+    /// socket to --to, and what arrives on the socket goes back to the client from the
+    /// listen socket.
+    #[arg(
+        long,
+        value_name = "N",
+        conflicts_with = "hops",
+        value_parser = clap::value_parser!(u32).range(1..=MAX_ALLOCATIONS as i64)
+    )]
+    pub relays: Option<u32>,
     /// Seconds to run before exiting (at most 600); SIGTERM also stops it.
     #[arg(long, value_name = "SECS", default_value_t = 600.0)]
     pub duration: f64,
@@ -317,7 +348,8 @@ impl Report {
             self.bench,
             self.server,
             self.mode
-                .map(|m| format!("{m:?} mode, ").to_lowercase())
+                .and_then(|m| m.to_possible_value())
+                .map(|m| format!("{} mode, ", m.get_name()))
                 .unwrap_or_default(),
             self.allocations,
             self.threads

@@ -1,4 +1,5 @@
-//! `bench turn`: relayed packets through TURN channels (or a plain forwarder), flat out
+//! `bench turn`: relayed packets through TURN channels (or a plain forwarder: `--mode
+//! raw` one way to a sink, `--mode raw-echo` to the tool's echo peer and back), flat out
 //! or paced, with per-packet latency.
 
 use std::io;
@@ -76,24 +77,33 @@ pub fn run(a: &TurnArgs) -> Result<Report, BenchError> {
         return err("--rate must be at most 10000000 packets/s");
     }
     let tcp = c.transport == BenchTransport::Tcp;
-    let raw = a.mode == RelayMode::Raw;
-    let threads = if raw { 1 } else { c.threads };
-    if raw && (tcp || a.sink.is_none()) {
+    let raw = a.mode.is_raw();
+    // Raw mode's sink is one socket, read by one thread.
+    let threads = if a.mode == RelayMode::Raw {
+        1
+    } else {
+        c.threads
+    };
+    if raw && (tcp || a.sink.is_none_or(|s| s.port() == 0)) {
         return err(
-            "--mode raw needs --transport udp and --sink IP:PORT (where the forwarder sends)",
+            "--mode raw and raw-echo need --transport udp and --sink IP:PORT (where the forwarder sends)",
         );
     }
     let auth = if raw { None } else { Some(a.cred.auth()?) };
     let (warmup, duration) = c.window();
 
     let stop = Arc::new(AtomicBool::new(false));
-    let echo = match a.mode {
-        RelayMode::Echo => Some(
-            EchoPeer::start(SocketAddr::new(a.peer_ip, 0), stop.clone()).map_err(|e| {
-                BenchError(format!("cannot start the echo peer on {}: {e}", a.peer_ip))
-            })?,
-        ),
+    let echo_at = match (a.mode, a.sink) {
+        (RelayMode::Echo, _) => Some(SocketAddr::new(a.peer_ip, 0)),
+        (RelayMode::RawEcho, Some(sink)) => Some(sink),
         _ => None,
+    };
+    let echo = match echo_at {
+        Some(at) => Some(
+            EchoPeer::start(at, stop.clone())
+                .map_err(|e| BenchError(format!("cannot start the echo peer on {at}: {e}")))?,
+        ),
+        None => None,
     };
     let ranges = split(c.allocations, threads, a.mode == RelayMode::Pairs);
     let per_thread_rate = a.rate as f64 / ranges.len() as f64;
@@ -242,6 +252,10 @@ fn setup(
             .map_err(|e| format!("poll: {e}"))?;
         return Ok((driver, (0..n).collect(), Some(sink)));
     }
+    if plan.mode == RelayMode::RawEcho {
+        // Replies come back to each client socket from the forwarder.
+        return Ok((driver, (0..n).collect(), None));
+    }
     let deadline = Instant::now() + Duration::from_secs(120);
     driver.run(0..n, SETUP_CONCURRENCY, deadline, |_, _, r| match r {
         None => Some(Step::Allocate),
@@ -280,7 +294,7 @@ fn setup(
 
 /// Deletes every allocation (Refresh with LIFETIME 0), within 10 s.
 fn teardown(driver: &mut Driver, mode: RelayMode) {
-    if mode == RelayMode::Raw {
+    if mode.is_raw() {
         return;
     }
     let before = driver.failures.clone();
@@ -402,7 +416,7 @@ fn traffic(
     base: Instant,
 ) -> ThreadOut {
     let n = ready.len().max(1);
-    let raw = plan.mode == RelayMode::Raw;
+    let raw = plan.mode.is_raw();
     let header = !raw;
     let hdr = if header { 4 } else { 0 };
     let seg = if plan.tcp {
