@@ -58,6 +58,15 @@ impl Default for RecvBufs {
 }
 
 impl RecvBufs {
+    /// No room at all (nothing allocated): a placeholder while the real one is in use.
+    pub(crate) fn empty() -> Self {
+        Self {
+            bufs: Vec::new(),
+            meta: Vec::new(),
+            filled: 0,
+        }
+    }
+
     /// Every datagram of the last receive with its source; a GRO run is split again
     /// by its stride.
     pub(crate) fn datagrams(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> + '_ {

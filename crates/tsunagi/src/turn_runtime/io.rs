@@ -16,6 +16,7 @@ use tracing::{debug, warn};
 use tsunagi_stun::{stream_frame_len, FrameLen};
 use tsunagi_turn::{FiveTuple, Transport};
 
+use super::poller::CoreWaker;
 use super::{ClientInput, Counters};
 
 /// Longest TCP frame: a STUN message with the largest length that is a multiple of 4.
@@ -92,6 +93,28 @@ pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     }
 }
 
+/// The core's queue of TCP and TLS input, with its waker: a send that finds the core
+/// asleep wakes it.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientTx {
+    tx: mpsc::Sender<ClientInput>,
+    waker: CoreWaker,
+}
+
+impl ClientTx {
+    pub(crate) fn new(tx: mpsc::Sender<ClientInput>, waker: CoreWaker) -> Self {
+        Self { tx, waker }
+    }
+
+    /// Queues `input`, waiting for room (TCP's backpressure); `Err` once the core is
+    /// gone.
+    pub(crate) async fn send(&self, input: ClientInput) -> Result<(), ()> {
+        self.tx.send(input).await.map_err(|_| ())?;
+        self.waker.wake();
+        Ok(())
+    }
+}
+
 /// Settings shared by the TCP tasks.
 #[derive(Debug, Clone)]
 pub(crate) struct TcpSettings {
@@ -108,7 +131,7 @@ pub(crate) struct TcpSettings {
 pub(crate) async fn tcp_acceptor(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    tx: mpsc::Sender<ClientInput>,
+    tx: ClientTx,
     settings: TcpSettings,
     counters: Arc<Counters>,
     mut shutdown: watch::Receiver<bool>,
@@ -182,7 +205,7 @@ impl std::fmt::Display for Close {
 struct Conn {
     client: SocketAddr,
     permit: OwnedSemaphorePermit,
-    tx: mpsc::Sender<ClientInput>,
+    tx: ClientTx,
     settings: TcpSettings,
     counters: Arc<Counters>,
     shutdown: watch::Receiver<bool>,

@@ -1,16 +1,18 @@
 //! The IO that drives the sans-IO [`tsunagi_turn::Server`].
 //!
-//! One core task owns the `Server`, the UDP listeners and the relay sockets
+//! One core thread owns the `Server`, the UDP listeners and the relay sockets
 //! ([`relay::RelayPool`], the server's `RelayBinder`), all registered with one epoll
-//! instance ([`poller`]). TCP and TLS connections are small tasks that move frames
-//! between a stream and a bounded channel:
+//! instance ([`poller`]) in which it blocks. TCP and TLS connections are small tokio
+//! tasks that move frames between a stream and a bounded channel, and wake the core
+//! when it sleeps:
 //!
 //! ```text
-//!  UDP listeners ──────┐ epoll (recvmmsg in place)
-//!  relay sockets ──────┤                          ┌───────────────┐   send_run (GSO), sendmmsg
-//!  TCP/TLS conn. tasks ─► client queue ──────────► │ core: Server  │ ─► UDP listeners, relay sockets
-//!                         send().await            │ + RelayPool   │ ─► per-connection TCP write queues
-//!  Server::poll_timeout ─ sleep_until ───────────► └───────────────┘   try_send (drop when full)
+//!  UDP listeners ───────┐ epoll_wait, recvmmsg in place
+//!  relay sockets ───────┤                          ┌───────────────┐   send_run (GSO), sendmmsg
+//!  TCP/TLS conn. tasks ─► client queue + waker ───► │ core thread:  │ ─► UDP listeners, relay sockets
+//!                         send().await             │ Server        │ ─► per-connection TCP write queues
+//!  Server::poll_timeout ─ epoll_wait's timeout ───► │ + RelayPool   │   try_send (drop when full)
+//!                                                  └───────────────┘
 //! ```
 //!
 //! When epoll reports ready sockets the core reads each one once (`recvmmsg`, up to 16
@@ -41,8 +43,9 @@
 //! when nothing changed); [`StatsHandle`] reads it, with the runtime [`Counters`], for
 //! the HTTP endpoints, without touching the core.
 //!
-//! Shutdown is one `watch` broadcast: listeners stop accepting, connections close, the
-//! core releases every relay socket and returns the server's final [`Stats`].
+//! Shutdown is one `watch` broadcast and a wake-up of the core: listeners stop
+//! accepting, connections close, the core releases every relay socket and returns the
+//! server's final [`Stats`]. Dropping the [`TurnService`] does the same.
 
 mod batch;
 mod io;
@@ -57,7 +60,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use tsunagi_turn::{DeleteReason, Destination, Event, FiveTuple, Server, Stats, Transport};
@@ -65,7 +68,7 @@ use tsunagi_turn::{DeleteReason, Destination, Event, FiveTuple, Server, Stats, T
 use crate::config::Config;
 use crate::redact::Redactor;
 use batch::{FastSocket, MultiSend, RecvBufs};
-use poller::{Poller, Token};
+use poller::{CoreWaker, Poller, Token, WAKER};
 use relay::{RelayPool, LISTENER_TOKEN};
 
 pub(crate) use io::tcp_listener;
@@ -295,7 +298,9 @@ pub struct TurnService {
     tcp_addrs: Vec<SocketAddr>,
     tls_addrs: Vec<SocketAddr>,
     shutdown: watch::Sender<bool>,
-    core: JoinHandle<Stats>,
+    /// The core thread's final counters, sent as it ends.
+    core: Option<oneshot::Receiver<Stats>>,
+    waker: CoreWaker,
     tasks: Vec<JoinHandle<()>>,
     counters: Arc<Counters>,
     stats: watch::Receiver<Stats>,
@@ -360,6 +365,8 @@ impl TurnService {
         let mut udp_in = Vec::new();
         let poller = Poller::new().map_err(|e| start_err("epoll", e))?;
         let registry = poller.registry().map_err(|e| start_err("epoll", e))?;
+        let waker = poller.waker();
+        let client_tx = io::ClientTx::new(client_tx, waker.clone());
         for s in listeners.udp {
             let local = s.local_addr().map_err(|e| start_err("UDP listener", e))?;
             // Every client datagram of this address queues here, relayed ones included:
@@ -453,16 +460,22 @@ impl TurnService {
             poller,
             udp_in,
             rx: RecvBufs::default(),
-            tokens: Vec::with_capacity(2 * poller::EVENTS),
             again: Vec::new(),
         };
-        let core = tokio::spawn(core.run(client_rx, shutdown_rx));
+        let (done_tx, done) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("turn-core".into())
+            .spawn(move || {
+                let _ = done_tx.send(core.run(client_rx, shutdown_rx));
+            })
+            .map_err(|e| start_err("core thread", e))?;
         Ok(Self {
             udp_addrs,
             tcp_addrs,
             tls_addrs,
             shutdown,
-            core,
+            core: Some(done),
+            waker,
             tasks,
             counters,
             stats,
@@ -510,20 +523,33 @@ impl TurnService {
 
     /// Stops listening, closes connections and relay sockets, and returns the final
     /// server counters. Tasks that do not stop within two seconds are aborted.
-    pub async fn shutdown(self) -> Stats {
+    pub async fn shutdown(mut self) -> Stats {
         let _ = self.shutdown.send(true);
+        self.waker.force();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        let stats = match tokio::time::timeout_at(deadline, self.core).await {
-            Ok(Ok(s)) => s,
-            _ => *self.stats.borrow(),
+        let stats = match self.core.take() {
+            Some(core) => match tokio::time::timeout_at(deadline, core).await {
+                Ok(Ok(s)) => s,
+                _ => *self.stats.borrow(),
+            },
+            None => *self.stats.borrow(),
         };
-        for t in self.tasks {
+        for t in std::mem::take(&mut self.tasks) {
             let abort = t.abort_handle();
             if tokio::time::timeout_at(deadline, t).await.is_err() {
                 abort.abort();
             }
         }
         stats
+    }
+}
+
+/// A service dropped without [`TurnService::shutdown`] stops all the same: its core
+/// thread ends and closes the relay sockets, its tasks see the shutdown.
+impl Drop for TurnService {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        self.waker.force();
     }
 }
 
@@ -616,8 +642,6 @@ struct Core {
     udp_in: Vec<(SocketAddr, Arc<FastSocket>)>,
     /// Where each receive lands.
     rx: RecvBufs,
-    /// Sockets to read in this turn.
-    tokens: Vec<Token>,
     /// Sockets whose last receive filled every slot: read again next turn.
     again: Vec<Token>,
 }
@@ -635,10 +659,14 @@ impl std::fmt::Debug for Core {
 /// its bookkeeping and caps the request at net.core.rmem_max).
 const LISTENER_RCVBUF: usize = 4 << 20;
 
-/// TCP inputs handled in one go before the select loop runs again. A batch ends
-/// earlier when its queue has nothing more ready, and everything gathered leaves then.
-/// (UDP sockets are read at most [`poller::EVENTS`] at a time, see [`Core::on_udp`].)
+/// TCP inputs handled in one turn of the core's loop (UDP sockets: at most
+/// [`poller::EVENTS`] reported ones and as many to read again). Everything gathered in
+/// a turn leaves at its end.
 const BATCH: usize = 64;
+
+/// Longest sleep of the core without anything to do: a bound, not a tick (input,
+/// deadlines and shutdown wake it).
+const IDLE_WAIT: Duration = Duration::from_secs(1);
 
 /// Receives (of up to 16 datagrams each) from one socket in one turn, while each fills
 /// every slot: a busy socket's datagrams are handled 64 at a time, in runs that leave
@@ -734,67 +762,84 @@ fn run_key(dest: &Destination) -> Option<RunKey> {
 }
 
 impl Core {
-    async fn run(
+    /// The core's loop, on a thread of its own: waits in `epoll_wait` for sockets,
+    /// the waker (TCP input, shutdown) or the server's next deadline; then reads the
+    /// ready sockets, takes queued TCP input, handles due timers and sends what all of
+    /// that produced. Returns the server's final counters once `shutdown` is set or
+    /// its sender is gone.
+    fn run(
         mut self,
         mut client_rx: mpsc::Receiver<ClientInput>,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) -> Stats {
-        let udp_ready = self.poller.ready();
-        let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
-        let sleep = tokio::time::sleep_until(far());
-        tokio::pin!(sleep);
-        let mut armed: Option<Instant> = None;
+        let waker = self.poller.waker();
+        let mut tokens = Vec::with_capacity(2 * poller::EVENTS);
+        let mut busy = false;
         loop {
-            let next = self.server.poll_timeout();
-            if next != armed {
-                sleep
-                    .as_mut()
-                    .reset(next.map_or_else(far, tokio::time::Instant::from_std));
-                armed = next;
+            if *shutdown.borrow() || shutdown.has_changed().is_err() {
+                break;
             }
-            tokio::select! {
-                _ = io::stopped(&mut shutdown) => break,
-                // Transmits of a whole batch are sent together, so that runs to one
-                // destination can leave as one GSO send (see `drain`).
-                // One clock reading per batch: the inputs of a batch arrived together.
-                Some(input) = client_rx.recv() => {
-                    let now = Instant::now();
-                    self.now = now;
-                    self.on_client(input, now);
-                    for _ in 1..BATCH {
-                        match client_rx.try_recv() {
-                            Ok(input) => self.on_client(input, now),
-                            Err(_) => break,
-                        }
-                    }
-                    self.drain();
+            // Sockets first read again (`again`), then the ones epoll reports.
+            tokens.clear();
+            let again = self.again.len().min(poller::EVENTS);
+            tokens.extend(self.again.drain(..again));
+            let timeout = if busy || !tokens.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                waker.sleeping();
+                if client_rx.is_empty() {
+                    // Until the next deadline of the server (rounded up, so that it is
+                    // due when the wait ends), or a while: shutdown wakes it anyway.
+                    Some(
+                        self.server
+                            .poll_timeout()
+                            .map_or(IDLE_WAIT, |t| {
+                                t.saturating_duration_since(Instant::now())
+                                    + Duration::from_micros(500)
+                            })
+                            .min(IDLE_WAIT),
+                    )
+                } else {
+                    Some(Duration::ZERO)
                 }
-                r = udp_ready.readable() => match r {
-                    Ok(mut guard) => {
-                        self.now = Instant::now();
-                        let more = self.on_udp();
-                        self.drain();
-                        // Forget the readiness only once epoll has nothing more: a
-                        // socket that becomes ready after this sets it again.
-                        if !more {
-                            guard.clear_ready();
-                        }
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "waiting for UDP sockets failed; STUN/TURN stops");
-                        break;
-                    }
-                },
-                () = &mut sleep, if armed.is_some() => {
-                    self.now = Instant::now();
-                    self.server.handle_timeout(self.now, &mut self.relays);
-                    self.drain();
-                    // Re-arm even if the next deadline is the same instant.
-                    armed = None;
+            };
+            let more = match self.poller.wait(&mut tokens, timeout) {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(error = %e, "waiting for UDP sockets failed");
+                    Counters::inc(&self.counters.recv_errors);
+                    std::thread::sleep(Duration::from_millis(10));
+                    false
                 }
-                else => break,
+            };
+            waker.awake();
+            let now = Instant::now();
+            self.now = now;
+            // Not `mem::take`: a default `RecvBufs` is a fresh 1 MiB buffer.
+            let mut rx = std::mem::replace(&mut self.rx, RecvBufs::empty());
+            for &t in &tokens {
+                if t != WAKER {
+                    self.read_socket(t, &mut rx);
+                }
             }
+            self.rx = rx;
+            // TCP and TLS frames, a batch at a time.
+            let mut taken = 0;
+            while taken < BATCH {
+                match client_rx.try_recv() {
+                    Ok(input) => {
+                        self.on_client(input, now);
+                        taken += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if self.server.poll_timeout().is_some_and(|t| t <= now) {
+                self.server.handle_timeout(now, &mut self.relays);
+            }
+            self.drain();
             self.publish_stats();
+            busy = more || taken == BATCH || !self.again.is_empty();
         }
         let live = self.server.allocation_count();
         self.relays.release_all();
@@ -813,35 +858,6 @@ impl Core {
             self.published = now;
             self.stats_tx.send_replace(now);
         }
-    }
-
-    /// Reads the UDP sockets that are ready: first those whose last receive filled
-    /// every slot, then what epoll reports, [`poller::EVENTS`] of each at most. Returns
-    /// whether more may be ready (the caller keeps the readiness then).
-    fn on_udp(&mut self) -> bool {
-        let mut tokens = std::mem::take(&mut self.tokens);
-        tokens.clear();
-        let again = self.again.len().min(poller::EVENTS);
-        tokens.extend(self.again.drain(..again));
-        let mut more = false;
-        if tokens.len() < poller::EVENTS {
-            match self.poller.poll_now(&mut tokens) {
-                Ok(m) => more = m,
-                Err(e) => {
-                    warn!(error = %e, "polling the UDP sockets failed");
-                    Counters::inc(&self.counters.recv_errors);
-                }
-            }
-        } else {
-            more = true;
-        }
-        let mut rx = std::mem::take(&mut self.rx);
-        for &t in &tokens {
-            self.read_socket(t, &mut rx);
-        }
-        self.rx = rx;
-        self.tokens = tokens;
-        more || !self.again.is_empty()
     }
 
     /// Receives from the socket `t` names, and handles every datagram in place: up to

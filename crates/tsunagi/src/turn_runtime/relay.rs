@@ -354,8 +354,8 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn binds_within_the_range_until_exhausted() {
+    #[test]
+    fn binds_within_the_range_until_exhausted() {
         let min = base(4);
         let (mut p, _poll) = pool(min, min + 3);
         let mut got = Vec::new();
@@ -381,8 +381,8 @@ mod tests {
         assert_eq!(p.slots.len(), got.len());
     }
 
-    #[tokio::test]
-    async fn even_ports_and_reserved_pairs() {
+    #[test]
+    fn even_ports_and_reserved_pairs() {
         let min = base(8) + 1; // odd start: the first even port is min + 1
         let (mut p, _poll) = pool(min, min + 7);
         let a = p.bind(req(PortRequest::Even)).unwrap();
@@ -405,26 +405,20 @@ mod tests {
     }
 
     /// The tokens of relay sockets that became readable.
-    async fn ready(poll: &mut Poller) -> Vec<Token> {
-        let r = poll.ready();
-        let guard = tokio::time::timeout(Duration::from_secs(5), r.readable())
-            .await
-            .unwrap()
-            .unwrap();
-        drop(guard);
+    fn ready(poll: &mut Poller) -> Vec<Token> {
         let mut out = Vec::new();
-        poll.poll_now(&mut out).unwrap();
+        poll.wait(&mut out, Some(Duration::from_secs(5))).unwrap();
         out
     }
 
-    #[tokio::test]
-    async fn delivers_datagrams_and_sends() {
+    #[test]
+    fn delivers_datagrams_and_sends() {
         let min = base(16);
         let (mut p, mut poll) = pool(min, min + 15);
         let relay = p.bind(req(PortRequest::Any)).unwrap();
         let peer = std::net::UdpSocket::bind((LO, 0)).unwrap();
         peer.send_to(b"ping", relay).unwrap();
-        let tokens = ready(&mut poll).await;
+        let tokens = ready(&mut poll);
         assert_eq!(tokens.len(), 1);
         let (addr, sock) = p.by_token(tokens[0]).unwrap();
         assert_eq!(addr, relay);
@@ -460,7 +454,7 @@ mod tests {
         let again = p.bind(req(PortRequest::Any)).unwrap();
         assert!(p.by_token(tokens[0]).is_none());
         peer.send_to(b"new", again).unwrap();
-        let t = ready(&mut poll).await;
+        let t = ready(&mut poll);
         assert_eq!(p.by_token(t[0]).unwrap().0, again);
         // Listener tokens are never relay sockets.
         assert!(p.by_token(Token(LISTENER_TOKEN)).is_none());
