@@ -131,12 +131,64 @@ fn raw_echo_through_relay_sockets() {
     assert_eq!((dropped, clients, unclaimed), (0, 16, 0), "{summary}");
 }
 
+/// `--reflect`, the STUN shape: each datagram goes back to its sender from the listen
+/// socket; 16 clients with one datagram in flight each lose nothing, and the forwarder
+/// counts one send per datagram received.
+#[test]
+fn reflect_sends_each_datagram_back() {
+    let (listen, idle_peer) = (free(), free());
+    let mut fwd = Forwarder(
+        Command::new(BIN)
+            .args(["bench", "forwarder", "--listen", &listen.to_string()])
+            .args(["--reflect", "--duration", "4"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = BufReader::new(fwd.0.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(
+        line.starts_with(&format!("forwarding {listen} -> back to each sender")),
+        "{line}"
+    );
+    let r = bench(&format!(
+        "turn --mode raw-echo --server {listen} --sink {idle_peer} --allocations 16 \
+         --window 16 --payload 64 --duration 1.5 --warmup 0.3"
+    ));
+    assert!(r.received > 1000, "{r:?}");
+    assert_eq!(r.lost, 0, "{r:?}");
+    let status = fwd.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    let summary = rest
+        .lines()
+        .find(|l| l.starts_with("forwarder: "))
+        .unwrap_or_else(|| panic!("no summary: {rest}"));
+    let numbers: Vec<u64> = summary
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let [sends, dropped] = numbers[..] else {
+        panic!("{summary}");
+    };
+    assert!(sends >= r.received, "{summary}; {r:?}");
+    assert_eq!(dropped, 0, "{summary}");
+}
+
 #[test]
 fn bad_options_are_refused() {
-    // --relays is its own shape: not with --hops, and at least one socket.
+    // --relays is its own shape: not with --hops, and at least one socket; --reflect
+    // takes no --to and no other shape; the other shapes need --to.
     for a in [
         "forwarder --listen 127.0.0.1:9 --to 127.0.0.1:9 --relays 4 --hops 1",
         "forwarder --listen 127.0.0.1:9 --to 127.0.0.1:9 --relays 0",
+        "forwarder --listen 127.0.0.1:9 --reflect --to 127.0.0.1:9",
+        "forwarder --listen 127.0.0.1:9 --reflect --relays 4",
+        "forwarder --listen 127.0.0.1:9",
     ] {
         assert!(parse(a).is_err(), "{a}");
     }

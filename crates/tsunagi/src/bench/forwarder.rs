@@ -23,6 +23,10 @@
 //!   clients gathered and sent with `sendmmsg`, [`MULTI_SEND_MAX`] per call
 //!   ([`MultiSend`], as the relay sends to its clients).
 //!
+//! * `--reflect`, the STUN shape: every datagram goes back to its source from the
+//!   listen socket, as a Binding response would (runs to one client as one GSO send,
+//!   lone datagrams to different clients with `sendmmsg`).
+//!
 //! The per-datagram work that is left is the kernel's and the client table lookup, so
 //! what this forwards per CPU-second bounds what any relay of the same shape can.
 
@@ -44,9 +48,15 @@ pub fn run(a: &ForwarderArgs) -> Result<(), BenchError> {
             "--duration must be in (0, {MAX_DURATION_SECS}] seconds"
         )));
     }
+    if a.reflect {
+        return run_reflect(a);
+    }
+    let Some(to) = a.to else {
+        return Err(BenchError("--to is needed unless --reflect".into()));
+    };
     match a.relays {
-        Some(n) => run_relays(a, n as usize),
-        None => run_hops(a),
+        Some(n) => run_relays(a, to, n as usize),
+        None => run_hops(a, to),
     }
 }
 
@@ -55,7 +65,7 @@ fn io_err(what: &str, e: std::io::Error) -> BenchError {
 }
 
 /// `--hops 1|2`: everything to `--to`, straight or through a second socket.
-fn run_hops(a: &ForwarderArgs) -> Result<(), BenchError> {
+fn run_hops(a: &ForwarderArgs, to: SocketAddr) -> Result<(), BenchError> {
     let io = io_err;
     let mut listen = Udp::bind(a.listen).map_err(|e| io("cannot bind --listen", e))?;
     let mut hop = Udp::bind(SocketAddr::new(a.listen.ip(), 0))
@@ -76,13 +86,13 @@ fn run_hops(a: &ForwarderArgs) -> Result<(), BenchError> {
         } else {
             String::new()
         },
-        a.to,
+        to,
         a.duration
     );
     let end = Instant::now() + Duration::from_secs_f64(a.duration);
     let mut events = Events::with_capacity(16);
     let mut scratch = RecvScratch::default();
-    let first = if a.hops == 2 { hop_addr } else { a.to };
+    let first = if a.hops == 2 { hop_addr } else { to };
     let (mut forwarded, mut dropped) = (0u64, 0u64);
     let mut out = Vec::with_capacity(GSO_MAX_BYTES);
     while Instant::now() < end {
@@ -95,7 +105,7 @@ fn run_hops(a: &ForwarderArgs) -> Result<(), BenchError> {
         for ev in events.iter() {
             let (from, to) = match ev.token() {
                 LISTEN => (&listen, first),
-                _ => (&hop, a.to),
+                _ => (&hop, to),
             };
             // The first hop sends from the listener socket; the second from `hop`.
             // Runs of equal-sized datagrams go out as one GSO send, as in the relay.
@@ -260,7 +270,7 @@ impl Out {
 }
 
 /// `--relays N`: the echo shape (see the module docs).
-fn run_relays(a: &ForwarderArgs, n: usize) -> Result<(), BenchError> {
+fn run_relays(a: &ForwarderArgs, to: SocketAddr, n: usize) -> Result<(), BenchError> {
     let io = io_err;
     if n == 0 {
         return Err(BenchError("--relays must be at least 1".into()));
@@ -283,7 +293,7 @@ fn run_relays(a: &ForwarderArgs, n: usize) -> Result<(), BenchError> {
     }
     eprintln!(
         "forwarding {} -> {n} relay sockets -> {} and back, for at most {} s",
-        a.listen, a.to, a.duration
+        a.listen, to, a.duration
     );
     let end = Instant::now() + Duration::from_secs_f64(a.duration);
     let mut events = Events::with_capacity(1024);
@@ -324,7 +334,7 @@ fn run_relays(a: &ForwarderArgs, n: usize) -> Result<(), BenchError> {
             let filled = if i == 0 {
                 sock.recv_once(&mut scratch, &mut |d, from| {
                     let k = clients.relay_of(from);
-                    out.send(&socks, 1 + k, a.to, d);
+                    out.send(&socks, 1 + k, to, d);
                 })
             } else {
                 let client = clients.client_of(i - 1);
@@ -342,6 +352,64 @@ fn run_relays(a: &ForwarderArgs, n: usize) -> Result<(), BenchError> {
     eprintln!(
         "forwarder: {} sends, {} dropped, {} client addresses, {unclaimed} datagrams on relay sockets without a client",
         out.forwarded, out.dropped, clients.assigned
+    );
+    Ok(())
+}
+
+/// `--reflect`: the STUN shape (see the module docs).
+fn run_reflect(a: &ForwarderArgs) -> Result<(), BenchError> {
+    let io = io_err;
+    let mut socks = vec![Udp::bind(a.listen).map_err(|e| io("cannot bind --listen", e))?];
+    let mut poll = Poll::new().map_err(|e| io("poll", e))?;
+    if let Some(s) = socks.first_mut() {
+        poll.registry()
+            .register(&mut s.sock, LISTEN, Interest::READABLE)
+            .map_err(|e| io("poll", e))?;
+    }
+    eprintln!(
+        "forwarding {} -> back to each sender, for at most {} s",
+        a.listen, a.duration
+    );
+    let end = Instant::now() + Duration::from_secs_f64(a.duration);
+    let mut events = Events::with_capacity(16);
+    let mut scratch = RecvScratch::default();
+    let mut out = Out {
+        run: Run {
+            from: 0,
+            to: None,
+            size: 0,
+            count: 0,
+            bytes: Vec::with_capacity(GSO_MAX_BYTES),
+        },
+        multi: MultiSend::default(),
+        forwarded: 0,
+        dropped: 0,
+    };
+    let mut again = false;
+    while Instant::now() < end {
+        let timeout = if again {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(100)
+        };
+        if poll.poll(&mut events, Some(timeout)).is_err() {
+            continue;
+        }
+        if !again && events.is_empty() {
+            continue;
+        }
+        let Some(sock) = socks.first() else {
+            break;
+        };
+        let filled = sock.recv_once(&mut scratch, &mut |d, from| {
+            out.send(&socks, 0, from, d);
+        });
+        again = filled >= RECV_SLOTS;
+        out.flush(&socks);
+    }
+    eprintln!(
+        "forwarder: {} sends, {} dropped",
+        out.forwarded, out.dropped
     );
     Ok(())
 }

@@ -240,9 +240,10 @@ pub struct ForwarderArgs {
     #[arg(long, value_name = "IP:PORT")]
     pub listen: SocketAddr,
     /// Where datagrams from clients go: the sink of `bench turn --mode raw`, or with
-    /// --relays the echo peer of `bench turn --mode raw-echo` (its --sink).
-    #[arg(long, value_name = "IP:PORT")]
-    pub to: SocketAddr,
+    /// --relays the echo peer of `bench turn --mode raw-echo` (its --sink). Not with
+    /// --reflect.
+    #[arg(long, value_name = "IP:PORT", required_unless_present = "reflect")]
+    pub to: Option<SocketAddr>,
     /// 1: straight to --to. 2: through a second socket of the forwarder first, so that
     /// each packet costs the same socket operations as through a TURN relay. Not with
     /// --relays.
@@ -260,6 +261,12 @@ pub struct ForwarderArgs {
         value_parser = clap::value_parser!(u32).range(1..=MAX_ALLOCATIONS as i64)
     )]
     pub relays: Option<u32>,
+    /// The STUN shape: every datagram goes straight back to where it came from, from
+    /// the listen socket (one receive and one send per datagram, as a STUN Binding
+    /// request and its response). Drive it with `bench turn --mode raw-echo` (whose
+    /// echo peer then stays idle).
+    #[arg(long, conflicts_with_all = ["hops", "relays", "to"])]
+    pub reflect: bool,
     /// Seconds to run before exiting (at most 600); SIGTERM also stops it.
     #[arg(long, value_name = "SECS", default_value_t = 600.0)]
     pub duration: f64,
