@@ -267,6 +267,11 @@ pub struct Options {
     /// Concurrent TCP client connections [default: 10000].
     #[arg(long, value_name = "N")]
     pub max_tcp_connections: Option<usize>,
+    /// STUN/TURN worker threads, each with its own share of the clients (SO_REUSEPORT
+    /// UDP listeners; the kernel keeps each client on one worker); 0: one per CPU
+    /// this process may use [default: 1].
+    #[arg(long, value_name = "N")]
+    pub turn_workers: Option<usize>,
     /// SOFTWARE attribute [default: tsunagi/<version>].
     #[arg(long, value_name = "S", conflicts_with = "no_software")]
     pub software: Option<String>,
@@ -572,6 +577,7 @@ impl Options {
             permission_lifetime: e.one("PERMISSION_LIFETIME")?,
             channel_lifetime: e.one("CHANNEL_LIFETIME")?,
             max_tcp_connections: e.one("MAX_TCP_CONNECTIONS")?,
+            turn_workers: e.one("TURN_WORKERS")?,
             software: e.string("SOFTWARE"),
             no_software: e.flag("NO_SOFTWARE")?,
             log_level: e.string("LOG_LEVEL"),
@@ -657,6 +663,7 @@ impl Options {
             permission_lifetime: self.permission_lifetime.or(lower.permission_lifetime),
             channel_lifetime: self.channel_lifetime.or(lower.channel_lifetime),
             max_tcp_connections: self.max_tcp_connections.or(lower.max_tcp_connections),
+            turn_workers: self.turn_workers.or(lower.turn_workers),
             software: self.software.or(lower.software),
             no_software: self.no_software.or(lower.no_software),
             log_level: self.log_level.or(lower.log_level),
@@ -774,6 +781,8 @@ pub struct Config {
     pub permission_lifetime: Duration,
     pub channel_lifetime: Duration,
     pub max_tcp_connections: usize,
+    /// STUN/TURN worker threads (resolved: at least 1).
+    pub turn_workers: usize,
     pub software: Option<String>,
     pub log_level: String,
     pub log_format: LogFormat,
@@ -1190,6 +1199,21 @@ impl Config {
             ));
         }
 
+        let turn_workers = match o.turn_workers.unwrap_or(1) {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        if turn_workers > 256 {
+            return err(format!(
+                "turn-workers {turn_workers} is too many; use at most 256 (0: one per CPU)"
+            ));
+        }
+        if turn_workers > 1 && (o.user_quota.unwrap_or(0) > 0 || o.total_quota.unwrap_or(0) > 0) {
+            return err(format!(
+                "user-quota and total-quota count the allocations of one worker, and turn-workers is {turn_workers}; run one worker (turn-workers 1) to use quotas"
+            ));
+        }
+
         let software = if o.no_software.unwrap_or(false) {
             None
         } else {
@@ -1312,6 +1336,7 @@ impl Config {
             permission_lifetime,
             channel_lifetime,
             max_tcp_connections,
+            turn_workers,
             software,
             log_level,
             log_format: o.log_format.unwrap_or_default(),
@@ -2132,5 +2157,26 @@ no-udp = false
         ])
         .unwrap();
         assert!(matches!(c.command, Some(Command::Token(_))));
+    }
+
+    #[test]
+    fn turn_workers() {
+        assert_eq!(resolve(Options::default()).unwrap().turn_workers, 1);
+        assert_eq!(
+            resolve(cli(&["--turn-workers", "3"])).unwrap().turn_workers,
+            3
+        );
+        let all = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(
+            resolve(cli(&["--turn-workers", "0"])).unwrap().turn_workers,
+            all
+        );
+        let e = resolve(cli(&["--turn-workers", "2", "--user-quota", "5"])).unwrap_err();
+        assert!(e.0.contains("turn-workers 1"), "{e}");
+        let e = resolve(cli(&["--turn-workers", "2", "--total-quota", "5"])).unwrap_err();
+        assert!(e.0.contains("quota"), "{e}");
+        assert!(resolve(cli(&["--turn-workers", "1", "--user-quota", "5"])).is_ok());
+        let e = resolve(cli(&["--turn-workers", "999"])).unwrap_err();
+        assert!(e.0.contains("at most 256"), "{e}");
     }
 }

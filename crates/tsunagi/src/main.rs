@@ -267,7 +267,7 @@ fn bind_sfu(config: &Config) -> Result<SfuSockets, StartError> {
 fn bind_listeners(config: &Config) -> Result<Listeners, BindFailure> {
     let mut all = Listeners::default();
     for addr in config.listening_addrs() {
-        match Listeners::bind(&[addr], config.udp, config.tcp) {
+        match Listeners::bind_workers(&[addr], config.udp, config.tcp, config.turn_workers) {
             Ok(l) => {
                 all.udp.extend(l.udp);
                 all.tcp.extend(l.tcp);
@@ -280,7 +280,7 @@ fn bind_listeners(config: &Config) -> Result<Listeners, BindFailure> {
     }
     // RFC 5780: the alternate port and address, UDP only (see docs/configuration.md).
     for addr in config.discovery_addrs() {
-        let l = Listeners::bind(&[addr], true, false)?;
+        let l = Listeners::bind_workers(&[addr], true, false, config.turn_workers)?;
         all.udp.extend(l.udp);
     }
     for addr in config.tls_listening_addrs() {

@@ -149,6 +149,35 @@ fn uclient_udp_channels_static_user() {
     relay_static_user("udp-channels", 2, &[]);
 }
 
+/// Two workers (`--turn-workers 2`, SO_REUSEPORT): coturn's client over UDP and over
+/// TCP, each of its sessions served by one worker, and every message comes back.
+/// `-c`: no RTCP allocations, whose RESERVATION-TOKEN only the worker that made the
+/// reservation knows (docs/configuration.md, turn-workers). (Slot 0 is shared with the
+/// STUN-only tests, which open no relay ports.)
+#[test]
+fn uclient_udp_and_tcp_with_two_workers() {
+    let mut server = Tsunagi::start(
+        "two-workers",
+        LOCALHOST,
+        0,
+        &[
+            "--user",
+            "test:test",
+            "--allow-loopback-peers",
+            "--turn-workers",
+            "2",
+        ],
+    );
+    let peer = EchoPeer::start(LOCALHOST);
+    for flags in [&["-c"][..], &["-c", "-t"][..]] {
+        let run = run_tool(
+            "turnutils_uclient",
+            &uclient_args(&server, &peer, flags, &["-u", "test", "-w", "test"]),
+        );
+        assert_all_relayed(&run, &mut server);
+    }
+}
+
 #[test]
 fn uclient_udp_send_indications_static_user() {
     relay_static_user("udp-send", 3, &["-s"]);
@@ -281,7 +310,7 @@ fn wrong_password_is_refused_and_server_keeps_serving() {
         &["--user", "test:test", "--allow-loopback-peers"],
     );
     let peer = EchoPeer::start(LOCALHOST);
-    for flags in [&[][..], &["-t"][..]] {
+    for flags in [&["-c"][..], &["-c", "-t"][..]] {
         let run = run_tool(
             "turnutils_uclient",
             &uclient_args(&server, &peer, flags, &["-u", "test", "-w", "wrong"]),

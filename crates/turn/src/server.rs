@@ -280,6 +280,47 @@ pub struct Stats {
     pub dropped_invalid: u64,
 }
 
+/// Sums the counters of several servers (one per worker thread of a runtime).
+impl std::ops::AddAssign for Stats {
+    fn add_assign(&mut self, o: Self) {
+        // Destructured, so that a new field cannot be left out of the sum.
+        let Stats {
+            allocations,
+            allocations_created,
+            allocations_deleted,
+            permissions,
+            channels,
+            binding_requests,
+            auth_failures,
+            peers_denied,
+            packets_to_peers,
+            bytes_to_peers,
+            packets_from_peers,
+            bytes_from_peers,
+            dropped_no_permission,
+            dropped_rate_limited,
+            dropped_peer_denied,
+            dropped_invalid,
+        } = o;
+        self.allocations += allocations;
+        self.allocations_created += allocations_created;
+        self.allocations_deleted += allocations_deleted;
+        self.permissions += permissions;
+        self.channels += channels;
+        self.binding_requests += binding_requests;
+        self.auth_failures += auth_failures;
+        self.peers_denied += peers_denied;
+        self.packets_to_peers += packets_to_peers;
+        self.bytes_to_peers += bytes_to_peers;
+        self.packets_from_peers += packets_from_peers;
+        self.bytes_from_peers += bytes_from_peers;
+        self.dropped_no_permission += dropped_no_permission;
+        self.dropped_rate_limited += dropped_rate_limited;
+        self.dropped_peer_denied += dropped_peer_denied;
+        self.dropped_invalid += dropped_invalid;
+    }
+}
+
 /// Server settings. `Default` gives RFC 8656 timers and safe policy, but a fixed
 /// nonce key: the runtime must set `nonce_key` from a random source.
 #[derive(Debug, Clone)]

@@ -35,9 +35,23 @@ const FRAME_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Opens a non-blocking UDP socket bound to `addr`; IPv6 sockets are IPv6-only so
 /// that `0.0.0.0` and `::` can share a port.
 pub(crate) fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    udp_socket_shared(addr, false)
+}
+
+/// [`udp_socket`], with SO_REUSEPORT when `reuse_port` (a listener shared by workers:
+/// the kernel spreads clients over the sockets of the group by a hash of their
+/// addresses, the same socket for every datagram of one client).
+pub(crate) fn udp_socket_shared(
+    addr: SocketAddr,
+    reuse_port: bool,
+) -> io::Result<std::net::UdpSocket> {
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
+    }
+    #[cfg(unix)]
+    if reuse_port {
+        s.set_reuse_port(true)?;
     }
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
@@ -93,26 +107,49 @@ pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     }
 }
 
-/// The core's queue of TCP and TLS input, with its waker: a send that finds the core
-/// asleep wakes it.
+/// The cores' queues of TCP and TLS input, with their wakers: a send that finds its
+/// core asleep wakes it. With several workers, a connection's frames all go to the
+/// worker its 5-tuple hashes to, which holds its allocation.
 #[derive(Debug, Clone)]
 pub(crate) struct ClientTx {
-    tx: mpsc::Sender<ClientInput>,
-    waker: CoreWaker,
+    workers: Arc<[(mpsc::Sender<ClientInput>, CoreWaker)]>,
 }
 
 impl ClientTx {
-    pub(crate) fn new(tx: mpsc::Sender<ClientInput>, waker: CoreWaker) -> Self {
-        Self { tx, waker }
+    pub(crate) fn new(workers: Vec<(mpsc::Sender<ClientInput>, CoreWaker)>) -> Self {
+        Self {
+            workers: workers.into(),
+        }
     }
 
-    /// Queues `input`, waiting for room (TCP's backpressure); `Err` once the core is
-    /// gone.
+    /// Queues `input` for its worker, waiting for room (TCP's backpressure); `Err`
+    /// once that core is gone.
     pub(crate) async fn send(&self, input: ClientInput) -> Result<(), ()> {
-        self.tx.send(input).await.map_err(|_| ())?;
-        self.waker.wake();
+        let ft = match &input {
+            ClientInput::Opened { ft, .. }
+            | ClientInput::Frame { ft, .. }
+            | ClientInput::Closed { ft } => *ft,
+        };
+        let Some((tx, waker)) = self.workers.get(worker_of(&ft, self.workers.len())) else {
+            return Err(());
+        };
+        tx.send(input).await.map_err(|_| ())?;
+        waker.wake();
         Ok(())
     }
+}
+
+/// The worker (of `n`) that serves a stream client: the same for every frame of one
+/// connection.
+pub(crate) fn worker_of(ft: &FiveTuple, n: usize) -> usize {
+    if n <= 1 {
+        return 0;
+    }
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    ft.client.hash(&mut h);
+    ft.server.hash(&mut h);
+    (h.finish() % n as u64) as usize
 }
 
 /// Settings shared by the TCP tasks.

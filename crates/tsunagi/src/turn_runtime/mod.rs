@@ -210,15 +210,34 @@ impl Listeners {
     /// Binds UDP and/or TCP on every address. IPv6 sockets are IPv6-only, so `0.0.0.0`
     /// and `::` can both take one port.
     pub fn bind(addrs: &[SocketAddr], udp: bool, tcp: bool) -> Result<Self, BindFailure> {
+        Self::bind_workers(addrs, udp, tcp, 1)
+    }
+
+    /// [`Listeners::bind`] for `workers` core threads: each UDP address gets a
+    /// SO_REUSEPORT group of `workers` sockets (one per worker; the kernel keeps each
+    /// client on one of them). Port 0 is resolved by the first socket of a group.
+    pub fn bind_workers(
+        addrs: &[SocketAddr],
+        udp: bool,
+        tcp: bool,
+        workers: usize,
+    ) -> Result<Self, BindFailure> {
         let mut l = Listeners::default();
+        let workers = workers.max(1);
         for &addr in addrs {
             if udp {
-                let s = io::udp_socket(addr).map_err(|error| BindFailure {
+                let fail = |error| BindFailure {
                     transport: "udp",
                     addr,
                     error,
-                })?;
-                l.udp.push(s);
+                };
+                let first = io::udp_socket_shared(addr, workers > 1).map_err(fail)?;
+                let bound = first.local_addr().map_err(fail)?;
+                l.udp.push(first);
+                for _ in 1..workers {
+                    l.udp
+                        .push(io::udp_socket_shared(bound, true).map_err(fail)?);
+                }
             }
             if tcp {
                 let s = io::tcp_listener(addr).map_err(|error| BindFailure {
@@ -255,6 +274,9 @@ pub struct RuntimeOptions {
     pub min_port: u16,
     pub max_port: u16,
     pub max_tcp_connections: usize,
+    /// Core threads, each with its own `Server`, relay sockets and one socket of each
+    /// UDP listener's SO_REUSEPORT group (see [`Listeners::bind_workers`]).
+    pub workers: usize,
     pub redact_logs: bool,
     /// Capacity of the core's queue of TCP and TLS frames.
     pub queue_capacity: usize,
@@ -271,6 +293,7 @@ impl RuntimeOptions {
             min_port: c.min_port,
             max_port: c.max_port,
             max_tcp_connections: c.max_tcp_connections,
+            workers: c.turn_workers,
             redact_logs: c.redact_logs,
             queue_capacity: 8192,
             tcp_write_queue: 256,
@@ -298,12 +321,22 @@ pub struct TurnService {
     tcp_addrs: Vec<SocketAddr>,
     tls_addrs: Vec<SocketAddr>,
     shutdown: watch::Sender<bool>,
-    /// The core thread's final counters, sent as it ends.
-    core: Option<oneshot::Receiver<Stats>>,
-    waker: CoreWaker,
+    /// Each core thread's final counters, sent as it ends.
+    cores: Vec<oneshot::Receiver<Stats>>,
+    wakers: Vec<CoreWaker>,
     tasks: Vec<JoinHandle<()>>,
     counters: Arc<Counters>,
-    stats: watch::Receiver<Stats>,
+    /// Each worker's counters, by worker.
+    stats: watch::Receiver<Vec<Stats>>,
+}
+
+/// The sum of the workers' counters.
+fn total(per_worker: &[Stats]) -> Stats {
+    let mut t = Stats::default();
+    for s in per_worker {
+        t += *s;
+    }
+    t
 }
 
 impl TurnService {
@@ -352,23 +385,35 @@ impl TurnService {
             }
         }
         let queue = opts.queue_capacity.max(1);
-        let (client_tx, client_rx) = mpsc::channel(queue);
+        let workers = opts.workers.max(1);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let counters = Arc::new(Counters::default());
-        let (stats_tx, stats) = watch::channel(server.stats());
+        let stats_tx = Arc::new(watch::channel(vec![Stats::default(); workers]).0);
+        let stats = stats_tx.subscribe();
         let start_err = |what: &str, e: std::io::Error| StartError(format!("{what}: {e}"));
-
         let redact = Redactor::new(opts.redact_logs);
         let mut tasks = Vec::new();
-        let mut udp_out = HashMap::new();
-        let mut udp_addrs = Vec::new();
-        let mut udp_in = Vec::new();
-        let poller = Poller::new().map_err(|e| start_err("epoll", e))?;
-        let registry = poller.registry().map_err(|e| start_err("epoll", e))?;
-        let waker = poller.waker();
-        let client_tx = io::ClientTx::new(client_tx, waker.clone());
+
+        // One poller per worker; the UDP sockets of each listening address are
+        // SO_REUSEPORT groups of `workers` sockets (`Listeners::bind_workers`), the
+        // k-th socket of each address goes to worker k.
+        let mut pollers = Vec::with_capacity(workers);
+        let mut udp_in: Vec<Vec<(SocketAddr, Arc<FastSocket>)>> = vec![Vec::new(); workers];
+        for _ in 0..workers {
+            pollers.push(Poller::new().map_err(|e| start_err("epoll", e))?);
+        }
+        let mut udp_addrs: Vec<SocketAddr> = Vec::new();
+        let mut taken: HashMap<SocketAddr, usize> = HashMap::new();
         for s in listeners.udp {
             let local = s.local_addr().map_err(|e| start_err("UDP listener", e))?;
+            let k = taken.entry(local).or_insert(0);
+            let w = *k;
+            *k += 1;
+            let Some(poller) = pollers.get(w) else {
+                return Err(StartError(format!(
+                    "UDP listener {local} has more sockets than the {workers} workers"
+                )));
+            };
             // Every client datagram of this address queues here, relayed ones included:
             // room for a few milliseconds of traffic at a million packets/s, so that a
             // moment without the CPU does not drop what arrives meanwhile. Best effort:
@@ -378,14 +423,32 @@ impl TurnService {
             }
             // Made non-blocking here; sockets bound outside `Listeners::bind` may not be.
             let sock = Arc::new(FastSocket::new(s).map_err(|e| start_err("UDP listener", e))?);
-            registry
-                .register(&**sock, Token(LISTENER_TOKEN | udp_in.len()))
+            let mine = &mut udp_in[w];
+            poller
+                .registry()
+                .and_then(|r| r.register(&**sock, Token(LISTENER_TOKEN | mine.len())))
                 .map_err(|e| start_err("UDP listener", e))?;
-            info!("STUN/TURN listening on udp {local}");
-            udp_out.insert(local, sock.clone());
-            udp_in.push((local, sock));
-            udp_addrs.push(local);
+            mine.push((local, sock));
+            if w == 0 {
+                info!("STUN/TURN listening on udp {local}");
+                udp_addrs.push(local);
+            }
         }
+        for (local, n) in &taken {
+            if *n != workers {
+                return Err(StartError(format!(
+                    "UDP listener {local} has {n} sockets for {workers} workers; bind one per worker (SO_REUSEPORT)"
+                )));
+            }
+        }
+        let mut client_rxs = Vec::with_capacity(workers);
+        let mut client_txs = Vec::with_capacity(workers);
+        for p in &pollers {
+            let (tx, rx) = mpsc::channel(queue);
+            client_txs.push((tx, p.waker()));
+            client_rxs.push(rx);
+        }
+        let client_tx = io::ClientTx::new(client_txs);
         let settings = io::TcpSettings {
             semaphore: Arc::new(Semaphore::new(
                 opts.max_tcp_connections.clamp(1, Semaphore::MAX_PERMITS),
@@ -434,48 +497,75 @@ impl TurnService {
             opts.max_port
         );
 
-        let relays = RelayPool::new(
-            &opts.relay_ips,
-            opts.min_port,
-            opts.max_port,
-            registry,
-            counters.clone(),
-        );
-        let published = server.stats();
-        let core = Core {
-            server,
-            relays,
-            udp_out,
-            tcp_out: HashMap::new(),
-            counters: counters.clone(),
-            redact,
-            published,
-            stats_tx,
-            auth_log: LogLimiter::new(20),
-            run: Run::default(),
-            scratch: vec![0; 65_536 + 128],
-            now: Instant::now(),
-            multi: MultiSend::default(),
-            multi_from: None,
-            poller,
-            udp_in,
-            rx: RecvBufs::default(),
-            again: Vec::new(),
-        };
-        let (done_tx, done) = oneshot::channel();
-        std::thread::Builder::new()
-            .name("turn-core".into())
-            .spawn(move || {
-                let _ = done_tx.send(core.run(client_rx, shutdown_rx));
-            })
-            .map_err(|e| start_err("core thread", e))?;
+        if workers > 1 {
+            info!(workers, "STUN/TURN workers (SO_REUSEPORT)");
+        }
+        let config = server.config().clone();
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut servers = vec![server];
+        while servers.len() < workers {
+            // Stateless nonces from one key: any worker accepts them.
+            servers.push(Server::new(config.clone(), Instant::now(), unix_now));
+        }
+        let mut done = Vec::with_capacity(workers);
+        let mut wakers = Vec::with_capacity(workers);
+        for (index, ((server, poller), (udp_in, client_rx))) in servers
+            .into_iter()
+            .zip(pollers)
+            .zip(udp_in.into_iter().zip(client_rxs))
+            .enumerate()
+        {
+            let registry = poller.registry().map_err(|e| start_err("epoll", e))?;
+            let relays = RelayPool::new(
+                &opts.relay_ips,
+                opts.min_port,
+                opts.max_port,
+                registry,
+                counters.clone(),
+            );
+            let udp_out = udp_in.iter().cloned().collect();
+            wakers.push(poller.waker());
+            let published = server.stats();
+            let core = Core {
+                server,
+                relays,
+                udp_out,
+                tcp_out: HashMap::new(),
+                counters: counters.clone(),
+                redact: redact.clone(),
+                published,
+                stats_tx: stats_tx.clone(),
+                index,
+                auth_log: LogLimiter::new(20),
+                run: Run::default(),
+                scratch: vec![0; 65_536 + 128],
+                now: Instant::now(),
+                multi: MultiSend::default(),
+                multi_from: None,
+                poller,
+                udp_in,
+                rx: RecvBufs::default(),
+                again: Vec::new(),
+            };
+            let (done_tx, done_rx) = oneshot::channel();
+            let shutdown_rx = shutdown_rx.clone();
+            std::thread::Builder::new()
+                .name(format!("turn-core-{index}"))
+                .spawn(move || {
+                    let _ = done_tx.send(core.run(client_rx, shutdown_rx));
+                })
+                .map_err(|e| start_err("core thread", e))?;
+            done.push(done_rx);
+        }
         Ok(Self {
             udp_addrs,
             tcp_addrs,
             tls_addrs,
             shutdown,
-            core: Some(done),
-            waker,
+            cores: done,
+            wakers,
             tasks,
             counters,
             stats,
@@ -511,29 +601,37 @@ impl TurnService {
         self.counters.snapshot()
     }
 
-    /// The server's counters as of its last input.
+    /// The server's counters (all workers) as of their last input.
     pub fn stats(&self) -> Stats {
-        *self.stats.borrow()
+        total(&self.stats.borrow())
     }
 
-    /// A receiver that sees the server's counters change.
-    pub fn watch_stats(&self) -> watch::Receiver<Stats> {
-        self.stats.clone()
+    /// Each worker's counters.
+    pub fn worker_stats(&self) -> Vec<Stats> {
+        self.stats.borrow().clone()
+    }
+
+    /// Sees the server's counters change.
+    pub fn watch_stats(&self) -> StatsWatch {
+        StatsWatch(self.stats.clone())
     }
 
     /// Stops listening, closes connections and relay sockets, and returns the final
     /// server counters. Tasks that do not stop within two seconds are aborted.
     pub async fn shutdown(mut self) -> Stats {
         let _ = self.shutdown.send(true);
-        self.waker.force();
+        for w in &self.wakers {
+            w.force();
+        }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        let stats = match self.core.take() {
-            Some(core) => match tokio::time::timeout_at(deadline, core).await {
+        let mut stats = Stats::default();
+        let last = self.stats.borrow().clone();
+        for (i, core) in std::mem::take(&mut self.cores).into_iter().enumerate() {
+            stats += match tokio::time::timeout_at(deadline, core).await {
                 Ok(Ok(s)) => s,
-                _ => *self.stats.borrow(),
-            },
-            None => *self.stats.borrow(),
-        };
+                _ => last.get(i).copied().unwrap_or_default(),
+            };
+        }
         for t in std::mem::take(&mut self.tasks) {
             let abort = t.abort_handle();
             if tokio::time::timeout_at(deadline, t).await.is_err() {
@@ -549,7 +647,24 @@ impl TurnService {
 impl Drop for TurnService {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
-        self.waker.force();
+        for w in &self.wakers {
+            w.force();
+        }
+    }
+}
+
+/// Waits for the server's counters (all workers summed) to meet a condition.
+#[derive(Debug)]
+pub struct StatsWatch(watch::Receiver<Vec<Stats>>);
+
+impl StatsWatch {
+    /// Returns the counters once `f` holds for them; `Err` once the service is gone.
+    pub async fn wait_for(
+        &mut self,
+        mut f: impl FnMut(&Stats) -> bool,
+    ) -> Result<Stats, watch::error::RecvError> {
+        let v = self.0.wait_for(|v| f(&total(v))).await?;
+        Ok(total(&v))
     }
 }
 
@@ -558,14 +673,14 @@ impl Drop for TurnService {
 /// the time of a copy; the core never waits for a reader.
 #[derive(Debug, Clone)]
 pub struct StatsHandle {
-    stats: watch::Receiver<Stats>,
+    stats: watch::Receiver<Vec<Stats>>,
     counters: Arc<Counters>,
 }
 
 impl StatsHandle {
-    /// The server's counters.
+    /// The server's counters (all workers).
     pub fn stats(&self) -> Stats {
-        *self.stats.borrow()
+        total(&self.stats.borrow())
     }
 
     /// The runtime's counters.
@@ -621,7 +736,9 @@ struct Core {
     tcp_out: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
     counters: Arc<Counters>,
     redact: Redactor,
-    stats_tx: watch::Sender<Stats>,
+    /// Every worker's counters; this core writes slot `index`.
+    stats_tx: Arc<watch::Sender<Vec<Stats>>>,
+    index: usize,
     /// What `stats_tx` holds, so that an unchanged batch does not touch its lock.
     published: Stats,
     auth_log: LogLimiter,
@@ -856,7 +973,12 @@ impl Core {
         let now = self.server.stats();
         if now != self.published {
             self.published = now;
-            self.stats_tx.send_replace(now);
+            let i = self.index;
+            self.stats_tx.send_modify(|v| {
+                if let Some(slot) = v.get_mut(i) {
+                    *slot = now;
+                }
+            });
         }
     }
 

@@ -67,6 +67,7 @@ pub fn runtime_options() -> RuntimeOptions {
         min_port,
         max_port,
         max_tcp_connections: 100,
+        workers: 1,
         redact_logs: false,
         queue_capacity: 1024,
         tcp_write_queue: 64,

@@ -1,0 +1,120 @@
+//! Two STUN/TURN workers (`turn-workers 2`): one SO_REUSEPORT group per UDP listener,
+//! each worker with its own allocations. Real sockets on 127.0.0.1, driven by the load
+//! generator: clients spread over both workers, every packet of a relayed call arrives
+//! (also between allocations of different workers, through the kernel), TCP clients
+//! are served by the worker their 5-tuple hashes to, and the counters add up.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use clap::Parser;
+use common::{PASSWORD, USER};
+use tsunagi::bench::{self, Report};
+use tsunagi::config::{Cli, Command};
+use tsunagi::turn_runtime::{Listeners, TurnService};
+use tsunagi_turn::Server;
+
+async fn bench(s: &str) -> Report {
+    let mut argv = vec!["tsunagi".to_string(), "bench".to_string()];
+    argv.extend(s.split_whitespace().map(str::to_owned));
+    let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    let Some(Command::Bench(b)) = cli.command else {
+        panic!("not a bench command: {argv:?}");
+    };
+    tokio::task::spawn_blocking(move || bench::report(&b))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{argv:?}: {e}"))
+}
+
+fn start(workers: usize) -> TurnService {
+    let listeners = Listeners::bind_workers(
+        &[SocketAddr::new(common::LOCALHOST, 0)],
+        true,
+        true,
+        workers,
+    )
+    .unwrap();
+    assert_eq!(listeners.udp.len(), workers);
+    let port = listeners.udp[0].local_addr().unwrap();
+    assert!(listeners
+        .udp
+        .iter()
+        .all(|s| s.local_addr().unwrap() == port));
+    let mut opts = common::runtime_options();
+    opts.workers = workers;
+    opts.max_port = opts.min_port + 999;
+    let server = Server::new(common::server_config(), Instant::now(), common::now_unix());
+    TurnService::start(server, listeners, opts).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_share_the_clients_and_relay_everything() {
+    let service = start(2);
+    let addr = service.udp_addrs()[0];
+    assert_eq!(service.udp_addrs().len(), 1, "one address, two sockets");
+    // 32 allocations in pairs over UDP: each pair's packets cross from one allocation to
+    // the other, on the same worker (hand-off) or through the kernel between workers.
+    let r = bench(&format!(
+        "turn --server {addr} --user {USER} --password {PASSWORD} --allocations 32 \
+         --rate 3200 --payload 100 --duration 2 --warmup 0.5 --mode pairs"
+    ))
+    .await;
+    assert_eq!(r.allocations, 32, "{r:?}");
+    assert!(r.sent > 3000, "{r:?}");
+    assert_eq!((r.lost, r.received), (0, r.sent), "{r:?}");
+    assert!(r.failures.is_empty(), "{r:?}");
+    let per_worker = service.worker_stats();
+    assert_eq!(per_worker.len(), 2);
+    // Every client is on one worker; with 32 client sockets both workers get some
+    // (all on one would be a 1 in 2^31 hash).
+    let created: Vec<u64> = per_worker.iter().map(|s| s.allocations_created).collect();
+    assert!(created.iter().all(|&c| c > 0), "{created:?}");
+    assert_eq!(created.iter().sum::<u64>(), 32, "{created:?}");
+    let total = service.stats();
+    assert_eq!(total.allocations_created, 32);
+    assert!(total.packets_to_peers >= r.received, "{total:?}");
+
+    // TCP clients too (each connection on the worker its 5-tuple hashes to).
+    let tcp = service.tcp_addrs()[0];
+    let r = bench(&format!(
+        "turn --server {tcp} --transport tcp --user {USER} --password {PASSWORD} \
+         --allocations 8 --rate 800 --payload 100 --duration 1.5 --warmup 0.3 --mode pairs"
+    ))
+    .await;
+    assert_eq!((r.lost, r.received), (0, r.sent), "{r:?}");
+    assert!(r.sent > 500 && r.failures.is_empty(), "{r:?}");
+
+    // STUN Binding on both sockets of the group.
+    let r = bench(&format!(
+        "stun --server {addr} --allocations 16 --window 2 --duration 1 --warmup 0.2"
+    ))
+    .await;
+    assert!(r.received > 0 && r.failures.is_empty(), "{r:?}");
+    let binding: Vec<u64> = service
+        .worker_stats()
+        .iter()
+        .map(|s| s.binding_requests)
+        .collect();
+    assert!(binding.iter().all(|&b| b > 0), "{binding:?}");
+
+    // Every allocation was deleted by the generator; shutdown sums the workers.
+    let stats = service.shutdown().await;
+    assert_eq!(stats.allocations, 0, "{stats:?}");
+    assert_eq!(stats.allocations_created, 40, "{stats:?}");
+}
+
+/// The service refuses listeners that do not give every worker a socket.
+#[tokio::test]
+async fn a_listener_without_a_socket_per_worker_is_refused() {
+    let listeners = Listeners::bind(&[SocketAddr::new(common::LOCALHOST, 0)], true, false).unwrap();
+    let mut opts = common::runtime_options();
+    opts.workers = 2;
+    let server = Server::new(common::server_config(), Instant::now(), common::now_unix());
+    let e = TurnService::start(server, listeners, opts).unwrap_err();
+    assert!(e.to_string().contains("1 sockets for 2 workers"), "{e}");
+}
