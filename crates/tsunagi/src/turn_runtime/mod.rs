@@ -2,7 +2,10 @@
 //!
 //! One core thread owns the `Server`, the UDP listeners and the relay sockets
 //! ([`relay::RelayPool`], the server's `RelayBinder`), all registered with one epoll
-//! instance ([`poller`]) in which it blocks. TCP and TLS connections are small tokio
+//! instance ([`poller`]) in which it blocks. With `workers` > 1 there are that many
+//! cores, sharing nothing: each has its own `Server` and relay sockets and one socket
+//! of every UDP listener's SO_REUSEPORT group, so the kernel keeps each client on one
+//! worker; TCP and TLS connections go to the worker their 5-tuple hashes to. TCP and TLS connections are small tokio
 //! tasks that move frames between a stream and a bounded channel, and wake the core
 //! when it sleeps:
 //!
