@@ -114,20 +114,26 @@ test('the UI shows SFU mode: header badge, the explanation, the panel of the SFU
 
 test('the active speaker is highlighted', { timeout: 60000 }, async () => {
   // Chromium's fake microphone beeps: the SFU's audio-level detection names someone.
-  const { p, id } = await waitFor(async () => {
+  // The speaker may change (up to twice a second) between reading it and looking at
+  // the tile, so both are read together until they agree.
+  const speaking = async (tile) => {
+    try {
+      return (await tile.getAttribute('data-speaking', { timeout: 1000 })) === 'true'
+        && /speaking/.test((await tile.getAttribute('class', { timeout: 1000 })) || '');
+    } catch {
+      return false;
+    }
+  };
+  const { p } = await waitFor(async () => {
     for (const p of people) {
       const id = await hook(p, () => window.tsunagi.speaker);
-      if (id && id !== p.id) return { p, id };
+      if (!id || id === p.id) continue;
+      if (await speaking(p.page.getByTestId(`tile-${id}`))) return { p, id };
     }
     return false;
-  }, { timeout: 30000, what: 'a speaker message naming someone else' });
-  const tile = p.page.getByTestId(`tile-${id}`);
-  await waitFor(async () => (await tile.getAttribute('data-speaking')) === 'true' && /speaking/.test(await tile.getAttribute('class')), {
-    timeout: 5000,
-    what: 'the speaker\'s tile highlighted',
-  });
+  }, { timeout: 30000, what: "a speaker message naming someone else, and that person's tile highlighted" });
   const highlighted = await p.page.locator('[data-speaking="true"]').count();
-  assert.equal(highlighted, 1, 'one tile highlighted');
+  assert.ok(highlighted <= 1, `at most one tile highlighted, saw ${highlighted}`);
 });
 
 test('a data-channel message from one reaches the five others (relayed by the SFU)', { timeout: 60000 }, async () => {
