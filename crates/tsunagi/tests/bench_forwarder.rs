@@ -50,6 +50,25 @@ impl Drop for Forwarder {
     }
 }
 
+/// Waits for the forwarder to end by itself and returns its summary line
+/// (`forwarder: ...`) and the numbers in it.
+fn summary(fwd: &mut Forwarder, stderr: &mut impl Read) -> (String, Vec<u64>) {
+    let status = fwd.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    let summary = rest
+        .lines()
+        .find(|l| l.starts_with("forwarder: "))
+        .unwrap_or_else(|| panic!("no summary: {rest}"))
+        .to_owned();
+    let numbers = summary
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (summary, numbers)
+}
+
 #[test]
 fn raw_echo_through_relay_sockets() {
     let (listen, peer) = (free(), free());
@@ -109,18 +128,7 @@ fn raw_echo_through_relay_sockets() {
 
     // The forwarder ends after its --duration and sums up: two sends per packet (to
     // the echo peer and back to the client), one relay socket per client address.
-    let status = fwd.0.wait().unwrap();
-    assert!(status.success(), "{status}");
-    let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
-    let summary = rest
-        .lines()
-        .find(|l| l.starts_with("forwarder: "))
-        .unwrap_or_else(|| panic!("no summary: {rest}"));
-    let numbers: Vec<u64> = summary
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|w| w.parse().ok())
-        .collect();
+    let (summary, numbers) = summary(&mut fwd, &mut stderr);
     let [sends, dropped, clients, unclaimed] = numbers[..] else {
         panic!("{summary}");
     };
@@ -160,18 +168,7 @@ fn reflect_sends_each_datagram_back() {
     ));
     assert!(r.received > 1000, "{r:?}");
     assert_eq!(r.lost, 0, "{r:?}");
-    let status = fwd.0.wait().unwrap();
-    assert!(status.success(), "{status}");
-    let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
-    let summary = rest
-        .lines()
-        .find(|l| l.starts_with("forwarder: "))
-        .unwrap_or_else(|| panic!("no summary: {rest}"));
-    let numbers: Vec<u64> = summary
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|w| w.parse().ok())
-        .collect();
+    let (summary, numbers) = summary(&mut fwd, &mut stderr);
     let [sends, dropped] = numbers[..] else {
         panic!("{summary}");
     };

@@ -8,23 +8,9 @@
 mod common;
 
 use clap::Parser;
-use common::{PASSWORD, REST_SECRET, USER};
+use common::{run_bench as bench, PASSWORD, REST_SECRET, USER};
 use tsunagi::bench::{self, Report};
 use tsunagi::config::{Cli, Command};
-
-/// Parses `tsunagi bench ARGS...` and runs it on a blocking thread.
-async fn bench(args: Vec<String>) -> Report {
-    let mut argv = vec!["tsunagi".to_string(), "bench".to_string()];
-    argv.extend(args);
-    let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-    let Some(Command::Bench(b)) = cli.command else {
-        panic!("not a bench command: {argv:?}");
-    };
-    tokio::task::spawn_blocking(move || bench::report(&b))
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("{argv:?}: {e}"))
-}
 
 fn args(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_owned).collect()

@@ -11,24 +11,13 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use clap::Parser;
 use common::{PASSWORD, USER};
-use tsunagi::bench::{self, Report};
-use tsunagi::config::{Cli, Command};
+use tsunagi::bench::Report;
 use tsunagi::turn_runtime::{Listeners, TurnService};
 use tsunagi_turn::Server;
 
 async fn bench(s: &str) -> Report {
-    let mut argv = vec!["tsunagi".to_string(), "bench".to_string()];
-    argv.extend(s.split_whitespace().map(str::to_owned));
-    let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-    let Some(Command::Bench(b)) = cli.command else {
-        panic!("not a bench command: {argv:?}");
-    };
-    tokio::task::spawn_blocking(move || bench::report(&b))
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("{argv:?}: {e}"))
+    common::run_bench(s.split_whitespace().map(str::to_owned).collect()).await
 }
 
 fn start(workers: usize) -> TurnService {

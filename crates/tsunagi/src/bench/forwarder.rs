@@ -203,6 +203,21 @@ struct Out {
 }
 
 impl Out {
+    fn new() -> Self {
+        Out {
+            run: Run {
+                from: 0,
+                to: None,
+                size: 0,
+                count: 0,
+                bytes: Vec::with_capacity(GSO_MAX_BYTES),
+            },
+            multi: MultiSend::default(),
+            forwarded: 0,
+            dropped: 0,
+        }
+    }
+
     /// Queues `d` from socket `from` (an index into `socks`) to `to`.
     fn send(&mut self, socks: &[Udp], from: usize, to: SocketAddr, d: &[u8]) {
         let r = &self.run;
@@ -299,18 +314,7 @@ fn run_relays(a: &ForwarderArgs, to: SocketAddr, n: usize) -> Result<(), BenchEr
     let mut events = Events::with_capacity(1024);
     let mut scratch = RecvScratch::default();
     let mut clients = Clients::new(n);
-    let mut out = Out {
-        run: Run {
-            from: 0,
-            to: None,
-            size: 0,
-            count: 0,
-            bytes: Vec::with_capacity(GSO_MAX_BYTES),
-        },
-        multi: MultiSend::default(),
-        forwarded: 0,
-        dropped: 0,
-    };
+    let mut out = Out::new();
     // Sockets to read this turn, and those whose last receive filled every slot.
     let mut ready: Vec<usize> = Vec::with_capacity(1024);
     let mut again: Vec<usize> = Vec::new();
@@ -373,18 +377,7 @@ fn run_reflect(a: &ForwarderArgs) -> Result<(), BenchError> {
     let end = Instant::now() + Duration::from_secs_f64(a.duration);
     let mut events = Events::with_capacity(16);
     let mut scratch = RecvScratch::default();
-    let mut out = Out {
-        run: Run {
-            from: 0,
-            to: None,
-            size: 0,
-            count: 0,
-            bytes: Vec::with_capacity(GSO_MAX_BYTES),
-        },
-        multi: MultiSend::default(),
-        forwarded: 0,
-        dropped: 0,
-    };
+    let mut out = Out::new();
     let mut again = false;
     while Instant::now() < end {
         let timeout = if again {
