@@ -47,17 +47,17 @@ impl std::fmt::Debug for RecvBufs {
     }
 }
 
-impl Default for RecvBufs {
-    fn default() -> Self {
+impl RecvBufs {
+    /// Room for one full receive: 1 MiB. Deliberately not `Default`, so that a
+    /// `mem::take` cannot allocate one of these by the way (it once did, every turn).
+    pub(crate) fn new() -> Self {
         Self {
             bufs: vec![0; SLOT * RECV_SLOTS],
             meta: vec![RecvMeta::default(); RECV_SLOTS],
             filled: 0,
         }
     }
-}
 
-impl RecvBufs {
     /// No room at all (nothing allocated): a placeholder while the real one is in use.
     pub(crate) fn empty() -> Self {
         Self {
@@ -322,7 +322,7 @@ mod tests {
 
     /// Receives until `want` datagrams arrived (or 5 s passed).
     fn receive(sock: &FastSocket, want: usize) -> Vec<(Vec<u8>, SocketAddr)> {
-        let mut rx = RecvBufs::default();
+        let mut rx = RecvBufs::new();
         let mut got = Vec::new();
         let until = Instant::now() + Duration::from_secs(5);
         while got.len() < want && Instant::now() < until {
@@ -370,7 +370,7 @@ mod tests {
             a.send_to(&vec![1u8; 10 + i], to).unwrap();
         }
         std::thread::sleep(Duration::from_millis(20));
-        let mut rx = RecvBufs::default();
+        let mut rx = RecvBufs::new();
         assert!(b.recv_into(&mut rx).unwrap());
         let n = rx.datagrams().count();
         assert!(n >= RECV_SLOTS, "{n}");

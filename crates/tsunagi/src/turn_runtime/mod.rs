@@ -549,7 +549,7 @@ impl TurnService {
                 multi_from: None,
                 poller,
                 udp_in,
-                rx: RecvBufs::default(),
+                rx: RecvBufs::new(),
                 again: Vec::new(),
             };
             let (done_tx, done_rx) = oneshot::channel();
@@ -935,7 +935,6 @@ impl Core {
             waker.awake();
             let now = Instant::now();
             self.now = now;
-            // Not `mem::take`: a default `RecvBufs` is a fresh 1 MiB buffer.
             let mut rx = std::mem::replace(&mut self.rx, RecvBufs::empty());
             for &t in &tokens {
                 if t != WAKER {

@@ -422,7 +422,7 @@ mod tests {
         assert_eq!(tokens.len(), 1);
         let (addr, sock) = p.by_token(tokens[0]).unwrap();
         assert_eq!(addr, relay);
-        let mut rx = RecvBufs::default();
+        let mut rx = RecvBufs::new();
         assert!(!sock.recv_into(&mut rx).unwrap(), "drained in one receive");
         let got: Vec<_> = rx.datagrams().map(|(d, a)| (d.to_vec(), a)).collect();
         assert_eq!(got, vec![(b"ping".to_vec(), peer.local_addr().unwrap())]);
