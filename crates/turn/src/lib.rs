@@ -12,6 +12,9 @@
 //! [`Server::poll_event`] (things to log or count) until both return `None`.
 //! Relay sockets are opened and closed through the [`RelayBinder`] the runtime passes
 //! in: that is the only place where the core asks the outside world for something.
+//! A runtime that runs several servers (one per worker thread) gives each the same
+//! [`relays::RelayDirectory`] through [`Server::share_relays`], so that every server
+//! knows the others' relayed addresses as this server's own peers ([`relays`]).
 //!
 //! ```no_run
 //! use std::time::Instant;
@@ -54,6 +57,7 @@
 
 pub mod auth;
 pub mod policy;
+pub mod relays;
 
 mod nonce;
 mod server;

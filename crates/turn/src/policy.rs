@@ -21,6 +21,10 @@
 //! other port of the IP, for ChannelBind and for each relayed packet. The relay speaks
 //! UDP only (no RFC 6062 TCP relaying), so an endpoint is a UDP endpoint.
 //!
+//! The server adds one exception of the same shape that no configuration can list:
+//! its own live relayed addresses ([`crate::relays`]). Their refusals, for another
+//! port of a relay IP, have the category [`Denied::NOT_A_RELAY`].
+//!
 //! IPv6 addresses that carry an IPv4 address (IPv4-mapped `::ffff:a.b.c.d`,
 //! IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`, 6to4 `2002:AABB:CCDD::`) are
 //! judged by the IPv4 address they carry, in every rule: `::ffff:127.0.0.1` and
@@ -271,17 +275,39 @@ impl Denied {
         self.category == Self::OUTSIDE_ENDPOINTS
     }
 
+    /// The category of a port refused on an IP of this server's relays, where no
+    /// live allocation has that port: such an IP reaches this server's live relayed
+    /// addresses only ([`crate::relays`]).
+    pub const NOT_A_RELAY: &'static str = "a port that is no live relay of this server";
+
+    /// The refusal of a port of a relay IP that `self` refused: the key that allows
+    /// the whole IP stays, as for [`Denied::OUTSIDE_ENDPOINTS`].
+    pub fn not_a_relay(self) -> Denied {
+        Denied {
+            category: Self::NOT_A_RELAY,
+            ..self.outside_endpoints()
+        }
+    }
+
+    /// Whether this is the refusal of a port of a relay IP with no live relay on it.
+    pub fn is_not_a_relay(&self) -> bool {
+        self.category == Self::NOT_A_RELAY
+    }
+
     /// Reason phrase for the 403 ERROR-CODE; at most 127 characters (RFC 8489 §14.8).
     pub fn reason_phrase(&self) -> String {
-        if self.is_outside_endpoints() {
+        if self.is_outside_endpoints() || self.is_not_a_relay() {
             let keys = if self.config_key == KEY_LOOPBACK {
                 format!("{KEY_LOOPBACK} or {KEY_ALLOWED}")
             } else {
                 KEY_ALLOWED.to_owned()
             };
-            return format!(
-                "Forbidden: this port is not an allowed endpoint of the peer IP; allow every port with {keys}"
-            );
+            let what = if self.is_not_a_relay() {
+                "no live relay of this server has this port"
+            } else {
+                "this port is not an allowed endpoint of the peer IP"
+            };
+            return format!("Forbidden: {what}; allow every port with {keys}");
         }
         match self.config_key {
             KEY_DENIED => format!(
@@ -1052,15 +1078,22 @@ mod tests {
             );
         }
         for key in [KEY_LOOPBACK, KEY_ALLOWED, KEY_DENIED] {
-            phrases.push(
-                Denied {
-                    category: "x",
-                    config_key: key,
-                }
-                .outside_endpoints()
-                .reason_phrase(),
-            );
+            let d = Denied {
+                category: "x",
+                config_key: key,
+            };
+            phrases.push(d.outside_endpoints().reason_phrase());
+            phrases.push(d.not_a_relay().reason_phrase());
         }
+        assert_eq!(
+            PeerPolicy::default()
+                .check(ip("127.0.0.1"))
+                .map_err(|d| d.not_a_relay().reason_phrase()),
+            Err(
+                "Forbidden: no live relay of this server has this port; allow every port with allow-loopback-peers or allowed-peer-ip"
+                    .to_owned()
+            )
+        );
         for p in &phrases {
             assert!(p.len() <= 127, "{} chars: {p}", p.len());
             assert!(p.is_ascii());

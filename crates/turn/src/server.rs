@@ -13,7 +13,8 @@ use tsunagi_stun::{
 
 use crate::auth::{AuthError, Credentials};
 use crate::nonce::{self, NonceCheck};
-use crate::policy::{PeerPolicy, PeerScope};
+use crate::policy::{Denied, PeerPolicy, PeerScope};
+use crate::relays::RelayDirectory;
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 
@@ -229,8 +230,9 @@ pub enum Event {
     },
     /// A CreatePermission or ChannelBind named a peer the policy refuses (403); or
     /// client data went to a port outside the allowed endpoints of an IP that only
-    /// [`PeerPolicy::allowed_endpoints`] makes reachable (dropped; reported once per
-    /// permission, with the category [`crate::policy::Denied::OUTSIDE_ENDPOINTS`]).
+    /// [`PeerPolicy::allowed_endpoints`] or this server's relays make reachable
+    /// (dropped; reported once per permission, with the category
+    /// [`Denied::OUTSIDE_ENDPOINTS`] or [`Denied::NOT_A_RELAY`]).
     PeerDenied {
         five_tuple: FiveTuple,
         username: String,
@@ -269,12 +271,15 @@ pub struct Stats {
     pub bytes_to_peers: u64,
     pub packets_from_peers: u64,
     pub bytes_from_peers: u64,
-    /// Peer data dropped because no permission covers the peer.
+    /// Peer data dropped because no permission covers the peer. A permission for an
+    /// IP that only allowed endpoints or this server's relays make reachable covers
+    /// those addresses only: data from another port of the IP counts here too.
     pub dropped_no_permission: u64,
     /// Data dropped by the per-allocation bandwidth limit (max-bps).
     pub dropped_rate_limited: u64,
     /// Client data dropped because its peer IP is reachable only at
-    /// [`PeerPolicy::allowed_endpoints`] and its port is not one of them.
+    /// [`PeerPolicy::allowed_endpoints`] or this server's live relayed addresses, and
+    /// the peer is none of them.
     pub dropped_peer_denied: u64,
     /// Client packets that were neither valid STUN nor ChannelData for a bound channel.
     pub dropped_invalid: u64,
@@ -446,7 +451,8 @@ struct Relay {
 #[derive(Debug, Clone, Copy)]
 struct Permission {
     expires: Instant,
-    /// The IP is refused but has allowed endpoints: data goes to those ports only.
+    /// The IP is refused but has allowed endpoints or live relays of this server:
+    /// data goes to and comes from those addresses only.
     endpoints_only: bool,
     /// A packet to another port was dropped and reported (once per permission).
     denial_reported: bool,
@@ -533,10 +539,6 @@ impl Allocation {
             .find(|r| Family::of(r.local.ip()) == family)
     }
 
-    fn has_permission(&self, ip: IpAddr, now: Instant) -> bool {
-        self.permissions.get(&ip).is_some_and(|p| p.expires > now)
-    }
-
     fn active_channel(&self, ch: u16, now: Instant) -> Option<&Channel> {
         self.channels.get(&ch).filter(|c| c.expires > now)
     }
@@ -580,11 +582,62 @@ struct BindingPlan {
     padding: usize,
 }
 
-/// What [`Server::check_peer`] judges: a permission's IP or a channel's address.
+/// What [`Server::check_peer`] judges: the XOR-PEER-ADDRESS of a CreatePermission
+/// (a permission for its IP) or of a ChannelBind (a channel to the address).
 #[derive(Debug, Clone, Copy)]
 enum PeerTarget {
-    Ip(IpAddr),
-    Address(SocketAddr),
+    Permission(SocketAddr),
+    Channel(SocketAddr),
+}
+
+/// The relayed addresses of this server's live allocations: its own (by address, to
+/// find the allocation of a relay socket), and with a shared [`RelayDirectory`] those
+/// of the servers of the other workers too. Every change goes through here, so that
+/// the map and the directory agree.
+#[derive(Debug)]
+struct LiveRelays {
+    own: Map<SocketAddr, AllocId>,
+    shared: Option<RelayDirectory>,
+}
+
+impl LiveRelays {
+    fn get(&self, relay: &SocketAddr) -> Option<AllocId> {
+        self.own.get(relay).copied()
+    }
+
+    fn insert(&mut self, relay: SocketAddr, id: AllocId) {
+        self.own.insert(relay, id);
+        if let Some(d) = &self.shared {
+            d.insert(relay);
+        }
+    }
+
+    /// Forgets `relay`; call it before the socket is released.
+    fn remove(&mut self, relay: &SocketAddr) {
+        self.own.remove(relay);
+        if let Some(d) = &self.shared {
+            d.remove(*relay);
+        }
+    }
+
+    /// Whether `addr` is a relayed address of a live allocation of this server (any
+    /// worker sharing the directory). Never an unspecified address.
+    fn contains(&self, addr: SocketAddr) -> bool {
+        !addr.ip().is_unspecified()
+            && (self.own.contains_key(&addr)
+                || self.shared.as_ref().is_some_and(|d| d.contains(addr)))
+    }
+
+    /// Whether `ip` is a relay IP of the shared directory.
+    fn is_relay_ip(&self, ip: IpAddr) -> bool {
+        self.shared.as_ref().is_some_and(|d| d.has_ip(ip))
+    }
+}
+
+/// Whether a permission limited to endpoints (`endpoints_only`) covers `peer`: an
+/// allowed endpoint, or a live relayed address of this server.
+fn endpoint_covered(policy: &PeerPolicy, relays: &LiveRelays, peer: SocketAddr) -> bool {
+    policy.is_allowed_endpoint(peer) || relays.contains(peer)
 }
 
 /// The result of a successful authentication.
@@ -636,7 +689,8 @@ pub struct Server {
     /// its deleted slots pile up, and never shrinks; boxes keep that table small.
     allocations: Map<AllocId, Box<Allocation>>,
     by_five_tuple: Map<FiveTuple, AllocId>,
-    by_relay: Map<SocketAddr, AllocId>,
+    /// The allocation of each relayed address, and the shared directory.
+    live_relays: LiveRelays,
     per_user: Map<String, u32>,
     reservations: Map<[u8; 8], Reservation>,
     timers: BinaryHeap<Reverse<(Instant, TimerKey)>>,
@@ -649,6 +703,18 @@ pub struct Server {
     tid_state: u64,
     /// The latest `now` given to any input.
     clock: Instant,
+}
+
+/// A server that goes away takes its relayed addresses out of a shared directory: the
+/// other servers must not keep allowing them as peers.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(d) = &self.live_relays.shared {
+            for relay in self.live_relays.own.keys() {
+                d.remove(*relay);
+            }
+        }
+    }
 }
 
 /// Events waiting to be polled are capped: a runtime that never polls them must not
@@ -666,7 +732,10 @@ impl Server {
             next_id: 1,
             allocations: new_map(),
             by_five_tuple: new_map(),
-            by_relay: new_map(),
+            live_relays: LiveRelays {
+                own: new_map(),
+                shared: None,
+            },
             per_user: new_map(),
             reservations: new_map(),
             timers: BinaryHeap::new(),
@@ -708,6 +777,23 @@ impl Server {
         self.allocations
             .get(id)
             .map(|a| a.relays.iter().map(|r| r.local).collect())
+    }
+
+    /// Shares `directory` with the other servers of a runtime (one per worker thread):
+    /// this server marks the relayed addresses of its live allocations in it, and
+    /// treats every address marked there as this server's own relay, a peer allowed
+    /// exactly even when its IP is refused ([`crate::relays`]). Give every server of
+    /// one runtime the same directory, built for the runtime's relay IPs.
+    pub fn share_relays(&mut self, directory: RelayDirectory) {
+        if let Some(old) = &self.live_relays.shared {
+            for relay in self.live_relays.own.keys() {
+                old.remove(*relay);
+            }
+        }
+        for relay in self.live_relays.own.keys() {
+            directory.insert(*relay);
+        }
+        self.live_relays.shared = Some(directory);
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -797,9 +883,17 @@ impl Server {
         out: &mut [u8],
     ) -> Option<(Destination, usize)> {
         self.tick(now);
-        let id = self.by_relay.get(&relay).copied()?;
+        let id = self.live_relays.get(&relay)?;
         let a = self.allocations.get_mut(&id)?;
-        if !a.has_permission(peer.ip(), now) {
+        let covered = a
+            .permissions
+            .get(&peer.ip())
+            .filter(|p| p.expires > now)
+            .is_some_and(|p| {
+                !p.endpoints_only
+                    || endpoint_covered(&self.config.peer_policy, &self.live_relays, peer)
+            });
+        if !covered {
             self.stats.dropped_no_permission += 1;
             return None;
         }
@@ -956,7 +1050,8 @@ impl Server {
         };
         self.by_five_tuple.remove(&a.five_tuple);
         for r in &a.relays {
-            self.by_relay.remove(&r.local);
+            // Forgotten before the socket is released: see `RelayDirectory::remove`.
+            self.live_relays.remove(&r.local);
             binder.release(r.local);
         }
         if let Some(n) = self.per_user.get_mut(&a.username) {
@@ -1052,13 +1147,16 @@ impl Server {
             self.stats.dropped_no_permission += 1;
             return None;
         };
-        // Only for an IP that the allowed endpoints alone make reachable.
-        if perm.endpoints_only && !self.config.peer_policy.is_allowed_endpoint(peer) {
+        // Only for an IP that allowed endpoints or this server's relays alone make
+        // reachable.
+        if perm.endpoints_only
+            && !endpoint_covered(&self.config.peer_policy, &self.live_relays, peer)
+        {
             self.stats.dropped_peer_denied += 1;
             if !perm.denial_reported {
                 perm.denial_reported = true;
                 let (five_tuple, username) = (a.five_tuple, a.username.clone());
-                self.report_outside_endpoints(five_tuple, username, peer);
+                self.report_outside_endpoints(id, five_tuple, username, peer);
             }
             return None;
         }
@@ -1080,16 +1178,17 @@ impl Server {
         })
     }
 
-    /// Client data went to a port outside the allowed endpoints: one event per
-    /// permission, not per packet.
+    /// Client data went to a port outside the allowed endpoints and live relays: one
+    /// event per permission, not per packet.
     #[cold]
     fn report_outside_endpoints(
         &mut self,
+        id: AllocId,
         five_tuple: FiveTuple,
         username: String,
         peer: SocketAddr,
     ) {
-        let Err(d) = self.config.peer_policy.check_address(peer) else {
+        let Err(d) = self.judge_peer(id, PeerTarget::Channel(peer)) else {
             return;
         };
         self.stats.peers_denied += 1;
@@ -1752,7 +1851,7 @@ impl Server {
         let id = AllocId(self.next_id);
         self.next_id += 1;
         for r in &relays {
-            self.by_relay.insert(r.local, id);
+            self.live_relays.insert(r.local, id);
         }
         self.by_five_tuple.insert(ft, id);
         *self.per_user.entry(auth.username.clone()).or_insert(0) += 1;
@@ -1879,9 +1978,39 @@ impl Server {
         })
     }
 
-    /// Check a peer for an allocation: family and policy. A peer IP alone
-    /// (CreatePermission) passes if the IP or one of its allowed endpoints does; a
-    /// peer address (ChannelBind) if its IP does or it is an allowed endpoint.
+    /// The policy's verdict on a peer of allocation `id`, with this server's live
+    /// relayed addresses as the one exception the policy cannot know. A permission
+    /// (CreatePermission) passes if its IP does, if the IP has allowed endpoints
+    /// (the port is not judged: RFC 8656 permissions are per IP), or if the address
+    /// named is a live relay of this server; a channel (ChannelBind, and each relayed
+    /// packet) if its IP does or the address is an allowed endpoint or a live relay.
+    /// Another port of a relay IP is refused with [`Denied::NOT_A_RELAY`].
+    fn judge_peer(&self, id: AllocId, peer: PeerTarget) -> Result<PeerScope, Denied> {
+        let policy = &self.config.peer_policy;
+        let (checked, addr) = match peer {
+            PeerTarget::Permission(a) => (policy.check_permission(a.ip()), a),
+            PeerTarget::Channel(a) => (policy.check_address(a), a),
+        };
+        checked.or_else(|d| {
+            if self.live_relays.contains(addr) {
+                return Ok(PeerScope::EndpointsOnly);
+            }
+            let ip = addr.ip();
+            let relay_ip = self.live_relays.is_relay_ip(ip)
+                || self
+                    .allocations
+                    .get(&id)
+                    .is_some_and(|a| a.relays.iter().any(|r| r.local.ip() == ip));
+            if relay_ip && !d.is_outside_endpoints() {
+                Err(d.not_a_relay())
+            } else {
+                Err(d)
+            }
+        })
+    }
+
+    /// Check a peer for an allocation: family, then [`Server::judge_peer`]; a refusal
+    /// is reported and answered with 403.
     fn check_peer(
         &mut self,
         ft: FiveTuple,
@@ -1890,19 +2019,13 @@ impl Server {
         peer: PeerTarget,
     ) -> Result<PeerScope, Reject> {
         let ip = match peer {
-            PeerTarget::Ip(ip) => ip,
-            PeerTarget::Address(a) => a.ip(),
+            PeerTarget::Permission(a) | PeerTarget::Channel(a) => a.ip(),
         };
         let a = &self.allocations[&id];
         if a.relay_for(Family::of(ip)).is_none() {
             return Err(Reject::new(443, "Peer Address Family Mismatch: the peer's IP family differs from the relay's; allocate that family"));
         }
-        let policy = &self.config.peer_policy;
-        let checked = match peer {
-            PeerTarget::Ip(ip) => policy.check_permission(ip),
-            PeerTarget::Address(a) => policy.check_address(a),
-        };
-        checked.map_err(|d| {
+        self.judge_peer(id, peer).map_err(|d| {
             self.stats.peers_denied += 1;
             self.event(Event::PeerDenied {
                 five_tuple: ft,
@@ -1923,7 +2046,7 @@ impl Server {
         auth: &Authed,
     ) -> Result<Vec<u8>, Reject> {
         let id = self.own_allocation(&ft, auth)?;
-        let mut peers: Vec<IpAddr> = Vec::new();
+        let mut peers: Vec<SocketAddr> = Vec::new();
         for p in msg.xor_addresses(attr::XOR_PEER_ADDRESS) {
             let p = p.map_err(|_| Reject::new(400, "Bad Request: malformed XOR-PEER-ADDRESS"))?;
             if peers.len() >= self.config.max_permissions as usize {
@@ -1932,7 +2055,7 @@ impl Server {
                     "Insufficient Capacity: too many XOR-PEER-ADDRESS in one request",
                 ));
             }
-            peers.push(p.ip());
+            peers.push(p);
         }
         if peers.is_empty() {
             return Err(Reject::new(
@@ -1940,19 +2063,25 @@ impl Server {
                 "Bad Request: CreatePermission needs at least one XOR-PEER-ADDRESS",
             ));
         }
-        // All or nothing (RFC 8656 §10.2).
-        let mut scopes = Vec::with_capacity(peers.len());
+        // All or nothing (RFC 8656 §10.2). One permission per IP: an IP named twice
+        // (e.g. two live relays on it) is installed once, with the widest scope.
+        let mut granted: Vec<(IpAddr, PeerScope)> = Vec::with_capacity(peers.len());
         for p in &peers {
-            scopes.push(self.check_peer(ft, id, auth, PeerTarget::Ip(*p))?);
+            let scope = self.check_peer(ft, id, auth, PeerTarget::Permission(*p))?;
+            match granted.iter_mut().find(|(ip, _)| *ip == p.ip()) {
+                Some((_, s)) if scope == PeerScope::AnyPort => *s = scope,
+                Some(_) => {}
+                None => granted.push((p.ip(), scope)),
+            }
         }
         let max = self.config.max_permissions as usize;
         let a = self
             .allocations
             .get_mut(&id)
             .expect("own_allocation returned a live id");
-        let new = peers
+        let new = granted
             .iter()
-            .filter(|p| !a.permissions.contains_key(*p))
+            .filter(|(ip, _)| !a.permissions.contains_key(ip))
             .count();
         if a.permissions.len() + new > max {
             return Err(Reject::new(
@@ -1961,7 +2090,7 @@ impl Server {
             ));
         }
         let expires = now + self.config.permission_lifetime;
-        for (p, scope) in peers.into_iter().zip(scopes) {
+        for (p, scope) in granted {
             let old = a.permissions.get(&p).copied();
             a.permissions
                 .insert(p, Permission::refreshed(old, expires, scope));
@@ -2003,7 +2132,7 @@ impl Server {
             }
             Err(_) => return Err(Reject::new(400, "Bad Request: malformed XOR-PEER-ADDRESS")),
         };
-        let scope = self.check_peer(ft, id, auth, PeerTarget::Address(peer))?;
+        let scope = self.check_peer(ft, id, auth, PeerTarget::Channel(peer))?;
         let max_ch = self.config.max_channels as usize;
         let max_perm = self.config.max_permissions as usize;
         let a = self

@@ -1,6 +1,7 @@
 //! `PeerPolicy::allowed_endpoints`: exact addresses (this server's SFU) that the relay
 //! reaches even though their IP is refused, while every other port of that IP stays
-//! refused on each path the runtime relays through. Virtual clock, no sockets.
+//! refused on each path the runtime relays through, both ways. Virtual clock, no
+//! sockets.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -141,6 +142,11 @@ fn loopback_sfu_endpoint_is_reached_and_its_other_ports_are_not() {
     let m = Message::parse(&out[0].payload).unwrap();
     assert_eq!((m.class(), m.method()), (Class::Indication, Method::DATA));
     assert_eq!(m.get(attr::DATA), Some(&b"answer"[..]));
+    // The permission covers the endpoint only: another port of its IP gets nothing
+    // through, in this direction either.
+    let before = h.server.stats().dropped_no_permission;
+    assert!(h.peer(relay, other, b"spoof").is_empty());
+    assert_eq!(h.server.stats().dropped_no_permission, before + 1);
 
     // ChannelBind: the other port is refused with a phrase naming what to set,
     // the endpoint is bound.

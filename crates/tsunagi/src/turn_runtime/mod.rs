@@ -3,11 +3,14 @@
 //! One core thread owns the `Server`, the UDP listeners and the relay sockets
 //! ([`relay::RelayPool`], the server's `RelayBinder`), all registered with one epoll
 //! instance ([`poller`]) in which it blocks. With `workers` > 1 there are that many
-//! cores, sharing nothing: each has its own `Server` and relay sockets and one socket
-//! of every UDP listener's SO_REUSEPORT group, so the kernel keeps each client on one
-//! worker; TCP and TLS connections go to the worker their 5-tuple hashes to. TCP and TLS connections are small tokio
-//! tasks that move frames between a stream and a bounded channel, and wake the core
-//! when it sleeps:
+//! cores, sharing nothing but a [`RelayDirectory`] of live relayed addresses (lock-free
+//! bits, written when an allocation is created or deleted): each has its own `Server`
+//! and relay sockets and one socket of every UDP listener's SO_REUSEPORT group, so the
+//! kernel keeps each client on one worker; TCP and TLS connections go to the worker
+//! their 5-tuple hashes to. The directory lets every worker allow the relays of the
+//! others as peers on a private or loopback relay address. TCP and TLS connections are
+//! small tokio tasks that move frames between a stream and a bounded channel, and wake
+//! the core when it sleeps:
 //!
 //! ```text
 //!  UDP listeners ───────┐ epoll_wait, recvmmsg in place
@@ -66,6 +69,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
+use tsunagi_turn::relays::RelayDirectory;
 use tsunagi_turn::{DeleteReason, Destination, Event, FiveTuple, Server, Stats, Transport};
 
 use crate::config::Config;
@@ -511,6 +515,12 @@ impl TurnService {
         while servers.len() < workers {
             // Stateless nonces from one key: any worker accepts them.
             servers.push(Server::new(config.clone(), Instant::now(), unix_now));
+        }
+        // Every worker knows every worker's live relayed addresses: this server's own
+        // relays are peers even on a private or loopback relay-ip (tsunagi_turn::relays).
+        let directory = RelayDirectory::new(&opts.relay_ips);
+        for s in &mut servers {
+            s.share_relays(directory.clone());
         }
         let mut done = Vec::with_capacity(workers);
         let mut wakers = Vec::with_capacity(workers);
