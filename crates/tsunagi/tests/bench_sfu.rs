@@ -5,6 +5,7 @@
 //! A room run (`--participants 3`: three participants over the signaling WebSocket, each
 //! publishing and receiving the other two) must deliver more than 80 % of the frames of
 //! every (publisher, subscriber) pair, and every participant must leave.
+//! The WHIP endpoint refuses an offer that sends nothing (422, saying what is missing).
 //! Performance itself is measured in docs/benchmarks.md, never asserted here.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -138,6 +139,43 @@ fn get(base: &str, path: &str) -> Option<(u16, String)> {
     let status = raw.split_whitespace().nth(1)?.parse().ok()?;
     let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
     Some((status, body))
+}
+
+/// A plain HTTP/1.1 POST of an SDP offer: status and body.
+fn post_sdp(base: &str, path: &str, sdp: &str) -> Option<(u16, String)> {
+    let addr = base.strip_prefix("http://")?;
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{sdp}",
+        sdp.len()
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let status = raw.split_whitespace().nth(1)?.parse().ok()?;
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+/// A real offer made by str0m: one Opus and one VP8 m-line, both `direction`.
+fn str0m_offer(direction: str0m::media::Direction) -> String {
+    use str0m::media::MediaKind;
+    let now = Instant::now();
+    let mut rtc = str0m::Rtc::builder()
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .build(now);
+    let local = "127.0.0.1:9".parse().unwrap();
+    rtc.add_local_candidate(str0m::Candidate::host(local, "udp").unwrap());
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Audio, direction, Some("s".into()), None, None);
+    api.add_media(MediaKind::Video, direction, Some("s".into()), None, None);
+    let (offer, _) = api.apply().unwrap();
+    offer.to_sdp_string()
 }
 
 /// Runs `tsunagi bench sfu ARGS`, killed after 60 s.
@@ -361,6 +399,44 @@ fn room_of_three_participants() {
         let sig = &st["signaling"];
         sig["peers"] == 0 && sig["peersInGrace"] == 0 && sig["leaves"]["left"] == 3
     });
+}
+
+/// A WHIP offer that sends nothing (`a=recvonly`, what a viewer would offer) is refused
+/// with 422 and a body that says what is missing, and joins nobody: the same offer
+/// sending (`a=sendonly`) is then the room's only WHIP session.
+#[test]
+fn whip_offer_that_sends_nothing_is_refused() {
+    use str0m::media::Direction;
+    let server = Server::start("whip-recvonly", &[]);
+    let recvonly = str0m_offer(Direction::RecvOnly);
+    assert!(recvonly.contains("a=recvonly"), "{recvonly}");
+    let (status, body) = post_sdp(&server.http, "/whip/quiet", &recvonly).expect("POST /whip");
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.contains(
+            "the WHIP offer sends no media (its m-lines: m=audio is recvonly, m=video is recvonly)"
+        ) && body
+            .contains("needs at least one audio or video m-line with a=sendonly or a=sendrecv"),
+        "{body}"
+    );
+    let (status, body) = post_sdp(
+        &server.http,
+        "/whip/quiet",
+        &str0m_offer(Direction::SendOnly),
+    )
+    .expect("POST /whip");
+    assert_eq!(status, 201, "{body}");
+    // /api/stats is refreshed every 500 ms: wait for the session, then for one more
+    // refresh, and there is exactly one.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.stats()["sfu"]["whipSessions"] != 1 {
+        assert!(Instant::now() < deadline, "{}", server.stats());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    let st = server.stats();
+    assert_eq!(st["sfu"]["whipSessions"], 1, "{st}");
+    assert_eq!(st["sfu"]["peers"], 1, "{st}");
 }
 
 /// Without an SFU the server has no /whip: the tool says so and exits with 1.

@@ -152,6 +152,9 @@ async fn create(
         if !offer.trim_start().starts_with("v=") {
             return Err(HttpFailure::new(400, "the body is not an SDP offer"));
         }
+        if kind == SessionKind::Whip {
+            check_whip_offer_sends_media(&offer)?;
+        }
         handle.create(kind, room.clone(), offer).await
     }
     .await;
@@ -171,6 +174,103 @@ async fn create(
         }
         Err(f) => failure(f),
     }
+}
+
+/// A WHIP offer must publish something: at least one audio or video m-section that
+/// sends (`a=sendonly` or `a=sendrecv`, or no direction attribute, which means
+/// sendrecv unless the session level sets another; RFC 8866 §6.7) and is not
+/// disabled (port 0 without `a=bundle-only`: RFC 3264 §5.1, RFC 8843 §6). Anything
+/// else would be answered, join the room as a publisher of nothing and leave the room
+/// looking empty, so it is refused before it reaches the SFU.
+///
+/// 422 (Unprocessable Content, RFC 9110 §15.5.21), not 400: the body is a well-formed
+/// SDP offer of the right media type; what is wrong is what it asks for. The plain-text
+/// body says which m-sections were found and what is missing.
+pub(crate) fn check_whip_offer_sends_media(offer: &str) -> Result<(), HttpFailure> {
+    /// One m-section as far as this check cares.
+    struct Section<'a> {
+        media: &'a str,
+        port_zero: bool,
+        bundle_only: bool,
+        direction: Option<&'a str>,
+    }
+    impl Section<'_> {
+        fn disabled(&self) -> bool {
+            self.port_zero && !self.bundle_only
+        }
+    }
+    const DIRECTIONS: [&str; 4] = ["sendrecv", "sendonly", "recvonly", "inactive"];
+    let mut session_direction = None;
+    let mut sections: Vec<Section<'_>> = Vec::new();
+    for line in offer.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("m=") {
+            let mut fields = m.split_whitespace();
+            let media = fields.next().unwrap_or("");
+            let port = fields.next().unwrap_or("");
+            sections.push(Section {
+                media,
+                port_zero: port.split('/').next() == Some("0"),
+                bundle_only: false,
+                direction: None,
+            });
+        } else if let Some(a) = line.strip_prefix("a=") {
+            let target = match sections.last_mut() {
+                Some(s) => &mut s.direction,
+                None => &mut session_direction,
+            };
+            if let Some(d) = DIRECTIONS.iter().find(|d| **d == a) {
+                *target = Some(*d);
+            } else if a == "bundle-only" {
+                if let Some(s) = sections.last_mut() {
+                    s.bundle_only = true;
+                }
+            }
+        }
+    }
+    let sends = |s: &Section<'_>| {
+        let media = s.media == "audio" || s.media == "video";
+        let direction = s.direction.or(session_direction).unwrap_or("sendrecv");
+        media && matches!(direction, "sendonly" | "sendrecv") && !s.disabled()
+    };
+    if sections.iter().any(sends) {
+        return Ok(());
+    }
+    let found = if sections.is_empty() {
+        "it has no m-line at all".to_owned()
+    } else {
+        // The first few: the body stays short whatever the offer holds.
+        let mut each: Vec<String> = sections
+            .iter()
+            .take(8)
+            .map(|s| {
+                let what = if s.media == "audio" || s.media == "video" {
+                    if s.disabled() {
+                        "disabled (port 0)".to_owned()
+                    } else {
+                        s.direction
+                            .or(session_direction)
+                            .unwrap_or("sendrecv")
+                            .to_owned()
+                    }
+                } else {
+                    "not audio or video".to_owned()
+                };
+                format!("m={} is {what}", s.media)
+            })
+            .collect();
+        if sections.len() > each.len() {
+            each.push(format!("... ({} in all)", sections.len()));
+        }
+        format!("its m-lines: {}", each.join(", "))
+    };
+    Err(HttpFailure::new(
+        422,
+        format!(
+            "the WHIP offer sends no media ({found}); a WHIP publisher needs at least one \
+             audio or video m-line with a=sendonly or a=sendrecv (to watch a room, use \
+             WHEP: POST /whep/{{room}})"
+        ),
+    ))
 }
 
 async fn patch(
@@ -344,6 +444,83 @@ mod tests {
             .map(|i| format!("a=candidate:{i} 1 udp 1 127.0.0.1 {i} typ host\n"))
             .collect();
         assert_eq!(parse_sdpfrag(&frag).unwrap_err().status, 400);
+    }
+
+    /// A browser-like offer: one m-section per `(media, port, direction)`.
+    fn offer(session: &str, sections: &[(&str, &str, &str)]) -> String {
+        let mut o = format!("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n{session}");
+        for (i, (media, port, extra)) in sections.iter().enumerate() {
+            o.push_str(&format!(
+                "m={media} {port} UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:{i}\r\n{extra}"
+            ));
+        }
+        o
+    }
+
+    fn refused(o: &str) -> String {
+        let f = check_whip_offer_sends_media(o).unwrap_err();
+        assert_eq!(f.status, 422);
+        assert!(
+            f.message
+                .contains("needs at least one audio or video m-line with a=sendonly or a=sendrecv"),
+            "{}",
+            f.message
+        );
+        f.message
+    }
+
+    #[test]
+    fn offers_that_send_are_accepted() {
+        for o in [
+            offer("", &[("audio", "9", "a=sendonly\r\n")]),
+            offer("", &[("video", "9", "a=sendrecv\r\n")]),
+            // No direction attribute: sendrecv.
+            offer("", &[("audio", "9", "")]),
+            offer(
+                "",
+                &[
+                    ("audio", "9", "a=recvonly\r\n"),
+                    ("video", "9", "a=sendonly\r\n"),
+                ],
+            ),
+            // The session level sets the default; the media level overrides it.
+            offer("a=sendonly\r\n", &[("video", "9", "")]),
+            offer("a=recvonly\r\n", &[("video", "9", "a=sendonly\r\n")]),
+            // Bundled sections may have port 0.
+            offer("", &[("video", "0", "a=bundle-only\r\na=sendonly\r\n")]),
+        ] {
+            assert!(check_whip_offer_sends_media(&o).is_ok(), "{o}");
+        }
+        // Line endings of any kind.
+        assert!(check_whip_offer_sends_media("v=0\nm=audio 9 RTP/AVP 0\na=sendonly\n").is_ok());
+    }
+
+    #[test]
+    fn offers_that_send_nothing_are_refused_saying_why() {
+        let m = refused(&offer(
+            "",
+            &[
+                ("audio", "9", "a=recvonly\r\n"),
+                ("video", "9", "a=recvonly\r\n"),
+            ],
+        ));
+        assert!(
+            m.starts_with("the WHIP offer sends no media (its m-lines: m=audio is recvonly, m=video is recvonly)"),
+            "{m}"
+        );
+        assert!(refused(&offer("", &[("video", "9", "a=inactive\r\n")]))
+            .contains("m=video is inactive"));
+        assert!(refused(&offer("a=recvonly\r\n", &[("audio", "9", "")]))
+            .contains("m=audio is recvonly"));
+        assert!(
+            refused(&offer("", &[("application", "9", "a=sendrecv\r\n")]))
+                .contains("m=application is not audio or video")
+        );
+        assert!(refused(&offer("", &[("audio", "0", "a=sendonly\r\n")]))
+            .contains("m=audio is disabled (port 0)"));
+        assert!(refused(&offer("", &[])).contains("it has no m-line at all"));
+        let many = offer("", &[("audio", "9", "a=recvonly\r\n"); 20]);
+        assert!(refused(&many).contains("m=audio is recvonly, ... (20 in all))"));
     }
 
     #[test]
