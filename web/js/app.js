@@ -18,8 +18,22 @@ const TRAFFIC_LOG_MAX = 2000;
 // After a session is lost: how long to keep trying to join again, and how often.
 const REJOIN_TIMEOUT_MS = 60000;
 const REJOIN_BACKOFF_MS = [500, 1000, 2000, 3000, 5000];
-// A mode switch keeps the old connections until the new ones carry video, at most this long.
+// A mode switch keeps each old connection until the new path carries that peer's video.
+// After SWITCH_TIMEOUT_MS an old path that carries nothing either goes; after
+// SWITCH_MAX_MS every old path goes (the repairs below have had their turn).
 const SWITCH_TIMEOUT_MS = 10000;
+const SWITCH_MAX_MS = 45000;
+// A publisher whose video through the SFU stalled this long (while the SFU connection is
+// up and the server does not pause it for us) gets repaired, one step at a time
+// (docs/sfu.md, "Repairs"): view again, a new offer, an ICE restart, a new connection.
+const SFU_REPAIR_STEPS = [
+  { after: 4000, step: 'view' },
+  { after: 8000, step: 'offer' },
+  { after: 14000, step: 'iceRestart' },
+  { after: 20000, step: 'newConnection' },
+];
+// After the last step, a new round starts no sooner than this.
+const SFU_REPAIR_ROUND_MS = 30000;
 // A path's video counts as live while its framesDecoded grew within this time.
 const LIVE_MS = 2500;
 // `view` messages: at most 4 per second.
@@ -137,6 +151,11 @@ function showError(err) {
  * (`server-busy` with a `ref`: sent again).
  */
 function handledQuietly(err) {
+  if (err.code === 'sfu-error' && state.sfu && state.mode === 'sfu') {
+    // The SFU dropped or refused our session: a new connection is the documented remedy
+    // (docs/sfu.md, "Errors and repairs"). Shown only when no repair could start.
+    return state.sfu.repair('newConnection', err.message || 'sfu-error');
+  }
   const signalRef = ['offer', 'answer', 'candidate', 'view'].includes(err.ref);
   if (err.code === 'unknown-peer' && signalRef) {
     const recent = state.modeChange && Date.now() - state.modeChange.at < 20000;
@@ -375,7 +394,9 @@ function onSignal(msg) {
     case 'offer':
     case 'answer': {
       if (msg.from === 'sfu') {
-        if (state.sfu) state.sfu.handleDescription(msg.type, msg.sdp);
+        // After `mode: mesh` the SFU connection only waits to be closed: an SFU message
+        // crossing the switch is ignored (docs/sfu.md).
+        if (state.sfu && state.mode === 'sfu') state.sfu.handleDescription(msg.type, msg.sdp);
         break;
       }
       let e = state.peers.get(msg.from);
@@ -394,7 +415,7 @@ function onSignal(msg) {
     }
     case 'candidate': {
       if (msg.from === 'sfu') {
-        if (state.sfu) state.sfu.handleCandidate(msg.candidate);
+        if (state.sfu && state.mode === 'sfu') state.sfu.handleCandidate(msg.candidate);
         break;
       }
       const e = state.peers.get(msg.from);
@@ -703,30 +724,74 @@ function setMode(mode) {
   scheduleView(true);
 }
 
-/** Ends a switch once every remote video comes over the new path, or after the timeout. */
+/**
+ * Ends a switch. To SFU: each peer's mesh connection closes once that peer's video comes
+ * through the SFU (a peer without video: once the SFU connection is up); after
+ * SWITCH_TIMEOUT_MS also a mesh connection that carries no video either, and after
+ * SWITCH_MAX_MS every one. To mesh: the SFU connection closes once every peer's video
+ * comes over its mesh connection, or after SWITCH_TIMEOUT_MS when the SFU carries nothing,
+ * or after SWITCH_MAX_MS. So a slow peer delays its own switch, never stops its video.
+ */
 function checkTransition() {
   const tr = state.transition;
   if (!tr) return;
   const now = Date.now();
-  const expecting = [...state.peers.values()].filter((e) => !e.external && (e.media.video || e.media.screen));
-  const ready = expecting.every((e) => isLive(e, tr.to));
   const timedOut = now - tr.since >= SWITCH_TIMEOUT_MS;
-  let anyLive = expecting.some((e) => isLive(e, tr.to));
-  if (expecting.length === 0) {
-    // Nobody sends video: the new connections being up is enough.
-    anyLive = tr.to === 'sfu'
-      ? !!state.sfu && state.sfu.pc.connectionState === 'connected'
-      : [...state.peers.values()].every((e) => e.external || (e.peer && e.peer.pc.connectionState === 'connected'));
-  }
-  if (!(ready && anyLive) && !timedOut) return;
-  state.transition = null;
+  const overdue = now - tr.since >= SWITCH_MAX_MS;
+  const sends = (e) => !e.external && (e.media.video || e.media.screen);
   if (tr.to === 'sfu') {
-    for (const e of state.peers.values()) closeMesh(e);
+    const sfuUp = !!state.sfu && state.sfu.pc.connectionState === 'connected';
+    for (const e of state.peers.values()) {
+      if (!e.peer) continue;
+      const moved = sends(e) ? isLive(e, 'sfu') : sfuUp;
+      if (moved || overdue || (timedOut && !isLive(e, 'mesh'))) closeMesh(e);
+    }
+    if ([...state.peers.values()].some((e) => e.peer)) return;
   } else {
+    const people = [...state.peers.values()].filter((e) => !e.external);
+    const moved = people.every((e) => (sends(e) ? isLive(e, 'mesh') : e.peer && e.peer.pc.connectionState === 'connected'));
+    const sfuCarries = people.some((e) => isLive(e, 'sfu'));
+    if (!(moved || overdue || (timedOut && !sfuCarries))) return;
     closeSfu();
   }
+  state.transition = null;
   for (const e of state.peers.values()) applySource(e);
   renderMode();
+}
+
+/**
+ * Watches every publisher whose video should come through the SFU and repairs a stall
+ * step by step (SFU_REPAIR_STEPS). A publisher the server pauses for us (`sfu-stats`
+ * says "paused": not in view, or no bandwidth) is not stalled.
+ */
+function checkSfuHealth() {
+  const sfu = state.sfu;
+  if (!sfu || sfu.closed || state.mode !== 'sfu') return;
+  const now = Date.now();
+  const up = sfu.pc.connectionState === 'connected';
+  const layers = (state.sfuStats && state.sfuStats.layers) || {};
+  for (const e of state.peers.values()) {
+    const wants = (e.external || e.media.video || e.media.screen) && layers[e.id] !== 'paused';
+    const h = e.sfuHealth || (e.sfuHealth = { since: now, step: 0, roundAt: 0 });
+    if (!up || !wants || isLive(e, 'sfu')) {
+      h.since = now;
+      h.step = 0;
+      continue;
+    }
+    const next = SFU_REPAIR_STEPS[h.step];
+    if (!next) {
+      if (now - h.roundAt >= SFU_REPAIR_ROUND_MS) {
+        h.since = now;
+        h.step = 0;
+      }
+      continue;
+    }
+    if (now - h.since < next.after) continue;
+    h.step++;
+    h.roundAt = now;
+    sfu.repair(next.step, `${e.id}: no video for ${now - h.since} ms`);
+    if (next.step === 'view') scheduleView(true);
+  }
 }
 
 function isLive(e, path) {
@@ -1305,6 +1370,7 @@ async function pollStats() {
     updateTile(e);
   }
   checkTransition();
+  checkSfuHealth();
   refreshOpenPanel();
   renderMode();
 }
@@ -1754,6 +1820,7 @@ const debugHook = {
       signalingState: s.pc.signalingState,
       dataChannel: s.dc ? s.dc.readyState : null,
       path: state.sfuSummary ? plain(state.sfuSummary.path) : { kind: 'none' },
+      repairs: { ...s.repairs },
     };
   },
   /** The last `view` sent: [{peer, width, height}] (null before any), and how many were sent. */

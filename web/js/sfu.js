@@ -67,6 +67,8 @@ export class SfuPeer {
     this.summary = null;
     this.old = null; // {pc, dc, since, owners, timer}: the connection being replaced
     this.deferred = []; // track events of the new connection held until its video flows
+    this.repairs = { view: 0, offer: 0, iceRestart: 0, newConnection: 0 };
+    this.lastNewConnection = 0;
     this.pc = this.createPc();
     this.publish();
   }
@@ -251,7 +253,14 @@ export class SfuPeer {
         this.log({ dir: 'state', kind: 'ignoredOffer' });
         return;
       }
-      await pc.setRemoteDescription({ type, sdp });
+      try {
+        await pc.setRemoteDescription({ type, sdp });
+      } catch (e) {
+        // The two sides no longer agree on the session (e.g. the m-lines of the offer do
+        // not fit what this connection negotiated): no offer or answer can fix that.
+        if (pc === this.pc && !this.closed) this.repair('newConnection', `the SFU offer could not be applied: ${e.message || e}`);
+        return;
+      }
       this.noteRemoteCandidates(sdp);
       await pc.setLocalDescription();
       if (this.closed) return;
@@ -287,6 +296,32 @@ export class SfuPeer {
   /** The publisher id behind an inbound-rtp stats entry (by track, else by mid). */
   ownerOfStat(r) {
     return (r.trackIdentifier && this.trackOwner.get(r.trackIdentifier)) || (r.mid !== undefined && this.midOwner.get(r.mid)) || null;
+  }
+
+  /**
+   * One repair step (docs/sfu.md, "Repairs"), logged in the timeline and counted:
+   * `view` (the app sends its view again), `offer` (a new offer on this connection, or
+   * our unanswered one again), `iceRestart`, `newConnection` (replacePc: the old
+   * connection keeps the media until the new one carries it; at most one per 15 s).
+   */
+  repair(step, why) {
+    if (this.closed || !(step in this.repairs)) return false;
+    if (step === 'newConnection') {
+      const now = Date.now();
+      if (this.old || now - this.lastNewConnection < 15000) return false;
+      this.lastNewConnection = now;
+    }
+    this.repairs[step]++;
+    this.log({ dir: 'state', kind: 'repair', value: `${step}: ${why}` });
+    if (step === 'offer') {
+      if (this.pc.signalingState === 'have-local-offer') this.resendLocalDescription();
+      else this.negotiate();
+    } else if (step === 'iceRestart') {
+      this.restartIce();
+    } else if (step === 'newConnection') {
+      this.replacePc();
+    }
+    return true;
   }
 
   restartIce() {

@@ -110,13 +110,22 @@ pub mod limits {
     pub const TICK: Duration = Duration::from_millis(100);
     /// A peer whose ICE and DTLS are not up this long after `join` is closed.
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-    /// An SFU offer unanswered this long is dropped and made again.
-    pub const OFFER_TIMEOUT: Duration = Duration::from_secs(10);
+    /// An SFU offer unanswered this long is reported (logged at info, counted in the
+    /// subscription state) but stays outstanding: the peer may have applied it already
+    /// (a loaded browser takes seconds), so another offer made now would split the two
+    /// sides' views of the session for good. It ends with the peer's answer, the peer's
+    /// own offer (glare: the SFU is polite), or the runtime reporting it undelivered
+    /// ([`Sfu::offer_undelivered`](crate::Sfu::offer_undelivered)).
+    pub const SLOW_ANSWER: Duration = Duration::from_secs(10);
     /// Wait after a refused answer before offering again.
     pub const OFFER_RETRY_BACKOFF: Duration = Duration::from_secs(2);
     /// A subscription waiting for a keyframe has one asked for every
     /// `keyframe_request_interval` for this long, then every [`KEYFRAME_RETRY_SLOW`].
     pub const KEYFRAME_RETRY_FAST: Duration = Duration::from_secs(10);
+    /// A negotiated subscription whose publisher sends the wanted layer and that has
+    /// forwarded nothing for this long is *starved*: logged at info, counted, and put back
+    /// on the keyframe path (a fresh wait with fast keyframe requests).
+    pub const STARVED_AFTER: Duration = Duration::from_secs(3);
     /// Keyframe re-requests of a long wait (a publisher that does not answer).
     pub const KEYFRAME_RETRY_SLOW: Duration = Duration::from_secs(3);
     /// A simulcast layer that missed this many frames of its sibling layers...
@@ -126,8 +135,10 @@ pub mod limits {
     pub const LAYER_GONE_AFTER: Duration = Duration::from_millis(700);
     /// A peer that sent no STUN request (ICE consent, RFC 7675; browsers check every
     /// 2.5 to 5 s) for this long gets no more media until it does again. Removal is left
-    /// to str0m's ICE timeout and to signaling.
-    pub const CONSENT_TIMEOUT: Duration = Duration::from_secs(6);
+    /// to str0m's ICE timeout (15 s) and to signaling. Holding media back costs the
+    /// subscriber a keyframe wait on every video track, so this is well above the
+    /// intervals of a loaded browser (6 s gaps were seen with six Chromiums on two cores).
+    pub const CONSENT_TIMEOUT: Duration = Duration::from_secs(10);
     /// A peer's previous PeerConnection (replaced by an offer from a new one) is dropped
     /// this long after the replacement at the latest.
     pub const RETIRE_AFTER: Duration = Duration::from_secs(15);

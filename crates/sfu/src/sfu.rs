@@ -15,7 +15,7 @@ use str0m::media::{
 };
 use str0m::net::{DatagramRecv, Receive, TcpType};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::demux::{self, Demux, Tuple};
 use crate::limits::*;
@@ -78,6 +78,30 @@ struct TrackOut {
     /// The publisher's track is gone: stop the m-line at the next offer.
     gone: bool,
     sel: Selection,
+    /// What the subscription has done, for the per-subscription state and repairs.
+    watch: OutWatch,
+}
+
+/// Counters and times of one subscription ([`Sfu::room_state`]).
+#[derive(Debug, Clone, Default)]
+struct OutWatch {
+    /// When the m-line was negotiated (answer accepted).
+    opened: Option<Instant>,
+    /// Packets written to the subscriber.
+    packets: u64,
+    /// Keyframes written to the subscriber.
+    keyframes: u64,
+    /// Last packet written.
+    last_media: Option<Instant>,
+    /// Since when the publisher sends the wanted layer and nothing reaches the subscriber.
+    starved_since: Option<Instant>,
+    /// Starvation episodes noticed (each logged once at info).
+    starved: u32,
+    /// Keyframe requests made for this subscription.
+    keyframe_requests: u32,
+    /// Packets that were due but could not be written (no writer for the mid, or no
+    /// payload type of the subscriber's SDP fits the publisher's codec).
+    refused: u64,
 }
 
 #[derive(Debug)]
@@ -156,7 +180,17 @@ struct Peer {
     connected: bool,
     /// At least one offer/answer completed: the SFU may offer from now on.
     negotiated: bool,
+    /// The SFU's outstanding offer and when it was made. It stays until the peer answers
+    /// or offers itself (see [`SLOW_ANSWER`]).
     pending: Option<(SdpPendingOffer, Instant)>,
+    /// The outstanding offer was reported slow (once per offer).
+    slow_noted: bool,
+    /// Offers made, answers accepted, answers refused, offers left unanswered past
+    /// [`SLOW_ANSWER`], offers the runtime could not deliver.
+    negotiation: Negotiation,
+    /// The room went back to mesh: the peer keeps forwarding until it is removed but is
+    /// not renegotiated (its client closes this connection).
+    lingering: bool,
     offer_not_before: Option<Instant>,
     outs: Vec<TrackOut>,
     published: Vec<u64>,
@@ -209,6 +243,17 @@ impl fmt::Debug for Peer {
             .field("published", &self.published.len())
             .finish_non_exhaustive()
     }
+}
+
+/// Counters of one peer's offer/answer exchanges.
+#[derive(Debug, Clone, Copy, Default)]
+struct Negotiation {
+    offers: u32,
+    answers: u32,
+    refused: u32,
+    slow: u32,
+    undelivered: u32,
+    peer_offers: u32,
 }
 
 #[derive(Debug, Default)]
@@ -471,6 +516,37 @@ impl Sfu {
         self.ids.contains_key(peer)
     }
 
+    /// The last [`SfuEvent::Offer`] for `peer` never left this process (the runtime's
+    /// queue to signaling was full): it is forgotten and made again after a short wait.
+    /// Only for an offer nobody can have seen; an offer that was sent stays outstanding
+    /// until it is answered (see [`SLOW_ANSWER`]).
+    pub fn offer_undelivered(&mut self, peer: &str, now: Instant) {
+        self.advance(now);
+        let Ok(key) = self.key(peer) else {
+            return;
+        };
+        if let Some(p) = self.peers.get_mut(&key) {
+            if p.pending.take().is_some() {
+                revert_outs(p);
+                p.negotiation.undelivered += 1;
+                p.offer_not_before = Some(now + OFFER_RETRY_BACKOFF);
+                info!(%peer, room = %p.room, "SFU offer could not be sent; offering again shortly");
+            }
+        }
+    }
+
+    /// The peer's room went back to mesh: the SFU keeps forwarding to and from it until
+    /// it is removed ([`leave`](Self::leave)), but makes no more offers to it, since its
+    /// client is moving its media to the mesh and closes this connection.
+    pub fn linger(&mut self, peer: &str) {
+        let Ok(key) = self.key(peer) else {
+            return;
+        };
+        if let Some(p) = self.peers.get_mut(&key) {
+            p.lingering = true;
+        }
+    }
+
     /// The peer's SDP offer; returns the SDP answer. On glare (the SFU has an offer
     /// outstanding to this peer) the SFU is polite: it drops its offer, answers, and offers
     /// again ([`SfuEvent::Offer`], to be delivered after the answer).
@@ -509,6 +585,7 @@ impl Sfu {
             }
         }
         if let Some(p) = self.peers.get_mut(&key) {
+            p.negotiation.peer_offers += 1;
             if p.pending.take().is_some() {
                 debug!(%peer, "SFU glare: dropping our offer to answer the peer's");
                 revert_outs(p);
@@ -743,8 +820,8 @@ impl Sfu {
         }
         let answer =
             SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::BadSdp(e.to_string()))?;
-        let pending = match self.peers.get_mut(&key).and_then(|p| p.pending.take()) {
-            Some((pending, _)) => pending,
+        let (pending, offered) = match self.peers.get_mut(&key).and_then(|p| p.pending.take()) {
+            Some(pending) => pending,
             None => return Err(SfuError::NoPendingOffer),
         };
         let res = self.guard(key, "accepting an answer", |p| {
@@ -756,6 +833,8 @@ impl Sfu {
                 if let Some(p) = self.peers.get_mut(&key) {
                     revert_outs(p);
                     p.offer_not_before = Some(now + OFFER_RETRY_BACKOFF);
+                    p.negotiation.refused += 1;
+                    info!(peer = %p.id, room = %p.room, error = %e, "SFU refused the answer to its offer");
                 }
                 self.drain(key);
                 self.run_work(now);
@@ -767,9 +846,15 @@ impl Sfu {
             if let Some(f) = sdp_fingerprint(sdp) {
                 p.fingerprint = Some(f);
             }
+            p.negotiation.answers += 1;
+            let waited = now.saturating_duration_since(offered);
+            if p.slow_noted {
+                info!(peer = %p.id, room = %p.room, waited_ms = waited.as_millis() as u64, "SFU offer answered late");
+            }
             for o in &mut p.outs {
                 if let OutState::Negotiating(m) = o.state {
                     o.state = OutState::Open(m);
+                    o.watch.opened = Some(now);
                 }
             }
             p.outs
@@ -963,6 +1048,120 @@ impl Sfu {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// The state of every subscription in `room` (publisher → subscriber, per kind) and
+    /// of every peer's negotiation, as JSON (the format is in docs/sfu.md, "Subscription
+    /// state"). `None` when the SFU has no such room.
+    pub fn room_state(&self, room: &str, now: Instant) -> Option<serde_json::Value> {
+        use serde_json::json;
+        let r = self.rooms.get(room)?;
+        let ms =
+            |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t).as_millis() as u64);
+        let mut peers = Vec::new();
+        for key in &r.peers {
+            let Some(p) = self.peers.get(key) else {
+                continue;
+            };
+            let consent_lost = p.consent_lost(now);
+            let mut subs = Vec::new();
+            for o in &p.outs {
+                let t = self.tracks.get(&o.track);
+                let (state, mid) = match o.state {
+                    OutState::ToOpen => ("waiting-for-offer", None),
+                    OutState::Negotiating(m) => ("offered", Some(m)),
+                    OutState::Open(m) => ("negotiated", Some(m)),
+                    OutState::ToStop(m) | OutState::NegotiatingStop(m) => ("stopping", Some(m)),
+                };
+                let label = |i: Option<usize>| match (t, i) {
+                    (_, None) => Layer::Paused,
+                    (Some(t), Some(_)) if !t.simulcast() => Layer::Single,
+                    (Some(t), Some(i)) => t.layers.get(i).map_or(Layer::Paused, |l| l.label),
+                    (None, Some(_)) => Layer::Paused,
+                };
+                let in_view = match &p.view {
+                    None => true,
+                    Some(tiles) => tiles
+                        .iter()
+                        .any(|tile| tile.peer == o.publisher && tile.width > 0 && tile.height > 0),
+                };
+                let paused = if o.gone {
+                    Some("publisher-left")
+                } else if !p.connected {
+                    Some("not-connected")
+                } else if consent_lost {
+                    Some("consent-lost")
+                } else if o.sel.target.is_none() && o.kind == MediaKind::Video {
+                    Some(if in_view { "bandwidth" } else { "not-in-view" })
+                } else if o.kind == MediaKind::Video
+                    && o.sel.current != o.sel.target
+                    && o.sel.current.is_none()
+                {
+                    Some("waiting-for-keyframe")
+                } else {
+                    None
+                };
+                let sending = match (t, o.sel.target) {
+                    (Some(t), Some(li)) => t.layers.get(li).is_some_and(|l| l.active(now)),
+                    _ => false,
+                };
+                subs.push(json!({
+                    "publisher": o.publisher,
+                    "kind": if o.kind == MediaKind::Audio { "audio" } else { "video" },
+                    "state": state,
+                    "negotiated": matches!(o.state, OutState::Open(_)),
+                    "mid": mid.map(|m| m.to_string()),
+                    "layer": label(o.sel.current).as_str(),
+                    "target": if o.kind == MediaKind::Audio { "single" } else { o.sel.target_layer.as_str() },
+                    "paused": paused,
+                    "publisherSending": sending,
+                    "packets": o.watch.packets,
+                    "keyframes": o.watch.keyframes,
+                    "lastMediaMsAgo": ms(o.watch.last_media),
+                    "negotiatedMsAgo": ms(o.watch.opened),
+                    "keyframeRequests": o.watch.keyframe_requests,
+                    "refused": o.watch.refused,
+                    "starved": o.watch.starved_since.is_some(),
+                    "starvedMs": ms(o.watch.starved_since),
+                    "starvedEpisodes": o.watch.starved,
+                }));
+            }
+            let n = p.negotiation;
+            peers.push(json!({
+                "peer": p.id,
+                "role": match p.role {
+                    Role::Participant { .. } => "participant",
+                    Role::WhipPublisher => "whip",
+                    Role::WhepViewer => "whep",
+                },
+                "connection": if p.retired_of.is_some() { "retiring" } else { "live" },
+                "connected": p.connected,
+                "consentLost": consent_lost,
+                "lingering": p.lingering,
+                "bitrate": p.bwe,
+                "rttMs": p.rtt_ms,
+                "negotiation": {
+                    "offers": n.offers,
+                    "answers": n.answers,
+                    "refusedAnswers": n.refused,
+                    "slowAnswers": n.slow,
+                    "undeliveredOffers": n.undelivered,
+                    "peerOffers": n.peer_offers,
+                    "pendingOfferMs": ms(p.pending.as_ref().map(|(_, t)| *t)),
+                },
+                "publishes": p.published.iter().filter_map(|t| self.tracks.get(t)).map(|t| json!({
+                    "kind": if t.kind == MediaKind::Audio { "audio" } else { "video" },
+                    "mid": t.mid.to_string(),
+                    "layers": t.layers.iter().map(|l| json!({
+                        "layer": l.label.as_str(),
+                        "active": l.active(now),
+                        "bitrate": l.meter.rate(),
+                    })).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+                "subscriptions": subs,
+            }));
+        }
+        Some(json!({ "room": room, "peers": peers }))
     }
 
     /// Counters since start and current gauges.
@@ -1309,6 +1508,7 @@ impl Sfu {
                         p.outs.push(TrackOut {
                             sel: out.sel.clone(),
                             publisher: out.publisher.clone(),
+                            watch: OutWatch::default(),
                             ..out
                         });
                     }
@@ -1385,6 +1585,7 @@ impl Sfu {
             || !p.negotiated
             || p.pending.is_some()
             || p.retired_of.is_some()
+            || p.lingering
         {
             return;
         }
@@ -1429,6 +1630,8 @@ impl Sfu {
             match applied {
                 Some((offer, pending)) => {
                     p.pending = Some((pending, now));
+                    p.slow_noted = false;
+                    p.negotiation.offers += 1;
                     Some((p.id.clone(), offer.to_sdp_string()))
                 }
                 None => {
@@ -1571,6 +1774,21 @@ impl Sfu {
                     }
                 }
             });
+            if let Some(o) = self
+                .peers
+                .get_mut(&sub)
+                .and_then(|sp| sp.outs.iter_mut().find(|o| o.track == tid))
+            {
+                if written == Some(true) {
+                    o.watch.packets += 1;
+                    o.watch.last_media = Some(now);
+                    if keyframe && kind == MediaKind::Video {
+                        o.watch.keyframes += 1;
+                    }
+                } else {
+                    o.watch.refused += 1;
+                }
+            }
             if written == Some(true) {
                 self.counters.media_forwarded += 1;
             }
@@ -1600,33 +1818,48 @@ impl Sfu {
         };
         o.sel.kf_wait.get_or_insert(now);
         let tid = o.track;
-        self.request_keyframe(tid, li, now);
+        if self.request_keyframe(tid, li, now) {
+            if let Some(o) = self
+                .peers
+                .get_mut(&sub)
+                .and_then(|p| p.outs.iter_mut().find(|o| o.track == tid))
+            {
+                o.watch.keyframe_requests += 1;
+            }
+        }
     }
 
     /// Asks the publisher for a keyframe on one layer, at most once per
     /// `keyframe_request_interval`.
-    fn request_keyframe(&mut self, tid: u64, li: usize, now: Instant) {
+    fn request_keyframe(&mut self, tid: u64, li: usize, now: Instant) -> bool {
         let interval = self.config.keyframe_request_interval;
-        self.request_keyframe_every(tid, li, now, interval);
+        self.request_keyframe_every(tid, li, now, interval)
     }
 
     /// Asks the publisher for a keyframe on one layer unless one was asked for within
     /// `interval`.
-    fn request_keyframe_every(&mut self, tid: u64, li: usize, now: Instant, interval: Duration) {
+    /// Returns whether a request was made now.
+    fn request_keyframe_every(
+        &mut self,
+        tid: u64,
+        li: usize,
+        now: Instant,
+        interval: Duration,
+    ) -> bool {
         let Some(track) = self.tracks.get_mut(&tid) else {
-            return;
+            return false;
         };
         if track.kind != MediaKind::Video {
-            return;
+            return false;
         }
         let Some(layer) = track.layers.get_mut(li) else {
-            return;
+            return false;
         };
         if layer
             .last_keyframe_request
             .is_some_and(|t| now.saturating_duration_since(t) < interval)
         {
-            return;
+            return false;
         }
         layer.last_keyframe_request = Some(now);
         let (owner, mid, rid) = (track.owner, track.mid, layer.rid);
@@ -1647,6 +1880,7 @@ impl Sfu {
             self.counters.keyframe_requests += 1;
         }
         self.drain(owner);
+        true
     }
 
     fn on_channel_data(&mut self, from: u64, d: ChannelData) {
@@ -1817,8 +2051,8 @@ impl Sfu {
         // most every `keyframe_request_interval` for KEYFRAME_RETRY_FAST, then every
         // KEYFRAME_RETRY_SLOW: a lost PLI or a request dropped by the throttle is retried.
         let ready = p.connected && !p.consent_lost(now);
-        let mut requests: Vec<(u64, usize, Duration)> = Vec::new();
-        for o in &mut p.outs {
+        let mut requests: Vec<(usize, u64, usize, Duration)> = Vec::new();
+        for (i, o) in p.outs.iter_mut().enumerate() {
             if o.kind != MediaKind::Video || o.gone || !matches!(o.state, OutState::Open(_)) {
                 continue;
             }
@@ -1835,15 +2069,23 @@ impl Sfu {
             let Some(since) = o.sel.kf_wait else {
                 continue;
             };
+            // The fast window counts from the start of the wait or from the last packet
+            // forwarded, whichever is later: a wait that begins (a gap, a layer switch)
+            // while frames were flowing is a new wait, not the tail of an old one.
+            let since = o.watch.last_media.map_or(since, |t| t.max(since));
             let every = if now.saturating_duration_since(since) < KEYFRAME_RETRY_FAST {
                 self.config.keyframe_request_interval
             } else {
                 KEYFRAME_RETRY_SLOW
             };
-            requests.push((o.track, target, every));
+            requests.push((i, o.track, target, every));
         }
-        for (tid, li, every) in requests {
-            self.request_keyframe_every(tid, li, now, every);
+        for (i, tid, li, every) in requests {
+            if self.request_keyframe_every(tid, li, now, every) {
+                if let Some(o) = self.peers.get_mut(&sub).and_then(|p| p.outs.get_mut(i)) {
+                    o.watch.keyframe_requests += 1;
+                }
+            }
         }
     }
 
@@ -1902,10 +2144,17 @@ impl Sfu {
                 continue;
             }
             if let Some((_, since)) = &p.pending {
-                if now.saturating_duration_since(*since) >= OFFER_TIMEOUT {
-                    debug!(peer = %p.id, "SFU offer unanswered: offering again");
-                    p.pending = None;
-                    revert_outs(p);
+                let waited = now.saturating_duration_since(*since);
+                if waited >= SLOW_ANSWER && !p.slow_noted {
+                    p.slow_noted = true;
+                    p.negotiation.slow += 1;
+                    info!(
+                        peer = %p.id,
+                        room = %p.room,
+                        waited_ms = waited.as_millis() as u64,
+                        "SFU offer not answered yet; still waiting for the answer (a slow \
+                         client), no new offer until then"
+                    );
                 }
             }
             if p.connected && now >= p.next_stats {
@@ -1934,7 +2183,81 @@ impl Sfu {
                 self.push_event(ev);
             }
             self.update_layers(key, now);
+            self.watch_subscriptions(key, now);
             self.maybe_negotiate(key, now);
+        }
+    }
+
+    /// Notices subscriptions that should carry media and do not ([`STARVED_AFTER`]):
+    /// logs each episode once at info with what the SFU knows of the cause, and puts a
+    /// starved video subscription back on the keyframe path. Logs the recovery too.
+    fn watch_subscriptions(&mut self, sub: u64, now: Instant) {
+        let Some(p) = self.peers.get_mut(&sub) else {
+            return;
+        };
+        if !p.connected || p.lingering {
+            return;
+        }
+        let consent_lost = p.consent_lost(now);
+        for o in &mut p.outs {
+            let OutState::Open(mid) = o.state else {
+                continue;
+            };
+            if o.gone {
+                continue;
+            }
+            let sending = match (self.tracks.get(&o.track), o.sel.target) {
+                (Some(t), Some(li)) => t.layers.get(li).is_some_and(|l| l.active(now)),
+                _ => false,
+            };
+            let since = match (o.watch.last_media, o.watch.opened) {
+                (Some(a), Some(b)) => a.max(b),
+                (a, b) => a.or(b).unwrap_or(now),
+            };
+            let starved =
+                sending && !consent_lost && now.saturating_duration_since(since) >= STARVED_AFTER;
+            match (starved, o.watch.starved_since) {
+                (true, None) => {
+                    o.watch.starved_since = Some(now);
+                    o.watch.starved += 1;
+                    let cause = if o.watch.refused > 0 {
+                        "packets were due but the subscriber's m-line could not take them (no writer or no matching payload type)"
+                    } else if o.sel.kf_wait.is_some() {
+                        "waiting for a keyframe from the publisher"
+                    } else {
+                        "nothing forwarded"
+                    };
+                    info!(
+                        subscriber = %p.id,
+                        publisher = %o.publisher,
+                        room = %p.room,
+                        kind = ?o.kind,
+                        %mid,
+                        idle_ms = now.saturating_duration_since(since).as_millis() as u64,
+                        keyframe_requests = o.watch.keyframe_requests,
+                        refused = o.watch.refused,
+                        cause,
+                        "SFU subscription starved; asking for a keyframe"
+                    );
+                    if o.kind == MediaKind::Video {
+                        o.sel.current = None;
+                        o.sel.kf_wait = Some(now);
+                    }
+                }
+                (false, Some(at)) if !sending || o.watch.last_media.is_some_and(|t| t > at) => {
+                    o.watch.starved_since = None;
+                    if o.watch.last_media.is_some_and(|t| t > at) {
+                        info!(
+                            subscriber = %p.id,
+                            publisher = %o.publisher,
+                            kind = ?o.kind,
+                            after_ms = now.saturating_duration_since(at).as_millis() as u64,
+                            "SFU subscription carries media again"
+                        );
+                    }
+                }
+                _ => {}
+            }
         }
     }
 
@@ -2061,6 +2384,9 @@ fn new_peer(
         connected: false,
         negotiated: false,
         pending: None,
+        slow_noted: false,
+        negotiation: Negotiation::default(),
+        lingering: false,
         offer_not_before: None,
         outs,
         published: Vec::new(),
@@ -2115,6 +2441,7 @@ fn new_out(tid: u64, t: &TrackIn) -> TrackOut {
         kind: t.kind,
         state: OutState::ToOpen,
         gone: false,
+        watch: OutWatch::default(),
         sel: Selection {
             target: audio.then_some(0),
             current: audio.then_some(0),

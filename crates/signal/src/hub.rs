@@ -263,6 +263,9 @@ pub struct Stats {
     pub messages_relayed: u64,
     /// Requests for the SFU that the runtime could not queue ([`Hub::handle_sfu_dropped`]).
     pub sfu_dropped: u64,
+    /// SFU offers, answers, errors and stats that arrived for a peer no longer in the SFU
+    /// (after its room went back to mesh) and were not delivered.
+    pub sfu_replies_after_leave: u64,
     /// `error` messages sent, indexed by [`ErrorCode::index`].
     pub errors: [u64; ErrorCode::ALL.len()],
 }
@@ -608,8 +611,29 @@ impl<I: IceServerSource> Hub<I> {
     }
 
     /// A reply of the SFU runtime. Replies about unknown peers or rooms are ignored;
-    /// to a peer within its grace period they are queued like other messages.
+    /// to a peer within its grace period they are queued like other messages. Offers,
+    /// answers, errors and stats for a peer that is no longer in the SFU (its room went
+    /// back to mesh) are dropped: its client has left the SFU, and docs/sfu.md promises
+    /// no `"sfu"` message after `mode: mesh`.
     pub fn handle_sfu(&mut self, _now: Instant, reply: SfuReply) {
+        let for_peer = match &reply {
+            SfuReply::Offer { peer, .. }
+            | SfuReply::Answer { peer, .. }
+            | SfuReply::Stats { peer, .. }
+            | SfuReply::Error { peer, .. } => Some(peer.as_str()),
+            SfuReply::Speaker { .. } | SfuReply::External { .. } => None,
+        };
+        if let Some(peer) = for_peer {
+            let in_sfu = self
+                .peer_ids
+                .get(peer)
+                .and_then(|k| self.peers.get(k))
+                .is_some_and(|p| p.sfu);
+            if !in_sfu {
+                self.stats.sfu_replies_after_leave += 1;
+                return;
+            }
+        }
         match reply {
             SfuReply::Offer { peer, sdp } => {
                 let m = ServerMessage::Offer(SdpFrom {

@@ -182,6 +182,7 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(sfu) = &sfu {
         let handle = sfu.handle().with_signaling(signaling.clone());
         state = state.with_source(Arc::new(handle.clone()));
+        extra = extra.merge(sfu_runtime::api::routes(handle.clone()));
         extra = extra.merge(sfu_runtime::whip::routes(handle));
     }
     let http_service = HttpService::start(http_listeners, http::app(state, extra), http_options)?;

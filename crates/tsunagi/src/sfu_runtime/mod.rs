@@ -16,10 +16,11 @@
 //!
 //! Every queue is bounded; when one is full the newest item is dropped and counted.
 
+pub mod api;
 pub mod tcp;
 pub mod whip;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -57,7 +58,9 @@ pub struct SfuOptions {
     /// [`SfuService::start`] from the bound sockets.
     pub core: SfuConfig,
     /// How long a peer's SFU session is kept after its room switched back to mesh, so
-    /// that media continues while the mesh connections come up.
+    /// that media continues while the mesh connections come up (a loaded browser takes
+    /// 10 to 20 s for them; the client closes the SFU connection sooner, once the mesh
+    /// carries every peer's video).
     pub linger: Duration,
     /// With a secret, WHIP needs `Authorization: Bearer <access token>`.
     pub token_secret: Option<Vec<u8>>,
@@ -71,7 +74,7 @@ impl Default for SfuOptions {
     fn default() -> Self {
         SfuOptions {
             core: SfuConfig::default(),
-            linger: Duration::from_secs(10),
+            linger: Duration::from_secs(30),
             token_secret: None,
             max_tcp_connections: 512,
             max_http_sessions: 256,
@@ -252,6 +255,11 @@ pub(crate) enum Command {
         id: String,
         reply: oneshot::Sender<Result<(), HttpFailure>>,
     },
+    /// The subscription state of a room (`GET /api/rooms/{room}/sfu`).
+    RoomState {
+        room: String,
+        reply: oneshot::Sender<Result<serde_json::Value, HttpFailure>>,
+    },
     /// A TCP connection opened (its writer) or closed (`None`).
     Tcp {
         remote: SocketAddr,
@@ -397,6 +405,11 @@ impl SfuHandle {
             reply,
         })
         .await
+    }
+
+    /// The per-subscription state of `room` (docs/sfu.md, "Subscription state").
+    pub(crate) async fn room_state(&self, room: String) -> Result<serde_json::Value, HttpFailure> {
+        self.ask(|reply| Command::RoomState { room, reply }).await
     }
 
     pub(crate) async fn delete(
@@ -594,6 +607,7 @@ impl SfuService {
             udp: sends,
             tcp: HashMap::new(),
             replies: rep_tx,
+            backlog: VecDeque::new(),
             lingering: BTreeMap::new(),
             sessions: HashMap::new(),
             counters: RuntimeCounters::default(),
@@ -703,6 +717,8 @@ struct Core {
     udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
     tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     replies: mpsc::Sender<SfuReply>,
+    /// Offers, answers and errors waiting for room in `replies` ([`Core::reply`]).
+    backlog: VecDeque<SfuReply>,
     /// Peers to remove at a time (after a switch back to mesh).
     lingering: BTreeMap<Instant, Vec<String>>,
     /// WHIP/WHEP sessions by peer id.
@@ -803,6 +819,7 @@ impl Core {
             }
             SfuRequest::Leave { peer, linger } => {
                 if linger && !self.options.linger.is_zero() {
+                    self.sfu.linger(&peer);
                     self.lingering
                         .entry(now + self.options.linger)
                         .or_default()
@@ -874,6 +891,12 @@ impl Core {
         }
     }
 
+    fn is_lingering(&self, peer: &str) -> bool {
+        self.lingering
+            .values()
+            .any(|peers| peers.iter().any(|p| p == peer))
+    }
+
     fn unlinger(&mut self, peer: &str) {
         self.lingering.retain(|_, peers| {
             peers.retain(|p| p != peer);
@@ -929,6 +952,15 @@ impl Core {
                 let r = self.session(kind, &room, &id).map(|()| {
                     self.sfu.leave(&id, now);
                     self.end_session(&id);
+                });
+                let _ = reply.send(r);
+            }
+            Command::RoomState { room, reply } => {
+                let r = self.sfu.room_state(&room, now).ok_or_else(|| {
+                    HttpFailure::new(
+                        404,
+                        format!("the SFU has no room {room} (it is in mesh mode, or empty)"),
+                    )
                 });
                 let _ = reply.send(r);
             }
@@ -1037,7 +1069,34 @@ impl Core {
         });
     }
 
+    /// Hands a reply to signaling. Offers, answers and errors are part of a peer's
+    /// offer/answer exchange: losing one would leave the two sides waiting on each other,
+    /// so when the queue is full they wait in `backlog` (in order; bounded by the peers
+    /// present: an exchange has at most an offer and an answer in flight). What cannot
+    /// even be kept there: an offer is taken back ([`Sfu::offer_undelivered`]), the rest
+    /// is dropped and counted. Stats and speaker updates are dropped when the queue is
+    /// full (the next ones follow).
     fn reply(&mut self, reply: SfuReply) {
+        let exchange = matches!(
+            reply,
+            SfuReply::Offer { .. } | SfuReply::Answer { .. } | SfuReply::Error { .. }
+        );
+        if exchange {
+            self.flush_backlog();
+            if self.backlog.is_empty() {
+                match self.replies.try_send(reply) {
+                    Ok(()) => return,
+                    Err(
+                        mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r),
+                    ) => {
+                        self.keep(r);
+                    }
+                }
+            } else {
+                self.keep(reply);
+            }
+            return;
+        }
         if self.replies.try_send(reply).is_err() {
             self.counters.replies_dropped += 1;
             let now = Instant::now();
@@ -1054,7 +1113,36 @@ impl Core {
         }
     }
 
+    fn keep(&mut self, reply: SfuReply) {
+        let limit = self.options.core.max_peers.saturating_mul(4).max(64);
+        if self.backlog.len() < limit {
+            self.backlog.push_back(reply);
+            return;
+        }
+        self.counters.replies_dropped += 1;
+        if let SfuReply::Offer { peer, .. } = reply {
+            self.sfu.offer_undelivered(&peer, Instant::now());
+        }
+    }
+
+    fn flush_backlog(&mut self) {
+        while let Some(r) = self.backlog.pop_front() {
+            match self.replies.try_send(r) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(r)) => {
+                    self.backlog.push_front(r);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.backlog.clear();
+                    return;
+                }
+            }
+        }
+    }
+
     fn drain(&mut self, now: Instant) {
+        self.flush_backlog();
         while let Some(t) = self.sfu.poll_transmit() {
             self.transmit(t);
         }
@@ -1143,10 +1231,16 @@ impl Core {
             }
             SfuEvent::Connected { peer } => debug!(%peer, "SFU peer connected"),
             SfuEvent::Closed { peer, reason } => {
-                info!(%peer, %reason, "SFU peer closed");
                 if self.sessions.contains_key(&peer) {
+                    info!(%peer, %reason, "SFU peer closed");
                     self.end_session(&peer);
+                } else if self.is_lingering(&peer) {
+                    // Its room went back to mesh and the client closed this connection,
+                    // as docs/sfu.md asks: the expected end, not an error.
+                    debug!(%peer, %reason, "SFU peer closed after the switch to mesh");
+                    self.unlinger(&peer);
                 } else {
+                    info!(%peer, %reason, "SFU peer closed");
                     self.reply(SfuReply::Error {
                         peer,
                         message: format!("the SFU connection closed: {reason}"),
