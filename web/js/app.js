@@ -57,6 +57,7 @@ const state = {
   sfu: null, // SfuPeer: the connection to the SFU, in SFU mode and during a switch
   sfuSummary: null,
   sfuStats: null, // the last `sfu-stats` message
+  sfuState: null, // the server's subscription state of this room: {at, me, subs}
   transition: null, // {to, since}: a mode switch waiting for video on the new path
   speaker: null,
   dataLog: [], // data-channel messages received: {from, data, at}
@@ -1238,7 +1239,7 @@ function modeSection(e, viaSfu) {
       h(
         'table',
         { class: 'layer-table', testid: 'sfu-layers' },
-        h('thead', null, h('tr', null, h('th', null, t('panel.layerPeer')), h('th', null, t('panel.layer')), h('th', null, t('panel.decoded')))),
+        h('thead', null, h('tr', null, h('th', null, t('panel.layerPeer')), h('th', null, t('panel.layer')), h('th', null, t('panel.decoded')), h('th', null, t('panel.subState')))),
         h(
           'tbody',
           null,
@@ -1251,6 +1252,7 @@ function modeSection(e, viaSfu) {
               h('td', null, o.name),
               h('td', { testid: 'layer' }, layer ? t(LAYER_KEYS[layer] || 'layer.other', { layer }) : t('unit.none')),
               h('td', { testid: 'decoded' }, v && v.frameWidth ? `${v.frameWidth}×${v.frameHeight}` : t('unit.none')),
+              subscriptionCell(o.id),
             );
           }),
         ),
@@ -1258,6 +1260,41 @@ function modeSection(e, viaSfu) {
     );
   }
   return box;
+}
+
+/**
+ * The server's view of our video subscription to one publisher (GET /api/rooms/{room}/sfu,
+ * docs/sfu.md "Subscription state"): negotiated or not, paused and why, packets, the last
+ * media, starved and keyframe requests.
+ */
+function subscriptionCell(publisher) {
+  const sub = state.sfuState && state.sfuState.subs.get(`${publisher}/video`);
+  if (!sub) return h('td', { testid: 'sub-state', dataset: { state: 'unknown' } }, t('unit.none'));
+  const parts = [t(`sub.${sub.state}`)];
+  if (sub.paused) parts.push(t(`sub.paused.${sub.paused}`));
+  if (sub.starved) parts.push(t('sub.starved', { s: Math.round((sub.starvedMs || 0) / 100) / 10 }));
+  parts.push(t('sub.packets', { n: sub.packets }));
+  if (sub.lastMediaMsAgo !== null) parts.push(t('sub.last', { ms: sub.lastMediaMsAgo }));
+  if (sub.keyframeRequests) parts.push(t('sub.keyframes', { n: sub.keyframeRequests }));
+  return h('td', { testid: 'sub-state', dataset: { state: sub.state, paused: sub.paused || '', packets: String(sub.packets) } }, parts.join(' · '));
+}
+
+/** Fetches the server's subscription state of this room (while the SFU panel is open, and on demand). */
+async function fetchSfuState() {
+  if (!state.room || state.mode !== 'sfu') return null;
+  let body;
+  try {
+    const r = await fetch(`/api/rooms/${encodeURIComponent(state.room)}/sfu`, { cache: 'no-store' });
+    if (!r.ok) return null;
+    body = await r.json();
+  } catch {
+    return null;
+  }
+  const me = (body.peers || []).find((p) => p.peer === state.id && p.connection === 'live');
+  const subs = new Map();
+  for (const sub of (me && me.subscriptions) || []) subs.set(`${sub.publisher}/${sub.kind}`, sub);
+  state.sfuState = { at: Date.now(), me: me || null, subs };
+  return state.sfuState;
 }
 
 function rateBits(bps) {
@@ -1371,6 +1408,8 @@ async function pollStats() {
   }
   checkTransition();
   checkSfuHealth();
+  const open = state.openPanel && state.peers.get(state.openPanel);
+  if (open && connOf(open) === state.sfu && state.sfu && (!state.sfuState || now - state.sfuState.at >= 2000)) await fetchSfuState();
   refreshOpenPanel();
   renderMode();
 }
@@ -1822,6 +1861,14 @@ const debugHook = {
       path: state.sfuSummary ? plain(state.sfuSummary.path) : { kind: 'none' },
       repairs: { ...s.repairs },
     };
+  },
+  /**
+   * The server's state of this participant's SFU session (GET /api/rooms/{room}/sfu),
+   * fetched now: {negotiation, subscriptions: [...]} or null outside SFU mode.
+   */
+  async subscriptions() {
+    const st = await fetchSfuState();
+    return st && st.me ? plain({ negotiation: st.me.negotiation, subscriptions: [...st.subs.values()] }) : null;
   },
   /** The last `view` sent: [{peer, width, height}] (null before any), and how many were sent. */
   get lastView() {

@@ -1924,3 +1924,50 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn nothing_from_the_sfu_reaches_a_peer_after_its_room_went_back_to_mesh() {
+    let mut t = T::with(sfu_config());
+    let p = fill(&mut t, "r", 5);
+    t.send(p[4].0, json!({"type": "leave"}));
+    t.send(p[3].0, json!({"type": "leave"}));
+    assert_eq!(t.hub.stats().rooms_sfu, 0, "back to mesh");
+    let (a, a_id) = p[0].clone();
+    // The lingering SFU session still renegotiates (the departed peers' m-lines), its
+    // client closes it (the SFU reports the close), and stats keep coming: none of it is
+    // for the client any more (docs/sfu.md, "Rules for a client author", 6).
+    let replies = [
+        SfuReply::Offer {
+            peer: a_id.clone(),
+            sdp: "v=0 late".into(),
+        },
+        SfuReply::Answer {
+            peer: a_id.clone(),
+            sdp: "v=0 late".into(),
+        },
+        SfuReply::Error {
+            peer: a_id.clone(),
+            message: "the SFU connection closed: the peer closed the connection".into(),
+        },
+        SfuReply::Stats {
+            peer: a_id.clone(),
+            bitrate: Some(1),
+            layers: vec![],
+            rtt: None,
+        },
+    ];
+    for r in replies {
+        let out = t.sfu(r.clone());
+        assert!(to(&out, a).is_empty(), "{r:?} reached the client: {out:?}");
+    }
+    assert_eq!(t.hub.stats().sfu_replies_after_leave, 4);
+    // Back in SFU mode the replies flow again.
+    let (_, _, _) = t.join("r", "D2");
+    t.join("r", "E2");
+    assert_eq!(t.hub.stats().rooms_sfu, 1);
+    let out = t.sfu(SfuReply::Offer {
+        peer: a_id.clone(),
+        sdp: "v=0 new".into(),
+    });
+    assert_eq!(only(&out, a, "offer")["sdp"], "v=0 new");
+}

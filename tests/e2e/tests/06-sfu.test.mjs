@@ -80,6 +80,29 @@ test('six participants (auto policy): SFU mode, everyone decodes the five others
       return peers.length === 5 && peers.every((x) => !x.mesh && x.source === 'sfu') && (await hook(p, () => window.tsunagi.transition)) === null;
     }, { timeout: 20000, what: `${p.name}: five tiles fed by the SFU, no mesh connection left` });
   }
+  // The server's per-subscription state (docs/sfu.md, "Subscription state"): 30
+  // directions × audio and video, every one negotiated and carrying packets, no answer
+  // refused, nothing starved now.
+  const res = await fetch(`${server.url}/api/rooms/six/sfu`);
+  assert.equal(res.status, 200);
+  const room = await res.json();
+  const live = room.peers.filter((x) => x.connection === 'live');
+  assert.equal(live.length, 6, `six live SFU peers: ${JSON.stringify(room.peers.map((x) => [x.peer, x.connection]))}`);
+  const names = Object.fromEntries(people.map((p) => [p.id, p.name]));
+  for (const peer of live) {
+    assert.equal(peer.negotiation.refusedAnswers, 0, `${names[peer.peer]}: no answer refused: ${JSON.stringify(peer.negotiation)}`);
+    const subs = peer.subscriptions.filter((x) => x.state !== 'stopping');
+    assert.equal(subs.length, 10, `${names[peer.peer]} subscribes to 5 × (audio, video): ${JSON.stringify(subs)}`);
+    for (const sub of subs) {
+      const dir = `${names[sub.publisher]}→${names[peer.peer]} ${sub.kind}`;
+      assert.ok(sub.negotiated && sub.packets > 0, `${dir}: negotiated and forwarding: ${JSON.stringify(sub)}`);
+      assert.ok(!sub.starved, `${dir}: not starved: ${JSON.stringify(sub)}`);
+    }
+    console.log(`${names[peer.peer]}: negotiation ${JSON.stringify(peer.negotiation)}`);
+  }
+  const unknown = await fetch(`${server.url}/api/rooms/no-such-room/sfu`);
+  assert.equal(unknown.status, 404);
+  assert.match(await unknown.text(), /no room no-such-room/);
 });
 
 test('the UI shows SFU mode: header badge, the explanation, the panel of the SFU connection', { timeout: 60000 }, async () => {
@@ -104,6 +127,11 @@ test('the UI shows SFU mode: header badge, the explanation, the panel of the SFU
   await waitFor(async () => /\d/.test(await panel.getByTestId('stat-sfu-bitrate').locator('dd').innerText()), { what: 'the estimate in the panel' });
   const row = panel.getByTestId('sfu-layers').locator(`tr[data-peer="${other.id}"]`);
   await waitFor(async () => /\d+×\d+/.test(await row.getByTestId('decoded').innerText()), { what: 'the decoded size in the panel' });
+  // The server's state of this subscription, in the same row.
+  await waitFor(async () => (await row.getByTestId('sub-state').getAttribute('data-state')) === 'negotiated', { what: "the server's subscription state in the panel" });
+  assert.match(await row.getByTestId('sub-state').innerText(), /negotiated.*\d+ packets/);
+  const subs = await hook(p, () => window.tsunagi.subscriptions());
+  assert.ok(subs.subscriptions.some((x) => x.publisher === other.id && x.kind === 'video' && x.packets > 0), JSON.stringify(subs));
   console.log('sfu-stats at', p.name, JSON.stringify(await hook(p, () => window.tsunagi.sfuStats)));
   await sleep(1200);
   await p.page.screenshot({ path: path.join(artifactsDir, 'sfu-six-panel.png') });
@@ -153,5 +181,6 @@ test('a data-channel message from one reaches the five others (relayed by the SF
   for (const o of others) await o.page.getByTestId(`tile-${sender.id}`).getByTestId('badge-hand').waitFor({ state: 'hidden', timeout: 10000 });
   for (const p of people) {
     assert.deepEqual(p.consoleErrors.filter((e) => !/favicon/.test(e)), [], `${p.name} console errors`);
+    assert.deepEqual(await hook(p, () => window.tsunagi.errors()), [], `${p.name}: error messages from the server`);
   }
 });

@@ -153,4 +153,10 @@ test('the room shrinks to three: back to a mesh, the video goes on', { timeout: 
   await sleep(2000);
   await monitor.check('SFU → mesh');
   for (const p of stay) assert.deepEqual(p.consoleErrors.filter((e) => !/favicon/.test(e)), [], `${p.name} console errors`);
+  // The protocol through both switches (docs/sfu.md, "Rules for a client author"): not a
+  // single `error` message from the server, handled quietly or not.
+  for (const p of people) {
+    if (p.gone) continue;
+    assert.deepEqual(await p.page.evaluate(() => window.tsunagi.errors()), [], `${p.name}: error messages from the server`);
+  }
 });
