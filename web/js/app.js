@@ -1860,6 +1860,9 @@ const debugHook = {
       dataChannel: s.dc ? s.dc.readyState : null,
       path: state.sfuSummary ? plain(state.sfuSummary.path) : { kind: 'none' },
       repairs: { ...s.repairs },
+      // m-lines of the session (docs/sfu.md: reused for new publishers, so bounded by the
+      // most people present at once).
+      mlines: s.pc.remoteDescription ? (s.pc.remoteDescription.sdp.match(/\r\nm=/g) || []).length : 0,
     };
   },
   /**

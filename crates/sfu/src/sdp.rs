@@ -35,6 +35,51 @@ pub fn receive_only(sdp: &str) -> String {
     out
 }
 
+/// Sets the `a=msid` (and `a=ssrc:… msid:`) lines of the media sections whose mid is in
+/// `msids` to `(mid, stream id, track id)`: a reused m-line names its current publisher.
+/// The mid is read from the section's `a=mid:` line wherever it stands in the section.
+pub fn rewrite_msids(sdp: &str, msids: &[(str0m::media::Mid, String, String)]) -> String {
+    if msids.is_empty() {
+        return sdp.to_string();
+    }
+    let mut out = String::with_capacity(sdp.len() + 64);
+    let mut section: Vec<&str> = Vec::new();
+    let flush = |section: &mut Vec<&str>, out: &mut String| {
+        let mid = section
+            .iter()
+            .find_map(|l| l.trim_end_matches(['\r', '\n']).strip_prefix("a=mid:"));
+        let target = mid.and_then(|m| msids.iter().find(|(x, _, _)| x.to_string() == m));
+        for line in section.drain(..) {
+            let bare = line.trim_end_matches(['\r', '\n']);
+            let eol = &line[bare.len()..];
+            let Some((_, stream, track)) = target else {
+                out.push_str(line);
+                continue;
+            };
+            if bare.starts_with("a=msid:") {
+                out.push_str(&format!("a=msid:{stream} {track}{eol}"));
+            } else if let Some(rest) = bare.strip_prefix("a=ssrc:") {
+                match rest.split_once(' ') {
+                    Some((ssrc, attr)) if attr.starts_with("msid:") => {
+                        out.push_str(&format!("a=ssrc:{ssrc} msid:{stream} {track}{eol}"));
+                    }
+                    _ => out.push_str(line),
+                }
+            } else {
+                out.push_str(line);
+            }
+        }
+    };
+    for line in sdp.split_inclusive('\n') {
+        if line.starts_with("m=") {
+            flush(&mut section, &mut out);
+        }
+        section.push(line);
+    }
+    flush(&mut section, &mut out);
+    out
+}
+
 /// The `candidate:...` form of a trickled candidate: accepts it with or without `a=` and
 /// surrounding whitespace. `None` for the end-of-candidates marker (empty string).
 pub fn normalize_candidate(candidate: &str) -> Option<&str> {
@@ -46,6 +91,30 @@ pub fn normalize_candidate(candidate: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rewrite_msids_names_the_current_publisher_of_a_reused_mline() {
+        let sdp = "v=0\r\ns=-\r\na=msid-semantic: WMS alice\r\n\
+                   m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=msid:alice a0\r\na=ssrc:1 cname:x\r\na=ssrc:1 msid:alice a0\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=msid:alice v0\r\na=mid:1\r\n";
+        let map = [(
+            str0m::media::Mid::from("1"),
+            "bob".to_string(),
+            "video-7".to_string(),
+        )];
+        let got = rewrite_msids(sdp, &map);
+        assert!(
+            got.contains(
+                "a=mid:0\r\na=msid:alice a0\r\na=ssrc:1 cname:x\r\na=ssrc:1 msid:alice a0\r\n"
+            ),
+            "{got}"
+        );
+        assert!(
+            got.ends_with("m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=msid:bob video-7\r\na=mid:1\r\n"),
+            "{got}"
+        );
+        assert_eq!(rewrite_msids(sdp, &[]), sdp);
+    }
 
     #[test]
     fn receive_only_rewrites_media_sections_only() {

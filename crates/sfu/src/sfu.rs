@@ -39,9 +39,10 @@ enum OutState {
     Negotiating(Mid),
     /// Negotiated: media is written to this mid.
     Open(Mid),
-    /// To be stopped in the next offer.
+    /// To be set inactive in the next offer (the publisher left); the m-line is then
+    /// free for the next publisher of its kind.
     ToStop(Mid),
-    /// Stopped in the outstanding offer.
+    /// Set inactive in the outstanding offer.
     NegotiatingStop(Mid),
 }
 
@@ -75,11 +76,25 @@ struct TrackOut {
     publisher: String,
     kind: MediaKind,
     state: OutState,
-    /// The publisher's track is gone: stop the m-line at the next offer.
+    /// The publisher's track is gone: set the m-line inactive (free) at the next offer.
     gone: bool,
     sel: Selection,
     /// What the subscription has done, for the per-subscription state and repairs.
     watch: OutWatch,
+    /// The free m-line this subscription took (reused from a publisher who left); given
+    /// back if the offer that reuses it is dropped.
+    slot: Option<Slot>,
+}
+
+/// An m-line of a subscriber's session whose publisher left: inactive, to be reused for
+/// the next publisher of its kind, so a subscriber's SDP is bounded by the most people
+/// present at once, not by everyone who ever came.
+#[derive(Debug, Clone)]
+struct Slot {
+    mid: Mid,
+    kind: MediaKind,
+    /// The last RTP time written on it: the next publisher's time continues from there.
+    last_out: Option<(i128, Instant)>,
 }
 
 /// Counters and times of one subscription ([`Sfu::room_state`]).
@@ -191,6 +206,11 @@ struct Peer {
     /// The room went back to mesh: the peer keeps forwarding until it is removed but is
     /// not renegotiated (its client closes this connection).
     lingering: bool,
+    /// Free m-lines (their publishers left), reused before new ones are added.
+    free: Vec<Slot>,
+    /// The `a=msid` of reused m-lines: str0m keeps the stream id an m-line was made
+    /// with, so the SDP the SFU sends is rewritten to name the current publisher.
+    msids: Vec<(Mid, String, String)>,
     offer_not_before: Option<Instant>,
     outs: Vec<TrackOut>,
     published: Vec<u64>,
@@ -613,7 +633,12 @@ impl Sfu {
                 p.fingerprint = fingerprint;
             }
         }
-        let answer = answer.to_sdp_string();
+        let msids = self
+            .peers
+            .get(&key)
+            .map(|p| p.msids.clone())
+            .unwrap_or_default();
+        let answer = sdp::rewrite_msids(&answer.to_sdp_string(), &msids);
         self.update_credentials(key, &answer);
         self.drain(key);
         self.register_negotiated(key, &answer, now);
@@ -851,14 +876,7 @@ impl Sfu {
             if p.slow_noted {
                 info!(peer = %p.id, room = %p.room, waited_ms = waited.as_millis() as u64, "SFU offer answered late");
             }
-            for o in &mut p.outs {
-                if let OutState::Negotiating(m) = o.state {
-                    o.state = OutState::Open(m);
-                    o.watch.opened = Some(now);
-                }
-            }
-            p.outs
-                .retain(|o| !matches!(o.state, OutState::NegotiatingStop(_)));
+            settle_outs(p, now);
         }
         self.drain(key);
         self.update_layers(key, now);
@@ -1138,6 +1156,7 @@ impl Sfu {
                 "connected": p.connected,
                 "consentLost": consent_lost,
                 "lingering": p.lingering,
+                "freeMlines": p.free.len(),
                 "bitrate": p.bwe,
                 "rttMs": p.rtt_ms,
                 "negotiation": {
@@ -1509,6 +1528,7 @@ impl Sfu {
                             sel: out.sel.clone(),
                             publisher: out.publisher.clone(),
                             watch: OutWatch::default(),
+                            slot: None,
                             ..out
                         });
                     }
@@ -1606,21 +1626,32 @@ impl Sfu {
                 match o.state {
                     OutState::ToOpen => {
                         let label = format!("{}-{}", o.kind, o.track);
-                        let mid = api.add_media(
-                            o.kind,
-                            Direction::SendOnly,
-                            Some(o.publisher.clone()),
-                            Some(label),
-                            None,
-                        );
+                        let mid = match p.free.iter().position(|s| s.kind == o.kind) {
+                            Some(i) => {
+                                // A free m-line of this kind: back to sendonly, with this
+                                // publisher's msid; its RTP time continues.
+                                let slot = p.free.remove(i);
+                                api.set_direction(slot.mid, Direction::SendOnly);
+                                o.sel.last_out = slot.last_out;
+                                o.sel.rebase_pending = true;
+                                let mid = slot.mid;
+                                p.msids.retain(|(m, _, _)| *m != mid);
+                                p.msids.push((mid, o.publisher.clone(), label));
+                                o.slot = Some(slot);
+                                mid
+                            }
+                            None => api.add_media(
+                                o.kind,
+                                Direction::SendOnly,
+                                Some(o.publisher.clone()),
+                                Some(label),
+                                None,
+                            ),
+                        };
                         o.state = OutState::Negotiating(mid);
                     }
-                    OutState::Open(m) if o.gone => {
-                        api.stop_media(m);
-                        o.state = OutState::NegotiatingStop(m);
-                    }
-                    OutState::ToStop(m) => {
-                        api.stop_media(m);
+                    OutState::Open(m) | OutState::ToStop(m) if o.gone => {
+                        api.set_direction(m, Direction::Inactive);
                         o.state = OutState::NegotiatingStop(m);
                     }
                     _ => {}
@@ -1632,17 +1663,12 @@ impl Sfu {
                     p.pending = Some((pending, now));
                     p.slow_noted = false;
                     p.negotiation.offers += 1;
-                    Some((p.id.clone(), offer.to_sdp_string()))
+                    let sdp = sdp::rewrite_msids(&offer.to_sdp_string(), &p.msids);
+                    Some((p.id.clone(), sdp))
                 }
                 None => {
                     // Nothing needed a negotiation after all.
-                    for o in &mut p.outs {
-                        if let OutState::Negotiating(m) = o.state {
-                            o.state = OutState::Open(m);
-                        }
-                    }
-                    p.outs
-                        .retain(|o| !matches!(o.state, OutState::NegotiatingStop(_)));
+                    settle_outs(p, now);
                     None
                 }
             }
@@ -2330,7 +2356,7 @@ impl Sfu {
     }
 
     /// Drops a publisher track and takes it away from its subscribers: participants get a
-    /// renegotiation that stops the m-line, WHEP viewers get the m-line back unbound.
+    /// renegotiation that sets the m-line inactive (free for reuse), WHEP viewers get the m-line back unbound.
     fn detach_tracks(&mut self, tids: &[u64], subscribers: &[u64], now: Instant) {
         for tid in tids {
             self.tracks.remove(tid);
@@ -2387,6 +2413,8 @@ fn new_peer(
         slow_noted: false,
         negotiation: Negotiation::default(),
         lingering: false,
+        free: Vec::new(),
+        msids: Vec::new(),
         offer_not_before: None,
         outs,
         published: Vec::new(),
@@ -2442,6 +2470,7 @@ fn new_out(tid: u64, t: &TrackIn) -> TrackOut {
         state: OutState::ToOpen,
         gone: false,
         watch: OutWatch::default(),
+        slot: None,
         sel: Selection {
             target: audio.then_some(0),
             current: audio.then_some(0),
@@ -2455,15 +2484,58 @@ fn new_out(tid: u64, t: &TrackIn) -> TrackOut {
     }
 }
 
-/// Puts the tracks of a dropped (rolled back or refused) offer back to their previous state.
+/// Puts the tracks of a dropped (rolled back or refused) offer back to their previous
+/// state. str0m applies a direction change to the session at once (an added m-line only
+/// with the answer), so a reused m-line is set inactive again and a freed one sendonly
+/// again: the session then says what was last negotiated, also in an answer to the
+/// peer's own offer.
 fn revert_outs(p: &mut Peer) {
+    let mut directions: Vec<(Mid, Direction)> = Vec::new();
     for o in &mut p.outs {
         match o.state {
-            OutState::Negotiating(_) => o.state = OutState::ToOpen,
-            OutState::NegotiatingStop(m) => o.state = OutState::ToStop(m),
+            OutState::Negotiating(m) => {
+                o.state = OutState::ToOpen;
+                if let Some(slot) = o.slot.take() {
+                    directions.push((m, Direction::Inactive));
+                    p.free.push(slot);
+                }
+            }
+            OutState::NegotiatingStop(m) => {
+                o.state = OutState::ToStop(m);
+                directions.push((m, Direction::SendOnly));
+            }
             _ => {}
         }
     }
+    if !directions.is_empty() {
+        let mut api = p.rtc.sdp_api();
+        for (m, d) in directions {
+            api.set_direction(m, d);
+        }
+        // Dropped without apply(): only the session's directions change.
+    }
+}
+
+/// The outstanding offer was answered (or needed no negotiation): its new m-lines carry
+/// media from now on, and the m-lines it set inactive are free for the next publisher.
+fn settle_outs(p: &mut Peer, now: Instant) {
+    for o in &mut p.outs {
+        match o.state {
+            OutState::Negotiating(m) => {
+                o.state = OutState::Open(m);
+                o.slot = None;
+                o.watch.opened = Some(now);
+            }
+            OutState::NegotiatingStop(mid) => p.free.push(Slot {
+                mid,
+                kind: o.kind,
+                last_out: o.sel.last_out,
+            }),
+            _ => {}
+        }
+    }
+    p.outs
+        .retain(|o| !matches!(o.state, OutState::NegotiatingStop(_)));
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -65,7 +65,8 @@ fn two_publishers_and_a_subscriber() {
     assert!(st.media_forwarded > 500);
     assert_eq!(st.faults, 0);
 
-    // alice leaves: her tracks are stopped at bob and carol by a renegotiation.
+    // alice leaves: her m-lines at bob and carol are set inactive by a renegotiation
+    // (free for the next publisher; docs/sfu.md, rule 5).
     let offers_before = w.client("carol").offers.len();
     w.sfu.leave("alice", w.now);
     w.drain_sfu();
@@ -73,12 +74,12 @@ fn two_publishers_and_a_subscriber() {
     let carol = w.client("carol");
     assert_eq!(carol.offers.len(), offers_before + 1, "leave renegotiates");
     let last = carol.offers.last().unwrap();
-    let stopped: Vec<&str> = last
+    let freed: Vec<&str> = last
         .split("\r\nm=")
-        .filter(|s| s.starts_with("audio 0 ") || s.starts_with("video 0 "))
+        .filter(|s| s.lines().any(|l| l == "a=inactive") && s.contains("a=msid:alice "))
         .collect();
-    assert_eq!(stopped.len(), 2, "both of alice's m-lines stopped:\n{last}");
-    for section in stopped {
+    assert_eq!(freed.len(), 2, "both of alice's m-lines inactive:\n{last}");
+    for section in freed {
         let mid = section
             .lines()
             .find_map(|l| l.strip_prefix("a=mid:"))
@@ -108,6 +109,54 @@ fn two_publishers_and_a_subscriber() {
         !w.events().any(|e| matches!(e, SfuEvent::Closed { .. })),
         "leave is not a Closed event"
     );
+    // dave joins: carol's next offer reuses alice's two m-lines (no new m-line), named
+    // dave's by their msid, and carries his media on them.
+    let mlines = |sdp: &str| sdp.matches("\r\nm=").count();
+    let before = mlines(w.client("carol").offers.last().unwrap());
+    let freed_mids: Vec<String> = w
+        .client("carol")
+        .offers
+        .last()
+        .unwrap()
+        .split("\r\nm=")
+        .filter(|s| s.lines().any(|l| l == "a=inactive") && s.contains("a=msid:alice "))
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("a=mid:"))
+                .map(str::to_string)
+        })
+        .collect();
+    w.join("r", "dave", PUB, Publish::AV);
+    w.client_mut("dave").gen.audio_level = -17;
+    let t = w.now;
+    w.run(Duration::from_secs(3));
+    let carol = w.client("carol");
+    let last = carol.offers.last().unwrap();
+    assert_eq!(mlines(last), before, "no m-line added:\n{last}");
+    for mid in &freed_mids {
+        assert_eq!(
+            carol.stream_of(mid.as_str().into()).as_deref(),
+            Some("dave"),
+            "{last}"
+        );
+    }
+    let on_reused = carol
+        .media_after(t)
+        .filter(|d| freed_mids.iter().any(|m| d.mid.to_string() == *m))
+        .count();
+    assert!(
+        on_reused > 50,
+        "dave's media on the reused m-lines: {on_reused}"
+    );
+    // It is dave's: his audio level, nobody else's.
+    assert!(carol
+        .media_after(t)
+        .filter(|d| carol.stream_of(d.mid).as_deref() == Some("dave"))
+        .filter_map(|d| d.ext_vals.audio_level)
+        .all(|l| l == -17));
+    assert!(carol
+        .media_from("dave")
+        .any(|d| d.ext_vals.audio_level == Some(-17)));
     let _ = MediaKind::Audio;
 }
 

@@ -61,6 +61,49 @@ test('a room pinned to SFU mode: welcome says sfu, no mesh connection, media thr
   await closeAll();
 });
 
+test('people come and go in an SFU room: the m-lines of those who left carry the newcomers, the SDP stays bounded', { timeout: 120000 }, async () => {
+  const server = await startTsunagi({ name: 'tsunagi-sfu-churn', extraArgs: sfuArgs({ roomMode: 'sfu' }) });
+  servers.push(server);
+  const room = [];
+  const join = async (name) => {
+    const p = await openParticipant(server.url, { name, room: 'churn' });
+    people.push(p);
+    room.push(p);
+    return p;
+  };
+  // Leaving with the Leave button: the server removes the peer at once (a closed tab
+  // would keep its place for the resume grace period).
+  const leave = async (p) => {
+    await p.page.getByTestId('leave').click();
+    room.splice(room.indexOf(p), 1);
+    people.splice(people.indexOf(p), 1);
+    await p.close();
+  };
+  try {
+    const ann = await join('Ann');
+    await join('Ben');
+    await join('Cat');
+    await expectMediaFlowing(room, { timeout: 30000 });
+    // At most three people at once: Ann's session has her own 3 m-lines (audio, video,
+    // data) and 2 per other publisher present: 7, however many come and go.
+    const most = await hook(ann, () => window.tsunagi.sfu.mlines);
+    assert.equal(most, 7, 'three of her own and two per other person');
+    for (const name of ['Dan', 'Eve']) {
+      await leave(room[room.length - 1]);
+      // The departed publisher's m-lines go inactive at Ann's (free for the next one).
+      await waitFor(async () => (await hook(ann, () => window.tsunagi.peers())).length === 1, { what: 'Ann: the departed tile gone' });
+      await join(name);
+      await expectMediaFlowing(room, { timeout: 30000 });
+      const sfu = await hook(ann, () => window.tsunagi.sfu);
+      console.log(`after ${name} took the place of the last one: Ann's SFU session has ${sfu.mlines} m-lines (${most} at first)`);
+      assert.equal(sfu.mlines, most, `m-lines reused: ${JSON.stringify(sfu)}`);
+    }
+    for (const p of room) assert.deepEqual(await hook(p, () => window.tsunagi.errors()), [], `${p.name}: error messages from the server`);
+  } finally {
+    await closeAll();
+  }
+});
+
 test('six participants (auto policy): SFU mode, everyone decodes the five others', { timeout: 240000 }, async () => {
   const server = await startTsunagi({ name: 'tsunagi-sfu-six', extraArgs: sfuArgs({}) });
   servers.push(server);

@@ -125,6 +125,8 @@ pub struct Client {
     pub loss: f64,
     pub offers: Vec<String>,
     pub answers: Vec<String>,
+    /// Every SDP the SFU sent this client (offers and answers), in the order applied.
+    pub remote_sdps: Vec<String>,
     pub pending: Option<SdpPendingOffer>,
     pub gen: Generator,
     pub started_sending: bool,
@@ -164,10 +166,11 @@ impl Client {
         })
     }
 
-    /// Map of mid -> msid stream id from every SDP (offers and answers) the SFU sent.
+    /// The msid stream id of `mid` in the latest SDP (offer or answer) the SFU sent: the
+    /// publisher the m-line carries now (an m-line is reused after its publisher left).
     pub fn stream_of(&self, mid: Mid) -> Option<String> {
         let needle = format!("a=mid:{mid}");
-        for sdp in self.offers.iter().chain(&self.answers).rev() {
+        for sdp in self.remote_sdps.iter().rev() {
             for section in sdp.split("\r\nm=").skip(1) {
                 if section.lines().any(|l| l == needle) {
                     if let Some(l) = section.lines().find(|l| l.starts_with("a=msid:")) {
@@ -467,6 +470,7 @@ impl World {
             timeout: self.now,
             loss: 0.0,
             offers: Vec::new(),
+            remote_sdps: vec![answer.clone()],
             answers: vec![answer],
             pending: None,
             gen,
@@ -604,6 +608,7 @@ impl World {
                     }
                     let c = &mut self.clients[i];
                     c.offers.push(sdp.clone());
+                    c.remote_sdps.push(sdp.clone());
                     let offer = SdpOffer::from_sdp_string(&sdp).unwrap();
                     match c.rtc.sdp_api().accept_offer(offer) {
                         Ok(answer) => {
@@ -627,6 +632,7 @@ impl World {
                         continue;
                     };
                     c.answers.push(sdp.clone());
+                    c.remote_sdps.push(sdp.clone());
                     let answer = SdpAnswer::from_sdp_string(&sdp).unwrap();
                     if let Err(e) = c.rtc.sdp_api().accept_answer(pending, answer) {
                         self.signaling.as_mut().unwrap().errors.push(format!(
@@ -776,6 +782,7 @@ impl World {
         };
         let c = &mut self.clients[i];
         c.offers.push(sdp.clone());
+        c.remote_sdps.push(sdp.clone());
         let offer = SdpOffer::from_sdp_string(&sdp).unwrap();
         let answer = c.rtc.sdp_api().accept_offer(offer).unwrap();
         let mut answer = answer.to_sdp_string();
