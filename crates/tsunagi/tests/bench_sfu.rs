@@ -5,6 +5,10 @@
 //! A room run (`--participants 3`: three participants over the signaling WebSocket, each
 //! publishing and receiving the other two) must deliver more than 80 % of the frames of
 //! every (publisher, subscriber) pair, and every participant must leave.
+//! With churn (`--participants 4 --churn-every 2s` for 15 s: one participant leaves and
+//! a new one takes its place every 2 s) no direction starves, more directions are served
+//! than the first room's 12, and every frame came on an m-line whose current `a=msid`
+//! names its publisher (the SFU reuses the m-lines of those who left).
 //! The WHIP endpoint refuses an offer that sends nothing (422, saying what is missing).
 //! Performance itself is measured in docs/benchmarks.md, never asserted here.
 
@@ -401,6 +405,93 @@ fn room_of_three_participants() {
     });
 }
 
+/// A room of 4 with a participant replaced every 2 s for 15 s: every direction (publisher
+/// → subscriber pair in the room together) gets video, none starves (the tool exits with
+/// 3 if one does), and everyone who joined left.
+#[test]
+fn room_with_churn_starves_no_direction() {
+    let server = Server::start("churn", &["--sfu-port", "0"]);
+    let pid = server.child.id().to_string();
+    let out = bench(&[
+        "--http",
+        &server.http,
+        "--room",
+        "bench-churn",
+        "--participants",
+        "4",
+        "--churn-every",
+        "2s",
+        "--duration",
+        "15s",
+        "--warmup",
+        "1s",
+        "--seed",
+        "7",
+        "--server-pid",
+        &pid,
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bench exited with {:?}: {stderr}\n{stdout}\n--- server log:\n{}",
+        out.status.code(),
+        server.log_text()
+    );
+    let r: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"));
+    assert_eq!(r["bench"], "sfu-room-churn");
+    assert_eq!(r["participants"], 4);
+    assert!(num(&r, "duration_s") >= 14.9, "{r}");
+    // A leave and a join at 2, 4, ... 14 s of the window.
+    let leaves = num(&r, "leaves");
+    assert!((6.0..=7.0).contains(&leaves), "{r}");
+    assert_eq!(num(&r, "joins"), 4.0 + leaves, "{r}");
+
+    assert_eq!(num(&r, "directions_starved"), 0.0, "{r}");
+    assert_eq!(r["starved"], Value::Array(vec![]), "{r}");
+    // The first room's 4 x 3 directions, and those of every newcomer.
+    let served = num(&r, "directions_served");
+    assert!(served > 12.0, "{r}");
+    assert!(
+        served + num(&r, "directions_unserved_short") == num(&r, "directions"),
+        "{r}"
+    );
+    let first = &r["first_video_ms"];
+    assert!(
+        first["max"]
+            .as_f64()
+            .is_some_and(|v| v > 0.0 && v < 10_000.0),
+        "{r}"
+    );
+    assert!(
+        r["first_video_ms_joined_in_window"]["p50"].as_f64() > Some(0.0),
+        "{r}"
+    );
+    let dirs = r["per_direction"].as_array().expect("per_direction");
+    assert_eq!(dirs.len() as f64, num(&r, "directions"), "{r}");
+    for d in dirs {
+        assert_ne!(d["publisher"], d["subscriber"], "{d}");
+    }
+    // The SFU gave newcomers the m-lines of those who left, and every frame came on the
+    // m-line whose current a=msid names its publisher, starting at a keyframe.
+    assert!(num(&r, "reused_mlines") > 0.0, "{r}");
+    assert_eq!(num(&r, "msid_mismatches"), 0.0, "{r}");
+    assert_eq!(num(&r, "first_frame_not_keyframe"), 0.0, "{r}");
+    assert_frames_intact(&r);
+    assert_eq!(r["errors"], Value::Array(vec![]), "{r}");
+
+    // Everyone who joined left with `leave`, the churn's leavers too.
+    let joins = num(&r, "joins");
+    wait_for_stats(&server, "participants left behind after the run", |st| {
+        let sig = &st["signaling"];
+        sig["peers"] == 0
+            && sig["peersInGrace"] == 0
+            && sig["leaves"]["left"].as_f64() == Some(joins)
+    });
+}
+
 /// A WHIP offer that sends nothing (`a=recvonly`, what a viewer would offer) is refused
 /// with 422 and a body that says what is missing, and joins nobody: the same offer
 /// sending (`a=sendonly`) is then the room's only WHIP session.
@@ -468,6 +559,15 @@ fn bad_options_are_refused() {
         &["--bitrate", "100M"],
         &["--http", "https://127.0.0.1:1"],
         &["--participants", "1"],
+        &["--participants", "3", "--churn-every", "0.1s"],
+        &[
+            "--participants",
+            "3",
+            "--churn-every",
+            "2s",
+            "--starved-after",
+            "0",
+        ],
     ] {
         let out = bench(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -482,4 +582,9 @@ fn bad_options_are_refused() {
         assert_eq!(out.status.code(), Some(2), "{other}: {stderr}");
         assert!(stderr.contains("cannot be used with"), "{stderr}");
     }
+    // Churn is for rooms.
+    let out = bench(&["--churn-every", "2s"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--participants"), "{stderr}");
 }

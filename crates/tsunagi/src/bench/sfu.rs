@@ -114,6 +114,21 @@ pub struct SfuArgs {
     /// PID of the server, to report its CPU seconds and memory from /proc.
     #[arg(long, value_name = "PID")]
     pub server_pid: Option<u32>,
+    /// Room mode with churn: every TIME one participant (chosen at random, see --seed)
+    /// sends `leave` and closes its WebSocket, and a new one joins in its place, for the
+    /// whole --duration (the room stays at N). The report counts directions (publisher →
+    /// subscriber, every pair that was in the room together): served, time to the first
+    /// video frame (p50/p99/max) and starved ones (see --starved-after). Exit status 3
+    /// when any direction starved (1 when the run itself failed). At least 0.5 s.
+    #[arg(long, value_name = "TIME", value_parser = parse_secs, requires = "participants")]
+    pub churn_every: Option<f64>,
+    /// Seed of the churn's choice of who leaves (the same seed, the same choices).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub seed: u64,
+    /// With --churn-every: a direction whose two participants were in the room together
+    /// for longer than this, and that got no video frame, is starved.
+    #[arg(long, value_name = "TIME", default_value = "10s", value_parser = parse_secs)]
+    pub starved_after: f64,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -176,6 +191,21 @@ impl SfuArgs {
                     super::sfu_room::MAX_PARTICIPANTS
                 ));
             }
+        }
+        if let Some(every) = self.churn_every {
+            if self.participants.is_none() {
+                return err("--churn-every needs --participants");
+            }
+            if !(0.5..=MAX_DURATION_SECS).contains(&every) {
+                return err(format!(
+                    "--churn-every must be in [0.5, {MAX_DURATION_SECS}] seconds"
+                ));
+            }
+        }
+        if !(self.starved_after > 0.0 && self.starved_after <= MAX_DURATION_SECS) {
+            return err(format!(
+                "--starved-after must be in (0, {MAX_DURATION_SECS}] seconds"
+            ));
         }
         if self.publishers == 0 {
             return err("--publishers must be at least 1");
@@ -414,10 +444,10 @@ pub(super) struct HttpBase {
 }
 
 #[derive(Debug)]
-struct HttpResponse {
-    status: u16,
+pub(super) struct HttpResponse {
+    pub(super) status: u16,
     headers: Vec<(String, String)>,
-    body: String,
+    pub(super) body: String,
 }
 
 impl HttpResponse {
@@ -466,7 +496,7 @@ pub(super) fn parse_base(url: &str) -> Result<HttpBase, BenchError> {
 }
 
 impl HttpBase {
-    fn request(
+    pub(super) fn request(
         &self,
         method: &str,
         path: &str,
@@ -723,6 +753,66 @@ pub(super) struct Receiver {
     pub(super) bytes: u64,
     pub(super) keyframe_mismatches: u64,
     pub(super) untagged: u64,
+    /// Room participants: what arrived of each publisher over the whole run.
+    pub(super) heard: HashMap<u16, Heard>,
+    /// Room participants: the publisher (`a=msid` stream id) of each m-line in the
+    /// latest SDP from the SFU. str0m keeps the msid an m-line had when it was created,
+    /// but the SFU gives the m-lines of those who left to newcomers (same mid, new msid).
+    pub(super) msid: HashMap<Mid, String>,
+    /// Frames whose tag names another publisher than the `a=msid` of their m-line.
+    pub(super) msid_mismatches: u64,
+    /// m-lines whose `a=msid` changed (given to another publisher).
+    pub(super) msid_changes: u64,
+}
+
+/// What one room participant received of one publisher (frames of the whole run).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Heard {
+    pub(super) audio: u64,
+    pub(super) video: u64,
+    pub(super) first_video: Option<Instant>,
+    /// The first video frame was a keyframe (the SFU starts every stream at one).
+    pub(super) first_video_keyframe: bool,
+    pub(super) last_video: Option<Instant>,
+    /// Longest time between two consecutive video frames.
+    pub(super) longest_video_gap: Duration,
+}
+
+impl Receiver {
+    /// Follows an SDP from the SFU: each m-line's mid and its current `a=msid` stream
+    /// id (none when the m-line has no `a=msid`).
+    pub(super) fn follow_sdp(&mut self, sdp: &str) {
+        // (mid, msid stream id) of each m-line, in order.
+        let mut lines: Vec<(Option<&str>, Option<&str>)> = Vec::new();
+        for line in sdp.lines().map(str::trim_end) {
+            if line.starts_with("m=") {
+                lines.push((None, None));
+            } else if let Some((mid, stream)) = lines.last_mut() {
+                if let Some(m) = line.strip_prefix("a=mid:") {
+                    *mid = Some(m.trim());
+                } else if let Some(m) = line.strip_prefix("a=msid:") {
+                    *stream = m.split_whitespace().next();
+                }
+            }
+        }
+        for (mid, stream) in lines {
+            let Some(mid) = mid.map(Mid::from) else {
+                continue;
+            };
+            match stream {
+                Some(s) => {
+                    if let Some(old) = self.msid.insert(mid, s.to_owned()) {
+                        if old != s {
+                            self.msid_changes += 1;
+                        }
+                    }
+                }
+                None => {
+                    self.msid.remove(&mid);
+                }
+            }
+        }
+    }
 }
 
 pub(super) struct Client {
@@ -752,6 +842,8 @@ pub(super) struct Shared {
     /// Publishers stop writing at the end of the window.
     pub(super) sending: bool,
     pub(super) latency: Histogram,
+    /// Room participants: peer id (from `welcome`) → participant index.
+    pub(super) peer_index: HashMap<String, u16>,
     pub(super) inter_size: usize,
     pub(super) key_size: usize,
     pub(super) filler: Vec<u8>,
@@ -896,6 +988,9 @@ impl Client {
                     self.recv.untagged += 1;
                     return;
                 }
+                if self.role == Role::Participant {
+                    self.heard(&tag, d.mid, now, sh);
+                }
                 if !sh.in_window(tag.sent_us) {
                     return;
                 }
@@ -918,6 +1013,30 @@ impl Client {
             }
             _ => {}
         }
+    }
+
+    /// A room participant's per-publisher counts, and the check of the m-line's msid.
+    fn heard(&mut self, tag: &Tag, mid: Mid, now: Instant, sh: &Shared) {
+        let named = self.recv.msid.get(&mid).and_then(|s| sh.peer_index.get(s));
+        if named != Some(&tag.publisher) {
+            self.recv.msid_mismatches += 1;
+        }
+        let h = self.recv.heard.entry(tag.publisher).or_default();
+        if !tag.video {
+            h.audio += 1;
+            return;
+        }
+        h.video += 1;
+        match h.last_video {
+            None => {
+                h.first_video = Some(now);
+                h.first_video_keyframe = tag.keyframe;
+            }
+            Some(last) => {
+                h.longest_video_gap = h.longest_video_gap.max(now.saturating_duration_since(last));
+            }
+        }
+        h.last_video = Some(now);
     }
 
     pub(super) fn handle_timeout(&mut self, now: Instant, sh: &mut Shared) {
@@ -1498,6 +1617,28 @@ mod tests {
     }
 
     #[test]
+    fn m_lines_follow_the_latest_msid() {
+        let mut r = Receiver::default();
+        let offer = |b: &str, c: &str| {
+            format!(
+                "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+                 m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=recvonly\r\n\
+                 m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:3\r\na=sendonly\r\n{b}\
+                 m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:5\r\n{c}"
+            )
+        };
+        r.follow_sdp(&offer("a=msid:p_b t1\r\n", "a=msid:p_c t2\r\n"));
+        assert_eq!(r.msid.get(&Mid::from("3")).map(String::as_str), Some("p_b"));
+        assert_eq!(r.msid.get(&Mid::from("5")).map(String::as_str), Some("p_c"));
+        assert!(!r.msid.contains_key(&Mid::from("0")));
+        // p_b left and p_d took its m-line; p_c's m-line went inactive without an msid.
+        r.follow_sdp(&offer("a=msid:p_d t9\r\n", "a=inactive\r\n"));
+        assert_eq!(r.msid.get(&Mid::from("3")).map(String::as_str), Some("p_d"));
+        assert!(!r.msid.contains_key(&Mid::from("5")));
+        assert_eq!(r.msid_changes, 1);
+    }
+
+    #[test]
     fn http_answers_and_locations() {
         let raw = b"HTTP/1.1 201 Created\r\nLocation: /whip/r/abc\r\nContent-Length: 5\r\n\r\nv=0\r\nextra";
         let r = parse_response(raw).unwrap();
@@ -1526,6 +1667,9 @@ mod tests {
             bitrate: 500_000,
             local_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             participants: None,
+            churn_every: None,
+            seed: 1,
+            starved_after: 10.0,
             token: None,
             server_pid: None,
             json: false,
@@ -1558,6 +1702,19 @@ mod tests {
             },
             SfuArgs {
                 participants: Some(51),
+                ..ok.clone()
+            },
+            SfuArgs {
+                churn_every: Some(2.0),
+                ..ok.clone()
+            },
+            SfuArgs {
+                participants: Some(4),
+                churn_every: Some(0.1),
+                ..ok.clone()
+            },
+            SfuArgs {
+                starved_after: 0.0,
                 ..ok.clone()
             },
         ] {

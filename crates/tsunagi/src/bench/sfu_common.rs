@@ -56,6 +56,7 @@ impl Core {
                 window: None,
                 sending: true,
                 latency: Histogram::new(),
+                peer_index: std::collections::HashMap::new(),
                 inter_size: inter,
                 key_size: inter * KEYFRAME_FACTOR,
                 filler,
