@@ -776,6 +776,24 @@ pub(super) struct Heard {
     pub(super) last_video: Option<Instant>,
     /// Longest time between two consecutive video frames.
     pub(super) longest_video_gap: Duration,
+    /// Longest time from the publisher's write to a complete video frame here.
+    pub(super) max_video_latency: Duration,
+    /// When that frame arrived.
+    pub(super) max_video_latency_at: Option<Instant>,
+    /// Sequence numbers of the first and the highest video frame received: the
+    /// publisher sent `last - first + 1` video frames in between.
+    pub(super) first_video_seq: u32,
+    pub(super) last_video_seq: u32,
+}
+
+impl Heard {
+    /// Video frames the publisher sent from the first one received here to the last.
+    pub(super) fn video_span(&self) -> u64 {
+        if self.video == 0 {
+            return 0;
+        }
+        u64::from(self.last_video_seq.wrapping_sub(self.first_video_seq)) + 1
+    }
 }
 
 impl Receiver {
@@ -1027,12 +1045,23 @@ impl Client {
             return;
         }
         h.video += 1;
+        let sent = sh.t0 + Duration::from_micros(u64::from(tag.sent_us));
+        let latency = now.saturating_duration_since(sent);
+        if h.max_video_latency_at.is_none() || latency > h.max_video_latency {
+            h.max_video_latency = latency;
+            h.max_video_latency_at = Some(now);
+        }
         match h.last_video {
             None => {
                 h.first_video = Some(now);
                 h.first_video_keyframe = tag.keyframe;
+                h.first_video_seq = tag.seq;
+                h.last_video_seq = tag.seq;
             }
             Some(last) => {
+                if tag.seq.wrapping_sub(h.last_video_seq) < u32::MAX / 2 {
+                    h.last_video_seq = tag.seq;
+                }
                 h.longest_video_gap = h.longest_video_gap.max(now.saturating_duration_since(last));
             }
         }

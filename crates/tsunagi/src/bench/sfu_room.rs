@@ -63,7 +63,8 @@ const STARVED_CHECK: Duration = Duration::from_secs(1);
 /// At most this many starved directions get the SFU's state in the report.
 const MAX_SNAPSHOTS: usize = 20;
 /// A direction whose video paused for longer than this counts in
-/// `directions_with_video_gap_over_1s`.
+/// `directions_with_video_gap_over_1s`, one with a frame later than this in
+/// `directions_with_video_latency_over_1s`.
 const STALL: Duration = Duration::from_secs(1);
 
 /// What one subscriber received of one publisher's in-window frames.
@@ -1009,7 +1010,9 @@ impl Room<'_> {
                 -a.duration_since(b).as_secs_f64()
             }
         };
-        let (mut first_ms, mut churn_first_ms, mut gaps_ms) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut first_ms, mut churn_first_ms) = (Vec::new(), Vec::new());
+        let (mut gaps_ms, mut latency_ms) = (Vec::new(), Vec::new());
+        let mut worst = 1.0f64;
         for (si, s) in self.members.iter().enumerate() {
             let Some(s_in) = s.joined else { continue };
             let s_out = s.left.unwrap_or(window_end).min(window_end);
@@ -1044,6 +1047,19 @@ impl Room<'_> {
                     if h.longest_video_gap > STALL {
                         r.directions_with_video_gap_over_1s += 1;
                     }
+                    let latency = h.max_video_latency.as_secs_f64() * 1000.0;
+                    latency_ms.push(latency);
+                    if h.max_video_latency > STALL {
+                        r.directions_with_video_latency_over_1s += 1;
+                    }
+                    d.max_video_latency_ms = Some(latency);
+                    d.max_video_latency_at_s =
+                        h.max_video_latency_at.map(|t| secs(window_start, t));
+                    let span = h.video_span();
+                    d.video_frames_spanned = span;
+                    r.video_frames_spanned += span;
+                    r.video_frames_missing += span.saturating_sub(h.video);
+                    worst = worst.min(ratio(h.video.min(span), span));
                     if !h.first_video_keyframe {
                         r.first_frame_not_keyframe += 1;
                     }
@@ -1073,6 +1089,8 @@ impl Room<'_> {
         r.first_video_ms = Quantiles::of(first_ms);
         r.first_video_ms_joined_in_window = Quantiles::of(churn_first_ms);
         r.longest_video_gap_ms = Quantiles::of(gaps_ms);
+        r.max_video_latency_ms = Quantiles::of(latency_ms);
+        r.worst_direction_video_ratio = if r.directions_served > 0 { worst } else { 0.0 };
 
         let rates = w.rates(r.forwarded_packets);
         r.forwarded_packets_per_sec = r.forwarded_packets as f64 / rates.secs;
@@ -1209,6 +1227,13 @@ pub struct DirectionResult {
     pub video_frames: u64,
     /// Longest time between two video frames of that publisher.
     pub longest_video_gap_ms: Option<f64>,
+    /// Longest time from the publisher's write to a complete video frame, and when that
+    /// frame arrived (seconds from the start of the window).
+    pub max_video_latency_ms: Option<f64>,
+    pub max_video_latency_at_s: Option<f64>,
+    /// Video frames the publisher sent from the first one received to the last one
+    /// (by their sequence numbers): `video_frames` of them arrived.
+    pub video_frames_spanned: u64,
 }
 
 /// A direction in the room together for longer than `--starved-after` that got no video
@@ -1275,6 +1300,16 @@ pub struct ChurnReport {
     /// Per served direction, its longest time between two video frames.
     pub longest_video_gap_ms: Quantiles,
     pub directions_with_video_gap_over_1s: usize,
+    /// Per served direction, its slowest video frame (publisher's write to complete
+    /// frame at the subscriber), whole run.
+    pub max_video_latency_ms: Quantiles,
+    pub directions_with_video_latency_over_1s: usize,
+    /// Over the served directions: video frames the publisher sent from the first one
+    /// the subscriber received to the last, and how many of them did not arrive.
+    pub video_frames_spanned: u64,
+    pub video_frames_missing: u64,
+    /// The lowest received / spanned of any served direction.
+    pub worst_direction_video_ratio: f64,
     /// Frames whose tag names another publisher than the current `a=msid` of the
     /// m-line they came on.
     pub msid_mismatches: u64,
@@ -1367,6 +1402,18 @@ impl ChurnReport {
             "  longest video gap per direction ms: {}; {} directions with a gap over 1 s",
             q(&self.longest_video_gap_ms),
             self.directions_with_video_gap_over_1s
+        );
+        println!(
+            "  slowest video frame per direction ms: {}; {} directions with a frame later than 1 s",
+            q(&self.max_video_latency_ms),
+            self.directions_with_video_latency_over_1s
+        );
+        println!(
+            "  video frames from each direction's first to its last: {} missing of {} ({:.3} %); worst direction {:.1} %",
+            self.video_frames_missing,
+            self.video_frames_spanned,
+            ratio(self.video_frames_missing, self.video_frames_spanned) * 100.0,
+            self.worst_direction_video_ratio * 100.0
         );
         println!(
             "  first frame not a keyframe: {}; m-lines given to another publisher: {}; frames on an m-line whose a=msid names another publisher: {}",
