@@ -705,6 +705,9 @@ function setMode(mode) {
   state.modeChange = { from, to: mode, at: Date.now(), peers: countPeople() };
   if (mode === 'sfu') {
     openSfu();
+    // The mesh connections only bridge now: lighter, so that encoding for both paths at
+    // once does not stall a slow machine.
+    for (const e of state.peers.values()) if (e.peer) e.peer.lighten();
     const meshUp = [...state.peers.values()].some((e) => e.peer);
     state.transition = meshUp ? { to: 'sfu', since: Date.now() } : null;
     notify(t('mode.switched.sfu', { n: countPeople() }), { kind: 'info', code: 'mode-sfu', timeout: 6000 });

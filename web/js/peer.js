@@ -322,6 +322,29 @@ export class Peer {
     this.pc.restartIce();
   }
 
+  /**
+   * The room moved to the SFU and this connection only bridges until the SFU carries
+   * this peer's video: send that bridge at half the resolution and at most 10 fps, so a
+   * slow machine, which encodes for the mesh and the SFU at once during a switch, keeps
+   * up (docs/sfu.md, "Modes and switching").
+   */
+  async lighten() {
+    const tx = this.transceivers.video;
+    if (!tx || tx.stopped || !tx.sender.track) return;
+    try {
+      const params = tx.sender.getParameters();
+      if (!params.encodings || !params.encodings.length) return;
+      for (const enc of params.encodings) {
+        enc.scaleResolutionDownBy = Math.max(enc.scaleResolutionDownBy || 1, 2);
+        enc.maxFramerate = Math.min(enc.maxFramerate || 10, 10);
+      }
+      await tx.sender.setParameters(params);
+      this.log({ dir: 'state', kind: 'bridge', value: 'half resolution, 10 fps until the SFU carries the video' });
+    } catch (e) {
+      this.log({ dir: 'state', kind: 'error', value: `lighten: ${e.message || e}` });
+    }
+  }
+
   /** Replaces the outgoing track of one kind (device switch, screen share). */
   async replaceTrack(kind, track) {
     const tx = this.transceivers[kind];
