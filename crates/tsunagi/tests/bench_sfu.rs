@@ -448,6 +448,14 @@ fn room_with_churn_starves_no_direction() {
     let leaves = num(&r, "leaves");
     assert!((6.0..=7.0).contains(&leaves), "{r}");
     assert_eq!(num(&r, "joins"), 4.0 + leaves, "{r}");
+    let peers = r["peer_ids"].as_array().expect("peer_ids");
+    assert_eq!(peers.len() as f64, num(&r, "joins"), "{r}");
+    assert!(
+        peers
+            .iter()
+            .all(|p| p.as_str().is_some_and(|p| p.starts_with("p_"))),
+        "{r}"
+    );
 
     assert_eq!(num(&r, "directions_starved"), 0.0, "{r}");
     assert_eq!(r["starved"], Value::Array(vec![]), "{r}");

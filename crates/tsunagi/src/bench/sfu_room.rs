@@ -1086,6 +1086,7 @@ impl Room<'_> {
                 r.per_direction.push(d);
             }
         }
+        r.peer_ids = self.members.iter().map(|m| m.peer.clone()).collect();
         r.first_video_ms = Quantiles::of(first_ms);
         r.first_video_ms_joined_in_window = Quantiles::of(churn_first_ms);
         r.longest_video_gap_ms = Quantiles::of(gaps_ms);
@@ -1345,6 +1346,9 @@ pub struct ChurnReport {
     pub generator_longest_turn_ms: f64,
     pub starved: Vec<StarvedDirection>,
     pub per_direction: Vec<DirectionResult>,
+    /// Each participant's peer id (from `welcome`) by index, to find it in the
+    /// server's log and in `GET /api/rooms/{room}/sfu`.
+    pub peer_ids: Vec<Option<String>>,
     pub errors: Vec<String>,
     pub loadavg: String,
 }
