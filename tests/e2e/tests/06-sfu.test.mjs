@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startTsunagi, requireSfu, sfuArgs } from '../lib/server.mjs';
-import { openParticipant, expectMediaFlowing, waitFor } from '../lib/browser.mjs';
+import { openParticipant, expectMediaFlowing, waitFor, LIGHT_CAMERA_FPS } from '../lib/browser.mjs';
 import { artifactsDir } from '../lib/paths.mjs';
 
 const servers = [];
@@ -108,7 +108,7 @@ test('six participants (auto policy): SFU mode, everyone decodes the five others
   const server = await startTsunagi({ name: 'tsunagi-sfu-six', extraArgs: sfuArgs({}) });
   servers.push(server);
   for (const name of ['Aoi', 'Ren', 'Mio', 'Sou', 'Yui', 'Kai']) {
-    people.push(await openParticipant(server.url, { name, room: 'six' }));
+    people.push(await openParticipant(server.url, { name, room: 'six', launch: { cameraFps: LIGHT_CAMERA_FPS } }));
   }
   await waitFor(async () => (await Promise.all(people.map((p) => hook(p, () => window.tsunagi.mode)))).every((m) => m === 'sfu'), {
     timeout: 20000,
