@@ -106,6 +106,9 @@ pub mod limits {
     pub const SEND_BUFFER_VIDEO: usize = 400;
     /// Packets kept per outgoing audio stream.
     pub const SEND_BUFFER_AUDIO: usize = 50;
+    /// Timeouts already due that one drain of a peer handles at once (str0m's pacer asks
+    /// for one per paced packet); the rest wait for the runtime's next turn.
+    pub const DUE_TIMEOUTS_PER_DRAIN: u32 = 64;
     /// Period of the SFU's own work: speaker detection, layer choice, stats, timeouts.
     pub const TICK: Duration = Duration::from_millis(100);
     /// A peer whose ICE and DTLS are not up this long after `join` is closed.
