@@ -1119,10 +1119,7 @@ impl Sfu {
                 } else {
                     None
                 };
-                let sending = match (t, o.sel.target) {
-                    (Some(t), Some(li)) => t.layers.get(li).is_some_and(|l| l.active(now)),
-                    _ => false,
-                };
+                let sending = target_sending(t, &o.sel, now);
                 subs.push(json!({
                     "publisher": o.publisher,
                     "kind": if o.kind == MediaKind::Audio { "audio" } else { "video" },
@@ -2244,10 +2241,7 @@ impl Sfu {
             if o.gone {
                 continue;
             }
-            let sending = match (self.tracks.get(&o.track), o.sel.target) {
-                (Some(t), Some(li)) => t.layers.get(li).is_some_and(|l| l.active(now)),
-                _ => false,
-            };
+            let sending = target_sending(self.tracks.get(&o.track), &o.sel, now);
             let since = match (o.watch.last_media, o.watch.opened) {
                 (Some(a), Some(b)) => a.max(b),
                 (a, b) => a.or(b).unwrap_or(now),
@@ -2493,6 +2487,14 @@ fn new_out(tid: u64, t: &TrackIn) -> TrackOut {
             kf_wait: None,
             rebase_pending: false,
         },
+    }
+}
+
+/// Whether the publisher sends the layer this subscription should get now.
+fn target_sending(track: Option<&TrackIn>, sel: &Selection, now: Instant) -> bool {
+    match (track, sel.target) {
+        (Some(t), Some(li)) => t.layers.get(li).is_some_and(|l| l.active(now)),
+        _ => false,
     }
 }
 
