@@ -773,11 +773,19 @@ function checkSfuHealth() {
   if (!sfu || sfu.closed || state.mode !== 'sfu') return;
   const now = Date.now();
   const up = sfu.pc.connectionState === 'connected';
+  // While an offer or answer is being made or applied, the connection cannot carry what
+  // it negotiates yet; a loaded browser can take many seconds over one. The clock of a
+  // stall starts when the negotiation is done, not before, or the repairs would all be
+  // due at once the moment the page gets the CPU back.
+  const negotiating = sfu.negotiating();
   const layers = (state.sfuStats && state.sfuStats.layers) || {};
+  // A step repairs the whole connection: taken once per tick, for every stalled publisher
+  // that is due for it, and the next step is due only its own interval after this one.
+  let taken = null;
   for (const e of state.peers.values()) {
     const wants = (e.external || e.media.video || e.media.screen) && layers[e.id] !== 'paused';
-    const h = e.sfuHealth || (e.sfuHealth = { since: now, step: 0, roundAt: 0 });
-    if (!up || !wants || isLive(e, 'sfu')) {
+    const h = e.sfuHealth || (e.sfuHealth = { since: now, step: 0, roundAt: 0, stepAt: 0 });
+    if (!up || negotiating || !wants || isLive(e, 'sfu')) {
       h.since = now;
       h.step = 0;
       continue;
@@ -790,9 +798,14 @@ function checkSfuHealth() {
       }
       continue;
     }
-    if (now - h.since < next.after) continue;
+    const prev = h.step > 0 ? SFU_REPAIR_STEPS[h.step - 1].after : 0;
+    if (now - h.since < next.after || (h.step > 0 && now - h.stepAt < next.after - prev)) continue;
+    if (taken && taken !== next.step) continue;
     h.step++;
     h.roundAt = now;
+    h.stepAt = now;
+    if (taken) continue;
+    taken = next.step;
     sfu.repair(next.step, `${e.id}: no video for ${now - h.since} ms`);
     if (next.step === 'view') scheduleView(true);
   }
@@ -1658,7 +1671,7 @@ function leaveCall({ silent = false } = {}) {
 // when its decoded-frame counter moves, read by a 100 ms page timer.
 const FRAME_POLL_MS = 100;
 const FRAME_STALL_MS = 250;
-const frameMon = { timer: null, resetAt: 0, peers: new Map(), watchers: [], watched: new WeakSet(), lastTick: null, maxTickGap: 0, tickGapFrom: null, stalls: [] };
+const frameMon = { timer: null, resetAt: 0, peers: new Map(), watchers: [], watched: new WeakSet(), lastTick: null, maxTickGap: 0, tickGapFrom: null, stalls: [], longTasks: [] };
 
 function frameMonPeer(id) {
   let r = frameMon.peers.get(id);
@@ -1749,6 +1762,17 @@ function frameGaps({ reset = false } = {}) {
   if (!frameMon.timer) {
     frameMon.timer = setInterval(frameMonTick, FRAME_POLL_MS);
     frameMonTick();
+    // Tasks of over 50 ms on the page's main thread (its own script, or a call into the
+    // browser that blocked it): a stall they fill was the page busy, a stall they do not
+    // fill was the page not getting the CPU at all.
+    try {
+      new PerformanceObserver((list) => {
+        for (const e of list.getEntries()) frameMon.longTasks.push([e.startTime, e.startTime + e.duration]);
+        if (frameMon.longTasks.length > 200) frameMon.longTasks.splice(0, frameMon.longTasks.length - 200);
+      }).observe({ type: 'longtask', buffered: false });
+    } catch {
+      // no long-task timing in this browser
+    }
   }
   const now = performance.now();
   if (reset) {
@@ -1756,6 +1780,7 @@ function frameGaps({ reset = false } = {}) {
     frameMon.maxTickGap = 0;
     frameMon.tickGapFrom = null;
     frameMon.stalls = [];
+    frameMon.longTasks = [];
     for (const r of frameMon.peers.values()) {
       r.maxGap = 0;
       r.gapFrom = null;
@@ -1765,7 +1790,8 @@ function frameGaps({ reset = false } = {}) {
   }
   const wall = (t) => (t === null ? null : new Date(performance.timeOrigin + t).toISOString());
   // How much of [a, b] the page's own timer did not run (stalls over FRAME_STALL_MS).
-  const stalledIn = (a, b) => (a === null ? 0 : frameMon.stalls.reduce((n, [x, y]) => n + Math.max(0, Math.min(b, y) - Math.max(a, x)), 0));
+  const overlap = (spans, a, b) => (a === null ? 0 : spans.reduce((n, [x, y]) => n + Math.max(0, Math.min(b, y) - Math.max(a, x)), 0));
+  const stalledIn = (a, b) => overlap(frameMon.stalls, a, b);
   const peers = {};
   for (const [id, r] of frameMon.peers) {
     const e = state.peers.get(id);
@@ -1787,7 +1813,13 @@ function frameGaps({ reset = false } = {}) {
     rvfc: typeof HTMLVideoElement.prototype.requestVideoFrameCallback === 'function',
     resetAt: wall(frameMon.resetAt || null),
     // The largest interval between two runs of the page's 100 ms timer since the reset.
-    pageStall: { max: Math.round(frameMon.maxTickGap), from: wall(frameMon.tickGapFrom) },
+    // `busy`: ms of it the page's main thread spent in long tasks (the rest it did not run).
+    pageStall: {
+      max: Math.round(frameMon.maxTickGap),
+      from: wall(frameMon.tickGapFrom),
+      busy: Math.round(overlap(frameMon.longTasks, frameMon.tickGapFrom, frameMon.tickGapFrom === null ? null : frameMon.tickGapFrom + frameMon.maxTickGap)),
+      longestTask: Math.round(frameMon.longTasks.reduce((m, [x, y]) => Math.max(m, y - x), 0)),
+    },
     peers,
   };
 }
@@ -1988,7 +2020,8 @@ const debugHook = {
   },
   /**
    * Presented-frame gaps per remote peer, measured in the page (see frameMon; started by
-   * the first call): {rvfc, resetAt, pageStall: {max (ms), from}, peers: {peerId: {name,
+   * the first call): {rvfc, resetAt, pageStall: {max (ms), from, busy (ms of it in long
+   * tasks), longestTask (ms)}, peers: {peerId: {name,
    * present, frames, maxGap (ms), gapFrom, gapPath, gapPageStalled (ms of the gap this
    * page's own timer did not run), sinceLast (ms), paths: {mesh, sfu}: {frames, rvfc, poll}}}}.
    * `{reset: true}` forgets the gaps so far.

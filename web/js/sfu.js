@@ -58,6 +58,8 @@ export class SfuPeer {
     this.closed = false;
     this.createdAt = Date.now();
     this.makingOffer = false;
+    this.restartPending = false; // an ICE restart waits for the negotiation under way
+    this.applying = 0; // descriptions from the SFU received and not applied yet
     this.localCandidates = [];
     this.remoteCandidates = [];
     this.transceivers = { audio: null, video: null, screen: null };
@@ -192,12 +194,30 @@ export class SfuPeer {
     return false;
   }
 
-  async negotiate() {
+  /**
+   * Offers on this connection; `iceRestart`: with new ICE credentials. An ICE restart is
+   * always an offer of ours, never pc.restartIce(): that flag also puts new credentials
+   * into our next *answer*, and an SFU offer answered before our restart offer went out
+   * would carry a restart only an offer may make (the SFU refuses such an answer). A
+   * restart asked for while a negotiation is under way waits until it is done.
+   */
+  async negotiate({ iceRestart = false } = {}) {
     const pc = this.pc;
-    if (this.makingOffer || pc.signalingState !== 'stable') return;
+    if (this.makingOffer || pc.signalingState !== 'stable') {
+      if (iceRestart) this.restartPending = true;
+      return;
+    }
     try {
       this.makingOffer = true;
-      await pc.setLocalDescription();
+      if (iceRestart) {
+        this.restartPending = false;
+        this.log({ dir: 'state', kind: 'iceRestart' });
+        const offer = await pc.createOffer({ iceRestart: true });
+        if (pc !== this.pc || this.closed) return;
+        await pc.setLocalDescription(offer);
+      } else {
+        await pc.setLocalDescription();
+      }
       if (this.closed) return;
       const desc = pc.localDescription;
       this.log({ dir: 'out', kind: desc.type, sdp: summarizeSdp(desc.sdp) });
@@ -219,7 +239,10 @@ export class SfuPeer {
   }
 
   handleDescription(type, sdp) {
-    return this.enqueue(() => this.applyDescription(type, sdp));
+    this.applying++;
+    return this.enqueue(() => this.applyDescription(type, sdp)).finally(() => {
+      this.applying--;
+    });
   }
 
   handleCandidate(candidate) {
@@ -267,11 +290,13 @@ export class SfuPeer {
       const desc = pc.localDescription;
       this.log({ dir: 'out', kind: desc.type, sdp: summarizeSdp(desc.sdp) });
       this.sendSignal({ type: desc.type, to: 'sfu', sdp: desc.sdp });
+      this.afterNegotiation();
       return;
     }
     if (pc.signalingState !== 'have-local-offer') return; // an answer to nothing we have pending
     await pc.setRemoteDescription({ type, sdp });
     this.noteRemoteCandidates(sdp);
+    this.afterNegotiation();
   }
 
   /** The SFU's candidates come inside its SDP: list them for the panel. */
@@ -326,8 +351,20 @@ export class SfuPeer {
 
   restartIce() {
     if (this.closed) return;
-    this.log({ dir: 'state', kind: 'iceRestart' });
-    this.pc.restartIce();
+    this.negotiate({ iceRestart: true });
+  }
+
+  /**
+   * Whether an offer or answer is under way on this connection: ours being made or
+   * waiting for its answer, or the SFU's being applied (queued descriptions included).
+   */
+  negotiating() {
+    return this.makingOffer || this.applying > 0 || this.pc.signalingState !== 'stable';
+  }
+
+  /** A restart that waited for a negotiation to finish goes out now. */
+  afterNegotiation() {
+    if (this.restartPending && !this.closed && this.pc.signalingState === 'stable') this.negotiate({ iceRestart: true });
   }
 
   /** Relay-only on the SFU connection: a new connection with the new policy. */
@@ -356,6 +393,7 @@ export class SfuPeer {
     this.dc = null;
     this.deferred = [];
     this.makingOffer = false;
+    this.restartPending = false; // the new connection has new credentials anyway
     this.midOwner = new Map();
     this.transceivers = { audio: null, video: null, screen: null };
     this.localCandidates = [];

@@ -287,3 +287,110 @@ fn no_media_to_a_peer_whose_ice_consent_stopped() {
     assert!(first > 10_000, "media flowed: {first}");
     assert!(late < 1_000, "{late} bytes/s still sent after {held:?}");
 }
+
+/// The subscription `sub` ← `publisher` (video) in the SFU's room state.
+fn subscription(w: &World, sub: &str, publisher: &str) -> serde_json::Value {
+    let state = w.sfu.room_state("r", w.now).expect("the room");
+    let peer = state["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .find(|p| p["peer"] == sub)
+        .unwrap_or_else(|| panic!("{sub} in {state}"))
+        .clone();
+    peer["subscriptions"]
+        .as_array()
+        .expect("subscriptions")
+        .iter()
+        .find(|s| s["publisher"] == publisher && s["kind"] == "video")
+        .unwrap_or_else(|| panic!("{publisher} → {sub} in {peer}"))
+        .clone()
+}
+
+/// docs/sfu.md, "Repairs": a negotiated video subscription whose publisher sends and that
+/// forwarded nothing for 3 s is starved. The room state says so, with its cause; the SFU
+/// keeps asking the publisher for a keyframe every 500 ms; when the keyframe comes the
+/// subscription carries media again and the episode stays counted.
+#[test]
+fn a_starved_subscription_is_shown_and_repaired_by_keyframe_requests() {
+    let mut w = World::new(common::config(), 17);
+    w.join("r", "alice", PUB, Publish::VIDEO);
+    w.client_mut("alice").gen.keyframe_every = None;
+    w.run(Duration::from_secs(2));
+    // alice's encoder stalls on keyframes: it ignores the next 12 requests (about 6 s of
+    // requests at one per 500 ms) while her other frames keep coming.
+    w.client_mut("alice").gen.ignore_requests = 12;
+    let before = requests(&w, "alice", 0).len();
+    w.join("r", "bob", SUB, Publish::NONE);
+    let joined = w.now;
+    let starved = w.run_until(Duration::from_secs(8), |w| {
+        w.sfu.room_state("r", w.now).is_some_and(|s| {
+            s["peers"].as_array().unwrap().iter().any(|p| {
+                p["peer"] == "bob"
+                    && p["subscriptions"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|s| s["starved"] == true)
+            })
+        })
+    });
+    let s = subscription(&w, "bob", "alice");
+    assert!(starved, "bob ← alice never counted as starved: {s}");
+    assert_eq!(s["negotiated"], true, "{s}");
+    assert_eq!(s["publisherSending"], true, "{s}");
+    assert_eq!(s["paused"], "waiting-for-keyframe", "{s}");
+    assert_eq!(s["packets"], 0, "{s}");
+    assert_eq!(s["starvedEpisodes"], 1, "{s}");
+    let idle = w.now - joined;
+    assert!(
+        idle >= Duration::from_secs(3),
+        "starved after only {idle:?}: {s}"
+    );
+    // Media again once alice answers a request: within the 12 ignored ones and a second.
+    let t = w.now;
+    let fed = w.run_until(Duration::from_secs(6), |w| {
+        w.client("bob").video_after(t).any(|d| d.is_keyframe())
+    });
+    assert!(
+        fed,
+        "no keyframe reached bob: {}",
+        subscription(&w, "bob", "alice")
+    );
+    w.run(Duration::from_millis(500));
+    let s = subscription(&w, "bob", "alice");
+    assert_eq!(s["starved"], false, "{s}");
+    assert_eq!(s["starvedEpisodes"], 1, "{s}");
+    assert_eq!(s["paused"], serde_json::Value::Null, "{s}");
+    assert!(s["packets"].as_u64().unwrap() > 0, "{s}");
+    assert!(s["keyframes"].as_u64().unwrap() >= 1, "{s}");
+    // The requests never gave up: one per 500 ms, with no pause longer than a second
+    // between them, from bob's join until the keyframe.
+    let asked: Vec<_> = requests(&w, "alice", before)
+        .into_iter()
+        .map(|(at, _)| at)
+        .collect();
+    eprintln!(
+        "requests after bob's join (ms): {:?}",
+        asked
+            .iter()
+            .map(|t| (*t - joined).as_millis())
+            .collect::<Vec<_>>()
+    );
+    assert!(asked.len() > 12, "{} requests", asked.len());
+    // The subscription counts those made while it waited (the first request, at the
+    // join, comes before it is negotiated).
+    assert!(
+        s["keyframeRequests"].as_u64().unwrap() >= 10,
+        "counted for the subscription: {s}"
+    );
+    let longest = asked
+        .windows(2)
+        .map(|p| p[1] - p[0])
+        .max()
+        .unwrap_or_default();
+    assert!(
+        longest <= Duration::from_secs(1),
+        "a pause of {longest:?} between requests"
+    );
+}

@@ -23,8 +23,18 @@ export const CHROMIUM_FLAGS = [
   '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1',
 ];
 
-/** The fake camera's frame rate in the tests of many people (see launchBrowser). */
-export const LIGHT_CAMERA_FPS = 10;
+/**
+ * The fake camera of the tests of many people (06's six, 07's five): 10 fps (see
+ * launchBrowser) and captured at 320x180 instead of the client's 640x360 (see
+ * openParticipant). Six Chromiums on two cores each encode the camera three times
+ * (simulcast) and, while a room switches from mesh to SFU, once more per mesh
+ * connection, and decode everyone else on both paths: at 640x360 a loaded Chromium took
+ * 13 s to apply one SFU offer and 9 s more to answer it (fresh runs at 14:46 on
+ * 2026-12-03: SFU connection timelines in 06's failure output), and pages stopped running
+ * for up to 5.3 s. A quarter of the pixels lowers the cost of each person; the number of
+ * people and every direction checked stay the same.
+ */
+export const LIGHT_CAMERA = { fps: 10, width: 320, height: 180 };
 
 /**
  * Launches one Chromium with CHROMIUM_FLAGS and a fresh --user-data-dir. Playwright's own
@@ -33,7 +43,7 @@ export const LIGHT_CAMERA_FPS = 10;
  * another network namespace) and `extraArgs` are for tests that need them.
  *
  * `cameraFps`: the fake camera's frame rate (Chromium's default is about 20). The tests
- * with five and six people use LIGHT_CAMERA_FPS: six Chromiums that encode three simulcast
+ * with five and six people use LIGHT_CAMERA.fps: six Chromiums that encode three simulcast
  * layers each and decode five streams saturate two cores at the default rate, and a
  * saturated page stops running for seconds (5.3 s seen in a fresh CI run), which no
  * product change can hide. Measured with five in an SFU room for 20 s: 1.86 CPUs (both
@@ -63,9 +73,18 @@ export async function launchBrowser({ executablePath, extraArgs = [], cameraFps 
  * A participant: its own browser and page. `join` opens /r/<room>, types the name on the
  * landing page and presses Join, then waits for the server's welcome.
  */
-export async function openParticipant(baseUrl, { name, room, token, query, locale = 'en-US', viewport = { width: 1280, height: 720 }, join = true, launch = {} } = {}) {
-  const browser = await launchBrowser(launch);
+export async function openParticipant(baseUrl, { name, room, token, query, locale = 'en-US', viewport = { width: 1280, height: 720 }, join = true, launch = {}, camera } = {}) {
+  const browser = await launchBrowser(camera ? { ...launch, cameraFps: camera.fps } : launch);
   const context = await browser.newContext({ viewport, locale });
+  if (camera && camera.width) {
+    // The capture size: the page's camera request asks for this size instead of its own.
+    await context.addInitScript(({ width, height }) => {
+      const md = navigator.mediaDevices;
+      if (!md || !md.getUserMedia) return;
+      const gum = md.getUserMedia.bind(md);
+      md.getUserMedia = (c) => gum(c && c.video ? { ...c, video: { ...(c.video === true ? {} : c.video), width: { exact: width }, height: { exact: height } } } : c);
+    }, { width: camera.width, height: camera.height });
+  }
   const page = await context.newPage();
   const consoleErrors = [];
   page.on('pageerror', (e) => consoleErrors.push(`pageerror: ${e.message}`));

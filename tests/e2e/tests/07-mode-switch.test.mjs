@@ -14,7 +14,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startTsunagi, requireSfu, sfuArgs } from '../lib/server.mjs';
-import { openParticipant, expectMediaFlowing, waitFor, LIGHT_CAMERA_FPS } from '../lib/browser.mjs';
+import { openParticipant, expectMediaFlowing, waitFor, LIGHT_CAMERA } from '../lib/browser.mjs';
 
 const ROOM = 'switch-room';
 // "At most a brief gap": ~2 s, and some slack for a loaded 2-core machine.
@@ -68,7 +68,7 @@ function startMonitor() {
       }
       console.log(`${what}: largest gap per direction (ms, in-page):`, JSON.stringify(Object.fromEntries(rows.map(({ dir, r }) => [dir, r ? r.maxGap : null]))));
       console.log(`${what}: gaps over 1 s (start, element that ended it, ms of it the subscriber's page itself did not run):`, JSON.stringify(Object.fromEntries(rows.filter(({ r }) => r && r.maxGap > 1000).map(({ dir, r }) => [dir, `${r.gapFrom && r.gapFrom.slice(11, 23)} ${r.gapPath} stalled ${r.gapPageStalled}`]))));
-      console.log(`${what}: each page's own longest timer stall (ms):`, JSON.stringify(Object.fromEntries(Object.entries(stalls).map(([n, s]) => [n, `${s.max} at ${s.from && s.from.slice(11, 23)}`]))));
+      console.log(`${what}: each page's own longest timer stall (ms; of it in long tasks; the longest task since the reset):`, JSON.stringify(Object.fromEntries(Object.entries(stalls).map(([n, s]) => [n, `${s.max} at ${s.from && s.from.slice(11, 23)}, busy ${s.busy}, longest task ${s.longestTask}`]))));
       console.log(`${what}: frames seen per direction (mesh rvfc/poll, sfu rvfc/poll):`, JSON.stringify(Object.fromEntries(rows.map(({ dir, r }) => [dir, r ? `${r.paths.mesh.rvfc}/${r.paths.mesh.poll} ${r.paths.sfu.rvfc}/${r.paths.sfu.poll}` : null]))));
       for (const { dir, r } of rows) {
         assert.ok(r && r.frames > 0, `${dir}: presented frames: ${JSON.stringify(r)}`);
@@ -83,7 +83,7 @@ function startMonitor() {
 const modes = () => Promise.all(people.filter((p) => !p.gone).map((p) => p.page.evaluate(() => window.tsunagi.mode)));
 
 test('three participants: a mesh', { timeout: 60000 }, async () => {
-  for (const name of ['Ada', 'Bo', 'Cy']) people.push(await openParticipant(server.url, { name, room: ROOM, launch: { cameraFps: LIGHT_CAMERA_FPS } }));
+  for (const name of ['Ada', 'Bo', 'Cy']) people.push(await openParticipant(server.url, { name, room: ROOM, camera: LIGHT_CAMERA }));
   assert.deepEqual(await modes(), ['mesh', 'mesh', 'mesh']);
   await expectMediaFlowing(people);
   for (const p of people) {
@@ -97,13 +97,13 @@ test('three participants: a mesh', { timeout: 60000 }, async () => {
 });
 
 test('the room grows to five: it switches to SFU without the video stopping', { timeout: 150000 }, async () => {
-  people.push(await openParticipant(server.url, { name: 'Di', room: ROOM, launch: { cameraFps: LIGHT_CAMERA_FPS } }));
+  people.push(await openParticipant(server.url, { name: 'Di', room: ROOM, camera: LIGHT_CAMERA }));
   await monitor.watch(people[3]);
   await expectMediaFlowing(people, { timeout: 30000 });
   assert.deepEqual(await modes(), ['mesh', 'mesh', 'mesh', 'mesh'], 'four peers: still a mesh');
   const t0 = Date.now();
   console.log(`Eve joins at ${new Date(t0).toISOString().slice(11, 23)}`);
-  people.push(await openParticipant(server.url, { name: 'Eve', room: ROOM, launch: { cameraFps: LIGHT_CAMERA_FPS } }));
+  people.push(await openParticipant(server.url, { name: 'Eve', room: ROOM, camera: LIGHT_CAMERA }));
   await monitor.watch(people[4]);
   await waitFor(async () => (await modes()).every((m) => m === 'sfu'), { timeout: 15000, what: 'every participant in SFU mode' });
   for (const p of people.slice(0, 4)) {
