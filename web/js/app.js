@@ -773,9 +773,9 @@ function checkSfuHealth() {
   if (!sfu || sfu.closed || state.mode !== 'sfu') return;
   const now = Date.now();
   const up = sfu.pc.connectionState === 'connected';
-  // While an offer or answer is being made or applied, the connection cannot carry what
-  // it negotiates yet; a loaded browser can take many seconds over one. The clock of a
-  // stall starts when the negotiation is done, not before, or the repairs would all be
+  // While the page makes an offer or applies one from the SFU, the connection cannot
+  // carry what it negotiates yet; a loaded browser can take many seconds over one. The
+  // clock of a stall starts when that is done, not before, or the repairs would all be
   // due at once the moment the page gets the CPU back.
   const negotiating = sfu.negotiating();
   const layers = (state.sfuStats && state.sfuStats.layers) || {};

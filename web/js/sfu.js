@@ -355,11 +355,12 @@ export class SfuPeer {
   }
 
   /**
-   * Whether an offer or answer is under way on this connection: ours being made or
-   * waiting for its answer, or the SFU's being applied (queued descriptions included).
+   * Whether this page is busy with a description: making our offer, or applying one from
+   * the SFU (queued ones included) up to our answer. An offer of ours that waits for its
+   * answer does not count: it may have been lost, and the repairs send it again.
    */
   negotiating() {
-    return this.makingOffer || this.applying > 0 || this.pc.signalingState !== 'stable';
+    return this.makingOffer || this.applying > 0 || this.pc.signalingState === 'have-remote-offer';
   }
 
   /** A restart that waited for a negotiation to finish goes out now. */
