@@ -1517,6 +1517,9 @@ async function toggleScreen() {
   }
   try {
     const track = await m.startScreen(() => stopScreen());
+    // The screen is captured from here on: the button says so at once, not only once
+    // every connection sends it (replaceTrack can take a while on a busy machine).
+    updateControls();
     await replaceEverywhere('video', track);
   } catch (e) {
     notify(t('notice.screenFailed', { reason: e.name || String(e) }), { kind: 'warn', code: 'screen-failed' });
@@ -1529,6 +1532,7 @@ async function toggleScreen() {
 async function stopScreen() {
   const m = state.media;
   m.stopScreen();
+  updateControls();
   await replaceEverywhere('video', m.camera);
   updateControls();
   sendMediaState();
