@@ -634,7 +634,10 @@ function openSfu() {
   const sfu = new SfuPeer({
     selfId: state.id,
     config: rtcConfig(),
-    send: (m) => state.sig && state.sig.send(m),
+    // After `mode: mesh` the room has no "sfu" peer: nothing more goes to it, not even the
+    // answer to an SFU offer this page was still applying when the switch came
+    // (docs/sfu.md, rule 6); the connection only carries media until it is closed.
+    send: (m) => state.mode === 'sfu' && state.sfu === sfu && !!state.sig && state.sig.send(m),
     localTracks,
   });
   state.sfu = sfu;
