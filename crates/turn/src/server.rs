@@ -1,7 +1,6 @@
 //! The TURN server state machine (RFC 8656) and STUN Binding (RFC 8489).
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -693,7 +692,10 @@ pub struct Server {
     live_relays: LiveRelays,
     per_user: Map<String, u32>,
     reservations: Map<[u8; 8], Reservation>,
-    timers: BinaryHeap<Reverse<(Instant, TimerKey)>>,
+    /// Deadlines in order: exactly one entry per live allocation (its `scheduled`) and
+    /// one per live reservation (its `expires`). Entries leave with what they time, so
+    /// the set is bounded by live state, not by churn.
+    timers: BTreeSet<(Instant, TimerKey)>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
@@ -738,7 +740,7 @@ impl Server {
             },
             per_user: new_map(),
             reservations: new_map(),
-            timers: BinaryHeap::new(),
+            timers: BTreeSet::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             tid_state: u64::from_le_bytes([
@@ -806,7 +808,12 @@ impl Server {
 
     /// The next instant at which [`Server::handle_timeout`] must be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
+        self.timers.first().map(|(t, _)| *t)
+    }
+
+    /// Number of pending timer entries: one per live allocation and reservation.
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
     }
 
     fn tick(&mut self, now: Instant) {
@@ -975,40 +982,27 @@ impl Server {
     /// Expire whatever is due at `now`.
     pub fn handle_timeout(&mut self, now: Instant, binder: &mut dyn RelayBinder) {
         self.tick(now);
-        while let Some(Reverse((t, key))) = self.timers.peek().copied() {
+        while let Some(&(t, key)) = self.timers.first() {
             if t > now {
                 break;
             }
-            self.timers.pop();
+            self.timers.remove(&(t, key));
             match key {
                 TimerKey::Reservation(token) => {
-                    if let Some(r) = self.reservations.get(&token) {
-                        if r.expires <= now {
-                            let relay = r.relay;
-                            self.reservations.remove(&token);
-                            binder.release(relay);
-                        }
+                    if let Some(r) = self.reservations.remove(&token) {
+                        binder.release(r.relay);
                     }
                 }
-                TimerKey::Allocation(id) => self.expire_allocation(id, now, t, binder),
+                TimerKey::Allocation(id) => self.expire_allocation(id, now, binder),
             }
         }
     }
 
-    fn expire_allocation(
-        &mut self,
-        id: AllocId,
-        now: Instant,
-        fired: Instant,
-        binder: &mut dyn RelayBinder,
-    ) {
+    /// The allocation's timer entry fired (and is already out of the set).
+    fn expire_allocation(&mut self, id: AllocId, now: Instant, binder: &mut dyn RelayBinder) {
         let Some(a) = self.allocations.get_mut(&id) else {
             return;
         };
-        if a.scheduled != Some(fired) {
-            // A stale heap entry: an earlier or later one is in charge.
-            return;
-        }
         a.scheduled = None;
         if a.expires <= now {
             self.delete_allocation(id, DeleteReason::Expired, binder);
@@ -1033,9 +1027,13 @@ impl Server {
             return;
         };
         let d = a.next_deadline(now);
+        // Only an earlier deadline moves the entry: a later one is found when the
+        // current entry fires and reschedules.
         if a.scheduled.is_none_or(|s| d < s) {
-            a.scheduled = Some(d);
-            self.timers.push(Reverse((d, TimerKey::Allocation(id))));
+            if let Some(old) = a.scheduled.replace(d) {
+                self.timers.remove(&(old, TimerKey::Allocation(id)));
+            }
+            self.timers.insert((d, TimerKey::Allocation(id)));
         }
     }
 
@@ -1048,6 +1046,9 @@ impl Server {
         let Some(a) = self.allocations.remove(&id) else {
             return;
         };
+        if let Some(s) = a.scheduled {
+            self.timers.remove(&(s, TimerKey::Allocation(id)));
+        }
         self.by_five_tuple.remove(&a.five_tuple);
         for r in &a.relays {
             // Forgotten before the socket is released: see `RelayDirectory::remove`.
@@ -1724,7 +1725,11 @@ impl Server {
         if let Some(t) = token {
             let t = attr::decode_reservation_token(t)
                 .map_err(|_| Reject::new(400, "Bad Request: malformed RESERVATION-TOKEN"))?;
-            match self.reservations.remove(&t) {
+            let taken = self.reservations.remove(&t);
+            if let Some(r) = &taken {
+                self.timers.remove(&(r.expires, TimerKey::Reservation(t)));
+            }
+            match taken {
                 Some(r) if r.expires > now => relays.push(r.relay),
                 Some(r) => {
                     binder.release(r.relay);
@@ -1762,10 +1767,10 @@ impl Server {
                         expires: now + self.config.reservation_lifetime,
                     },
                 );
-                self.timers.push(Reverse((
+                self.timers.insert((
                     now + self.config.reservation_lifetime,
                     TimerKey::Reservation(t),
-                )));
+                ));
                 reservation = Some(t);
             }
             if dual {

@@ -26,6 +26,8 @@ pub struct FakeBinder {
     pub bound: BTreeSet<SocketAddr>,
     pub released: Vec<SocketAddr>,
     pub requests: Vec<BindRequest>,
+    /// Hand out released ports again (wrapping at `max_port`), for long churn tests.
+    pub reuse_ports: bool,
 }
 
 impl FakeBinder {
@@ -38,6 +40,7 @@ impl FakeBinder {
             bound: BTreeSet::new(),
             released: Vec::new(),
             requests: Vec::new(),
+            reuse_ports: false,
         }
     }
 }
@@ -59,6 +62,25 @@ impl RelayBinder for FakeBinder {
         } else {
             1
         };
+        if self.reuse_ports {
+            // First free port (pair) from `next_port`, wrapping once.
+            let span = (self.max_port - 50000) as u32 + 1;
+            let step = if req.port == PortRequest::Any { 1 } else { 2 };
+            let mut tries = 0;
+            while (port as u32 + need > self.max_port as u32 + 1)
+                || (0..need as u16).any(|i| self.bound.contains(&SocketAddr::new(ip, port + i)))
+            {
+                tries += 1;
+                if tries > span {
+                    return Err(BindError::Exhausted);
+                }
+                port = if port as u32 + step + need > self.max_port as u32 + 1 {
+                    50000
+                } else {
+                    port + step as u16
+                };
+            }
+        }
         if port as u32 + need > self.max_port as u32 + 1 {
             return Err(BindError::Exhausted);
         }
