@@ -697,8 +697,9 @@ impl Options {
 pub fn unknown_env_vars(vars: impl IntoIterator<Item = String>) -> Vec<String> {
     vars.into_iter()
         .filter(|k| {
+            // DEBUG_FAULT: the fault hook of debug builds (crate::supervise).
             k.strip_prefix(ENV_PREFIX)
-                .is_some_and(|rest| !ENV_NAMES.contains(&rest))
+                .is_some_and(|rest| !ENV_NAMES.contains(&rest) && rest != "DEBUG_FAULT")
         })
         .collect()
 }

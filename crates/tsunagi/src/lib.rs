@@ -10,6 +10,7 @@
 //!   [`tsunagi_signal::Hub`].
 //! * [`sfu_runtime`]: the SFU's UDP/ICE-TCP sockets around the sans-IO
 //!   [`tsunagi_sfu::Sfu`], and WHIP/WHEP.
+//! * [`supervise`]: every core runs under a health registry; `/healthz` reads it.
 //! * [`token`]: `tsunagi token`, which prints signaling access tokens.
 //! * [`bench`]: `tsunagi bench`, a load generator for STUN/TURN servers.
 //! * [`nat`]: `tsunagi nat`, NAT behaviour discovery (RFC 5780) as a client.
@@ -21,6 +22,7 @@ pub mod nat;
 pub mod redact;
 pub mod sfu_runtime;
 pub mod signaling;
+pub mod supervise;
 pub mod tls;
 pub mod token;
 pub mod turn_runtime;

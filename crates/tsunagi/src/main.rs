@@ -1,6 +1,7 @@
 //! `tsunagi`: the binary. Parses the configuration (exit status 2 on any error in it),
 //! sets up logging, binds the listeners and runs the STUN/TURN service and the HTTP(S)
-//! server (web client, signaling, stats) until SIGTERM or Ctrl-C.
+//! server (web client, signaling, stats) until SIGTERM or Ctrl-C, or until one of its
+//! cores fails (exit status 1, after `/healthz` has said so for [`FAULT_HOLD`]).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,10 +16,16 @@ use tsunagi::config::{Cli, Command, Config, LogFormat, TlsSource};
 use tsunagi::http::{self, HttpOptions, HttpService, HttpState};
 use tsunagi::sfu_runtime::{self, SfuOptions, SfuService, SfuSockets};
 use tsunagi::signaling::{self, SignalingHandle, SignalingOptions};
+use tsunagi::supervise::Health;
 use tsunagi::tls::{self, TlsError, TlsMaterial};
 use tsunagi::turn_runtime::{BindFailure, Listeners, RuntimeOptions, StartError, TurnService};
 use tsunagi_sfu::SfuConfig;
 use tsunagi_turn::Server;
+
+/// After a core failed, how long tsunagi keeps answering (`/healthz` with 503 naming
+/// it) before it shuts down: probes and load balancers see which part failed instead
+/// of a refused connection.
+const FAULT_HOLD: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn main() -> ExitCode {
     // clap itself exits with status 2 on a bad command line.
@@ -137,10 +144,13 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut runtime_options = RuntimeOptions::from_config(config);
     runtime_options.tls = tls.as_ref().map(TlsMaterial::turn_config).transpose()?;
+    let health = Health::new();
+    runtime_options.health = health.clone();
     let service = TurnService::start(server, listeners, runtime_options)?;
 
     let http_options = HttpOptions {
         redact_logs: config.redact_logs,
+        health: health.clone(),
         ..HttpOptions::new(
             config.http_max_connections,
             tls.as_ref().map(TlsMaterial::http_config).transpose()?,
@@ -150,11 +160,13 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
         Some(service.stats_handle()),
         http_options.counters.clone(),
         tls.is_some(),
-    );
+    )
+    .with_health(health.clone());
     // Signaling at /ws, after the TURN secret above exists: welcome carries TURN
     // credentials minted with it.
     let mut signaling_options = SignalingOptions::from_config(config);
     signaling_options.turns_port = service.tls_addrs().first().map(|a| a.port());
+    signaling_options.health = health.clone();
     let sfu = match sfu_sockets {
         Some(sockets) => {
             let options = SfuOptions {
@@ -168,6 +180,7 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
                     .token_secret
                     .as_ref()
                     .map(|s| s.0.as_bytes().to_vec()),
+                health: health.clone(),
                 ..SfuOptions::default()
             };
             let (sfu, link) = SfuService::start(sockets, options)?;
@@ -194,7 +207,24 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
         env!("CARGO_PKG_VERSION")
     );
 
-    wait_for_signal().await;
+    let fault = tokio::select! {
+        () = wait_for_signal() => None,
+        f = health.fault() => Some(f),
+    };
+    if let Some(f) = &fault {
+        error!(
+            component = f.component.as_str(),
+            core = %f.core,
+            reason = %f.reason,
+            "a core of tsunagi failed: /healthz answers 503, and tsunagi exits with status 1 in {} s so that its service manager restarts it",
+            FAULT_HOLD.as_secs()
+        );
+        tokio::select! {
+            () = tokio::time::sleep(FAULT_HOLD) => {}
+            () = wait_for_signal() => {}
+        }
+    }
+    health.begin_shutdown();
     info!("shutting down");
     signaling.shutdown().await;
     http_service.shutdown().await;
@@ -213,7 +243,10 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
         packets_from_peers = stats.packets_from_peers,
         "stopped"
     );
-    Ok(())
+    match fault {
+        Some(f) => Err(Box::new(f)),
+        None => Ok(()),
+    }
 }
 
 /// The certificate for HTTPS and TURN over TLS, if TLS is on.

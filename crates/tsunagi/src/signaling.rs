@@ -79,6 +79,7 @@ use tsunagi_signal::{
 use crate::config::Config;
 use crate::http::{Prometheus, StatsSource};
 use crate::redact::Redactor;
+use crate::supervise::{Component, Health};
 
 /// Events from connection tasks that the core task can hold before senders wait.
 const EVENT_QUEUE: usize = 1024;
@@ -141,6 +142,8 @@ pub struct SignalingOptions {
     pub write_timeout: Duration,
     /// Show client addresses as hashes in logs.
     pub redact_logs: bool,
+    /// Where the core task reports how it ends.
+    pub health: Health,
 }
 
 impl fmt::Debug for SignalingOptions {
@@ -190,6 +193,7 @@ impl Default for SignalingOptions {
             ping_interval: Duration::from_secs(20),
             write_timeout: Duration::from_secs(10),
             redact_logs: false,
+            health: Health::default(),
         }
     }
 }
@@ -463,7 +467,11 @@ impl SignalingHandle {
         );
         let (events, rx) = mpsc::channel(EVENT_QUEUE);
         let stats = Arc::new(Mutex::new(hub.stats()));
-        let core = tokio::spawn(core(hub, rx, stats.clone(), link));
+        let core = options.health.spawn(
+            Component::Signaling,
+            "signaling core",
+            core(hub, rx, stats.clone(), link),
+        );
         info!(
             sfu = options.hub.sfu,
             room_mode = %options.hub.default_mode,

@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tsunagi::config::{Cli, Config, PrimaryIps, TlsSource};
 use tsunagi::http::{self, HttpOptions, HttpService, HttpState};
+use tsunagi::supervise::Health;
 use tsunagi::tls::{self, TlsMaterial};
 use tsunagi::turn_runtime::{Listeners, TurnService};
 use tsunagi_turn::Server;
@@ -70,7 +71,9 @@ impl TestServer {
             TlsMaterial::self_signed(names).unwrap()
         });
         let mut listeners = Listeners::bind(&[SocketAddr::new(LOCALHOST, 0)], true, true).unwrap();
+        let health = Health::new();
         let mut opts = runtime_options();
+        opts.health = health.clone();
         if let Some(m) = &tls {
             listeners.tls = Listeners::bind_tls(&[SocketAddr::new(LOCALHOST, 0)]).unwrap();
             opts.tls = Some(m.turn_config().unwrap());
@@ -78,15 +81,19 @@ impl TestServer {
         let server = Server::new(server_config(), std::time::Instant::now(), now_unix());
         let turn = TurnService::start(server, listeners, opts).unwrap();
 
-        let http_opts = HttpOptions::new(
-            max_connections,
-            tls.as_ref().map(|m| m.http_config().unwrap()),
-        );
+        let http_opts = HttpOptions {
+            health: health.clone(),
+            ..HttpOptions::new(
+                max_connections,
+                tls.as_ref().map(|m| m.http_config().unwrap()),
+            )
+        };
         let state = HttpState::new(
             Some(turn.stats_handle()),
             http_opts.counters.clone(),
             tls.is_some(),
-        );
+        )
+        .with_health(health);
         // Stands in for the signaling routes that main merges in: a WebSocket echo.
         let extra = axum::Router::new().route("/ws", get(ws_echo));
         let listeners = http::bind(&[SocketAddr::new(LOCALHOST, 0)]).unwrap();
@@ -336,7 +343,13 @@ async fn healthz_is_ok() {
     let s = TestServer::start(false).await;
     let r = s.get("/healthz").await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.text(), "ok");
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let body: Value = serde_json::from_str(r.text()).unwrap();
+    assert_eq!(body["status"], "ok", "{body}");
+    // One worker and one TCP acceptor; one HTTP acceptor.
+    assert_eq!(body["components"]["turn"]["status"], "up", "{body}");
+    assert_eq!(body["components"]["turn"]["cores"], 2, "{body}");
+    assert_eq!(body["components"]["http"]["status"], "up", "{body}");
     assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
     s.shutdown().await;
 }

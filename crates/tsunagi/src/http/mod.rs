@@ -47,6 +47,7 @@ pub use routes::{
 };
 
 use crate::redact::Redactor;
+use crate::supervise::{Component, Health};
 use crate::turn_runtime::{BindFailure, StartError};
 
 /// Largest request body accepted (413 beyond it).
@@ -87,6 +88,8 @@ pub struct HttpOptions {
     pub redact_logs: bool,
     /// Shared with [`HttpState`] so that `/api/stats` can show them.
     pub counters: Arc<HttpCounters>,
+    /// Where the acceptors report how they end.
+    pub health: Health,
 }
 
 impl HttpOptions {
@@ -96,6 +99,7 @@ impl HttpOptions {
             tls,
             redact_logs: false,
             counters: Arc::default(),
+            health: Health::default(),
         }
     }
 }
@@ -169,11 +173,11 @@ impl HttpService {
             let l = TcpListener::from_std(l).map_err(err)?;
             info!("{scheme} listening on {local}");
             addrs.push(local);
-            acceptors.push(tokio::spawn(accept_loop(
-                l,
-                shared.clone(),
-                shutdown_rx.clone(),
-            )));
+            acceptors.push(opts.health.spawn(
+                Component::Http,
+                format!("http {local}"),
+                accept_loop(l, shared.clone(), shutdown_rx.clone()),
+            ));
         }
         if let Some(url) = browse_url(scheme, &addrs) {
             info!("web client at {url}");

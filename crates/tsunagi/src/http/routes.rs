@@ -16,6 +16,7 @@ use serde_json::{json, Map, Value};
 
 use super::metrics::{self, StatsSource};
 use super::{HttpCounters, MAX_BODY_BYTES};
+use crate::supervise::Health;
 use crate::turn_runtime::StatsHandle;
 
 /// One embedded file of the web client.
@@ -72,6 +73,8 @@ pub struct HttpState {
     /// Whether the HTTP port speaks TLS and TURN over TLS is offered.
     pub tls: bool,
     pub started: Instant,
+    /// The cores' health, for `/healthz`.
+    pub health: Health,
 }
 
 impl std::fmt::Debug for HttpState {
@@ -95,7 +98,14 @@ impl HttpState {
             http,
             tls,
             started: Instant::now(),
+            health: Health::default(),
         }
+    }
+
+    /// `/healthz` reports the cores registered in `health`.
+    pub fn with_health(mut self, health: Health) -> Self {
+        self.health = health;
+        self
     }
 
     /// Adds a section to `/api/stats` and `/metrics`.
@@ -130,8 +140,16 @@ pub fn app(state: HttpState, extra: Router) -> Router {
         .layer(middleware::from_fn(guard))
 }
 
-async fn healthz() -> &'static str {
-    "ok"
+/// Every component and its cores: 200 when all are up, 503 (with the cores that are
+/// down and why) when one failed or tsunagi is stopping.
+async fn healthz(State(state): State<HttpState>) -> Response {
+    let report = state.health.report();
+    let status = if report.ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, [(header::CACHE_CONTROL, "no-store")], Json(report)).into_response()
 }
 
 /// Refuses declared bodies over the limit before anything reads them, and adds the

@@ -37,6 +37,7 @@ use tsunagi_signal::{SfuReply, SfuRequest};
 
 use crate::http::{Prometheus, StatsSource};
 use crate::signaling::SfuLink;
+use crate::supervise::{Component, Health};
 
 /// Datagrams waiting for the core.
 const INCOMING_QUEUE: usize = 4096;
@@ -68,6 +69,8 @@ pub struct SfuOptions {
     pub max_tcp_connections: usize,
     /// WHIP and WHEP sessions at once.
     pub max_http_sessions: usize,
+    /// Where the core and the socket tasks report how they end.
+    pub health: Health,
 }
 
 impl Default for SfuOptions {
@@ -78,6 +81,7 @@ impl Default for SfuOptions {
             token_secret: None,
             max_tcp_connections: 512,
             max_http_sessions: 256,
+            health: Health::default(),
         }
     }
 }
@@ -577,22 +581,25 @@ impl SfuService {
         for bound in sockets.udp {
             let socket = Arc::new(UdpSocket::from_std(bound.socket)?);
             sends.push((bound.advertised, socket.clone()));
-            tasks.push(tokio::spawn(read_udp(
-                socket,
-                bound.advertised,
-                in_tx.clone(),
-                dropped.clone(),
-            )));
+            tasks.push(options.health.spawn(
+                Component::Sfu,
+                format!("sfu udp {}", bound.advertised),
+                read_udp(socket, bound.advertised, in_tx.clone(), dropped.clone()),
+            ));
         }
         for bound in sockets.tcp {
             let listener = tokio::net::TcpListener::from_std(bound.listener)?;
-            tasks.push(tokio::spawn(tcp::accept_loop(
-                listener,
-                bound.advertised,
-                in_tx.clone(),
-                cmd_tx.clone(),
-                options.max_tcp_connections,
-            )));
+            tasks.push(options.health.spawn(
+                Component::Sfu,
+                format!("sfu tcp {}", bound.advertised),
+                tcp::accept_loop(
+                    listener,
+                    bound.advertised,
+                    in_tx.clone(),
+                    cmd_tx.clone(),
+                    options.max_tcp_connections,
+                ),
+            ));
         }
         drop(in_tx);
 
@@ -617,7 +624,12 @@ impl SfuService {
             stats_dirty: false,
             reply_warned: None,
         };
-        tasks.push(tokio::spawn(core.run(in_rx, req_rx, cmd_rx, shutdown_rx)));
+        let health = options.health.clone();
+        tasks.push(health.spawn(
+            Component::Sfu,
+            "sfu core",
+            core.run(in_rx, req_rx, cmd_rx, shutdown_rx),
+        ));
 
         let handle = SfuHandle {
             commands: cmd_tx,

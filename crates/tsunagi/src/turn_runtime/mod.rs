@@ -74,6 +74,7 @@ use tsunagi_turn::{DeleteReason, Destination, Event, FiveTuple, Server, Stats, T
 
 use crate::config::Config;
 use crate::redact::Redactor;
+use crate::supervise::{Component, Health};
 use batch::{FastSocket, MultiSend, RecvBufs};
 use poller::{CoreWaker, Poller, Token, WAKER};
 use relay::{RelayPool, LISTENER_TOKEN};
@@ -291,6 +292,8 @@ pub struct RuntimeOptions {
     pub tcp_write_queue: usize,
     /// Certificate and key for the TLS listeners (see [`crate::tls`]).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Where the worker threads and acceptors report how they end.
+    pub health: Health,
 }
 
 impl RuntimeOptions {
@@ -305,6 +308,7 @@ impl RuntimeOptions {
             queue_capacity: 8192,
             tcp_write_queue: 256,
             tls: None,
+            health: Health::default(),
         }
     }
 }
@@ -469,14 +473,18 @@ impl TurnService {
             let l = TcpListener::from_std(l).map_err(|e| start_err("TCP listener", e))?;
             info!("STUN/TURN listening on tcp {local}");
             tcp_addrs.push(local);
-            tasks.push(tokio::spawn(io::tcp_acceptor(
-                l,
-                None,
-                client_tx.clone(),
-                settings.clone(),
-                counters.clone(),
-                shutdown_rx.clone(),
-            )));
+            tasks.push(opts.health.spawn(
+                Component::Turn,
+                format!("turn tcp {local}"),
+                io::tcp_acceptor(
+                    l,
+                    None,
+                    client_tx.clone(),
+                    settings.clone(),
+                    counters.clone(),
+                    shutdown_rx.clone(),
+                ),
+            ));
         }
         let mut tls_addrs = Vec::new();
         if let Some(tls) = &opts.tls {
@@ -486,14 +494,18 @@ impl TurnService {
                 let l = TcpListener::from_std(l).map_err(|e| start_err("TLS listener", e))?;
                 info!("TURN over TLS listening on tcp {local}");
                 tls_addrs.push(local);
-                tasks.push(tokio::spawn(io::tcp_acceptor(
-                    l,
-                    Some(acceptor.clone()),
-                    client_tx.clone(),
-                    settings.clone(),
-                    counters.clone(),
-                    shutdown_rx.clone(),
-                )));
+                tasks.push(opts.health.spawn(
+                    Component::Turn,
+                    format!("turn tls {local}"),
+                    io::tcp_acceptor(
+                        l,
+                        Some(acceptor.clone()),
+                        client_tx.clone(),
+                        settings.clone(),
+                        counters.clone(),
+                        shutdown_rx.clone(),
+                    ),
+                ));
             }
         }
         drop(client_tx);
@@ -564,10 +576,16 @@ impl TurnService {
             };
             let (done_tx, done_rx) = oneshot::channel();
             let shutdown_rx = shutdown_rx.clone();
+            let health = opts.health.clone();
             std::thread::Builder::new()
                 .name(format!("turn-core-{index}"))
                 .spawn(move || {
-                    let _ = done_tx.send(core.run(client_rx, shutdown_rx));
+                    let name = format!("turn worker {index}");
+                    if let Some(stats) =
+                        health.thread(Component::Turn, name, || core.run(client_rx, shutdown_rx))
+                    {
+                        let _ = done_tx.send(stats);
+                    }
                 })
                 .map_err(|e| start_err("core thread", e))?;
             done.push(done_rx);
