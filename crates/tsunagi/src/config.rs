@@ -3,8 +3,10 @@
 //! of precedence, and falls back to a default. The names are coturn's where the concept
 //! is coturn's; `docs/configuration.md` documents each one.
 //!
-//! The three sources are read into the same [`Options`] struct (every field optional),
-//! merged field by field ([`Options::or`]), and then resolved and validated once into a
+//! Each option is declared once, in [`Options`]: its flag, its variable (clap's `env`)
+//! and its TOML key. clap reads the command line and the environment into one
+//! `Options` (every field optional); the file's `Options` goes under it field by field
+//! ([`Options::or`]), and the result is resolved and validated once into a
 //! [`Config`]. Every validation error names the option and says what to write instead;
 //! the binary exits with status 2 on any of them.
 
@@ -14,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::BoolishValueParser;
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use tsunagi_signal::RoomMode;
@@ -158,204 +161,257 @@ impl fmt::Display for ExternalIp {
     }
 }
 
-/// Every option of `serve`, each optional so that the three sources can be merged.
-/// The same struct is the clap argument set, the TOML schema (kebab-case keys = the
-/// long option names) and the target of [`Options::from_env`].
+/// Declares [`Options`] and [`Options::or`] from one list of fields: an option is
+/// written once, with its flag, its environment variable, its TOML key and its help.
+macro_rules! options {
+    (
+        $(#[$meta:meta])*
+        pub struct Options {
+            $(
+                $(#[$fmeta:meta])*
+                pub $field:ident: $ty:ty,
+            )*
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct Options {
+            $( $(#[$fmeta])* pub $field: $ty, )*
+        }
+
+        impl Options {
+            /// Field by field: a value set in `self` wins over one in `lower`. A list set
+            /// in `self` replaces the list of `lower` (they are not concatenated).
+            pub fn or(self, lower: Options) -> Options {
+                Options {
+                    $( $field: Layer::over(self.$field, lower.$field), )*
+                }
+            }
+        }
+    };
+}
+
+/// One layer of configuration over a lower one.
+trait Layer {
+    fn over(self, lower: Self) -> Self;
+}
+
+impl<T> Layer for Option<T> {
+    fn over(self, lower: Self) -> Self {
+        self.or(lower)
+    }
+}
+
+impl<T> Layer for Vec<T> {
+    fn over(self, lower: Self) -> Self {
+        if self.is_empty() {
+            lower
+        } else {
+            self
+        }
+    }
+}
+
+options! {
+/// Every option of `serve`, each optional so that the layers can be merged. The same
+/// struct is the clap argument set (flags, and `TSUNAGI_<NAME>` environment variables
+/// through clap's `env`; lists there are comma-separated) and the TOML schema
+/// (kebab-case keys = the long option names).
 #[derive(Debug, Clone, Default, Args, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Options {
     /// TOML config file (keys are the long option names).
-    #[arg(long, short = 'c', value_name = "FILE")]
+    #[arg(long, short = 'c', value_name = "FILE", env = "TSUNAGI_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
     /// Address for STUN/TURN listeners (repeatable) [default: 0.0.0.0 and ::].
-    #[arg(long, value_name = "IP")]
+    #[arg(long, value_name = "IP", env = "TSUNAGI_LISTENING_IP", value_delimiter = ',')]
     #[serde(default, deserialize_with = "list")]
     pub listening_ip: Vec<IpAddr>,
     /// UDP and TCP port of the listeners [default: 3478].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "TSUNAGI_LISTENING_PORT")]
     pub listening_port: Option<u16>,
     /// Do not listen on UDP.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[arg(long, value_name = "BOOL", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", env = "TSUNAGI_NO_UDP")]
     pub no_udp: Option<bool>,
     /// Second address for RFC 5780 NAT discovery, one per family (repeatable); pairs
     /// with the listening-ip of its family [default: none].
-    #[arg(long, value_name = "IP")]
+    #[arg(long, value_name = "IP", env = "TSUNAGI_ALT_LISTENING_IP", value_delimiter = ',')]
     #[serde(default, deserialize_with = "list")]
     pub alt_listening_ip: Vec<IpAddr>,
     /// Second UDP port for RFC 5780 NAT discovery; alone it turns on change-port only
     /// [default: listening-port + 1 when alt-listening-ip is set].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "TSUNAGI_ALT_LISTENING_PORT")]
     pub alt_listening_port: Option<u16>,
     /// Do not listen on TCP.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[arg(long, value_name = "BOOL", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", env = "TSUNAGI_NO_TCP")]
     pub no_tcp: Option<bool>,
 
     /// Address relay sockets bind to (repeatable) [default: the listening IP if
     /// specific, else the host's primary IPv4 or 127.0.0.1, plus its primary IPv6].
-    #[arg(long, value_name = "IP")]
+    #[arg(long, value_name = "IP", env = "TSUNAGI_RELAY_IP", value_delimiter = ',')]
     #[serde(default, deserialize_with = "list")]
     pub relay_ip: Vec<IpAddr>,
     /// Advertise PUBLIC in XOR-RELAYED-ADDRESS for relays on PRIVATE (repeatable).
-    #[arg(long, value_name = "PUBLIC[/PRIVATE]")]
+    #[arg(long, value_name = "PUBLIC[/PRIVATE]", env = "TSUNAGI_EXTERNAL_IP", value_delimiter = ',')]
     #[serde(default, deserialize_with = "list_from_str")]
     pub external_ip: Vec<ExternalIp>,
     /// Lowest relay port [default: 49152].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "TSUNAGI_MIN_PORT")]
     pub min_port: Option<u16>,
     /// Highest relay port [default: 65535].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "TSUNAGI_MAX_PORT")]
     pub max_port: Option<u16>,
 
     /// Long-term credential realm [default: tsunagi].
-    #[arg(long, value_name = "S")]
+    #[arg(long, value_name = "S", env = "TSUNAGI_REALM")]
     pub realm: Option<String>,
     /// Static user NAME:PASSWORD or NAME:0xMD5KEY (repeatable).
-    #[arg(long, value_name = "NAME:PASSWORD")]
+    #[arg(long, value_name = "NAME:PASSWORD", env = "TSUNAGI_USER", value_delimiter = ',')]
     #[serde(default, deserialize_with = "list")]
     pub user: Vec<Secret>,
     /// TURN REST API shared secret (repeatable, for rotation).
-    #[arg(long, value_name = "S")]
+    #[arg(long, value_name = "S", env = "TSUNAGI_STATIC_AUTH_SECRET", value_delimiter = ',')]
     #[serde(default, deserialize_with = "list")]
     pub static_auth_secret: Vec<Secret>,
 
     /// Peer addresses always allowed: IP, CIDR or A-B range (repeatable).
-    #[arg(long, value_name = "RANGE")]
+    #[arg(long, value_name = "RANGE", env = "TSUNAGI_ALLOWED_PEER_IP", value_delimiter = ',')]
     #[serde(default, deserialize_with = "list_from_str")]
     pub allowed_peer_ip: Vec<IpRange>,
     /// Peer addresses refused: IP, CIDR or A-B range (repeatable).
-    #[arg(long, value_name = "RANGE")]
+    #[arg(long, value_name = "RANGE", env = "TSUNAGI_DENIED_PEER_IP", value_delimiter = ',')]
     #[serde(default, deserialize_with = "list_from_str")]
     pub denied_peer_ip: Vec<IpRange>,
     /// Permit loopback peers (127.0.0.0/8, ::1).
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[arg(long, value_name = "BOOL", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", env = "TSUNAGI_ALLOW_LOOPBACK_PEERS")]
     pub allow_loopback_peers: Option<bool>,
 
     /// Allocations per username; 0 = unlimited [default: 0].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "TSUNAGI_USER_QUOTA")]
     pub user_quota: Option<u32>,
     /// Allocations in total; 0 = unlimited [default: 0].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "TSUNAGI_TOTAL_QUOTA")]
     pub total_quota: Option<u32>,
     /// Relay bandwidth per allocation in bits/s, each direction; 0 = unlimited [default: 0].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "TSUNAGI_MAX_BPS")]
     pub max_bps: Option<u64>,
     /// Permissions per allocation [default: 128].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "TSUNAGI_MAX_PERMISSIONS")]
     pub max_permissions: Option<u32>,
     /// Channels per allocation [default: 128].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "TSUNAGI_MAX_CHANNELS")]
     pub max_channels: Option<u32>,
 
     /// Nonce lifetime in seconds [default: 600].
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", env = "TSUNAGI_STALE_NONCE")]
     pub stale_nonce: Option<u64>,
     /// Longest allocation lifetime in seconds [default: 3600].
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", env = "TSUNAGI_MAX_ALLOCATE_LIFETIME")]
     pub max_allocate_lifetime: Option<u64>,
     /// Allocation lifetime when the client asks for less, in seconds [default: 600].
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", env = "TSUNAGI_DEFAULT_ALLOCATE_LIFETIME")]
     pub default_allocate_lifetime: Option<u64>,
     /// Permission lifetime in seconds [default: 300].
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", env = "TSUNAGI_PERMISSION_LIFETIME")]
     pub permission_lifetime: Option<u64>,
     /// Channel binding lifetime in seconds [default: 600].
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", env = "TSUNAGI_CHANNEL_LIFETIME")]
     pub channel_lifetime: Option<u64>,
 
     /// Concurrent TCP client connections [default: 10000].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "TSUNAGI_MAX_TCP_CONNECTIONS")]
     pub max_tcp_connections: Option<usize>,
     /// STUN/TURN worker threads, each with its own share of the clients (SO_REUSEPORT
     /// UDP listeners; the kernel keeps each client on one worker); 0: one per CPU
     /// this process may use [default: 1].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "TSUNAGI_TURN_WORKERS")]
     pub turn_workers: Option<usize>,
     /// SOFTWARE attribute [default: tsunagi/<version>].
-    #[arg(long, value_name = "S", conflicts_with = "no_software")]
+    #[arg(long, value_name = "S", conflicts_with = "no_software", env = "TSUNAGI_SOFTWARE")]
     pub software: Option<String>,
     /// Send no SOFTWARE attribute.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[arg(long, value_name = "BOOL", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", env = "TSUNAGI_NO_SOFTWARE")]
     pub no_software: Option<bool>,
 
     /// Tracing filter, e.g. info or tsunagi=debug [default: info; RUST_LOG is used when unset].
-    #[arg(long, value_name = "L")]
+    #[arg(long, value_name = "L", env = "TSUNAGI_LOG_LEVEL")]
     pub log_level: Option<String>,
     /// Log line format [default: text].
-    #[arg(long, value_name = "FORMAT")]
+    #[arg(long, value_name = "FORMAT", ignore_case = true, env = "TSUNAGI_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
     /// Replace client IPs and usernames in logs by short stable hashes.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[arg(long, value_name = "BOOL", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", env = "TSUNAGI_REDACT_LOGS")]
     pub redact_logs: Option<bool>,
 
     /// Address of the HTTP(S) server: web client, /ws, /api/stats, /metrics
     /// (repeatable) [default: 0.0.0.0 and ::].
-    #[arg(long, value_name = "IP")]
+    #[arg(long, value_name = "IP", env = "TSUNAGI_HTTP_IP", value_delimiter = ',')]
     #[serde(default, deserialize_with = "list")]
     pub http_ip: Vec<IpAddr>,
     /// Port of the HTTP(S) server [default: 8080].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "TSUNAGI_HTTP_PORT")]
     pub http_port: Option<u16>,
     /// Concurrent HTTP connections, WebSockets included [default: 10000].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "TSUNAGI_HTTP_MAX_CONNECTIONS")]
     pub http_max_connections: Option<usize>,
     /// PEM certificate chain (leaf first): enables HTTPS/WSS and TURN over TLS.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "TSUNAGI_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of tls-cert.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "TSUNAGI_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
     /// Generate a self-signed certificate at start (LAN testing); logs its fingerprint.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[arg(long, value_name = "BOOL", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", env = "TSUNAGI_TLS_SELF_SIGNED")]
     pub tls_self_signed: Option<bool>,
     /// TCP port of TURN over TLS (turns:), when TLS is on [default: 5349].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "TSUNAGI_TLS_LISTENING_PORT")]
     pub tls_listening_port: Option<u16>,
 
     /// Secret of signaling access tokens (HS256); with it, join needs a token.
-    #[arg(long, value_name = "S")]
+    #[arg(long, value_name = "S", env = "TSUNAGI_TOKEN_SECRET")]
     pub token_secret: Option<Secret>,
     /// Host name or IP browsers use for STUN/TURN in the ICE servers of welcome
     /// [default: the first external-ip, else the host the page was loaded from].
-    #[arg(long, value_name = "HOST")]
+    #[arg(long, value_name = "HOST", env = "TSUNAGI_PUBLIC_HOST")]
     pub public_host: Option<String>,
     /// Peers per signaling room that may run as SFU (auto and sfu rooms) [default: 50].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "TSUNAGI_MAX_ROOM_PEERS")]
     pub max_room_peers: Option<u32>,
     /// Peers per mesh room: auto rooms switch to SFU past it, mesh rooms are full at it
     /// [default: 4].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "TSUNAGI_MESH_MAX_PEERS")]
     pub mesh_max_peers: Option<u32>,
     /// Policy of new rooms: auto (mesh while small, SFU past mesh-max-peers), mesh or
     /// sfu; a room's first join may choose [default: auto].
-    #[arg(long, value_name = "MODE")]
+    #[arg(long, value_name = "MODE", env = "TSUNAGI_ROOM_MODE")]
     pub room_mode: Option<RoomMode>,
     /// Run no SFU: every room is mesh, up to mesh-max-peers.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[arg(long, value_name = "BOOL", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", env = "TSUNAGI_NO_SFU")]
     pub no_sfu: Option<bool>,
     /// UDP port of the SFU (one port for every SFU peer, on each relay-ip; ICE-TCP
     /// listens on the same TCP port number) [default: 7882].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "TSUNAGI_SFU_PORT")]
     pub sfu_port: Option<u16>,
     /// No ICE-TCP for the SFU (UDP only).
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[arg(long, value_name = "BOOL", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", env = "TSUNAGI_NO_SFU_TCP")]
     pub no_sfu_tcp: Option<bool>,
     /// Signaling rooms at once [default: 10000].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "TSUNAGI_MAX_ROOMS")]
     pub max_rooms: Option<usize>,
     /// Largest signaling message in bytes [default: 65536].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "TSUNAGI_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
     /// Signaling messages per second per connection (burst twice that); 0 = unlimited [default: 50].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "TSUNAGI_MESSAGES_PER_SECOND")]
     pub messages_per_second: Option<u32>,
     /// Seconds a dropped signaling peer can resume its session [default: 15].
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", env = "TSUNAGI_RESUME_GRACE")]
     pub resume_grace: Option<u64>,
     /// Lifetime of the TURN credentials handed out in welcome, in seconds [default: 86400].
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", env = "TSUNAGI_TURN_CREDENTIAL_TTL")]
     pub turn_credential_ttl: Option<u64>,
+}
 }
 
 /// Accepts a single value or an array in TOML.
@@ -404,208 +460,7 @@ fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
     Err(ConfigError(msg.into()))
 }
 
-/// Environment variable names of every option (without the prefix).
-const ENV_NAMES: &[&str] = &[
-    "CONFIG",
-    "LISTENING_IP",
-    "LISTENING_PORT",
-    "NO_UDP",
-    "ALT_LISTENING_IP",
-    "ALT_LISTENING_PORT",
-    "NO_TCP",
-    "RELAY_IP",
-    "EXTERNAL_IP",
-    "MIN_PORT",
-    "MAX_PORT",
-    "REALM",
-    "USER",
-    "STATIC_AUTH_SECRET",
-    "ALLOWED_PEER_IP",
-    "DENIED_PEER_IP",
-    "ALLOW_LOOPBACK_PEERS",
-    "USER_QUOTA",
-    "TOTAL_QUOTA",
-    "MAX_BPS",
-    "MAX_PERMISSIONS",
-    "MAX_CHANNELS",
-    "STALE_NONCE",
-    "MAX_ALLOCATE_LIFETIME",
-    "DEFAULT_ALLOCATE_LIFETIME",
-    "PERMISSION_LIFETIME",
-    "CHANNEL_LIFETIME",
-    "MAX_TCP_CONNECTIONS",
-    "SOFTWARE",
-    "NO_SOFTWARE",
-    "LOG_LEVEL",
-    "LOG_FORMAT",
-    "REDACT_LOGS",
-    "HTTP_IP",
-    "HTTP_PORT",
-    "HTTP_MAX_CONNECTIONS",
-    "TLS_CERT",
-    "TLS_KEY",
-    "TLS_SELF_SIGNED",
-    "TLS_LISTENING_PORT",
-    "TOKEN_SECRET",
-    "PUBLIC_HOST",
-    "MAX_ROOM_PEERS",
-    "MESH_MAX_PEERS",
-    "ROOM_MODE",
-    "NO_SFU",
-    "SFU_PORT",
-    "NO_SFU_TCP",
-    "MAX_ROOMS",
-    "MAX_MESSAGE_BYTES",
-    "MESSAGES_PER_SECOND",
-    "RESUME_GRACE",
-    "TURN_CREDENTIAL_TTL",
-];
-
-/// Reads `TSUNAGI_*` variables through `get`.
-struct EnvReader<F> {
-    get: F,
-}
-
-impl<F: Fn(&str) -> Option<String>> EnvReader<F> {
-    fn raw(&self, name: &str) -> Option<(String, String)> {
-        let var = format!("{ENV_PREFIX}{name}");
-        // An empty variable counts as unset (`TSUNAGI_REALM=` in a compose file).
-        (self.get)(&var)
-            .filter(|v| !v.trim().is_empty())
-            .map(|v| (var, v))
-    }
-
-    fn one<T: FromStr>(&self, name: &str) -> Result<Option<T>, ConfigError>
-    where
-        T::Err: fmt::Display,
-    {
-        match self.raw(name) {
-            None => Ok(None),
-            Some((var, v)) => v
-                .trim()
-                .parse()
-                .map(Some)
-                .map_err(|e| ConfigError(format!("{var}={v}: {e}"))),
-        }
-    }
-
-    /// Comma-separated list; blank items are skipped.
-    fn list<T: FromStr>(&self, name: &str) -> Result<Vec<T>, ConfigError>
-    where
-        T::Err: fmt::Display,
-    {
-        let Some((var, v)) = self.raw(name) else {
-            return Ok(Vec::new());
-        };
-        v.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse()
-                    .map_err(|e| ConfigError(format!("{var}: item '{s}': {e}")))
-            })
-            .collect()
-    }
-
-    /// Like `list`, but the error never quotes the value (passwords).
-    fn secret_list(&self, name: &str) -> Vec<Secret> {
-        self.raw(name)
-            .map(|(_, v)| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| Secret(s.to_owned()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn flag(&self, name: &str) -> Result<Option<bool>, ConfigError> {
-        match self.raw(name) {
-            None => Ok(None),
-            Some((var, v)) => parse_bool(&v)
-                .map(Some)
-                .ok_or_else(|| ConfigError(format!("{var}={v}: expected true or false"))),
-        }
-    }
-
-    /// A string taken verbatim (not trimmed, not split).
-    fn string(&self, name: &str) -> Option<String> {
-        self.raw(name).map(|(_, v)| v)
-    }
-}
-
-fn parse_bool(s: &str) -> Option<bool> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Some(true),
-        "0" | "false" | "no" | "off" => Some(false),
-        _ => None,
-    }
-}
-
 impl Options {
-    /// Options from `TSUNAGI_*` variables; lists are comma-separated. `get` looks a
-    /// variable up (`|k| std::env::var(k).ok()` in production).
-    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Options, ConfigError> {
-        let e = EnvReader { get };
-        Ok(Options {
-            config: e.string("CONFIG").map(PathBuf::from),
-            listening_ip: e.list("LISTENING_IP")?,
-            listening_port: e.one("LISTENING_PORT")?,
-            no_udp: e.flag("NO_UDP")?,
-            alt_listening_ip: e.list("ALT_LISTENING_IP")?,
-            alt_listening_port: e.one("ALT_LISTENING_PORT")?,
-            no_tcp: e.flag("NO_TCP")?,
-            relay_ip: e.list("RELAY_IP")?,
-            external_ip: e.list("EXTERNAL_IP")?,
-            min_port: e.one("MIN_PORT")?,
-            max_port: e.one("MAX_PORT")?,
-            realm: e.string("REALM"),
-            user: e.secret_list("USER"),
-            static_auth_secret: e.secret_list("STATIC_AUTH_SECRET"),
-            allowed_peer_ip: e.list("ALLOWED_PEER_IP")?,
-            denied_peer_ip: e.list("DENIED_PEER_IP")?,
-            allow_loopback_peers: e.flag("ALLOW_LOOPBACK_PEERS")?,
-            user_quota: e.one("USER_QUOTA")?,
-            total_quota: e.one("TOTAL_QUOTA")?,
-            max_bps: e.one("MAX_BPS")?,
-            max_permissions: e.one("MAX_PERMISSIONS")?,
-            max_channels: e.one("MAX_CHANNELS")?,
-            stale_nonce: e.one("STALE_NONCE")?,
-            max_allocate_lifetime: e.one("MAX_ALLOCATE_LIFETIME")?,
-            default_allocate_lifetime: e.one("DEFAULT_ALLOCATE_LIFETIME")?,
-            permission_lifetime: e.one("PERMISSION_LIFETIME")?,
-            channel_lifetime: e.one("CHANNEL_LIFETIME")?,
-            max_tcp_connections: e.one("MAX_TCP_CONNECTIONS")?,
-            turn_workers: e.one("TURN_WORKERS")?,
-            software: e.string("SOFTWARE"),
-            no_software: e.flag("NO_SOFTWARE")?,
-            log_level: e.string("LOG_LEVEL"),
-            log_format: e.one("LOG_FORMAT")?,
-            redact_logs: e.flag("REDACT_LOGS")?,
-            http_ip: e.list("HTTP_IP")?,
-            http_port: e.one("HTTP_PORT")?,
-            http_max_connections: e.one("HTTP_MAX_CONNECTIONS")?,
-            tls_cert: e.string("TLS_CERT").map(PathBuf::from),
-            tls_key: e.string("TLS_KEY").map(PathBuf::from),
-            tls_self_signed: e.flag("TLS_SELF_SIGNED")?,
-            tls_listening_port: e.one("TLS_LISTENING_PORT")?,
-            token_secret: e.string("TOKEN_SECRET").map(Secret),
-            public_host: e.string("PUBLIC_HOST").map(|h| h.trim().to_owned()),
-            max_room_peers: e.one("MAX_ROOM_PEERS")?,
-            mesh_max_peers: e.one("MESH_MAX_PEERS")?,
-            room_mode: e.one("ROOM_MODE")?,
-            no_sfu: e.flag("NO_SFU")?,
-            sfu_port: e.one("SFU_PORT")?,
-            no_sfu_tcp: e.flag("NO_SFU_TCP")?,
-            max_rooms: e.one("MAX_ROOMS")?,
-            max_message_bytes: e.one("MAX_MESSAGE_BYTES")?,
-            messages_per_second: e.one("MESSAGES_PER_SECOND")?,
-            resume_grace: e.one("RESUME_GRACE")?,
-            turn_credential_ttl: e.one("TURN_CREDENTIAL_TTL")?,
-        })
-    }
-
     /// Options from the text of a TOML file; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Options, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError(format!("{origin}: {e}")))
@@ -621,87 +476,66 @@ impl Options {
         })?;
         Self::from_toml(&text, &path.display().to_string())
     }
+}
 
-    /// Field by field: a value set in `self` wins over one in `lower`. A list set in
-    /// `self` replaces the list of `lower` (they are not concatenated).
-    pub fn or(self, lower: Options) -> Options {
-        fn v<T>(a: Vec<T>, b: Vec<T>) -> Vec<T> {
-            if a.is_empty() {
-                b
-            } else {
-                a
-            }
-        }
-        Options {
-            config: self.config.or(lower.config),
-            listening_ip: v(self.listening_ip, lower.listening_ip),
-            listening_port: self.listening_port.or(lower.listening_port),
-            no_udp: self.no_udp.or(lower.no_udp),
-            alt_listening_ip: v(self.alt_listening_ip, lower.alt_listening_ip),
-            alt_listening_port: self.alt_listening_port.or(lower.alt_listening_port),
-            no_tcp: self.no_tcp.or(lower.no_tcp),
-            relay_ip: v(self.relay_ip, lower.relay_ip),
-            external_ip: v(self.external_ip, lower.external_ip),
-            min_port: self.min_port.or(lower.min_port),
-            max_port: self.max_port.or(lower.max_port),
-            realm: self.realm.or(lower.realm),
-            user: v(self.user, lower.user),
-            static_auth_secret: v(self.static_auth_secret, lower.static_auth_secret),
-            allowed_peer_ip: v(self.allowed_peer_ip, lower.allowed_peer_ip),
-            denied_peer_ip: v(self.denied_peer_ip, lower.denied_peer_ip),
-            allow_loopback_peers: self.allow_loopback_peers.or(lower.allow_loopback_peers),
-            user_quota: self.user_quota.or(lower.user_quota),
-            total_quota: self.total_quota.or(lower.total_quota),
-            max_bps: self.max_bps.or(lower.max_bps),
-            max_permissions: self.max_permissions.or(lower.max_permissions),
-            max_channels: self.max_channels.or(lower.max_channels),
-            stale_nonce: self.stale_nonce.or(lower.stale_nonce),
-            max_allocate_lifetime: self.max_allocate_lifetime.or(lower.max_allocate_lifetime),
-            default_allocate_lifetime: self
-                .default_allocate_lifetime
-                .or(lower.default_allocate_lifetime),
-            permission_lifetime: self.permission_lifetime.or(lower.permission_lifetime),
-            channel_lifetime: self.channel_lifetime.or(lower.channel_lifetime),
-            max_tcp_connections: self.max_tcp_connections.or(lower.max_tcp_connections),
-            turn_workers: self.turn_workers.or(lower.turn_workers),
-            software: self.software.or(lower.software),
-            no_software: self.no_software.or(lower.no_software),
-            log_level: self.log_level.or(lower.log_level),
-            log_format: self.log_format.or(lower.log_format),
-            redact_logs: self.redact_logs.or(lower.redact_logs),
-            http_ip: v(self.http_ip, lower.http_ip),
-            http_port: self.http_port.or(lower.http_port),
-            http_max_connections: self.http_max_connections.or(lower.http_max_connections),
-            tls_cert: self.tls_cert.or(lower.tls_cert),
-            tls_key: self.tls_key.or(lower.tls_key),
-            tls_self_signed: self.tls_self_signed.or(lower.tls_self_signed),
-            tls_listening_port: self.tls_listening_port.or(lower.tls_listening_port),
-            token_secret: self.token_secret.or(lower.token_secret),
-            public_host: self.public_host.or(lower.public_host),
-            max_room_peers: self.max_room_peers.or(lower.max_room_peers),
-            mesh_max_peers: self.mesh_max_peers.or(lower.mesh_max_peers),
-            room_mode: self.room_mode.or(lower.room_mode),
-            no_sfu: self.no_sfu.or(lower.no_sfu),
-            sfu_port: self.sfu_port.or(lower.sfu_port),
-            no_sfu_tcp: self.no_sfu_tcp.or(lower.no_sfu_tcp),
-            max_rooms: self.max_rooms.or(lower.max_rooms),
-            max_message_bytes: self.max_message_bytes.or(lower.max_message_bytes),
-            messages_per_second: self.messages_per_second.or(lower.messages_per_second),
-            resume_grace: self.resume_grace.or(lower.resume_grace),
-            turn_credential_ttl: self.turn_credential_ttl.or(lower.turn_credential_ttl),
-        }
-    }
+/// The environment variable of every option of `serve`, from the clap definition.
+pub fn env_names() -> Vec<String> {
+    Options::augment_args(clap::Command::new("serve"))
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect()
 }
 
 /// `TSUNAGI_*` variables that name no option (typos), for a warning at start.
 pub fn unknown_env_vars(vars: impl IntoIterator<Item = String>) -> Vec<String> {
+    let known = env_names();
     vars.into_iter()
         .filter(|k| {
             // DEBUG_FAULT: the fault hook of debug builds (crate::supervise).
-            k.strip_prefix(ENV_PREFIX)
-                .is_some_and(|rest| !ENV_NAMES.contains(&rest) && rest != "DEBUG_FAULT")
+            k.starts_with(ENV_PREFIX) && !known.contains(k) && k.as_str() != "TSUNAGI_DEBUG_FAULT"
         })
         .collect()
+}
+
+/// For an invalid value that came from a `TSUNAGI_*` variable, which variable: clap's
+/// message names only the option (`invalid value 'abc' for '--min-port <N>'`).
+pub fn env_source_of(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) = (
+        e.get(ContextKind::InvalidArg),
+        e.get(ContextKind::InvalidValue),
+    ) else {
+        return None;
+    };
+    let long = arg.strip_prefix("--")?.split(['[', ' ', '=']).next()?;
+    let cmd = Cli::command();
+    let var = cmd
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))?
+        .get_env()?
+        .to_str()?
+        .to_owned();
+    let set = std::env::var(&var).ok()?;
+    // The variable's value, or one item of its list.
+    (set == *value || set.split(',').any(|item| item == value))
+        .then(|| format!("the value comes from the environment variable {var}"))
+}
+
+/// Removes `TSUNAGI_*` variables that are set but blank: an empty variable counts as
+/// unset (`TSUNAGI_REALM=` in a compose file). Call it before parsing the command line,
+/// while the process has one thread.
+pub fn unset_blank_env() {
+    let blank: Vec<_> = std::env::vars_os()
+        .filter(|(k, v)| {
+            k.to_str().is_some_and(|k| k.starts_with(ENV_PREFIX))
+                && v.to_str().is_some_and(|v| v.trim().is_empty())
+        })
+        .map(|(k, _)| k)
+        .collect();
+    for k in blank {
+        std::env::remove_var(k);
+    }
 }
 
 /// Defaults (see `docs/configuration.md`).
@@ -1016,19 +850,19 @@ fn dedup<T: PartialEq + Copy>(v: &mut Vec<T>) {
 }
 
 impl Config {
-    /// Reads the environment and the config file named by `cli` (or `TSUNAGI_CONFIG`)
-    /// and resolves everything. Also returns the unknown `TSUNAGI_*` variables.
+    /// Reads the config file named by `cli` (`--config` or `TSUNAGI_CONFIG`) under the
+    /// options of the command line and the environment (clap read both into `cli`) and
+    /// resolves everything. Also returns the unknown `TSUNAGI_*` variables.
     pub fn load(cli: Options) -> Result<(Config, Vec<String>), ConfigError> {
-        let env = Options::from_env(|k| std::env::var(k).ok())?;
         let unknown = unknown_env_vars(std::env::vars().map(|(k, _)| k));
-        let file = match cli.config.as_ref().or(env.config.as_ref()) {
+        let file = match cli.config.as_ref() {
             Some(path) => Options::from_file(path)?,
             None => Options::default(),
         };
         let rust_log = std::env::var("RUST_LOG")
             .ok()
             .filter(|s| !s.trim().is_empty());
-        let cfg = Self::resolve(cli.or(env).or(file), rust_log, PrimaryIps::detect)?;
+        let cfg = Self::resolve(cli.or(file), rust_log, PrimaryIps::detect)?;
         Ok((cfg, unknown))
     }
 
@@ -1502,14 +1336,30 @@ fn join(ips: &[IpAddr]) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use clap::FromArgMatches;
+
+    /// The options that `TSUNAGI_*` variables give, parsed as clap parses them (each
+    /// variable as the value of its option; blank ones unset, see `unset_blank_env`),
+    /// without touching the process environment. `tests/config_env.rs` runs the binary
+    /// with real variables.
+    fn try_env(pairs: &[(&str, &str)]) -> Result<Options, clap::Error> {
+        let cmd = Options::augment_args(clap::Command::new("serve"));
+        let mut argv = vec!["serve".to_owned()];
+        for (k, v) in pairs {
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_env().is_some_and(|e| e == *k))
+                .unwrap_or_else(|| panic!("{k} is no option's variable"));
+            if !v.trim().is_empty() {
+                argv.push(format!("--{}={v}", arg.get_long().unwrap()));
+            }
+        }
+        let m = cmd.try_get_matches_from(argv)?;
+        Options::from_arg_matches(&m)
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Options {
-        let m: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Options::from_env(|k| m.get(k).cloned()).unwrap()
+        try_env(pairs).unwrap()
     }
 
     fn cli(args: &[&str]) -> Options {
@@ -1744,7 +1594,7 @@ no-udp = false
     #[test]
     fn env_list_parsing() {
         let o = env(&[
-            ("TSUNAGI_LISTENING_IP", "127.0.0.1, ::1,"),
+            ("TSUNAGI_LISTENING_IP", "127.0.0.1,::1"),
             (
                 "TSUNAGI_ALLOWED_PEER_IP",
                 "10.0.0.0/8,198.51.100.1-198.51.100.9",
@@ -1762,12 +1612,10 @@ no-udp = false
         assert_eq!(o.realm, None, "empty means unset");
         assert_eq!(o.log_format, Some(LogFormat::Json));
         assert_eq!(o.redact_logs, Some(true));
-        let m: HashMap<&str, &str> = [("TSUNAGI_MIN_PORT", "abc")].into();
-        let e = Options::from_env(|k| m.get(k).map(|s| s.to_string())).unwrap_err();
-        assert!(e.0.contains("TSUNAGI_MIN_PORT"), "{e}");
-        let m: HashMap<&str, &str> = [("TSUNAGI_DENIED_PEER_IP", "10.0.0.1,nope")].into();
-        let e = Options::from_env(|k| m.get(k).map(|s| s.to_string())).unwrap_err();
-        assert!(e.0.contains("nope"), "{e}");
+        let e = try_env(&[("TSUNAGI_MIN_PORT", "abc")]).unwrap_err();
+        assert!(e.to_string().contains("min-port"), "{e}");
+        let e = try_env(&[("TSUNAGI_DENIED_PEER_IP", "10.0.0.1,nope")]).unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
     }
 
     #[test]
@@ -2028,9 +1876,15 @@ no-udp = false
 
     #[test]
     fn every_option_is_documented() {
-        for name in ENV_NAMES {
-            let env = format!("`{ENV_PREFIX}{name}`");
-            let key = name.to_ascii_lowercase().replace('_', "-");
+        let names = env_names();
+        assert!(names.len() > 50, "{names:?}");
+        for name in names {
+            let key = name
+                .strip_prefix(ENV_PREFIX)
+                .unwrap()
+                .to_ascii_lowercase()
+                .replace('_', "-");
+            let env = format!("`{name}`");
             assert!(
                 DOCS.contains(&env),
                 "{env} missing from docs/configuration.md"
@@ -2045,9 +1899,14 @@ no-udp = false
     #[test]
     fn unknown_env_vars_are_reported() {
         let u = unknown_env_vars(
-            ["TSUNAGI_LISTEN_PORT", "TSUNAGI_REALM", "PATH"]
-                .iter()
-                .map(|s| s.to_string()),
+            [
+                "TSUNAGI_LISTEN_PORT",
+                "TSUNAGI_REALM",
+                "TSUNAGI_TURN_WORKERS",
+                "PATH",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
         );
         assert_eq!(u, vec!["TSUNAGI_LISTEN_PORT".to_string()]);
     }
@@ -2094,9 +1953,7 @@ no-udp = false
             (RoomMode::Auto, false, 2)
         );
         assert!(Options::from_toml("room-mode = \"p2p\"", "f").is_err());
-        assert!(
-            Options::from_env(|k| (k == "TSUNAGI_ROOM_MODE").then(|| "p2p".to_owned())).is_err()
-        );
+        assert!(try_env(&[("TSUNAGI_ROOM_MODE", "p2p")]).is_err());
 
         let file = Options::from_toml(
             "token-secret = \"0123456789abcdef-file\"\nmax-room-peers = 6\npublic-host = \"Turn.Example.org\"",

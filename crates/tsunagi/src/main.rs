@@ -28,8 +28,20 @@ use tsunagi_turn::Server;
 const FAULT_HOLD: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn main() -> ExitCode {
-    // clap itself exits with status 2 on a bad command line.
-    let cli = Cli::parse();
+    // An empty TSUNAGI_* variable counts as unset; clap reads the others (and exits
+    // with status 2 on a bad command line or variable).
+    tsunagi::config::unset_blank_env();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let hint = tsunagi::config::env_source_of(&e);
+            let _ = e.print();
+            if let Some(hint) = hint {
+                eprintln!("note: {hint}");
+            }
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
     if let Some(Command::Token(args)) = &cli.command {
         return tsunagi::token::run(args);
     }

@@ -2,8 +2,8 @@
 //! `docs/signaling.md`, Access control) signed with the configured `token-secret`.
 //!
 //! The secret is found like every other option: `--token-secret`, else
-//! `TSUNAGI_TOKEN_SECRET`, else `token-secret` in the file named by `--config` (or
-//! `TSUNAGI_CONFIG`).
+//! `TSUNAGI_TOKEN_SECRET` (clap's `env`), else `token-secret` in the file named by
+//! `--config` (or `TSUNAGI_CONFIG`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -34,11 +34,11 @@ pub struct TokenArgs {
     /// The holder may not send audio or video (canPublish: false).
     #[arg(long)]
     pub no_publish: bool,
-    /// The secret to sign with [default: from TSUNAGI_TOKEN_SECRET or the config file].
-    #[arg(long, value_name = "S")]
+    /// The secret to sign with [default: token-secret of the config file].
+    #[arg(long, value_name = "S", env = "TSUNAGI_TOKEN_SECRET")]
     pub token_secret: Option<Secret>,
     /// TOML config file to read token-secret from.
-    #[arg(long, short = 'c', value_name = "FILE")]
+    #[arg(long, short = 'c', value_name = "FILE", env = "TSUNAGI_CONFIG")]
     pub config: Option<PathBuf>,
 }
 
@@ -69,16 +69,12 @@ impl TokenArgs {
         })
     }
 
-    /// The secret: the argument, else the environment (through `env`), else the file.
-    pub fn secret(&self, env: impl Fn(&str) -> Option<String>) -> Result<Secret, ConfigError> {
+    /// The secret: the argument or its variable, else the file.
+    pub fn secret(&self) -> Result<Secret, ConfigError> {
         if let Some(s) = &self.token_secret {
             return Ok(s.clone());
         }
-        let env = Options::from_env(env)?;
-        if let Some(s) = env.token_secret {
-            return Ok(s);
-        }
-        if let Some(path) = self.config.as_ref().or(env.config.as_ref()) {
+        if let Some(path) = &self.config {
             if let Some(s) = Options::from_file(path)?.token_secret {
                 return Ok(s);
             }
@@ -91,13 +87,9 @@ impl TokenArgs {
     }
 
     /// The signed token.
-    pub fn token(
-        &self,
-        now_unix: u64,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<String, ConfigError> {
+    pub fn token(&self, now_unix: u64) -> Result<String, ConfigError> {
         let claims = self.claims(now_unix)?;
-        let secret = self.secret(env)?;
+        let secret = self.secret()?;
         Ok(token::sign(secret.0.as_bytes(), &claims))
     }
 }
@@ -108,7 +100,7 @@ pub fn run(args: &TokenArgs) -> ExitCode {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    match args.token(now, |k| std::env::var(k).ok()) {
+    match args.token(now) {
         Ok(t) => {
             let mut out = std::io::stdout().lock();
             if writeln!(out, "{t}").is_err() {
@@ -142,34 +134,31 @@ mod tests {
     fn token_verifies_with_the_secret() {
         let mut a = args("lobby", " alice ");
         a.no_publish = true;
-        let t = a.token(1000, |_| None).unwrap();
+        let t = a.token(1000).unwrap();
         let c = token::verify(b"0123456789abcdef", &t, 1001).unwrap();
         assert_eq!(c.room, "lobby");
         assert_eq!(c.sub, "alice");
         assert_eq!(c.exp, 4600);
         assert!(!c.can_publish());
-        let t = args("*", "bob").token(1000, |_| None).unwrap();
+        let t = args("*", "bob").token(1000).unwrap();
         assert!(token::verify(b"0123456789abcdef", &t, 1001)
             .unwrap()
             .can_publish());
     }
 
     #[test]
-    fn secret_from_env_then_file() {
+    fn secret_from_the_argument_then_file() {
         let mut a = args("lobby", "alice");
+        assert_eq!(a.secret().unwrap().0, "0123456789abcdef");
         a.token_secret = None;
-        let s = a
-            .secret(|k| (k == "TSUNAGI_TOKEN_SECRET").then(|| "from-env-0123456789".to_owned()))
-            .unwrap();
-        assert_eq!(s.0, "from-env-0123456789");
         let dir = std::env::temp_dir().join(format!("tsunagi-token-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("t.toml");
         std::fs::write(&file, "token-secret = \"from-file-0123456789\"\n").unwrap();
         a.config = Some(file.clone());
-        assert_eq!(a.secret(|_| None).unwrap().0, "from-file-0123456789");
+        assert_eq!(a.secret().unwrap().0, "from-file-0123456789");
         a.config = None;
-        let e = a.secret(|_| None).unwrap_err();
+        let e = a.secret().unwrap_err();
         assert!(e.0.contains("token-secret"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -187,7 +176,7 @@ mod tests {
                 "--ttl",
             ),
         ] {
-            let e = a.token(1000, |_| None).unwrap_err();
+            let e = a.token(1000).unwrap_err();
             assert!(e.0.contains(needle), "{e}");
         }
     }
