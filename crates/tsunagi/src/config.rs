@@ -51,8 +51,6 @@ pub enum Command {
     Serve(Options),
     /// Print a signaling access token (an HS256 JWT signed with token-secret).
     Token(crate::token::TokenArgs),
-    /// Load generator for STUN/TURN servers (ours or coturn) and the limit baseline.
-    Bench(crate::bench::BenchArgs),
     /// Find out what kind of NAT this host is behind (RFC 5780) and what it means for WebRTC.
     Nat(crate::nat::NatArgs),
 }
@@ -62,7 +60,7 @@ impl Cli {
     pub fn into_serve_options(self) -> Options {
         match self.command {
             Some(Command::Serve(o)) => o,
-            Some(Command::Token(_) | Command::Bench(_) | Command::Nat(_)) | None => self.options,
+            Some(Command::Token(_) | Command::Nat(_)) | None => self.options,
         }
     }
 }

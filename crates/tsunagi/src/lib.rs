@@ -12,10 +12,8 @@
 //!   [`tsunagi_sfu::Sfu`], and WHIP/WHEP.
 //! * [`supervise`]: every core runs under a health registry; `/healthz` reads it.
 //! * [`token`]: `tsunagi token`, which prints signaling access tokens.
-//! * [`bench`]: `tsunagi bench`, a load generator for STUN/TURN servers.
 //! * [`nat`]: `tsunagi nat`, NAT behaviour discovery (RFC 5780) as a client.
 
-pub mod bench;
 pub mod config;
 pub mod http;
 pub mod nat;

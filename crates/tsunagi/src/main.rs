@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use clap::Parser;
+use clap::{Args, CommandFactory, FromArgMatches};
 use rand::rngs::OsRng;
 use rand::RngCore;
 use tracing::{error, info, warn};
@@ -31,22 +31,23 @@ fn main() -> ExitCode {
     // An empty TSUNAGI_* variable counts as unset; clap reads the others (and exits
     // with status 2 on a bad command line or variable).
     tsunagi::config::unset_blank_env();
-    let cli = match Cli::try_parse() {
+    let matches = match command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return clap_error(&e),
+    };
+    #[cfg(feature = "bench")]
+    if let Some(("bench", m)) = matches.subcommand() {
+        return match tsunagi_bench::BenchArgs::from_arg_matches(m) {
+            Ok(args) => tsunagi_bench::run(&args),
+            Err(e) => clap_error(&e),
+        };
+    }
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
-        Err(e) => {
-            let hint = tsunagi::config::env_source_of(&e);
-            let _ = e.print();
-            if let Some(hint) = hint {
-                eprintln!("note: {hint}");
-            }
-            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
-        }
+        Err(e) => return clap_error(&e),
     };
     if let Some(Command::Token(args)) = &cli.command {
         return tsunagi::token::run(args);
-    }
-    if let Some(Command::Bench(args)) = &cli.command {
-        return tsunagi::bench::run(args);
     }
     if let Some(Command::Nat(args)) = &cli.command {
         return tsunagi::nat::run(args);
@@ -87,6 +88,30 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The command line of the server's subcommands, and `bench` (the load generator,
+/// a crate of its own that only this binary links, with the `bench` feature).
+fn command() -> clap::Command {
+    let cmd = Cli::command();
+    #[cfg(feature = "bench")]
+    let cmd = cmd.subcommand(
+        tsunagi_bench::BenchArgs::augment_args(clap::Command::new("bench")).about(
+            "Load generator for STUN/TURN servers (ours or coturn), the SFU, and the limit baseline",
+        ),
+    );
+    cmd
+}
+
+/// Prints a command-line error (naming the variable when the value came from the
+/// environment); `--help` and `--version` exit 0, errors 2.
+fn clap_error(e: &clap::Error) -> ExitCode {
+    let hint = tsunagi::config::env_source_of(e);
+    let _ = e.print();
+    if let Some(hint) = hint {
+        eprintln!("note: {hint}");
+    }
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
 }
 
 fn init_tracing(config: &Config) {

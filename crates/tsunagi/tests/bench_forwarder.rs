@@ -12,9 +12,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 
-use clap::Parser;
-use tsunagi::bench::{self, BenchArgs, Report};
-use tsunagi::config::{Cli, Command as CliCommand};
+use tsunagi_bench::{self as bench, BenchArgs, Report};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tsunagi");
 
@@ -27,12 +25,7 @@ fn free() -> SocketAddr {
 }
 
 fn parse(s: &str) -> Result<BenchArgs, clap::Error> {
-    let mut argv = vec!["tsunagi".to_string(), "bench".to_string()];
-    argv.extend(s.split_whitespace().map(str::to_owned));
-    match Cli::try_parse_from(&argv)?.command {
-        Some(CliCommand::Bench(b)) => Ok(b),
-        _ => panic!("not a bench command: {argv:?}"),
-    }
+    BenchArgs::parse_from(s.split_whitespace())
 }
 
 fn bench(s: &str) -> Report {

@@ -7,10 +7,8 @@
 
 mod common;
 
-use clap::Parser;
 use common::{run_bench as bench, PASSWORD, REST_SECRET, USER};
-use tsunagi::bench::{self, Report};
-use tsunagi::config::{Cli, Command};
+use tsunagi_bench::{self as bench, BenchArgs, Report};
 
 fn args(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_owned).collect()
@@ -156,13 +154,10 @@ async fn churn_refreshes_deletes_and_expires() {
 async fn wrong_password_fails_cleanly() {
     let server = common::start_server();
     let addr = server.udp_addrs()[0];
-    let mut argv = vec!["tsunagi".to_string(), "bench".to_string()];
-    argv.extend(args(&format!(
+    let b = BenchArgs::parse_from(args(&format!(
         "turn --server {addr} --user {USER} --password nope --allocations 2 --duration 1 --warmup 0"
-    )));
-    let Some(Command::Bench(b)) = Cli::try_parse_from(&argv).unwrap().command else {
-        panic!("not bench");
-    };
+    )))
+    .unwrap();
     let e = tokio::task::spawn_blocking(move || bench::report(&b))
         .await
         .unwrap()
@@ -206,11 +201,7 @@ fn bad_options_are_refused() {
         "turn --server 127.0.0.1:3478 --mode raw",
         "stun --server 0.0.0.0:3478",
     ] {
-        let mut argv = vec!["tsunagi".to_string(), "bench".to_string()];
-        argv.extend(args(a));
-        let Some(Command::Bench(b)) = Cli::try_parse_from(&argv).unwrap().command else {
-            panic!("not bench");
-        };
+        let b = BenchArgs::parse_from(args(a)).unwrap();
         assert!(bench::report(&b).is_err(), "{a}");
     }
 }

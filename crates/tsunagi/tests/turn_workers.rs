@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use common::{PASSWORD, USER};
-use tsunagi::bench::Report;
 use tsunagi::turn_runtime::{Listeners, TurnService};
+use tsunagi_bench::Report;
 use tsunagi_turn::Server;
 
 async fn bench(s: &str) -> Report {

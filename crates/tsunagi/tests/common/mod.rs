@@ -487,16 +487,10 @@ pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 
 /// Parses `tsunagi bench ARGS...` and runs it on a blocking thread (the generator is
 /// synchronous).
-pub async fn run_bench(args: Vec<String>) -> tsunagi::bench::Report {
-    use clap::Parser;
-    let mut argv = vec!["tsunagi".to_string(), "bench".to_string()];
-    argv.extend(args);
-    let cli =
-        tsunagi::config::Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-    let Some(tsunagi::config::Command::Bench(b)) = cli.command else {
-        panic!("not a bench command: {argv:?}");
-    };
-    tokio::task::spawn_blocking(move || tsunagi::bench::report(&b))
+pub async fn run_bench(args: Vec<String>) -> tsunagi_bench::Report {
+    let argv = args.clone();
+    let b = tsunagi_bench::BenchArgs::parse_from(args).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    tokio::task::spawn_blocking(move || tsunagi_bench::report(&b))
         .await
         .unwrap()
         .unwrap_or_else(|e| panic!("{argv:?}: {e}"))

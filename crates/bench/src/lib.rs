@@ -1,4 +1,4 @@
-//! `tsunagi bench`: a load generator for STUN/TURN servers (ours or any other, e.g.
+//! `tsunagi bench` (this crate, linked only by the binary): a load generator for STUN/TURN servers (ours or any other, e.g.
 //! coturn), and a minimal UDP forwarder that serves as the limit baseline.
 //!
 //! * `bench turn`: N allocations relay ChannelData to each other in pairs (`--mode
@@ -66,6 +66,21 @@ const MAX_THREADS: usize = 64;
 pub struct BenchArgs {
     #[command(subcommand)]
     pub command: BenchCommand,
+}
+
+impl BenchArgs {
+    /// Parses the arguments that follow `tsunagi bench`.
+    pub fn parse_from<I, T>(args: I) -> Result<BenchArgs, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::FromArgMatches;
+        let cmd = BenchArgs::augment_args(clap::Command::new("bench"));
+        let argv = std::iter::once(std::ffi::OsString::from("bench"))
+            .chain(args.into_iter().map(Into::into));
+        BenchArgs::from_arg_matches(&cmd.try_get_matches_from(argv)?)
+    }
 }
 
 #[derive(Debug, Subcommand)]
