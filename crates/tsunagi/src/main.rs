@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use clap::{Args, CommandFactory, FromArgMatches};
+use clap::{CommandFactory, FromArgMatches};
 use rand::rngs::OsRng;
 use rand::RngCore;
 use tracing::{error, info, warn};
@@ -96,7 +96,7 @@ fn command() -> clap::Command {
     let cmd = Cli::command();
     #[cfg(feature = "bench")]
     let cmd = cmd.subcommand(
-        tsunagi_bench::BenchArgs::augment_args(clap::Command::new("bench")).about(
+        <tsunagi_bench::BenchArgs as clap::Args>::augment_args(clap::Command::new("bench")).about(
             "Load generator for STUN/TURN servers (ours or coturn), the SFU, and the limit baseline",
         ),
     );
