@@ -1,0 +1,314 @@
+//! Forwarding: each publisher's RTP frames to the subscribers at the layer each one
+//! follows (switching at keyframes, with continuous RTP time), and data channel messages.
+
+use super::*;
+
+impl Sfu {
+    pub(super) fn on_media(&mut self, owner: u64, d: MediaData, now: Instant) {
+        let Some(p) = self.peers.get(&owner) else {
+            return;
+        };
+        if !p.role.can_publish() {
+            return;
+        }
+        let room = p.room.clone();
+        let found = p
+            .published
+            .iter()
+            .copied()
+            .find(|t| self.tracks.get(t).is_some_and(|t| t.mid == d.mid));
+        let tid = match found {
+            Some(t) => t,
+            None => match p.claims.iter().position(|(m, _, _)| *m == d.mid) {
+                // First media of a new PeerConnection's m-line: it takes the track over.
+                Some(i) => match self.take_over(owner, i, now) {
+                    Some(t) => t,
+                    None => return,
+                },
+                None => return,
+            },
+        };
+        let Some(track) = self.tracks.get_mut(&tid) else {
+            return;
+        };
+        let Some(li) = track.layer_of(d.rid) else {
+            return;
+        };
+        track.layers[li].meter.add(now, d.data.len());
+        track.layers[li].missed = 0;
+        for (i, l) in track.layers.iter_mut().enumerate() {
+            if i != li {
+                l.missed = l.missed.saturating_add(1);
+            }
+        }
+        let kind = track.kind;
+        let owner_id = track.owner_id.clone();
+        let keyframe = d.is_keyframe();
+        let gap = kind == MediaKind::Video && !d.contiguous && !keyframe;
+        if gap {
+            // A frame is missing: what follows cannot be decoded until a keyframe.
+            self.request_keyframe(tid, li, now);
+        }
+        if kind == MediaKind::Audio {
+            if let Some(level) = d.ext_vals.audio_level {
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    r.speaker.observe(&owner_id, level, now);
+                }
+            }
+        }
+        let subscribers: Vec<u64> = self
+            .rooms
+            .get(&room)
+            .map(|r| r.peers.iter().copied().filter(|k| *k != owner).collect())
+            .unwrap_or_default();
+        for sub in subscribers {
+            let Some(sp) = self.peers.get_mut(&sub) else {
+                continue;
+            };
+            if !sp.connected {
+                continue;
+            }
+            let consent_lost = sp.consent_lost(now);
+            let Some(o) = sp.outs.iter_mut().find(|o| o.track == tid && !o.gone) else {
+                continue;
+            };
+            let OutState::Open(mid) = o.state else {
+                continue;
+            };
+            if kind == MediaKind::Video && (consent_lost || (gap && o.sel.current == Some(li))) {
+                // Nothing the subscriber's decoder could use until the next keyframe (or it
+                // stopped answering: it gets nothing until it does, then a keyframe).
+                o.sel.current = None;
+            }
+            if consent_lost {
+                continue;
+            }
+            let decision = decide(&mut o.sel, li, keyframe || kind == MediaKind::Audio);
+            if decision.want_keyframe {
+                self.request_keyframe(tid, li, now);
+            }
+            if !decision.forward {
+                continue;
+            }
+            if decision.switched {
+                self.counters.layer_switches += 1;
+            }
+            let Some(sp) = self.peers.get_mut(&sub) else {
+                continue;
+            };
+            let Some(o) = sp.outs.iter_mut().find(|o| o.track == tid) else {
+                continue;
+            };
+            if keyframe {
+                o.sel.kf_wait = None;
+            }
+            let rebase = std::mem::take(&mut o.sel.rebase_pending)
+                || (decision.rebase && kind == MediaKind::Video);
+            let time = out_time(&mut o.sel, &d, rebase);
+            let written = self.guard(sub, "writing media", |p| {
+                let Some(w) = p.rtc.writer(mid) else {
+                    return false;
+                };
+                let Some(pt) = w.match_params(d.params) else {
+                    return false;
+                };
+                let w = match (d.ext_vals.audio_level, d.ext_vals.voice_activity) {
+                    (Some(l), Some(v)) => w.audio_level(l, v),
+                    _ => w,
+                };
+                match w.write(pt, d.network_time, time, d.data.clone()) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        debug!(error = %e, "SFU write refused");
+                        false
+                    }
+                }
+            });
+            if let Some(o) = self
+                .peers
+                .get_mut(&sub)
+                .and_then(|sp| sp.outs.iter_mut().find(|o| o.track == tid))
+            {
+                if written == Some(true) {
+                    o.watch.packets += 1;
+                    o.watch.last_media = Some(now);
+                    if keyframe && kind == MediaKind::Video {
+                        o.watch.keyframes += 1;
+                    }
+                } else {
+                    o.watch.refused += 1;
+                }
+            }
+            if written == Some(true) {
+                self.counters.media_forwarded += 1;
+            }
+            self.drain(sub);
+        }
+    }
+
+    pub(super) fn on_channel_data(&mut self, from: u64, d: ChannelData) {
+        let Some(p) = self.peers.get(&from) else {
+            return;
+        };
+        if d.binary || d.data.len() > MAX_RELAY_MESSAGE {
+            // Binary messages are not relayed: the envelope is text JSON.
+            return;
+        }
+        let Ok(text) = std::str::from_utf8(&d.data) else {
+            return;
+        };
+        let Some(label) = p
+            .channels
+            .iter()
+            .find(|(c, _)| *c == d.id)
+            .map(|(_, l)| l.clone())
+        else {
+            return;
+        };
+        let msg = serde_json::json!({ "from": p.id, "data": text }).to_string();
+        // The sender's other PeerConnection (during a replacement) is the sender too.
+        let sibling = p.retired.or(p.retired_of);
+        let others: Vec<u64> = self
+            .rooms
+            .get(&p.room)
+            .map(|r| {
+                r.peers
+                    .iter()
+                    .copied()
+                    .filter(|k| *k != from && Some(*k) != sibling)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let channel_of = |p: &Peer| {
+            p.channels
+                .iter()
+                .find(|(_, l)| *l == label)
+                .map(|(c, _)| *c)
+        };
+        for to in others {
+            let Some(tp) = self.peers.get(&to) else {
+                continue;
+            };
+            // A peer with two PeerConnections gets the message once: on the new one when
+            // its channel is open, else on the old one.
+            let live_has_it = tp
+                .retired_of
+                .and_then(|k| self.peers.get(&k))
+                .is_some_and(|lp| channel_of(lp).is_some());
+            if live_has_it {
+                continue;
+            }
+            let Some(cid) = channel_of(tp) else {
+                continue;
+            };
+            let sent = self.guard(to, "relaying a data channel message", |p| {
+                p.rtc
+                    .channel(cid)
+                    .is_some_and(|mut c| matches!(c.write(false, msg.as_bytes()), Ok(true)))
+            });
+            if sent == Some(true) {
+                self.counters.messages_relayed += 1;
+            }
+            self.drain(to);
+        }
+    }
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Decision {
+    pub(super) forward: bool,
+    /// First frame of a new layer (or after a pause): re-base the RTP time.
+    pub(super) rebase: bool,
+    pub(super) switched: bool,
+    pub(super) want_keyframe: bool,
+}
+
+/// Whether one frame of layer `li` goes to a subscriber: frames of the current layer do;
+/// the target layer takes over at its first keyframe.
+pub(super) fn decide(sel: &mut Selection, li: usize, keyframe: bool) -> Decision {
+    let Some(target) = sel.target else {
+        sel.current = None;
+        return Decision::default();
+    };
+    if li == target && sel.current != Some(target) {
+        if keyframe {
+            let switched = sel.current.is_some();
+            sel.current = Some(target);
+            return Decision {
+                forward: true,
+                rebase: true,
+                switched,
+                want_keyframe: false,
+            };
+        }
+        return Decision {
+            want_keyframe: true,
+            ..Decision::default()
+        };
+    }
+    Decision {
+        forward: sel.current == Some(li),
+        ..Decision::default()
+    }
+}
+
+/// The RTP time written for a frame: the incoming time plus the subscription's offset;
+/// on a re-base the offset is chosen so that time continues from the last written frame
+/// by the network time elapsed since (layers have unrelated RTP time bases).
+pub(super) fn out_time(sel: &mut Selection, d: &MediaData, rebase: bool) -> MediaTime {
+    let freq = d.time.frequency();
+    let input = i128::from(d.time.numer());
+    if rebase {
+        sel.offset = match sel.last_out {
+            Some((last, at)) => {
+                let dt = d.network_time.saturating_duration_since(at);
+                let step = ((dt.as_secs_f64() * f64::from(freq.get())) as i128).max(1);
+                last + step - input
+            }
+            None => 0,
+        };
+    }
+    let out = (input + sel.offset).max(0);
+    sel.last_out = Some((out, d.network_time));
+    MediaTime::new(out.min(i128::from(u64::MAX)) as u64, freq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sel(target: Option<usize>, current: Option<usize>) -> Selection {
+        Selection {
+            target,
+            current,
+            target_layer: Layer::Medium,
+            limited_at: None,
+            offset: 0,
+            last_out: None,
+            kf_wait: None,
+            rebase_pending: false,
+        }
+    }
+
+    #[test]
+    fn switch_happens_only_at_a_keyframe_of_the_target() {
+        let mut s = sel(Some(2), Some(0));
+        // Current layer keeps flowing while waiting.
+        assert!(decide(&mut s, 0, false).forward);
+        // Delta frame of the target: not forwarded, a keyframe is wanted.
+        let d = decide(&mut s, 2, false);
+        assert!(!d.forward && d.want_keyframe);
+        // Other layers are never forwarded.
+        assert!(!decide(&mut s, 1, true).forward);
+        // Keyframe of the target: switch.
+        let d = decide(&mut s, 2, true);
+        assert!(d.forward && d.rebase && d.switched);
+        assert_eq!(s.current, Some(2));
+        assert!(!decide(&mut s, 0, false).forward);
+        assert!(decide(&mut s, 2, false).forward);
+        // Paused: nothing, and the current layer is dropped.
+        s.target = None;
+        assert!(!decide(&mut s, 2, true).forward);
+        assert_eq!(s.current, None);
+    }
+}
