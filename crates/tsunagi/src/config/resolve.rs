@@ -1,0 +1,535 @@
+//! Defaults and validation: merged [`Options`] become a [`Config`], or an error that
+//! names the option and what to write instead.
+
+use super::*;
+
+impl Config {
+    /// Applies defaults to merged options and validates them. `rust_log` is the
+    /// fallback log filter; `primary` is asked only when relay addresses are automatic.
+    pub fn resolve(
+        o: Options,
+        rust_log: Option<String>,
+        primary: impl FnOnce() -> PrimaryIps,
+    ) -> Result<Config, ConfigError> {
+        let signaling = SignalingConfig::resolve(&o)?;
+        let udp = !o.no_udp.unwrap_or(false);
+        let tcp = !o.no_tcp.unwrap_or(false);
+        if !udp && !tcp {
+            return err("no-udp and no-tcp are both set: nothing would listen; drop one of them");
+        }
+
+        let listening_ips_default = o.listening_ip.is_empty();
+        let mut listening_ips = if listening_ips_default {
+            vec![
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            ]
+        } else {
+            o.listening_ip
+        };
+        dedup(&mut listening_ips);
+        let listening_port = o.listening_port.unwrap_or(defaults::LISTENING_PORT);
+        let discovery = resolve_discovery(
+            &listening_ips,
+            listening_port,
+            &o.alt_listening_ip,
+            o.alt_listening_port,
+            udp,
+        )?;
+
+        let min_port = o.min_port.unwrap_or(defaults::MIN_PORT);
+        let max_port = o.max_port.unwrap_or(defaults::MAX_PORT);
+        if min_port == 0 {
+            return err("min-port is 0; relay ports start at 1 or above (49152 by default)");
+        }
+        if min_port > max_port {
+            return err(format!(
+                "min-port {min_port} is above max-port {max_port}; the relay range is min-port..=max-port, so set min-port <= max-port"
+            ));
+        }
+
+        let (relay_ips, relay_ips_auto) = if o.relay_ip.is_empty() {
+            (auto_relay_ips(&listening_ips, primary()), true)
+        } else {
+            let mut r = o.relay_ip;
+            dedup(&mut r);
+            (r, false)
+        };
+        if let Some(ip) = relay_ips.iter().find(|ip| ip.is_unspecified()) {
+            return err(format!(
+                "relay-ip {ip} is a wildcard address; relay sockets need the specific address peers reach (use external-ip for a public address behind NAT)"
+            ));
+        }
+        for e in &o.external_ip {
+            if let Some(p) = e.private {
+                if !relay_ips.contains(&p) {
+                    return err(format!(
+                        "external-ip {e}: {p} is not a relay address (relay addresses: {}); set relay-ip {p} or fix the private part",
+                        join(&relay_ips)
+                    ));
+                }
+            }
+        }
+
+        let realm = o.realm.unwrap_or_else(|| defaults::REALM.to_owned());
+        if realm.is_empty() || realm.len() > MAX_TEXT_BYTES {
+            return err(format!(
+                "realm must be 1 to {MAX_TEXT_BYTES} bytes long; it is {} bytes",
+                realm.len()
+            ));
+        }
+
+        let mut credentials = Credentials::default();
+        for (i, u) in o.user.iter().enumerate() {
+            credentials
+                .add_user_spec(&u.0)
+                .map_err(|e| ConfigError(format!("user #{}: {e}", i + 1)))?;
+        }
+        for s in &o.static_auth_secret {
+            credentials
+                .add_secret(&s.0)
+                .map_err(|e| ConfigError(format!("static-auth-secret: {e}")))?;
+        }
+
+        let peer_policy = PeerPolicy {
+            allowed: o.allowed_peer_ip,
+            denied: o.denied_peer_ip,
+            allow_loopback: o.allow_loopback_peers.unwrap_or(false),
+            // The SFU's own addresses are added when it binds (main.rs).
+            allowed_endpoints: Vec::new(),
+        };
+
+        let max_permissions = o.max_permissions.unwrap_or(defaults::MAX_PERMISSIONS);
+        if max_permissions == 0 {
+            return err(
+                "max-permissions is 0: no peer could be reached; use 1 or more (default 128)",
+            );
+        }
+        let max_channels = o.max_channels.unwrap_or(defaults::MAX_CHANNELS);
+        if max_channels > MAX_CHANNELS_LIMIT {
+            return err(format!(
+                "max-channels {max_channels} is above {MAX_CHANNELS_LIMIT}, the number of TURN channel numbers; use at most {MAX_CHANNELS_LIMIT}"
+            ));
+        }
+
+        let secs = |name: &str, v: Option<u64>, default: u64| -> Result<Duration, ConfigError> {
+            let v = v.unwrap_or(default);
+            if v == 0 {
+                return err(format!(
+                    "{name} is 0 seconds; use a positive number of seconds (default {default})"
+                ));
+            }
+            if v > u64::from(u32::MAX) {
+                return err(format!(
+                    "{name} {v} is too large; use at most {} seconds",
+                    u32::MAX
+                ));
+            }
+            Ok(Duration::from_secs(v))
+        };
+        let stale_nonce = secs("stale-nonce", o.stale_nonce, defaults::STALE_NONCE)?;
+        let max_allocate_lifetime = secs(
+            "max-allocate-lifetime",
+            o.max_allocate_lifetime,
+            defaults::MAX_ALLOCATE_LIFETIME,
+        )?;
+        let default_allocate_lifetime = secs(
+            "default-allocate-lifetime",
+            o.default_allocate_lifetime,
+            defaults::DEFAULT_ALLOCATE_LIFETIME,
+        )?;
+        if default_allocate_lifetime > max_allocate_lifetime {
+            return err(format!(
+                "default-allocate-lifetime {}s is above max-allocate-lifetime {}s; lower the default or raise the maximum",
+                default_allocate_lifetime.as_secs(),
+                max_allocate_lifetime.as_secs()
+            ));
+        }
+        let permission_lifetime = secs(
+            "permission-lifetime",
+            o.permission_lifetime,
+            defaults::PERMISSION_LIFETIME,
+        )?;
+        let channel_lifetime = secs(
+            "channel-lifetime",
+            o.channel_lifetime,
+            defaults::CHANNEL_LIFETIME,
+        )?;
+
+        let max_tcp_connections = o
+            .max_tcp_connections
+            .unwrap_or(defaults::MAX_TCP_CONNECTIONS);
+        if tcp && max_tcp_connections == 0 {
+            return err(
+                "max-tcp-connections is 0 while TCP is enabled; use 1 or more, or set no-tcp",
+            );
+        }
+        // tokio's semaphore holds at most usize::MAX >> 3 permits.
+        if max_tcp_connections > 1 << 24 {
+            return err(format!(
+                "max-tcp-connections {max_tcp_connections} is too large; use at most {}",
+                1 << 24
+            ));
+        }
+
+        let turn_workers = match o.turn_workers.unwrap_or(1) {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        if turn_workers > 256 {
+            return err(format!(
+                "turn-workers {turn_workers} is too many; use at most 256 (0: one per CPU)"
+            ));
+        }
+        if turn_workers > 1 && (o.user_quota.unwrap_or(0) > 0 || o.total_quota.unwrap_or(0) > 0) {
+            return err(format!(
+                "user-quota and total-quota count the allocations of one worker, and turn-workers is {turn_workers}; run one worker (turn-workers 1) to use quotas"
+            ));
+        }
+
+        let software = if o.no_software.unwrap_or(false) {
+            None
+        } else {
+            Some(o.software.unwrap_or_else(|| defaults::SOFTWARE.to_owned()))
+        };
+        if let Some(s) = &software {
+            if s.len() > MAX_TEXT_BYTES {
+                return err(format!(
+                    "software is {} bytes; SOFTWARE holds at most {MAX_TEXT_BYTES}",
+                    s.len()
+                ));
+            }
+        }
+
+        let http_ips_default = o.http_ip.is_empty();
+        let mut http_ips = if http_ips_default {
+            vec![
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            ]
+        } else {
+            o.http_ip.clone()
+        };
+        dedup(&mut http_ips);
+        let http_port = o.http_port.unwrap_or(defaults::HTTP_PORT);
+        let sfu_port = o.sfu_port.unwrap_or(defaults::SFU_PORT);
+        let sfu_tcp = !o.no_sfu_tcp.unwrap_or(false);
+        if sfu_port != 0 && sfu_port == listening_port {
+            return err(format!(
+                "sfu-port {sfu_port} is also the TURN listening-port; give the SFU its own port (default {})",
+                defaults::SFU_PORT
+            ));
+        }
+        if sfu_port != 0 && sfu_tcp && sfu_port == http_port {
+            return err(format!(
+                "sfu-port {sfu_port} is also the http-port; give the SFU its own port (default {}) or set no-sfu-tcp",
+                defaults::SFU_PORT
+            ));
+        }
+        let http_max_connections = o
+            .http_max_connections
+            .unwrap_or(defaults::HTTP_MAX_CONNECTIONS);
+        if http_max_connections == 0 || http_max_connections > 1 << 24 {
+            return err(format!(
+                "http-max-connections {http_max_connections} is out of range; use 1 to {} (default {})",
+                1 << 24,
+                defaults::HTTP_MAX_CONNECTIONS
+            ));
+        }
+        let tls = match (
+            o.tls_cert.clone(),
+            o.tls_key.clone(),
+            o.tls_self_signed.unwrap_or(false),
+        ) {
+            (None, None, false) => None,
+            (None, None, true) => Some(TlsSource::SelfSigned),
+            (Some(cert), Some(key), false) => Some(TlsSource::Files { cert, key }),
+            (Some(_), Some(_), true) => {
+                return err("tls-self-signed is set together with tls-cert and tls-key; use either the files or a generated certificate");
+            }
+            (Some(_), None, _) => return err("tls-cert is set without tls-key; set both"),
+            (None, Some(_), _) => return err("tls-key is set without tls-cert; set both"),
+        };
+        let tls_listening_port = o.tls_listening_port.unwrap_or(defaults::TLS_LISTENING_PORT);
+        // Port 0 (any free port, in tests) never collides.
+        if http_port != 0 && tcp && http_port == listening_port {
+            return err(format!(
+                "http-port {http_port} is also the TCP listening-port; give the HTTP server its own port (default {})",
+                defaults::HTTP_PORT
+            ));
+        }
+        if tls.is_some() && tls_listening_port != 0 {
+            if tcp && tls_listening_port == listening_port {
+                return err(format!(
+                    "tls-listening-port {tls_listening_port} is also the TCP listening-port; use another (default {})",
+                    defaults::TLS_LISTENING_PORT
+                ));
+            }
+            if tls_listening_port == http_port {
+                return err(format!(
+                    "tls-listening-port {tls_listening_port} is also the http-port; use another (default {})",
+                    defaults::TLS_LISTENING_PORT
+                ));
+            }
+        }
+
+        let log_level = o
+            .log_level
+            .or(rust_log)
+            .unwrap_or_else(|| defaults::LOG_LEVEL.to_owned());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+            return err(format!(
+                "log-level '{log_level}' is not a tracing filter ({e}); use e.g. info, debug or tsunagi=debug,warn"
+            ));
+        }
+
+        Ok(Config {
+            listening_ips,
+            listening_ips_default,
+            listening_port,
+            udp,
+            tcp,
+            discovery,
+            relay_ips,
+            relay_ips_auto,
+            external_ips: o.external_ip,
+            min_port,
+            max_port,
+            realm,
+            credentials,
+            peer_policy,
+            user_quota: o.user_quota.unwrap_or(0),
+            total_quota: o.total_quota.unwrap_or(0),
+            max_bps: o.max_bps.unwrap_or(0),
+            max_permissions,
+            max_channels,
+            stale_nonce,
+            max_allocate_lifetime,
+            default_allocate_lifetime,
+            permission_lifetime,
+            channel_lifetime,
+            max_tcp_connections,
+            turn_workers,
+            software,
+            log_level,
+            log_format: o.log_format.unwrap_or_default(),
+            redact_logs: o.redact_logs.unwrap_or(false),
+            http_ips,
+            http_ips_default,
+            http_port,
+            sfu_port,
+            sfu_tcp,
+            http_max_connections,
+            tls,
+            tls_listening_port,
+            signaling,
+        })
+    }
+}
+
+impl SignalingConfig {
+    pub(super) fn resolve(o: &Options) -> Result<SignalingConfig, ConfigError> {
+        fn range<T: PartialOrd + fmt::Display + Copy>(
+            name: &str,
+            v: Option<T>,
+            default: T,
+            lo: T,
+            hi: T,
+        ) -> Result<T, ConfigError> {
+            let v = v.unwrap_or(default);
+            if v < lo || v > hi {
+                return err(format!(
+                    "{name} {v} is out of range; use {lo} to {hi} (default {default})"
+                ));
+            }
+            Ok(v)
+        }
+        let token_secret = match &o.token_secret {
+            Some(s) if s.0.chars().count() < 16 => {
+                return err("token-secret is shorter than 16 characters; use a long random string, e.g. from `openssl rand -hex 32`");
+            }
+            other => other.clone(),
+        };
+        let public_host = match o.public_host.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(h) => Some(public_host(h)?),
+        };
+        let max_room_peers = range(
+            "max-room-peers",
+            o.max_room_peers,
+            defaults::MAX_ROOM_PEERS,
+            1,
+            1000,
+        )?;
+        let mesh_max_peers = range(
+            "mesh-max-peers",
+            o.mesh_max_peers,
+            defaults::MESH_MAX_PEERS,
+            1,
+            32,
+        )?;
+        if max_room_peers < mesh_max_peers {
+            return err(format!(
+                "max-room-peers {max_room_peers} is less than mesh-max-peers {mesh_max_peers}; \
+                 max-room-peers is the limit of rooms that may run as SFU, so set it at least \
+                 as high (or lower mesh-max-peers)"
+            ));
+        }
+        Ok(SignalingConfig {
+            token_secret,
+            public_host,
+            max_room_peers,
+            mesh_max_peers,
+            room_mode: o.room_mode.unwrap_or_default(),
+            sfu: !o.no_sfu.unwrap_or(false),
+            max_rooms: range("max-rooms", o.max_rooms, defaults::MAX_ROOMS, 1, 1_000_000)?,
+            max_message_bytes: range(
+                "max-message-bytes",
+                o.max_message_bytes,
+                defaults::MAX_MESSAGE_BYTES,
+                1024,
+                1024 * 1024,
+            )?,
+            messages_per_second: range(
+                "messages-per-second",
+                o.messages_per_second,
+                defaults::MESSAGES_PER_SECOND,
+                0,
+                10_000,
+            )?,
+            resume_grace: Duration::from_secs(range(
+                "resume-grace",
+                o.resume_grace,
+                defaults::RESUME_GRACE,
+                0,
+                3600,
+            )?),
+            turn_credential_ttl: Duration::from_secs(range(
+                "turn-credential-ttl",
+                o.turn_credential_ttl,
+                defaults::TURN_CREDENTIAL_TTL,
+                60,
+                7 * 86_400,
+            )?),
+        })
+    }
+}
+
+/// A DNS name or an IP address, as it goes into `stun:HOST:PORT` (IPv6 bracketed).
+pub(super) fn public_host(h: &str) -> Result<String, ConfigError> {
+    let bare = h
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(h);
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        });
+    }
+    let name_ok = h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if !name_ok {
+        return err(format!(
+            "public-host '{h}' is not a host name or IP address; write e.g. turn.example.org or 203.0.113.7 (no scheme, no port)"
+        ));
+    }
+    Ok(h.to_ascii_lowercase())
+}
+
+pub(super) fn dedup<T: PartialEq + Copy>(v: &mut Vec<T>) {
+    let mut seen: Vec<T> = Vec::with_capacity(v.len());
+    v.retain(|x| {
+        if seen.contains(x) {
+            false
+        } else {
+            seen.push(*x);
+            true
+        }
+    });
+}
+
+/// RFC 5780 groups: each specific listening IP with the alternate port, and with the
+/// alternate IP of its family if there is one (the first listening IP of that family
+/// takes it). coturn's semantics: an unset or zero `alt-listening-port` is
+/// `listening-port + 1`.
+pub(super) fn resolve_discovery(
+    listening: &[IpAddr],
+    port: u16,
+    alt_ips: &[IpAddr],
+    alt_port: Option<u16>,
+    udp: bool,
+) -> Result<Vec<DiscoveryAddresses>, ConfigError> {
+    if alt_ips.is_empty() && alt_port.is_none() {
+        return Ok(Vec::new());
+    }
+    if !udp {
+        return err("alt-listening-ip/alt-listening-port set with no-udp: NAT discovery (RFC 5780) is UDP only; drop one of them");
+    }
+    if port == 0 {
+        return err("alt-listening-ip/alt-listening-port need a fixed listening-port, not 0");
+    }
+    let alt_port = match alt_port.filter(|p| *p != 0) {
+        Some(p) => p,
+        None => port.checked_add(1).ok_or_else(|| {
+            ConfigError(format!(
+                "listening-port {port} has no port above it for NAT discovery; set alt-listening-port"
+            ))
+        })?,
+    };
+    if alt_port == port {
+        return err(format!(
+            "alt-listening-port {alt_port} is the listening-port; use another port (default listening-port + 1)"
+        ));
+    }
+    if let Some(ip) = listening.iter().find(|ip| ip.is_unspecified()) {
+        return err(format!(
+            "NAT discovery (alt-listening-ip/alt-listening-port) needs specific listening addresses, and listening-ip includes {ip}; set listening-ip to the address clients reach (RESPONSE-ORIGIN and OTHER-ADDRESS name it)"
+        ));
+    }
+    let mut pairs: Vec<(IpAddr, IpAddr)> = Vec::new();
+    for &alt in alt_ips {
+        if alt.is_unspecified() {
+            return err(format!(
+                "alt-listening-ip {alt} is a wildcard address; name the second address of this host"
+            ));
+        }
+        if listening.contains(&alt) {
+            return err(format!(
+                "alt-listening-ip {alt} is also a listening-ip; the alternate address must be a different one"
+            ));
+        }
+        if pairs.iter().any(|(_, a)| a.is_ipv4() == alt.is_ipv4()) {
+            return err(format!(
+                "alt-listening-ip {alt}: only one alternate address per family (IPv4, IPv6)"
+            ));
+        }
+        let Some(primary) = listening.iter().find(|ip| ip.is_ipv4() == alt.is_ipv4()) else {
+            return err(format!(
+                "alt-listening-ip {alt} has no listening-ip of its family to pair with; add one"
+            ));
+        };
+        pairs.push((*primary, alt));
+    }
+    Ok(listening
+        .iter()
+        .map(|&ip| DiscoveryAddresses {
+            primary: SocketAddr::new(ip, port),
+            alt_ip: pairs.iter().find(|(p, _)| *p == ip).map(|(_, a)| *a),
+            alt_port,
+        })
+        .collect())
+}
+
+pub(super) fn join(ips: &[IpAddr]) -> String {
+    ips.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}

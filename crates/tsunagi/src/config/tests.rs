@@ -1,0 +1,703 @@
+//! Tests of the option layers, defaults and validation errors.
+
+use super::*;
+use clap::FromArgMatches;
+
+/// The options that `TSUNAGI_*` variables give, parsed as clap parses them (each
+/// variable as the value of its option; blank ones unset, see `unset_blank_env`),
+/// without touching the process environment. `tests/config_env.rs` runs the binary
+/// with real variables.
+fn try_env(pairs: &[(&str, &str)]) -> Result<Options, clap::Error> {
+    let cmd = Options::augment_args(clap::Command::new("serve"));
+    let mut argv = vec!["serve".to_owned()];
+    for (k, v) in pairs {
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_env().is_some_and(|e| e == *k))
+            .unwrap_or_else(|| panic!("{k} is no option's variable"));
+        if !v.trim().is_empty() {
+            argv.push(format!("--{}={v}", arg.get_long().unwrap()));
+        }
+    }
+    let m = cmd.try_get_matches_from(argv)?;
+    Options::from_arg_matches(&m)
+}
+
+fn env(pairs: &[(&str, &str)]) -> Options {
+    try_env(pairs).unwrap()
+}
+
+fn cli(args: &[&str]) -> Options {
+    let mut v = vec!["tsunagi"];
+    v.extend_from_slice(args);
+    Cli::try_parse_from(v).unwrap().into_serve_options()
+}
+
+fn resolve(o: Options) -> Result<Config, ConfigError> {
+    Config::resolve(o, None, PrimaryIps::default)
+}
+
+#[test]
+fn defaults() {
+    let c = resolve(Options::default()).unwrap();
+    assert_eq!(c.listening_port, 3478);
+    assert_eq!(
+        c.listening_ips,
+        vec![
+            "0.0.0.0".parse::<IpAddr>().unwrap(),
+            "::".parse::<IpAddr>().unwrap()
+        ]
+    );
+    assert!(c.udp && c.tcp);
+    assert_eq!((c.min_port, c.max_port), (49152, 65535));
+    assert_eq!(c.realm, "tsunagi");
+    assert_eq!(c.relay_ips, vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
+    assert!(c.relay_ips_auto);
+    assert_eq!(c.max_permissions, 128);
+    assert_eq!(c.max_channels, 128);
+    assert_eq!(c.stale_nonce, Duration::from_secs(600));
+    assert_eq!(c.max_allocate_lifetime, Duration::from_secs(3600));
+    assert_eq!(c.default_allocate_lifetime, Duration::from_secs(600));
+    assert_eq!(c.permission_lifetime, Duration::from_secs(300));
+    assert_eq!(c.channel_lifetime, Duration::from_secs(600));
+    assert_eq!(c.max_tcp_connections, 10_000);
+    assert_eq!(c.software.as_deref(), Some(defaults::SOFTWARE));
+    assert_eq!(c.log_level, "info");
+    assert_eq!(c.log_format, LogFormat::Text);
+    assert!(!c.redact_logs && !c.peer_policy.allow_loopback);
+    assert!(c.credentials.is_empty());
+    assert_eq!(c.http_port, 8080);
+    assert_eq!(c.http_ips, c.listening_ips);
+    assert!(c.http_ips_default);
+    assert_eq!(c.http_max_connections, 10_000);
+    assert_eq!(c.tls, None);
+    assert_eq!(c.tls_listening_port, 5349);
+    assert!(c.tls_listening_addrs().is_empty());
+}
+
+#[test]
+fn http_and_tls_options() {
+    let c = resolve(cli(&[
+        "--http-port",
+        "8443",
+        "--http-ip",
+        "127.0.0.1",
+        "--tls-cert",
+        "/etc/c.pem",
+        "--tls-key",
+        "/etc/k.pem",
+        "--tls-listening-port",
+        "5350",
+    ]))
+    .unwrap();
+    assert_eq!(c.http_addrs(), vec!["127.0.0.1:8443".parse().unwrap()]);
+    assert_eq!(
+        c.tls,
+        Some(TlsSource::Files {
+            cert: "/etc/c.pem".into(),
+            key: "/etc/k.pem".into()
+        })
+    );
+    assert_eq!(c.tls_listening_addrs().len(), 2);
+    assert_eq!(c.tls_listening_addrs()[0].port(), 5350);
+    let o = env(&[
+        ("TSUNAGI_TLS_SELF_SIGNED", "1"),
+        ("TSUNAGI_HTTP_PORT", "9000"),
+    ]);
+    let c = resolve(o).unwrap();
+    assert_eq!(c.tls, Some(TlsSource::SelfSigned));
+    assert_eq!(c.http_port, 9000);
+    let o = Options::from_toml(
+        "http-ip = \"::1\"\nhttp-max-connections = 5\ntls-self-signed = true\n",
+        "t",
+    )
+    .unwrap();
+    let c = resolve(o).unwrap();
+    assert_eq!(c.http_ips, vec!["::1".parse::<IpAddr>().unwrap()]);
+    assert_eq!(c.http_max_connections, 5);
+
+    let e = resolve(cli(&["--tls-cert", "c.pem"])).unwrap_err();
+    assert!(e.0.contains("without tls-key"), "{e}");
+    let e = resolve(cli(&["--tls-key", "k.pem"])).unwrap_err();
+    assert!(e.0.contains("without tls-cert"), "{e}");
+    let e = resolve(cli(&[
+        "--tls-cert",
+        "c",
+        "--tls-key",
+        "k",
+        "--tls-self-signed",
+    ]))
+    .unwrap_err();
+    assert!(e.0.contains("either"), "{e}");
+    let e = resolve(cli(&["--http-port", "3478"])).unwrap_err();
+    assert!(e.0.contains("http-port 3478"), "{e}");
+    resolve(cli(&["--http-port", "3478", "--no-tcp"])).unwrap();
+    let e = resolve(cli(&["--tls-self-signed", "--tls-listening-port", "8080"])).unwrap_err();
+    assert!(e.0.contains("also the http-port"), "{e}");
+    let e = resolve(cli(&["--http-max-connections", "0"])).unwrap_err();
+    assert!(e.0.contains("http-max-connections"), "{e}");
+}
+
+#[test]
+fn precedence_cli_env_file_default() {
+    let file = Options::from_toml(
+        "listening-port = 1000\nrealm = \"file\"\nmin-port = 40000\nmax-bps = 7\n",
+        "test.toml",
+    )
+    .unwrap();
+    let env = env(&[("TSUNAGI_LISTENING_PORT", "2000"), ("TSUNAGI_REALM", "env")]);
+    let cli = cli(&["--listening-port", "3000"]);
+    let c = resolve(cli.or(env).or(file)).unwrap();
+    assert_eq!(c.listening_port, 3000, "cli beats env and file");
+    assert_eq!(c.realm, "env", "env beats file");
+    assert_eq!(c.min_port, 40000, "file beats default");
+    assert_eq!(c.max_bps, 7);
+    assert_eq!(c.max_port, 65535, "default");
+}
+
+#[test]
+fn flags_can_be_turned_off_by_a_higher_layer() {
+    let file = Options::from_toml("allow-loopback-peers = true\nno-tcp = true", "f").unwrap();
+    let env = env(&[("TSUNAGI_ALLOW_LOOPBACK_PEERS", "false")]);
+    let c = resolve(Options::default().or(env).or(file.clone())).unwrap();
+    assert!(!c.peer_policy.allow_loopback);
+    assert!(!c.tcp);
+    let c = resolve(cli(&["--no-tcp=false"]).or(file)).unwrap();
+    assert!(c.tcp);
+    let c = resolve(cli(&["--allow-loopback-peers", "--no-udp"])).unwrap();
+    assert!(c.peer_policy.allow_loopback && !c.udp && c.tcp);
+}
+
+#[test]
+fn lists_replace_lower_layers() {
+    let file = Options::from_toml("user = [\"a:1\", \"b:2\"]", "f").unwrap();
+    let env = env(&[("TSUNAGI_USER", "c:3")]);
+    let merged = Options::default().or(env).or(file);
+    assert_eq!(merged.user, vec![Secret("c:3".into())]);
+}
+
+#[test]
+fn toml_parsing() {
+    let o = Options::from_toml(
+        r#"
+listening-ip = ["127.0.0.1", "::1"]
+listening-port = 3479
+relay-ip = "10.0.0.5"
+external-ip = ["203.0.113.7/10.0.0.5"]
+min-port = 50000
+max-port = 50100
+realm = "example.org"
+user = ["alice:pw", "bob:0x0123456789abcdef0123456789abcdef"]
+static-auth-secret = ["s1", "s2"]
+allowed-peer-ip = ["10.0.0.0/8", "192.168.1.1-192.168.1.9"]
+denied-peer-ip = "203.0.113.0/24"
+allow-loopback-peers = true
+user-quota = 5
+total-quota = 100
+max-bps = 1000000
+max-permissions = 10
+max-channels = 20
+stale-nonce = 60
+max-allocate-lifetime = 1200
+default-allocate-lifetime = 300
+permission-lifetime = 120
+channel-lifetime = 240
+max-tcp-connections = 50
+software = "my-turn"
+log-level = "debug"
+log-format = "json"
+redact-logs = true
+no-udp = false
+"#,
+        "t.toml",
+    )
+    .unwrap();
+    let c = resolve(o).unwrap();
+    assert_eq!(c.listening_ips.len(), 2);
+    assert_eq!(c.listening_port, 3479);
+    assert_eq!(c.relay_ips, vec!["10.0.0.5".parse::<IpAddr>().unwrap()]);
+    assert_eq!(
+        c.external_ips[0].public,
+        "203.0.113.7".parse::<IpAddr>().unwrap()
+    );
+    assert_eq!((c.min_port, c.max_port), (50000, 50100));
+    assert_eq!(c.realm, "example.org");
+    assert_eq!(c.credentials.user_count(), 2);
+    assert_eq!(c.credentials.secret_count(), 2);
+    assert_eq!(c.peer_policy.allowed.len(), 2);
+    assert_eq!(c.peer_policy.denied.len(), 1);
+    assert!(c.peer_policy.allow_loopback);
+    assert_eq!(
+        (c.user_quota, c.total_quota, c.max_bps),
+        (5, 100, 1_000_000)
+    );
+    assert_eq!((c.max_permissions, c.max_channels), (10, 20));
+    assert_eq!(c.stale_nonce, Duration::from_secs(60));
+    assert_eq!(c.max_tcp_connections, 50);
+    assert_eq!(c.software.as_deref(), Some("my-turn"));
+    assert_eq!(c.log_level, "debug");
+    assert_eq!(c.log_format, LogFormat::Json);
+    assert!(c.redact_logs);
+    let sc = c.server_config([1; 32]);
+    assert_eq!(sc.realm, "example.org");
+    assert_eq!(sc.external_ips.len(), 1);
+    assert_eq!(sc.permission_lifetime, Duration::from_secs(120));
+}
+
+#[test]
+fn toml_errors_name_the_problem() {
+    let e = Options::from_toml("listening-prot = 1", "t.toml").unwrap_err();
+    assert!(e.0.contains("listening-prot"), "{e}");
+    let e = Options::from_toml("max-port = 70000", "t.toml").unwrap_err();
+    assert!(e.0.contains("t.toml"), "{e}");
+    let e = Options::from_toml("allowed-peer-ip = [\"10.0.0.0/33\"]", "t.toml").unwrap_err();
+    assert!(e.0.contains("10.0.0.0/33"), "{e}");
+    // The config file cannot name another config file.
+    assert!(Options::from_toml("config = \"x\"", "t").is_err());
+}
+
+#[test]
+fn env_list_parsing() {
+    let o = env(&[
+        ("TSUNAGI_LISTENING_IP", "127.0.0.1,::1"),
+        (
+            "TSUNAGI_ALLOWED_PEER_IP",
+            "10.0.0.0/8,198.51.100.1-198.51.100.9",
+        ),
+        ("TSUNAGI_STATIC_AUTH_SECRET", "a,b"),
+        ("TSUNAGI_SOFTWARE", "x, y"),
+        ("TSUNAGI_REALM", ""),
+        ("TSUNAGI_LOG_FORMAT", "JSON"),
+        ("TSUNAGI_REDACT_LOGS", "yes"),
+    ]);
+    assert_eq!(o.listening_ip.len(), 2);
+    assert_eq!(o.allowed_peer_ip.len(), 2);
+    assert_eq!(o.static_auth_secret.len(), 2);
+    assert_eq!(o.software.as_deref(), Some("x, y"), "strings are not split");
+    assert_eq!(o.realm, None, "empty means unset");
+    assert_eq!(o.log_format, Some(LogFormat::Json));
+    assert_eq!(o.redact_logs, Some(true));
+    let e = try_env(&[("TSUNAGI_MIN_PORT", "abc")]).unwrap_err();
+    assert!(e.to_string().contains("min-port"), "{e}");
+    let e = try_env(&[("TSUNAGI_DENIED_PEER_IP", "10.0.0.1,nope")]).unwrap_err();
+    assert!(e.to_string().contains("nope"), "{e}");
+}
+
+#[test]
+fn cli_list_parsing_and_subcommand() {
+    let o = cli(&[
+        "serve",
+        "--user",
+        "a:1",
+        "--user",
+        "b:2",
+        "--allowed-peer-ip",
+        "198.51.100.0/24",
+        "--external-ip",
+        "203.0.113.1",
+    ]);
+    assert_eq!(o.user.len(), 2);
+    assert_eq!(o.allowed_peer_ip.len(), 1);
+    assert_eq!(o.external_ip[0].private, None);
+    assert!(Cli::try_parse_from(["tsunagi", "--allowed-peer-ip", "bad"]).is_err());
+    assert!(Cli::try_parse_from(["tsunagi", "--software", "x", "--no-software"]).is_err());
+    assert!(Cli::try_parse_from(["tsunagi", "--min-port", "70000"]).is_err());
+}
+
+#[test]
+fn validation_errors_say_what_to_fix() {
+    let e = resolve(cli(&["--min-port", "6000", "--max-port", "5000"])).unwrap_err();
+    assert!(e.0.contains("min-port 6000 is above max-port 5000"), "{e}");
+    let e = resolve(cli(&["--user", "nocolon"])).unwrap_err();
+    assert!(e.0.contains("user #1"), "{e}");
+    let e = resolve(cli(&["--user", "a:0x12"])).unwrap_err();
+    assert!(e.0.contains("32 hex digits"), "{e}");
+    let e = resolve(cli(&["--no-udp", "--no-tcp"])).unwrap_err();
+    assert!(e.0.contains("nothing would listen"), "{e}");
+    let e = resolve(cli(&["--default-allocate-lifetime", "7200"])).unwrap_err();
+    assert!(e.0.contains("max-allocate-lifetime"), "{e}");
+    let e = resolve(cli(&["--relay-ip", "0.0.0.0"])).unwrap_err();
+    assert!(e.0.contains("wildcard"), "{e}");
+    let e = resolve(cli(&["--max-channels", "5000"])).unwrap_err();
+    assert!(e.0.contains("4096"), "{e}");
+    let e = resolve(cli(&["--stale-nonce", "0"])).unwrap_err();
+    assert!(e.0.contains("stale-nonce"), "{e}");
+    let e = resolve(cli(&["--log-level", "info,=["])).unwrap_err();
+    assert!(e.0.contains("log-level"), "{e}");
+    let e = resolve(cli(&[
+        "--relay-ip",
+        "10.0.0.1",
+        "--external-ip",
+        "203.0.113.1/10.0.0.2",
+    ]))
+    .unwrap_err();
+    assert!(e.0.contains("not a relay address"), "{e}");
+    assert!("1.2.3.4/24"
+        .parse::<ExternalIp>()
+        .unwrap_err()
+        .contains("prefix length"));
+    assert!("1.2.3.4/::1"
+        .parse::<ExternalIp>()
+        .unwrap_err()
+        .contains("mixes"));
+}
+
+#[test]
+fn secrets_stay_out_of_debug() {
+    let o = cli(&[
+        "--user",
+        "alice:hunter2",
+        "--static-auth-secret",
+        "topsecret",
+    ]);
+    let s = format!("{o:?}");
+    assert!(!s.contains("hunter2") && !s.contains("topsecret"), "{s}");
+    let c = resolve(o).unwrap();
+    let s = format!("{c:?}");
+    assert!(!s.contains("hunter2") && !s.contains("topsecret"), "{s}");
+}
+
+#[test]
+fn rust_log_is_the_fallback_filter() {
+    let c = Config::resolve(Options::default(), Some("warn".into()), PrimaryIps::default).unwrap();
+    assert_eq!(c.log_level, "warn");
+    let c = Config::resolve(
+        cli(&["--log-level", "debug"]),
+        Some("warn".into()),
+        PrimaryIps::default,
+    )
+    .unwrap();
+    assert_eq!(c.log_level, "debug");
+}
+
+#[test]
+fn automatic_relay_addresses() {
+    let p = PrimaryIps {
+        v4: Some("10.1.2.3".parse().unwrap()),
+        v6: Some("2001:db8::5".parse().unwrap()),
+    };
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    assert_eq!(
+        auto_relay_ips(&[ip("0.0.0.0"), ip("::")], p),
+        vec![ip("10.1.2.3"), ip("2001:db8::5")]
+    );
+    assert_eq!(
+        auto_relay_ips(&[ip("192.168.0.9")], p),
+        vec![ip("192.168.0.9")]
+    );
+    assert_eq!(
+        auto_relay_ips(&[ip("0.0.0.0")], PrimaryIps::default()),
+        vec![ip("127.0.0.1")]
+    );
+    assert_eq!(
+        auto_relay_ips(&[ip("192.168.0.9"), ip("::")], p),
+        vec![ip("192.168.0.9"), ip("2001:db8::5")]
+    );
+}
+
+const DOCS: &str = include_str!("../../../../docs/configuration.md");
+
+#[test]
+fn documented_example_parses() {
+    let start = DOCS.find("```toml\n").expect("a TOML example in the docs") + 8;
+    let len = DOCS[start..].find("```").unwrap();
+    let o = Options::from_toml(&DOCS[start..start + len], "docs example").unwrap();
+    let c = resolve(o).unwrap();
+    assert_eq!(c.realm, "turn.example.org");
+    assert_eq!(c.credentials.secret_count(), 2);
+}
+
+#[test]
+fn nat_discovery_options() {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let c = resolve(Options::default()).unwrap();
+    assert!(c.discovery.is_empty());
+    assert!(c.server_config([0; 32]).discovery.is_empty());
+
+    let c = resolve(cli(&[
+        "--listening-ip",
+        "203.0.113.1",
+        "--alt-listening-ip",
+        "203.0.113.2",
+    ]))
+    .unwrap();
+    let g = DiscoveryAddresses {
+        primary: "203.0.113.1:3478".parse().unwrap(),
+        alt_ip: Some(ip("203.0.113.2")),
+        alt_port: 3479,
+    };
+    assert_eq!(c.discovery, vec![g]);
+    assert_eq!(c.server_config([0; 32]).discovery, vec![g]);
+    let extra: Vec<SocketAddr> = ["203.0.113.1:3479", "203.0.113.2:3478", "203.0.113.2:3479"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(c.discovery_addrs(), extra);
+
+    // One IP and two ports: change-port only.
+    let c = resolve(cli(&[
+        "--listening-ip",
+        "203.0.113.1",
+        "--listening-ip",
+        "2001:db8::1",
+        "--alt-listening-port",
+        "4000",
+    ]))
+    .unwrap();
+    assert_eq!(c.discovery.len(), 2);
+    assert!(c
+        .discovery
+        .iter()
+        .all(|g| g.alt_ip.is_none() && g.alt_port == 4000));
+    assert_eq!(c.discovery_addrs().len(), 2);
+
+    // From the environment and a file too.
+    let o = env(&[
+        ("TSUNAGI_LISTENING_IP", "203.0.113.1"),
+        ("TSUNAGI_ALT_LISTENING_IP", "203.0.113.2"),
+        ("TSUNAGI_ALT_LISTENING_PORT", "3500"),
+    ]);
+    assert_eq!(resolve(o).unwrap().discovery[0].alt_port, 3500);
+    let o = Options::from_toml(
+        "listening-ip = \"203.0.113.1\"\nalt-listening-ip = \"203.0.113.2\"\n",
+        "t",
+    )
+    .unwrap();
+    assert_eq!(
+        resolve(o).unwrap().discovery[0].alt_ip,
+        Some(ip("203.0.113.2"))
+    );
+
+    for (args, needle) in [
+        (
+            vec!["--alt-listening-ip", "203.0.113.2"],
+            "specific listening addresses",
+        ),
+        (
+            vec![
+                "--listening-ip",
+                "203.0.113.1",
+                "--alt-listening-ip",
+                "203.0.113.1",
+            ],
+            "also a listening-ip",
+        ),
+        (
+            vec![
+                "--listening-ip",
+                "203.0.113.1",
+                "--alt-listening-ip",
+                "2001:db8::2",
+            ],
+            "no listening-ip of its family",
+        ),
+        (
+            vec![
+                "--listening-ip",
+                "203.0.113.1",
+                "--alt-listening-port",
+                "3478",
+            ],
+            "is the listening-port",
+        ),
+        (
+            vec![
+                "--listening-ip",
+                "203.0.113.1",
+                "--listening-port",
+                "0",
+                "--alt-listening-port",
+                "5000",
+            ],
+            "fixed listening-port",
+        ),
+        (
+            vec![
+                "--listening-ip",
+                "203.0.113.1",
+                "--alt-listening-port",
+                "9",
+                "--no-udp",
+            ],
+            "UDP only",
+        ),
+        (
+            vec![
+                "--listening-ip",
+                "203.0.113.1",
+                "--alt-listening-ip",
+                "203.0.113.2",
+                "--alt-listening-ip",
+                "203.0.113.3",
+            ],
+            "one alternate address per family",
+        ),
+    ] {
+        let e = resolve(cli(&args)).unwrap_err();
+        assert!(e.0.contains(needle), "{args:?}: {e}");
+    }
+}
+
+#[test]
+fn every_option_is_documented() {
+    let names = env_names();
+    assert!(names.len() > 50, "{names:?}");
+    for name in names {
+        let key = name
+            .strip_prefix(ENV_PREFIX)
+            .unwrap()
+            .to_ascii_lowercase()
+            .replace('_', "-");
+        let env = format!("`{name}`");
+        assert!(
+            DOCS.contains(&env),
+            "{env} missing from docs/configuration.md"
+        );
+        assert!(
+            DOCS.contains(&format!("`--{key}")),
+            "--{key} missing from docs/configuration.md"
+        );
+    }
+}
+
+#[test]
+fn unknown_env_vars_are_reported() {
+    let u = unknown_env_vars(
+        [
+            "TSUNAGI_LISTEN_PORT",
+            "TSUNAGI_REALM",
+            "TSUNAGI_TURN_WORKERS",
+            "PATH",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    assert_eq!(u, vec!["TSUNAGI_LISTEN_PORT".to_string()]);
+}
+
+#[test]
+fn signaling_options() {
+    let c = resolve(Options::default()).unwrap().signaling;
+    assert_eq!(c.token_secret, None);
+    assert_eq!(c.public_host, None);
+    assert_eq!((c.max_room_peers, c.max_rooms), (50, 10_000));
+    assert_eq!(
+        (c.mesh_max_peers, c.room_mode, c.sfu),
+        (4, RoomMode::Auto, true)
+    );
+    assert_eq!((c.max_message_bytes, c.messages_per_second), (65_536, 50));
+    assert_eq!(c.resume_grace, Duration::from_secs(15));
+    assert_eq!(c.turn_credential_ttl, Duration::from_secs(86_400));
+    // The room modes from each source.
+    let c = resolve(cli(&[
+        "--room-mode",
+        "sfu",
+        "--no-sfu",
+        "--mesh-max-peers",
+        "6",
+    ]))
+    .unwrap()
+    .signaling;
+    assert_eq!(
+        (c.room_mode, c.sfu, c.mesh_max_peers),
+        (RoomMode::Sfu, false, 6)
+    );
+    let o = Options::from_toml("room-mode = \"mesh\"\nno-sfu = false", "f").unwrap();
+    let c = resolve(o).unwrap().signaling;
+    assert_eq!((c.room_mode, c.sfu), (RoomMode::Mesh, true));
+    let c = resolve(env(&[
+        ("TSUNAGI_ROOM_MODE", "Auto"),
+        ("TSUNAGI_NO_SFU", "1"),
+        ("TSUNAGI_MESH_MAX_PEERS", "2"),
+    ]))
+    .unwrap()
+    .signaling;
+    assert_eq!(
+        (c.room_mode, c.sfu, c.mesh_max_peers),
+        (RoomMode::Auto, false, 2)
+    );
+    assert!(Options::from_toml("room-mode = \"p2p\"", "f").is_err());
+    assert!(try_env(&[("TSUNAGI_ROOM_MODE", "p2p")]).is_err());
+
+    let file = Options::from_toml(
+        "token-secret = \"0123456789abcdef-file\"\nmax-room-peers = 6\npublic-host = \"Turn.Example.org\"",
+        "f",
+    )
+    .unwrap();
+    let env = env(&[
+        ("TSUNAGI_TOKEN_SECRET", "0123456789abcdef-env"),
+        ("TSUNAGI_RESUME_GRACE", "0"),
+        ("TSUNAGI_MESSAGES_PER_SECOND", "0"),
+    ]);
+    let args = cli(&["--max-rooms", "7", "--public-host", "2001:db8::1"]);
+    let c = resolve(args.or(env).or(file)).unwrap().signaling;
+    assert_eq!(c.token_secret, Some(Secret("0123456789abcdef-env".into())));
+    assert_eq!(c.public_host.as_deref(), Some("[2001:db8::1]"));
+    assert_eq!((c.max_room_peers, c.max_rooms), (6, 7));
+    assert_eq!((c.resume_grace, c.messages_per_second), (Duration::ZERO, 0));
+    let c = resolve(cli_with_host("Turn.Example.org"))
+        .unwrap()
+        .signaling;
+    assert_eq!(c.public_host.as_deref(), Some("turn.example.org"));
+
+    let e = Cli::try_parse_from(["tsunagi", "--room-mode", "p2p"]).unwrap_err();
+    assert!(e.to_string().contains("auto, mesh or sfu"), "{e}");
+    for (args, needle) in [
+        (&["--mesh-max-peers", "0"][..], "mesh-max-peers"),
+        (&["--mesh-max-peers", "33"][..], "mesh-max-peers"),
+        (&["--max-room-peers", "1001"][..], "max-room-peers"),
+        (&["--max-room-peers", "3"][..], "less than mesh-max-peers"),
+        (&["--token-secret", "short"][..], "token-secret"),
+        (&["--public-host", "https://x.org"][..], "public-host"),
+        (&["--public-host", "x.org:3478"][..], "public-host"),
+        (&["--max-room-peers", "0"][..], "max-room-peers"),
+        (&["--max-message-bytes", "100"][..], "max-message-bytes"),
+        (&["--turn-credential-ttl", "1"][..], "turn-credential-ttl"),
+        (&["--resume-grace", "100000"][..], "resume-grace"),
+    ] {
+        let e = resolve(cli(args)).unwrap_err();
+        assert!(e.0.contains(needle), "{args:?}: {e}");
+    }
+}
+
+fn cli_with_host(h: &str) -> Options {
+    cli(&["--public-host", h])
+}
+
+#[test]
+fn token_subcommand_parses() {
+    let c = Cli::try_parse_from([
+        "tsunagi",
+        "token",
+        "--room",
+        "lobby",
+        "--identity",
+        "alice",
+        "--ttl",
+        "60",
+        "--no-publish",
+    ])
+    .unwrap();
+    assert!(matches!(c.command, Some(Command::Token(_))));
+}
+
+#[test]
+fn turn_workers() {
+    assert_eq!(resolve(Options::default()).unwrap().turn_workers, 1);
+    assert_eq!(
+        resolve(cli(&["--turn-workers", "3"])).unwrap().turn_workers,
+        3
+    );
+    let all = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(
+        resolve(cli(&["--turn-workers", "0"])).unwrap().turn_workers,
+        all
+    );
+    let e = resolve(cli(&["--turn-workers", "2", "--user-quota", "5"])).unwrap_err();
+    assert!(e.0.contains("turn-workers 1"), "{e}");
+    let e = resolve(cli(&["--turn-workers", "2", "--total-quota", "5"])).unwrap_err();
+    assert!(e.0.contains("quota"), "{e}");
+    assert!(resolve(cli(&["--turn-workers", "1", "--user-quota", "5"])).is_ok());
+    let e = resolve(cli(&["--turn-workers", "999"])).unwrap_err();
+    assert!(e.0.contains("at most 256"), "{e}");
+}
