@@ -37,7 +37,7 @@ fn main() {
         let full = web.join(rel);
         let bytes = std::fs::read(&full).expect("a file found by walking web/ is readable");
         let digest = Sha256::digest(&bytes);
-        let etag: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        let etag = hex::encode(&digest[..12]);
         let full = full
             .canonicalize()
             .expect("a file found by walking web/ has a canonical path");

@@ -1566,9 +1566,7 @@ impl<I: IceServerSource> Hub<I> {
     fn new_peer_id(&mut self) -> Option<Arc<str>> {
         for _ in 0..8 {
             let bytes = self.prf.next();
-            let id: String = std::iter::once("p_".to_owned())
-                .chain(bytes[..6].iter().map(|b| format!("{b:02x}")))
-                .collect();
+            let id = format!("p_{}", hex::encode(&bytes[..6]));
             if !self.peer_ids.contains_key(id.as_str()) {
                 return Some(id.into());
             }

@@ -134,7 +134,7 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
         // worse), so mint a secret for this run and say how to use it.
         let mut bytes = [0u8; 24];
         OsRng.fill_bytes(&mut bytes);
-        let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let secret = hex::encode(bytes);
         config.credentials.add_secret(&secret)?;
         warn!(
             static_auth_secret = %secret,

@@ -62,7 +62,7 @@ fn provider() -> Arc<CryptoProvider> {
 pub fn sha256_fingerprint(der: &[u8]) -> String {
     Sha256::digest(der)
         .iter()
-        .map(|b| format!("{b:02X}"))
+        .map(|b| hex::encode_upper([*b]))
         .collect::<Vec<_>>()
         .join(":")
 }

@@ -50,9 +50,7 @@ pub fn make(key: &[u8; 32], expiry: u64, ip: IpAddr) -> String {
     s.push_str(COOKIE);
     s.push_str(FEATURES_B64);
     s.push_str(&format!("{expiry:08x}"));
-    for b in tag {
-        s.push_str(&format!("{b:02x}"));
-    }
+    s.push_str(&hex::encode(tag));
     s
 }
 
@@ -89,15 +87,8 @@ pub fn offers_password_algorithms(nonce: &[u8]) -> bool {
 }
 
 fn parse_hex<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
-    if s.len() != 2 * N {
-        return None;
-    }
     let mut out = [0u8; N];
-    for (i, o) in out.iter_mut().enumerate() {
-        let hi = (s[2 * i] as char).to_digit(16)?;
-        let lo = (s[2 * i + 1] as char).to_digit(16)?;
-        *o = (hi * 16 + lo) as u8;
-    }
+    hex::decode_to_slice(s, &mut out).ok()?;
     Some(out)
 }
 

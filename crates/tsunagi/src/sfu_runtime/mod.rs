@@ -1267,7 +1267,7 @@ fn random_id() -> String {
     use rand::RngCore;
     let mut b = [0u8; 12];
     rand::rngs::OsRng.fill_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    hex::encode(b)
 }
 
 async fn sleep_until(t: Option<Instant>) {
