@@ -132,7 +132,7 @@ pub fn run(a: &ChurnArgs) -> Result<Report, BenchError> {
     for i in 0..n {
         queue.push(Reverse((t_start, i, code(Next::Allocate))));
     }
-    let mut rng = rand::thread_rng();
+    let mut rng = rand::rng();
     let mut outstanding = 0usize;
     let mut done = Vec::new();
     let mut last_scan = t_start;
@@ -175,7 +175,7 @@ pub fn run(a: &ChurnArgs) -> Result<Report, BenchError> {
                 let mut tries = 0;
                 while churn_debt >= 1.0 && tries < 64 {
                     tries += 1;
-                    let i = rng.gen_range(0..n);
+                    let i = rng.random_range(0..n);
                     if !held[i] || state[i] != State::Idle {
                         continue;
                     }

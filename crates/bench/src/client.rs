@@ -213,7 +213,7 @@ impl Driver {
             }
         }
         let mut tid = [0u8; 12];
-        rand::thread_rng().fill_bytes(&mut tid);
+        rand::rng().fill_bytes(&mut tid);
         let mut buf = [0u8; 512];
         let s = &self.sessions[i];
         let mut authed = false;

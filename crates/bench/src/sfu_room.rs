@@ -638,7 +638,7 @@ impl Room<'_> {
                 .filter(|&p| self.sigs[p].welcomed)
                 .collect();
             if !present.is_empty() {
-                let pos = present[ch.rng.gen_range(0..present.len())];
+                let pos = present[ch.rng.random_range(0..present.len())];
                 self.leave(pos, now);
                 self.join(self.members.len())?;
             }

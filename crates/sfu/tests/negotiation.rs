@@ -94,7 +94,7 @@ fn run_room(seed: u64) {
     let mut join = |w: &mut World, live: &mut Vec<String>, rng: &mut StdRng| {
         let id = format!("p{next}");
         next += 1;
-        if rng.gen_bool(0.4) {
+        if rng.random_bool(0.4) {
             // A loaded browser: seconds to apply an offer and answer it (each way 1.5
             // to 7.5 s: round trips of 3 to 15 s, often beyond SLOW_ANSWER).
             let sig = w.signaling.as_mut().unwrap();
@@ -107,20 +107,20 @@ fn run_room(seed: u64) {
         join(&mut w, &mut live, &mut rng);
     }
     let churn_end = w.now + Duration::from_secs(30);
-    let mut next_event = w.now + Duration::from_millis(rng.gen_range(200..2_000));
+    let mut next_event = w.now + Duration::from_millis(rng.random_range(200..2_000));
     while w.now < churn_end {
         if w.now >= next_event {
-            next_event = w.now + Duration::from_millis(rng.gen_range(300..3_000));
-            let roll: f64 = rng.gen();
+            next_event = w.now + Duration::from_millis(rng.random_range(300..3_000));
+            let roll: f64 = rng.random();
             if roll < 0.4 && live.len() < 6 {
                 join(&mut w, &mut live, &mut rng);
             } else if roll < 0.65 && live.len() > 2 {
-                let id = live.remove(rng.gen_range(0..live.len()));
+                let id = live.remove(rng.random_range(0..live.len()));
                 w.sfu.leave(&id, w.now);
                 w.kill(&id);
                 w.drain_sfu();
             } else {
-                let id = live[rng.gen_range(0..live.len())].clone();
+                let id = live[rng.random_range(0..live.len())].clone();
                 w.client_offer(&id);
             }
         }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{CommandFactory, FromArgMatches};
-use rand::rngs::OsRng;
 use rand::RngCore;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
@@ -133,7 +132,7 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
         // A development setup: TURN still needs credentials (an open relay would be
         // worse), so mint a secret for this run and say how to use it.
         let mut bytes = [0u8; 24];
-        OsRng.fill_bytes(&mut bytes);
+        rand::rng().fill_bytes(&mut bytes);
         let secret = hex::encode(bytes);
         config.credentials.add_secret(&secret)?;
         warn!(
@@ -147,7 +146,7 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let mut nonce_key = [0u8; 32];
-    OsRng.fill_bytes(&mut nonce_key);
+    rand::rng().fill_bytes(&mut nonce_key);
     let unix_now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

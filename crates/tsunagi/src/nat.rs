@@ -188,7 +188,7 @@ struct Answer {
 
 fn new_tid() -> TransactionId {
     let mut b = [0u8; 12];
-    rand::thread_rng().fill_bytes(&mut b);
+    rand::rng().fill_bytes(&mut b);
     TransactionId::new(b)
 }
 

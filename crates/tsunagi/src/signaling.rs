@@ -64,7 +64,6 @@ use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Extension, Router};
-use rand::rngs::OsRng;
 use rand::RngCore;
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -443,7 +442,7 @@ impl SignalingHandle {
         }
         options.hub.sfu = link.is_some();
         let mut seed = [0u8; 32];
-        OsRng.fill_bytes(&mut seed);
+        rand::rng().fill_bytes(&mut seed);
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

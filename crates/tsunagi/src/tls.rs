@@ -2,8 +2,9 @@
 //! chain and key from PEM files (`tls-cert`, `tls-key`), or a self-signed certificate
 //! made at start (`tls-self-signed`) for testing on a LAN.
 //!
-//! rustls with the *ring* provider, named explicitly in every config so that no other
-//! crate's choice of a process-wide default provider can change ours.
+//! rustls with the *aws-lc-rs* provider (the crypto of the SFU's DTLS too), named
+//! explicitly in every config so that no other crate's choice of a process-wide default
+//! provider can change ours.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -54,7 +55,7 @@ impl fmt::Debug for TlsMaterial {
 }
 
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// `AB:CD:...`, the SHA-256 of a DER certificate as browsers and `openssl x509

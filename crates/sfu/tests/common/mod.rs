@@ -252,7 +252,7 @@ impl Signaling {
             + Duration::from_millis(if span == 0 {
                 0
             } else {
-                rng.gen_range(0..=span)
+                rng.random_range(0..=span)
             });
         let last = if to_client {
             &mut self.last_to_client
@@ -678,7 +678,7 @@ impl World {
                     return;
                 }
                 let loss = self.clients[i].uplink_loss;
-                if media && loss > 0.0 && self.rng.gen_bool(loss) {
+                if media && loss > 0.0 && self.rng.random_bool(loss) {
                     self.lost += 1;
                     return;
                 }
@@ -697,7 +697,7 @@ impl World {
         }
         // Loss applies to RTP/RTCP only, so the handshakes stay deterministic.
         let media = p.data.first().is_some_and(|b| (128..192).contains(b));
-        if media && self.clients[i].loss > 0.0 && self.rng.gen_bool(self.clients[i].loss) {
+        if media && self.clients[i].loss > 0.0 && self.rng.random_bool(self.clients[i].loss) {
             self.lost += 1;
             return;
         }

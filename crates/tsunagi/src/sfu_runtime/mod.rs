@@ -1266,7 +1266,7 @@ impl Core {
 fn random_id() -> String {
     use rand::RngCore;
     let mut b = [0u8; 12];
-    rand::rngs::OsRng.fill_bytes(&mut b);
+    rand::rng().fill_bytes(&mut b);
     hex::encode(b)
 }
 

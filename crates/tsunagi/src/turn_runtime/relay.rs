@@ -87,7 +87,7 @@ impl RelayPool {
             free: Vec::new(),
             registry,
             counters,
-            rng: StdRng::from_entropy(),
+            rng: StdRng::from_os_rng(),
         }
     }
 
@@ -243,12 +243,12 @@ impl RelayPool {
         let count = (u32::from(last) - u32::from(first)) / step + 1;
         let port_at = |i: u32| (u32::from(first) + i * step) as u16;
         for _ in 0..RANDOM_TRIES.min(count as usize) {
-            let p = port_at(self.rng.gen_range(0..count));
+            let p = port_at(self.rng.random_range(0..count));
             if self.try_port(ip, p, pair, req.dont_fragment)? {
                 return Ok(SocketAddr::new(ip, p));
             }
         }
-        let start = self.rng.gen_range(0..count);
+        let start = self.rng.random_range(0..count);
         for k in 0..count {
             let p = port_at((start + k) % count);
             if self.try_port(ip, p, pair, req.dont_fragment)? {
@@ -343,7 +343,7 @@ mod tests {
 
     /// A random even base for a range of `len` ports in 10000..20000.
     fn base(len: u16) -> u16 {
-        rand::thread_rng().gen_range(5_000..10_000 - len) * 2
+        rand::rng().random_range(5_000..10_000 - len) * 2
     }
 
     fn req(port: PortRequest) -> BindRequest {

@@ -37,7 +37,7 @@ pub fn server_config() -> ServerConfig {
     credentials.add_user(USER, PASSWORD);
     credentials.add_secret(REST_SECRET).unwrap();
     let mut nonce_key = [0u8; 32];
-    rand::thread_rng().fill(&mut nonce_key);
+    rand::rng().fill(&mut nonce_key);
     ServerConfig {
         realm: REALM.into(),
         credentials,
@@ -56,7 +56,7 @@ pub fn server_config() -> ServerConfig {
 /// kernel's ephemeral ports and apart from the interop tests' 20000..32000. Parallel
 /// tests may overlap; the relay binder then skips ports in use.
 pub fn relay_range() -> (u16, u16) {
-    let min = rand::thread_rng().gen_range(10_000..19_800);
+    let min = rand::rng().random_range(10_000..19_800);
     (min, min + 199)
 }
 
@@ -450,7 +450,7 @@ pub fn parse_relayed(m: &[u8], tcp: bool) -> Option<Relayed> {
 
 pub fn random_tid() -> TransactionId {
     let mut t = [0u8; 12];
-    rand::thread_rng().fill(&mut t);
+    rand::rng().fill(&mut t);
     TransactionId::new(t)
 }
 
