@@ -1,3 +1,6 @@
+//! ChannelData framing (RFC 8656 §12) and what the first bytes of a packet say it is
+//! (RFC 7983 demultiplexing).
+
 use crate::cursor::Cursor;
 use crate::{Error, HEADER_LEN};
 

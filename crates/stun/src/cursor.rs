@@ -1,3 +1,5 @@
+//! A checked reader over a byte slice, for the parsers.
+
 use crate::Error;
 
 /// A checked reader over a byte slice: every read returns an error instead of

@@ -1,3 +1,6 @@
+//! Building messages in a caller's buffer: header, attributes, integrity and
+//! FINGERPRINT last (RFC 8489 §14).
+
 use std::net::SocketAddr;
 
 use crate::attr::{self, address_len, write_address, xor_addr};

@@ -1,3 +1,5 @@
+//! Why a datagram is not a valid STUN message or attribute.
+
 use core::fmt;
 
 /// Why a datagram is not a valid STUN message or attribute.

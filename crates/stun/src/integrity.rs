@@ -1,3 +1,6 @@
+//! MESSAGE-INTEGRITY (HMAC-SHA1) and MESSAGE-INTEGRITY-SHA256 keys and codes, and the
+//! long-term credential key (RFC 8489 §9.2, §14.5, §14.6).
+
 use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
 use sha1::Sha1;

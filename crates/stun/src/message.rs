@@ -1,3 +1,6 @@
+//! A parsed STUN message: a zero-copy view with its header, attributes, integrity and
+//! fingerprint checks (RFC 8489 §5, §14).
+
 use core::fmt;
 
 use crate::attr;
