@@ -3,12 +3,13 @@
 //! to signaling in order, and lingers sessions of rooms that went back to mesh.
 
 use super::*;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub(super) async fn read_udp(
     socket: Arc<UdpSocket>,
     advertised: SocketAddr,
     tx: mpsc::Sender<Incoming>,
-    dropped: Arc<Mutex<u64>>,
+    dropped: Arc<AtomicU64>,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
@@ -30,9 +31,7 @@ pub(super) async fn read_udp(
         match tx.try_send(item) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                if let Ok(mut d) = dropped.lock() {
-                    *d += 1;
-                }
+                dropped.fetch_add(1, Ordering::Relaxed);
             }
             Err(mpsc::error::TrySendError::Closed(_)) => return,
         }
@@ -59,7 +58,7 @@ pub(super) struct Core {
     /// WHIP/WHEP sessions by peer id.
     pub(super) sessions: HashMap<String, Session>,
     pub(super) counters: RuntimeCounters,
-    pub(super) dropped: Arc<Mutex<u64>>,
+    pub(super) dropped: Arc<AtomicU64>,
     pub(super) stats: watch::Sender<SfuSnapshot>,
     pub(super) last_stats: Instant,
     /// Something happened since the stats watch was last refreshed.
@@ -511,9 +510,7 @@ impl Core {
         if now.duration_since(self.last_stats) >= STATS_EVERY {
             self.last_stats = now;
             self.stats_dirty = false;
-            if let Ok(d) = self.dropped.lock() {
-                self.counters.incoming_dropped = *d;
-            }
+            self.counters.incoming_dropped = self.dropped.load(Ordering::Relaxed);
             let _ = self.stats.send(SfuSnapshot {
                 core: self.sfu.stats(),
                 runtime: self.counters.clone(),

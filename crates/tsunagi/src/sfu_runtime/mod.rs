@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -581,7 +581,7 @@ impl SfuService {
         let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(COMMAND_QUEUE);
         let (stats_tx, stats_rx) = watch::channel(SfuSnapshot::default());
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
-        let dropped = Arc::new(Mutex::new(0u64));
+        let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
 
         let mut tasks = Vec::new();
         let mut sends = Vec::new();
