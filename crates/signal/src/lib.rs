@@ -72,7 +72,7 @@
 //! of each peer (messages and bytes) and frame sizes are bounded; the output queue
 //! holds only what the last input produced (at most one message per peer of a room,
 //! plus a grace queue on resume, plus one SFU request per peer of a room on a switch). Maps keyed by client-chosen strings (peer ids,
-//! resume tokens, rooms) use a randomly seeded hasher.
+//! resume tokens, rooms) use a hasher keyed by the seed.
 #![forbid(unsafe_code)]
 
 mod hub;

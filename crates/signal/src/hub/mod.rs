@@ -29,8 +29,24 @@ use crate::{sdp, token};
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 
-fn map<K, V>() -> Map<K, V> {
-    HashMap::with_hasher(ahash::RandomState::new())
+/// The hasher of the maps keyed by client-chosen strings: keyed by the runtime's seed
+/// (domain-separated from peer ids and tokens), so the hub takes no OS randomness and
+/// an attacker cannot predict collisions.
+fn hasher(seed: &[u8; 32]) -> ahash::RandomState {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(seed)
+        .expect("HMAC takes keys of any length (RFC 2104 §2)");
+    m.update(b"tsunagi-signal map hasher");
+    let k: [u8; 32] = m.finalize().into_bytes().into();
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&k[i * 8..i * 8 + 8]);
+        u64::from_le_bytes(w)
+    };
+    ahash::RandomState::with_seeds(word(0), word(1), word(2), word(3))
+}
+
+fn map<K, V>(hasher: &ahash::RandomState) -> Map<K, V> {
+    HashMap::with_hasher(hasher.clone())
 }
 
 /// Longest room name, in characters.
@@ -390,6 +406,7 @@ impl<I: IceServerSource> Hub<I> {
     /// A hub with no connections. `seed` keys the generator of peer ids and resume
     /// tokens: give it 32 bytes from the OS. `unix_ms` is the Unix time at `now`.
     pub fn new(config: HubConfig, ice: I, seed: [u8; 32], now: Instant, unix_ms: u64) -> Self {
+        let h = hasher(&seed);
         Hub {
             config,
             ice,
@@ -398,11 +415,11 @@ impl<I: IceServerSource> Hub<I> {
                 counter: 0,
             },
             epoch: (now, unix_ms),
-            conns: map(),
-            peers: map(),
-            peer_ids: map(),
-            rooms: map(),
-            resume_tokens: map(),
+            conns: map(&h),
+            peers: map(&h),
+            peer_ids: map(&h),
+            rooms: map(&h),
+            resume_tokens: map(&h),
             timers: BTreeSet::new(),
             next_key: 0,
             sfu_rooms: 0,

@@ -34,8 +34,20 @@ use crate::relays::RelayDirectory;
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 
-fn new_map<K, V>() -> Map<K, V> {
-    HashMap::with_hasher(ahash::RandomState::new())
+/// The hasher of the server's maps, keyed by its secret nonce key (domain-separated):
+/// no OS randomness, and no collisions a client could predict.
+fn map_hasher(key: &[u8; 32]) -> ahash::RandomState {
+    use hmac::{Hmac, Mac};
+    let mut m =
+        <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    m.update(b"tsunagi-turn map hasher");
+    let k: [u8; 32] = m.finalize().into_bytes().into();
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&k[i * 8..i * 8 + 8]);
+        u64::from_le_bytes(w)
+    };
+    ahash::RandomState::with_seeds(word(0), word(1), word(2), word(3))
 }
 
 /// RFC 8656 §12: a channel number and peer may not be rebound to something else for
@@ -137,6 +149,8 @@ pub struct Server {
     tid_state: u64,
     /// The latest `now` given to any input.
     clock: Instant,
+    /// The hasher of every map, per-allocation ones included ([`map_hasher`]).
+    hasher: ahash::RandomState,
 }
 
 /// A server that goes away takes its relayed addresses out of a shared directory: the
@@ -160,18 +174,19 @@ impl Server {
     /// `now` and `unix_now` anchor the wall clock: REST credential expiry and nonce
     /// expiry are computed as `unix_now + (t - now)` for later instants `t`.
     pub fn new(config: ServerConfig, now: Instant, unix_now: u64) -> Self {
+        let hasher = map_hasher(&config.nonce_key);
         Self {
             instant_base: now,
             unix_base: unix_now,
             next_id: 1,
-            allocations: new_map(),
-            by_five_tuple: new_map(),
+            allocations: Map::with_hasher(hasher.clone()),
+            by_five_tuple: Map::with_hasher(hasher.clone()),
             live_relays: LiveRelays {
-                own: new_map(),
+                own: Map::with_hasher(hasher.clone()),
                 shared: None,
             },
-            per_user: new_map(),
-            reservations: new_map(),
+            per_user: Map::with_hasher(hasher.clone()),
+            reservations: Map::with_hasher(hasher.clone()),
             timers: BTreeSet::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -189,6 +204,7 @@ impl Server {
             stats: Stats::default(),
             token_counter: 0,
             clock: now,
+            hasher,
         }
     }
 
