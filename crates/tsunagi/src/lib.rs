@@ -5,6 +5,7 @@
 //! * [`turn_runtime`]: the sockets and tasks that drive the sans-IO
 //!   [`tsunagi_turn::Server`].
 //! * [`http`]: the HTTP(S) server: web client, `/healthz`, `/api/stats`, `/metrics`.
+//! * `net`: the accept loop every TCP listener shares, and the shutdown signal.
 //! * [`tls`]: certificates for HTTPS/WSS and TURN over TLS.
 //! * [`signaling`]: the signaling WebSocket (`/ws`) around the sans-IO
 //!   [`tsunagi_signal::Hub`].
@@ -17,6 +18,7 @@
 pub mod config;
 pub mod http;
 pub mod nat;
+mod net;
 pub mod redact;
 pub mod sfu_runtime;
 pub mod signaling;

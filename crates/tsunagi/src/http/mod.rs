@@ -46,6 +46,7 @@ pub use routes::{
     app, embedded_files, routes, stats_value, HttpState, CONTENT_SECURITY_POLICY_BASE,
 };
 
+use crate::net::{accept_limited, stopped};
 use crate::redact::Redactor;
 use crate::supervise::{Component, Health};
 use crate::turn_runtime::{BindFailure, StartError};
@@ -238,51 +239,26 @@ fn browse_url(scheme: &str, addrs: &[SocketAddr]) -> Option<String> {
     Some(format!("{scheme}://{host}:{}/", a.port()))
 }
 
-/// Waits until `shutdown` is set (or its sender is gone).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    while !*shutdown.borrow_and_update() {
-        if shutdown.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let local = listener.local_addr().ok();
-    loop {
-        let permit = tokio::select! {
-            p = shared.semaphore.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = stopped(&mut shutdown) => return,
-        };
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = stopped(&mut shutdown) => return,
-        };
-        match accepted {
-            Ok((stream, remote)) => {
-                shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(connection(
-                    stream,
-                    remote,
-                    permit,
-                    shared.clone(),
-                    shutdown.clone(),
-                ));
-            }
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                warn!(local = ?local, error = %e, "HTTP accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
+    let limit = shared.semaphore.clone();
+    let for_connections = shutdown.clone();
+    accept_limited(
+        listener,
+        limit,
+        shutdown,
+        "HTTP",
+        move |stream, remote, permit| {
+            shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(connection(
+                stream,
+                remote,
+                permit,
+                shared.clone(),
+                for_connections.clone(),
+            ));
+        },
+    )
+    .await;
 }
 
 /// The first byte of a TLS ClientHello record.

@@ -559,6 +559,8 @@ pub struct SfuService {
     udp_addrs: Vec<SocketAddr>,
     tcp_addrs: Vec<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
+    /// Ends the ICE-TCP accept loops (set, or dropped with the service).
+    stop_accepting: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -581,6 +583,7 @@ impl SfuService {
         let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(COMMAND_QUEUE);
         let (stats_tx, stats_rx) = watch::channel(SfuSnapshot::default());
         let (shutdown_tx, shutdown_rx) = oneshot::channel();
+        let (stop_accepting, accepting) = watch::channel(false);
         let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
 
         let mut tasks = Vec::new();
@@ -605,6 +608,7 @@ impl SfuService {
                     in_tx.clone(),
                     cmd_tx.clone(),
                     options.max_tcp_connections,
+                    accepting.clone(),
                 ),
             ));
         }
@@ -649,6 +653,7 @@ impl SfuService {
             udp_addrs,
             tcp_addrs,
             shutdown: Some(shutdown_tx),
+            stop_accepting,
             tasks,
         };
         let link = SfuLink {
@@ -678,6 +683,7 @@ impl SfuService {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        let _ = self.stop_accepting.send(true);
         for t in &self.tasks {
             t.abort();
         }
@@ -687,8 +693,6 @@ impl SfuService {
         snapshot
     }
 }
-
-impl Core {}
 
 #[cfg(test)]
 mod tests {

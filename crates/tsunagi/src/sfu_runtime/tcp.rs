@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
-use tracing::debug;
+use tokio::sync::{mpsc, watch, Semaphore};
 use tsunagi_sfu::Protocol;
 
 use super::{Command, Incoming};
+use crate::net::accept_limited;
 
 /// Frames queued for one connection's writer.
 const WRITE_QUEUE: usize = 512;
@@ -24,36 +24,33 @@ const IDLE: Duration = Duration::from_secs(30);
 /// A frame begun must complete within this.
 const FRAME_STALL: Duration = Duration::from_secs(10);
 
+/// Accepts ICE-TCP connections while a permit of `max_connections` is free
+/// ([`accept_limited`]), until `shutdown`.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     advertised: SocketAddr,
     incoming: mpsc::Sender<Incoming>,
     commands: mpsc::Sender<Command>,
     max_connections: usize,
+    shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(max_connections.max(1)));
-    loop {
-        let (stream, remote) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                debug!("SFU TCP accept: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            debug!(%remote, "SFU TCP connection refused: at the connection limit");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let incoming = incoming.clone();
-        let commands = commands.clone();
-        tokio::spawn(async move {
-            connection(stream, remote, advertised, incoming, commands).await;
-            drop(permit);
-        });
-    }
+    accept_limited(
+        listener,
+        permits,
+        shutdown,
+        "SFU ICE-TCP",
+        move |stream, remote, permit| {
+            let _ = stream.set_nodelay(true);
+            let incoming = incoming.clone();
+            let commands = commands.clone();
+            tokio::spawn(async move {
+                connection(stream, remote, advertised, incoming, commands).await;
+                drop(permit);
+            });
+        },
+    )
+    .await;
 }
 
 async fn connection(

@@ -12,12 +12,13 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
-use tracing::{debug, warn};
+use tracing::debug;
 use tsunagi_stun::{stream_frame_len, FrameLen};
 use tsunagi_turn::{FiveTuple, Transport};
 
 use super::poller::CoreWaker;
 use super::{ClientInput, Counters};
+use crate::net::{accept_limited, stopped};
 
 /// Longest TCP frame: a STUN message with the largest length that is a multiple of 4.
 const MAX_FRAME: usize = 20 + 65_532;
@@ -98,15 +99,6 @@ pub(crate) fn set_dont_fragment<S>(_sock: S, _v6: bool, _on: bool) -> io::Result
     ))
 }
 
-/// Waits until `shutdown` is set (or its sender is gone).
-pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    while !*shutdown.borrow_and_update() {
-        if shutdown.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
 /// The cores' queues of TCP and TLS input, with their wakers: a send that finds its
 /// core asleep wakes it. With several workers, a connection's frames all go to the
 /// worker its 5-tuple hashes to, which holds its allocation.
@@ -160,8 +152,7 @@ pub(crate) struct TcpSettings {
     pub redact: crate::redact::Redactor,
 }
 
-/// Accepts TCP connections while a connection permit is free (DESIGN practice 13: at
-/// the cap, connections wait in the kernel's backlog instead of costing memory here).
+/// Accepts TCP connections while a connection permit is free ([`accept_limited`]).
 /// With `tls`, each connection first completes a TLS handshake (TURN over TLS, RFC
 /// 8656 §3.1, port 5349) in its own task; the decrypted stream is then framed exactly
 /// like plain TCP. TCP and TLS connections share one permit pool.
@@ -171,47 +162,36 @@ pub(crate) async fn tcp_acceptor(
     tx: ClientTx,
     settings: TcpSettings,
     counters: Arc<Counters>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let local = listener.local_addr().ok();
-    loop {
-        let permit = tokio::select! {
-            p = settings.semaphore.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = stopped(&mut shutdown) => return,
-        };
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = stopped(&mut shutdown) => return,
-        };
-        match accepted {
-            Ok((stream, client)) => {
-                let conn = Conn {
-                    client,
-                    permit,
-                    tx: tx.clone(),
-                    settings: settings.clone(),
-                    counters: counters.clone(),
-                    shutdown: shutdown.clone(),
-                };
-                match &tls {
-                    None => {
-                        tokio::spawn(tcp_connection(stream, conn));
-                    }
-                    Some(acceptor) => {
-                        tokio::spawn(tls_connection(stream, acceptor.clone(), conn));
-                    }
+    let limit = settings.semaphore.clone();
+    let what = if tls.is_some() { "TLS" } else { "TCP" };
+    let for_connections = shutdown.clone();
+    accept_limited(
+        listener,
+        limit,
+        shutdown,
+        what,
+        move |stream, client, permit| {
+            let conn = Conn {
+                client,
+                permit,
+                tx: tx.clone(),
+                settings: settings.clone(),
+                counters: counters.clone(),
+                shutdown: for_connections.clone(),
+            };
+            match &tls {
+                None => {
+                    tokio::spawn(tcp_connection(stream, conn));
+                }
+                Some(acceptor) => {
+                    tokio::spawn(tls_connection(stream, acceptor.clone(), conn));
                 }
             }
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                warn!(local = ?local, error = %e, "TCP accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+        },
+    )
+    .await;
 }
 
 /// Why a TCP connection ended, for the debug log.
