@@ -1,4 +1,5 @@
-//! `/metrics` in the Prometheus text exposition format (version 0.0.4).
+//! `/metrics` in the Prometheus text exposition format (version 0.0.4), and the counters
+//! of TURN and HTTP described once ([`Metric`]) for both `/metrics` and `/api/stats`.
 //!
 //! Hand-written rather than through the `metrics` + `metrics-exporter-prometheus`
 //! crates: every value already lives in a counter that its owner keeps (the TURN
@@ -11,7 +12,12 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
+use serde_json::{Map, Value};
+use tsunagi_turn::Stats;
+
 use super::routes::HttpState;
+use super::HttpCounters;
+use crate::turn_runtime::CounterSnapshot;
 
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -66,6 +72,276 @@ impl Prometheus {
     }
 }
 
+/// Counter or gauge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// One value, described once for both outputs.
+#[derive(Debug)]
+pub(crate) struct Metric<T> {
+    /// Its key in `/api/stats`; a dot nests it (`runtime.sendErrors`).
+    pub json: &'static str,
+    /// Its sample in `/metrics`: a name, or `family{label="value"}` (the samples of one
+    /// family stand next to each other in the table).
+    pub prom: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+    pub value: fn(&T) -> u64,
+}
+
+use Kind::{Counter, Gauge};
+
+/// What the TURN counters are read from: the server's counters and the runtime's.
+pub(crate) type TurnView = (Stats, CounterSnapshot);
+
+/// The TURN section. "To peers" is client → relay → peer; "from peers" the reverse.
+pub(crate) const TURN: &[Metric<TurnView>] = &[
+    Metric {
+        json: "allocations",
+        prom: "tsunagi_turn_allocations",
+        kind: Gauge,
+        help: "TURN allocations live now.",
+        value: |v| v.0.allocations,
+    },
+    Metric {
+        json: "allocationsCreated",
+        prom: "tsunagi_turn_allocations_created_total",
+        kind: Counter,
+        help: "TURN allocations created.",
+        value: |v| v.0.allocations_created,
+    },
+    Metric {
+        json: "allocationsDeleted",
+        prom: "tsunagi_turn_allocations_deleted_total",
+        kind: Counter,
+        help: "TURN allocations deleted (expired, refreshed to 0, connection closed).",
+        value: |v| v.0.allocations_deleted,
+    },
+    Metric {
+        json: "permissions",
+        prom: "tsunagi_turn_permissions",
+        kind: Gauge,
+        help: "TURN permissions live now.",
+        value: |v| v.0.permissions,
+    },
+    Metric {
+        json: "channels",
+        prom: "tsunagi_turn_channels",
+        kind: Gauge,
+        help: "TURN channel bindings live now.",
+        value: |v| v.0.channels,
+    },
+    Metric {
+        json: "bindingRequests",
+        prom: "tsunagi_turn_binding_requests_total",
+        kind: Counter,
+        help: "STUN Binding requests answered.",
+        value: |v| v.0.binding_requests,
+    },
+    Metric {
+        json: "authFailures",
+        prom: "tsunagi_turn_auth_failures_total",
+        kind: Counter,
+        help: "TURN requests refused for their credentials.",
+        value: |v| v.0.auth_failures,
+    },
+    Metric {
+        json: "peersDenied",
+        prom: "tsunagi_turn_peers_denied_total",
+        kind: Counter,
+        help: "Peer addresses refused by the peer policy (403).",
+        value: |v| v.0.peers_denied,
+    },
+    Metric {
+        json: "packetsToPeers",
+        prom: "tsunagi_turn_packets_to_peers_total",
+        kind: Counter,
+        help: "Packets relayed from clients to peers.",
+        value: |v| v.0.packets_to_peers,
+    },
+    Metric {
+        json: "bytesToPeers",
+        prom: "tsunagi_turn_bytes_to_peers_total",
+        kind: Counter,
+        help: "Payload bytes relayed from clients to peers.",
+        value: |v| v.0.bytes_to_peers,
+    },
+    Metric {
+        json: "packetsFromPeers",
+        prom: "tsunagi_turn_packets_from_peers_total",
+        kind: Counter,
+        help: "Packets relayed from peers to clients.",
+        value: |v| v.0.packets_from_peers,
+    },
+    Metric {
+        json: "bytesFromPeers",
+        prom: "tsunagi_turn_bytes_from_peers_total",
+        kind: Counter,
+        help: "Payload bytes relayed from peers to clients.",
+        value: |v| v.0.bytes_from_peers,
+    },
+    Metric {
+        json: "droppedNoPermission",
+        prom: "tsunagi_turn_dropped_total{reason=\"no_permission\"}",
+        kind: Counter,
+        help: "Packets the TURN server dropped, by reason.",
+        value: |v| v.0.dropped_no_permission,
+    },
+    Metric {
+        json: "droppedRateLimited",
+        prom: "tsunagi_turn_dropped_total{reason=\"rate_limited\"}",
+        kind: Counter,
+        help: "Packets the TURN server dropped, by reason.",
+        value: |v| v.0.dropped_rate_limited,
+    },
+    Metric {
+        json: "droppedInvalid",
+        prom: "tsunagi_turn_dropped_total{reason=\"invalid\"}",
+        kind: Counter,
+        help: "Packets the TURN server dropped, by reason.",
+        value: |v| v.0.dropped_invalid,
+    },
+    Metric {
+        json: "runtime.sendWouldBlock",
+        prom: "tsunagi_turn_dropped_total{reason=\"send_would_block\"}",
+        kind: Counter,
+        help: "Packets the TURN server dropped, by reason.",
+        value: |v| v.1.send_would_block,
+    },
+    Metric {
+        json: "runtime.tcpQueueFull",
+        prom: "tsunagi_turn_dropped_total{reason=\"tcp_queue_full\"}",
+        kind: Counter,
+        help: "Packets the TURN server dropped, by reason.",
+        value: |v| v.1.tcp_queue_full,
+    },
+    Metric {
+        json: "runtime.sendErrors",
+        prom: "tsunagi_turn_send_errors_total",
+        kind: Counter,
+        help: "Sends that failed (unreachable, message too large, ...).",
+        value: |v| v.1.send_errors,
+    },
+    Metric {
+        json: "runtime.recvErrors",
+        prom: "tsunagi_turn_recv_errors_total",
+        kind: Counter,
+        help: "Receive errors on listener or relay sockets.",
+        value: |v| v.1.recv_errors,
+    },
+    Metric {
+        json: "runtime.tcpConnections",
+        prom: "tsunagi_turn_stream_connections",
+        kind: Gauge,
+        help: "TURN TCP and TLS client connections open now.",
+        value: |v| v.1.tcp_connections,
+    },
+    Metric {
+        json: "runtime.tlsHandshakeFailures",
+        prom: "tsunagi_turn_tls_handshake_failures_total",
+        kind: Counter,
+        help: "TURN-over-TLS handshakes that failed or timed out.",
+        value: |v| v.1.tls_handshake_failures,
+    },
+    Metric {
+        json: "runtime.tcpInvalid",
+        prom: "tsunagi_turn_stream_invalid_total",
+        kind: Counter,
+        help: "TURN TCP/TLS connections closed for a stream that was not STUN or ChannelData.",
+        value: |v| v.1.tcp_invalid,
+    },
+    Metric {
+        json: "runtime.relayExhausted",
+        prom: "tsunagi_turn_relay_exhausted_total",
+        kind: Counter,
+        help: "Allocations refused for lack of a free relay port.",
+        value: |v| v.1.relay_exhausted,
+    },
+    Metric {
+        json: "runtime.relayBindErrors",
+        prom: "tsunagi_turn_relay_bind_errors_total",
+        kind: Counter,
+        help: "Relay sockets that could not be opened.",
+        value: |v| v.1.relay_bind_errors,
+    },
+];
+
+/// The HTTP section.
+pub(crate) const HTTP: &[Metric<HttpCounters>] = &[
+    Metric {
+        json: "connections",
+        prom: "tsunagi_http_connections",
+        kind: Gauge,
+        help: "HTTP connections open now, WebSockets included.",
+        value: |h| h.connections.load(Ordering::Relaxed),
+    },
+    Metric {
+        json: "accepted",
+        prom: "tsunagi_http_connections_accepted_total",
+        kind: Counter,
+        help: "HTTP connections accepted.",
+        value: |h| h.accepted.load(Ordering::Relaxed),
+    },
+    Metric {
+        json: "tlsHandshakeFailures",
+        prom: "tsunagi_http_tls_handshake_failures_total",
+        kind: Counter,
+        help: "HTTPS handshakes that failed or timed out.",
+        value: |h| h.tls_handshake_failures.load(Ordering::Relaxed),
+    },
+    Metric {
+        json: "plainHttpRedirects",
+        prom: "tsunagi_http_plain_redirects_total",
+        kind: Counter,
+        help: "Plain HTTP requests on the HTTPS port, redirected to https.",
+        value: |h| h.plain_http_redirects.load(Ordering::Relaxed),
+    },
+];
+
+/// The `/api/stats` object of a table.
+pub(crate) fn to_json<T>(table: &[Metric<T>], v: &T) -> Value {
+    let mut root = Map::new();
+    for m in table {
+        let value = Value::from((m.value)(v));
+        match m.json.split_once('.') {
+            None => {
+                root.insert(m.json.to_owned(), value);
+            }
+            Some((group, key)) => {
+                let g = root
+                    .entry(group.to_owned())
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if let Value::Object(g) = g {
+                    g.insert(key.to_owned(), value);
+                }
+            }
+        }
+    }
+    Value::Object(root)
+}
+
+impl Prometheus {
+    /// The samples of a table, with a `# HELP` and `# TYPE` per family.
+    pub(crate) fn table<T>(&mut self, table: &[Metric<T>], v: &T) {
+        let mut family = "";
+        for m in table {
+            let f = m.prom.split('{').next().unwrap_or(m.prom);
+            if f != family {
+                let kind = match m.kind {
+                    Counter => "counter",
+                    Gauge => "gauge",
+                };
+                self.family(f, m.help, kind);
+                family = f;
+            }
+            let _ = writeln!(self.out, "{} {}", m.prom, (m.value)(v));
+        }
+    }
+}
+
 /// The whole exposition.
 pub(crate) fn render(s: &HttpState) -> String {
     let mut p = Prometheus::default();
@@ -80,137 +356,9 @@ pub(crate) fn render(s: &HttpState) -> String {
         s.started.elapsed().as_secs(),
     );
     if let Some(turn) = &s.turn {
-        let t = turn.stats();
-        let c = turn.counters();
-        p.gauge(
-            "tsunagi_turn_allocations",
-            "TURN allocations live now.",
-            t.allocations,
-        );
-        p.counter(
-            "tsunagi_turn_allocations_created_total",
-            "TURN allocations created.",
-            t.allocations_created,
-        );
-        p.counter(
-            "tsunagi_turn_allocations_deleted_total",
-            "TURN allocations deleted (expired, refreshed to 0, connection closed).",
-            t.allocations_deleted,
-        );
-        p.gauge(
-            "tsunagi_turn_permissions",
-            "TURN permissions live now.",
-            t.permissions,
-        );
-        p.gauge(
-            "tsunagi_turn_channels",
-            "TURN channel bindings live now.",
-            t.channels,
-        );
-        p.counter(
-            "tsunagi_turn_binding_requests_total",
-            "STUN Binding requests answered.",
-            t.binding_requests,
-        );
-        p.counter(
-            "tsunagi_turn_auth_failures_total",
-            "TURN requests refused for their credentials.",
-            t.auth_failures,
-        );
-        p.counter(
-            "tsunagi_turn_peers_denied_total",
-            "Peer addresses refused by the peer policy (403).",
-            t.peers_denied,
-        );
-        p.counter(
-            "tsunagi_turn_packets_to_peers_total",
-            "Packets relayed from clients to peers.",
-            t.packets_to_peers,
-        );
-        p.counter(
-            "tsunagi_turn_bytes_to_peers_total",
-            "Payload bytes relayed from clients to peers.",
-            t.bytes_to_peers,
-        );
-        p.counter(
-            "tsunagi_turn_packets_from_peers_total",
-            "Packets relayed from peers to clients.",
-            t.packets_from_peers,
-        );
-        p.counter(
-            "tsunagi_turn_bytes_from_peers_total",
-            "Payload bytes relayed from peers to clients.",
-            t.bytes_from_peers,
-        );
-        p.labeled_counter(
-            "tsunagi_turn_dropped_total",
-            "Packets the TURN server dropped, by reason.",
-            "reason",
-            &[
-                ("no_permission", t.dropped_no_permission),
-                ("rate_limited", t.dropped_rate_limited),
-                ("invalid", t.dropped_invalid),
-                ("send_would_block", c.send_would_block),
-                ("tcp_queue_full", c.tcp_queue_full),
-            ],
-        );
-        p.counter(
-            "tsunagi_turn_send_errors_total",
-            "Sends that failed (unreachable, message too large, ...).",
-            c.send_errors,
-        );
-        p.counter(
-            "tsunagi_turn_recv_errors_total",
-            "Receive errors on listener or relay sockets.",
-            c.recv_errors,
-        );
-        p.gauge(
-            "tsunagi_turn_stream_connections",
-            "TURN TCP and TLS client connections open now.",
-            c.tcp_connections,
-        );
-        p.counter(
-            "tsunagi_turn_tls_handshake_failures_total",
-            "TURN-over-TLS handshakes that failed or timed out.",
-            c.tls_handshake_failures,
-        );
-        p.counter(
-            "tsunagi_turn_stream_invalid_total",
-            "TURN TCP/TLS connections closed for a stream that was not STUN or ChannelData.",
-            c.tcp_invalid,
-        );
-        p.counter(
-            "tsunagi_turn_relay_exhausted_total",
-            "Allocations refused for lack of a free relay port.",
-            c.relay_exhausted,
-        );
-        p.counter(
-            "tsunagi_turn_relay_bind_errors_total",
-            "Relay sockets that could not be opened.",
-            c.relay_bind_errors,
-        );
+        p.table(TURN, &(turn.stats(), turn.counters()));
     }
-    let h = &s.http;
-    p.gauge(
-        "tsunagi_http_connections",
-        "HTTP connections open now, WebSockets included.",
-        h.connections.load(Ordering::Relaxed),
-    );
-    p.counter(
-        "tsunagi_http_connections_accepted_total",
-        "HTTP connections accepted.",
-        h.accepted.load(Ordering::Relaxed),
-    );
-    p.counter(
-        "tsunagi_http_tls_handshake_failures_total",
-        "HTTPS handshakes that failed or timed out.",
-        h.tls_handshake_failures.load(Ordering::Relaxed),
-    );
-    p.counter(
-        "tsunagi_http_plain_redirects_total",
-        "Plain HTTP requests on the HTTPS port, redirected to https.",
-        h.plain_http_redirects.load(Ordering::Relaxed),
-    );
+    p.table(HTTP, &s.http);
     for src in &s.sources {
         src.prometheus(&mut p);
     }

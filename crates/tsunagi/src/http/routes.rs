@@ -1,7 +1,6 @@
 //! The routes: the embedded web client, health, stats and metrics, and the layers that
 //! every response goes through (security headers, body limit).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -319,58 +318,18 @@ async fn stats_json(State(s): State<HttpState>) -> Response {
 /// ```
 ///
 /// `turn` is absent when TURN is not running; each [`StatsSource`] adds its own key
-/// (e.g. `signaling`). "To peers" is client → relay → peer; "from peers" the reverse.
+/// (e.g. `signaling`). The TURN and HTTP values are described once, in
+/// [`metrics::TURN`] and [`metrics::HTTP`], for this and `/metrics`.
 pub fn stats_value(s: &HttpState) -> Value {
     let mut root = Map::new();
     root.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
     root.insert("uptimeSeconds".into(), json!(s.started.elapsed().as_secs()));
     root.insert("tls".into(), json!(s.tls));
     if let Some(turn) = &s.turn {
-        let t = turn.stats();
-        let c = turn.counters();
-        root.insert(
-            "turn".into(),
-            json!({
-                "allocations": t.allocations,
-                "allocationsCreated": t.allocations_created,
-                "allocationsDeleted": t.allocations_deleted,
-                "permissions": t.permissions,
-                "channels": t.channels,
-                "bindingRequests": t.binding_requests,
-                "authFailures": t.auth_failures,
-                "peersDenied": t.peers_denied,
-                "packetsToPeers": t.packets_to_peers,
-                "bytesToPeers": t.bytes_to_peers,
-                "packetsFromPeers": t.packets_from_peers,
-                "bytesFromPeers": t.bytes_from_peers,
-                "droppedNoPermission": t.dropped_no_permission,
-                "droppedRateLimited": t.dropped_rate_limited,
-                "droppedInvalid": t.dropped_invalid,
-                "runtime": {
-                    "sendWouldBlock": c.send_would_block,
-                    "sendErrors": c.send_errors,
-                    "tcpQueueFull": c.tcp_queue_full,
-                    "recvErrors": c.recv_errors,
-                    "tcpConnections": c.tcp_connections,
-                    "tlsHandshakeFailures": c.tls_handshake_failures,
-                    "tcpInvalid": c.tcp_invalid,
-                    "relayExhausted": c.relay_exhausted,
-                    "relayBindErrors": c.relay_bind_errors,
-                },
-            }),
-        );
+        let view = (turn.stats(), turn.counters());
+        root.insert("turn".into(), metrics::to_json(metrics::TURN, &view));
     }
-    let h = &s.http;
-    let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    root.insert(
-        "http".into(),
-        json!({
-            "connections": l(&h.connections),
-            "accepted": l(&h.accepted),
-            "tlsHandshakeFailures": l(&h.tls_handshake_failures),
-            "plainHttpRedirects": l(&h.plain_http_redirects),
-        }),
-    );
+    root.insert("http".into(), metrics::to_json(metrics::HTTP, &s.http));
     for src in &s.sources {
         root.insert(src.key().to_owned(), src.json());
     }
