@@ -502,7 +502,7 @@ impl<I: IceServerSource> Hub<I> {
         self.conns.insert(
             conn,
             Conn {
-                bucket: TokenBucket::new(now, rate, rate.saturating_mul(2)),
+                bucket: TokenBucket::new(now, u64::from(rate), u64::from(rate).saturating_mul(2)),
                 flood: FloodDetector::default(),
                 peer: None,
                 last_rate_error: None,

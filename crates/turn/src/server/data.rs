@@ -35,7 +35,7 @@ impl Server {
             self.stats.dropped_invalid += 1;
             return None;
         }
-        if !a.to_client.take(now, data.len()) {
+        if !a.to_client.take_n(now, data.len() as u64) {
             self.stats.dropped_rate_limited += 1;
             return None;
         }
@@ -185,7 +185,7 @@ impl Server {
             self.stats.dropped_invalid += 1;
             return None;
         };
-        if !a.to_peer.take(now, len) {
+        if !a.to_peer.take_n(now, len as u64) {
             self.stats.dropped_rate_limited += 1;
             return None;
         }

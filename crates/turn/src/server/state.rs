@@ -2,6 +2,7 @@
 //! buckets, reservations, and the live relayed addresses.
 
 use super::*;
+use tsunagi_rate::TokenBucket;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(super) struct AllocId(pub(super) u64);
@@ -48,41 +49,6 @@ impl Permission {
 pub(super) struct Channel {
     pub(super) peer: SocketAddr,
     pub(super) expires: Instant,
-}
-
-#[derive(Debug)]
-pub(super) struct TokenBucket {
-    /// Bytes per second; 0 = unlimited.
-    pub(super) rate: u64,
-    pub(super) tokens: f64,
-    pub(super) last: Instant,
-}
-
-impl TokenBucket {
-    pub(super) fn new(bps: u64, now: Instant) -> Self {
-        let rate = bps / 8;
-        Self {
-            rate,
-            tokens: rate as f64,
-            last: now,
-        }
-    }
-
-    pub(super) fn take(&mut self, now: Instant, bytes: usize) -> bool {
-        if self.rate == 0 {
-            return true;
-        }
-        let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        // One second of burst.
-        self.tokens = (self.tokens + dt * self.rate as f64).min(self.rate as f64);
-        if self.tokens >= bytes as f64 {
-            self.tokens -= bytes as f64;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -192,4 +158,11 @@ impl LiveRelays {
 /// allowed endpoint, or a live relayed address of this server.
 pub(super) fn endpoint_covered(policy: &PeerPolicy, relays: &LiveRelays, peer: SocketAddr) -> bool {
     policy.is_allowed_endpoint(peer) || relays.contains(peer)
+}
+
+/// The bandwidth limit of one direction of an allocation: `bps` bits per second as bytes,
+/// with one second of burst; 0 = unlimited.
+pub(super) fn byte_bucket(bps: u64, now: Instant) -> TokenBucket {
+    let rate = bps / 8;
+    TokenBucket::new(now, rate, rate)
 }
