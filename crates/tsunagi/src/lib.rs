@@ -1,6 +1,7 @@
 //! The `tsunagi` binary as a library, so that integration tests can start the STUN/TURN
 //! server in-process on port 0 and learn the bound addresses.
 //!
+//! * [`cli`]: the command line (`serve`, `token`, `nat`) and its environment variables.
 //! * [`config`]: command line, TOML file and `TSUNAGI_*` environment, validated once.
 //! * [`turn_runtime`]: the sockets and tasks that drive the sans-IO
 //!   [`tsunagi_turn::Server`].
@@ -15,6 +16,7 @@
 //! * [`token`]: `tsunagi token`, which prints signaling access tokens.
 //! * [`nat`]: `tsunagi nat`, NAT behaviour discovery (RFC 5780) as a client.
 
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod nat;

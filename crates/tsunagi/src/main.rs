@@ -11,7 +11,8 @@ use clap::{CommandFactory, FromArgMatches};
 use rand::RngCore;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
-use tsunagi::config::{Cli, Command, Config, LogFormat, TlsSource};
+use tsunagi::cli::{Cli, Command};
+use tsunagi::config::{Config, LogFormat, TlsSource};
 use tsunagi::http::{self, HttpOptions, HttpService, HttpState};
 use tsunagi::sfu_runtime::{self, SfuOptions, SfuService, SfuSockets};
 use tsunagi::signaling::{self, SignalingHandle, SignalingOptions};
@@ -29,7 +30,7 @@ const FAULT_HOLD: std::time::Duration = std::time::Duration::from_secs(2);
 fn main() -> ExitCode {
     // An empty TSUNAGI_* variable counts as unset; clap reads the others (and exits
     // with status 2 on a bad command line or variable).
-    tsunagi::config::unset_blank_env();
+    tsunagi::cli::unset_blank_env();
     let matches = match command().try_get_matches() {
         Ok(m) => m,
         Err(e) => return clap_error(&e),
@@ -105,7 +106,7 @@ fn command() -> clap::Command {
 /// Prints a command-line error (naming the variable when the value came from the
 /// environment); `--help` and `--version` exit 0, errors 2.
 fn clap_error(e: &clap::Error) -> ExitCode {
-    let hint = tsunagi::config::env_source_of(e);
+    let hint = tsunagi::cli::env_source_of(e);
     let _ = e.print();
     if let Some(hint) = hint {
         eprintln!("note: {hint}");

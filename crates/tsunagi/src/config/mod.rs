@@ -29,7 +29,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{Args, ValueEnum};
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use tsunagi_signal::RoomMode;

@@ -3,43 +3,6 @@
 
 use super::*;
 
-/// `tsunagi [OPTIONS]` is `tsunagi serve [OPTIONS]`.
-#[derive(Debug, Parser)]
-#[command(
-    name = "tsunagi",
-    version,
-    about = "Self-hosted WebRTC server: STUN/TURN (a drop-in for coturn)",
-    args_conflicts_with_subcommands = true
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    #[command(flatten)]
-    pub options: Options,
-}
-
-// Parsed once at start; boxing `Options` would only complicate every use.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the STUN/TURN server (what `tsunagi` with no subcommand does).
-    Serve(Options),
-    /// Print a signaling access token (an HS256 JWT signed with token-secret).
-    Token(crate::token::TokenArgs),
-    /// Find out what kind of NAT this host is behind (RFC 5780) and what it means for WebRTC.
-    Nat(crate::nat::NatArgs),
-}
-
-impl Cli {
-    /// The options of `serve`, whether or not the subcommand was named.
-    pub fn into_serve_options(self) -> Options {
-        match self.command {
-            Some(Command::Serve(o)) => o,
-            Some(Command::Token(_) | Command::Nat(_)) | None => self.options,
-        }
-    }
-}
-
 /// `text` or `json` log lines.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -453,44 +416,4 @@ pub fn unknown_env_vars(vars: impl IntoIterator<Item = String>) -> Vec<String> {
             k.starts_with(ENV_PREFIX) && !known.contains(k) && k.as_str() != "TSUNAGI_DEBUG_FAULT"
         })
         .collect()
-}
-
-/// For an invalid value that came from a `TSUNAGI_*` variable, which variable: clap's
-/// message names only the option (`invalid value 'abc' for '--min-port <N>'`).
-pub fn env_source_of(e: &clap::Error) -> Option<String> {
-    use clap::error::{ContextKind, ContextValue};
-    let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) = (
-        e.get(ContextKind::InvalidArg),
-        e.get(ContextKind::InvalidValue),
-    ) else {
-        return None;
-    };
-    let long = arg.strip_prefix("--")?.split(['[', ' ', '=']).next()?;
-    let cmd = Cli::command();
-    let var = cmd
-        .get_arguments()
-        .find(|a| a.get_long() == Some(long))?
-        .get_env()?
-        .to_str()?
-        .to_owned();
-    let set = std::env::var(&var).ok()?;
-    // The variable's value, or one item of its list.
-    (set == *value || set.split(',').any(|item| item == value))
-        .then(|| format!("the value comes from the environment variable {var}"))
-}
-
-/// Removes `TSUNAGI_*` variables that are set but blank: an empty variable counts as
-/// unset (`TSUNAGI_REALM=` in a compose file). Call it before parsing the command line,
-/// while the process has one thread.
-pub fn unset_blank_env() {
-    let blank: Vec<_> = std::env::vars_os()
-        .filter(|(k, v)| {
-            k.to_str().is_some_and(|k| k.starts_with(ENV_PREFIX))
-                && v.to_str().is_some_and(|v| v.trim().is_empty())
-        })
-        .map(|(k, _)| k)
-        .collect();
-    for k in blank {
-        std::env::remove_var(k);
-    }
 }

@@ -15,7 +15,6 @@ use std::sync::atomic::Ordering;
 use serde_json::{Map, Value};
 use tsunagi_turn::Stats;
 
-use super::routes::HttpState;
 use super::HttpCounters;
 use crate::turn_runtime::CounterSnapshot;
 
@@ -65,6 +64,16 @@ impl Prometheus {
     fn family(&mut self, name: &str, help: &str, kind: &str) {
         let _ = writeln!(self.out, "# HELP {name} {help}");
         let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    /// `tsunagi_build_info{version="..."} 1`.
+    pub(crate) fn build_info(&mut self, version: &str) {
+        self.family(
+            "tsunagi_build_info",
+            "Version of the running binary.",
+            "gauge",
+        );
+        let _ = writeln!(self.out, "tsunagi_build_info{{version=\"{version}\"}} 1");
     }
 
     pub fn finish(self) -> String {
@@ -340,27 +349,4 @@ impl Prometheus {
             let _ = writeln!(self.out, "{} {}", m.prom, (m.value)(v));
         }
     }
-}
-
-/// The whole exposition.
-pub(crate) fn render(s: &HttpState) -> String {
-    let mut p = Prometheus::default();
-    let _ = writeln!(
-        p.out,
-        "# HELP tsunagi_build_info Version of the running binary.\n# TYPE tsunagi_build_info gauge\ntsunagi_build_info{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
-    );
-    p.gauge(
-        "tsunagi_uptime_seconds",
-        "Seconds since the server started.",
-        s.started.elapsed().as_secs(),
-    );
-    if let Some(turn) = &s.turn {
-        p.table(TURN, &(turn.stats(), turn.counters()));
-    }
-    p.table(HTTP, &s.http);
-    for src in &s.sources {
-        src.prometheus(&mut p);
-    }
-    p.finish()
 }

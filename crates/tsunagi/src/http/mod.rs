@@ -22,6 +22,7 @@
 
 mod metrics;
 mod routes;
+mod state;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -42,9 +43,8 @@ use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
 pub use metrics::{Prometheus, StatsSource};
-pub use routes::{
-    app, embedded_files, routes, stats_value, HttpState, CONTENT_SECURITY_POLICY_BASE,
-};
+pub use routes::{app, embedded_files, routes, CONTENT_SECURITY_POLICY_BASE};
+pub use state::{stats_value, HttpState};
 
 use crate::net::{accept_limited, stopped};
 use crate::redact::Redactor;

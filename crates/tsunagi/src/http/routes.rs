@@ -1,9 +1,6 @@
 //! The routes: the embedded web client, health, stats and metrics, and the layers that
 //! every response goes through (security headers, body limit).
 
-use std::sync::Arc;
-use std::time::Instant;
-
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
@@ -11,12 +8,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Map, Value};
 
-use super::metrics::{self, StatsSource};
-use super::{HttpCounters, MAX_BODY_BYTES};
-use crate::supervise::Health;
-use crate::turn_runtime::StatsHandle;
+use super::metrics;
+use super::state::HttpState;
+use super::MAX_BODY_BYTES;
 
 /// One embedded file of the web client.
 #[derive(Debug)]
@@ -60,59 +55,6 @@ const NOT_FOUND: &str =
 pub const CONTENT_SECURITY_POLICY_BASE: &str = "default-src 'self'; script-src 'self'; \
 style-src 'self'; img-src 'self' data: blob:; media-src 'self' blob: mediastream:; \
 object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
-
-/// What the built-in routes read.
-#[derive(Clone)]
-pub struct HttpState {
-    /// The TURN server's counters (`None` when TURN is not running).
-    pub turn: Option<StatsHandle>,
-    /// More sections of `/api/stats` and `/metrics` (signaling, SFU).
-    pub sources: Vec<Arc<dyn StatsSource>>,
-    pub http: Arc<HttpCounters>,
-    /// Whether the HTTP port speaks TLS and TURN over TLS is offered.
-    pub tls: bool,
-    pub started: Instant,
-    /// The cores' health, for `/healthz`.
-    pub health: Health,
-}
-
-impl std::fmt::Debug for HttpState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpState")
-            .field("turn", &self.turn.is_some())
-            .field(
-                "sources",
-                &self.sources.iter().map(|s| s.key()).collect::<Vec<_>>(),
-            )
-            .field("tls", &self.tls)
-            .finish_non_exhaustive()
-    }
-}
-
-impl HttpState {
-    pub fn new(turn: Option<StatsHandle>, http: Arc<HttpCounters>, tls: bool) -> Self {
-        Self {
-            turn,
-            sources: Vec::new(),
-            http,
-            tls,
-            started: Instant::now(),
-            health: Health::default(),
-        }
-    }
-
-    /// `/healthz` reports the cores registered in `health`.
-    pub fn with_health(mut self, health: Health) -> Self {
-        self.health = health;
-        self
-    }
-
-    /// Adds a section to `/api/stats` and `/metrics`.
-    pub fn with_source(mut self, source: Arc<dyn StatsSource>) -> Self {
-        self.sources.push(source);
-        self
-    }
-}
 
 /// The built-in routes: `/`, `/r/{room}`, the web client's files, `/healthz`,
 /// `/api/stats`, `/metrics`. Without the layers of [`app`].
@@ -296,44 +238,7 @@ pub(crate) fn https_redirect() -> Router {
 
 /// `/api/stats`: see [`stats_value`].
 async fn stats_json(State(s): State<HttpState>) -> Response {
-    ([(header::CACHE_CONTROL, "no-store")], Json(stats_value(&s))).into_response()
-}
-
-/// The JSON of `/api/stats` (camelCase, like the signaling protocol):
-///
-/// ```json
-/// {"version": "0.1.0", "uptimeSeconds": 42, "tls": false,
-///  "turn": {"allocations": 1, "allocationsCreated": 3, "allocationsDeleted": 2,
-///           "permissions": 1, "channels": 1, "bindingRequests": 5,
-///           "authFailures": 0, "peersDenied": 0,
-///           "packetsToPeers": 10, "bytesToPeers": 1200,
-///           "packetsFromPeers": 10, "bytesFromPeers": 1200,
-///           "droppedNoPermission": 0, "droppedRateLimited": 0, "droppedInvalid": 0,
-///           "runtime": {"sendWouldBlock": 0,
-///                       "sendErrors": 0, "tcpQueueFull": 0, "recvErrors": 0,
-///                       "tcpConnections": 0, "tlsHandshakeFailures": 0, "tcpInvalid": 0,
-///                       "relayExhausted": 0, "relayBindErrors": 0}},
-///  "http": {"connections": 1, "accepted": 7, "tlsHandshakeFailures": 0,
-///           "plainHttpRedirects": 0}}
-/// ```
-///
-/// `turn` is absent when TURN is not running; each [`StatsSource`] adds its own key
-/// (e.g. `signaling`). The TURN and HTTP values are described once, in
-/// [`metrics::TURN`] and [`metrics::HTTP`], for this and `/metrics`.
-pub fn stats_value(s: &HttpState) -> Value {
-    let mut root = Map::new();
-    root.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
-    root.insert("uptimeSeconds".into(), json!(s.started.elapsed().as_secs()));
-    root.insert("tls".into(), json!(s.tls));
-    if let Some(turn) = &s.turn {
-        let view = (turn.stats(), turn.counters());
-        root.insert("turn".into(), metrics::to_json(metrics::TURN, &view));
-    }
-    root.insert("http".into(), metrics::to_json(metrics::HTTP, &s.http));
-    for src in &s.sources {
-        root.insert(src.key().to_owned(), src.json());
-    }
-    Value::Object(root)
+    ([(header::CACHE_CONTROL, "no-store")], Json(s.stats_value())).into_response()
 }
 
 async fn prometheus(State(s): State<HttpState>) -> Response {
@@ -342,7 +247,7 @@ async fn prometheus(State(s): State<HttpState>) -> Response {
             (header::CONTENT_TYPE, metrics::CONTENT_TYPE),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        metrics::render(&s),
+        s.prometheus_text(),
     )
         .into_response()
 }
