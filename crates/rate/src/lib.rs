@@ -3,7 +3,7 @@
 //! caller's `now`.
 #![forbid(unsafe_code)]
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Nano-tokens per token: the bucket counts in units of 1e-9 token so that a refill of
 /// `rate` tokens per second is exactly `rate` units per nanosecond (no rounding loss
@@ -17,6 +17,9 @@ const UNIT: u64 = 1_000_000_000;
 pub struct TokenBucket {
     rate: u64,
     capacity: u64,
+    /// Nanoseconds that refill an empty bucket (beyond it the exact time does not
+    /// matter); fixed at creation, not divided out on every take.
+    fill_nanos: u64,
     level: u64,
     last: Instant,
 }
@@ -28,6 +31,9 @@ impl TokenBucket {
         TokenBucket {
             rate,
             capacity,
+            fill_nanos: capacity
+                .checked_div(rate)
+                .map_or(u64::MAX, |n| n.saturating_add(1)),
             level: capacity,
             last: now,
         }
@@ -47,8 +53,7 @@ impl TokenBucket {
         self.last = self.last.max(now);
         // Beyond a refill of the whole bucket, the exact time does not matter; capping
         // it keeps the product far from overflow.
-        let full = Duration::from_nanos(self.capacity / self.rate + 1);
-        let nanos = elapsed.min(full).as_nanos() as u64;
+        let nanos = elapsed.as_nanos().min(u128::from(self.fill_nanos)) as u64;
         self.level = self
             .level
             .saturating_add(nanos.saturating_mul(self.rate))
@@ -67,6 +72,7 @@ impl TokenBucket {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn burst_then_rate() {
