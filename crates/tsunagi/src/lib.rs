@@ -20,7 +20,6 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod nat;
-mod net;
 pub mod redact;
 pub mod sfu_runtime;
 pub mod signaling;

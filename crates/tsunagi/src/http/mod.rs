@@ -46,10 +46,10 @@ pub use metrics::{Prometheus, StatsSource};
 pub use routes::{app, embedded_files, routes, CONTENT_SECURITY_POLICY_BASE};
 pub use state::{stats_value, HttpState};
 
-use crate::net::{accept_limited, stopped};
 use crate::redact::Redactor;
 use crate::supervise::{Component, Health};
 use crate::turn_runtime::{BindFailure, StartError};
+use tsunagi_net::{accept_limited, stopped};
 
 /// Largest request body accepted (413 beyond it).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;

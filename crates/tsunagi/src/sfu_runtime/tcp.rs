@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tsunagi_sfu::Protocol;
 
 use super::{Command, Incoming};
-use crate::net::accept_limited;
+use tsunagi_net::accept_limited;
 
 /// Frames queued for one connection's writer.
 const WRITE_QUEUE: usize = 512;

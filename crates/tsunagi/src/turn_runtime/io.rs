@@ -16,9 +16,9 @@ use tracing::debug;
 use tsunagi_stun::{stream_frame_len, FrameLen};
 use tsunagi_turn::{FiveTuple, Transport};
 
-use super::poller::CoreWaker;
 use super::{ClientInput, Counters};
-use crate::net::{accept_limited, stopped};
+use tsunagi_net::CoreSender;
+use tsunagi_net::{accept_limited, stopped};
 
 /// Longest TCP frame: a STUN message with the largest length that is a multiple of 4.
 const MAX_FRAME: usize = 20 + 65_532;
@@ -73,42 +73,16 @@ pub(crate) fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener
     Ok(s.into())
 }
 
-/// Sets or clears "don't fragment" (IP_MTU_DISCOVER / IPV6_MTU_DISCOVER = DO) on a
-/// relay socket (RFC 8656 §14.1, DONT-FRAGMENT). Clearing restores Linux's default
-/// (WANT), under which the kernel fragments datagrams larger than the path MTU.
-#[cfg(target_os = "linux")]
-pub(crate) fn set_dont_fragment(
-    sock: impl std::os::fd::AsFd,
-    v6: bool,
-    on: bool,
-) -> io::Result<()> {
-    use rustix::net::sockopt::{self, Ipv4PathMtuDiscovery as V4, Ipv6PathMtuDiscovery as V6};
-    let r = if v6 {
-        sockopt::set_ipv6_mtu_discover(sock, if on { V6::DO } else { V6::WANT })
-    } else {
-        sockopt::set_ip_mtu_discover(sock, if on { V4::DO } else { V4::WANT })
-    };
-    r.map_err(io::Error::from)
-}
-
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn set_dont_fragment<S>(_sock: S, _v6: bool, _on: bool) -> io::Result<()> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "DONT-FRAGMENT is implemented for Linux only",
-    ))
-}
-
 /// The cores' queues of TCP and TLS input, with their wakers: a send that finds its
 /// core asleep wakes it. With several workers, a connection's frames all go to the
 /// worker its 5-tuple hashes to, which holds its allocation.
 #[derive(Debug, Clone)]
 pub(crate) struct ClientTx {
-    workers: Arc<[(mpsc::Sender<ClientInput>, CoreWaker)]>,
+    workers: Arc<[CoreSender<ClientInput>]>,
 }
 
 impl ClientTx {
-    pub(crate) fn new(workers: Vec<(mpsc::Sender<ClientInput>, CoreWaker)>) -> Self {
+    pub(crate) fn new(workers: Vec<CoreSender<ClientInput>>) -> Self {
         Self {
             workers: workers.into(),
         }
@@ -122,12 +96,10 @@ impl ClientTx {
             | ClientInput::Frame { ft, .. }
             | ClientInput::Closed { ft } => *ft,
         };
-        let Some((tx, waker)) = self.workers.get(worker_of(&ft, self.workers.len())) else {
+        let Some(tx) = self.workers.get(worker_of(&ft, self.workers.len())) else {
             return Err(());
         };
-        tx.send(input).await.map_err(|_| ())?;
-        waker.wake();
-        Ok(())
+        tx.send(input).await.map_err(|_| ())
     }
 }
 

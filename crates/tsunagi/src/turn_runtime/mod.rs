@@ -28,7 +28,7 @@
 //! of at most 64 TCP inputs) the core drains `poll_transmit` and `poll_event`, and
 //! consecutive transmits of equal size from one socket to one destination leave as one
 //! GSO send ([`batch`]): the relay fast path. Lone datagrams for clients from one
-//! listener are gathered and leave in one `sendmmsg` ([`batch::MultiSend`]) once 16 are
+//! listener are gathered and leave in one `sendmmsg` ([`tsunagi_net::MultiSend`]) once 16 are
 //! gathered or the turn ends. A packet from one of our relay sockets to another (both
 //! clients of a call relayed by this server) is handed from one allocation to the
 //! other without the kernel ([`Core::hand_off`]): the round trip through the loopback
@@ -53,9 +53,7 @@
 //! accepting, connections close, the core releases every relay socket and returns the
 //! server's final [`Stats`]. Dropping the [`TurnService`] does the same.
 
-mod batch;
 mod io;
-mod poller;
 mod relay;
 mod worker;
 
@@ -76,9 +74,9 @@ use tsunagi_turn::{DeleteReason, Destination, Event, FiveTuple, Server, Stats, T
 use crate::config::Config;
 use crate::redact::Redactor;
 use crate::supervise::{Component, Health};
-use batch::{FastSocket, MultiSend, RecvBufs};
-use poller::{CoreWaker, Poller, Token, WAKER};
 use relay::{RelayPool, LISTENER_TOKEN};
+use tsunagi_net::{CoreWaker, Poller, Token, WAKER};
+use tsunagi_net::{FastSocket, MultiSend, RecvBufs};
 use worker::*;
 
 pub(crate) use io::tcp_listener;
@@ -457,8 +455,8 @@ impl TurnService {
         let mut client_rxs = Vec::with_capacity(workers);
         let mut client_txs = Vec::with_capacity(workers);
         for p in &pollers {
-            let (tx, rx) = mpsc::channel(queue);
-            client_txs.push((tx, p.waker()));
+            let (tx, rx) = tsunagi_net::core_channel(queue, p.waker());
+            client_txs.push(tx);
             client_rxs.push(rx);
         }
         let client_tx = io::ClientTx::new(client_txs);

@@ -14,10 +14,11 @@ use rand::{Rng, SeedableRng};
 use tracing::{debug, warn};
 use tsunagi_turn::{BindError, BindRequest, Family, PortRequest, RelayBinder};
 
-use super::batch::FastSocket;
-use super::io::{set_dont_fragment, udp_socket};
-use super::poller::{Registry, Token};
+use super::io::udp_socket;
 use super::Counters;
+use tsunagi_net::set_dont_fragment;
+use tsunagi_net::FastSocket;
+use tsunagi_net::{Registry, Token};
 
 /// Random ports tried before scanning the range.
 const RANDOM_TRIES: usize = 32;
@@ -300,7 +301,7 @@ impl RelayPool {
                 Err(e) => debug!(%relay, error = %e, "cannot change don't-fragment"),
             }
         }
-        s.socket.send_run(peer, payload, segment)
+        s.socket.send_run(peer, payload, segment).map(|_| ())
     }
 }
 
@@ -325,10 +326,10 @@ impl RelayBinder for RelayPool {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::turn_runtime::batch::RecvBufs;
-    use crate::turn_runtime::poller::Poller;
     use std::net::Ipv4Addr;
     use std::time::Duration;
+    use tsunagi_net::Poller;
+    use tsunagi_net::RecvBufs;
 
     const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 

@@ -87,7 +87,7 @@ impl std::fmt::Debug for Core {
 }
 
 /// TCP inputs handled in one turn of the core's loop (UDP sockets: at most
-/// [`poller::EVENTS`] reported ones and as many to read again). Everything gathered in
+/// [`tsunagi_net::EVENTS`] reported ones and as many to read again). Everything gathered in
 /// a turn leaves at its end.
 pub(super) const BATCH: usize = 64;
 
@@ -138,8 +138,8 @@ impl Run {
     pub(super) fn extend(&mut self, key: RunKey, payload: &[u8]) -> bool {
         let fits = self.key == Some(key)
             && payload.len() == self.first.len()
-            && self.count < batch::GSO_MAX_SEGMENTS
-            && (self.count + 1) * payload.len() <= batch::GSO_MAX_BYTES;
+            && self.count < tsunagi_net::GSO_MAX_SEGMENTS
+            && (self.count + 1) * payload.len() <= tsunagi_net::GSO_MAX_BYTES;
         if fits {
             self.rest.extend_from_slice(payload);
             self.count += 1;
@@ -200,7 +200,7 @@ impl Core {
         shutdown: watch::Receiver<bool>,
     ) -> Stats {
         let waker = self.poller.waker();
-        let mut tokens = Vec::with_capacity(2 * poller::EVENTS);
+        let mut tokens = Vec::with_capacity(2 * tsunagi_net::EVENTS);
         let mut busy = false;
         loop {
             if *shutdown.borrow() || shutdown.has_changed().is_err() {
@@ -208,7 +208,7 @@ impl Core {
             }
             // Sockets first read again (`again`), then the ones epoll reports.
             tokens.clear();
-            let again = self.again.len().min(poller::EVENTS);
+            let again = self.again.len().min(tsunagi_net::EVENTS);
             tokens.extend(self.again.drain(..again));
             let timeout = if busy || !tokens.is_empty() {
                 Some(Duration::ZERO)
@@ -504,7 +504,7 @@ impl Core {
                     self.multi_from = Some(local);
                 }
                 self.multi.push(to, contents);
-                if self.multi.len() >= MULTI_FLUSH_AT.min(batch::MULTI_SEND_MAX) {
+                if self.multi.len() >= MULTI_FLUSH_AT.min(tsunagi_net::MULTI_SEND_MAX) {
                     self.send_multi();
                 }
             }
@@ -513,9 +513,9 @@ impl Core {
                     let r = if several {
                         contents
                             .chunks(segment * s.max_segments())
-                            .try_for_each(|piece| s.send_run(to, piece, segment))
+                            .try_for_each(|piece| s.send_run(to, piece, segment).map(|_| ()))
                     } else {
-                        s.send_run(to, contents, segment)
+                        s.send_run(to, contents, segment).map(|_| ())
                     };
                     self.count_send(r, "client", to, None);
                 }

@@ -18,7 +18,7 @@ use tracing::warn;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Waits until `shutdown` is set (or its sender is gone).
-pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     while !*shutdown.borrow_and_update() {
         if shutdown.changed().await.is_err() {
             return;
@@ -29,7 +29,7 @@ pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 /// Accepts connections on `listener` while a permit of `limit` is free, handing each
 /// one with its permit (held for the life of the connection) to `serve`, until
 /// `shutdown`. `what` names the listener in the log.
-pub(crate) async fn accept_limited(
+pub async fn accept_limited(
     listener: TcpListener,
     limit: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,

@@ -8,8 +8,8 @@
 //!   packets of a video frame; a burst of ChannelData) leaves in one `sendmsg` with UDP
 //!   GSO: the UDP/IP stack is traversed once for the whole run.
 //!
-//! [`FastSocket`] is a non-blocking std socket (it dereferences to it): the core reads
-//! it when its poller ([`super::poller`]) says so, never through a task of its own.
+//! [`FastSocket`] is a non-blocking std socket (it dereferences to it): a core reads
+//! it when its poller ([`crate::poller`]) says so, never through a task of its own.
 //! `quinn-udp` sets IP_MTU_DISCOVER to "probe" (DF on every packet); [`FastSocket::new`]
 //! restores the kernel's default (fragment when needed), and the relay sets DF per
 //! packet as DONT-FRAGMENT asks.
@@ -20,19 +20,17 @@ use std::ops::Deref;
 
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 
-use super::io::set_dont_fragment;
-
 /// Datagrams (or GRO runs) one receive call can return.
-pub(crate) const RECV_SLOTS: usize = 16;
+pub const RECV_SLOTS: usize = 16;
 /// Room per slot: the largest UDP payload, or the largest GRO run (64 KiB).
 const SLOT: usize = 65_536;
 /// Largest GSO send: the kernel limits one to 64 KiB and 64 segments.
-pub(crate) const GSO_MAX_BYTES: usize = 65_000;
-pub(crate) const GSO_MAX_SEGMENTS: usize = 64;
+pub const GSO_MAX_BYTES: usize = 65_000;
+pub const GSO_MAX_SEGMENTS: usize = 64;
 
 /// Where one batched receive lands (1 MiB, one per core): datagrams are handled in
 /// place, without a copy or an allocation per packet.
-pub(crate) struct RecvBufs {
+pub struct RecvBufs {
     bufs: Vec<u8>,
     meta: Vec<RecvMeta>,
     /// Slots filled by the last receive.
@@ -50,7 +48,7 @@ impl std::fmt::Debug for RecvBufs {
 impl RecvBufs {
     /// Room for one full receive: 1 MiB. Deliberately not `Default`, so that a
     /// `mem::take` cannot allocate one of these by the way (it once did, every turn).
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             bufs: vec![0; SLOT * RECV_SLOTS],
             meta: vec![RecvMeta::default(); RECV_SLOTS],
@@ -59,7 +57,7 @@ impl RecvBufs {
     }
 
     /// No room at all (nothing allocated): a placeholder while the real one is in use.
-    pub(crate) fn empty() -> Self {
+    pub fn empty() -> Self {
         Self {
             bufs: Vec::new(),
             meta: Vec::new(),
@@ -69,7 +67,7 @@ impl RecvBufs {
 
     /// Every datagram of the last receive with its source; a GRO run is split again
     /// by its stride.
-    pub(crate) fn datagrams(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> + '_ {
+    pub fn datagrams(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> + '_ {
         self.bufs
             .chunks(SLOT)
             .zip(self.meta.iter())
@@ -88,8 +86,8 @@ impl RecvBufs {
 
 /// A non-blocking UDP socket with `quinn-udp`'s batching state.
 #[derive(Debug)]
-pub(crate) struct FastSocket {
-    sock: UdpSocket,
+pub struct FastSocket {
+    pub(crate) sock: UdpSocket,
     state: UdpSocketState,
 }
 
@@ -116,7 +114,7 @@ impl std::os::fd::AsRawFd for FastSocket {
 
 impl FastSocket {
     /// Takes `sock` (made non-blocking here).
-    pub(crate) fn new(sock: UdpSocket) -> io::Result<Self> {
+    pub fn new(sock: UdpSocket) -> io::Result<Self> {
         sock.set_nonblocking(true)?;
         let state = UdpSocketState::new((&sock).into())?;
         let v6 = sock.local_addr()?.is_ipv6();
@@ -126,7 +124,7 @@ impl FastSocket {
     }
 
     /// Datagrams one [`FastSocket::send_run`] may carry.
-    pub(crate) fn max_segments(&self) -> usize {
+    pub fn max_segments(&self) -> usize {
         // Read each time: quinn-udp turns GSO off for good when the kernel or the NIC
         // refuses a segmented send (EIO).
         self.state.max_gso_segments().clamp(1, GSO_MAX_SEGMENTS)
@@ -137,7 +135,7 @@ impl FastSocket {
     /// it could has met an empty queue, so no second system call is needed to learn
     /// that (with many allocations, most relay sockets hold one datagram when read).
     /// `WouldBlock` when there was nothing at all.
-    pub(crate) fn recv_into(&self, rx: &mut RecvBufs) -> io::Result<bool> {
+    pub fn recv_into(&self, rx: &mut RecvBufs) -> io::Result<bool> {
         rx.filled = 0;
         let mut chunks = rx.bufs.chunks_mut(SLOT);
         let mut iovs: [IoSliceMut<'_>; RECV_SLOTS] =
@@ -149,24 +147,67 @@ impl FastSocket {
         Ok(n >= RECV_SLOTS)
     }
 
+    /// Binds `local` and asks for `buffer` bytes of kernel receive and send buffer
+    /// (best effort: the kernel caps them at rmem_max / wmem_max).
+    pub fn bind(local: SocketAddr, buffer: usize) -> io::Result<Self> {
+        let s = Self::new(UdpSocket::bind(local)?)?;
+        let _ = s.state.set_recv_buffer_size((&s.sock).into(), buffer);
+        let _ = s.state.set_send_buffer_size((&s.sock).into(), buffer);
+        Ok(s)
+    }
+
+    /// One batched receive into `rx`, calling `f(datagram, source)` for each datagram.
+    /// Returns how many slots it filled: 0 when nothing was waiting or on an error
+    /// (ICMP errors surface here; they concern one peer, never the socket). Fewer than
+    /// [`RECV_SLOTS`] means the socket's queue is empty now.
+    pub fn recv_each(&self, rx: &mut RecvBufs, mut f: impl FnMut(&[u8], SocketAddr)) -> usize {
+        loop {
+            match self.recv_into(rx) {
+                Ok(_) => {
+                    for (d, from) in rx.datagrams() {
+                        f(d, from);
+                    }
+                    return rx.filled;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return 0,
+            }
+        }
+    }
+
+    /// Receives until the socket would block, calling `f(datagram, source)` for each;
+    /// the number of datagrams.
+    pub fn recv_all(&self, rx: &mut RecvBufs, mut f: impl FnMut(&[u8], SocketAddr)) -> usize {
+        let mut total = 0;
+        while self.recv_each(rx, |d, from| {
+            total += 1;
+            f(d, from);
+        }) > 0
+        {}
+        total
+    }
+
     /// Sends `contents`, datagrams of `segment` bytes each (the last may be shorter),
-    /// to `to`: one GSO send when there are several, without waiting.
-    pub(crate) fn send_run(
-        &self,
-        to: SocketAddr,
-        contents: &[u8],
-        segment: usize,
-    ) -> io::Result<()> {
-        let several = contents.len() > segment;
-        if !several {
+    /// to `to`: one GSO send when there are several (one `sendto` each where the
+    /// kernel has no GSO), without waiting. Returns how many datagrams went out; an
+    /// error only when none did.
+    pub fn send_run(&self, to: SocketAddr, contents: &[u8], segment: usize) -> io::Result<usize> {
+        let segment = segment.max(1);
+        let count = contents.len().div_ceil(segment);
+        if count <= 1 {
             // A lone datagram: plain sendto, without sendmsg's control messages.
-            return self.sock.send_to(contents, to).map(|_| ());
+            return self.sock.send_to(contents, to).map(|_| 1);
         }
         if self.max_segments() == 1 {
-            for d in contents.chunks(segment.max(1)) {
-                self.sock.send_to(d, to)?;
+            let mut sent = 0;
+            for d in contents.chunks(segment) {
+                match self.sock.send_to(d, to) {
+                    Ok(_) => sent += 1,
+                    Err(e) if sent == 0 => return Err(e),
+                    Err(_) => break,
+                }
             }
-            return Ok(());
+            return Ok(sent);
         }
         let t = Transmit {
             destination: to,
@@ -175,153 +216,47 @@ impl FastSocket {
             segment_size: Some(segment),
             src_ip: None,
         };
-        self.state.try_send((&self.sock).into(), &t)
+        self.state.try_send((&self.sock).into(), &t).map(|()| count)
     }
 }
 
-/// Most datagrams one [`MultiSend::send`] hands to the kernel at once.
-pub(crate) const MULTI_SEND_MAX: usize = 64;
-
-/// Lone datagrams from one socket to different destinations (responses to many
-/// clients, relayed packets for many clients), gathered until the end of a batch and
-/// sent with one `sendmmsg`: one system call instead of one per datagram. The buffers
-/// keep their capacity: no allocation per packet.
-#[derive(Debug, Default)]
-pub(crate) struct MultiSend {
-    /// Destination and end offset in `bytes` of each datagram.
-    entries: Vec<(SocketAddr, usize)>,
-    bytes: Vec<u8>,
+/// Sets or clears "don't fragment" (IP_MTU_DISCOVER / IPV6_MTU_DISCOVER = DO) on a
+/// relay socket (RFC 8656 §14.1, DONT-FRAGMENT). Clearing restores Linux's default
+/// (WANT), under which the kernel fragments datagrams larger than the path MTU.
+#[cfg(target_os = "linux")]
+pub fn set_dont_fragment(sock: impl std::os::fd::AsFd, v6: bool, on: bool) -> io::Result<()> {
+    use rustix::net::sockopt::{self, Ipv4PathMtuDiscovery as V4, Ipv6PathMtuDiscovery as V6};
+    let r = if v6 {
+        sockopt::set_ipv6_mtu_discover(sock, if on { V6::DO } else { V6::WANT })
+    } else {
+        sockopt::set_ip_mtu_discover(sock, if on { V4::DO } else { V4::WANT })
+    };
+    r.map_err(io::Error::from)
 }
 
-impl MultiSend {
-    pub(crate) fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    pub(crate) fn push(&mut self, to: SocketAddr, payload: &[u8]) {
-        self.bytes.extend_from_slice(payload);
-        self.entries.push((to, self.bytes.len()));
-    }
-
-    /// Sends every datagram from `sock` and empties the batch. `failed` is called for
-    /// each datagram that was not sent, with the error: a datagram the kernel refuses
-    /// (EMSGSIZE, ENETUNREACH, ...) is skipped and the rest still go; a full socket
-    /// buffer (WouldBlock) drops the rest of the batch (UDP semantics).
-    pub(crate) fn send(
-        &mut self,
-        sock: &FastSocket,
-        mut failed: impl FnMut(io::Error, SocketAddr),
-    ) {
-        let mut start = 0;
-        let mut i = 0;
-        while i < self.entries.len() {
-            let end = (i + MULTI_SEND_MAX).min(self.entries.len());
-            match self.send_some(sock, start, i, end) {
-                Ok(n) => {
-                    let n = n.max(1).min(end - i);
-                    start = self.entries.get(i + n - 1).map_or(start, |e| e.1);
-                    i += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    for &(to, _) in self.entries.get(i..).unwrap_or_default() {
-                        failed(io::ErrorKind::WouldBlock.into(), to);
-                    }
-                    break;
-                }
-                Err(e) => {
-                    // The first datagram of this call was refused: skip it.
-                    if let Some(&(to, e_end)) = self.entries.get(i) {
-                        failed(e, to);
-                        start = e_end;
-                    }
-                    i += 1;
-                }
-            }
-        }
-        self.entries.clear();
-        self.bytes.clear();
-    }
-
-    /// Empties the batch without sending (its socket is gone).
-    pub(crate) fn send_none(&mut self) {
-        self.entries.clear();
-        self.bytes.clear();
-    }
-
-    /// `sendmmsg` of entries `i..end`, whose bytes start at `start`; the number sent.
-    #[cfg(target_os = "linux")]
-    fn send_some(
-        &self,
-        sock: &FastSocket,
-        start: usize,
-        i: usize,
-        end: usize,
-    ) -> io::Result<usize> {
-        use rustix::net::addr::SocketAddrArg;
-        use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
-        use std::io::IoSlice;
-        let entries = self.entries.get(i..end).unwrap_or_default();
-        let addrs: Vec<SocketAddrAny> = entries.iter().map(|(to, _)| to.as_any()).collect();
-        let mut from = start;
-        let iovs: Vec<[IoSlice<'_>; 1]> = entries
-            .iter()
-            .map(|&(_, e)| {
-                let d = self.bytes.get(from..e).unwrap_or_default();
-                from = e;
-                [IoSlice::new(d)]
-            })
-            .collect();
-        let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = entries
-            .iter()
-            .map(|_| SendAncillaryBuffer::default())
-            .collect();
-        let mut msgs: Vec<MMsgHdr<'_>> = addrs
-            .iter()
-            .zip(iovs.iter())
-            .zip(controls.iter_mut())
-            .map(|((a, iov), c)| MMsgHdr::new_with_addr(a, iov, c))
-            .collect();
-        sendmmsg(&sock.sock, &mut msgs, SendFlags::DONTWAIT).map_err(io::Error::from)
-    }
-
-    /// Elsewhere: one `sendto` per datagram.
-    #[cfg(not(target_os = "linux"))]
-    fn send_some(
-        &self,
-        sock: &FastSocket,
-        start: usize,
-        i: usize,
-        end: usize,
-    ) -> io::Result<usize> {
-        let (to, e) = self
-            .entries
-            .get(i)
-            .copied()
-            .ok_or(io::ErrorKind::InvalidInput)?;
-        let _ = end;
-        sock.send_to(self.bytes.get(start..e).unwrap_or_default(), to)?;
-        Ok(1)
-    }
+/// Elsewhere DONT-FRAGMENT is refused (the server answers 420 to a request with it).
+#[cfg(not(target_os = "linux"))]
+pub fn set_dont_fragment<S>(_sock: S, _v6: bool, _on: bool) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "DONT-FRAGMENT is implemented for Linux only",
+    ))
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
-    fn pair() -> (FastSocket, FastSocket) {
+    pub(crate) fn pair() -> (FastSocket, FastSocket) {
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").unwrap();
         (FastSocket::new(a).unwrap(), FastSocket::new(b).unwrap())
     }
 
     /// Receives until `want` datagrams arrived (or 5 s passed).
-    fn receive(sock: &FastSocket, want: usize) -> Vec<(Vec<u8>, SocketAddr)> {
+    pub(crate) fn receive(sock: &FastSocket, want: usize) -> Vec<(Vec<u8>, SocketAddr)> {
         let mut rx = RecvBufs::new();
         let mut got = Vec::new();
         let until = Instant::now() + Duration::from_secs(5);
@@ -387,29 +322,6 @@ mod tests {
             b.recv_into(&mut rx).unwrap_err().kind(),
             io::ErrorKind::WouldBlock
         );
-    }
-
-    #[test]
-    fn multi_send_skips_a_refused_datagram_and_sends_the_rest() {
-        let (a, b) = pair();
-        let c = FastSocket::new(UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
-        let (to_b, to_c) = (b.local_addr().unwrap(), c.local_addr().unwrap());
-        let mut m = MultiSend::default();
-        m.push(to_b, b"one");
-        // An IPv6 destination from an IPv4 socket: refused by the kernel.
-        m.push("[::1]:9".parse().unwrap(), b"never");
-        m.push(to_c, b"two");
-        for i in 0..100u8 {
-            m.push(to_b, &[i; 3]);
-        }
-        let mut failed = Vec::new();
-        m.send(&a, |e, to| failed.push((e.kind(), to)));
-        assert_eq!(failed.len(), 1, "{failed:?}");
-        assert!(m.is_empty());
-        assert_eq!(receive(&c, 1)[0].0, b"two");
-        let got = receive(&b, 101);
-        assert_eq!(got[0].0, b"one");
-        assert_eq!(got[100].0, vec![99u8; 3]);
     }
 
     #[cfg(target_os = "linux")]
