@@ -1,12 +1,15 @@
 //! The SFU state machine: the [`Sfu`] and how it is driven (joins and leaves, datagrams,
-//! timers, str0m events, faults). The other concerns are in the submodules: [`state`],
-//! [`negotiation`], [`forwarding`], [`layers`], [`observe`].
+//! timers) and the removal of peers. The other concerns are in the submodules: [`rtc`]
+//! (each peer's str0m `Rtc` under the fault guard), [`tick`], [`state`], [`negotiation`],
+//! [`forwarding`], [`layers`], [`observe`].
 
 mod forwarding;
 mod layers;
 mod negotiation;
 mod observe;
+mod rtc;
 mod state;
+mod tick;
 
 use layers::*;
 use state::*;
@@ -36,10 +39,6 @@ use crate::speaker::SpeakerDetector;
 use crate::{Layer, Protocol, Role, SfuConfig, SfuError, SfuEvent, SfuStats, Tile, Transmit};
 
 type Map<K, V> = HashMap<K, V, RandomState>;
-
-/// The bandwidth estimate (bit/s) of a peer whose ICE consent stopped: str0m's padding
-/// toward it stays under this.
-const QUIET_BITRATE: u64 = 1_000;
 
 impl fmt::Debug for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -82,16 +81,6 @@ impl fmt::Debug for Sfu {
             .field("transmits", &self.transmits.len())
             .field("events", &self.events.len())
             .finish_non_exhaustive()
-    }
-}
-
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_string()
     }
 }
 
@@ -158,42 +147,6 @@ impl Sfu {
 
     fn key(&self, peer: &str) -> Result<u64, SfuError> {
         self.ids.get(peer).copied().ok_or(SfuError::UnknownPeer)
-    }
-
-    fn rtc_config(&self) -> RtcConfig {
-        Rtc::builder()
-            .set_ice_lite(true)
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .enable_vp9(true)
-            .enable_h264(true)
-            .enable_bwe(Some(Bitrate::bps(self.config.initial_bitrate)))
-            .set_stats_interval(Some(self.config.stats_interval))
-            .set_send_buffer_video(SEND_BUFFER_VIDEO)
-            .set_send_buffer_audio(SEND_BUFFER_AUDIO)
-    }
-
-    fn build_rtc(&mut self, peer: &str, now: Instant) -> Result<(Rtc, IceCreds), SfuError> {
-        let creds = IceCreds::new();
-        let config = self.rtc_config().set_local_ice_credentials(creds.clone());
-        let candidates = self.candidates.clone();
-        let built = catch_unwind(AssertUnwindSafe(move || {
-            let mut rtc = config.build(now);
-            for c in candidates {
-                rtc.add_local_candidate(c);
-            }
-            rtc
-        }));
-        match built {
-            Ok(rtc) => Ok((rtc, creds)),
-            Err(p) => {
-                self.counters.faults += 1;
-                let reason = format!("str0m panicked creating the peer: {}", panic_message(&*p));
-                warn!(%peer, %reason, "SFU fault");
-                Err(SfuError::Fault(reason))
-            }
-        }
     }
 
     /// Add a peer (id chosen by the caller: a signaling peer id, or `whip-…`/`whep-…`).
@@ -418,316 +371,6 @@ impl Sfu {
     }
 
     // ----- internals -----
-
-    fn fault_error(&self, peer: &str) -> SfuError {
-        SfuError::Fault(format!("peer {peer} was dropped; see the Closed event"))
-    }
-
-    /// Runs `f` on the peer inside `catch_unwind`. A panic drops the peer (fault) and
-    /// returns `None`; errors inside `R` are the caller's to judge.
-    fn guard<R>(&mut self, key: u64, what: &str, f: impl FnOnce(&mut Peer) -> R) -> Option<R> {
-        let peer = self.peers.get_mut(&key)?;
-        match catch_unwind(AssertUnwindSafe(|| f(peer))) {
-            Ok(r) => Some(r),
-            Err(p) => {
-                let reason = format!("str0m panicked while {what}: {}", panic_message(&*p));
-                self.fault(key, reason);
-                None
-            }
-        }
-    }
-
-    fn fault(&mut self, key: u64, reason: String) {
-        if let Some(p) = self.peers.get(&key) {
-            self.counters.faults += 1;
-            warn!(peer = %p.id, room = %p.room, %reason, "SFU peer dropped after a fault");
-        }
-        self.close(key, reason);
-    }
-
-    fn close(&mut self, key: u64, reason: String) {
-        if let Some(peer) = self.remove_peer(key) {
-            self.push_event(SfuEvent::Closed { peer, reason });
-        }
-    }
-
-    fn push_event(&mut self, e: SfuEvent) {
-        if self.events.len() >= MAX_EVENTS {
-            self.counters.queue_drops += 1;
-            return;
-        }
-        self.events.push_back(e);
-    }
-
-    fn set_timer(&mut self, key: u64, at: Instant) {
-        let Some(p) = self.peers.get_mut(&key) else {
-            return;
-        };
-        if let Some(old) = p.timer.replace(at) {
-            self.timers.remove(&(old, key));
-        }
-        self.timers.insert((at, key));
-    }
-
-    /// Polls the peer's `Rtc` until it returns a timeout (str0m's single-mutation
-    /// invariant): transmits go to the output queue, events to the work queue.
-    ///
-    /// str0m's pacer releases one paced packet per timeout and then asks for a timeout
-    /// that is already due: such a timeout is handled here at once, up to
-    /// [`DUE_TIMEOUTS_PER_DRAIN`] times, rather than on the next turn of the runtime's
-    /// loop (one packet per subscriber per turn capped a subscriber near 1,000 packets/s
-    /// and built a backlog in 16-person rooms: docs/benchmarks.md, churn).
-    fn drain(&mut self, key: u64) {
-        let now = self.last_now;
-        let Sfu {
-            peers,
-            transmits,
-            work,
-            counters,
-            ..
-        } = self;
-        let Some(peer) = peers.get_mut(&key) else {
-            return;
-        };
-        let res = catch_unwind(AssertUnwindSafe(|| -> Result<Instant, str0m::RtcError> {
-            if peer.inject_fault {
-                peer.inject_fault = false;
-                panic!("fault injected by Sfu::inject_fault");
-            }
-            let mut due = 0;
-            loop {
-                match peer.rtc.poll_output()? {
-                    Output::Timeout(t) if t <= now && due < DUE_TIMEOUTS_PER_DRAIN => {
-                        due += 1;
-                        peer.rtc.handle_input(Input::Timeout(now))?;
-                    }
-                    Output::Timeout(t) => return Ok(t),
-                    Output::Transmit(t) => {
-                        if transmits.len() >= MAX_TRANSMITS {
-                            counters.queue_drops += 1;
-                            continue;
-                        }
-                        let proto = match t.proto {
-                            str0m::net::Protocol::Udp => Protocol::Udp,
-                            _ => Protocol::Tcp,
-                        };
-                        counters.packets_out += 1;
-                        counters.bytes_out += t.contents.len() as u64;
-                        transmits.push_back(Transmit {
-                            proto,
-                            source: t.source,
-                            destination: t.destination,
-                            contents: t.contents.to_vec(),
-                        });
-                    }
-                    Output::Event(e) => {
-                        let droppable = matches!(e, Event::MediaData(_) | Event::ChannelData(_));
-                        if droppable && work.len() >= MAX_WORK {
-                            counters.queue_drops += 1;
-                            continue;
-                        }
-                        work.push_back((key, e));
-                    }
-                }
-            }
-        }));
-        match res {
-            Ok(Ok(t)) => self.set_timer(key, t),
-            Ok(Err(e)) => self.fault(key, format!("str0m error: {e}")),
-            Err(p) => self.fault(key, format!("str0m panicked: {}", panic_message(&*p))),
-        }
-    }
-
-    fn run_work(&mut self, now: Instant) {
-        while let Some((key, e)) = self.work.pop_front() {
-            if !self.peers.contains_key(&key) {
-                continue;
-            }
-            self.handle_event(key, e, now);
-        }
-    }
-
-    fn handle_event(&mut self, key: u64, e: Event, now: Instant) {
-        match e {
-            Event::Connected => {
-                if let Some(p) = self.peers.get_mut(&key) {
-                    if !p.connected {
-                        p.connected = true;
-                        let peer = p.id.clone();
-                        if p.retired_of.is_none() {
-                            self.push_event(SfuEvent::Connected { peer });
-                        }
-                        // Subscriptions start now: ask for keyframes.
-                        self.update_layers(key, now);
-                    }
-                }
-            }
-            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                self.close(
-                    key,
-                    "ICE disconnected: no consent checks from the peer".into(),
-                );
-            }
-            Event::Closed => self.close(key, "the peer closed the connection".into()),
-            Event::MediaAdded(m) => {
-                let rids: Vec<Rid> = m
-                    .simulcast
-                    .map(|s| s.recv.iter().map(|l| l.rid).collect())
-                    .unwrap_or_default();
-                self.on_media_added(key, m.mid, m.kind, m.direction, &rids, now);
-            }
-            Event::MediaChanged(m) => self.on_media_changed(key, m.mid, m.direction, now),
-            Event::MediaData(d) => self.on_media(key, d, now),
-            Event::KeyframeRequest(r) => self.on_keyframe_request(key, r, now),
-            Event::ChannelOpen(id, label) => {
-                if let Some(p) = self.peers.get_mut(&key) {
-                    if p.channels.len() < MAX_CHANNELS_PER_PEER {
-                        p.channels.push((id, label));
-                    }
-                }
-            }
-            Event::ChannelClose(id) => {
-                if let Some(p) = self.peers.get_mut(&key) {
-                    p.channels.retain(|(c, _)| *c != id);
-                }
-            }
-            Event::ChannelData(d) => self.on_channel_data(key, d),
-            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. })
-            | Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
-                if let Some(p) = self.peers.get_mut(&key) {
-                    p.bwe = Some(estimate.as_u64());
-                }
-            }
-            Event::PeerStats(s) => {
-                if let Some(p) = self.peers.get_mut(&key) {
-                    if let Some(rtt) = s.rtt {
-                        p.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
-                    }
-                }
-            }
-            Event::MediaEgressStats(s) => {
-                if let Some(p) = self.peers.get_mut(&key) {
-                    if let Some(rtt) = s.rtt {
-                        p.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
-                    }
-                    let entry = p
-                        .nacks
-                        .iter_mut()
-                        .find(|(m, r, _)| *m == s.mid && *r == s.rid);
-                    let before = match entry {
-                        Some(e) => std::mem::replace(&mut e.2, s.nacks),
-                        None => {
-                            if p.nacks.len() < MAX_TRACKS_PER_PEER * 64 {
-                                p.nacks.push((s.mid, s.rid, s.nacks));
-                            }
-                            0
-                        }
-                    };
-                    self.counters.nacks_received += s.nacks.saturating_sub(before);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn tick(&mut self, now: Instant) {
-        let rooms: Vec<String> = self.rooms.keys().cloned().collect();
-        for room in rooms {
-            let speaker = self
-                .rooms
-                .get_mut(&room)
-                .and_then(|r| r.speaker.evaluate(now));
-            if let Some(peer) = speaker {
-                self.push_event(SfuEvent::Speaker { room, peer });
-            }
-        }
-        let keys: Vec<u64> = self.peers.keys().copied().collect();
-        for key in keys {
-            let Some(p) = self.peers.get_mut(&key) else {
-                continue;
-            };
-            let quiet = p.consent_lost(now);
-            if quiet != p.quiet {
-                p.quiet = quiet;
-                // str0m pads every outgoing connection up to 50 kbit/s when media is
-                // short; a peer that stopped answering gets neither (its BWE shrinks to
-                // nothing), and starts again from the initial estimate when it answers.
-                let rate = if quiet {
-                    Bitrate::bps(QUIET_BITRATE)
-                } else {
-                    Bitrate::bps(self.config.initial_bitrate)
-                };
-                debug!(peer = %p.id, quiet, "SFU: ICE consent {}", if quiet { "lost: media held back" } else { "back" });
-                self.guard(key, "resetting the bandwidth estimate", |p| {
-                    p.rtc.bwe().reset(rate)
-                });
-                self.drain(key);
-            }
-            let Some(p) = self.peers.get_mut(&key) else {
-                continue;
-            };
-            if p.retired_of.is_some() {
-                if p.retire_at.is_some_and(|t| now >= t) {
-                    self.remove_peer(key);
-                    continue;
-                }
-                self.update_layers(key, now);
-                continue;
-            }
-            if !p.connected && now.saturating_duration_since(p.joined) >= CONNECT_TIMEOUT {
-                self.close(
-                    key,
-                    format!(
-                        "ICE/DTLS did not connect within {} s",
-                        CONNECT_TIMEOUT.as_secs()
-                    ),
-                );
-                continue;
-            }
-            if let Some((_, since)) = &p.pending {
-                let waited = now.saturating_duration_since(*since);
-                if waited >= SLOW_ANSWER && !p.slow_noted {
-                    p.slow_noted = true;
-                    p.negotiation.slow += 1;
-                    info!(
-                        peer = %p.id,
-                        room = %p.room,
-                        waited_ms = waited.as_millis() as u64,
-                        "SFU offer not answered yet; still waiting for the answer (a slow \
-                         client), no new offer until then"
-                    );
-                }
-            }
-            if p.connected && now >= p.next_stats {
-                p.next_stats = now + self.config.stats_interval;
-                let layers = p
-                    .outs
-                    .iter()
-                    .filter(|o| o.kind == MediaKind::Video && !o.gone)
-                    .filter(|o| matches!(o.state, OutState::Open(_)))
-                    .filter_map(|o| {
-                        let t = self.tracks.get(&o.track)?;
-                        let layer = match o.sel.target {
-                            None => Layer::Paused,
-                            Some(_) if !t.simulcast() => Layer::Single,
-                            Some(target) => t.layers.get(o.sel.current.unwrap_or(target))?.label,
-                        };
-                        Some((o.publisher.clone(), layer))
-                    })
-                    .collect();
-                let ev = SfuEvent::Stats {
-                    peer: p.id.clone(),
-                    bitrate: p.bwe,
-                    layers,
-                    rtt_ms: p.rtt_ms,
-                };
-                self.push_event(ev);
-            }
-            self.update_layers(key, now);
-            self.watch_subscriptions(key, now);
-            self.maybe_negotiate(key, now);
-        }
-    }
 
     /// Removes a peer and everything it owns; returns its id (`None` for a retired
     /// PeerConnection, which goes silently).
