@@ -48,6 +48,7 @@ impl std::fmt::Debug for RecvBufs {
 impl RecvBufs {
     /// Room for one full receive: 1 MiB. Deliberately not `Default`, so that a
     /// `mem::take` cannot allocate one of these by the way (it once did, every turn).
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         Self {
             bufs: vec![0; SLOT * RECV_SLOTS],

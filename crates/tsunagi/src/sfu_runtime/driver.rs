@@ -1,69 +1,20 @@
-//! The core task of the SFU runtime: it owns the sans-IO `Sfu`, reads the sockets' queue,
-//! signaling requests and WHIP/WHEP commands, sends what the `Sfu` emits, keeps replies
-//! to signaling in order, and lingers sessions of rooms that went back to mesh.
+//! What the SFU core does with its input other than datagrams: signaling's requests
+//! (join, leave, offers, answers, candidates, tile sizes), WHIP/WHEP commands and
+//! ICE-TCP connections; the `Sfu`'s events; replies to signaling kept in order; and
+//! sessions of rooms that went back to mesh, lingering a while.
 
+use serde_json::Value;
+use tracing::{debug, info, warn};
+use tsunagi_sfu::{Layer, Role, SfuError, SfuEvent};
+
+use super::core::Core;
 use super::*;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-pub(super) async fn read_udp(
-    socket: Arc<UdpSocket>,
-    advertised: SocketAddr,
-    tx: mpsc::Sender<Incoming>,
-    dropped: Arc<AtomicU64>,
-) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    loop {
-        let (n, source) = match socket.recv_from(&mut buf).await {
-            Ok(r) => r,
-            Err(e) => {
-                // ICMP errors surface here on Linux (ECONNREFUSED for a closed peer
-                // port): they concern one peer, never the socket.
-                debug!("SFU UDP receive: {e}");
-                continue;
-            }
-        };
-        let item = Incoming {
-            proto: Protocol::Udp,
-            source,
-            destination: advertised,
-            data: buf[..n].to_vec(),
-        };
-        match tx.try_send(item) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => return,
-        }
-    }
-}
 
 /// A WHIP/WHEP session known to the runtime.
 #[derive(Debug)]
 pub(super) struct Session {
     pub(super) kind: SessionKind,
     pub(super) room: String,
-}
-
-pub(super) struct Core {
-    pub(super) sfu: Sfu,
-    pub(super) options: SfuOptions,
-    pub(super) udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
-    pub(super) tcp: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
-    pub(super) replies: mpsc::Sender<SfuReply>,
-    /// Offers, answers and errors waiting for room in `replies` ([`Core::reply`]).
-    pub(super) backlog: VecDeque<SfuReply>,
-    /// Peers to remove at a time (after a switch back to mesh).
-    pub(super) lingering: BTreeMap<Instant, Vec<String>>,
-    /// WHIP/WHEP sessions by peer id.
-    pub(super) sessions: HashMap<String, Session>,
-    pub(super) counters: RuntimeCounters,
-    pub(super) dropped: Arc<AtomicU64>,
-    pub(super) stats: watch::Sender<SfuSnapshot>,
-    pub(super) last_stats: Instant,
-    /// Something happened since the stats watch was last refreshed.
-    pub(super) stats_dirty: bool,
-    pub(super) reply_warned: Option<Instant>,
 }
 
 pub(super) fn random_id() -> String {
@@ -73,73 +24,7 @@ pub(super) fn random_id() -> String {
     hex::encode(b)
 }
 
-pub(super) async fn sleep_until(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
 impl Core {
-    pub(super) async fn run(
-        mut self,
-        mut incoming: mpsc::Receiver<Incoming>,
-        mut requests: mpsc::Receiver<SfuRequest>,
-        mut commands: mpsc::Receiver<Command>,
-        mut shutdown: oneshot::Receiver<()>,
-    ) {
-        let mut requests_open = true;
-        loop {
-            let deadline = self.next_deadline();
-            tokio::select! {
-                biased;
-                _ = &mut shutdown => break,
-                item = incoming.recv() => {
-                    let Some(item) = item else { break };
-                    let now = Instant::now();
-                    self.receive(now, item);
-                    // Take what else is waiting without another trip through select.
-                    for _ in 0..64 {
-                        match incoming.try_recv() {
-                            Ok(item) => self.receive(now, item),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                req = requests.recv(), if requests_open => {
-                    match req {
-                        Some(req) => self.request(Instant::now(), req),
-                        None => requests_open = false,
-                    }
-                }
-                cmd = commands.recv() => {
-                    let Some(cmd) = cmd else { break };
-                    self.command(Instant::now(), cmd);
-                }
-                _ = sleep_until(deadline) => {}
-            }
-            let now = Instant::now();
-            self.expire_lingering(now);
-            self.sfu.handle_timeout(now);
-            self.drain(now);
-        }
-        debug!("SFU core stopped");
-    }
-
-    pub(super) fn next_deadline(&mut self) -> Option<Instant> {
-        let sfu = self.sfu.poll_timeout();
-        let linger = self.lingering.keys().next().copied();
-        // A last refresh of the stats after activity stops (e.g. the last session ended).
-        let stats = self.stats_dirty.then(|| self.last_stats + STATS_EVERY);
-        [sfu, linger, stats].into_iter().flatten().min()
-    }
-
-    pub(super) fn receive(&mut self, now: Instant, item: Incoming) {
-        self.counters.datagrams_in += 1;
-        self.sfu
-            .handle_receive(now, item.proto, item.source, item.destination, &item.data);
-    }
-
     pub(super) fn request(&mut self, now: Instant, req: SfuRequest) {
         match req {
             SfuRequest::Join {
@@ -491,63 +376,6 @@ impl Core {
                     return;
                 }
             }
-        }
-    }
-
-    pub(super) fn drain(&mut self, now: Instant) {
-        self.flush_backlog();
-        while let Some(t) = self.sfu.poll_transmit() {
-            self.transmit(t);
-        }
-        while let Some(e) = self.sfu.poll_event() {
-            self.event(e);
-        }
-        // Events can cause output (e.g. a session removed).
-        while let Some(t) = self.sfu.poll_transmit() {
-            self.transmit(t);
-        }
-        self.stats_dirty = true;
-        if now.duration_since(self.last_stats) >= STATS_EVERY {
-            self.last_stats = now;
-            self.stats_dirty = false;
-            self.counters.incoming_dropped = self.dropped.load(Ordering::Relaxed);
-            let _ = self.stats.send(SfuSnapshot {
-                core: self.sfu.stats(),
-                runtime: self.counters.clone(),
-            });
-        }
-    }
-
-    pub(super) fn transmit(&mut self, t: tsunagi_sfu::Transmit) {
-        match t.proto {
-            Protocol::Udp => {
-                let socket = self
-                    .udp
-                    .iter()
-                    .find(|(a, _)| *a == t.source)
-                    .or_else(|| {
-                        self.udp
-                            .iter()
-                            .find(|(a, _)| a.is_ipv4() == t.destination.is_ipv4())
-                    })
-                    .map(|(_, s)| s);
-                let Some(socket) = socket else {
-                    self.counters.send_errors += 1;
-                    return;
-                };
-                if let Err(e) = socket.try_send_to(&t.contents, t.destination) {
-                    self.counters.send_errors += 1;
-                    debug!(to = %t.destination, "SFU send: {e}");
-                }
-            }
-            Protocol::Tcp => match self.tcp.get(&t.destination) {
-                Some(w) => {
-                    if w.try_send(t.contents).is_err() {
-                        self.counters.send_errors += 1;
-                    }
-                }
-                None => self.counters.send_errors += 1,
-            },
         }
     }
 

@@ -1,21 +1,32 @@
 //! ICE-TCP for the SFU: passive candidates (RFC 6544), each packet framed by a 16-bit
 //! big-endian length (RFC 4571). For clients whose network blocks UDP.
 //!
-//! A reader task per connection hands whole frames to the core; a writer task frames
-//! what the core sends. A connection that sends nothing for [`IDLE`] is closed, and a
+//! A reader task per connection queues whole frames for the core (a full queue drops
+//! the frame, as UDP would, and counts it); a writer task frames what the core sends. A connection that sends nothing for [`IDLE`] is closed, and a
 //! frame must complete within [`FRAME_STALL`] once begun.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
+use tsunagi_net::{accept_limited, CoreSender};
 use tsunagi_sfu::Protocol;
 
 use super::{Command, Incoming};
-use tsunagi_net::accept_limited;
+
+/// The connections' ways into the core.
+#[derive(Debug, Clone)]
+pub(crate) struct ToCore {
+    pub(crate) frames: CoreSender<Incoming>,
+    /// Frames dropped because `frames` was full.
+    pub(crate) dropped: Arc<AtomicU64>,
+    /// Opened and closed connections (with their writers).
+    pub(crate) commands: CoreSender<Command>,
+}
 
 /// Frames queued for one connection's writer.
 const WRITE_QUEUE: usize = 512;
@@ -29,8 +40,7 @@ const FRAME_STALL: Duration = Duration::from_secs(10);
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     advertised: SocketAddr,
-    incoming: mpsc::Sender<Incoming>,
-    commands: mpsc::Sender<Command>,
+    core: ToCore,
     max_connections: usize,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -42,10 +52,9 @@ pub(crate) async fn accept_loop(
         "SFU ICE-TCP",
         move |stream, remote, permit| {
             let _ = stream.set_nodelay(true);
-            let incoming = incoming.clone();
-            let commands = commands.clone();
+            let core = core.clone();
             tokio::spawn(async move {
-                connection(stream, remote, advertised, incoming, commands).await;
+                connection(stream, remote, advertised, core).await;
                 drop(permit);
             });
         },
@@ -53,16 +62,11 @@ pub(crate) async fn accept_loop(
     .await;
 }
 
-async fn connection(
-    stream: TcpStream,
-    remote: SocketAddr,
-    advertised: SocketAddr,
-    incoming: mpsc::Sender<Incoming>,
-    commands: mpsc::Sender<Command>,
-) {
+async fn connection(stream: TcpStream, remote: SocketAddr, advertised: SocketAddr, core: ToCore) {
     let (mut reader, mut writer) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
-    if commands
+    if core
+        .commands
         .send(Command::Tcp {
             remote,
             writer: Some(tx),
@@ -104,12 +108,17 @@ async fn connection(
             data: frame,
         };
         // A full core queue drops this frame, as UDP would.
-        if let Err(mpsc::error::TrySendError::Closed(_)) = incoming.try_send(item) {
-            break;
+        match core.frames.try_send(item) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                core.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => break,
         }
     }
     write.abort();
-    let _ = commands
+    let _ = core
+        .commands
         .send(Command::Tcp {
             remote,
             writer: None,
