@@ -39,7 +39,9 @@ enum StaticKey {
 /// Static users and REST secrets. `Debug` shows only counts.
 #[derive(Clone)]
 pub struct Credentials {
-    /// Keyed by attacker-chosen names: a randomly seeded hasher.
+    /// Looked up by attacker-chosen names. The crate takes no randomness of its own:
+    /// the hasher has fixed seeds until a [`Server`](crate::Server) takes these
+    /// credentials and keys it from its secret nonce key ([`Credentials::set_hasher`]).
     users: HashMap<Box<str>, StaticKey, ahash::RandomState>,
     /// In the order added; at most [`MAX_SECRETS`], none empty, no duplicates.
     secrets: Vec<Box<str>>,
@@ -49,7 +51,7 @@ pub struct Credentials {
 impl Default for Credentials {
     fn default() -> Self {
         Self {
-            users: HashMap::with_hasher(ahash::RandomState::new()),
+            users: HashMap::with_hasher(ahash::RandomState::with_seeds(0, 0, 0, 0)),
             secrets: Vec::new(),
             separator: DEFAULT_REST_SEPARATOR,
         }
@@ -92,6 +94,14 @@ impl fmt::Display for AuthError {
 impl std::error::Error for AuthError {}
 
 impl Credentials {
+    /// Moves the static users into a map with `hasher`: the server's, keyed from its
+    /// secret.
+    pub(crate) fn set_hasher(&mut self, hasher: &ahash::RandomState) {
+        let mut users = HashMap::with_capacity_and_hasher(self.users.len(), hasher.clone());
+        users.extend(self.users.drain());
+        self.users = users;
+    }
+
     /// Adds (or replaces) a static user with a plain password.
     pub fn add_user(&mut self, name: &str, password: &str) {
         self.users
@@ -695,6 +705,39 @@ mod tests {
         c.add_secret("north").expect("secret");
         let rest = userhash("1700000000:alice", "example.org");
         assert_eq!(c.username_for_hash(&rest, "example.org"), None);
+    }
+
+    #[test]
+    fn the_users_map_takes_the_hasher_it_is_given() {
+        let mut c = Credentials::default();
+        c.add_user("alice", "a");
+        c.add_user_key("bob", [1; 16]);
+        let keyed = ahash::RandomState::with_seeds(1, 2, 3, 4);
+        c.set_hasher(&keyed);
+        assert_eq!(c.users.hasher().hash_one("alice"), keyed.hash_one("alice"));
+        assert_eq!(c.user_count(), 2);
+        for user in ["alice", "bob"] {
+            assert!(
+                c.keys(user, "r", PasswordAlgorithm::Md5, NOW).is_ok(),
+                "{user}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_server_keys_the_users_map_from_its_nonce_key() {
+        let mut config = crate::ServerConfig::default();
+        config.credentials.add_user("alice", "a");
+        let hash_with = |nonce_key: [u8; 32]| {
+            let config = crate::ServerConfig {
+                nonce_key,
+                ..config.clone()
+            };
+            let server = crate::Server::new(config, std::time::Instant::now(), NOW);
+            server.config().credentials.users.hasher().hash_one("alice")
+        };
+        assert_eq!(hash_with([1; 32]), hash_with([1; 32]));
+        assert_ne!(hash_with([1; 32]), hash_with([2; 32]));
     }
 
     #[test]

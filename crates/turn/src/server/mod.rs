@@ -149,7 +149,8 @@ pub struct Server {
     tid_state: u64,
     /// The latest `now` given to any input.
     clock: Instant,
-    /// The hasher of every map, per-allocation ones included ([`map_hasher`]).
+    /// The hasher of every map, per-allocation ones and the credentials' users included
+    /// ([`map_hasher`]).
     hasher: ahash::RandomState,
 }
 
@@ -173,8 +174,9 @@ const MAX_QUEUED_EVENTS: usize = 4096;
 impl Server {
     /// `now` and `unix_now` anchor the wall clock: REST credential expiry and nonce
     /// expiry are computed as `unix_now + (t - now)` for later instants `t`.
-    pub fn new(config: ServerConfig, now: Instant, unix_now: u64) -> Self {
+    pub fn new(mut config: ServerConfig, now: Instant, unix_now: u64) -> Self {
         let hasher = map_hasher(&config.nonce_key);
+        config.credentials.set_hasher(&hasher);
         Self {
             instant_base: now,
             unix_base: unix_now,
