@@ -169,7 +169,7 @@ impl Driver {
             poll: Poll::new()?,
             events: Events::with_capacity(1024),
             sessions: Vec::new(),
-            scratch: RecvScratch::default(),
+            scratch: RecvScratch::new(),
             auth,
             server: None,
             key: None,

@@ -1,30 +1,33 @@
 //! The load generator's sockets: non-blocking UDP with batched receive (recvmmsg) and
 //! batched send (UDP GSO: many equal-sized datagrams to one destination in one
-//! `sendmsg`) through `quinn-udp`, lone datagrams to many destinations in one
-//! `sendmmsg` ([`MultiSend`]), and non-blocking TCP with STUN/ChannelData framing.
+//! `sendmsg`), lone datagrams to many destinations in one `sendmmsg` ([`MultiSend`]),
+//! all the server's own IO layer (`tsunagi-net`), and non-blocking TCP with
+//! STUN/ChannelData framing.
 //! Everything is driven by a `mio` poll in edge-triggered mode, so a socket is read
 //! until it would block, or (UDP, [`Udp::recv_once`]) until a receive leaves slots
 //! unfilled.
 
-use std::io::{self, IoSliceMut, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 
-use mio::net::{TcpStream, UdpSocket};
+use mio::net::TcpStream;
+use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
-use quinn_udp::{RecvMeta, Transmit, UdpSocketState, BATCH_SIZE};
+use tsunagi_net::FastSocket;
+pub use tsunagi_net::{MultiSend, RecvBufs, MULTI_SEND_MAX, RECV_SLOTS};
 use tsunagi_stun::{stream_frame_len, FrameLen};
 
-/// Room for one datagram in a receive batch (the largest UDP payload).
-const RECV_BUF: usize = 65_536;
-/// Datagrams (or GRO runs) one batched receive returns at most.
-pub const RECV_SLOTS: usize = BATCH_SIZE;
 /// Bytes a TCP connection may have waiting to be written; a sender that finds less room
 /// skips its turn (TCP's backpressure).
 pub const TCP_WRITE_MAX: usize = 256 * 1024;
 /// Largest TCP read buffer: one maximal STUN frame plus a read's worth.
 const TCP_READ_MAX: usize = 2 * 65_556;
-/// Largest GSO send (the kernel limits one UDP GSO send to 64 KiB and 64 segments).
+/// Largest GSO send the generator makes (under the kernel's 64 KiB).
 pub const GSO_MAX_BYTES: usize = 60_000;
+/// Kernel receive and send buffer asked for on each UDP socket: bigger than the
+/// default 208 KiB to ride out bursts (the kernel caps it at rmem_max / wmem_max).
+const UDP_BUFFER: usize = 4 << 20;
 
 /// Local ports of UDP clients (see [`Conn::open`]).
 const CLIENT_PORTS: (u16, u16) = (40_000, 60_999);
@@ -36,45 +39,27 @@ thread_local! {
 }
 
 /// Receive buffers for one thread, reused by every socket it reads.
-#[derive(Debug)]
-pub struct RecvScratch {
-    bufs: Vec<u8>,
-    meta: Vec<RecvMeta>,
-}
+pub type RecvScratch = RecvBufs;
 
-impl Default for RecvScratch {
-    fn default() -> Self {
-        Self {
-            bufs: vec![0; RECV_BUF * BATCH_SIZE],
-            meta: vec![RecvMeta::default(); BATCH_SIZE],
-        }
-    }
-}
-
-/// A UDP socket with quinn-udp's batching state.
+/// A UDP socket of the generator: the server's own batched socket
+/// ([`tsunagi_net::FastSocket`]), registered with the generator's `mio` poll.
 #[derive(Debug)]
 pub struct Udp {
-    pub sock: UdpSocket,
-    state: UdpSocketState,
-    gso_segments: usize,
+    sock: FastSocket,
 }
 
 impl Udp {
     /// Binds `local` (port 0 for any) non-blocking.
     pub fn bind(local: SocketAddr) -> io::Result<Self> {
-        let std = std::net::UdpSocket::bind(local)?;
-        std.set_nonblocking(true)?;
-        let state = UdpSocketState::new((&std).into())?;
-        let gso_segments = state.max_gso_segments().max(1);
-        // Bigger buffers than the default 208 KiB ride out bursts (best effort: capped
-        // by net.core.rmem_max / wmem_max).
-        let _ = state.set_recv_buffer_size((&std).into(), 4 << 20);
-        let _ = state.set_send_buffer_size((&std).into(), 4 << 20);
         Ok(Self {
-            sock: UdpSocket::from_std(std),
-            state,
-            gso_segments,
+            sock: FastSocket::bind(local, UDP_BUFFER)?,
         })
+    }
+
+    /// Registers for readable (edge-triggered) with `registry` under `token`.
+    pub fn register(&self, registry: &Registry, token: Token) -> io::Result<()> {
+        let fd = self.sock.as_raw_fd();
+        registry.register(&mut SourceFd(&fd), token, Interest::READABLE)
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -83,51 +68,29 @@ impl Udp {
 
     /// Datagrams one `send_batch` may carry.
     pub fn max_segments(&self) -> usize {
-        self.gso_segments
+        self.sock.max_segments()
     }
 
     /// Sends `contents`, which holds datagrams of `segment` bytes each (the last may be
     /// shorter), to `to`: one GSO send when there are several and the kernel supports
     /// it, else one send per datagram. Returns how many datagrams went out.
     pub fn send_batch(&self, to: SocketAddr, contents: &[u8], segment: usize) -> io::Result<usize> {
-        let segment = segment.max(1);
-        let count = contents.len().div_ceil(segment);
-        if count <= 1 || self.gso_segments > 1 {
-            let t = Transmit {
-                destination: to,
-                ecn: None,
-                contents,
-                segment_size: (count > 1).then_some(segment),
-                src_ip: None,
-            };
-            self.state.try_send((&self.sock).into(), &t)?;
-            return Ok(count);
-        }
-        let mut sent = 0;
-        for chunk in contents.chunks(segment) {
-            match self.sock.send_to(chunk, to) {
-                Ok(_) => sent += 1,
-                Err(e) if sent == 0 => return Err(e),
-                Err(_) => break,
-            }
-        }
-        Ok(sent)
+        self.sock.send_run(to, contents, segment)
+    }
+
+    /// Lone datagrams to many destinations, in one `sendmmsg` per
+    /// [`tsunagi_net::MULTI_SEND_MAX`]. Returns (sent, not sent).
+    pub fn send_multi(&self, multi: &mut MultiSend) -> (usize, usize) {
+        let total = multi.len();
+        let mut failed = 0;
+        multi.send(&self.sock, |_, _| failed += 1);
+        (total - failed, failed)
     }
 
     /// Receives until the socket would block, calling `f(datagram, from)` for each.
     /// Returns the number of datagrams; errors other than "would block" end the loop.
-    pub fn recv_all(
-        &self,
-        scratch: &mut RecvScratch,
-        mut f: impl FnMut(&[u8], SocketAddr),
-    ) -> usize {
-        let mut total = 0;
-        let mut count = |d: &[u8], from: SocketAddr| {
-            f(d, from);
-            total += 1;
-        };
-        while self.recv_once(scratch, &mut count) > 0 {}
-        total
+    pub fn recv_all(&self, scratch: &mut RecvScratch, f: impl FnMut(&[u8], SocketAddr)) -> usize {
+        self.sock.recv_all(scratch, f)
     }
 
     /// One batched receive (one `recvmmsg`), calling `f(datagram, from)` for each
@@ -136,143 +99,8 @@ impl Udp {
     /// socket's queue, so a caller that stops there needs no further read to see the
     /// next datagram: its arrival is a new edge for the (edge-triggered) poll. One that
     /// fills every slot may leave more behind.
-    pub fn recv_once(
-        &self,
-        scratch: &mut RecvScratch,
-        f: &mut impl FnMut(&[u8], SocketAddr),
-    ) -> usize {
-        loop {
-            let mut chunks = scratch.bufs.chunks_mut(RECV_BUF);
-            let mut iovs: [IoSliceMut<'_>; BATCH_SIZE] =
-                std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
-            let n = match self
-                .state
-                .recv((&self.sock).into(), &mut iovs, &mut scratch.meta)
-            {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return 0,
-            };
-            for (iov, meta) in iovs.iter().zip(&scratch.meta).take(n) {
-                let data = iov.get(..meta.len).unwrap_or_default();
-                // With GRO, one buffer holds several datagrams `stride` bytes apart.
-                let stride = if meta.stride == 0 {
-                    meta.len
-                } else {
-                    meta.stride
-                };
-                for d in data.chunks(stride.max(1)) {
-                    f(d, meta.addr);
-                }
-            }
-            return n;
-        }
-    }
-}
-
-/// Most datagrams one [`MultiSend::send`] hands to the kernel in one system call.
-pub const MULTI_SEND_MAX: usize = 64;
-
-/// Lone datagrams from one socket to different destinations, gathered and sent with
-/// one `sendmmsg` per [`MULTI_SEND_MAX`] on Linux (one `sendto` each elsewhere): the
-/// same as the relay sends datagrams for many clients from its listener
-/// (crates/tsunagi/src/turn_runtime/batch.rs `MultiSend`). The buffers keep their
-/// capacity: no allocation per datagram.
-#[derive(Debug, Default)]
-pub struct MultiSend {
-    /// Destination and end offset in `bytes` of each datagram.
-    entries: Vec<(SocketAddr, usize)>,
-    bytes: Vec<u8>,
-}
-
-impl MultiSend {
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    pub fn push(&mut self, to: SocketAddr, datagram: &[u8]) {
-        self.bytes.extend_from_slice(datagram);
-        self.entries.push((to, self.bytes.len()));
-    }
-
-    /// Sends every datagram from `udp` and empties the batch. Returns (sent, not sent):
-    /// a datagram the kernel refuses is skipped and the rest still go; a full socket
-    /// buffer (would block) drops the rest of the batch.
-    pub fn send(&mut self, udp: &Udp) -> (usize, usize) {
-        let (mut sent, mut failed) = (0, 0);
-        let mut start = 0;
-        let mut i = 0;
-        while i < self.entries.len() {
-            let end = (i + MULTI_SEND_MAX).min(self.entries.len());
-            match self.send_some(udp, start, i, end) {
-                Ok(n) => {
-                    let n = n.clamp(1, end - i);
-                    start = self.entries.get(i + n - 1).map_or(start, |e| e.1);
-                    i += n;
-                    sent += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    failed += self.entries.len() - i;
-                    break;
-                }
-                Err(_) => {
-                    // The first datagram of this call was refused: skip it.
-                    start = self.entries.get(i).map_or(start, |e| e.1);
-                    i += 1;
-                    failed += 1;
-                }
-            }
-        }
-        self.entries.clear();
-        self.bytes.clear();
-        (sent, failed)
-    }
-
-    /// `sendmmsg` of entries `i..end`, whose bytes start at `start`; the number sent.
-    #[cfg(target_os = "linux")]
-    fn send_some(&self, udp: &Udp, start: usize, i: usize, end: usize) -> io::Result<usize> {
-        use rustix::net::addr::SocketAddrArg;
-        use rustix::net::{sendmmsg, MMsgHdr, SendAncillaryBuffer, SendFlags, SocketAddrAny};
-        use std::io::IoSlice;
-        let entries = self.entries.get(i..end).unwrap_or_default();
-        let addrs: Vec<SocketAddrAny> = entries.iter().map(|(to, _)| to.as_any()).collect();
-        let mut from = start;
-        let iovs: Vec<[IoSlice<'_>; 1]> = entries
-            .iter()
-            .map(|&(_, e)| {
-                let d = self.bytes.get(from..e).unwrap_or_default();
-                from = e;
-                [IoSlice::new(d)]
-            })
-            .collect();
-        let mut controls: Vec<SendAncillaryBuffer<'_, '_, '_>> = entries
-            .iter()
-            .map(|_| SendAncillaryBuffer::default())
-            .collect();
-        let mut msgs: Vec<MMsgHdr<'_>> = addrs
-            .iter()
-            .zip(iovs.iter())
-            .zip(controls.iter_mut())
-            .map(|((a, iov), c)| MMsgHdr::new_with_addr(a, iov, c))
-            .collect();
-        sendmmsg(&udp.sock, &mut msgs, SendFlags::DONTWAIT).map_err(io::Error::from)
-    }
-
-    /// Elsewhere: one `sendto` per datagram.
-    #[cfg(not(target_os = "linux"))]
-    fn send_some(&self, udp: &Udp, start: usize, i: usize, _end: usize) -> io::Result<usize> {
-        let (to, e) = self
-            .entries
-            .get(i)
-            .copied()
-            .ok_or(io::ErrorKind::InvalidInput)?;
-        udp.sock
-            .send_to(self.bytes.get(start..e).unwrap_or_default(), to)?;
-        Ok(1)
+    pub fn recv_once(&self, scratch: &mut RecvScratch, f: impl FnMut(&[u8], SocketAddr)) -> usize {
+        self.sock.recv_each(scratch, f)
     }
 }
 
@@ -438,7 +266,7 @@ impl Conn {
 
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         match self {
-            Conn::Udp { udp, .. } => registry.register(&mut udp.sock, token, Interest::READABLE),
+            Conn::Udp { udp, .. } => udp.register(registry, token),
             Conn::Tcp(t) => registry.register(
                 &mut t.stream,
                 token,

@@ -34,7 +34,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll, Token};
 
 use super::conn::{MultiSend, RecvScratch, Udp, GSO_MAX_BYTES, MULTI_SEND_MAX, RECV_SLOTS};
 use super::{BenchError, ForwarderArgs, MAX_DURATION_SECS};
@@ -67,16 +67,15 @@ fn io_err(what: &str, e: std::io::Error) -> BenchError {
 /// `--hops 1|2`: everything to `--to`, straight or through a second socket.
 fn run_hops(a: &ForwarderArgs, to: SocketAddr) -> Result<(), BenchError> {
     let io = io_err;
-    let mut listen = Udp::bind(a.listen).map_err(|e| io("cannot bind --listen", e))?;
-    let mut hop = Udp::bind(SocketAddr::new(a.listen.ip(), 0))
+    let listen = Udp::bind(a.listen).map_err(|e| io("cannot bind --listen", e))?;
+    let hop = Udp::bind(SocketAddr::new(a.listen.ip(), 0))
         .map_err(|e| io("cannot bind the second socket", e))?;
     let hop_addr = hop.local_addr().map_err(|e| io("local address", e))?;
     let mut poll = Poll::new().map_err(|e| io("poll", e))?;
-    poll.registry()
-        .register(&mut listen.sock, LISTEN, Interest::READABLE)
+    listen
+        .register(poll.registry(), LISTEN)
         .map_err(|e| io("poll", e))?;
-    poll.registry()
-        .register(&mut hop.sock, HOP, Interest::READABLE)
+    hop.register(poll.registry(), HOP)
         .map_err(|e| io("poll", e))?;
     eprintln!(
         "forwarding {} -> {}{} for at most {} s",
@@ -91,7 +90,7 @@ fn run_hops(a: &ForwarderArgs, to: SocketAddr) -> Result<(), BenchError> {
     );
     let end = Instant::now() + Duration::from_secs_f64(a.duration);
     let mut events = Events::with_capacity(16);
-    let mut scratch = RecvScratch::default();
+    let mut scratch = RecvScratch::new();
     let first = if a.hops == 2 { hop_addr } else { to };
     let (mut forwarded, mut dropped) = (0u64, 0u64);
     let mut out = Vec::with_capacity(GSO_MAX_BYTES);
@@ -270,7 +269,7 @@ impl Out {
 
     fn flush_multi(&mut self, socks: &[Udp]) {
         if let Some(listen) = socks.first() {
-            let (sent, failed) = self.multi.send(listen);
+            let (sent, failed) = listen.send_multi(&mut self.multi);
             self.forwarded += sent as u64;
             self.dropped += failed as u64;
         }
@@ -302,8 +301,7 @@ fn run_relays(a: &ForwarderArgs, to: SocketAddr, n: usize) -> Result<(), BenchEr
     }
     let mut poll = Poll::new().map_err(|e| io("poll", e))?;
     for (i, s) in socks.iter_mut().enumerate() {
-        poll.registry()
-            .register(&mut s.sock, Token(i), Interest::READABLE)
+        s.register(poll.registry(), Token(i))
             .map_err(|e| io("poll", e))?;
     }
     eprintln!(
@@ -312,7 +310,7 @@ fn run_relays(a: &ForwarderArgs, to: SocketAddr, n: usize) -> Result<(), BenchEr
     );
     let end = Instant::now() + Duration::from_secs_f64(a.duration);
     let mut events = Events::with_capacity(1024);
-    let mut scratch = RecvScratch::default();
+    let mut scratch = RecvScratch::new();
     let mut clients = Clients::new(n);
     let mut out = Out::new();
     // Sockets to read this turn, and those whose last receive filled every slot.
@@ -336,13 +334,13 @@ fn run_relays(a: &ForwarderArgs, to: SocketAddr, n: usize) -> Result<(), BenchEr
                 continue;
             };
             let filled = if i == 0 {
-                sock.recv_once(&mut scratch, &mut |d, from| {
+                sock.recv_once(&mut scratch, |d, from| {
                     let k = clients.relay_of(from);
                     out.send(&socks, 1 + k, to, d);
                 })
             } else {
                 let client = clients.client_of(i - 1);
-                sock.recv_once(&mut scratch, &mut |d, _| match client {
+                sock.recv_once(&mut scratch, |d, _| match client {
                     Some(c) => out.send(&socks, 0, c, d),
                     None => unclaimed += 1,
                 })
@@ -366,8 +364,7 @@ fn run_reflect(a: &ForwarderArgs) -> Result<(), BenchError> {
     let mut socks = vec![Udp::bind(a.listen).map_err(|e| io("cannot bind --listen", e))?];
     let mut poll = Poll::new().map_err(|e| io("poll", e))?;
     if let Some(s) = socks.first_mut() {
-        poll.registry()
-            .register(&mut s.sock, LISTEN, Interest::READABLE)
+        s.register(poll.registry(), LISTEN)
             .map_err(|e| io("poll", e))?;
     }
     eprintln!(
@@ -376,7 +373,7 @@ fn run_reflect(a: &ForwarderArgs) -> Result<(), BenchError> {
     );
     let end = Instant::now() + Duration::from_secs_f64(a.duration);
     let mut events = Events::with_capacity(16);
-    let mut scratch = RecvScratch::default();
+    let mut scratch = RecvScratch::new();
     let mut out = Out::new();
     let mut again = false;
     while Instant::now() < end {
@@ -394,7 +391,7 @@ fn run_reflect(a: &ForwarderArgs) -> Result<(), BenchError> {
         let Some(sock) = socks.first() else {
             break;
         };
-        let filled = sock.recv_once(&mut scratch, &mut |d, from| {
+        let filled = sock.recv_once(&mut scratch, |d, from| {
             out.send(&socks, 0, from, d);
         });
         again = filled >= RECV_SLOTS;

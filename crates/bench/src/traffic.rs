@@ -9,7 +9,7 @@ use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll, Token};
 use tsunagi_stun::{attr, ChannelData, Class, Message, Method};
 
 use super::client::{describe_failures, Driver, Failures, Outcome, Step};
@@ -243,12 +243,9 @@ fn setup(
         let Some(sink_addr) = plan.sink else {
             return Err("raw mode needs --sink".into());
         };
-        let mut sink =
+        let sink =
             Udp::bind(sink_addr).map_err(|e| format!("cannot bind --sink {sink_addr}: {e}"))?;
-        driver
-            .poll
-            .registry()
-            .register(&mut sink.sock, SINK, Interest::READABLE)
+        sink.register(driver.poll.registry(), SINK)
             .map_err(|e| format!("poll: {e}"))?;
         return Ok((driver, (0..n).collect(), Some(sink)));
     }
@@ -442,7 +439,7 @@ fn traffic(
         last_progress: vec![t0; n],
         out: ThreadOut::default(),
     };
-    let mut scratch = RecvScratch::default();
+    let mut scratch = RecvScratch::new();
     let mut events = Events::with_capacity(1024);
     let mut cursor = 0usize;
     let mut seq = 0u32;
@@ -601,14 +598,13 @@ struct EchoPeer {
 
 impl EchoPeer {
     fn start(local: SocketAddr, stop: Arc<AtomicBool>) -> io::Result<Self> {
-        let mut udp = Udp::bind(local)?;
+        let udp = Udp::bind(local)?;
         let addr = udp.local_addr()?;
         let mut poll = Poll::new()?;
-        poll.registry()
-            .register(&mut udp.sock, Token(0), Interest::READABLE)?;
+        udp.register(poll.registry(), Token(0))?;
         let handle = std::thread::spawn(move || {
             let mut events = Events::with_capacity(16);
-            let mut scratch = RecvScratch::default();
+            let mut scratch = RecvScratch::new();
             let mut out = Vec::with_capacity(GSO_MAX_BYTES);
             let max_seg = udp.max_segments();
             let mut run: Option<(SocketAddr, usize, usize)> = None; // (to, size, count)

@@ -95,12 +95,12 @@ impl Core {
                 if inputs.any_waiting() {
                     Duration::ZERO
                 } else {
+                    // The poller rounds a wait up to its clock's tick (1 ms with
+                    // epoll), so the deadline is due when the wait ends; adding more
+                    // would delay every paced packet.
                     let now = Instant::now();
-                    // Rounded up, so that the deadline is due when the wait ends.
                     self.next_deadline()
-                        .map_or(IDLE_WAIT, |t| {
-                            t.saturating_duration_since(now) + Duration::from_micros(500)
-                        })
+                        .map_or(IDLE_WAIT, |t| t.saturating_duration_since(now))
                         .min(IDLE_WAIT)
                 }
             };
