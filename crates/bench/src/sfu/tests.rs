@@ -1,5 +1,6 @@
 //! Tests of bench sfu's parts: arguments, HTTP parsing, frame tags, the report.
 
+use super::args::{parse_bitrate, parse_secs};
 use super::*;
 use std::net::Ipv4Addr;
 
