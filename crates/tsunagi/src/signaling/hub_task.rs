@@ -65,6 +65,7 @@ pub(super) async fn next_reply(replies: &mut Option<mpsc::Receiver<SfuReply>>) -
 pub(super) async fn core(
     mut hub: Hub<RuntimeIce>,
     mut rx: mpsc::Receiver<Event>,
+    mut shutdown: watch::Receiver<bool>,
     stats: Arc<Mutex<Stats>>,
     link: Option<SfuLink>,
 ) {
@@ -99,6 +100,18 @@ pub(super) async fn core(
                 deliver(&mut hub, &mut conns, &mut sfu);
                 log_events(&mut hub);
                 publish(&hub, &stats);
+                continue;
+            }
+            () = tsunagi_net::stopped(&mut shutdown), if stopping.is_none() => {
+                let now = Instant::now();
+                stopping = Some(now);
+                hub.handle_shutdown(now.into_std());
+                deliver(&mut hub, &mut conns, &mut sfu);
+                log_events(&mut hub);
+                publish(&hub, &stats);
+                if live == 0 {
+                    break;
+                }
                 continue;
             }
             _ = sleep_until(stop_deadline) => break,
@@ -137,12 +150,6 @@ pub(super) async fn core(
             }
             Some(Event::RoomSize { room, reply }) => {
                 let _ = reply.send(hub.room_size(&room));
-            }
-            Some(Event::Shutdown) => {
-                if stopping.is_none() {
-                    stopping = Some(Instant::now());
-                    hub.handle_shutdown(now);
-                }
             }
         }
         deliver(&mut hub, &mut conns, &mut sfu);

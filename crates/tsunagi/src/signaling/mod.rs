@@ -74,7 +74,7 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use rand::RngCore;
 use serde_json::{json, Map, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -382,7 +382,6 @@ enum Event {
         conn: ConnId,
         how: Disconnect,
     },
-    Shutdown,
     /// How many peers a room has (WHEP asks before it waits for a publisher).
     RoomSize {
         room: String,
@@ -421,6 +420,9 @@ impl ConnTx {
 
 struct Inner {
     events: mpsc::Sender<Event>,
+    /// Set once: the core closes every connection and stops (as every runtime stops:
+    /// one `watch`, never behind a full queue).
+    shutdown: watch::Sender<bool>,
     next_conn: AtomicU64,
     stats: Arc<Mutex<Stats>>,
     options: SignalingOptions,
@@ -476,11 +478,12 @@ impl SignalingHandle {
             unix_ms,
         );
         let (events, rx) = mpsc::channel(EVENT_QUEUE);
+        let (shutdown, shutdown_rx) = watch::channel(false);
         let stats = Arc::new(Mutex::new(hub.stats()));
         let core = options.health.spawn(
             Component::Signaling,
             "signaling core",
-            core(hub, rx, stats.clone(), link),
+            core(hub, rx, shutdown_rx, stats.clone(), link),
         );
         info!(
             sfu = options.hub.sfu,
@@ -494,6 +497,7 @@ impl SignalingHandle {
         SignalingHandle {
             inner: Arc::new(Inner {
                 events,
+                shutdown,
                 next_conn: AtomicU64::new(1),
                 stats,
                 redact: Redactor::new(options.redact_logs),
@@ -533,7 +537,7 @@ impl SignalingHandle {
     /// Closes every connection with 1001, waits for them (up to a few seconds) and
     /// stops the core task. New WebSockets are closed at once from then on.
     pub async fn shutdown(&self) {
-        let _ = self.inner.events.send(Event::Shutdown).await;
+        let _ = self.inner.shutdown.send(true);
         let core = self
             .inner
             .core
