@@ -350,3 +350,70 @@ impl Prometheus {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// The rules every table keeps: each JSON key once; a family's samples next to
+    /// each other (one `# HELP`/`# TYPE` each), of one kind; sample names unique;
+    /// counters end in `_total`, gauges do not.
+    fn check<T>(name: &str, table: &[Metric<T>]) {
+        let mut json = HashSet::new();
+        let mut samples = HashSet::new();
+        let mut families = HashSet::new();
+        let mut last: Option<(&str, Kind)> = None;
+        for m in table {
+            assert!(json.insert(m.json), "{name}: JSON key {} twice", m.json);
+            assert!(samples.insert(m.prom), "{name}: sample {} twice", m.prom);
+            let family = m.prom.split('{').next().unwrap_or(m.prom);
+            match last {
+                Some((f, k)) if f == family => {
+                    assert_eq!(k, m.kind, "{name}: {family} mixes kinds")
+                }
+                _ => assert!(families.insert(family), "{name}: {family} is split"),
+            }
+            last = Some((family, m.kind));
+            assert!(family.starts_with("tsunagi_"), "{name}: {family}");
+            assert_eq!(
+                family.ends_with("_total"),
+                m.kind == Kind::Counter,
+                "{name}: {family}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_table_keeps_the_rules() {
+        check("turn", TURN);
+        check("http", HTTP);
+        check("sfu", crate::sfu_runtime::metrics::SFU);
+        check("signaling", crate::signaling::metrics::SIGNALING);
+    }
+
+    /// A family with labels prints one `# HELP`/`# TYPE` and its samples; nesting in
+    /// JSON follows the dots.
+    #[test]
+    fn labels_and_nesting() {
+        let s = tsunagi_signal::Stats {
+            switches_to_sfu: 3,
+            switches_to_mesh: 1,
+            rooms_mesh: 2,
+            ..Default::default()
+        };
+        let mut p = Prometheus::default();
+        p.table(crate::signaling::metrics::SIGNALING, &s);
+        let text = p.finish();
+        assert_eq!(
+            text.matches("# TYPE tsunagi_signaling_mode_switches_total counter")
+                .count(),
+            1
+        );
+        assert!(text.contains("tsunagi_signaling_mode_switches_total{to=\"sfu\"} 3\n"));
+        assert!(text.contains("tsunagi_signaling_mode_switches_total{to=\"mesh\"} 1\n"));
+        let v = to_json(crate::signaling::metrics::SIGNALING, &s);
+        assert_eq!(v["modeSwitches"]["toSfu"], 3);
+        assert_eq!(v["roomsByMode"]["mesh"], 2);
+    }
+}

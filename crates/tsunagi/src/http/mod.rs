@@ -20,7 +20,7 @@
 //! close, up to a deadline. Upgraded WebSockets are closed by their owner (the
 //! signaling runtime's own shutdown).
 
-mod metrics;
+pub(crate) mod metrics;
 mod routes;
 mod state;
 

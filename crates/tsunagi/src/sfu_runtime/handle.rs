@@ -4,12 +4,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use serde_json::{json, Value};
 use tokio::sync::{oneshot, watch};
 use tsunagi_net::CoreSender;
 
 use super::{Command, Created, HttpFailure, SessionKind, SfuSnapshot};
-use crate::http::{Prometheus, StatsSource};
 
 /// Reaches the running SFU from HTTP handlers; cheap to clone.
 #[derive(Clone)]
@@ -110,118 +108,5 @@ impl SfuHandle {
             reply,
         })
         .await
-    }
-}
-
-impl StatsSource for SfuHandle {
-    fn key(&self) -> &'static str {
-        "sfu"
-    }
-
-    fn json(&self) -> Value {
-        let s = self.snapshot();
-        let c = &s.core;
-        let r = &s.runtime;
-        json!({
-            "rooms": c.rooms,
-            "peers": c.peers,
-            "publishers": c.publishers,
-            "subscriptions": c.subscriptions,
-            "packetsIn": c.packets_in,
-            "packetsOut": c.packets_out,
-            "bytesIn": c.bytes_in,
-            "bytesOut": c.bytes_out,
-            "mediaForwarded": c.media_forwarded,
-            "keyframeRequests": c.keyframe_requests,
-            "layerSwitches": c.layer_switches,
-            "faults": c.faults,
-            "demuxMisses": c.demux_misses,
-            "datagramsIn": r.datagrams_in,
-            "incomingDropped": r.incoming_dropped,
-            "sendErrors": r.send_errors,
-            "tcpConnections": r.tcp_connections,
-            "whipSessions": r.whip_sessions,
-            "whepSessions": r.whep_sessions,
-        })
-    }
-
-    fn prometheus(&self, p: &mut Prometheus) {
-        let s = self.snapshot();
-        let c = &s.core;
-        let r = &s.runtime;
-        p.gauge("tsunagi_sfu_rooms", "Rooms with SFU peers.", c.rooms);
-        p.gauge("tsunagi_sfu_peers", "Peers connected to the SFU.", c.peers);
-        p.gauge(
-            "tsunagi_sfu_publishers",
-            "Peers publishing media to the SFU.",
-            c.publishers,
-        );
-        p.gauge(
-            "tsunagi_sfu_subscriptions",
-            "Tracks forwarded to subscribers.",
-            c.subscriptions,
-        );
-        p.counter(
-            "tsunagi_sfu_packets_in_total",
-            "Datagrams and frames received.",
-            c.packets_in,
-        );
-        p.counter(
-            "tsunagi_sfu_packets_out_total",
-            "Packets sent.",
-            c.packets_out,
-        );
-        p.counter("tsunagi_sfu_bytes_in_total", "Bytes received.", c.bytes_in);
-        p.counter("tsunagi_sfu_bytes_out_total", "Bytes sent.", c.bytes_out);
-        p.counter(
-            "tsunagi_sfu_media_forwarded_total",
-            "Frames and audio samples written to subscribers.",
-            c.media_forwarded,
-        );
-        p.counter(
-            "tsunagi_sfu_keyframe_requests_total",
-            "Keyframe requests sent to publishers.",
-            c.keyframe_requests,
-        );
-        p.counter(
-            "tsunagi_sfu_layer_switches_total",
-            "Simulcast layer switches.",
-            c.layer_switches,
-        );
-        p.counter(
-            "tsunagi_sfu_faults_total",
-            "Peers dropped after an internal fault.",
-            c.faults,
-        );
-        p.counter(
-            "tsunagi_sfu_demux_misses_total",
-            "Datagrams no peer accepted.",
-            c.demux_misses,
-        );
-        p.counter(
-            "tsunagi_sfu_incoming_dropped_total",
-            "Datagrams dropped because the core was behind.",
-            r.incoming_dropped,
-        );
-        p.counter(
-            "tsunagi_sfu_send_errors_total",
-            "Sends that failed (full socket buffer, unreachable).",
-            r.send_errors,
-        );
-        p.gauge(
-            "tsunagi_sfu_tcp_connections",
-            "ICE-TCP connections open.",
-            r.tcp_connections,
-        );
-        p.gauge(
-            "tsunagi_sfu_whip_sessions",
-            "WHIP publishers.",
-            r.whip_sessions,
-        );
-        p.gauge(
-            "tsunagi_sfu_whep_sessions",
-            "WHEP viewers.",
-            r.whep_sessions,
-        );
     }
 }

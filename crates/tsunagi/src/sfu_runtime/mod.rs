@@ -23,6 +23,7 @@ pub mod api;
 mod core;
 mod driver;
 mod handle;
+pub(crate) mod metrics;
 mod sockets;
 pub mod tcp;
 pub mod whip;

@@ -55,6 +55,7 @@
 
 mod connection;
 mod hub_task;
+pub(crate) mod metrics;
 
 use connection::*;
 use hub_task::*;
@@ -73,7 +74,6 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::{Extension, Router};
 use rand::RngCore;
-use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -84,7 +84,6 @@ use tsunagi_signal::{
 };
 
 use crate::config::Config;
-use crate::http::{Prometheus, StatsSource};
 use crate::redact::Redactor;
 use crate::supervise::{Component, Health};
 
@@ -553,122 +552,6 @@ impl SignalingHandle {
 /// `GET /ws`, the signaling WebSocket.
 pub fn routes(handle: SignalingHandle) -> Router {
     Router::new().route("/ws", get(upgrade)).with_state(handle)
-}
-
-impl StatsSource for SignalingHandle {
-    fn key(&self) -> &'static str {
-        "signaling"
-    }
-
-    /// `{"connections": 2, "rooms": 1, "roomsByMode": {"mesh": 1, "sfu": 0},
-    /// "modeSwitches": {"toSfu": 0, "toMesh": 0}, "peers": 2, "peersInGrace": 0,
-    /// "joins": 2, "resumes": 0, "leaves": {"left": 0, "timeout": 0, "kicked": 0},
-    /// "messagesReceived": 14, "messagesRelayed": 9, "sfuDropped": 0,
-    /// "errors": {"bad-message": 0, ...}}`
-    fn json(&self) -> Value {
-        let s = self.stats();
-        let errors: Map<String, Value> = s
-            .errors_by_code()
-            .map(|(c, n)| (c.as_str().to_owned(), json!(n)))
-            .collect();
-        json!({
-            "connections": s.connections,
-            "rooms": s.rooms,
-            "roomsByMode": {"mesh": s.rooms_mesh, "sfu": s.rooms_sfu},
-            "modeSwitches": {"toSfu": s.switches_to_sfu, "toMesh": s.switches_to_mesh},
-            "peers": s.peers,
-            "peersInGrace": s.peers_in_grace,
-            "joins": s.joins,
-            "resumes": s.resumes,
-            "leaves": {"left": s.leaves[0], "timeout": s.leaves[1], "kicked": s.leaves[2]},
-            "messagesReceived": s.messages_received,
-            "messagesRelayed": s.messages_relayed,
-            "sfuDropped": s.sfu_dropped,
-            "errors": errors,
-        })
-    }
-
-    fn prometheus(&self, p: &mut Prometheus) {
-        let s = self.stats();
-        p.gauge(
-            "tsunagi_signaling_connections",
-            "Signaling WebSockets open now.",
-            s.connections,
-        );
-        p.gauge(
-            "tsunagi_signaling_rooms",
-            "Rooms with at least one peer (or a WHIP publisher).",
-            s.rooms,
-        );
-        p.gauge(
-            "tsunagi_signaling_rooms_mesh",
-            "Rooms in mesh mode.",
-            s.rooms_mesh,
-        );
-        p.gauge(
-            "tsunagi_signaling_rooms_sfu",
-            "Rooms in SFU mode.",
-            s.rooms_sfu,
-        );
-        p.labeled_counter(
-            "tsunagi_signaling_mode_switches_total",
-            "Rooms that switched mode, by the mode they switched to.",
-            "to",
-            &[("sfu", s.switches_to_sfu), ("mesh", s.switches_to_mesh)],
-        );
-        p.gauge(
-            "tsunagi_signaling_peers",
-            "Peers in rooms, including those within their resume grace period.",
-            s.peers,
-        );
-        p.gauge(
-            "tsunagi_signaling_peers_in_grace",
-            "Peers whose WebSocket dropped and who may still resume.",
-            s.peers_in_grace,
-        );
-        p.counter(
-            "tsunagi_signaling_joins_total",
-            "Successful joins.",
-            s.joins,
-        );
-        p.counter(
-            "tsunagi_signaling_resumes_total",
-            "Successful resumes.",
-            s.resumes,
-        );
-        p.labeled_counter(
-            "tsunagi_signaling_leaves_total",
-            "Peers that left a room, by reason.",
-            "reason",
-            &[
-                ("left", s.leaves[0]),
-                ("timeout", s.leaves[1]),
-                ("kicked", s.leaves[2]),
-            ],
-        );
-        p.counter(
-            "tsunagi_signaling_messages_received_total",
-            "Signaling frames received.",
-            s.messages_received,
-        );
-        p.counter(
-            "tsunagi_signaling_messages_relayed_total",
-            "Peer messages (offer, answer, candidate, chat, media) relayed, per recipient.",
-            s.messages_relayed,
-        );
-        p.counter(
-            "tsunagi_signaling_sfu_dropped_total",
-            "Requests for the SFU dropped because its queue was full.",
-            s.sfu_dropped,
-        );
-        let errors: Vec<(&str, u64)> = s.errors_by_code().map(|(c, n)| (c.as_str(), n)).collect();
-        p.labeled_counter(
-            "tsunagi_signaling_errors_total",
-            "Signaling error messages sent, by code.",
-            "code",
-            &errors,
-        );
-    }
 }
 
 #[cfg(test)]
