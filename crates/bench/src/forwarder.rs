@@ -15,7 +15,7 @@
 //!   round-robin, one client per socket, in a table of at most N clients (when all are
 //!   taken, the socket's earlier client is replaced). Every socket is in one epoll
 //!   (edge-triggered) and read as the relay reads its sockets
-//!   (crates/tsunagi/src/turn_runtime/poller.rs): one batched receive (recvmmsg) per
+//!   (crates/net/src/poller.rs): one batched receive (recvmmsg) per
 //!   ready socket, read again on the next turn only when that receive filled every
 //!   slot. Sends: from a relay socket, a run of equal-sized datagrams of one client as
 //!   one GSO send (else one `sendmsg` per datagram: one socket each); from the listen
