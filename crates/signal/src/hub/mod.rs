@@ -64,7 +64,17 @@ struct Peer {
     /// Has an SFU peer (a `Join` was emitted and no `Leave` since). Always equal to
     /// whether its room is in SFU mode.
     sfu: bool,
+    /// When its room last switched to mesh while it had an SFU peer (which lingers in
+    /// the SFU): an answer or candidate to `"sfu"` sent before the peer read `mode` is
+    /// still delivered for [`SFU_LATE_GRACE`] after ([`Hub::relay`]).
+    sfu_left: Option<Instant>,
 }
+
+/// How long after a switch to mesh a peer's `answer` or `candidate` to `"sfu"` still
+/// goes to its lingering SFU session rather than getting `unknown-peer`: messages
+/// already on their way when the switch happened (docs/sfu.md, rules 2 and 6). Shorter
+/// than the runtime keeps the session.
+pub const SFU_LATE_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 struct Room {
@@ -246,7 +256,7 @@ impl<I: IceServerSource> Hub<I> {
             Ok(msg) => self.dispatch(now, conn, msg),
             Err(e) => self.send_error(conn, e.code, e.message, e.reference.as_deref()),
         }
-        self.remove_overflowed();
+        self.remove_overflowed(now);
     }
 
     /// A binary frame of `len` bytes arrived on `conn`.
@@ -271,13 +281,13 @@ impl<I: IceServerSource> Hub<I> {
             return;
         };
         match how {
-            Disconnect::Clean => self.remove_peer(key, LeaveReason::Left),
+            Disconnect::Clean => self.remove_peer(now, key, LeaveReason::Left),
             Disconnect::Overflow => {
                 self.stats.errors[ErrorCode::ServerBusy.index()] += 1;
-                self.remove_peer(key, LeaveReason::Kicked);
+                self.remove_peer(now, key, LeaveReason::Kicked);
             }
             Disconnect::Lost if self.config.resume_grace.is_zero() => {
-                self.remove_peer(key, LeaveReason::Timeout)
+                self.remove_peer(now, key, LeaveReason::Timeout)
             }
             Disconnect::Lost => {
                 let deadline = now + self.config.resume_grace;
@@ -293,7 +303,7 @@ impl<I: IceServerSource> Hub<I> {
                 }
             }
         }
-        self.remove_overflowed();
+        self.remove_overflowed(now);
     }
 
     /// Ends the grace periods that are over.
@@ -308,10 +318,10 @@ impl<I: IceServerSource> Hub<I> {
                 .get(&key)
                 .is_some_and(|p| p.conn.is_none() && p.grace_until == Some(t))
             {
-                self.remove_peer(key, LeaveReason::Timeout);
+                self.remove_peer(now, key, LeaveReason::Timeout);
             }
         }
-        self.remove_overflowed();
+        self.remove_overflowed(now);
     }
 
     /// Closes every connection ([`CloseReason::Shutdown`]) and forgets every room.
@@ -366,8 +376,8 @@ impl<I: IceServerSource> Hub<I> {
             let peer = c.peer;
             self.close(conn, CloseReason::Flood);
             if let Some(key) = peer {
-                self.remove_peer(key, LeaveReason::Kicked);
-                self.remove_overflowed();
+                self.remove_peer(now, key, LeaveReason::Kicked);
+                self.remove_overflowed(now);
             }
             return false;
         }
@@ -408,7 +418,7 @@ impl<I: IceServerSource> Hub<I> {
             ClientMessage::Leave(_) => {
                 self.close(conn, CloseReason::Left);
                 if let Some(key) = session {
-                    self.remove_peer(key, LeaveReason::Left);
+                    self.remove_peer(now, key, LeaveReason::Left);
                 }
             }
             _ => {

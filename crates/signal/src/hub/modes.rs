@@ -9,7 +9,7 @@ impl<I: IceServerSource> Hub<I> {
     /// answers, errors and stats for a peer that is no longer in the SFU (its room went
     /// back to mesh) are dropped: its client has left the SFU, and docs/sfu.md promises
     /// no `"sfu"` message after `mode: mesh`.
-    pub fn handle_sfu(&mut self, _now: Instant, reply: SfuReply) {
+    pub fn handle_sfu(&mut self, now: Instant, reply: SfuReply) {
         let for_peer = match &reply {
             SfuReply::Offer { peer, .. }
             | SfuReply::Answer { peer, .. }
@@ -69,15 +69,15 @@ impl<I: IceServerSource> Hub<I> {
                     self.deliver_error(key, ErrorCode::SfuError, message, None);
                 }
             }
-            SfuReply::External { room, publishers } => self.external(&room, publishers),
+            SfuReply::External { room, publishers } => self.external(now, &room, publishers),
         }
-        self.remove_overflowed();
+        self.remove_overflowed(now);
     }
 
     /// The runtime could not hand `req` to the SFU (its queue was full): the peer is
     /// told with `server-busy` (the session goes on) and [`Stats::sfu_dropped`] counts
     /// it. A dropped `leave` tells nobody: the SFU drops that peer on its own timeouts.
-    pub fn handle_sfu_dropped(&mut self, _now: Instant, req: &SfuRequest) {
+    pub fn handle_sfu_dropped(&mut self, now: Instant, req: &SfuRequest) {
         self.stats.sfu_dropped += 1;
         let Some(&key) = self.peer_ids.get(&**req.peer()) else {
             return;
@@ -99,7 +99,7 @@ impl<I: IceServerSource> Hub<I> {
             ),
         };
         self.deliver_error(key, ErrorCode::ServerBusy, message, reference);
-        self.remove_overflowed();
+        self.remove_overflowed(now);
     }
 
     // ---- modes ----
@@ -177,7 +177,7 @@ impl<I: IceServerSource> Hub<I> {
     /// Puts `room` in the mode it should be in. On a switch: the SFU requests for
     /// every peer (`Join`, or `Leave` with linger); the caller then announces the mode
     /// ([`Hub::announce_mode`]). Returns whether it switched.
-    pub(super) fn update_mode(&mut self, room: &str) -> bool {
+    pub(super) fn update_mode(&mut self, now: Instant, room: &str) -> bool {
         let Some(r) = self.rooms.get(room) else {
             return false;
         };
@@ -207,6 +207,7 @@ impl<I: IceServerSource> Hub<I> {
                 for k in peers {
                     if let Some(p) = self.peers.get_mut(&k) {
                         if std::mem::take(&mut p.sfu) {
+                            p.sfu_left = Some(now);
                             let peer = p.id.clone();
                             self.out
                                 .push_back(Output::Sfu(SfuRequest::Leave { peer, linger: true }));
@@ -245,6 +246,7 @@ impl<I: IceServerSource> Hub<I> {
         };
         if let Some(p) = self.peers.get_mut(&key) {
             p.sfu = true;
+            p.sfu_left = None;
         }
         self.out.push_back(Output::Sfu(req));
     }

@@ -10,11 +10,18 @@ impl<I: IceServerSource> Hub<I> {
         };
         let (id, name, room) = (sender.id.clone(), sender.name.clone(), sender.room.clone());
         let (can_publish, in_sfu) = (sender.can_publish, sender.sfu);
+        // An answer or candidate to "sfu" sent before the sender read that its room
+        // switched to mesh: its SFU session lingers and still takes it.
+        let late_for_sfu = !in_sfu
+            && sender
+                .sfu_left
+                .is_some_and(|t| now.saturating_duration_since(t) < SFU_LATE_GRACE);
         let ty = msg.type_name();
         let text: Arc<str> = match msg {
             ClientMessage::Offer(SdpTo { to, sdp }) | ClientMessage::Answer(SdpTo { to, sdp }) => {
                 let target = if to == SFU_PEER {
-                    if !self.sfu_addressee(conn, in_sfu, &room, ty) {
+                    let late = late_for_sfu && ty == "answer";
+                    if !late && !self.sfu_addressee(conn, in_sfu, &room, ty) {
                         return;
                     }
                     None
@@ -59,7 +66,7 @@ impl<I: IceServerSource> Hub<I> {
                 return;
             }
             ClientMessage::Candidate(CandidateTo { to, candidate }) if to == SFU_PEER => {
-                if self.sfu_addressee(conn, in_sfu, &room, ty) {
+                if late_for_sfu || self.sfu_addressee(conn, in_sfu, &room, ty) {
                     self.stats.messages_relayed += 1;
                     self.out.push_back(Output::Sfu(SfuRequest::Candidate {
                         peer: id,
@@ -124,7 +131,8 @@ impl<I: IceServerSource> Hub<I> {
     }
 
     /// Whether a message `to: "sfu"` may go to the SFU: the sender is in it (its room is
-    /// in SFU mode); else `unknown-peer`.
+    /// in SFU mode); else `unknown-peer`. (An answer or candidate within
+    /// [`SFU_LATE_GRACE`] of a switch to mesh does not ask: [`Hub::relay`].)
     pub(super) fn sfu_addressee(
         &mut self,
         conn: ConnId,

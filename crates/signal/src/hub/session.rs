@@ -118,6 +118,7 @@ impl<I: IceServerSource> Hub<I> {
                 media: MediaState::default(),
                 can_publish,
                 sfu: false,
+                sfu_left: None,
             },
         );
         self.peer_ids.insert(id.clone(), key);
@@ -130,7 +131,7 @@ impl<I: IceServerSource> Hub<I> {
         }
         // A switch makes the SFU peers of everyone (this one included); in an SFU room
         // only this one needs one. Either way before the welcome that tells the client.
-        let switched = self.update_mode(&room);
+        let switched = self.update_mode(now, &room);
         if !switched {
             self.sfu_join(key);
         }
@@ -281,7 +282,7 @@ impl<I: IceServerSource> Hub<I> {
     }
 
     /// Removes a peer from its room and tells the others.
-    pub(super) fn remove_peer(&mut self, key: PeerKey, reason: LeaveReason) {
+    pub(super) fn remove_peer(&mut self, now: Instant, key: PeerKey, reason: LeaveReason) {
         let Some(p) = self.peers.remove(&key) else {
             return;
         };
@@ -330,13 +331,13 @@ impl<I: IceServerSource> Hub<I> {
         .to_json()
         .into();
         self.broadcast(&p.room, Some(key), &left, false);
-        if self.update_mode(&p.room) {
+        if self.update_mode(now, &p.room) {
             self.announce_mode(&p.room, None);
         }
     }
 
     /// [`SfuReply::External`]: WHIP publishers in `room`.
-    pub(super) fn external(&mut self, room: &str, publishers: u32) {
+    pub(super) fn external(&mut self, now: Instant, room: &str, publishers: u32) {
         if !self.config.sfu || validate_room(room).is_err() {
             return;
         }
@@ -350,7 +351,7 @@ impl<I: IceServerSource> Hub<I> {
         if let Some(r) = self.rooms.get_mut(room) {
             r.whip = publishers;
         }
-        if self.update_mode(room) {
+        if self.update_mode(now, room) {
             self.announce_mode(room, None);
         }
         self.remove_room_if_unused(room);
@@ -358,9 +359,9 @@ impl<I: IceServerSource> Hub<I> {
 
     /// Peers whose grace queue overflowed leave now (`timeout`): they could not be
     /// resumed without losing messages. Removing one may overflow another.
-    pub(super) fn remove_overflowed(&mut self) {
+    pub(super) fn remove_overflowed(&mut self, now: Instant) {
         while let Some(key) = self.overflowed.pop() {
-            self.remove_peer(key, LeaveReason::Timeout);
+            self.remove_peer(now, key, LeaveReason::Timeout);
         }
     }
 }

@@ -609,3 +609,49 @@ fn nothing_from_the_sfu_reaches_a_peer_after_its_room_went_back_to_mesh() {
     });
     assert_eq!(only(&out, a, "offer")["sdp"], "v=0 new");
 }
+
+/// An answer or candidate to "sfu" that the client sent before it read `mode: mesh`
+/// (an SFU offer it answered as rule 2 asks, crossing the switch) still reaches the
+/// lingering SFU session instead of coming back as `unknown-peer`, for
+/// `SFU_LATE_GRACE`; an offer does not (a client starts no negotiation with an SFU it
+/// has left). Once the grace has passed, or for a peer that was never in the SFU, it
+/// is `unknown-peer` as before.
+#[test]
+fn an_answer_crossing_the_switch_to_mesh_still_reaches_the_sfu() {
+    let mut t = T::with(sfu_config());
+    let p = fill(&mut t, "r", 5);
+    t.send(p[4].0, json!({"type": "leave"}));
+    t.send(p[3].0, json!({"type": "leave"}));
+    assert_eq!(t.hub.stats().rooms_sfu, 0, "back to mesh");
+    let (a, a_id) = p[0].clone();
+    let out = t.send(a, json!({"type": "answer", "to": "sfu", "sdp": "v=0 late"}));
+    assert!(to(&out, a).is_empty(), "{out:?}");
+    assert_eq!(
+        sfu_reqs(&out),
+        vec![SfuRequest::Answer {
+            peer: a_id.as_str().into(),
+            sdp: "v=0 late".into()
+        }]
+    );
+    let out = t.send(
+        a,
+        json!({"type": "candidate", "to": "sfu", "candidate": null}),
+    );
+    assert!(to(&out, a).is_empty(), "{out:?}");
+    assert_eq!(sfu_reqs(&out).len(), 1);
+    let out = t.send(a, json!({"type": "offer", "to": "sfu", "sdp": "v=0"}));
+    assert_eq!(error(&out, a), err("unknown-peer", Some("offer")));
+    assert!(sfu_reqs(&out).is_empty());
+    // A peer that joined the mesh room later was never in the SFU.
+    let (c, _, _) = t.join("r", "C2");
+    let out = t.send(c, json!({"type": "answer", "to": "sfu", "sdp": "v=0"}));
+    assert_eq!(error(&out, c), err("unknown-peer", Some("answer")));
+    // After the grace, the first peer's answer is refused too.
+    t.advance(crate::hub::SFU_LATE_GRACE + Duration::from_millis(1));
+    let out = t.send(
+        a,
+        json!({"type": "answer", "to": "sfu", "sdp": "v=0 later"}),
+    );
+    assert_eq!(error(&out, a), err("unknown-peer", Some("answer")));
+    assert!(sfu_reqs(&out).is_empty());
+}
