@@ -238,10 +238,15 @@ export class SfuPeer {
     this.sendSignal({ type: desc.type, to: 'sfu', sdp: desc.sdp });
   }
 
+  /**
+   * Queues an offer or answer from the SFU. Once it is applied (or ignored, or failed),
+   * an ICE restart that waited for the negotiation goes out.
+   */
   handleDescription(type, sdp) {
     this.applying++;
     return this.enqueue(() => this.applyDescription(type, sdp)).finally(() => {
       this.applying--;
+      this.afterNegotiation();
     });
   }
 
@@ -290,13 +295,11 @@ export class SfuPeer {
       const desc = pc.localDescription;
       this.log({ dir: 'out', kind: desc.type, sdp: summarizeSdp(desc.sdp) });
       this.sendSignal({ type: desc.type, to: 'sfu', sdp: desc.sdp });
-      this.afterNegotiation();
       return;
     }
     if (pc.signalingState !== 'have-local-offer') return; // an answer to nothing we have pending
     await pc.setRemoteDescription({ type, sdp });
     this.noteRemoteCandidates(sdp);
-    this.afterNegotiation();
   }
 
   /** The SFU's candidates come inside its SDP: list them for the panel. */
@@ -356,11 +359,13 @@ export class SfuPeer {
 
   /**
    * Whether this page is busy with a description: making our offer, or applying one from
-   * the SFU (queued ones included) up to our answer. An offer of ours that waits for its
-   * answer does not count: it may have been lost, and the repairs send it again.
+   * the SFU (queued ones included) up to our answer. (`have-remote-offer` lies inside
+   * that: an SFU offer is counted in `applying` from its arrival to our answer.) An offer
+   * of ours that waits for its answer does not count: it may have been lost, and the
+   * repairs send it again.
    */
   negotiating() {
-    return this.makingOffer || this.applying > 0 || this.pc.signalingState === 'have-remote-offer';
+    return this.makingOffer || this.applying > 0;
   }
 
   /** A restart that waited for a negotiation to finish goes out now. */
