@@ -1,8 +1,9 @@
 // Chromium through playwright-core with exactly the flags the project uses, a fresh
 // profile per browser, and helpers that read the client's state through its read-only
-// debug hook `window.tsunagi`.
+// test hook `window.tsunagi` (loaded into every page by testhook.mjs).
 
 import { chromium } from 'playwright-core';
+import { addTestHook } from './testhook.mjs';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -65,6 +66,13 @@ export async function launchBrowser({ executablePath, extraArgs = [], cameraFps 
   browser.close = async () => {
     await close().catch(() => {});
     rmSync(userDataDir, { recursive: true, force: true });
+  };
+  // Every context (and so every page) of this browser gets the client's test hook.
+  const newContext = browser.newContext.bind(browser);
+  browser.newContext = async (options) => {
+    const context = await newContext(options);
+    await addTestHook(context);
+    return context;
   };
   return browser;
 }
