@@ -37,7 +37,7 @@ after(async () => {
 });
 
 /**
- * The pages' own frame-gap monitors (see `frameGaps` in web/js/app.js). `watch(p)` starts
+ * The pages' own frame-gap monitors (see web/js/test/frame-gaps.js). `watch(p)` starts
  * the monitor of a participant that just joined (its page then watches every remote
  * tile, including later ones); `reset()` starts a new measurement on every page;
  * `check()` reads each page's record and checks every pair whose two participants are
@@ -129,12 +129,42 @@ test('the room grows to five: it switches to SFU without the video stopping', { 
   await monitor.check('mesh → SFU');
 });
 
+/**
+ * Waits until the SFU has renegotiated `gone`'s departure with every one of `rest`: no
+ * SFU offer outstanding (the server's `pendingOfferMs`), none of `gone`'s m-lines left to
+ * take down, every page's SFU connection stable.
+ */
+async function sfuSettledAfter(gone, rest) {
+  await waitFor(
+    async () => {
+      for (const p of rest) {
+        const s = await p.page.evaluate(() => window.tsunagi.subscriptions());
+        if (!s || s.negotiation.pendingOfferMs !== null || s.subscriptions.some((x) => x.publisher === gone.id)) return false;
+        if ((await p.page.evaluate(() => window.tsunagi.sfu))?.signalingState !== 'stable') return false;
+      }
+      return true;
+    },
+    { timeout: 30000, what: `the SFU to renegotiate ${gone.name}'s departure with everyone left` },
+  );
+}
+
 test('the room shrinks to three: back to a mesh, the video goes on', { timeout: 150000 }, async () => {
   await monitor.reset();
+  // Each one closes the tab: its page says `leave` (pagehide), so the room shrinks at once
+  // rather than when the server's resume grace for a vanished socket runs out. The next
+  // one leaves only once the SFU has renegotiated the previous departure with everyone:
+  // an SFU offer still unanswered when the room switches to mesh is answered by a page
+  // that has not yet read `mode` (rule 2), and that answer meets the switch at the server
+  // (`unknown-peer`), which no client can prevent (docs/sfu.md, rules 2 and 6).
   for (const p of people.slice(3)) {
     p.gone = true;
+    await p.page.close();
     await p.close();
-    await sleep(1000);
+    const rest = people.filter((x) => !x.gone);
+    if (rest.length > 3) {
+      await sfuSettledAfter(p, rest);
+      await sleep(1000);
+    }
   }
   const stay = people.filter((p) => !p.gone);
   const t0 = Date.now();
