@@ -495,9 +495,18 @@ export function canPublish() {
   return !s.session || s.session.canPublish !== false;
 }
 
+/**
+ * The URLs of an ICE server (`urls`, or the older `url`).
+ * @param {RTCIceServer} server
+ * @returns {string[]}
+ */
+export function iceServerUrls(server) {
+  return /** @type {string[]} */ ([]).concat(server.urls || /** @type {{url?: string}} */ (server).url || []);
+}
+
 /** Whether the server gave us a TURN server. */
 export function hasTurn() {
-  return s.iceServers.some((i) => [].concat(i.urls || /** @type {any} */ (i).url || []).some((u) => /^turns?:/.test(u)));
+  return s.iceServers.some((i) => iceServerUrls(i).some((u) => /^turns?:/.test(u)));
 }
 
 /** @returns {RTCConfiguration} */

@@ -3,7 +3,7 @@
 // (tests/e2e/lib/testhook.mjs), so users are not shipped a debug surface.
 
 import { getLang } from '../i18n.js';
-import { call, connOf } from '../state.js';
+import { call, connOf, iceServerUrls } from '../state.js';
 import { fetchSfuState } from '../tilepanel.js';
 import { sendData } from '../datachannel.js';
 import { frameGaps } from './frame-gaps.js';
@@ -54,7 +54,7 @@ const hook = {
   },
   /** The ICE server URLs from welcome (credentials left out). */
   iceServerUrls() {
-    return call.iceServers.flatMap((s) => /** @type {string[]} */ ([]).concat(s.urls || /** @type {{url?: string}} */ (s).url || []));
+    return call.iceServers.flatMap(iceServerUrls);
   },
   /** The room's mode: "mesh" or "sfu". */
   get mode() {
