@@ -16,6 +16,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { addTestHook } from '../tests/e2e/lib/testhook.mjs';
 
 const require = createRequire(new URL('../tests/e2e/package.json', import.meta.url));
 const { chromium } = require('playwright-core');
@@ -79,6 +80,7 @@ async function launch(executablePath, url, profiles) {
 
 async function join(b, url, room, name) {
   const context = await b.browser.newContext({ viewport: { width: 1280, height: 720 }, locale: 'en-US' });
+  await addTestHook(context);
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));

@@ -1,6 +1,15 @@
-// A small element builder and the icon set (inline SVG, so nothing is fetched).
+// A small element builder, the page's element lookup, and the icon set (inline SVG, so
+// nothing is fetched).
 
 import { t } from './i18n.js';
+
+/**
+ * The element of the page that `sel` names: one the page always has (index.html).
+ * @param {string} sel
+ */
+export function $(sel) {
+  return /** @type {HTMLElement} */ (document.querySelector(sel));
+}
 
 /**
  * h('button', {class: 'x', testid: 'y', i18n: 'key', onclick}, ...children)
@@ -9,6 +18,11 @@ import { t } from './i18n.js';
  *   language switch; `i18nAttr` ("aria-label:key;title:key") does the same for attributes;
  * - `on*` functions become listeners; `dataset` is copied; `html` sets trusted markup
  *   (only used for our own icons).
+ * @template {keyof HTMLElementTagNameMap} K
+ * @param {K} tag
+ * @param {Record<string, any>|null} [attrs]
+ * @param {...(Node|string|number|null|undefined|false|(Node|string|number|null|undefined|false)[])} children
+ * @returns {HTMLElementTagNameMap[K]}
  */
 export function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
@@ -42,7 +56,7 @@ export function h(tag, attrs, ...children) {
   return el;
 }
 
-const svg = (body, extra = '') =>
+const svg = (/** @type {string} */ body, extra = '') =>
   `<svg viewBox="0 0 24 24" width="20" height="20" aria-hidden="true" focusable="false" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" ${extra}>${body}</svg>`;
 
 export const icons = {
@@ -65,6 +79,10 @@ export const icons = {
   logo: svg('<circle cx="8.5" cy="12" r="5.5"/><circle cx="15.5" cy="12" r="5.5"/>', 'class="logo-mark"'),
 };
 
+/**
+ * @param {keyof typeof icons} name
+ * @param {string} [cls]
+ */
 export function iconEl(name, cls = 'icon') {
   return h('span', { class: cls, html: icons[name] });
 }

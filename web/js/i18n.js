@@ -267,6 +267,7 @@ const en = {
   'watch.stats': '{size} · {fps} fps · {rate} · {pair}',
 };
 
+/** @type {{[K in keyof typeof en]: string}} */
 const ja = {
   'app.tagline': '中身が見えるビデオ通話',
   'landing.title': '通話を始める・参加する',
@@ -522,7 +523,9 @@ const ja = {
   'watch.stats': '{size} · {fps} fps · {rate} · {pair}',
 };
 
+/** @type {Record<string, Record<string, string>>} */
 const DICTS = { en, ja };
+/** @type {Set<(lang: string) => void>} */
 const listeners = new Set();
 let current = detect();
 
@@ -546,7 +549,10 @@ export function getLang() {
   return current;
 }
 
-/** Switches the language, remembers it, and re-renders every translated node. */
+/**
+ * Switches the language, remembers it, and re-renders every translated node.
+ * @param {string} lang
+ */
 export function setLang(lang) {
   if (!DICTS[lang]) return;
   current = lang;
@@ -560,38 +566,55 @@ export function setLang(lang) {
   for (const fn of listeners) fn(lang);
 }
 
+/**
+ * Calls `fn` after every language switch; returns what stops that.
+ * @param {(lang: string) => void} fn
+ */
 export function onLangChange(fn) {
   listeners.add(fn);
   return () => listeners.delete(fn);
 }
 
-/** Looks up `key` in the current language (English as fallback) and fills {vars}. */
+/**
+ * Looks up `key` in the current language (English as fallback) and fills {vars}.
+ * @param {string} key
+ * @param {Record<string, unknown>|null} [vars]
+ */
 export function t(key, vars) {
-  const s = DICTS[current][key] ?? en[key] ?? key;
+  const s = DICTS[current][key] ?? DICTS.en[key] ?? key;
   if (!vars) return s;
-  return s.replace(/\{(\w+)\}/g, (m, name) => (vars[name] !== undefined ? String(vars[name]) : m));
+  return s.replace(/\{(\w+)\}/g, (m, /** @type {string} */ name) => (vars[name] !== undefined ? String(vars[name]) : m));
 }
 
+/** @param {string} key */
 export function has(key) {
   return key in en;
 }
 
-/** Fills every data-i18n / data-i18n-attr node under root. */
+/**
+ * Fills every data-i18n / data-i18n-attr node under root.
+ * @param {ParentNode} root
+ */
 export function applyI18n(root) {
   for (const el of root.querySelectorAll('[data-i18n]')) {
+    if (!(el instanceof HTMLElement || el instanceof SVGElement)) continue;
     const vars = el.dataset.i18nVars ? JSON.parse(el.dataset.i18nVars) : undefined;
-    el.textContent = t(el.dataset.i18n, vars);
+    el.textContent = t(el.dataset.i18n || '', vars);
   }
   for (const el of root.querySelectorAll('[data-i18n-attr]')) {
+    if (!(el instanceof HTMLElement || el instanceof SVGElement)) continue;
     const vars = el.dataset.i18nVars ? JSON.parse(el.dataset.i18nVars) : undefined;
-    for (const pair of el.dataset.i18nAttr.split(';')) {
+    for (const pair of (el.dataset.i18nAttr || '').split(';')) {
       const [attr, key] = pair.split(':');
       if (attr && key) el.setAttribute(attr.trim(), t(key.trim(), vars));
     }
   }
 }
 
-/** Formats a timestamp as a wall-clock time in the current language. */
+/**
+ * Formats a timestamp as a wall-clock time in the current language.
+ * @param {number} ms
+ */
 export function formatTime(ms, withMillis = false) {
   const d = new Date(ms);
   const base = d.toLocaleTimeString(current === 'ja' ? 'ja-JP' : 'en-GB', {

@@ -7,6 +7,7 @@ const PREF_KEY = { audio: 'tsunagi.mic', video: 'tsunagi.camera' };
 // Modest capture: a mesh sends one encoding per remote peer from the same machine.
 const VIDEO_CONSTRAINTS = { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 24, max: 30 } };
 
+/** @param {'audio'|'video'} kind */
 function pref(kind) {
   try {
     return localStorage.getItem(PREF_KEY[kind]) || undefined;
@@ -15,6 +16,10 @@ function pref(kind) {
   }
 }
 
+/**
+ * @param {'audio'|'video'} kind
+ * @param {string} id
+ */
 function savePref(kind, id) {
   try {
     localStorage.setItem(PREF_KEY[kind], id);
@@ -25,12 +30,16 @@ function savePref(kind, id) {
 
 export class LocalMedia {
   constructor() {
-    this.audio = null; // microphone track
-    this.camera = null; // camera track
-    this.screen = null; // screen-share track, when sharing
+    /** @type {MediaStreamTrack|null} the microphone */
+    this.audio = null;
+    /** @type {MediaStreamTrack|null} the camera */
+    this.camera = null;
+    /** @type {MediaStreamTrack|null} the screen, while sharing */
+    this.screen = null;
     this.stream = new MediaStream(); // what the peer connections associate tracks with
     this.audioEnabled = true;
     this.videoEnabled = true;
+    /** @type {string|null} why capture failed (in part or whole) */
     this.error = null;
   }
 
@@ -52,7 +61,7 @@ export class LocalMedia {
         this.camera = s.getVideoTracks()[0] ?? null;
         break;
       } catch (e) {
-        this.error = e.name || String(e);
+        this.error = (e instanceof Error && e.name) || String(e);
       }
     }
     if (this.audio || this.camera) {
@@ -77,11 +86,13 @@ export class LocalMedia {
     return this.screen || this.camera;
   }
 
+  /** @param {boolean} on */
   setAudioEnabled(on) {
     this.audioEnabled = on;
     if (this.audio) this.audio.enabled = on;
   }
 
+  /** @param {boolean} on */
   setVideoEnabled(on) {
     this.videoEnabled = on;
     if (this.camera) this.camera.enabled = on;
@@ -93,12 +104,17 @@ export class LocalMedia {
     return list.filter((d) => d.kind === 'audioinput' || d.kind === 'videoinput');
   }
 
+  /** @param {'audio'|'video'} kind */
   currentDeviceId(kind) {
     const tr = kind === 'audio' ? this.audio : this.camera;
     return tr ? tr.getSettings().deviceId : undefined;
   }
 
-  /** Opens another device of `kind` ('audio' or 'video'); returns the new track. */
+  /**
+   * Opens another device of `kind`; returns the new track.
+   * @param {'audio'|'video'} kind
+   * @param {string} deviceId
+   */
   async switchDevice(kind, deviceId) {
     const constraints =
       kind === 'audio'
@@ -120,7 +136,10 @@ export class LocalMedia {
     return track;
   }
 
-  /** Starts a screen share; `onEnded` runs when the browser's own "stop" is used. */
+  /**
+   * Starts a screen share; `onEnded` runs when the browser's own "stop" is used.
+   * @param {() => void} onEnded
+   */
   async startScreen(onEnded) {
     const s = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15 } }, audio: false });
     const track = s.getVideoTracks()[0];

@@ -5,6 +5,28 @@
 import { h, iconEl } from './dom.js';
 import { t, formatTime } from './i18n.js';
 
+/** @typedef {import('./stats.js').PathInfo} PathInfo */
+/** @typedef {import('./stats.js').Summary} Summary */
+/** @typedef {import('./stats.js').CandidateInfo} CandidateInfo */
+/** @typedef {import('./stats.js').Candidate} Candidate */
+/** @typedef {import('./peer.js').TimelineEntry} TimelineEntry */
+/**
+ * What the panel needs of a connection: a mesh Peer or the SfuPeer.
+ * @typedef {object} Conn
+ * @property {string} id
+ * @property {RTCPeerConnection} pc
+ * @property {boolean} polite
+ * @property {RTCConfiguration} config
+ * @property {TimelineEntry[]} timeline
+ * @property {Summary|null} summary  its last stats summary
+ * @property {Map<string, Set<(arg: any) => void>>} listeners
+ * @property {(type: 'timeline', fn: (e: TimelineEntry) => void) => void} on
+ */
+
+/**
+ * The path in a few words ("Direct", "Relayed (TURN, udp)", ...).
+ * @param {PathInfo|null|undefined} path
+ */
 export function pathLabel(path) {
   if (!path || path.kind === 'none') return t('path.none');
   if (path.kind === 'relay') return t('path.relay', { proto: path.proto || 'udp' });
@@ -16,6 +38,7 @@ export function pathLabel(path) {
  * Seconds from the start of the current connection (its last `newConnection`, else its
  * first timeline entry) to ICE's first `connected` after it; null if not connected.
  */
+/** @param {TimelineEntry[]} timeline */
 function secondsToConnect(timeline) {
   let start = null;
   let end = null;
@@ -29,7 +52,11 @@ function secondsToConnect(timeline) {
   return start !== null && end !== null ? Math.max(0, (end - start) / 1000) : null;
 }
 
-/** One line on why ICE chose this path (see docs/nat-lab.md for the NAT kinds behind it). */
+/**
+ * One line on why ICE chose this path (see docs/nat-lab.md for the NAT kinds behind it).
+ * @param {PathInfo|null|undefined} path
+ * @param {{timeline?: TimelineEntry[], config?: RTCConfiguration}} peer
+ */
 export function pathWhy(path, peer) {
   if (!path || path.kind === 'none') return '';
   const secs = secondsToConnect(peer.timeline || []);
@@ -42,22 +69,26 @@ export function pathWhy(path, peer) {
   return t('path.why.direct');
 }
 
+/** @param {number|null|undefined} kbps */
 function rate(kbps) {
   if (kbps === null || kbps === undefined) return t('unit.none');
   if (kbps >= 1000) return t('unit.mbps', { v: (kbps / 1000).toFixed(2) });
   return t('unit.kbps', { v: kbps });
 }
 
+/** @param {CandidateInfo|Candidate|null|undefined} c */
 function endpoint(c) {
   if (!c) return t('unit.none');
   const host = c.address && c.address.includes(':') ? `[${c.address}]` : c.address;
   return `${host}:${c.port}`;
 }
 
+/** @param {string|undefined} type */
 function typeChip(type) {
   return h('span', { class: `chip cand-${type || 'unknown'}` }, type || '?');
 }
 
+/** @param {CandidateInfo|null|undefined} c */
 function candidateProto(c) {
   if (!c) return '';
   if (c.type === 'relay' && c.relayProtocol) return `${c.protocol} · TURN/${c.relayProtocol}`;
@@ -65,8 +96,28 @@ function candidateProto(c) {
 }
 
 export class ConnPanel {
+  // The parts, made by build():
+  /** @type {HTMLButtonElement} */
+  closeBtn;
+  /** @type {HTMLElement} */
+  extraBox;
+  /** @type {HTMLElement} */
+  banner;
+  /** @type {HTMLElement} */
+  pairBox;
+  /** @type {HTMLElement} */
+  statsGrid;
+  /** @type {HTMLElement} */
+  statesBox;
+  /** @type {HTMLElement} */
+  localList;
+  /** @type {HTMLElement} */
+  remoteList;
+  /** @type {HTMLElement} */
+  timelineList;
+
   /**
-   * @param {{peer: import('./peer.js').Peer | import('./sfu.js').SfuPeer, name: () => string, onClose: () => void,
+   * @param {{peer: Conn, name: () => string, onClose: () => void,
    *          domId?: string, extra?: () => Node|null}} o
    * `extra` renders a section above the path (the room's mode, the SFU's view), refreshed with the stats.
    */
@@ -75,6 +126,7 @@ export class ConnPanel {
     this.name = name;
     this.extra = extra || null;
     this.rendered = 0;
+    /** @type {number|null} the time of the first timeline entry */
     this.firstT = null;
     this.el = h('section', {
       class: 'conn-panel',
@@ -83,7 +135,7 @@ export class ConnPanel {
       role: 'region',
     });
     this.build();
-    this.unsub = (e) => this.appendEntry(e);
+    this.unsub = (/** @type {TimelineEntry} */ e) => this.appendEntry(e);
     peer.on('timeline', this.unsub);
     this.onClose = onClose;
   }
@@ -133,11 +185,15 @@ export class ConnPanel {
     this.update(this.peer.summary);
   }
 
-  /** Re-renders the live parts from a stats summary (see stats.js). */
+  /**
+   * Re-renders the live parts from a stats summary (see stats.js).
+   * @param {Summary|null} s
+   */
   update(s) {
     const name = this.name();
     const extra = this.extra ? this.extra() : null;
     this.extraBox.replaceChildren(...(extra ? [extra] : []));
+    /** @type {PathInfo} */
     const path = s ? s.path : { kind: 'none' };
     this.banner.dataset.path = path.kind;
     this.banner.replaceChildren(
@@ -147,7 +203,7 @@ export class ConnPanel {
     );
 
     const pair = s && s.pair;
-    const side = (who, c) =>
+    const side = (/** @type {string} */ who, /** @type {CandidateInfo|null} */ c) =>
       h(
         'div',
         { class: 'endpoint' },
@@ -186,7 +242,7 @@ export class ConnPanel {
     const lossParts = [];
     if (ain) lossParts.push(`${t('kind.audio')} ${ain.lossPct.toFixed(1)}%`);
     if (vin) lossParts.push(`${t('kind.video')} ${vin.lossPct.toFixed(1)}%`);
-    const codec = (i, o) => {
+    const codec = (/** @type {{codec: string|null}|null} */ i, /** @type {{codec: string|null}|null} */ o) => {
       const a = i && i.codec;
       const b = o && o.codec;
       if (a && b && a !== b) return `↓ ${a} · ↑ ${b}`;
@@ -224,7 +280,7 @@ export class ConnPanel {
       ),
     );
 
-    const list = (ul, cands, selectedId) => {
+    const list = (/** @type {HTMLElement} */ ul, /** @type {CandidateInfo[]|null} */ cands, /** @type {string|null} */ selectedId) => {
       if (!cands || cands.length === 0) {
         ul.replaceChildren(h('li', { class: 'muted' }, t('panel.noCandidates')));
         return;
@@ -247,12 +303,13 @@ export class ConnPanel {
     list(this.remoteList, s && s.candidates.remote, pair && pair.remote && pair.remote.id);
   }
 
+  /** @param {TimelineEntry} e */
   appendEntry(e) {
     if (this.firstT === null) this.firstT = this.peer.timeline.length ? this.peer.timeline[0].t : e.t;
     const list = this.timelineList;
     const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
     list.append(timelineItem(e, this.firstT));
-    while (list.childElementCount > 400) list.firstElementChild.remove();
+    while (list.childElementCount > 400) list.firstElementChild?.remove();
     if (atBottom) list.scrollTop = list.scrollHeight;
   }
 
@@ -262,14 +319,20 @@ export class ConnPanel {
   }
 }
 
+/** @param {string|undefined} type */
 function order(type) {
-  return { host: 0, srflx: 1, prflx: 2, relay: 3 }[type] ?? 4;
+  return /** @type {Record<string, number>} */ ({ host: 0, srflx: 1, prflx: 2, relay: 3 })[type || ''] ?? 4;
 }
 
+/**
+ * @param {TimelineEntry} e
+ * @param {number} firstT
+ */
 function timelineItem(e, firstT) {
   const dirIcon = e.dir === 'out' ? '↑' : e.dir === 'in' ? '↓' : '•';
   const dirLabel = e.dir === 'out' ? t('tl.sent') : e.dir === 'in' ? t('tl.received') : '';
   let kind;
+  /** @type {(Node|string|undefined)[]} */
   let detail = [];
   switch (e.kind) {
     case 'offer':
@@ -286,7 +349,7 @@ function timelineItem(e, firstT) {
     }
     case 'candidate': {
       kind = t('tl.candidate');
-      const c = e.cand;
+      const c = /** @type {Candidate} */ (e.cand); // a candidate entry has one
       detail = [
         typeChip(c.type),
         ` ${c.protocol} ${endpoint(c)}`,

@@ -20,17 +20,71 @@
 
 import { parseCandidate } from './stats.js';
 
+/** @typedef {import('./stats.js').Candidate} Candidate */
+/** @typedef {import('./stats.js').Summary} Summary */
+/** @typedef {import('./signaling.js').Message} Message */
+/** @typedef {ReturnType<typeof summarizeSdp>} SdpSummary */
+/**
+ * An entry of a connection's timeline (what the connection panel lists): a message sent
+ * or received, or a change of state.
+ * @typedef {object} LogEntry
+ * @property {'in'|'out'|'state'} dir
+ * @property {string} kind
+ * @property {string} [value]
+ * @property {SdpSummary} [sdp]
+ * @property {Candidate} [cand]
+ * @property {boolean} [stale]
+ * @property {string} [label]
+ * @property {string} [local]
+ * @property {string} [remote]
+ */
+/** @typedef {LogEntry & {t: number}} TimelineEntry */
+/** @typedef {{audio: MediaStreamTrack|null, video: MediaStreamTrack|null, stream: MediaStream}} LocalTracks */
+/**
+ * @typedef {object} PeerEvents  the events of a Peer and what their listeners get
+ * @property {{track: MediaStreamTrack, stream: MediaStream}} track
+ * @property {{what: string, value: string}} state
+ * @property {{from: string, data: string}} data
+ * @property {undefined} data-open
+ * @property {TimelineEntry} timeline
+ * @property {RTCPeerConnection} pc
+ */
+
 const TIMELINE_MAX = 400;
 
 export class Peer {
+  // Set for each RTCPeerConnection by startPc:
+  /** @type {RTCPeerConnection} */
+  pc;
+  /** @type {boolean} we send the first offer */
+  initiator;
+  /** @type {boolean} */
+  makingOffer;
+  /** @type {boolean} */
+  ignoreOffer;
+  /** @type {boolean} */
+  isSettingRemoteAnswerPending;
+  /** @type {boolean} */
+  tracksAdded;
+  /** @type {{audio: RTCRtpTransceiver|null|undefined, video: RTCRtpTransceiver|null|undefined}} */
+  transceivers;
+  /** @type {MediaStream} */
+  remoteStream;
+  /** @type {Candidate[]} */
+  localCandidates;
+  /** @type {Candidate[]} */
+  remoteCandidates;
+  /** @type {RTCDataChannel|undefined} */
+  dc;
+
   /**
    * @param {object} o
    * @param {string} o.id        remote peer id
    * @param {string} o.selfId    our id
    * @param {boolean} o.initiator we are the newcomer: we send the first offer
    * @param {RTCConfiguration} o.config
-   * @param {(msg: object) => boolean} o.send  sends a signaling message
-   * @param {() => {audio: MediaStreamTrack|null, video: MediaStreamTrack|null, stream: MediaStream}} o.localTracks
+   * @param {(msg: Message) => boolean} o.send  sends a signaling message
+   * @param {() => LocalTracks} o.localTracks
    */
   constructor({ id, selfId, initiator, config, send, localTracks }) {
     this.id = id;
@@ -39,30 +93,51 @@ export class Peer {
     this.config = config;
     this.sendSignal = send;
     this.localTracks = localTracks;
+    /** @type {TimelineEntry[]} */
     this.timeline = [];
+    /** @type {Map<string, Set<(arg: any) => void>>} */
     this.listeners = new Map();
+    /** @type {Promise<void>} the queue of incoming signaling */
     this.inbound = Promise.resolve();
     this.closed = false;
     this.createdAt = Date.now();
     this.generation = 0;
+    /** @type {string|null} */
     this.remoteSessionId = null;
-    this.staleSession = null; // the remote session of a connection we replaced
+    /** @type {string|null} the remote session of a connection we replaced */
+    this.staleSession = null;
     this.lastFailRestart = 0;
     this.watchdogs = 0;
+    /** @type {WeakMap<RTCPeerConnection, Promise<never>>} rejects once that connection is replaced or closed */
     this.deadOf = new WeakMap();
+    /** @type {WeakMap<RTCPeerConnection, () => void>} */
     this.killOf = new WeakMap();
+    /** @type {Summary|null} the last stats summary (poll.js), for the connection panel */
+    this.summary = null;
     this.startPc(initiator);
   }
 
+  /**
+   * @template {keyof PeerEvents} K
+   * @param {K} type
+   * @param {(arg: PeerEvents[K]) => void} fn
+   */
   on(type, fn) {
-    if (!this.listeners.has(type)) this.listeners.set(type, new Set());
-    this.listeners.get(type).add(fn);
+    let set = this.listeners.get(type);
+    if (!set) this.listeners.set(type, (set = new Set()));
+    set.add(fn);
   }
 
+  /**
+   * @template {keyof PeerEvents} K
+   * @param {K} type
+   * @param {PeerEvents[K]} [arg]
+   */
   emit(type, arg) {
     for (const fn of this.listeners.get(type) ?? []) fn(arg);
   }
 
+  /** @param {LogEntry} entry */
   log(entry) {
     const e = { t: Date.now(), ...entry };
     this.timeline.push(e);
@@ -74,13 +149,20 @@ export class Peer {
    * Waits for an operation of `pc`, or throws Replaced as soon as `pc` is replaced or
    * closed: the operations of a closed RTCPeerConnection never settle, and the inbound
    * queue must not wait for them forever.
+   * @template T
+   * @param {RTCPeerConnection} pc
+   * @param {Promise<T>} promise
+   * @returns {Promise<T>}
    */
   guard(pc, promise) {
     const dead = this.deadOf.get(pc);
     return dead ? Promise.race([promise, dead]) : promise;
   }
 
-  /** Creates a new RTCPeerConnection (and drops the old one, if any). */
+  /**
+   * Creates a new RTCPeerConnection (and drops the old one, if any).
+   * @param {boolean} initiator
+   */
   startPc(initiator) {
     const old = this.pc;
     if (old) this.killOf.get(old)?.();
@@ -96,6 +178,7 @@ export class Peer {
     this.remoteCandidates = [];
     this.pc = this.createPc();
     this.openDataChannel(this.pc);
+    /** @type {Promise<never>} */
     const dead = new Promise((_, reject) => this.killOf.set(this.pc, () => reject(new Replaced())));
     dead.catch(() => {});
     this.deadOf.set(this.pc, dead);
@@ -110,6 +193,7 @@ export class Peer {
    * fresh one with a fresh offer (the remote follows it). This ends any leftover of
    * offer races, e.g. when both sides switch relay-only at the same time. The two sides
    * wait different times so that they do not replace at once, and give up after a few.
+   * @param {RTCPeerConnection} pc
    */
   armWatchdog(pc) {
     const delay = this.polite ? 16000 : 11000;
@@ -146,6 +230,7 @@ export class Peer {
    * sides), so neither side waits for the other to announce it and no extra offer is
    * needed. Messages arrive as 'data' events {from, data}, the same shape as the SFU
    * relays them.
+   * @param {RTCPeerConnection} pc
    */
   openDataChannel(pc) {
     let dc;
@@ -164,7 +249,10 @@ export class Peer {
     };
   }
 
-  /** Sends text on the data channel; false when it is not open. */
+  /**
+   * Sends text on the data channel; false when it is not open.
+   * @param {string} text
+   */
   sendData(text) {
     if (!this.dc || this.dc.readyState !== 'open') return false;
     this.dc.send(text);
@@ -177,11 +265,11 @@ export class Peer {
     this.tracksAdded = true;
     const { audio, video, stream } = this.localTracks();
     const existing = this.pc.getTransceivers();
-    for (const kind of ['audio', 'video']) {
+    for (const kind of /** @type {const} */ (['audio', 'video'])) {
       const track = kind === 'audio' ? audio : video;
       // On the answering side the remote offer already created a transceiver per m-line;
       // addTrack reuses it and turns it to sendrecv.
-      const offered = existing.find((t) => t.receiver.track.kind === kind && !t.stopped);
+      const offered = existing.find((t) => t.receiver.track.kind === kind && !stopped(t));
       if (offered) {
         if (track) {
           const sender = this.pc.addTrack(track, stream);
@@ -208,33 +296,45 @@ export class Peer {
       this.makingOffer = true;
       await this.guard(pc, pc.setLocalDescription());
       if (pc !== this.pc) return;
-      const desc = pc.localDescription;
+      const desc = /** @type {RTCSessionDescription} */ (pc.localDescription);
       this.log({ dir: 'out', kind: desc.type, sdp: summarizeSdp(desc.sdp) });
       this.sendSignal({ type: desc.type, to: this.id, sdp: desc.sdp });
     } catch (e) {
-      if (pc === this.pc && !(e instanceof Replaced)) this.log({ dir: 'state', kind: 'error', value: String(e.message || e) });
+      if (pc === this.pc && !(e instanceof Replaced)) this.log({ dir: 'state', kind: 'error', value: errorMessage(e) });
     } finally {
       if (pc === this.pc) this.makingOffer = false;
     }
   }
 
-  /** Queues an offer or answer from the remote peer. */
+  /**
+   * Queues an offer or answer from the remote peer.
+   * @param {RTCSdpType} type
+   * @param {string} sdp
+   */
   handleDescription(type, sdp) {
     return this.enqueue(() => this.applyDescription(type, sdp));
   }
 
-  /** Queues a candidate (or end-of-candidates, null) from the remote peer. */
+  /**
+   * Queues a candidate (or end-of-candidates, null) from the remote peer.
+   * @param {RTCIceCandidateInit|null} candidate
+   */
   handleCandidate(candidate) {
     return this.enqueue(() => this.applyCandidate(candidate));
   }
 
+  /** @param {() => Promise<void>} fn */
   enqueue(fn) {
     this.inbound = this.inbound.then(() => (this.closed ? undefined : fn())).catch((e) => {
-      if (!(e instanceof Replaced)) this.log({ dir: 'state', kind: 'error', value: String((e && e.message) || e) });
+      if (!(e instanceof Replaced)) this.log({ dir: 'state', kind: 'error', value: errorMessage(e) });
     });
     return this.inbound;
   }
 
+  /**
+   * @param {RTCSdpType} type
+   * @param {string} sdp
+   */
   async applyDescription(type, sdp) {
     const session = sessionId(sdp);
     this.log({ dir: 'in', kind: type, sdp: summarizeSdp(sdp) });
@@ -275,12 +375,13 @@ export class Peer {
       if (!this.tracksAdded) this.addLocalTracks();
       await this.guard(pc, pc.setLocalDescription());
       if (pc !== this.pc) return;
-      const desc = pc.localDescription;
+      const desc = /** @type {RTCSessionDescription} */ (pc.localDescription);
       this.log({ dir: 'out', kind: desc.type, sdp: summarizeSdp(desc.sdp) });
       this.sendSignal({ type: desc.type, to: this.id, sdp: desc.sdp });
     }
   }
 
+  /** @param {RTCIceCandidateInit|null} candidate */
   async applyCandidate(candidate) {
     const pc = this.pc;
     const c = candidate && candidate.candidate ? parseCandidate(candidate.candidate) : null;
@@ -299,12 +400,16 @@ export class Peer {
       if (c) await this.guard(pc, pc.addIceCandidate(candidate));
       else await this.guard(pc, pc.addIceCandidate());
     } catch (e) {
-      if (!this.ignoreOffer && pc === this.pc && !(e instanceof Replaced)) this.log({ dir: 'state', kind: 'error', value: String(e.message || e) });
+      if (!this.ignoreOffer && pc === this.pc && !(e instanceof Replaced)) this.log({ dir: 'state', kind: 'error', value: errorMessage(e) });
     }
   }
 
-  /** Switches the ICE transport policy ('relay' or 'all') with a new connection. */
+  /**
+   * Switches the ICE transport policy ('relay' or 'all') with a new connection.
+   * @param {boolean} relayOnly
+   */
   setRelayOnly(relayOnly) {
+    /** @type {RTCIceTransportPolicy} */
     const policy = relayOnly ? 'relay' : 'all';
     this.config = { ...this.config, iceTransportPolicy: policy };
     this.log({ dir: 'state', kind: 'relayPolicy', value: policy });
@@ -330,7 +435,7 @@ export class Peer {
    */
   async lighten() {
     const tx = this.transceivers.video;
-    if (!tx || tx.stopped || !tx.sender.track) return;
+    if (!tx || stopped(tx) || !tx.sender.track) return;
     try {
       const params = tx.sender.getParameters();
       if (!params.encodings || !params.encodings.length) return;
@@ -341,14 +446,18 @@ export class Peer {
       await tx.sender.setParameters(params);
       this.log({ dir: 'state', kind: 'bridge', value: 'half resolution, 10 fps until the SFU carries the video' });
     } catch (e) {
-      this.log({ dir: 'state', kind: 'error', value: `lighten: ${e.message || e}` });
+      this.log({ dir: 'state', kind: 'error', value: `lighten: ${errorMessage(e)}` });
     }
   }
 
-  /** Replaces the outgoing track of one kind (device switch, screen share). */
+  /**
+   * Replaces the outgoing track of one kind (device switch, screen share).
+   * @param {'audio'|'video'} kind
+   * @param {MediaStreamTrack|null} track
+   */
   async replaceTrack(kind, track) {
     const tx = this.transceivers[kind];
-    if (!tx || tx.stopped) return;
+    if (!tx || stopped(tx)) return;
     await tx.sender.replaceTrack(track);
   }
 
@@ -372,12 +481,33 @@ class Replaced extends Error {
   }
 }
 
-/** The session id of an SDP's o= line: a new RTCPeerConnection has a new one. */
+/**
+ * The `stopped` flag of a transceiver in browsers that have it (the standard now says
+ * `currentDirection === 'stopped'`); undefined, so false, where it is gone.
+ * @param {RTCRtpTransceiver} tx
+ */
+export function stopped(tx) {
+  return !!(/** @type {{stopped?: boolean}} */ (/** @type {unknown} */ (tx)).stopped);
+}
+
+/**
+ * The message of a failure, for the timeline.
+ * @param {unknown} e
+ */
+export function errorMessage(e) {
+  return String((e instanceof Error && e.message) || e);
+}
+
 /**
  * The handlers a mesh Peer and the SfuPeer share: renegotiation, trickle ICE to `to`
  * (a null candidate is sent on as end-of-candidates), state logging, and an ICE restart
- * after a failure. `conn` has negotiate(), restartIce(), log(), emit(), sendSignal(),
- * localCandidates and lastFailRestart; `current()` is false once `pc` was replaced.
+ * after a failure. `current()` is false once `pc` was replaced.
+ * @param {{negotiate: () => unknown, restartIce: () => void, log: (e: LogEntry) => void,
+ *   emit: (type: 'state', arg: {what: string, value: string}) => void, sendSignal: (m: Message) => boolean,
+ *   localCandidates: Candidate[], lastFailRestart: number}} conn
+ * @param {RTCPeerConnection} pc
+ * @param {() => boolean} current
+ * @param {string} to  the peer id the candidates go to
  */
 export function wireConnection(conn, pc, current, to) {
   pc.onnegotiationneeded = () => {
@@ -397,7 +527,7 @@ export function wireConnection(conn, pc, current, to) {
     }
     conn.sendSignal({ type: 'candidate', to, candidate: candidate ? candidate.toJSON() : null });
   };
-  for (const what of ['signalingState', 'iceGatheringState', 'iceConnectionState', 'connectionState']) {
+  for (const what of /** @type {const} */ (['signalingState', 'iceGatheringState', 'iceConnectionState', 'connectionState'])) {
     const ev = what === 'signalingState' ? 'signalingstatechange' : `${what.toLowerCase()}change`;
     pc.addEventListener(ev, () => {
       if (!current()) return;
@@ -416,14 +546,23 @@ export function wireConnection(conn, pc, current, to) {
   }
 }
 
+/**
+ * The session id of an SDP's o= line: a new RTCPeerConnection has a new one.
+ * @param {string} sdp
+ */
 export function sessionId(sdp) {
   const m = /^o=\S+ (\S+) /m.exec(sdp || '');
   return m ? m[1] : null;
 }
 
-/** What a learner wants from an SDP at a glance: the media sections and their codecs. */
+/**
+ * What a learner wants from an SDP at a glance: the media sections and their codecs.
+ * @param {string} sdp
+ */
 export function summarizeSdp(sdp) {
+  /** @type {{kind: string, codecs: string[], direction: string}[]} */
   const media = [];
+  /** @type {{kind: string, codecs: string[], direction: string}|null} */
   let cur = null;
   for (const line of sdp.split(/\r?\n/)) {
     if (line.startsWith('m=')) {

@@ -23,7 +23,30 @@
 // timeline, on('timeline'), summary, getStats().
 
 import { parseCandidate } from './stats.js';
-import { summarizeSdp, wireConnection } from './peer.js';
+import { errorMessage, stopped, summarizeSdp, wireConnection } from './peer.js';
+
+/** @typedef {import('./peer.js').LogEntry} LogEntry */
+/** @typedef {import('./peer.js').TimelineEntry} TimelineEntry */
+/** @typedef {import('./peer.js').LocalTracks} LocalTracks */
+/** @typedef {import('./stats.js').Candidate} Candidate */
+/** @typedef {import('./stats.js').Summary} Summary */
+/** @typedef {import('./signaling.js').Message} Message */
+/** @typedef {'view'|'offer'|'iceRestart'|'newConnection'} RepairStep */
+/** @typedef {{track: MediaStreamTrack, stream: MediaStream, owner: string, transceiver: RTCRtpTransceiver}} TrackEvent */
+/**
+ * @typedef {object} SfuEvents  the events of the SfuPeer and what their listeners get
+ * @property {TrackEvent} track  a publisher's track, to show (during a replacement: once its video flows)
+ * @property {{track: MediaStreamTrack, owner: string}} track-ended
+ * @property {{what: string, value: string}} state
+ * @property {{from: string, data: string}} data
+ * @property {undefined} data-open
+ * @property {TimelineEntry} timeline
+ * @property {{ms: number}} replaced  a replacement finished after `ms`
+ */
+/**
+ * The connection being replaced: it keeps forwarding until the new one carries `owners`.
+ * @typedef {{pc: RTCPeerConnection, dc: RTCDataChannel|null, since: number, owners: Set<string>, timer: ReturnType<typeof setInterval>}} OldConnection
+ */
 
 const TIMELINE_MAX = 400;
 /** The old connection of a replacement closes after this at the latest. */
@@ -41,8 +64,8 @@ export class SfuPeer {
    * @param {object} o
    * @param {string} o.selfId
    * @param {RTCConfiguration} o.config
-   * @param {(msg: object) => boolean} o.send
-   * @param {() => {audio: MediaStreamTrack|null, video: MediaStreamTrack|null, stream: MediaStream}} o.localTracks
+   * @param {(msg: Message) => boolean} o.send
+   * @param {() => LocalTracks} o.localTracks
    */
   constructor({ selfId, config, send, localTracks }) {
     this.id = 'sfu';
@@ -52,34 +75,59 @@ export class SfuPeer {
     this.config = config;
     this.sendSignal = send;
     this.localTracks = localTracks;
+    /** @type {TimelineEntry[]} */
     this.timeline = [];
+    /** @type {Map<string, Set<(arg: any) => void>>} */
     this.listeners = new Map();
+    /** @type {Promise<void>} the queue of incoming signaling */
     this.inbound = Promise.resolve();
     this.closed = false;
     this.createdAt = Date.now();
     this.makingOffer = false;
     this.restartPending = false; // an ICE restart waits for the negotiation under way
     this.applying = 0; // descriptions from the SFU received and not applied yet
+    /** @type {Candidate[]} */
     this.localCandidates = [];
+    /** @type {Candidate[]} */
     this.remoteCandidates = [];
+    /** @type {Record<'audio'|'video'|'screen', RTCRtpTransceiver|null>} */
     this.transceivers = { audio: null, video: null, screen: null };
-    this.trackOwner = new Map(); // remote track id -> publisher id
-    this.midOwner = new Map(); // mid of a receiving transceiver -> publisher id
+    /** @type {Map<string, string>} remote track id -> publisher id */
+    this.trackOwner = new Map();
+    /** @type {Map<string, string>} mid of a receiving transceiver -> publisher id */
+    this.midOwner = new Map();
     this.lastFailRestart = 0;
+    /** @type {Summary|null} the last stats summary (poll.js), for the connection panel */
     this.summary = null;
-    this.old = null; // {pc, dc, since, owners, timer}: the connection being replaced
-    this.deferred = []; // track events of the new connection held until its video flows
+    /** @type {OldConnection|null} */
+    this.old = null;
+    /** @type {TrackEvent[]} track events of the new connection held until its video flows */
+    this.deferred = [];
+    /** @type {Record<RepairStep, number>} */
     this.repairs = { view: 0, offer: 0, iceRestart: 0, newConnection: 0 };
     this.lastNewConnection = 0;
+    /** @type {RTCDataChannel|null} the "tsunagi" data channel */
+    this.dc = null;
     this.pc = this.createPc();
     this.publish();
   }
 
+  /**
+   * @template {keyof SfuEvents} K
+   * @param {K} type
+   * @param {(arg: SfuEvents[K]) => void} fn
+   */
   on(type, fn) {
-    if (!this.listeners.has(type)) this.listeners.set(type, new Set());
-    this.listeners.get(type).add(fn);
+    let set = this.listeners.get(type);
+    if (!set) this.listeners.set(type, (set = new Set()));
+    set.add(fn);
   }
 
+  /**
+   * @template {keyof SfuEvents} K
+   * @param {K} type
+   * @param {SfuEvents[K]} [arg]
+   */
   emit(type, arg) {
     for (const fn of this.listeners.get(type) ?? []) {
       try {
@@ -90,6 +138,7 @@ export class SfuPeer {
     }
   }
 
+  /** @param {LogEntry} entry */
   log(entry) {
     const e = { t: Date.now(), ...entry };
     this.timeline.push(e);
@@ -151,18 +200,20 @@ export class SfuPeer {
       this.transceivers.audio = pc.addTransceiver(audio, { direction: 'sendonly', streams: [stream] });
     }
     if (video) {
+      /** @type {RTCRtpTransceiverInit} */
       const init = { direction: 'sendonly', streams: [stream], sendEncodings: SIMULCAST.map((e) => ({ ...e })) };
       try {
         this.transceivers.video = pc.addTransceiver(video, init);
       } catch (e) {
         // A browser without simulcast support: one encoding.
-        this.log({ dir: 'state', kind: 'error', value: `simulcast refused (${e.message || e}); one encoding` });
+        this.log({ dir: 'state', kind: 'error', value: `simulcast refused (${errorMessage(e)}); one encoding` });
         this.transceivers.video = pc.addTransceiver(video, { direction: 'sendonly', streams: [stream] });
       }
     }
     this.wireChannel(pc.createDataChannel('tsunagi', { ordered: true }));
   }
 
+  /** @param {RTCDataChannel} dc */
   wireChannel(dc) {
     if (this.dc && this.dc.readyState === 'open' && dc !== this.dc) return;
     this.dc = dc;
@@ -183,7 +234,10 @@ export class SfuPeer {
     };
   }
 
-  /** Sends text on the data channel (the SFU relays it to everyone else). */
+  /**
+   * Sends text on the data channel (the SFU relays it to everyone else).
+   * @param {string} text
+   */
   sendData(text) {
     for (const dc of [this.dc, this.old && this.old.dc]) {
       if (dc && dc.readyState === 'open') {
@@ -200,6 +254,7 @@ export class SfuPeer {
    * into our next *answer*, and an SFU offer answered before our restart offer went out
    * would carry a restart only an offer may make (the SFU refuses such an answer). A
    * restart asked for while a negotiation is under way waits until it is done.
+   * @param {{iceRestart?: boolean}} [o]
    */
   async negotiate({ iceRestart = false } = {}) {
     const pc = this.pc;
@@ -219,11 +274,11 @@ export class SfuPeer {
         await pc.setLocalDescription();
       }
       if (this.closed) return;
-      const desc = pc.localDescription;
+      const desc = /** @type {RTCSessionDescription} */ (pc.localDescription);
       this.log({ dir: 'out', kind: desc.type, sdp: summarizeSdp(desc.sdp) });
       this.sendSignal({ type: desc.type, to: 'sfu', sdp: desc.sdp });
     } catch (e) {
-      if (!this.closed) this.log({ dir: 'state', kind: 'error', value: String(e.message || e) });
+      if (!this.closed) this.log({ dir: 'state', kind: 'error', value: errorMessage(e) });
     } finally {
       this.makingOffer = false;
     }
@@ -238,13 +293,21 @@ export class SfuPeer {
     this.sendSignal({ type: desc.type, to: 'sfu', sdp: desc.sdp });
   }
 
+  /**
+   * Queues an offer or answer from the SFU. Once it is applied (or ignored, or failed),
+   * an ICE restart that waited for the negotiation goes out.
+   * @param {RTCSdpType} type
+   * @param {string} sdp
+   */
   handleDescription(type, sdp) {
     this.applying++;
     return this.enqueue(() => this.applyDescription(type, sdp)).finally(() => {
       this.applying--;
+      this.afterNegotiation();
     });
   }
 
+  /** @param {RTCIceCandidateInit|null} candidate */
   handleCandidate(candidate) {
     // The SFU is ICE-lite and sends none; accept them anyway if one ever comes.
     return this.enqueue(async () => {
@@ -255,18 +318,23 @@ export class SfuPeer {
       try {
         await this.pc.addIceCandidate(candidate);
       } catch (e) {
-        this.log({ dir: 'state', kind: 'error', value: String(e.message || e) });
+        this.log({ dir: 'state', kind: 'error', value: errorMessage(e) });
       }
     });
   }
 
+  /** @param {() => Promise<void>} fn */
   enqueue(fn) {
     this.inbound = this.inbound.then(() => (this.closed ? undefined : fn())).catch((e) => {
-      if (!this.closed) this.log({ dir: 'state', kind: 'error', value: String((e && e.message) || e) });
+      if (!this.closed) this.log({ dir: 'state', kind: 'error', value: errorMessage(e) });
     });
     return this.inbound;
   }
 
+  /**
+   * @param {RTCSdpType} type
+   * @param {string} sdp
+   */
   async applyDescription(type, sdp) {
     const pc = this.pc;
     this.log({ dir: 'in', kind: type, sdp: summarizeSdp(sdp) });
@@ -281,25 +349,26 @@ export class SfuPeer {
       } catch (e) {
         // The two sides no longer agree on the session (e.g. the m-lines of the offer do
         // not fit what this connection negotiated): no offer or answer can fix that.
-        if (pc === this.pc && !this.closed) this.repair('newConnection', `the SFU offer could not be applied: ${e.message || e}`);
+        if (pc === this.pc && !this.closed) this.repair('newConnection', `the SFU offer could not be applied: ${errorMessage(e)}`);
         return;
       }
       this.noteRemoteCandidates(sdp);
       await pc.setLocalDescription();
       if (this.closed) return;
-      const desc = pc.localDescription;
+      const desc = /** @type {RTCSessionDescription} */ (pc.localDescription);
       this.log({ dir: 'out', kind: desc.type, sdp: summarizeSdp(desc.sdp) });
       this.sendSignal({ type: desc.type, to: 'sfu', sdp: desc.sdp });
-      this.afterNegotiation();
       return;
     }
     if (pc.signalingState !== 'have-local-offer') return; // an answer to nothing we have pending
     await pc.setRemoteDescription({ type, sdp });
     this.noteRemoteCandidates(sdp);
-    this.afterNegotiation();
   }
 
-  /** The SFU's candidates come inside its SDP: list them for the panel. */
+  /**
+   * The SFU's candidates come inside its SDP: list them for the panel.
+   * @param {string} sdp
+   */
   noteRemoteCandidates(sdp) {
     const seen = new Set(this.remoteCandidates.map((c) => `${c.protocol} ${c.address} ${c.port}`));
     for (const line of sdp.split(/\r?\n/)) {
@@ -313,14 +382,45 @@ export class SfuPeer {
     }
   }
 
-  /** The publisher id of a received track (from its stream id). */
+  /**
+   * The publisher id of a received track (from its stream id).
+   * @param {string} trackId
+   */
   ownerOf(trackId) {
     return this.trackOwner.get(trackId) ?? null;
   }
 
-  /** The publisher id behind an inbound-rtp stats entry (by track, else by mid). */
+  /**
+   * The publisher id behind an inbound-rtp stats entry (by track, else by mid).
+   * @param {{trackIdentifier?: string, mid?: string}} r
+   * @returns {string|null}
+   */
   ownerOfStat(r) {
     return (r.trackIdentifier && this.trackOwner.get(r.trackIdentifier)) || (r.mid !== undefined && this.midOwner.get(r.mid)) || null;
+  }
+
+  /**
+   * Inbound video per publisher in a stats report of this connection: frames decoded
+   * (all its layers and m-lines together) and the largest frame size with its frame rate.
+   * @param {RTCStatsReport} report
+   * @returns {Map<string, {framesDecoded: number, width: number, height: number, fps: number|null}>}
+   */
+  videoByPublisher(report) {
+    const per = new Map();
+    for (const r of report.values()) {
+      if (r.type !== 'inbound-rtp' || r.kind !== 'video') continue;
+      const owner = this.ownerOfStat(r);
+      if (!owner) continue;
+      const cur = per.get(owner) || { framesDecoded: 0, width: 0, height: 0, fps: null };
+      cur.framesDecoded += r.framesDecoded || 0;
+      if ((r.frameWidth || 0) >= cur.width) {
+        cur.width = r.frameWidth || 0;
+        cur.height = r.frameHeight || 0;
+        cur.fps = r.framesPerSecond ?? cur.fps;
+      }
+      per.set(owner, cur);
+    }
+    return per;
   }
 
   /**
@@ -328,6 +428,9 @@ export class SfuPeer {
    * `view` (the app sends its view again), `offer` (a new offer on this connection, or
    * our unanswered one again), `iceRestart`, `newConnection` (replacePc: the old
    * connection keeps the media until the new one carries it; at most one per 15 s).
+   * @param {RepairStep} step
+   * @param {string} why
+   * @returns {boolean} whether the step started
    */
   repair(step, why) {
     if (this.closed || !(step in this.repairs)) return false;
@@ -356,11 +459,13 @@ export class SfuPeer {
 
   /**
    * Whether this page is busy with a description: making our offer, or applying one from
-   * the SFU (queued ones included) up to our answer. An offer of ours that waits for its
-   * answer does not count: it may have been lost, and the repairs send it again.
+   * the SFU (queued ones included) up to our answer. (`have-remote-offer` lies inside
+   * that: an SFU offer is counted in `applying` from its arrival to our answer.) An offer
+   * of ours that waits for its answer does not count: it may have been lost, and the
+   * repairs send it again.
    */
   negotiating() {
-    return this.makingOffer || this.applying > 0 || this.pc.signalingState === 'have-remote-offer';
+    return this.makingOffer || this.applying > 0;
   }
 
   /** A restart that waited for a negotiation to finish goes out now. */
@@ -368,8 +473,12 @@ export class SfuPeer {
     if (this.restartPending && !this.closed && this.pc.signalingState === 'stable') this.negotiate({ iceRestart: true });
   }
 
-  /** Relay-only on the SFU connection: a new connection with the new policy. */
+  /**
+   * Relay-only on the SFU connection: a new connection with the new policy.
+   * @param {boolean} relayOnly
+   */
   setRelayOnly(relayOnly) {
+    /** @type {RTCIceTransportPolicy} */
     const policy = relayOnly ? 'relay' : 'all';
     this.config = { ...this.config, iceTransportPolicy: policy };
     this.log({ dir: 'state', kind: 'relayPolicy', value: policy });
@@ -408,7 +517,10 @@ export class SfuPeer {
     this.negotiate();
   }
 
-  /** Hands the new connection's tracks of one stream (all when null) to the app. */
+  /**
+   * Hands the new connection's tracks of one stream (all when null) to the app.
+   * @param {MediaStream|null} stream
+   */
   flushDeferred(stream) {
     if (this.closed) return;
     const now = this.deferred.filter((e) => !stream || e.stream === stream);
@@ -450,10 +562,14 @@ export class SfuPeer {
     this.emit('replaced', { ms: Date.now() - old.since });
   }
 
-  /** Replaces the outgoing track of one kind (device switch, screen share). */
+  /**
+   * Replaces the outgoing track of one kind (device switch, screen share).
+   * @param {'audio'|'video'} kind
+   * @param {MediaStreamTrack|null} track
+   */
   async replaceTrack(kind, track) {
     const tx = this.transceivers[kind];
-    if (!tx || tx.stopped) return;
+    if (!tx || stopped(tx)) return;
     await tx.sender.replaceTrack(track);
   }
 

@@ -16,30 +16,65 @@ const BACKOFF_MS = [200, 500, 1000, 2000, 3000];
 // Outgoing messages kept while the socket is down (the server queues 256 the other way).
 const MAX_PENDING = 256;
 
+/** @typedef {{type: string, [field: string]: any}} Message  a signaling message (docs/signaling.md) */
+/** @typedef {'idle'|'connecting'|'open'|'reconnecting'|'closed'} State */
+/** @typedef {{code: string, message?: string, ref?: string}} JoinError  why a join failed */
+/**
+ * @typedef {object} Events  the events and what their listeners get
+ * @property {State} state
+ * @property {Message} message
+ * @property {Message} resumed
+ * @property {undefined} session-lost
+ * @property {Message} error
+ * @property {number} rtt
+ * @property {{dir: 'in'|'out', msg: Message}} traffic
+ */
+
 export class Signaling {
+  /** @param {string} url  the WebSocket's URL */
   constructor(url) {
     this.url = url;
+    /** @type {WebSocket|null} */
     this.ws = null;
+    /** @type {State} */
     this.state = 'idle';
-    this.session = null; // the welcome/resumed message
+    /** @type {Message|null} the welcome/resumed message */
+    this.session = null;
+    /** @type {Message[]} */
     this.pending = [];
+    /** @type {Map<string, Set<(arg: any) => void>>} */
     this.handlers = new Map();
-    this.pingTimer = null;
+    /** @type {ReturnType<typeof setInterval>|undefined} */
+    this.pingTimer = undefined;
     this.pingSeq = 0;
+    /** @type {Map<number, number>} ping id -> when it was sent */
     this.pingsInFlight = new Map();
-    this.reconnectTimer = null;
+    /** @type {ReturnType<typeof setTimeout>|undefined} */
+    this.reconnectTimer = undefined;
     this.attempt = 0;
     this.droppedAt = 0;
     this.leaving = false;
+    /** @type {number|null} */
     this.rtt = null;
     this.reconnects = 0;
   }
 
+  /**
+   * @template {keyof Events} K
+   * @param {K} type
+   * @param {(arg: Events[K]) => void} fn
+   */
   on(type, fn) {
-    if (!this.handlers.has(type)) this.handlers.set(type, new Set());
-    this.handlers.get(type).add(fn);
+    let set = this.handlers.get(type);
+    if (!set) this.handlers.set(type, (set = new Set()));
+    set.add(fn);
   }
 
+  /**
+   * @template {keyof Events} K
+   * @param {K} type
+   * @param {Events[K]} [arg]
+   */
   emit(type, arg) {
     for (const fn of this.handlers.get(type) ?? []) {
       try {
@@ -50,6 +85,7 @@ export class Signaling {
     }
   }
 
+  /** @param {State} s */
   setState(s) {
     if (this.state === s) return;
     this.state = s;
@@ -59,10 +95,13 @@ export class Signaling {
   /**
    * Opens the socket and joins. Resolves with `welcome`; rejects with the server's
    * `error` (an object with `code` and `message`) or with {code: 'connect'}.
+   * @param {{room: string, name: string, token?: string|null, mode?: string}} o
+   * @returns {Promise<Message>}
    */
   join({ room, name, token, mode }) {
     this.leaving = false;
     return new Promise((resolve, reject) => {
+      /** @type {Message} */
       const msg = { type: 'join', room, name };
       if (token) msg.token = token;
       if (mode) msg.mode = mode;
@@ -70,6 +109,11 @@ export class Signaling {
     });
   }
 
+  /**
+   * @param {Message} first  join or resume
+   * @param {(welcome: Message) => void} resolve
+   * @param {(err: JoinError) => void} reject
+   */
   open(first, resolve, reject) {
     this.setState(this.session ? 'reconnecting' : 'connecting');
     let ws;
@@ -81,6 +125,11 @@ export class Signaling {
     }
     this.ws = ws;
     let settled = false;
+    /**
+     * @template T
+     * @param {(arg: T) => void} fn
+     * @param {T} arg
+     */
     const settle = (fn, arg) => {
       if (settled) return;
       settled = true;
@@ -163,10 +212,11 @@ export class Signaling {
     }
     this.setState('reconnecting');
     clearTimeout(this.reconnectTimer);
+    const token = this.session.resumeToken;
     this.reconnectTimer = setTimeout(() => {
       this.reconnects++;
       this.open(
-        { type: 'resume', token: this.session.resumeToken },
+        { type: 'resume', token },
         () => {},
         (err) => {
           if (err && err.code === 'resume-failed') return; // loseSession already ran
@@ -185,6 +235,7 @@ export class Signaling {
     this.emit('session-lost');
   }
 
+  /** @param {Message} msg */
   rawSend(msg) {
     if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
     this.ws.send(JSON.stringify(msg));
@@ -192,7 +243,10 @@ export class Signaling {
     return true;
   }
 
-  /** Sends now, or after the session is resumed if the socket is down. */
+  /**
+   * Sends now, or after the session is resumed if the socket is down.
+   * @param {Message} msg
+   */
   send(msg) {
     if (this.state === 'open' && this.rawSend(msg)) return true;
     if (this.session && !this.leaving) {
@@ -225,7 +279,7 @@ export class Signaling {
 
   stopPing() {
     clearInterval(this.pingTimer);
-    this.pingTimer = null;
+    this.pingTimer = undefined;
     this.pingsInFlight.clear();
   }
 

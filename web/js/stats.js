@@ -2,10 +2,76 @@
 // candidate pair, the path it means (direct, through a NAT, relayed by TURN), bitrates,
 // loss, codecs and decoded frames.
 
-/** Parses an a=candidate line ("candidate:... typ host ...") into its fields. */
+/**
+ * The fields of an a=candidate line.
+ * @typedef {object} Candidate
+ * @property {string} foundation
+ * @property {number} component
+ * @property {string} protocol
+ * @property {number} priority
+ * @property {string} address
+ * @property {number} port
+ * @property {string} type  host | srflx | prflx | relay
+ * @property {string} [relatedAddress]
+ * @property {number} [relatedPort]
+ * @property {string} [tcpType]
+ */
+/**
+ * A candidate as getStats() reports it.
+ * @typedef {{id: string, type: string, address: string, port: number, protocol: string, relayProtocol?: string, url?: string}} CandidateInfo
+ */
+/**
+ * The path media takes: direct, through a NAT (a reflexive candidate), or relayed by TURN
+ * (on our side, theirs or both).
+ * @typedef {{kind: 'none'} | {kind: 'direct'} | {kind: 'nat', type: string} | {kind: 'relay', proto: string, side: 'local'|'remote'|'both'}} PathInfo
+ */
+/**
+ * @typedef {object} Pair  the selected candidate pair
+ * @property {string} id
+ * @property {string} state
+ * @property {boolean} nominated
+ * @property {number|null} rttMs
+ * @property {number|null} availableOutgoingKbps
+ * @property {CandidateInfo|null} local
+ * @property {CandidateInfo|null} remote
+ */
+/**
+ * @typedef {object} Inbound
+ * @property {string|null} codec
+ * @property {number} bytesReceived
+ * @property {number} packetsReceived
+ * @property {number} packetsLost
+ * @property {number} lossPct
+ * @property {number|null} jitterMs
+ * @property {number} [framesDecoded]
+ * @property {number} [width]
+ * @property {number} [height]
+ * @property {number} [fps]
+ */
+/** @typedef {{codec: string|null, bytesSent: number, width?: number, height?: number, fps?: number}} Outbound */
+/**
+ * What the connection panel shows of one connection (plain, JSON-serializable data).
+ * @typedef {object} Summary
+ * @property {number} at  the stats' timestamp
+ * @property {number} bytesSent
+ * @property {number} bytesReceived
+ * @property {number|null} sendKbps
+ * @property {number|null} recvKbps
+ * @property {Pair|null} pair
+ * @property {PathInfo} path
+ * @property {{in: Inbound|null, out: Outbound|null}} audio
+ * @property {{in: Inbound|null, out: Outbound|null}} video
+ * @property {{local: CandidateInfo[], remote: CandidateInfo[]}} candidates
+ */
+
+/**
+ * Parses an a=candidate line ("candidate:... typ host ...") into its fields.
+ * @param {string|null|undefined} line
+ */
 export function parseCandidate(line) {
   const s = String(line || '').replace(/^a=/, '').replace(/^candidate:/, '');
   const f = s.split(/\s+/);
+  /** @type {Candidate} */
   const c = {
     foundation: f[0],
     component: Number(f[1]),
@@ -26,8 +92,19 @@ export function parseCandidate(line) {
   return c;
 }
 
+/**
+ * @param {any} s  a local-candidate or remote-candidate stats entry, if any
+ * @returns {CandidateInfo|null}
+ */
 function candidateInfo(s) {
-  if (!s) return null;
+  return s ? info(s) : null;
+}
+
+/**
+ * @param {any} s  a local-candidate or remote-candidate stats entry
+ * @returns {CandidateInfo}
+ */
+function info(s) {
   return {
     id: s.id,
     type: s.candidateType,
@@ -43,6 +120,12 @@ function candidateInfo(s) {
  * Classifies the path of a selected pair. A remote peer-reflexive candidate that has the
  * address of a candidate signaled later is that candidate (it was only learned first
  * from a connectivity check), so it is classified by the signaled type.
+ */
+/**
+ * @param {CandidateInfo|null} local
+ * @param {CandidateInfo|null} remote
+ * @param {CandidateInfo[]} [remoteList]
+ * @returns {PathInfo}
  */
 export function classifyPath(local, remote, remoteList = []) {
   if (!local || !remote) return { kind: 'none' };
@@ -61,6 +144,10 @@ export function classifyPath(local, remote, remoteList = []) {
   return { kind: 'direct' };
 }
 
+/**
+ * @param {Map<string, any>} byId
+ * @param {string|undefined} id
+ */
 function codecName(byId, id) {
   const c = id && byId.get(id);
   return c ? c.mimeType.replace(/^(audio|video)\//, '') : null;
@@ -70,7 +157,13 @@ function codecName(byId, id) {
  * Summarizes a stats report. `prev` is the previous summary (for bitrates), or null.
  * The result is plain data (JSON-serializable).
  */
+/**
+ * @param {RTCStatsReport} report
+ * @param {Summary|null} prev
+ * @returns {Summary}
+ */
 export function summarize(report, prev) {
+  /** @type {Map<string, any>} */
   const byId = new Map();
   report.forEach((s) => byId.set(s.id, s));
   const all = [...byId.values()];
@@ -81,8 +174,8 @@ export function summarize(report, prev) {
     pairStats = all.find((s) => s.type === 'candidate-pair' && (s.selected || (s.nominated && s.state === 'succeeded')));
   }
 
-  const locals = all.filter((s) => s.type === 'local-candidate').map(candidateInfo);
-  const remotes = all.filter((s) => s.type === 'remote-candidate').map(candidateInfo);
+  const locals = all.filter((s) => s.type === 'local-candidate').map(info);
+  const remotes = all.filter((s) => s.type === 'remote-candidate').map(info);
   let pair = null;
   if (pairStats) {
     pair = {
@@ -95,9 +188,12 @@ export function summarize(report, prev) {
       remote: candidateInfo(byId.get(pairStats.remoteCandidateId)),
     };
   }
+  /** @type {PathInfo} */
   const path = pair ? classifyPath(pair.local, pair.remote, remotes) : { kind: 'none' };
 
+  /** @type {Record<string, Outbound|null>} */
   const out = { audio: null, video: null };
+  /** @type {Record<string, Inbound|null>} */
   const inn = { audio: null, video: null };
   let rtpSent = 0;
   let rtpRecv = 0;

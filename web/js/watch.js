@@ -4,10 +4,12 @@
 // POST go to the resource as PATCH application/trickle-ice-sdpfrag; leaving the page
 // DELETEs it. 404 means nobody publishes in the room yet: the page says so and retries.
 //
-// Optional ?token=… is sent as Authorization: Bearer. Debug hook for tests:
-// window.tsunagi ({room, status, resource, attempts, rawStats(), stats()}).
+// Optional ?token=… is sent as Authorization: Bearer. The page's state is read by the
+// browser tests through `watching` (their hook, web/js/test/watch-hook.js, is not loaded
+// by the page).
 
 import { t, setLang, getLang, applyI18n, onLangChange, LANGUAGES } from './i18n.js';
+import { $ } from './dom.js';
 
 const GATHER_WAIT_MS = 1500;
 const RETRY_404_MS = 3000;
@@ -16,26 +18,47 @@ const RETRY_AUTH_MS = 15000;
 const STALL_MS = 8000;
 const DISCONNECTED_MS = 5000;
 
-const $ = (sel) => document.querySelector(sel);
+/** @typedef {'connecting'|'waiting'|'playing'|'failed'|'ended'|'unauthorized'|'forbidden'} Status */
+/** @typedef {{at: number, what: 'patch'|'connect', message: string}} WatchError */
+/**
+ * What the stats line shows.
+ * @typedef {object} WatchSummary
+ * @property {number} framesDecoded
+ * @property {number} frameWidth
+ * @property {number} frameHeight
+ * @property {number|null} fps
+ * @property {number|null} kbps
+ * @property {{local: string|undefined, remote: string|undefined, protocol: string|undefined}|null} pair
+ * @property {RTCPeerConnectionState} connectionState
+ */
 
 const params = new URLSearchParams(location.search);
 const state = {
   room: roomFromPath(),
   token: params.get('token') || null,
+  /** @type {Status} */
   status: 'connecting',
+  /** @type {Record<string, unknown>|null} */
   statusVars: null,
+  /** @type {RTCPeerConnection|null} the WHEP connection */
   pc: null,
+  /** @type {string|null} the session's resource (the Location of the 201) */
   resource: null,
   attempts: 0,
   failures: 0,
-  retryTimer: null,
-  statsTimer: null,
+  /** @type {ReturnType<typeof setTimeout>|undefined} */
+  retryTimer: undefined,
+  /** @type {ReturnType<typeof setInterval>|undefined} */
+  statsTimer: undefined,
+  /** @type {{at: number, bytes: number}|null} */
   lastStats: null,
+  /** @type {WatchSummary|null} */
   summary: null,
   framesDecoded: 0,
   framesAt: 0,
   disconnectedAt: 0,
   session: 0,
+  /** @type {WatchError[]} */
   errors: [],
 };
 
@@ -49,10 +72,15 @@ function roomFromPath() {
   }
 }
 
+/** @param {Record<string, string>} [extra] */
 function authHeaders(extra = {}) {
   return state.token ? { ...extra, Authorization: `Bearer ${state.token}` } : extra;
 }
 
+/**
+ * @param {Status} status
+ * @param {Record<string, unknown>|null} [vars]
+ */
 function setStatus(status, vars) {
   state.status = status;
   state.statusVars = vars || null;
@@ -63,6 +91,11 @@ function setStatus(status, vars) {
 
 // ---------------------------------------------------------------- the WHEP session
 
+/**
+ * @param {RTCPeerConnection} pc
+ * @param {number} ms
+ * @returns {Promise<void>}
+ */
 function waitForGathering(pc, ms) {
   if (pc.iceGatheringState === 'complete') return Promise.resolve();
   return new Promise((resolve) => {
@@ -79,7 +112,12 @@ function waitForGathering(pc, ms) {
   });
 }
 
-/** An application/trickle-ice-sdpfrag body (RFC 8840) for candidates of our offer. */
+/**
+ * An application/trickle-ice-sdpfrag body (RFC 8840) for candidates of our offer.
+ * @param {RTCPeerConnection} pc
+ * @param {RTCIceCandidateInit[]} candidates
+ * @param {boolean} end
+ */
 function sdpFrag(pc, candidates, end) {
   const sdp = pc.localDescription ? pc.localDescription.sdp : '';
   const ufrag = /a=ice-ufrag:(\S+)/.exec(sdp);
@@ -96,6 +134,12 @@ function sdpFrag(pc, candidates, end) {
   return `${lines.join('\r\n')}\r\n`;
 }
 
+/**
+ * @param {number} session
+ * @param {RTCPeerConnection} pc
+ * @param {RTCIceCandidateInit[]} candidates
+ * @param {boolean} end
+ */
 async function patchCandidates(session, pc, candidates, end) {
   if (session !== state.session || !state.resource) return;
   try {
@@ -137,7 +181,7 @@ async function connect() {
   pc.addTransceiver('audio', { direction: 'recvonly' });
   pc.addTransceiver('video', { direction: 'recvonly' });
   const stream = new MediaStream();
-  const video = $('#watch-video');
+  const video = /** @type {HTMLVideoElement} */ ($('#watch-video'));
   pc.ontrack = ({ track }) => {
     if (session !== state.session) return;
     stream.addTrack(track);
@@ -146,6 +190,7 @@ async function connect() {
   };
   // Candidates found after the POST are trickled; before, they are in the offer.
   let posted = false;
+  /** @type {RTCIceCandidateInit[]} */
   const late = [];
   pc.onicecandidate = ({ candidate }) => {
     if (session !== state.session || !posted) return;
@@ -175,14 +220,14 @@ async function connect() {
     await waitForGathering(pc, GATHER_WAIT_MS);
     if (session !== state.session) return;
     posted = true;
-    resp = await fetch(`/whep/${encodeURIComponent(state.room)}`, {
+    resp = await fetch(`/whep/${encodeURIComponent(state.room || '')}`, {
       method: 'POST',
       headers: authHeaders({ 'Content-Type': 'application/sdp', Accept: 'application/sdp' }),
-      body: pc.localDescription.sdp,
+      body: pc.localDescription ? pc.localDescription.sdp : '',
     });
   } catch (e) {
     if (session !== state.session) return;
-    failed(String(e.message || e));
+    failed(errorMessage(e));
     return;
   }
   if (session !== state.session) return;
@@ -214,7 +259,7 @@ async function connect() {
   try {
     await pc.setRemoteDescription({ type: 'answer', sdp: answer });
   } catch (e) {
-    failed(String(e.message || e));
+    failed(errorMessage(e));
     return;
   }
   state.failures = 0;
@@ -222,6 +267,12 @@ async function connect() {
   setStatus('connecting');
 }
 
+/** @param {unknown} e */
+function errorMessage(e) {
+  return String((e instanceof Error && e.message) || e);
+}
+
+/** @param {string} reason */
 function failed(reason) {
   state.errors.push({ at: Date.now(), what: 'connect', message: reason });
   if (state.errors.length > 100) state.errors.shift();
@@ -229,6 +280,7 @@ function failed(reason) {
   retry(RETRY_ERROR_MS[Math.min(state.failures++, RETRY_ERROR_MS.length - 1)]);
 }
 
+/** @param {number} ms */
 function retry(ms) {
   clearTimeout(state.retryTimer);
   state.retryTimer = setTimeout(connect, ms);
@@ -300,7 +352,7 @@ async function pollStats() {
 // ---------------------------------------------------------------- page
 
 function init() {
-  const sel = $('#lang-select');
+  const sel = /** @type {HTMLSelectElement} */ ($('#lang-select'));
   sel.replaceChildren(...LANGUAGES.map((l) => Object.assign(document.createElement('option'), { value: l.code, textContent: l.label })));
   sel.value = getLang();
   sel.addEventListener('change', () => setLang(sel.value));
@@ -315,8 +367,8 @@ function init() {
   applyI18n(document);
   onLangChange(render);
   const q = state.token ? `?token=${encodeURIComponent(state.token)}` : '';
-  if (state.room) $('#open-call').href = `/r/${encodeURIComponent(state.room)}${q}`;
-  const video = $('#watch-video');
+  if (state.room) /** @type {HTMLAnchorElement} */ ($('#open-call')).href = `/r/${encodeURIComponent(state.room)}${q}`;
+  const video = /** @type {HTMLVideoElement} */ ($('#watch-video'));
   const unmute = $('#watch-unmute');
   unmute.addEventListener('click', () => {
     video.muted = false;
@@ -333,7 +385,8 @@ function init() {
   connect();
 }
 
-const hook = {
+/** The page's state, read-only (for the browser tests' hook). */
+export const watching = Object.freeze({
   get room() {
     return state.room;
   },
@@ -347,23 +400,18 @@ const hook = {
   get attempts() {
     return state.attempts;
   },
-  get lang() {
-    return getLang();
+  /** @returns {readonly Readonly<WatchError>[]} */
+  get errors() {
+    return state.errors;
   },
-  errors() {
-    return state.errors.map((e) => ({ ...e }));
+  /** @returns {Readonly<WatchSummary>|null} the latest stats summary */
+  get summary() {
+    return state.summary;
   },
-  /** The latest stats summary: {framesDecoded, frameWidth, frameHeight, fps, kbps, pair, connectionState}. */
-  stats() {
-    return state.summary ? JSON.parse(JSON.stringify(state.summary)) : null;
+  /** The WHEP connection, or null between sessions. */
+  get pc() {
+    return state.pc;
   },
-  /** The raw getStats() report of the WHEP connection (the argument is ignored). */
-  async rawStats() {
-    if (!state.pc) return null;
-    const r = await state.pc.getStats();
-    return [...r.values()].map((s) => ({ ...s }));
-  },
-};
-Object.defineProperty(window, 'tsunagi', { value: Object.freeze(hook), writable: false, configurable: false });
+});
 
 init();

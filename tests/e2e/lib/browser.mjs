@@ -1,8 +1,9 @@
 // Chromium through playwright-core with exactly the flags the project uses, a fresh
 // profile per browser, and helpers that read the client's state through its read-only
-// debug hook `window.tsunagi`.
+// test hook `window.tsunagi` (loaded into every page by testhook.mjs).
 
 import { chromium } from 'playwright-core';
+import { addTestHook } from './testhook.mjs';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -50,8 +51,10 @@ export const LIGHT_CAMERA = { fps: 10, width: 320, height: 180 };
  * cores, pages stalling) at the default rate, 1.51 at 10 fps. The number of people and
  * every direction checked stay the same. Tests whose subject is bitrate (08's bandwidth
  * cap) keep the default: their thresholds are sized for it.
+ *
+ * `testHook` (default true): every page gets the client's test hook (testhook.mjs).
  */
-export async function launchBrowser({ executablePath, extraArgs = [], cameraFps } = {}) {
+export async function launchBrowser({ executablePath, extraArgs = [], cameraFps, testHook = true } = {}) {
   const userDataDir = mkdtempSync(path.join(os.tmpdir(), 'tsunagi-e2e-profile-'));
   const flags = cameraFps ? CHROMIUM_FLAGS.map((f) => (f === '--use-fake-device-for-media-stream' ? `${f}=fps=${cameraFps}` : f)) : CHROMIUM_FLAGS;
   const browser = await chromium.launch({
@@ -65,6 +68,15 @@ export async function launchBrowser({ executablePath, extraArgs = [], cameraFps 
   browser.close = async () => {
     await close().catch(() => {});
     rmSync(userDataDir, { recursive: true, force: true });
+  };
+  // Every context (and so every page) of this browser gets the client's test hook
+  // (`testHook: false`: the pages as users get them).
+  if (!testHook) return browser;
+  const newContext = browser.newContext.bind(browser);
+  browser.newContext = async (options) => {
+    const context = await newContext(options);
+    await addTestHook(context);
+    return context;
   };
   return browser;
 }

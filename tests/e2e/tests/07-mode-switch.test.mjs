@@ -37,7 +37,7 @@ after(async () => {
 });
 
 /**
- * The pages' own frame-gap monitors (see `frameGaps` in web/js/app.js). `watch(p)` starts
+ * The pages' own frame-gap monitors (see web/js/test/frame-gaps.js). `watch(p)` starts
  * the monitor of a participant that just joined (its page then watches every remote
  * tile, including later ones); `reset()` starts a new measurement on every page;
  * `check()` reads each page's record and checks every pair whose two participants are

@@ -147,7 +147,7 @@ async function turnCase(server, addrs) {
   const direct = await sfuPairOf(dan, () => true, 'a pair to the SFU');
   assert.notEqual(direct.local, 'relay', 'Dan: direct before relay-only');
 
-  // The pages measure their presented frames across the switch (web/js/app.js, frameGaps).
+  // The pages measure their presented frames across the switch (web/js/test/frame-gaps.js).
   for (const p of people) await p.page.evaluate(() => window.tsunagi.frameGaps({ reset: true }));
   const t1 = Date.now();
   await dan.page.getByTestId('relay-only').check();
