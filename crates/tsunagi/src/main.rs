@@ -17,7 +17,7 @@ use tsunagi::http::{self, HttpOptions, HttpService, HttpState};
 use tsunagi::sfu_runtime::{self, SfuOptions, SfuService, SfuSockets};
 use tsunagi::signaling::{self, SignalingHandle, SignalingOptions};
 use tsunagi::supervise::Health;
-use tsunagi::tls::{self, TlsError, TlsMaterial};
+use tsunagi::tls::{self, Kept, TlsError, TlsMaterial};
 use tsunagi::turn_runtime::{BindFailure, Listeners, RuntimeOptions, StartError, TurnService};
 use tsunagi_sfu::SfuConfig;
 use tsunagi_turn::Server;
@@ -292,12 +292,32 @@ fn load_tls(config: &Config) -> Result<Option<TlsMaterial>, TlsError> {
         None => return Ok(None),
         Some(TlsSource::Files { cert, key }) => TlsMaterial::from_pem_files(cert, key)?,
         Some(TlsSource::SelfSigned) => {
-            let m = TlsMaterial::self_signed(tls::self_signed_names(config))?;
-            warn!(
-                names = %m.names().join(", "),
-                "generated a self-signed certificate for this run (testing only: browsers \
-                 warn until you accept it; set tls-cert and tls-key in production)"
-            );
+            let (m, kept) = TlsMaterial::self_signed_kept(
+                config.data_dir.as_deref(),
+                tls::self_signed_names(config),
+            )?;
+            let names = m.names().join(", ");
+            match kept {
+                Kept::Reused(path) => info!(
+                    %names, file = %path.display(),
+                    "self-signed certificate kept from an earlier run (browsers that accepted it still do)"
+                ),
+                Kept::Written(path) => warn!(
+                    %names, file = %path.display(),
+                    "generated a self-signed certificate, kept for later runs (browsers warn \
+                     until you accept it once; set tls-cert and tls-key in production)"
+                ),
+                Kept::Replaced(path, why) => warn!(
+                    %names, file = %path.display(), replaced_because = %why,
+                    "generated a new self-signed certificate (browsers warn again until you \
+                     accept it)"
+                ),
+                Kept::NotKept(why) => warn!(
+                    %names, reason = %why,
+                    "generated a self-signed certificate for this run only (browsers warn \
+                     until you accept it, again after every restart)"
+                ),
+            }
             m
         }
     };

@@ -154,6 +154,9 @@ pub struct Config {
     pub http_max_connections: usize,
     /// `None`: plain HTTP and no TURN over TLS.
     pub tls: Option<TlsSource>,
+    /// Where kept state goes (`data-dir`, or its default); `None` when there is no
+    /// default (no home directory) and none was set.
+    pub data_dir: Option<PathBuf>,
     pub tls_listening_port: u16,
     /// Signaling (see `crate::signaling`).
     pub signaling: SignalingConfig,

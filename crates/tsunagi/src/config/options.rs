@@ -300,6 +300,11 @@ pub struct Options {
     /// Generate a self-signed certificate at start (LAN testing); logs its fingerprint.
     #[arg(long, value_name = "BOOL", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", env = "TSUNAGI_TLS_SELF_SIGNED")]
     pub tls_self_signed: Option<bool>,
+    /// Directory for what tsunagi makes once and keeps (the self-signed certificate)
+    /// [default: $STATE_DIRECTORY, else $XDG_STATE_HOME/tsunagi, else
+    /// ~/.local/state/tsunagi].
+    #[arg(long, value_name = "DIR", env = "TSUNAGI_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     /// TCP port of TURN over TLS (turns:), when TLS is on [default: 5349].
     #[arg(long, value_name = "N", env = "TSUNAGI_TLS_LISTENING_PORT")]
     pub tls_listening_port: Option<u16>,

@@ -321,6 +321,7 @@ impl Config {
             sfu_tcp,
             http_max_connections,
             tls,
+            data_dir: o.data_dir.clone().or_else(default_data_dir),
             tls_listening_port,
             signaling,
         })
@@ -532,4 +533,23 @@ pub(super) fn join(ips: &[IpAddr]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The default `data-dir`: systemd's `$STATE_DIRECTORY` (the unit's `StateDirectory=`),
+/// else `$XDG_STATE_HOME/tsunagi`, else `~/.local/state/tsunagi`.
+pub fn default_data_dir() -> Option<PathBuf> {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(dir) = var("STATE_DIRECTORY") {
+        // systemd may list several, separated by ':'; the first is ours.
+        let first = dir.to_string_lossy().split(':').next().map(PathBuf::from);
+        return first;
+    }
+    if let Some(state) = var("XDG_STATE_HOME").filter(|p| p.is_absolute()) {
+        return Some(state.join("tsunagi"));
+    }
+    var("HOME").map(|h| h.join(".local/state/tsunagi"))
 }

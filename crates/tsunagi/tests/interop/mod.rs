@@ -172,11 +172,16 @@ impl Tsunagi {
             // Tests run side by side: the SFU takes any free port.
             .args(["--sfu-port", "0"]);
         if tls {
+            // Its own data-dir: the certificate it keeps stays with this test.
+            let data = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("interop-data-{name}-{}-{port}", std::process::id()));
             cmd.args([
                 "--tls-self-signed",
                 "--tls-listening-port",
                 &tls_port.to_string(),
-            ]);
+            ])
+            .arg("--data-dir")
+            .arg(&data);
         }
         cmd.args(extra)
             .stdin(Stdio::null())

@@ -66,6 +66,7 @@ impl Process {
         let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("process-{test}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let err = out.try_clone().unwrap();
+        let data = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("process-data-{test}"));
         let mut cmd = Command::new(BIN);
         cmd.args(["--http-ip", "127.0.0.1", "--listening-ip", "127.0.0.1"])
             .args([
@@ -89,6 +90,8 @@ impl Process {
                 cmd.env_remove(k);
             }
         }
+        // Its own data-dir (`--data-dir` in `args` or the variable in `env` wins).
+        cmd.env("TSUNAGI_DATA_DIR", &data);
         for (k, v) in env {
             cmd.env(k, v.replace("{http}", &format!("127.0.0.1:{http_port}")));
         }
