@@ -41,6 +41,19 @@ pub enum Kept {
     NotKept(String),
 }
 
+/// `der` as a PEM block (RFC 7468: base64 in lines of 64).
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
 /// Reads `path` whole, refusing files over [`MAX_PEM_BYTES`].
 fn read_bounded(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
@@ -216,8 +229,8 @@ impl TlsMaterial {
         let text = format!(
             "{NAMES_LINE}{}\n{}{}",
             names.join(" "),
-            cert.pem(),
-            key.serialize_pem()
+            pem("CERTIFICATE", cert.der()),
+            pem("PRIVATE KEY", &key.serialize_der())
         );
         let der = cert.der().clone();
         let material = Self {
@@ -403,11 +416,11 @@ mod tests {
         m.http_config().unwrap();
         m.turn_config().unwrap();
         // The same pair as PEM files.
-        let cert_pem = pem_block("CERTIFICATE", m.certificate());
+        let cert_pem = pem("CERTIFICATE", m.certificate());
         let PrivateKeyDer::Pkcs8(k) = &m.key else {
             panic!("rcgen makes PKCS#8 keys")
         };
-        let key_pem = pem_block("PRIVATE KEY", k.secret_pkcs8_der());
+        let key_pem = pem("PRIVATE KEY", k.secret_pkcs8_der());
         let again = TlsMaterial::from_pem(cert_pem.as_bytes(), key_pem.as_bytes()).unwrap();
         assert_eq!(again.fingerprint(), m.fingerprint());
         assert!(!again.is_self_signed());
@@ -420,8 +433,8 @@ mod tests {
         let PrivateKeyDer::Pkcs8(kb) = &b.key else {
             panic!()
         };
-        let cert_a = pem_block("CERTIFICATE", a.certificate());
-        let key_b = pem_block("PRIVATE KEY", kb.secret_pkcs8_der());
+        let cert_a = pem("CERTIFICATE", a.certificate());
+        let key_b = pem("PRIVATE KEY", kb.secret_pkcs8_der());
         let e = TlsMaterial::from_pem(cert_a.as_bytes(), key_b.as_bytes()).unwrap_err();
         assert!(e.0.contains("pair"), "{e}");
         let e = TlsMaterial::from_pem(b"", key_b.as_bytes()).unwrap_err();
@@ -522,17 +535,5 @@ mod tests {
             "{kept:?}"
         );
         let _ = std::fs::remove_dir_all(&root);
-    }
-
-    fn pem_block(label: &str, der: &[u8]) -> String {
-        use base64::Engine as _;
-        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-        let mut s = format!("-----BEGIN {label}-----\n");
-        for line in b64.as_bytes().chunks(64) {
-            s.push_str(std::str::from_utf8(line).unwrap());
-            s.push('\n');
-        }
-        s.push_str(&format!("-----END {label}-----\n"));
-        s
     }
 }
