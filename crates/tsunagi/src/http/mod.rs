@@ -183,6 +183,23 @@ impl HttpService {
         if let Some(url) = browse_url(scheme, &addrs) {
             info!("web client at {url}");
         }
+        let ifaces: Vec<std::net::IpAddr> = if_addrs::get_if_addrs()
+            .map(|v| v.into_iter().map(|i| i.ip()).collect())
+            .unwrap_or_default();
+        let lan = lan_urls(scheme, &addrs, &ifaces);
+        if !lan.is_empty() {
+            let urls = lan.join(" ");
+            if opts.tls.is_some() {
+                info!(%urls, "web client for other devices on this network (accept the certificate warning once)");
+            } else {
+                info!(
+                    %urls,
+                    "web client for other devices on this network: browsers there allow camera \
+                     and microphone only over HTTPS, so start with tls-self-signed (or tls-cert \
+                     and tls-key) for them"
+                );
+            }
+        }
         Ok(Self {
             addrs,
             tls: opts.tls.is_some(),
@@ -237,6 +254,39 @@ fn browse_url(scheme: &str, addrs: &[SocketAddr]) -> Option<String> {
         ip => ip.to_string(),
     };
     Some(format!("{scheme}://{host}:{}/", a.port()))
+}
+
+/// The addresses other devices open: for a wildcard listener every address of the
+/// host's interfaces of its family, else the listener's own address; never loopback,
+/// link-local, multicast or unspecified ones.
+fn lan_urls(scheme: &str, addrs: &[SocketAddr], ifaces: &[std::net::IpAddr]) -> Vec<String> {
+    use std::net::IpAddr;
+    let reachable = |ip: &IpAddr| {
+        let link_local = match ip {
+            IpAddr::V4(v4) => v4.is_link_local(),
+            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+        };
+        !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || link_local)
+    };
+    let mut urls = Vec::new();
+    for a in addrs {
+        let ips: Vec<IpAddr> = if a.ip().is_unspecified() {
+            ifaces
+                .iter()
+                .copied()
+                .filter(|ip| ip.is_ipv4() == a.is_ipv4())
+                .collect()
+        } else {
+            vec![a.ip()]
+        };
+        for ip in ips.into_iter().filter(reachable) {
+            let url = format!("{scheme}://{}/", SocketAddr::new(ip, a.port()));
+            if !urls.contains(&url) {
+                urls.push(url);
+            }
+        }
+    }
+    urls
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
@@ -418,5 +468,46 @@ impl AsyncWrite for CountedIo {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A wildcard listener lists the host's reachable addresses of its family; a
+    /// specific one itself; loopback, link-local and duplicates never.
+    #[test]
+    fn lan_urls_name_what_other_devices_can_open() {
+        let ifaces: Vec<std::net::IpAddr> = [
+            "127.0.0.1",
+            "198.51.100.20",
+            "169.254.3.4",
+            "::1",
+            "fe80::1",
+            "2001:db8::20",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0])))
+        .collect();
+        let addrs: Vec<SocketAddr> = [
+            "0.0.0.0:8080",
+            "[::]:8080",
+            "203.0.113.5:8443",
+            "127.0.0.1:9000",
+            "0.0.0.0:8080",
+        ]
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+        assert_eq!(
+            lan_urls("https", &addrs, &ifaces),
+            vec![
+                "https://198.51.100.20:8080/",
+                "https://[2001:db8::20]:8080/",
+                "https://203.0.113.5:8443/",
+            ]
+        );
+        assert!(lan_urls("http", &addrs[3..4], &ifaces).is_empty());
     }
 }
