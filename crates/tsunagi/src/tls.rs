@@ -372,14 +372,7 @@ pub fn self_signed_names(config: &Config) -> Vec<String> {
     if let Ok(ifaces) = if_addrs::get_if_addrs() {
         ips.extend(ifaces.into_iter().map(|i| i.ip()));
     }
-    for ip in ips {
-        let link_local = match ip {
-            IpAddr::V4(v4) => v4.is_link_local(),
-            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
-        };
-        if ip.is_unspecified() || ip.is_multicast() || link_local {
-            continue;
-        }
+    for ip in ips.into_iter().filter(|ip| crate::config::addressable(*ip)) {
         let s = ip.to_string();
         if !names.contains(&s) {
             names.push(s);

@@ -1,4 +1,5 @@
-//! The host's primary addresses, from which automatic relay addresses are chosen.
+//! The host's primary addresses, from which automatic relay addresses are chosen, and
+//! which of the host's addresses others can reach at all.
 
 use super::*;
 
@@ -59,4 +60,15 @@ pub fn auto_relay_ips(listening: &[IpAddr], primary: PrimaryIps) -> Vec<IpAddr> 
     }
     dedup(&mut out);
     out
+}
+
+/// Whether `ip` is an address of a host that clients can be given (in a certificate, in
+/// a URL): not unspecified, multicast or link-local (fe80::/10 and 169.254/16 need a
+/// zone or are not routed). Loopback counts: it is for clients on the host itself.
+pub fn addressable(ip: IpAddr) -> bool {
+    let link_local = match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    };
+    !(ip.is_unspecified() || ip.is_multicast() || link_local)
 }

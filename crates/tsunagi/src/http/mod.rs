@@ -261,13 +261,7 @@ fn browse_url(scheme: &str, addrs: &[SocketAddr]) -> Option<String> {
 /// link-local, multicast or unspecified ones.
 fn lan_urls(scheme: &str, addrs: &[SocketAddr], ifaces: &[std::net::IpAddr]) -> Vec<String> {
     use std::net::IpAddr;
-    let reachable = |ip: &IpAddr| {
-        let link_local = match ip {
-            IpAddr::V4(v4) => v4.is_link_local(),
-            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
-        };
-        !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || link_local)
-    };
+    let reachable = |ip: &IpAddr| !ip.is_loopback() && crate::config::addressable(*ip);
     let mut urls = Vec::new();
     for a in addrs {
         let ips: Vec<IpAddr> = if a.ip().is_unspecified() {
