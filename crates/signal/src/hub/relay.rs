@@ -10,18 +10,20 @@ impl<I: IceServerSource> Hub<I> {
         };
         let (id, name, room) = (sender.id.clone(), sender.name.clone(), sender.room.clone());
         let (can_publish, in_sfu) = (sender.can_publish, sender.sfu);
-        // An answer or candidate to "sfu" sent before the sender read that its room
-        // switched to mesh: its SFU session lingers and still takes it.
+        // Within the grace after a switch to mesh, an answer or candidate to "sfu" was
+        // sent before the sender read `mode`: its SFU session lingers and takes it.
         let late_for_sfu = !in_sfu
             && sender
                 .sfu_left
                 .is_some_and(|t| now.saturating_duration_since(t) < SFU_LATE_GRACE);
         let ty = msg.type_name();
+        // Whether "sfu" takes this message: an offer starts a negotiation, so only a
+        // peer in the SFU now may send one.
+        let sfu_takes = in_sfu || (late_for_sfu && ty != "offer");
         let text: Arc<str> = match msg {
             ClientMessage::Offer(SdpTo { to, sdp }) | ClientMessage::Answer(SdpTo { to, sdp }) => {
                 let target = if to == SFU_PEER {
-                    let late = late_for_sfu && ty == "answer";
-                    if !late && !self.sfu_addressee(conn, in_sfu, &room, ty) {
+                    if !self.sfu_addressee(conn, sfu_takes, &room, ty) {
                         return;
                     }
                     None
@@ -66,7 +68,7 @@ impl<I: IceServerSource> Hub<I> {
                 return;
             }
             ClientMessage::Candidate(CandidateTo { to, candidate }) if to == SFU_PEER => {
-                if late_for_sfu || self.sfu_addressee(conn, in_sfu, &room, ty) {
+                if self.sfu_addressee(conn, sfu_takes, &room, ty) {
                     self.stats.messages_relayed += 1;
                     self.out.push_back(Output::Sfu(SfuRequest::Candidate {
                         peer: id,
