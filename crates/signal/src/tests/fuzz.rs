@@ -4,19 +4,10 @@ use super::*;
 
 /// Frames a fuzzer would send: fragments of valid messages mixed with junk.
 pub(super) fn frame() -> impl Strategy<Value = String> {
-    let ty = prop::sample::select(vec![
-        "join",
-        "resume",
-        "offer",
-        "answer",
-        "candidate",
-        "chat",
-        "media",
-        "ping",
-        "leave",
-        "view",
-        "x",
-    ]);
+    // Every client message type, and one that is none.
+    let mut types = ClientMessage::TYPES.to_vec();
+    types.push("x");
+    let ty = prop::sample::select(types);
     let val = prop_oneof![
         Just(json!(null)),
         any::<bool>().prop_map(Value::from),
