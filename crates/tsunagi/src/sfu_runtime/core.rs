@@ -74,6 +74,19 @@ pub(super) struct Core {
     pub(super) reply_warned: Option<Instant>,
 }
 
+/// Hands up to [`BATCH`] queued items to `f`; how many there were.
+fn take<T>(queue: &mut mpsc::Receiver<T>, mut f: impl FnMut(T)) -> usize {
+    let mut n = 0;
+    while n < BATCH {
+        let Ok(item) = queue.try_recv() else {
+            break;
+        };
+        f(item);
+        n += 1;
+    }
+    n
+}
+
 impl Core {
     /// The core's loop, on a thread of its own, until shutdown (or the service is
     /// gone): wait, read the ready sockets, take queued input, handle what is due,
@@ -121,40 +134,17 @@ impl Core {
                 }
             }
             self.rx = rx;
-            let mut taken = 0;
-            while taken < BATCH {
-                let Ok(item) = inputs.frames.try_recv() else {
-                    break;
-                };
+            let frames = take(&mut inputs.frames, |item| {
                 self.counters.datagrams_in += 1;
                 self.sfu
                     .handle_receive(now, item.proto, item.source, item.destination, &item.data);
-                taken += 1;
-            }
-            let mut requests = 0;
-            while requests < BATCH {
-                let Ok(req) = inputs.requests.try_recv() else {
-                    break;
-                };
-                self.request(now, req);
-                requests += 1;
-            }
-            let mut commands = 0;
-            while commands < BATCH {
-                let Ok(cmd) = inputs.commands.try_recv() else {
-                    break;
-                };
-                self.command(now, cmd);
-                commands += 1;
-            }
+            });
+            let requests = take(&mut inputs.requests, |req| self.request(now, req));
+            let commands = take(&mut inputs.commands, |cmd| self.command(now, cmd));
             self.expire_lingering(now);
             self.sfu.handle_timeout(now);
             self.drain(now);
-            busy = more
-                || taken == BATCH
-                || requests == BATCH
-                || commands == BATCH
-                || !self.again.is_empty();
+            busy = more || [frames, requests, commands].contains(&BATCH) || !self.again.is_empty();
         }
         self.publish_stats();
         debug!("SFU core stopped");
