@@ -12,12 +12,12 @@ use rand::RngCore;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 use tsunagi::cli::{Cli, Command};
-use tsunagi::config::{Config, LogFormat, TlsSource};
+use tsunagi::config::{Config, LogFormat};
 use tsunagi::http::{self, HttpOptions, HttpService, HttpState};
 use tsunagi::sfu_runtime::{self, SfuOptions, SfuService, SfuSockets};
 use tsunagi::signaling::{self, SignalingHandle, SignalingOptions};
 use tsunagi::supervise::Health;
-use tsunagi::tls::{self, Kept, TlsError, TlsMaterial};
+use tsunagi::tls::{self, TlsError};
 use tsunagi::turn_runtime::{BindFailure, Listeners, RuntimeOptions, StartError, TurnService};
 use tsunagi_sfu::SfuConfig;
 use tsunagi_turn::Server;
@@ -173,36 +173,60 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
     }
     let server = Server::new(server_config, Instant::now(), unix_now);
 
-    let tls = load_tls(config)?;
+    let health = Health::new();
+    let (hup_tx, hup) = tokio::sync::watch::channel(0u64);
+    let (stop_keeper, keeper_shutdown) = tokio::sync::watch::channel(false);
+    let certs = tls::setup::start(
+        config,
+        tls::setup::Keeper {
+            hup,
+            shutdown: keeper_shutdown,
+            health: health.clone(),
+        },
+    )?;
+    tokio::spawn(forward_sighup(hup_tx));
     let listeners = bind_listeners(config)?;
     let http_listeners = bind_http(config)?;
+    let tls_port_listeners = bind_tls_ports(config)?;
     if config.relay_ips_auto {
         info!("relay addresses chosen automatically; set relay-ip to choose them");
     }
     let mut runtime_options = RuntimeOptions::from_config(config);
-    runtime_options.tls = tls.as_ref().map(TlsMaterial::turn_config).transpose()?;
-    let health = Health::new();
     runtime_options.health = health.clone();
     let service = TurnService::start(server, listeners, runtime_options)?;
 
     let http_options = HttpOptions {
         redact_logs: config.redact_logs,
         health: health.clone(),
-        ..HttpOptions::new(
-            config.http_max_connections,
-            tls.as_ref().map(TlsMaterial::http_config).transpose()?,
-        )
+        turn: Some(service.streams()),
+        ..HttpOptions::new(config.http_max_connections, certs.clone())
     };
-    let state = HttpState::new(
+    let mut state = HttpState::new(
         Some(service.stats_handle()),
         http_options.counters.clone(),
-        tls.is_some(),
+        certs.is_some(),
     )
     .with_health(health.clone());
+    if let Some(store) = &certs {
+        state = state.with_certificate(store.clone());
+    }
     // Signaling at /ws, after the TURN secret above exists: welcome carries TURN
     // credentials minted with it.
     let mut signaling_options = SignalingOptions::from_config(config);
-    signaling_options.turns_port = service.tls_addrs().first().map(|a| a.port());
+    // The bound ports (port 0 in tests): the HTTP port's when TURN over TLS shares it.
+    signaling_options.turns_port = if !config.turn_tls() {
+        None
+    } else if config.one_tls_port() {
+        http_listeners
+            .first()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
+    } else {
+        tls_port_listeners
+            .first()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
+    };
     signaling_options.health = health.clone();
     let sfu = match sfu_sockets {
         Some(sockets) => {
@@ -235,7 +259,12 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
         extra = extra.merge(sfu_runtime::api::routes(handle.clone()));
         extra = extra.merge(sfu_runtime::whip::routes(handle));
     }
-    let http_service = HttpService::start(http_listeners, http::app(state, extra), http_options)?;
+    let http_service = HttpService::start_with_tls_ports(
+        http_listeners,
+        tls_port_listeners,
+        http::app(state, extra),
+        http_options,
+    )?;
     info!(
         realm = %config.realm,
         users = config.credentials.user_count(),
@@ -263,6 +292,7 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
     }
     health.begin_shutdown();
     info!("shutting down");
+    let _ = stop_keeper.send(true);
     signaling.shutdown().await;
     http_service.shutdown().await;
     if let Some(sfu) = sfu {
@@ -284,45 +314,6 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
         Some(f) => Err(Box::new(f)),
         None => Ok(()),
     }
-}
-
-/// The certificate for HTTPS and TURN over TLS, if TLS is on.
-fn load_tls(config: &Config) -> Result<Option<TlsMaterial>, TlsError> {
-    let material = match &config.tls {
-        None => return Ok(None),
-        Some(TlsSource::Files { cert, key }) => TlsMaterial::from_pem_files(cert, key)?,
-        Some(TlsSource::SelfSigned) => {
-            let (m, kept) = TlsMaterial::self_signed_kept(
-                config.data_dir.as_deref(),
-                tls::self_signed_names(config),
-            )?;
-            let names = m.names().join(", ");
-            match kept {
-                Kept::Reused(path) => info!(
-                    %names, file = %path.display(),
-                    "self-signed certificate kept from an earlier run (browsers that accepted it still do)"
-                ),
-                Kept::Written(path) => warn!(
-                    %names, file = %path.display(),
-                    "generated a self-signed certificate, kept for later runs (browsers warn \
-                     until you accept it once; set tls-cert and tls-key in production)"
-                ),
-                Kept::Replaced(path, why) => warn!(
-                    %names, file = %path.display(), replaced_because = %why,
-                    "generated a new self-signed certificate (browsers warn again until you \
-                     accept it)"
-                ),
-                Kept::NotKept(why) => warn!(
-                    %names, reason = %why,
-                    "generated a self-signed certificate for this run only (browsers warn \
-                     until you accept it, again after every restart)"
-                ),
-            }
-            m
-        }
-    };
-    info!(sha256 = %material.fingerprint(), "TLS certificate");
-    Ok(Some(material))
 }
 
 /// Whether a bind error on the default `::` means the host has no IPv6
@@ -374,9 +365,16 @@ fn bind_listeners(config: &Config) -> Result<Listeners, BindFailure> {
         let l = Listeners::bind_workers(&[addr], true, false, config.turn_workers)?;
         all.udp.extend(l.udp);
     }
+    Ok(all)
+}
+
+/// Binds the listeners of TURN over TLS on a port of its own, IPv4 alone on a host
+/// without IPv6 (as above); none when it shares the HTTP port.
+fn bind_tls_ports(config: &Config) -> Result<Vec<std::net::TcpListener>, BindFailure> {
+    let mut all = Vec::new();
     for addr in config.tls_listening_addrs() {
-        match Listeners::bind_tls(&[addr]) {
-            Ok(l) => all.tls.extend(l),
+        match http::bind_tls(&[addr]) {
+            Ok(l) => all.extend(l),
             Err(e) if no_ipv6(config.listening_ips_default, &e) => {
                 warn!("{e}; continuing without IPv6 listeners");
             }
@@ -399,6 +397,28 @@ fn bind_http(config: &Config) -> Result<Vec<std::net::TcpListener>, BindFailure>
         }
     }
     Ok(all)
+}
+
+/// Counts SIGHUPs into `tx` (the certificate's keeper reloads on each), so that
+/// SIGHUP (`systemctl reload`) never ends the process, with TLS or without.
+async fn forward_sighup(tx: tokio::sync::watch::Sender<u64>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGHUP; the certificate reloads only when its files change");
+                return;
+            }
+        };
+        while hup.recv().await.is_some() {
+            info!("SIGHUP: reloading the TLS certificate");
+            tx.send_modify(|n| *n += 1);
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tx);
 }
 
 /// SIGTERM or Ctrl-C (SIGINT).

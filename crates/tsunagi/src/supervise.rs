@@ -25,6 +25,8 @@ pub enum Component {
     Sfu,
     Signaling,
     Http,
+    /// The tasks that keep the certificate current (file reloads, ACME renewals).
+    Tls,
 }
 
 impl Component {
@@ -33,6 +35,7 @@ impl Component {
             Component::Turn => "turn",
             Component::Sfu => "sfu",
             Component::Signaling => "signaling",
+            Component::Tls => "tls",
             Component::Http => "http",
         }
     }

@@ -231,6 +231,40 @@ fn uclient_tls_channels_static_user() {
     );
 }
 
+/// One port: coturn's client over TLS to the port that serves HTTPS (ALPN decides).
+#[test]
+fn uclient_tls_on_the_http_port() {
+    let mut server = Tsunagi::start_tls_one_port(
+        "tls-one-port",
+        LOCALHOST,
+        12,
+        &["--user", "test:test", "--allow-loopback-peers"],
+    );
+    assert_eq!(server.tls_port(), server.http_port);
+    let peer = EchoPeer::start(LOCALHOST);
+    let run = run_tool(
+        "turnutils_uclient",
+        &uclient_args_to(
+            &server,
+            server.tls_port(),
+            &peer,
+            &["-t", "-S"],
+            &["-u", "test", "-w", "test"],
+        ),
+    );
+    assert_relayed(&run, &mut server, 50);
+    let log = server.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("allocation created") && l.contains("Tls")),
+        "no allocation over TLS in tsunagi's log:\n{log}"
+    );
+    assert!(
+        !log.contains("TURN over TLS (and HTTPS) listening"),
+        "a listener of its own for TURN over TLS:\n{log}"
+    );
+}
+
 #[test]
 fn uclient_rest_credentials() {
     let mut server = Tsunagi::start(

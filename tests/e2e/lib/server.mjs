@@ -3,9 +3,10 @@
 // browsers are on 127.0.0.1). Stopped by PID.
 
 import { spawn, execFileSync } from 'node:child_process';
-import { createWriteStream, mkdirSync, readFileSync } from 'node:fs';
+import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import dgram from 'node:dgram';
+import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { artifactsDir } from './paths.mjs';
@@ -119,13 +120,18 @@ export async function startTsunagi(options = {}) {
   }
 }
 
-async function startOnce({ name = 'tsunagi', extraArgs = [], ip = '127.0.0.1', allowLoopbackPeers = true } = {}) {
+/**
+ * `ip`: the address of every listener; `httpIp`: the HTTP server's, when it differs
+ * (`0.0.0.0`: every address, reached by the test at 127.0.0.1). Each server keeps its
+ * state (the self-signed certificate) in a data directory of its own, `dataDir`.
+ */
+async function startOnce({ name = 'tsunagi', extraArgs = [], ip = '127.0.0.1', httpIp = ip, allowLoopbackPeers = true } = {}) {
   const httpPort = await freePort();
   const turnPort = await freePort({ udp: true });
   const minPort = 40000 + Math.floor(Math.random() * 20) * 1000;
   const maxPort = minPort + 999;
   const args = [
-    '--http-ip', ip,
+    '--http-ip', httpIp,
     '--http-port', String(httpPort),
     '--listening-ip', ip,
     '--listening-port', String(turnPort),
@@ -142,9 +148,10 @@ async function startOnce({ name = 'tsunagi', extraArgs = [], ip = '127.0.0.1', a
   const logPath = path.join(artifactsDir, `${name}.log`);
   const log = createWriteStream(logPath);
   log.write(`$ ${TSUNAGI_BIN} ${args.join(' ')}\n`);
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'tsunagi-e2e-data-'));
   const child = spawn(TSUNAGI_BIN, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: serverEnv(),
+    env: { ...serverEnv(), TSUNAGI_DATA_DIR: dataDir },
   });
   child.stdout.pipe(log, { end: false });
   child.stderr.pipe(log, { end: false });
@@ -157,7 +164,7 @@ async function startOnce({ name = 'tsunagi', extraArgs = [], ip = '127.0.0.1', a
     exited = { code, signal };
     resolve(exited);
   }));
-  const url = `http://${ip}:${httpPort}`;
+  const url = `http://${httpIp === '0.0.0.0' ? '127.0.0.1' : httpIp}:${httpPort}`;
   const deadline = Date.now() + 15000;
   for (;;) {
     if (exited) {
@@ -185,6 +192,7 @@ async function startOnce({ name = 'tsunagi', extraArgs = [], ip = '127.0.0.1', a
     turnPort,
     pid: child.pid,
     logPath,
+    dataDir,
     async stats() {
       const r = await fetch(`${url}/api/stats`);
       if (!r.ok) throw new Error(`/api/stats answered ${r.status}`);
@@ -216,6 +224,7 @@ async function startOnce({ name = 'tsunagi', extraArgs = [], ip = '127.0.0.1', a
         clearTimeout(timer);
       }
       log.end();
+      rmSync(dataDir, { recursive: true, force: true });
       return exited;
     },
   };

@@ -95,7 +95,9 @@ test('a subscriber behind a 300 kbit/s downlink gets a lower layer', { timeout: 
   // The namespace and the cap (see lib/netns.mjs). If `ip netns` is refused here, this
   // throws: the test needs root in the runner's namespace (tests/e2e/run gives it).
   capNs = makeShapedNamespace({ index: 0, downKbit: 300 });
-  const server = await startTsunagi({ name: 'tsunagi-simulcast-cap', ip: capNs.hostIp, extraArgs: sfuArgs({ roomMode: 'sfu', ip: capNs.hostIp }) });
+  // Plain HTTP on the veth address (no-tls): the browsers treat that origin as secure
+  // by a flag (flagsForOrigin); this test is about bandwidth, not certificates.
+  const server = await startTsunagi({ name: 'tsunagi-simulcast-cap', ip: capNs.hostIp, extraArgs: ['--no-tls', ...sfuArgs({ roomMode: 'sfu', ip: capNs.hostIp })] });
   servers.push(server);
   const launch = { extraArgs: flagsForOrigin(server.url, capNs.hostIp) };
   const viewport = { width: 1600, height: 1000 };

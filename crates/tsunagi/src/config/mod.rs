@@ -88,10 +88,13 @@ pub mod defaults {
 /// Where the TLS certificate comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TlsSource {
-    /// `tls-cert` and `tls-key`: PEM files, read at start.
+    /// `tls-cert` and `tls-key`: PEM files, read at start and again when they change
+    /// (or on SIGHUP).
     Files { cert: PathBuf, key: PathBuf },
-    /// `tls-self-signed`: generated at start.
-    SelfSigned,
+    /// A self-signed certificate, kept in `data-dir`: the default (HTTPS for the LAN,
+    /// `explicit: false`), or asked for with `tls-self-signed` (`explicit: true`, which
+    /// also starts TURN over TLS).
+    SelfSigned { explicit: bool },
 }
 
 /// Channel numbers 0x4000..=0x4FFF (RFC 8656 §12).
@@ -152,7 +155,7 @@ pub struct Config {
     /// Whether the SFU offers ICE-TCP candidates.
     pub sfu_tcp: bool,
     pub http_max_connections: usize,
-    /// `None`: plain HTTP and no TURN over TLS.
+    /// `None` (`no-tls`): plain HTTP and no TURN over TLS.
     pub tls: Option<TlsSource>,
     /// Where kept state goes (`data-dir`, or its default); `None` when there is no
     /// default (no home directory) and none was set.
@@ -254,9 +257,28 @@ impl Config {
             .collect()
     }
 
-    /// The socket addresses of the TURN-over-TLS listeners (empty without TLS).
+    /// Whether TURN over TLS is offered (`turns:` in `welcome`): with a certificate
+    /// from files, or a self-signed one asked for by name; not with the default
+    /// self-signed one, which only gives the LAN its HTTPS (browsers do not accept a
+    /// self-signed certificate for TURN).
+    pub fn turn_tls(&self) -> bool {
+        matches!(
+            self.tls,
+            Some(TlsSource::Files { .. } | TlsSource::SelfSigned { explicit: true })
+        )
+    }
+
+    /// Whether TURN over TLS shares the HTTP port (`tls-listening-port` equal to
+    /// `http-port`): one port for HTTPS, the signaling WebSocket and `turns:`.
+    pub fn one_tls_port(&self) -> bool {
+        self.turn_tls() && self.tls_listening_port == self.http_port && self.http_port != 0
+    }
+
+    /// The socket addresses of listeners of their own for TURN over TLS (empty
+    /// without it, or when it shares the HTTP port). They serve HTTPS too: every TLS
+    /// port tells TURN from HTTP by ALPN or the first bytes.
     pub fn tls_listening_addrs(&self) -> Vec<SocketAddr> {
-        if self.tls.is_none() {
+        if !self.turn_tls() || self.one_tls_port() {
             return Vec::new();
         }
         self.listening_ips

@@ -291,13 +291,16 @@ pub struct Options {
     /// Concurrent HTTP connections, WebSockets included [default: 10000].
     #[arg(long, value_name = "N", env = "TSUNAGI_HTTP_MAX_CONNECTIONS")]
     pub http_max_connections: Option<usize>,
-    /// PEM certificate chain (leaf first): enables HTTPS/WSS and TURN over TLS.
+    /// PEM certificate chain (leaf first) for HTTPS/WSS and TURN over TLS, read again
+    /// when the file changes or on SIGHUP [default: a self-signed certificate kept in
+    /// data-dir].
     #[arg(long, value_name = "FILE", env = "TSUNAGI_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of tls-cert.
     #[arg(long, value_name = "FILE", env = "TSUNAGI_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
-    /// Generate a self-signed certificate at start (LAN testing); logs its fingerprint.
+    /// Use the self-signed certificate for TURN over TLS too (it always serves HTTPS
+    /// unless tls-cert or no-tls is set); logs its fingerprint.
     #[arg(long, value_name = "BOOL", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", env = "TSUNAGI_TLS_SELF_SIGNED")]
     pub tls_self_signed: Option<bool>,
     /// Directory for what tsunagi makes once and keeps (the self-signed certificate)
@@ -305,9 +308,14 @@ pub struct Options {
     /// ~/.local/state/tsunagi].
     #[arg(long, value_name = "DIR", env = "TSUNAGI_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// TCP port of TURN over TLS (turns:), when TLS is on [default: 5349].
+    /// TCP port of TURN over TLS (turns:), when TLS is on; the same as http-port
+    /// serves HTTPS and TURN on one port [default: 5349].
     #[arg(long, value_name = "N", env = "TSUNAGI_TLS_LISTENING_PORT")]
     pub tls_listening_port: Option<u16>,
+    /// No TLS at all: plain HTTP on http-port (browsers on other devices then get no
+    /// camera), no TURN over TLS.
+    #[arg(long, value_name = "BOOL", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", env = "TSUNAGI_NO_TLS")]
+    pub no_tls: Option<bool>,
 
     /// Secret of signaling access tokens (HS256); with it, join needs a token.
     #[arg(long, value_name = "S", env = "TSUNAGI_TOKEN_SECRET")]

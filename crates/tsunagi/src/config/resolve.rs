@@ -236,15 +236,16 @@ impl Config {
                 defaults::HTTP_MAX_CONNECTIONS
             ));
         }
-        let tls = match (
-            o.tls_cert.clone(),
-            o.tls_key.clone(),
-            o.tls_self_signed.unwrap_or(false),
-        ) {
-            (None, None, false) => None,
-            (None, None, true) => Some(TlsSource::SelfSigned),
-            (Some(cert), Some(key), false) => Some(TlsSource::Files { cert, key }),
-            (Some(_), Some(_), true) => {
+        let no_tls = o.no_tls.unwrap_or(false);
+        let tls = match (o.tls_cert.clone(), o.tls_key.clone(), o.tls_self_signed) {
+            _ if no_tls && (o.tls_cert.is_some() || o.tls_self_signed == Some(true)) => {
+                return err("no-tls is set together with tls-cert or tls-self-signed; use one");
+            }
+            _ if no_tls => None,
+            (None, None, None) => Some(TlsSource::SelfSigned { explicit: false }),
+            (None, None, Some(explicit)) => Some(TlsSource::SelfSigned { explicit }),
+            (Some(cert), Some(key), None | Some(false)) => Some(TlsSource::Files { cert, key }),
+            (Some(_), Some(_), Some(true)) => {
                 return err("tls-self-signed is set together with tls-cert and tls-key; use either the files or a generated certificate");
             }
             (Some(_), None, _) => return err("tls-cert is set without tls-key; set both"),
@@ -258,19 +259,15 @@ impl Config {
                 defaults::HTTP_PORT
             ));
         }
-        if tls.is_some() && tls_listening_port != 0 {
-            if tcp && tls_listening_port == listening_port {
-                return err(format!(
-                    "tls-listening-port {tls_listening_port} is also the TCP listening-port; use another (default {})",
-                    defaults::TLS_LISTENING_PORT
-                ));
-            }
-            if tls_listening_port == http_port {
-                return err(format!(
-                    "tls-listening-port {tls_listening_port} is also the http-port; use another (default {})",
-                    defaults::TLS_LISTENING_PORT
-                ));
-            }
+        let turn_tls = matches!(
+            tls,
+            Some(TlsSource::Files { .. } | TlsSource::SelfSigned { explicit: true })
+        );
+        if turn_tls && tls_listening_port != 0 && tcp && tls_listening_port == listening_port {
+            return err(format!(
+                "tls-listening-port {tls_listening_port} is also the TCP listening-port; use another (default {}), or http-port's for one port",
+                defaults::TLS_LISTENING_PORT
+            ));
         }
 
         let log_level = o

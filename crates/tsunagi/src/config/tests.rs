@@ -75,7 +75,9 @@ fn defaults() {
     assert_eq!(c.http_ips, c.listening_ips);
     assert!(c.http_ips_default);
     assert_eq!(c.http_max_connections, 10_000);
-    assert_eq!(c.tls, None);
+    // HTTPS for the LAN with the kept self-signed certificate; no TURN over TLS with it.
+    assert_eq!(c.tls, Some(TlsSource::SelfSigned { explicit: false }));
+    assert!(!c.turn_tls() && !c.one_tls_port());
     assert_eq!(c.tls_listening_port, 5349);
     assert!(c.tls_listening_addrs().is_empty());
 }
@@ -110,7 +112,8 @@ fn http_and_tls_options() {
         ("TSUNAGI_HTTP_PORT", "9000"),
     ]);
     let c = resolve(o).unwrap();
-    assert_eq!(c.tls, Some(TlsSource::SelfSigned));
+    assert_eq!(c.tls, Some(TlsSource::SelfSigned { explicit: true }));
+    assert!(c.turn_tls());
     assert_eq!(c.http_port, 9000);
     let o = Options::from_toml(
         "http-ip = \"::1\"\nhttp-max-connections = 5\ntls-self-signed = true\n",
@@ -137,8 +140,20 @@ fn http_and_tls_options() {
     let e = resolve(cli(&["--http-port", "3478"])).unwrap_err();
     assert!(e.0.contains("http-port 3478"), "{e}");
     resolve(cli(&["--http-port", "3478", "--no-tcp"])).unwrap();
-    let e = resolve(cli(&["--tls-self-signed", "--tls-listening-port", "8080"])).unwrap_err();
-    assert!(e.0.contains("also the http-port"), "{e}");
+    // One port: TURN over TLS on the HTTP port, no listener of its own.
+    let c = resolve(cli(&["--tls-self-signed", "--tls-listening-port", "8080"])).unwrap();
+    assert!(c.one_tls_port());
+    assert!(c.tls_listening_addrs().is_empty());
+    let e = resolve(cli(&["--tls-self-signed", "--tls-listening-port", "3478"])).unwrap_err();
+    assert!(e.0.contains("also the TCP listening-port"), "{e}");
+    // no-tls: plain HTTP, nothing over TLS; it contradicts a certificate.
+    let c = resolve(cli(&["--no-tls"])).unwrap();
+    assert_eq!(c.tls, None);
+    assert!(!c.turn_tls() && c.tls_listening_addrs().is_empty());
+    let e = resolve(cli(&["--no-tls", "--tls-cert", "c", "--tls-key", "k"])).unwrap_err();
+    assert!(e.0.contains("no-tls"), "{e}");
+    let c = resolve(cli(&["--tls-self-signed=false"])).unwrap();
+    assert_eq!(c.tls, Some(TlsSource::SelfSigned { explicit: false }));
     let e = resolve(cli(&["--http-max-connections", "0"])).unwrap_err();
     assert!(e.0.contains("http-max-connections"), "{e}");
 }

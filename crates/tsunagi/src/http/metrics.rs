@@ -249,11 +249,11 @@ pub(crate) const TURN: &[Metric<TurnView>] = &[
         value: |v| v.1.tcp_connections,
     },
     Metric {
-        json: "runtime.tlsHandshakeFailures",
-        prom: "tsunagi_turn_tls_handshake_failures_total",
+        json: "runtime.streamsRefused",
+        prom: "tsunagi_turn_streams_refused_total",
         kind: Counter,
-        help: "TURN-over-TLS handshakes that failed or timed out.",
-        value: |v| v.1.tls_handshake_failures,
+        help: "TURN streams from a TLS or HTTP port refused at max-tcp-connections.",
+        value: |v| v.1.streams_refused,
     },
     Metric {
         json: "runtime.tcpInvalid",
@@ -298,15 +298,22 @@ pub(crate) const HTTP: &[Metric<HttpCounters>] = &[
         json: "tlsHandshakeFailures",
         prom: "tsunagi_http_tls_handshake_failures_total",
         kind: Counter,
-        help: "HTTPS handshakes that failed or timed out.",
+        help: "TLS handshakes that failed or timed out (HTTPS and TURN over TLS).",
         value: |h| h.tls_handshake_failures.load(Ordering::Relaxed),
     },
     Metric {
         json: "plainHttpRedirects",
         prom: "tsunagi_http_plain_redirects_total",
         kind: Counter,
-        help: "Plain HTTP requests on the HTTPS port, redirected to https.",
+        help: "Plain HTTP requests from other hosts on the HTTPS port, sent to https.",
         value: |h| h.plain_http_redirects.load(Ordering::Relaxed),
+    },
+    Metric {
+        json: "turnStreams",
+        prom: "tsunagi_http_turn_streams_total",
+        kind: Counter,
+        help: "Connections on a TLS or HTTP port that were TURN (by ALPN or first bytes), handed to TURN.",
+        value: |h| h.turn_streams.load(Ordering::Relaxed),
     },
 ];
 

@@ -1,12 +1,16 @@
-//! The HTTP(S) server: the embedded web client, `/healthz`, `/api/stats`, `/metrics`,
-//! and whatever routes the caller merges in (the signaling WebSocket at `/ws`).
+//! The HTTP(S) server and every TLS port: the embedded web client, `/healthz`,
+//! `/api/stats`, `/metrics`, whatever routes the caller merges in (the signaling
+//! WebSocket at `/ws`), and TURN over TLS (and TCP) that arrives on the same ports,
+//! handed to the TURN runtime ([`front`] tells them apart).
 //!
-//! The accept loop is our own rather than `axum::serve`, for three things `serve`
-//! does not do: TLS (a rustls handshake per connection, in the connection's task so
-//! that a slow client never holds up accepting), a cap on connections (a semaphore,
-//! as for TURN over TCP: at the cap, new connections wait in the kernel's backlog), and
-//! keeping that cap for WebSockets (the permit travels inside the connection's IO,
-//! which hyper hands over on upgrade, so an upgraded WebSocket still holds it).
+//! The accept loop is our own rather than `axum::serve`, for what `serve` does not do:
+//! TLS (a rustls handshake per connection, in the connection's task so that a slow
+//! client never holds up accepting; the certificate resolved per handshake from the
+//! [`CertStore`], so a renewed one serves at once), TURN and HTTP on one port, a cap
+//! on connections (a semaphore, as for TURN over TCP: at the cap, new connections wait
+//! in the kernel's backlog), and keeping that cap for WebSockets (the permit travels
+//! inside the connection's IO, which hyper hands over on upgrade, so an upgraded
+//! WebSocket still holds it).
 //!
 //! Each request carries `axum::extract::ConnectInfo<SocketAddr>` (the client address)
 //! and a [`Secure`] extension (whether it arrived over TLS).
@@ -20,24 +24,24 @@
 //! close, up to a deadline. Upgraded WebSockets are closed by their owner (the
 //! signaling runtime's own shutdown).
 
+mod front;
 pub(crate) mod metrics;
+mod plain;
 mod routes;
 mod state;
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
@@ -48,7 +52,9 @@ pub use state::{stats_value, HttpState};
 
 use crate::redact::Redactor;
 use crate::supervise::{Component, Health};
-use crate::turn_runtime::{BindFailure, StartError};
+use crate::tls::store::Alpn;
+use crate::tls::CertStore;
+use crate::turn_runtime::{BindFailure, StartError, StreamIntake};
 use tsunagi_net::{accept_limited, stopped};
 
 /// Largest request body accepted (413 beyond it).
@@ -75,8 +81,11 @@ pub struct HttpCounters {
     pub accepted: AtomicU64,
     /// TLS handshakes that failed or timed out.
     pub tls_handshake_failures: AtomicU64,
-    /// Plain-HTTP requests on the HTTPS port, answered with a redirect.
+    /// Plain-HTTP connections from other hosts on the HTTPS port, answered with the
+    /// certificate page or a redirect to https.
     pub plain_http_redirects: AtomicU64,
+    /// Connections that were TURN (over TLS or TCP), handed to the TURN runtime.
+    pub turn_streams: AtomicU64,
 }
 
 /// What the server needs besides its listeners and routes.
@@ -84,8 +93,11 @@ pub struct HttpCounters {
 pub struct HttpOptions {
     /// Concurrent connections (WebSockets included).
     pub max_connections: usize,
-    /// `Some`: HTTPS only (a plain-HTTP request gets a redirect to https).
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `Some`: HTTPS, with the certificate served from this store; plain HTTP then
+    /// only for loopback clients (others get the certificate page or a redirect).
+    pub tls: Option<Arc<CertStore>>,
+    /// Where TURN streams that arrive on these ports go (`None`: they are closed).
+    pub turn: Option<StreamIntake>,
     pub redact_logs: bool,
     /// Shared with [`HttpState`] so that `/api/stats` can show them.
     pub counters: Arc<HttpCounters>,
@@ -94,10 +106,11 @@ pub struct HttpOptions {
 }
 
 impl HttpOptions {
-    pub fn new(max_connections: usize, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+    pub fn new(max_connections: usize, tls: Option<Arc<CertStore>>) -> Self {
         Self {
             max_connections,
             tls,
+            turn: None,
             redact_logs: false,
             counters: Arc::default(),
             health: Health::default(),
@@ -108,11 +121,24 @@ impl HttpOptions {
 /// Binds the HTTP listeners (IPv6 sockets IPv6-only, so `0.0.0.0` and `::` share a
 /// port).
 pub fn bind(addrs: &[SocketAddr]) -> Result<Vec<std::net::TcpListener>, BindFailure> {
+    bind_as(addrs, "http")
+}
+
+/// Binds the listeners of TURN over TLS on a port of their own (`tls-listening-port`);
+/// they are front ports like the HTTP port's, and serve HTTPS too.
+pub fn bind_tls(addrs: &[SocketAddr]) -> Result<Vec<std::net::TcpListener>, BindFailure> {
+    bind_as(addrs, "tls")
+}
+
+fn bind_as(
+    addrs: &[SocketAddr],
+    transport: &'static str,
+) -> Result<Vec<std::net::TcpListener>, BindFailure> {
     addrs
         .iter()
         .map(|&addr| {
             crate::turn_runtime::tcp_listener(addr).map_err(|error| BindFailure {
-                transport: "http",
+                transport,
                 addr,
                 error,
             })
@@ -134,7 +160,10 @@ pub struct HttpService {
 /// Shared by the accept loops and connection tasks.
 struct Shared {
     app: Router,
+    /// What plain-HTTP clients of other hosts get when TLS is on.
+    plain: Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    turn: Option<StreamIntake>,
     semaphore: Arc<Semaphore>,
     counters: Arc<HttpCounters>,
     redact: Redactor,
@@ -148,6 +177,18 @@ impl HttpService {
         app: Router,
         opts: HttpOptions,
     ) -> Result<Self, StartError> {
+        Self::start_with_tls_ports(listeners, Vec::new(), app, opts)
+    }
+
+    /// [`HttpService::start`], and the same on `tls_ports`, the listeners of TURN over
+    /// TLS on a port of its own (`tls-listening-port`): every front port serves HTTPS
+    /// and TURN alike.
+    pub fn start_with_tls_ports(
+        listeners: Vec<std::net::TcpListener>,
+        tls_ports: Vec<std::net::TcpListener>,
+        app: Router,
+        opts: HttpOptions,
+    ) -> Result<Self, StartError> {
         let max_connections = opts.max_connections.clamp(1, 1 << 24);
         let semaphore = Arc::new(Semaphore::new(max_connections));
         let mut http1 = hyper::server::conn::http1::Builder::new();
@@ -156,9 +197,19 @@ impl HttpService {
             .header_read_timeout(HEADER_TIMEOUT)
             .max_buf_size(MAX_HEADER_BYTES)
             .max_header_size(MAX_HEADER_BYTES);
+        let tls = match &opts.tls {
+            Some(store) => Some(tokio_rustls::TlsAcceptor::from(
+                store
+                    .server_config(Alpn::Front)
+                    .map_err(|e| StartError(e.to_string()))?,
+            )),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             app,
-            tls: opts.tls.clone().map(tokio_rustls::TlsAcceptor::from),
+            plain: plain::router(opts.tls.clone()),
+            tls,
+            turn: opts.turn.clone(),
             semaphore: semaphore.clone(),
             counters: opts.counters.clone(),
             redact: Redactor::new(opts.redact_logs),
@@ -168,11 +219,16 @@ impl HttpService {
         let mut addrs = Vec::new();
         let mut acceptors = Vec::new();
         let scheme = if opts.tls.is_some() { "https" } else { "http" };
-        for l in listeners {
+        let http_port_count = listeners.len();
+        for (i, l) in listeners.into_iter().chain(tls_ports).enumerate() {
             let err = |e: std::io::Error| StartError(format!("HTTP listener: {e}"));
             let local = l.local_addr().map_err(err)?;
             let l = TcpListener::from_std(l).map_err(err)?;
-            info!("{scheme} listening on {local}");
+            if i < http_port_count {
+                info!("{scheme} listening on {local}");
+            } else {
+                info!("TURN over TLS (and HTTPS) listening on tcp {local}");
+            }
             addrs.push(local);
             acceptors.push(opts.health.spawn(
                 Component::Http,
@@ -180,24 +236,32 @@ impl HttpService {
                 accept_loop(l, shared.clone(), shutdown_rx.clone()),
             ));
         }
-        if let Some(url) = browse_url(scheme, &addrs) {
+        let http_addrs = &addrs[..http_port_count];
+        // Loopback clients get plain HTTP even with TLS on, and browsers allow camera
+        // and microphone on http://localhost: no certificate warning on this host.
+        if let Some(url) = browse_url(scheme, http_addrs) {
             info!("web client at {url}");
         }
         let ifaces: Vec<std::net::IpAddr> = if_addrs::get_if_addrs()
             .map(|v| v.into_iter().map(|i| i.ip()).collect())
             .unwrap_or_default();
-        let lan = lan_urls(scheme, &addrs, &ifaces);
+        let lan = lan_urls(scheme, http_addrs, &ifaces);
         if !lan.is_empty() {
             let urls = lan.join(" ");
-            if opts.tls.is_some() {
-                info!(%urls, "web client for other devices on this network (accept the certificate warning once)");
-            } else {
-                info!(
+            match &opts.tls {
+                Some(store) if store.status().source == "self-signed" => info!(
+                    %urls,
+                    sha256 = %store.status().sha256,
+                    "web client for other devices on this network: their browsers warn about \
+                     the self-signed certificate once (check that it shows this sha256; the \
+                     http:// address explains how to accept it)"
+                ),
+                Some(_) => info!(%urls, "web client for other devices on this network"),
+                None => info!(
                     %urls,
                     "web client for other devices on this network: browsers there allow camera \
-                     and microphone only over HTTPS, so start with tls-self-signed (or tls-cert \
-                     and tls-key) for them"
-                );
+                     and microphone only over HTTPS, and no-tls is set"
+                ),
             }
         }
         Ok(Self {
@@ -244,14 +308,15 @@ impl HttpService {
     }
 }
 
-/// The address to open in a browser: `localhost` for a wildcard listener (browsers
-/// allow camera and microphone on plain-HTTP `localhost`), else the first address.
+/// The address to open in a browser: `http://localhost` for a wildcard or loopback
+/// listener (loopback clients get plain HTTP even with TLS on, and browsers allow
+/// camera and microphone on `http://localhost`), else the first address.
 fn browse_url(scheme: &str, addrs: &[SocketAddr]) -> Option<String> {
     let a = addrs.first()?;
-    let host = match a.ip() {
-        ip if ip.is_unspecified() || ip.is_loopback() => "localhost".to_owned(),
-        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-        ip => ip.to_string(),
+    let (scheme, host) = match a.ip() {
+        ip if ip.is_unspecified() || ip.is_loopback() => ("http", "localhost".to_owned()),
+        std::net::IpAddr::V6(ip) => (scheme, format!("[{ip}]")),
+        ip => (scheme, ip.to_string()),
     };
     Some(format!("{scheme}://{host}:{}/", a.port()))
 }
@@ -293,7 +358,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: watch
         "HTTP",
         move |stream, remote, permit| {
             shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(connection(
+            tokio::spawn(front::connection(
                 stream,
                 remote,
                 permit,
@@ -303,64 +368,6 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: watch
         },
     )
     .await;
-}
-
-/// The first byte of a TLS ClientHello record.
-const TLS_HANDSHAKE_RECORD: u8 = 0x16;
-
-async fn connection(
-    stream: TcpStream,
-    remote: SocketAddr,
-    permit: OwnedSemaphorePermit,
-    shared: Arc<Shared>,
-    shutdown: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
-    let io = CountedIo::new(stream, permit, shared.counters.clone());
-    let Some(acceptor) = shared.tls.clone() else {
-        serve(io, remote, false, shared.app.clone(), &shared, shutdown).await;
-        return;
-    };
-    let mut first = [0u8; 1];
-    let peeked = tokio::time::timeout(HANDSHAKE_TIMEOUT, io.inner.peek(&mut first)).await;
-    match peeked {
-        Ok(Ok(1..)) => {}
-        _ => return,
-    }
-    if first[0] != TLS_HANDSHAKE_RECORD {
-        // Someone typed http:// on the HTTPS port: send them to https://.
-        shared
-            .counters
-            .plain_http_redirects
-            .fetch_add(1, Ordering::Relaxed);
-        serve(
-            io,
-            remote,
-            false,
-            routes::https_redirect(),
-            &shared,
-            shutdown,
-        )
-        .await;
-        return;
-    }
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
-        Ok(Ok(tls)) => serve(tls, remote, true, shared.app.clone(), &shared, shutdown).await,
-        Ok(Err(e)) => {
-            shared
-                .counters
-                .tls_handshake_failures
-                .fetch_add(1, Ordering::Relaxed);
-            debug!(client = %shared.redact.addr(remote), error = %e, "HTTPS handshake failed");
-        }
-        Err(_) => {
-            shared
-                .counters
-                .tls_handshake_failures
-                .fetch_add(1, Ordering::Relaxed);
-            debug!(client = %shared.redact.addr(remote), "HTTPS handshake timed out");
-        }
-    }
 }
 
 /// Serves HTTP/1.1 (with upgrades) on one connection until it closes, or until
@@ -397,71 +404,6 @@ async fn serve<I>(
     };
     if let Err(e) = result {
         debug!(client = %shared.redact.addr(remote), error = %e, "HTTP connection ended with an error");
-    }
-}
-
-/// A connection's stream that holds its connection permit and counts it as open for
-/// as long as it lives, including after hyper hands it to a WebSocket on upgrade.
-struct CountedIo {
-    inner: TcpStream,
-    counters: Arc<HttpCounters>,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl CountedIo {
-    fn new(inner: TcpStream, permit: OwnedSemaphorePermit, counters: Arc<HttpCounters>) -> Self {
-        counters.connections.fetch_add(1, Ordering::Relaxed);
-        Self {
-            inner,
-            counters,
-            _permit: permit,
-        }
-    }
-}
-
-impl Drop for CountedIo {
-    fn drop(&mut self) {
-        self.counters.connections.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl AsyncRead for CountedIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for CountedIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -82,7 +82,9 @@ pub fn app(state: HttpState, extra: Router) -> Router {
 }
 
 /// Every component and its cores: 200 when all are up, 503 (with the cores that are
-/// down and why) when one failed or tsunagi is stopping.
+/// down and why) when one failed or tsunagi is stopping. With TLS, also the
+/// certificate being served and, under `certificate.problem`, why it could not be
+/// renewed or reloaded (still 200: the one it has keeps serving).
 async fn healthz(State(state): State<HttpState>) -> Response {
     let report = state.health.report();
     let status = if report.ok() {
@@ -90,7 +92,14 @@ async fn healthz(State(state): State<HttpState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, [(header::CACHE_CONTROL, "no-store")], Json(report)).into_response()
+    let mut body = serde_json::to_value(&report).unwrap_or_default();
+    if let (Some(store), Some(obj)) = (&state.certificate, body.as_object_mut()) {
+        obj.insert(
+            "certificate".into(),
+            serde_json::to_value(store.status()).unwrap_or_default(),
+        );
+    }
+    (status, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
 
 /// Refuses declared bodies over the limit before anything reads them, and adds the
@@ -213,27 +222,6 @@ fn serve_asset(a: &'static Asset, headers: &HeaderMap) -> Response {
     } else {
         (StatusCode::OK, common, Body::from(a.body)).into_response()
     }
-}
-
-/// A router that redirects every request to `https://` on the same host and path
-/// (for plain HTTP on the HTTPS port).
-pub(crate) fn https_redirect() -> Router {
-    Router::new().fallback(|headers: HeaderMap, uri: Uri| async move {
-        let Some(host) = valid_host(headers.get(header::HOST)) else {
-            return (StatusCode::BAD_REQUEST, "this port speaks HTTPS\n").into_response();
-        };
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let location = format!("https://{host}{path}");
-        match HeaderValue::try_from(location) {
-            Ok(l) => (
-                StatusCode::PERMANENT_REDIRECT,
-                [(header::LOCATION, l)],
-                "this port speaks HTTPS\n",
-            )
-                .into_response(),
-            Err(_) => (StatusCode::BAD_REQUEST, "this port speaks HTTPS\n").into_response(),
-        }
-    })
 }
 
 /// `/api/stats`: see [`stats_value`].

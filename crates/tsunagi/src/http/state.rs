@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 use super::metrics::{self, Prometheus, StatsSource};
 use super::HttpCounters;
 use crate::supervise::Health;
+use crate::tls::CertStore;
 use crate::turn_runtime::StatsHandle;
 
 /// What the built-in routes read.
@@ -25,6 +26,8 @@ pub struct HttpState {
     pub started: Instant,
     /// The cores' health, for `/healthz`.
     pub health: Health,
+    /// The certificate being served, for `/healthz` (`None` without TLS).
+    pub certificate: Option<Arc<CertStore>>,
 }
 
 impl std::fmt::Debug for HttpState {
@@ -49,7 +52,15 @@ impl HttpState {
             tls,
             started: Instant::now(),
             health: Health::default(),
+            certificate: None,
         }
+    }
+
+    /// `/healthz` shows the certificate being served, and any problem renewing or
+    /// reloading it.
+    pub fn with_certificate(mut self, store: Arc<CertStore>) -> Self {
+        self.certificate = Some(store);
+        self
     }
 
     /// `/healthz` reports the cores registered in `health`.

@@ -247,7 +247,7 @@ impl SignalingOptions {
             turn_port: config.listening_port,
             turn_udp: config.udp,
             turn_tcp: config.tcp,
-            turns_port: (config.tls.is_some() && config.tls_listening_port != 0)
+            turns_port: (config.turn_tls() && config.tls_listening_port != 0)
                 .then_some(config.tls_listening_port),
             redact_logs: config.redact_logs,
             ..SignalingOptions::default()

@@ -24,9 +24,6 @@ use tsunagi_net::{accept_limited, stopped};
 const MAX_FRAME: usize = 20 + 65_532;
 /// Bytes coalesced into one TCP write.
 const WRITE_COALESCE: usize = 64 * 1024;
-/// Time a TLS client has to complete its handshake; it holds a connection permit
-/// meanwhile, so a slow or silent client must not keep it for long.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A stream client must complete its first frame, and any frame it has started, within
 /// this time. Idle connections between frames (an allocation waiting for its next
 /// Refresh) are not affected; a stalled or never-framed stream (an HTTP request on the
@@ -125,25 +122,20 @@ pub(crate) struct TcpSettings {
 }
 
 /// Accepts TCP connections while a connection permit is free ([`accept_limited`]).
-/// With `tls`, each connection first completes a TLS handshake (TURN over TLS, RFC
-/// 8656 §3.1, port 5349) in its own task; the decrypted stream is then framed exactly
-/// like plain TCP. TCP and TLS connections share one permit pool.
 pub(crate) async fn tcp_acceptor(
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
     tx: ClientTx,
     settings: TcpSettings,
     counters: Arc<Counters>,
     shutdown: watch::Receiver<bool>,
 ) {
     let limit = settings.semaphore.clone();
-    let what = if tls.is_some() { "TLS" } else { "TCP" };
     let for_connections = shutdown.clone();
     accept_limited(
         listener,
         limit,
         shutdown,
-        what,
+        "TCP",
         move |stream, client, permit| {
             let conn = Conn {
                 client,
@@ -153,17 +145,75 @@ pub(crate) async fn tcp_acceptor(
                 counters: counters.clone(),
                 shutdown: for_connections.clone(),
             };
-            match &tls {
-                None => {
-                    tokio::spawn(tcp_connection(stream, conn));
-                }
-                Some(acceptor) => {
-                    tokio::spawn(tls_connection(stream, acceptor.clone(), conn));
-                }
-            }
+            tokio::spawn(tcp_connection(stream, conn));
         },
     )
     .await;
+}
+
+/// TURN over streams that another listener accepted and told apart from HTTP: TURN
+/// over TLS on a front port (the HTTP port, the TURN-over-TLS port; see
+/// `crate::http`), and TURN over TCP that arrives there. Each stream takes a permit of
+/// TURN's TCP pool (`max-tcp-connections`) for as long as it lives.
+#[derive(Debug, Clone)]
+pub struct StreamIntake {
+    tx: ClientTx,
+    settings: TcpSettings,
+    counters: Arc<Counters>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl StreamIntake {
+    pub(crate) fn new(
+        tx: ClientTx,
+        settings: TcpSettings,
+        counters: Arc<Counters>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            tx,
+            settings,
+            counters,
+            shutdown,
+        }
+    }
+
+    /// Serves `stream` as a TURN client (`client` → `server` over `transport`),
+    /// starting with the bytes already read from it (`first`); `false`, and the
+    /// stream closed, when TURN's connection limit is reached.
+    pub fn serve<S>(
+        &self,
+        stream: S,
+        client: SocketAddr,
+        server: SocketAddr,
+        transport: Transport,
+        first: &[u8],
+    ) -> bool
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let Ok(permit) = self.settings.semaphore.clone().try_acquire_owned() else {
+            Counters::inc(&self.counters.streams_refused);
+            return false;
+        };
+        let conn = Conn {
+            client,
+            permit,
+            tx: self.tx.clone(),
+            settings: self.settings.clone(),
+            counters: self.counters.clone(),
+            shutdown: self.shutdown.clone(),
+        };
+        let ft = FiveTuple {
+            client,
+            server,
+            transport,
+        };
+        let (rd, wr) = tokio::io::split(stream);
+        let buf = BytesMut::from(first);
+        tokio::spawn(stream_connection(rd, wr, ft, conn, buf));
+        true
+    }
 }
 
 /// Why a TCP connection ended, for the debug log.
@@ -213,47 +263,13 @@ async fn tcp_connection(stream: TcpStream, conn: Conn) {
         transport: Transport::Tcp,
     };
     let (rd, wr) = stream.into_split();
-    stream_connection(rd, wr, ft, conn).await;
-}
-
-/// One TLS client: the handshake (bounded in time), then the same framing as TCP with
-/// `Transport::Tls` in the 5-tuple.
-async fn tls_connection(stream: TcpStream, acceptor: tokio_rustls::TlsAcceptor, conn: Conn) {
-    let Ok(server) = stream.local_addr() else {
-        return;
-    };
-    let _ = stream.set_nodelay(true);
-    let mut shutdown = conn.shutdown.clone();
-    let handshake = tokio::select! {
-        r = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
-        _ = stopped(&mut shutdown) => return,
-    };
-    let stream = match handshake {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            Counters::inc(&conn.counters.tls_handshake_failures);
-            debug!(client = %conn.settings.redact.addr(conn.client), error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            Counters::inc(&conn.counters.tls_handshake_failures);
-            debug!(client = %conn.settings.redact.addr(conn.client), "TLS handshake timed out");
-            return;
-        }
-    };
-    let ft = FiveTuple {
-        client: conn.client,
-        server,
-        transport: Transport::Tls,
-    };
-    let (rd, wr) = tokio::io::split(stream);
-    stream_connection(rd, wr, ft, conn).await;
+    stream_connection(rd, wr, ft, conn, BytesMut::with_capacity(4096)).await;
 }
 
 /// One stream client (TCP, or TLS after the handshake): frames the byte stream (RFC
-/// 8489 §6.2.2, RFC 8656 §12.5) into the core's client queue, and writes the core's
-/// responses from a bounded queue.
-async fn stream_connection<R, W>(mut rd: R, wr: W, ft: FiveTuple, conn: Conn)
+/// 8489 §6.2.2, RFC 8656 §12.5), starting with what `buf` holds already, into the
+/// core's client queue, and writes the core's responses from a bounded queue.
+async fn stream_connection<R, W>(mut rd: R, wr: W, ft: FiveTuple, conn: Conn, mut buf: BytesMut)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
@@ -272,7 +288,6 @@ where
     }
     Counters::inc(&counters.tcp_connections);
     let writer = tokio::spawn(tcp_writer(wr, wrx));
-    let mut buf = BytesMut::with_capacity(4096);
     // Deadline for the frame being waited on: the first one, or a started one.
     let mut frame_deadline = Some(tokio::time::Instant::now() + FRAME_STALL_TIMEOUT);
     let mut framed_any = false;

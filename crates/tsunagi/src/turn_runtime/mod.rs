@@ -41,8 +41,10 @@
 //! the socket's receive buffer (4 MiB asked for on listeners), where the kernel drops
 //! it when full.
 //!
-//! TURN over TLS (`turns:`, RFC 8656 §3.1) is TCP with a TLS handshake first: after
-//! it, a TLS connection is framed and handled exactly like a TCP one, with
+//! TURN over TLS (`turns:`, RFC 8656 §3.1) is TCP with a TLS handshake first. The
+//! handshake happens where every TLS connection of tsunagi's is accepted (the front
+//! ports of `crate::http`, which tell TURN from HTTPS); the decrypted stream comes in
+//! through [`StreamIntake`] and is framed and handled exactly like a TCP one, with
 //! `Transport::Tls` in its 5-tuple.
 //!
 //! The core publishes the server's [`Stats`] into a `watch` after each turn (skipped
@@ -54,6 +56,7 @@
 //! server's final [`Stats`]. Dropping the [`TurnService`] does the same.
 
 mod io;
+pub use io::StreamIntake;
 mod relay;
 mod worker;
 
@@ -113,8 +116,9 @@ pub struct Counters {
     pub recv_errors: AtomicU64,
     /// TCP and TLS connections open now.
     pub tcp_connections: AtomicU64,
-    /// TLS connections that failed or timed out in the handshake.
-    pub tls_handshake_failures: AtomicU64,
+    /// Streams handed over from a front port (TURN over TLS, or TCP, on the HTTP
+    /// port) and refused because `max-tcp-connections` were open.
+    pub streams_refused: AtomicU64,
     /// TCP connections closed because the stream was not STUN/ChannelData.
     pub tcp_invalid: AtomicU64,
     /// Relay allocations refused for lack of a free port.
@@ -131,7 +135,7 @@ pub struct CounterSnapshot {
     pub tcp_queue_full: u64,
     pub recv_errors: u64,
     pub tcp_connections: u64,
-    pub tls_handshake_failures: u64,
+    pub streams_refused: u64,
     pub tcp_invalid: u64,
     pub relay_exhausted: u64,
     pub relay_bind_errors: u64,
@@ -154,7 +158,7 @@ impl Counters {
             tcp_queue_full: l(&self.tcp_queue_full),
             recv_errors: l(&self.recv_errors),
             tcp_connections: l(&self.tcp_connections),
-            tls_handshake_failures: l(&self.tls_handshake_failures),
+            streams_refused: l(&self.streams_refused),
             tcp_invalid: l(&self.tcp_invalid),
             relay_exhausted: l(&self.relay_exhausted),
             relay_bind_errors: l(&self.relay_bind_errors),
@@ -169,8 +173,6 @@ impl Counters {
 pub struct Listeners {
     pub udp: Vec<std::net::UdpSocket>,
     pub tcp: Vec<std::net::TcpListener>,
-    /// TCP listeners for TURN over TLS; they need [`RuntimeOptions::tls`].
-    pub tls: Vec<std::net::TcpListener>,
 }
 
 /// A listener that could not be bound.
@@ -258,20 +260,6 @@ impl Listeners {
         }
         Ok(l)
     }
-
-    /// Binds TCP listeners for TURN over TLS on every address (`tls-listening-port`).
-    pub fn bind_tls(addrs: &[SocketAddr]) -> Result<Vec<std::net::TcpListener>, BindFailure> {
-        addrs
-            .iter()
-            .map(|&addr| {
-                io::tcp_listener(addr).map_err(|error| BindFailure {
-                    transport: "tls",
-                    addr,
-                    error,
-                })
-            })
-            .collect()
-    }
 }
 
 /// What the runtime needs besides the server and the listeners.
@@ -290,8 +278,6 @@ pub struct RuntimeOptions {
     pub queue_capacity: usize,
     /// Capacity of each TCP connection's write queue, in messages.
     pub tcp_write_queue: usize,
-    /// Certificate and key for the TLS listeners (see [`crate::tls`]).
-    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Where the worker threads and acceptors report how they end.
     pub health: Health,
 }
@@ -307,7 +293,6 @@ impl RuntimeOptions {
             redact_logs: c.redact_logs,
             queue_capacity: 8192,
             tcp_write_queue: 256,
-            tls: None,
             health: Health::default(),
         }
     }
@@ -330,7 +315,7 @@ impl std::error::Error for StartError {}
 pub struct TurnService {
     udp_addrs: Vec<SocketAddr>,
     tcp_addrs: Vec<SocketAddr>,
-    tls_addrs: Vec<SocketAddr>,
+    streams: io::StreamIntake,
     shutdown: watch::Sender<bool>,
     /// Each core thread's final counters, sent as it ends.
     cores: Vec<oneshot::Receiver<Stats>>,
@@ -367,12 +352,6 @@ impl TurnService {
                     "relay-ip {ip} cannot be bound ({e}); name an address of this host (use external-ip for a public address behind NAT)"
                 ))
             })?;
-        }
-        if !listeners.tls.is_empty() && opts.tls.is_none() {
-            return Err(StartError(
-                "TLS listeners without a certificate: set tls-cert and tls-key, or tls-self-signed"
-                    .into(),
-            ));
         }
         if opts.min_port > opts.max_port {
             return Err(StartError(format!(
@@ -478,7 +457,6 @@ impl TurnService {
                 format!("turn tcp {local}"),
                 io::tcp_acceptor(
                     l,
-                    None,
                     client_tx.clone(),
                     settings.clone(),
                     counters.clone(),
@@ -486,29 +464,8 @@ impl TurnService {
                 ),
             ));
         }
-        let mut tls_addrs = Vec::new();
-        if let Some(tls) = &opts.tls {
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
-            for l in listeners.tls {
-                let local = l.local_addr().map_err(|e| start_err("TLS listener", e))?;
-                let l = TcpListener::from_std(l).map_err(|e| start_err("TLS listener", e))?;
-                info!("TURN over TLS listening on tcp {local}");
-                tls_addrs.push(local);
-                tasks.push(opts.health.spawn(
-                    Component::Turn,
-                    format!("turn tls {local}"),
-                    io::tcp_acceptor(
-                        l,
-                        Some(acceptor.clone()),
-                        client_tx.clone(),
-                        settings.clone(),
-                        counters.clone(),
-                        shutdown_rx.clone(),
-                    ),
-                ));
-            }
-        }
-        drop(client_tx);
+        let streams =
+            io::StreamIntake::new(client_tx, settings, counters.clone(), shutdown_rx.clone());
         info!(
             relay_ips = %opts.relay_ips.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
             "relay ports {}-{}",
@@ -593,7 +550,7 @@ impl TurnService {
         Ok(Self {
             udp_addrs,
             tcp_addrs,
-            tls_addrs,
+            streams,
             shutdown,
             cores: done,
             wakers,
@@ -613,9 +570,10 @@ impl TurnService {
         &self.tcp_addrs
     }
 
-    /// Bound TURN-over-TLS listener addresses.
-    pub fn tls_addrs(&self) -> &[SocketAddr] {
-        &self.tls_addrs
+    /// Where another listener hands over the TURN streams it accepted (TURN over TLS
+    /// on a front port; see `crate::http`).
+    pub fn streams(&self) -> io::StreamIntake {
+        self.streams.clone()
     }
 
     /// A cheap, cloneable reader of the counters, for the HTTP endpoints. It stays

@@ -71,7 +71,6 @@ pub fn runtime_options() -> RuntimeOptions {
         redact_logs: false,
         queue_capacity: 1024,
         tcp_write_queue: 64,
-        tls: None,
         health: Default::default(),
     }
 }

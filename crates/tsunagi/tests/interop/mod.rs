@@ -77,7 +77,7 @@ pub fn relay_range(slot: u16) -> (u16, u16) {
     const BASE: u16 = 20_000;
     const SLOT_LEN: u16 = 1_000;
     const RELAY_RANGE_LEN: u16 = 400;
-    assert!(slot < 12, "relay slot {slot} out of 0..12");
+    assert!(slot < 13, "relay slot {slot} out of 0..13");
     let offset = (random_u64() % u64::from(SLOT_LEN - RELAY_RANGE_LEN)) as u16;
     let min = BASE + slot * SLOT_LEN + offset;
     (min, min + RELAY_RANGE_LEN - 1)
@@ -120,6 +120,16 @@ impl Drop for Guard {
     }
 }
 
+/// Where a test server offers TURN over TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tls {
+    Off,
+    /// On `tls-listening-port`, a port of its own.
+    OwnPort,
+    /// On the HTTP port (`tls-listening-port` = `http-port`).
+    HttpPort,
+}
+
 /// A running tsunagi on loopback, its log in a file.
 #[derive(Debug)]
 pub struct Tsunagi {
@@ -137,16 +147,22 @@ impl Tsunagi {
     /// port, with `extra` arguments appended, and waits until it answers a STUN Binding
     /// request over UDP and accepts TCP connections on each of its ports.
     pub fn start(name: &str, ip: IpAddr, slot: u16, extra: &[&str]) -> Self {
-        Self::launch(name, ip, slot, extra, false)
+        Self::launch(name, ip, slot, extra, Tls::Off)
     }
 
     /// Like [`Tsunagi::start`], with TLS on (a self-signed certificate) and TURN over TLS
     /// on [`Tsunagi::tls_port`].
     pub fn start_tls(name: &str, ip: IpAddr, slot: u16, extra: &[&str]) -> Self {
-        Self::launch(name, ip, slot, extra, true)
+        Self::launch(name, ip, slot, extra, Tls::OwnPort)
     }
 
-    fn launch(name: &str, ip: IpAddr, slot: u16, extra: &[&str], tls: bool) -> Self {
+    /// Like [`Tsunagi::start_tls`], with TURN over TLS on the HTTP port (one port for
+    /// HTTPS and `turns:`): [`Tsunagi::tls_port`] is the HTTP port.
+    pub fn start_tls_one_port(name: &str, ip: IpAddr, slot: u16, extra: &[&str]) -> Self {
+        Self::launch(name, ip, slot, extra, Tls::HttpPort)
+    }
+
+    fn launch(name: &str, ip: IpAddr, slot: u16, extra: &[&str], tls: Tls) -> Self {
         let mut ports: Vec<u16> = Vec::new();
         while ports.len() < 3 {
             let p = free_port(ip);
@@ -154,7 +170,11 @@ impl Tsunagi {
                 ports.push(p);
             }
         }
-        let (port, http_port, tls_port) = (ports[0], ports[1], ports[2]);
+        let (port, http_port) = (ports[0], ports[1]);
+        let tls_port = match tls {
+            Tls::HttpPort => http_port,
+            Tls::Off | Tls::OwnPort => ports[2],
+        };
         let (min_port, max_port) = relay_range(slot);
         let log_path = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("interop-{name}-{}-{port}.log", std::process::id()));
@@ -171,7 +191,7 @@ impl Tsunagi {
             .args(["--http-port", &http_port.to_string()])
             // Tests run side by side: the SFU takes any free port.
             .args(["--sfu-port", "0"]);
-        if tls {
+        if tls != Tls::Off {
             // Its own data-dir: the certificate it keeps stays with this test.
             let data = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
                 .join(format!("interop-data-{name}-{}-{port}", std::process::id()));
@@ -194,7 +214,7 @@ impl Tsunagi {
             ip,
             port,
             http_port,
-            tls_port: tls.then_some(tls_port),
+            tls_port: (tls != Tls::Off).then_some(tls_port),
             log_path,
             process: Guard::new("tsunagi", child),
         };
