@@ -19,9 +19,10 @@ const tc = (...args) => execFileSync('tc', args, { stdio: ['ignore', 'pipe', 'pi
 /**
  * Creates the namespace and the veth pair. `downKbit` caps what the test namespace sends
  * into NS (the browser's download) with a token bucket filter on veth A; `upKbit` caps
- * the other way (on veth B, inside NS).
+ * the other way (on veth B, inside NS). `env`: environment of the browser the wrapper
+ * starts.
  */
-export function makeShapedNamespace({ index = 0, downKbit, upKbit } = {}) {
+export function makeShapedNamespace({ index = 0, downKbit, upKbit, env = {} } = {}) {
   const tag = `${process.pid % 10000}${index}`;
   const ns = `e2e-cap-${tag}`;
   const a = `vca${tag}`;
@@ -52,7 +53,9 @@ export function makeShapedNamespace({ index = 0, downKbit, upKbit } = {}) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'tsunagi-e2e-ns-'));
   const wrapper = path.join(dir, 'chromium-in-ns');
   const chromium = process.env.CHROMIUM || '/usr/bin/chromium';
-  writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} ${chromium} "$@"\n`);
+  // `env`: variables for the browser (e.g. HOME, whose .pki/nssdb Chromium trusts).
+  const vars = Object.entries(env).map(([k, v]) => `${k}='${v}'`).join(' ');
+  writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} ${vars ? `env ${vars} ` : ''}${chromium} "$@"\n`);
   chmodSync(wrapper, 0o755);
   return {
     ns,

@@ -142,7 +142,8 @@ async function startOnce({ name = 'tsunagi', extraArgs = [], ip = '127.0.0.1', h
     // Servers of one file may run side by side: the SFU takes a free port unless the
     // test chose one (sfuArgs).
     ...(!extraArgs.includes('--sfu-port') && serverHas('--sfu-port') ? ['--sfu-port', '0'] : []),
-    ...extraArgs,
+    // `{httpPort}` in an argument stands for the HTTP port (e.g. one TLS port).
+    ...extraArgs.map((a) => a.replaceAll('{httpPort}', String(httpPort))),
   ];
   mkdirSync(artifactsDir, { recursive: true });
   const logPath = path.join(artifactsDir, `${name}.log`);
