@@ -144,6 +144,7 @@ test('relay only through turns: on the port that served the page', { timeout: 12
   const server = await startTsunagi({
     name: 'tsunagi-one-port',
     ip: phoneNs.hostIp,
+    httpIp: '0.0.0.0',
     extraArgs: ['--tls-self-signed', '--tls-listening-port', '{httpPort}'],
   });
   servers.push(server);
