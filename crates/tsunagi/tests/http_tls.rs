@@ -29,6 +29,10 @@ use tsunagi_turn::Server;
 
 const INDEX_HTML: &[u8] = include_bytes!("../../../web/index.html");
 
+/// The servers' handshake timeout here (10 s in the binary), so that the test of
+/// silent connections waits less.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
 async fn ws_echo(ws: WebSocketUpgrade) -> axum::response::Response {
     ws.on_upgrade(|mut socket| async move {
         while let Some(Ok(m)) = socket.recv().await {
@@ -84,6 +88,7 @@ impl TestServer {
         let http_opts = HttpOptions {
             health: health.clone(),
             turn: Some(turn.streams()),
+            handshake_timeout: HANDSHAKE_TIMEOUT,
             ..HttpOptions::new(max_connections, store)
         };
         let state = HttpState::new(
@@ -700,6 +705,65 @@ async fn turn_allocate_over_tls_relays_to_a_udp_peer() {
         .unwrap()
         .unwrap();
     assert_eq!(mapped, local);
+    s.shutdown().await;
+}
+
+/// Silent or slow connections are bounded in time (the handshake timeout) and in number
+/// per address: the one beyond the bound is closed at once and counted, and the server
+/// goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_bounded_in_time_and_number() {
+    let s = TestServer::start(true).await;
+    let m = s.tls.as_ref().unwrap();
+    let addr = s.http_addr();
+    // The silent client is 127.0.0.2; the test's own requests (127.0.0.1) are another
+    // address, not bounded by it.
+    let connect_from_other = || async move {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        sock.connect(addr).await.unwrap()
+    };
+    let accepted_before = s.stats().await["http"]["accepted"].as_u64().unwrap();
+    let mut silent = Vec::new();
+    for i in 0..tsunagi::http::PENDING_PER_IP {
+        let mut c = connect_from_other().await;
+        if i % 2 == 1 {
+            // Half of them start a handshake and stop: a ClientHello record's header.
+            c.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).await.unwrap();
+        }
+        silent.push(c);
+    }
+    // The server has seen every one of them before the next comes.
+    stats_until(&s, "the silent connections", |v| {
+        v["http"]["accepted"].as_u64()
+            >= Some(accepted_before + u64::from(tsunagi::http::PENDING_PER_IP))
+    })
+    .await;
+    let mut over = connect_from_other().await;
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_millis(1500), over.read(&mut buf))
+        .await
+        .expect("the connection over the bound is closed at once");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    // Each silent one is closed by the handshake timeout.
+    let started = std::time::Instant::now();
+    for c in &mut silent {
+        let r = tokio::time::timeout(HANDSHAKE_TIMEOUT * 2, c.read(&mut buf))
+            .await
+            .expect("closed within the handshake timeout");
+        assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    }
+    assert!(started.elapsed() <= HANDSHAKE_TIMEOUT * 2);
+    // And the address is served again.
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = tls_client(m, &[b"http/1.1"])
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let r = exchange(tls, addr, "GET /api/stats HTTP/1.1\r\n", "").await;
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["http"]["pendingRefused"], 1, "{v}");
+    assert!(v["http"]["tlsHandshakeFailures"].as_u64() >= Some(1), "{v}");
     s.shutdown().await;
 }
 

@@ -3,8 +3,8 @@
 //!
 //! The first byte decides before anything is read:
 //!
-//! - `0x16`, a TLS record, with TLS on: the handshake (bounded by
-//!   [`HANDSHAKE_TIMEOUT`]), then by ALPN: `stun.turn` is TURN over TLS (RFC 7443),
+//! - `0x16`, a TLS record, with TLS on: the handshake (bounded by the handshake
+//!   timeout, and in number per client address by [`super::pending`]), then by ALPN: `stun.turn` is TURN over TLS (RFC 7443),
 //!   `http/1.1` is HTTPS, `acme-tls/1` was an ACME validation (the handshake was all of
 //!   it). A client that offered no ALPN is told apart by its first byte after the
 //!   handshake: a STUN message starts below `0x40`, an HTTP request line with a
@@ -27,7 +27,8 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 use tracing::debug;
 use tsunagi_turn::Transport;
 
-use super::{serve, HttpCounters, Shared, HANDSHAKE_TIMEOUT, HEADER_TIMEOUT};
+use super::pending::PendingGuard;
+use super::{serve, HttpCounters, Shared, HEADER_TIMEOUT};
 use crate::tls::store::{ALPN_ACME, ALPN_STUN_TURN};
 
 /// The first byte of a TLS ClientHello record.
@@ -54,16 +55,48 @@ pub(super) async fn connection(
         return;
     };
     let io = CountedIo::new(stream, permit, shared.counters.clone());
+    let Some(pending) = shared.pending.enter(remote.ip()) else {
+        shared
+            .counters
+            .pending_refused
+            .fetch_add(1, Ordering::Relaxed);
+        debug!(client = %shared.redact.addr(remote), "closed: too many connections of this address not yet served");
+        return;
+    };
     let mut first = [0u8; 1];
     let mut stop = shutdown.clone();
-    match bounded(HANDSHAKE_TIMEOUT, &mut stop, io.inner.peek(&mut first)).await {
+    match bounded(
+        shared.handshake_timeout,
+        &mut stop,
+        io.inner.peek(&mut first),
+    )
+    .await
+    {
         Some(Ok(1..)) => {}
         _ => return,
     }
     let first = first[0];
+    // Served from here on (the TLS path keeps it until its handshake is done).
+    let pending = match &shared.tls {
+        Some(_) if first == TLS_HANDSHAKE_RECORD => Some(pending),
+        _ => {
+            drop(pending);
+            None
+        }
+    };
     match &shared.tls {
         Some(acceptor) if first == TLS_HANDSHAKE_RECORD => {
-            tls(io, remote, local, acceptor.clone(), &shared, shutdown).await;
+            let Some(pending) = pending else { return };
+            tls(
+                io,
+                remote,
+                local,
+                acceptor.clone(),
+                pending,
+                &shared,
+                shutdown,
+            )
+            .await;
         }
         _ if is_stun_start(first) && first != TLS_HANDSHAKE_RECORD => {
             to_turn(io, remote, local, Transport::Tcp, &[], &shared);
@@ -106,12 +139,14 @@ fn is_loopback(a: SocketAddr) -> bool {
     }
 }
 
-/// A TLS connection: the handshake, then TURN or HTTPS.
+/// A TLS connection: the handshake, then TURN or HTTPS. `pending` counts it against
+/// its address until the handshake (and, without ALPN, the first byte) is done.
 async fn tls(
     io: CountedIo,
     remote: SocketAddr,
     local: SocketAddr,
     acceptor: tokio_rustls::TlsAcceptor,
+    pending: PendingGuard,
     shared: &Shared,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -123,13 +158,14 @@ async fn tls(
         debug!(client = %shared.redact.addr(remote), error = %why, "TLS handshake failed");
     };
     let mut stop = shutdown.clone();
-    let mut stream = match bounded(HANDSHAKE_TIMEOUT, &mut stop, acceptor.accept(io)).await {
+    let mut stream = match bounded(shared.handshake_timeout, &mut stop, acceptor.accept(io)).await {
         Some(Ok(s)) => s,
         Some(Err(e)) => return failed(&e),
         None if *stop.borrow() => return,
         None => return failed(&"timed out"),
     };
     let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    let pending = alpn.is_none().then_some(pending);
     debug!(
         client = %shared.redact.addr(remote),
         alpn = %alpn.as_deref().map(String::from_utf8_lossy).unwrap_or_default(),
@@ -149,6 +185,7 @@ async fn tls(
                 Some(Ok(1..)) => {}
                 _ => return,
             }
+            drop(pending);
             if is_stun_start(first[0]) {
                 to_turn(stream, remote, local, Transport::Tls, &first, shared);
             } else {

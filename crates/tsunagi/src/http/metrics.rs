@@ -315,6 +315,13 @@ pub(crate) const HTTP: &[Metric<HttpCounters>] = &[
         help: "Connections on a TLS or HTTP port that were TURN (by ALPN or first bytes), handed to TURN.",
         value: |h| h.turn_streams.load(Ordering::Relaxed),
     },
+    Metric {
+        json: "pendingRefused",
+        prom: "tsunagi_http_pending_refused_total",
+        kind: Counter,
+        help: "Connections closed at once: their address had too many connections not yet served (silent or handshaking).",
+        value: |h| h.pending_refused.load(Ordering::Relaxed),
+    },
 ];
 
 /// The `/api/stats` object of a table.

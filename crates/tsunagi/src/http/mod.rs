@@ -17,7 +17,8 @@
 //!
 //! Limits: request headers at most [`MAX_HEADER_BYTES`] and received within
 //! [`HEADER_TIMEOUT`]; request bodies at most [`MAX_BODY_BYTES`] (nothing here takes
-//! uploads); TLS handshakes within [`HANDSHAKE_TIMEOUT`]; HTTP/1.1 only.
+//! uploads); the first byte and the TLS handshake within [`HANDSHAKE_TIMEOUT`], at most
+//! [`pending::PENDING_PER_IP`] such connections per client address; HTTP/1.1 only.
 //!
 //! Shutdown: [`HttpService::shutdown`] stops accepting, lets each connection finish
 //! the request in flight (hyper's graceful shutdown), and waits for connections to
@@ -26,6 +27,7 @@
 
 mod front;
 pub(crate) mod metrics;
+mod pending;
 mod plain;
 mod routes;
 mod state;
@@ -47,6 +49,7 @@ use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
 pub use metrics::{Prometheus, StatsSource};
+pub use pending::PENDING_PER_IP;
 pub use routes::{app, embedded_files, routes, CONTENT_SECURITY_POLICY_BASE};
 pub use state::{stats_value, HttpState};
 
@@ -63,7 +66,8 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Time a client has to send a request's headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(15);
-/// Time a client has to complete the TLS handshake.
+/// Time a client has to send its first byte and complete the TLS handshake (the
+/// default of [`HttpOptions::handshake_timeout`]).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for connections to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -86,6 +90,9 @@ pub struct HttpCounters {
     pub plain_http_redirects: AtomicU64,
     /// Connections that were TURN (over TLS or TCP), handed to the TURN runtime.
     pub turn_streams: AtomicU64,
+    /// Connections closed at once because their address had
+    /// [`pending::PENDING_PER_IP`] connections not yet served (silent, or handshaking).
+    pub pending_refused: AtomicU64,
 }
 
 /// What the server needs besides its listeners and routes.
@@ -98,6 +105,8 @@ pub struct HttpOptions {
     pub tls: Option<Arc<CertStore>>,
     /// Where TURN streams that arrive on these ports go (`None`: they are closed).
     pub turn: Option<StreamIntake>,
+    /// Time a connection has to send its first byte, and to complete its TLS handshake.
+    pub handshake_timeout: Duration,
     pub redact_logs: bool,
     /// Shared with [`HttpState`] so that `/api/stats` can show them.
     pub counters: Arc<HttpCounters>,
@@ -111,6 +120,7 @@ impl HttpOptions {
             max_connections,
             tls,
             turn: None,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
             redact_logs: false,
             counters: Arc::default(),
             health: Health::default(),
@@ -164,6 +174,8 @@ struct Shared {
     plain: Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
     turn: Option<StreamIntake>,
+    handshake_timeout: Duration,
+    pending: Arc<pending::Pending>,
     semaphore: Arc<Semaphore>,
     counters: Arc<HttpCounters>,
     redact: Redactor,
@@ -210,6 +222,8 @@ impl HttpService {
             plain: plain::router(opts.tls.clone()),
             tls,
             turn: opts.turn.clone(),
+            handshake_timeout: opts.handshake_timeout,
+            pending: Arc::default(),
             semaphore: semaphore.clone(),
             counters: opts.counters.clone(),
             redact: Redactor::new(opts.redact_logs),
