@@ -624,6 +624,17 @@ async fn https_with_a_self_signed_certificate() {
         .connect("localhost".try_into().unwrap(), tcp)
         .await
         .is_err());
+    // An unknown SNI name gets the certificate being served (the client, which checks
+    // names, then refuses it for that name: the server did not abort).
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let e = connector
+        .connect("unknown.example".try_into().unwrap(), tcp)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("NotValidForName") || e.to_string().contains("not valid for name"),
+        "{e}"
+    );
     // A client that sends a ClientHello and then garbage.
     let mut raw = TcpStream::connect(addr).await.unwrap();
     // A handshake record longer than TLS allows.
