@@ -5,9 +5,10 @@
 //! * [`config`]: command line, TOML file and `TSUNAGI_*` environment, validated once.
 //! * [`turn_runtime`]: the sockets and tasks that drive the sans-IO
 //!   [`tsunagi_turn::Server`].
-//! * [`http`]: the HTTP(S) server: web client, `/healthz`, `/api/stats`, `/metrics`.
-//! * `net`: the accept loop every TCP listener shares, and the shutdown signal.
-//! * [`tls`]: certificates for HTTPS/WSS and TURN over TLS.
+//! * [`http`]: the HTTP(S) server and every TLS port: web client, `/healthz`,
+//!   `/api/stats`, `/metrics`, and TURN over TLS told apart from HTTPS.
+//! * [`tls`]: certificates for HTTPS/WSS and TURN over TLS: kept, reloaded, served.
+//! * [`service_notify`]: readiness and stopping, told to systemd.
 //! * [`signaling`]: the signaling WebSocket (`/ws`) around the sans-IO
 //!   [`tsunagi_signal::Hub`].
 //! * [`sfu_runtime`]: the SFU's UDP/ICE-TCP sockets around the sans-IO
@@ -21,6 +22,7 @@ pub mod config;
 pub mod http;
 pub mod nat;
 pub mod redact;
+pub mod service_notify;
 pub mod sfu_runtime;
 pub mod signaling;
 pub mod supervise;

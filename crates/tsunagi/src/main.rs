@@ -79,9 +79,14 @@ fn main() -> ExitCode {
         Err(e) => {
             error!("{e}");
             eprintln!("tsunagi: {e}");
-            // A relay address that is not on this host, or an unusable certificate, is
-            // a configuration mistake.
-            if e.is::<StartError>() || e.is::<TlsError>() {
+            // A relay address that is not on this host, an unusable certificate, or a
+            // port this user may not bind (below 1024 without CAP_NET_BIND_SERVICE) is a
+            // configuration mistake, which a restart does not cure; a port in use may
+            // be free at the next start.
+            let denied = e
+                .downcast_ref::<BindFailure>()
+                .is_some_and(|b| b.error.kind() == std::io::ErrorKind::PermissionDenied);
+            if e.is::<StartError>() || e.is::<TlsError>() || denied {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE
@@ -272,6 +277,7 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
         "tsunagi {} ready",
         env!("CARGO_PKG_VERSION")
     );
+    tsunagi::service_notify::notify("READY=1\nSTATUS=serving\n");
 
     let fault = tokio::select! {
         () = wait_for_signal() => None,
@@ -291,6 +297,7 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     health.begin_shutdown();
+    tsunagi::service_notify::notify("STOPPING=1\nSTATUS=shutting down\n");
     info!("shutting down");
     let _ = stop_keeper.send(true);
     signaling.shutdown().await;
