@@ -259,21 +259,25 @@ impl TlsMaterial {
 
 /// The DNS and IP subject alternative names and the expiry of a DER certificate.
 fn leaf_names_and_expiry(der: &[u8]) -> Result<(Vec<String>, Option<SystemTime>), TlsError> {
-    use x509_parser::extensions::GeneralName;
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| {
+    use x509_cert::der::Decode;
+    use x509_cert::ext::pkix::name::GeneralName;
+    use x509_cert::ext::pkix::SubjectAltName;
+    let cert = x509_cert::Certificate::from_der(der).map_err(|e| {
         TlsError(format!(
             "tls-cert's first certificate cannot be parsed ({e}); give the PEM chain, leaf first"
         ))
     })?;
+    let tbs = cert.tbs_certificate();
     let mut names = Vec::new();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for n in &san.value.general_names {
+    if let Ok(Some((_, san))) = tbs.get_extension::<SubjectAltName>() {
+        for n in &san.0 {
             match n {
-                GeneralName::DNSName(d) => names.push(d.to_ascii_lowercase()),
-                GeneralName::IPAddress(b) => {
+                GeneralName::DnsName(d) => names.push(d.as_str().to_ascii_lowercase()),
+                GeneralName::IpAddress(b) => {
+                    let b = b.as_bytes();
                     let ip = match b.len() {
-                        4 => <[u8; 4]>::try_from(*b).ok().map(IpAddr::from),
-                        16 => <[u8; 16]>::try_from(*b).ok().map(IpAddr::from),
+                        4 => <[u8; 4]>::try_from(b).ok().map(IpAddr::from),
+                        16 => <[u8; 16]>::try_from(b).ok().map(IpAddr::from),
                         _ => None,
                     };
                     names.extend(ip.map(|ip| ip.to_string()));
@@ -282,10 +286,7 @@ fn leaf_names_and_expiry(der: &[u8]) -> Result<(Vec<String>, Option<SystemTime>)
             }
         }
     }
-    let secs = cert.validity().not_after.timestamp();
-    let not_after = u64::try_from(secs)
-        .ok()
-        .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+    let not_after = Some(SystemTime::UNIX_EPOCH + tbs.validity().not_after.to_unix_duration());
     Ok((names, not_after))
 }
 
