@@ -10,6 +10,10 @@
 //!   sends no valid header within 10 s (what a TLS handshake, or a TURN stream's first
 //!   frame, is given) is closed, logged at debug and counted. A connection from any other address is served as it is: a
 //!   PROXY header from it is not believed, it is bad input for whatever the port serves.
+//!   On the front ports the header comes before the bound on unserved connections per
+//!   address (`crate::http`'s pending bound), which then counts the client it names:
+//!   the proxy's own address is not held to it, or one client's silent connections
+//!   would use up the room of every other client of the proxy.
 //! * `trusted-proxy-ip`: an HTTP request whose peer (the client the PROXY header named,
 //!   if any, else the TCP peer) is one of these addresses has its client taken from
 //!   `X-Forwarded-For`: the rightmost address that is not itself a trusted proxy

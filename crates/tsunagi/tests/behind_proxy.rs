@@ -53,6 +53,16 @@ impl TestServer {
     /// TURN (UDP and TCP) and HTTP (with TLS when `tls`) on 127.0.0.1, expecting PROXY
     /// headers from `proxy_protocol` and believing `X-Forwarded-For` from `trusted`.
     async fn start(tls: bool, proxy_protocol: &[&str], trusted: &[&str]) -> Self {
+        Self::start_with(tls, proxy_protocol, trusted, http::HANDSHAKE_TIMEOUT).await
+    }
+
+    /// [`TestServer::start`] with the front ports' handshake timeout.
+    async fn start_with(
+        tls: bool,
+        proxy_protocol: &[&str],
+        trusted: &[&str],
+        handshake_timeout: Duration,
+    ) -> Self {
         let ranges = |l: &[&str]| ProxySources::new(l.iter().map(|s| s.parse().unwrap()).collect());
         let listeners = Listeners::bind(&[SocketAddr::new(LOCALHOST, 0)], true, true).unwrap();
         let mut opts = runtime_options();
@@ -69,6 +79,7 @@ impl TestServer {
             turn: Some(turn.streams()),
             proxy_protocol: ranges(proxy_protocol),
             trusted_proxies: ranges(trusted),
+            handshake_timeout,
             ..HttpOptions::new(100, store)
         };
         let counters = http_opts.counters.clone();
@@ -303,11 +314,13 @@ async fn turn_over_tls_and_https_see_the_client_the_header_names() {
     s.shutdown().await;
 }
 
-/// A listed proxy that sends garbage is closed at once, one that sends nothing within
-/// the 10 s the TLS handshake gets; each is counted, on the port it came to.
+/// A listed proxy that sends garbage is closed at once; one that sends nothing, within
+/// the front ports' handshake timeout (3 s here) on the HTTP port and within the 10 s
+/// a TURN stream has for its first frame on the TURN port. Each is counted, on the port
+/// it came to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listed_proxy_without_a_valid_header_is_closed_and_counted() {
-    let s = TestServer::start(true, &[PROXY], &[]).await;
+    let s = TestServer::start_with(true, &[PROXY], &[], Duration::from_secs(3)).await;
     // What the client would have sent without the proxy, a STUN Binding, a TLS
     // ClientHello and an HTTP request, is not a header.
     let garbage: [&[u8]; 3] = [
@@ -333,17 +346,29 @@ async fn a_listed_proxy_without_a_valid_header_is_closed_and_counted() {
     assert_eq!(s.turn.counters().proxy_header_failures, 4);
     assert_eq!(s.http_header_failures(), 4);
 
-    // Silence: closed after 10 s, not before (a slow proxy has the handshake's time).
+    // Silence: closed when the time is up, not before (a slow proxy has that long).
     let started = tokio::time::Instant::now();
     let mut quiet_turn = connect_from(PROXY, s.turn_tcp()).await;
     let mut quiet_http = connect_from(PROXY, s.http_addr()).await;
-    let (turn_closed, http_closed) = tokio::join!(
-        closed_within(&mut quiet_turn, Duration::from_secs(13)),
-        closed_within(&mut quiet_http, Duration::from_secs(13)),
+    let http = async {
+        let closed = closed_within(&mut quiet_http, Duration::from_secs(8)).await;
+        (closed, started.elapsed())
+    };
+    let turn = async {
+        let closed = closed_within(&mut quiet_turn, Duration::from_secs(14)).await;
+        (closed, started.elapsed())
+    };
+    let ((http_closed, http_after), (turn_closed, turn_after)) = tokio::join!(http, turn);
+    assert!(http_closed, "the HTTP port kept a silent proxy connection");
+    assert!(turn_closed, "the TURN port kept a silent proxy connection");
+    assert!(
+        http_after >= Duration::from_millis(2900) && http_after < Duration::from_secs(8),
+        "HTTP port: closed after {http_after:?}"
     );
-    assert!(turn_closed && http_closed, "{turn_closed} {http_closed}");
-    let waited = started.elapsed();
-    assert!(waited >= Duration::from_secs(9), "closed after {waited:?}");
+    assert!(
+        turn_after >= Duration::from_millis(9900),
+        "TURN port: closed after {turn_after:?}"
+    );
     assert_eq!(s.turn.counters().proxy_header_failures, 5);
     assert_eq!(s.http_header_failures(), 5);
 
@@ -358,6 +383,66 @@ async fn a_listed_proxy_without_a_valid_header_is_closed_and_counted() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["http"]["proxyHeaderFailures"], 5, "{v}");
     assert_eq!(v["turn"]["runtime"]["proxyHeaderFailures"], 5, "{v}");
+    s.shutdown().await;
+}
+
+/// The bound on connections per address that are not yet served counts the client a
+/// PROXY header names, not the proxy: many clients through one proxy are not refused,
+/// one client is refused past the bound whichever way it comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_address_bound_counts_the_client_the_header_names() {
+    let s = TestServer::start_with(false, &[PROXY], &[], Duration::from_secs(8)).await;
+    let refused = || {
+        s.counters
+            .pending_refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let limit = http::PENDING_PER_IP as usize;
+    let to = s.http_addr();
+    // More than the bound through the proxy, each for another client, all silent after
+    // the header: none is refused.
+    let mut held = Vec::new();
+    for i in 0..limit + 8 {
+        let client = SocketAddr::new([198, 51, 100, 1 + i as u8].into(), 50_000);
+        let mut stream = connect_from(PROXY, to).await;
+        stream.write_all(&header(V::Two, client, to)).await.unwrap();
+        held.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(refused(), 0);
+    for stream in &mut held {
+        assert!(!closed_within(stream, Duration::from_millis(10)).await);
+    }
+    // One client, through the proxy, one connection over the bound: exactly one of them
+    // is closed at once.
+    let mut same = Vec::new();
+    for i in 0..=limit {
+        let client = SocketAddr::new(CLIENT.parse().unwrap(), 50_000 + i as u16);
+        let mut stream = connect_from(PROXY, to).await;
+        stream.write_all(&header(V::One, client, to)).await.unwrap();
+        same.push(stream);
+    }
+    eventually("the connection over the bound to be refused", || {
+        refused() == 1
+    })
+    .await;
+    let mut closed = 0;
+    for stream in &mut same {
+        if closed_within(stream, Duration::from_millis(50)).await {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 1);
+    // Another client through the same proxy still has its room.
+    let mut other = connect_from(PROXY, to).await;
+    other
+        .write_all(&header(V::Two, sa("203.0.113.8:50000"), to))
+        .await
+        .unwrap();
+    assert!(!closed_within(&mut other, Duration::from_millis(500)).await);
+    assert_eq!(refused(), 1);
+    assert_eq!(s.http_header_failures(), 0);
+    drop((held, same, other));
     s.shutdown().await;
 }
 
