@@ -9,6 +9,8 @@
 //!   `/api/stats`, `/metrics`, and TURN over TLS told apart from HTTPS.
 //! * [`tls`]: certificates for HTTPS/WSS and TURN over TLS: kept, reloaded, served.
 //! * [`service_notify`]: readiness and stopping, told to systemd.
+//! * [`proxied`]: clients behind a load balancer or proxy (PROXY protocol headers,
+//!   `X-Forwarded-For`).
 //! * [`signaling`]: the signaling WebSocket (`/ws`) around the sans-IO
 //!   [`tsunagi_signal::Hub`].
 //! * [`sfu_runtime`]: the SFU's UDP/ICE-TCP sockets around the sans-IO
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod nat;
+pub mod proxied;
 pub mod redact;
 pub mod service_notify;
 pub mod sfu_runtime;

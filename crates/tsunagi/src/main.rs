@@ -14,6 +14,7 @@ use tracing_subscriber::EnvFilter;
 use tsunagi::cli::{Cli, Command};
 use tsunagi::config::{Config, LogFormat};
 use tsunagi::http::{self, HttpOptions, HttpService, HttpState};
+use tsunagi::proxied::ProxySources;
 use tsunagi::sfu_runtime::{self, SfuOptions, SfuService, SfuSockets};
 use tsunagi::signaling::{self, SignalingHandle, SignalingOptions};
 use tsunagi::supervise::Health;
@@ -196,6 +197,25 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
     if config.relay_ips_auto {
         info!("relay addresses chosen automatically; set relay-ip to choose them");
     }
+    let list = |ranges: &[tsunagi_turn::policy::IpRange]| {
+        ranges
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !config.proxy_protocol.is_empty() {
+        info!(
+            from = %list(&config.proxy_protocol),
+            "TCP and TLS connections from these proxies must begin with a PROXY header (proxy-protocol-ip)"
+        );
+    }
+    if !config.trusted_proxies.is_empty() {
+        info!(
+            from = %list(&config.trusted_proxies),
+            "X-Forwarded-For names the client of HTTP requests from these proxies (trusted-proxy-ip)"
+        );
+    }
     let mut runtime_options = RuntimeOptions::from_config(config);
     runtime_options.health = health.clone();
     let service = TurnService::start(server, listeners, runtime_options)?;
@@ -204,6 +224,8 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
         redact_logs: config.redact_logs,
         health: health.clone(),
         turn: Some(service.streams()),
+        proxy_protocol: ProxySources::new(config.proxy_protocol.clone()),
+        trusted_proxies: ProxySources::new(config.trusted_proxies.clone()),
         ..HttpOptions::new(config.http_max_connections, certs.clone())
     };
     let mut state = HttpState::new(

@@ -161,6 +161,11 @@ pub struct Config {
     /// default (no home directory) and none was set.
     pub data_dir: Option<PathBuf>,
     pub tls_listening_port: u16,
+    /// Peers whose TCP and TLS connections begin with a PROXY header
+    /// (`proxy-protocol-ip`).
+    pub proxy_protocol: Vec<IpRange>,
+    /// Peers whose `X-Forwarded-For` is believed (`trusted-proxy-ip`).
+    pub trusted_proxies: Vec<IpRange>,
     /// Signaling (see `crate::signaling`).
     pub signaling: SignalingConfig,
 }

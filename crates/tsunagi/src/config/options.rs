@@ -317,6 +317,18 @@ pub struct Options {
     #[arg(long, value_name = "BOOL", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", env = "TSUNAGI_NO_TLS")]
     pub no_tls: Option<bool>,
 
+    /// Load balancers or proxies whose TCP and TLS connections begin with a PROXY
+    /// protocol header (v1 or v2) naming the client: IP, CIDR or A-B range (repeatable)
+    /// [default: none].
+    #[arg(long, value_name = "RANGE", env = "TSUNAGI_PROXY_PROTOCOL_IP", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "list_from_str")]
+    pub proxy_protocol_ip: Vec<IpRange>,
+    /// HTTP proxies whose X-Forwarded-For names the client: IP, CIDR or A-B range
+    /// (repeatable) [default: none].
+    #[arg(long, value_name = "RANGE", env = "TSUNAGI_TRUSTED_PROXY_IP", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "list_from_str")]
+    pub trusted_proxy_ip: Vec<IpRange>,
+
     /// Secret of signaling access tokens (HS256); with it, join needs a token.
     #[arg(long, value_name = "S", env = "TSUNAGI_TOKEN_SECRET")]
     pub token_secret: Option<Secret>,

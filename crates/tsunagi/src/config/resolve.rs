@@ -320,6 +320,8 @@ impl Config {
             tls,
             data_dir: o.data_dir.clone().or_else(default_data_dir),
             tls_listening_port,
+            proxy_protocol: o.proxy_protocol_ip,
+            trusted_proxies: o.trusted_proxy_ip,
             signaling,
         })
     }

@@ -416,12 +416,25 @@ fn automatic_relay_addresses() {
 
 const DOCS: &str = include_str!("../../../../docs/configuration.md");
 
+/// Every TOML example in the docs is a valid configuration; the one of the Example
+/// section says what it shows.
 #[test]
-fn documented_example_parses() {
-    let start = DOCS.find("```toml\n").expect("a TOML example in the docs") + 8;
-    let len = DOCS[start..].find("```").unwrap();
-    let o = Options::from_toml(&DOCS[start..start + len], "docs example").unwrap();
-    let c = resolve(o).unwrap();
+fn documented_examples_parse() {
+    let examples: Vec<&str> = DOCS
+        .split("```toml\n")
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap())
+        .collect();
+    assert!(examples.len() >= 2, "{examples:?}");
+    for text in &examples {
+        let o = Options::from_toml(text, "docs example").unwrap();
+        resolve(o).unwrap_or_else(|e| panic!("{e}: {text}"));
+    }
+    let section = DOCS.split("\n## Example\n").nth(1).unwrap();
+    let start = section.find("```toml\n").expect("a TOML example") + 8;
+    let len = section[start..].find("```").unwrap();
+    let c =
+        resolve(Options::from_toml(&section[start..start + len], "docs example").unwrap()).unwrap();
     assert_eq!(c.realm, "turn.example.org");
     assert_eq!(c.credentials.secret_count(), 2);
 }
@@ -702,4 +715,47 @@ fn turn_workers() {
     assert!(resolve(cli(&["--turn-workers", "1", "--user-quota", "5"])).is_ok());
     let e = resolve(cli(&["--turn-workers", "999"])).unwrap_err();
     assert!(e.0.contains("at most 256"), "{e}");
+}
+
+/// Both proxy lists are empty unless set, and come from every layer like the peer lists.
+#[test]
+fn proxy_lists_are_off_unless_set() {
+    let c = resolve(cli(&[])).unwrap();
+    assert!(c.proxy_protocol.is_empty());
+    assert!(c.trusted_proxies.is_empty());
+
+    let c = resolve(cli(&[
+        "--proxy-protocol-ip",
+        "10.0.0.2",
+        "--proxy-protocol-ip",
+        "2001:db8::/32",
+        "--trusted-proxy-ip",
+        "192.0.2.1-192.0.2.9",
+    ]))
+    .unwrap();
+    let shown = |v: &[IpRange]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+    assert_eq!(shown(&c.proxy_protocol), ["10.0.0.2", "2001:db8::/32"]);
+    assert_eq!(shown(&c.trusted_proxies), ["192.0.2.1-192.0.2.9"]);
+
+    let o = env(&[
+        ("TSUNAGI_PROXY_PROTOCOL_IP", "10.0.0.0/8,10.1.0.1"),
+        ("TSUNAGI_TRUSTED_PROXY_IP", "127.0.0.1"),
+    ]);
+    assert_eq!(o.proxy_protocol_ip.len(), 2);
+    assert_eq!(o.trusted_proxy_ip.len(), 1);
+
+    let o = Options::from_toml(
+        "proxy-protocol-ip = \"10.0.0.0/8\"\ntrusted-proxy-ip = [\"10.0.0.2\", \"::1\"]",
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(o.proxy_protocol_ip.len(), 1);
+    assert_eq!(o.trusted_proxy_ip.len(), 2);
+
+    let e = try_cli(&["--proxy-protocol-ip", "10.0.0.0/33"]).unwrap_err();
+    assert!(e.to_string().contains("proxy-protocol-ip"), "{e}");
+    let e = try_env(&[("TSUNAGI_TRUSTED_PROXY_IP", "10.0.0.1,proxy.example")]).unwrap_err();
+    assert!(e.to_string().contains("proxy.example"), "{e}");
+    let e = Options::from_toml("trusted-proxy-ip = \"10.0.0.9-10.0.0.1\"", "t.toml").unwrap_err();
+    assert!(e.0.contains("reversed"), "{e}");
 }

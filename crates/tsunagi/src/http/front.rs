@@ -1,7 +1,12 @@
 //! One connection on a front port (the HTTP port, and the TURN-over-TLS port when it
 //! has its own): what it is, and who serves it.
 //!
-//! The first byte decides before anything is read:
+//! A connection from a `proxy-protocol-ip` address first gives its PROXY header, within
+//! the handshake timeout ([`crate::proxied`]): the client it names is the connection's
+//! client from then on (TURN's 5-tuple, logs, the address HTTP handlers see, the
+//! address [`super::pending`] counts).
+//!
+//! Then the first byte of the client's stream decides before anything is read:
 //!
 //! - `0x16`, a TLS record, with TLS on: the handshake (bounded by the handshake
 //!   timeout, and in number per client address by [`super::pending`]), then by ALPN: `stun.turn` is TURN over TLS (RFC 7443),
@@ -13,7 +18,10 @@
 //! - anything else: plain HTTP. Without TLS, served. With TLS, served to loopback
 //!   clients (browsers allow camera and microphone on `http://localhost`); another
 //!   host gets the page that explains the certificate and sends it to https (a
-//!   self-signed certificate), or a redirect (a certificate browsers trust).
+//!   self-signed certificate), or a redirect (a certificate browsers trust). Loopback
+//!   is the TCP peer's, not what a PROXY header or `X-Forwarded-For` says: the rule is
+//!   about the hop that carries the plain text, so a proxy on this host that ends TLS
+//!   itself and passes plain HTTP on is served.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -44,7 +52,7 @@ fn is_stun_start(b: u8) -> bool {
 /// Serves one accepted connection; see the module docs.
 pub(super) async fn connection(
     stream: TcpStream,
-    remote: SocketAddr,
+    peer: SocketAddr,
     permit: OwnedSemaphorePermit,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
@@ -54,7 +62,24 @@ pub(super) async fn connection(
     let Ok(local) = stream.local_addr() else {
         return;
     };
-    let io = CountedIo::new(stream, permit, shared.counters.clone());
+    let mut io = CountedIo::new(stream, permit, shared.counters.clone());
+    let mut stop = shutdown.clone();
+    // A listed proxy's header is not counted against the proxy's address by `pending`:
+    // the proxy speaks for many clients, and one client's silent connections must not
+    // use up the others' room. The connection cap and the timeout bound it.
+    let Some(remote) = crate::proxied::client_of(
+        &mut io.inner,
+        peer,
+        &shared.proxy_protocol,
+        shared.handshake_timeout,
+        &mut stop,
+        &shared.redact,
+        &shared.counters.proxy_header_failures,
+    )
+    .await
+    else {
+        return;
+    };
     let Some(pending) = shared.pending.enter(remote.ip()) else {
         shared
             .counters
@@ -64,7 +89,6 @@ pub(super) async fn connection(
         return;
     };
     let mut first = [0u8; 1];
-    let mut stop = shutdown.clone();
     match bounded(
         shared.handshake_timeout,
         &mut stop,
@@ -102,7 +126,7 @@ pub(super) async fn connection(
             to_turn(io, remote, local, Transport::Tcp, &[], &shared);
         }
         None => serve(io, remote, false, shared.app.clone(), &shared, shutdown).await,
-        Some(_) if is_loopback(remote) => {
+        Some(_) if is_loopback(peer) => {
             serve(io, remote, false, shared.app.clone(), &shared, shutdown).await;
         }
         Some(_) => {

@@ -263,6 +263,13 @@ pub(crate) const TURN: &[Metric<TurnView>] = &[
         value: |v| v.1.tcp_invalid,
     },
     Metric {
+        json: "runtime.proxyHeaderFailures",
+        prom: "tsunagi_turn_proxy_header_failures_total",
+        kind: Counter,
+        help: "TURN TCP connections from a proxy-protocol-ip address closed without a valid PROXY header.",
+        value: |v| v.1.proxy_header_failures,
+    },
+    Metric {
         json: "runtime.relayExhausted",
         prom: "tsunagi_turn_relay_exhausted_total",
         kind: Counter,
@@ -321,6 +328,13 @@ pub(crate) const HTTP: &[Metric<HttpCounters>] = &[
         kind: Counter,
         help: "Connections closed at once: their address had too many connections not yet served (silent or handshaking).",
         value: |h| h.pending_refused.load(Ordering::Relaxed),
+    },
+    Metric {
+        json: "proxyHeaderFailures",
+        prom: "tsunagi_http_proxy_header_failures_total",
+        kind: Counter,
+        help: "Connections on a TLS or HTTP port from a proxy-protocol-ip address closed without a valid PROXY header.",
+        value: |h| h.proxy_header_failures.load(Ordering::Relaxed),
     },
 ];
 

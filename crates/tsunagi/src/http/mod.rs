@@ -12,8 +12,9 @@
 //! inside the connection's IO, which hyper hands over on upgrade, so an upgraded
 //! WebSocket still holds it).
 //!
-//! Each request carries `axum::extract::ConnectInfo<SocketAddr>` (the client address)
-//! and a [`Secure`] extension (whether it arrived over TLS).
+//! Each request carries `axum::extract::ConnectInfo<SocketAddr>` (the client address:
+//! behind a proxy, the one its PROXY header or `X-Forwarded-For` names, see
+//! [`crate::proxied`]) and a [`Secure`] extension (whether it arrived over TLS).
 //!
 //! Limits: request headers at most [`MAX_HEADER_BYTES`] and received within
 //! [`HEADER_TIMEOUT`]; request bodies at most [`MAX_BODY_BYTES`] (nothing here takes
@@ -53,6 +54,7 @@ pub use pending::PENDING_PER_IP;
 pub use routes::{app, embedded_files, routes, CONTENT_SECURITY_POLICY_BASE};
 pub use state::{stats_value, HttpState};
 
+use crate::proxied::{forwarded_client, ProxySources};
 use crate::redact::Redactor;
 use crate::supervise::{Component, Health};
 use crate::tls::store::Alpn;
@@ -93,6 +95,9 @@ pub struct HttpCounters {
     /// Connections closed at once because their address had
     /// [`pending::PENDING_PER_IP`] connections not yet served (silent, or handshaking).
     pub pending_refused: AtomicU64,
+    /// Connections from a `proxy-protocol-ip` address closed for want of a valid PROXY
+    /// header in time.
+    pub proxy_header_failures: AtomicU64,
 }
 
 /// What the server needs besides its listeners and routes.
@@ -112,6 +117,10 @@ pub struct HttpOptions {
     pub counters: Arc<HttpCounters>,
     /// Where the acceptors report how they end.
     pub health: Health,
+    /// Peers whose connections begin with a PROXY header (`proxy-protocol-ip`).
+    pub proxy_protocol: ProxySources,
+    /// Peers whose `X-Forwarded-For` names the client (`trusted-proxy-ip`).
+    pub trusted_proxies: ProxySources,
 }
 
 impl HttpOptions {
@@ -124,6 +133,8 @@ impl HttpOptions {
             redact_logs: false,
             counters: Arc::default(),
             health: Health::default(),
+            proxy_protocol: ProxySources::default(),
+            trusted_proxies: ProxySources::default(),
         }
     }
 }
@@ -180,6 +191,8 @@ struct Shared {
     counters: Arc<HttpCounters>,
     redact: Redactor,
     http1: hyper::server::conn::http1::Builder,
+    proxy_protocol: ProxySources,
+    trusted_proxies: ProxySources,
 }
 
 impl HttpService {
@@ -228,6 +241,8 @@ impl HttpService {
             counters: opts.counters.clone(),
             redact: Redactor::new(opts.redact_logs),
             http1,
+            proxy_protocol: opts.proxy_protocol.clone(),
+            trusted_proxies: opts.trusted_proxies.clone(),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut addrs = Vec::new();
@@ -384,8 +399,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: watch
     .await;
 }
 
-/// Serves HTTP/1.1 (with upgrades) on one connection until it closes, or until
-/// shutdown, when the request in flight may finish (within the grace period).
+/// Serves HTTP/1.1 (with upgrades) on one connection from `remote` (the client a PROXY
+/// header named, or the TCP peer) until it closes, or until shutdown, when the request
+/// in flight may finish (within the grace period). Each request's client is `remote`,
+/// or what `X-Forwarded-For` says when `remote` is a trusted proxy (asked per request:
+/// a proxy may send several clients' requests over one connection).
 async fn serve<I>(
     io: I,
     remote: SocketAddr,
@@ -396,8 +414,10 @@ async fn serve<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let trusted = shared.trusted_proxies.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(remote));
+        let client = forwarded_client(remote, req.headers(), &trusted);
+        req.extensions_mut().insert(ConnectInfo(client));
         req.extensions_mut().insert(Secure(secure));
         app.clone().oneshot(req)
     });

@@ -101,9 +101,10 @@ impl HttpState {
 ///           "runtime": {"sendWouldBlock": 0,
 ///                       "sendErrors": 0, "tcpQueueFull": 0, "recvErrors": 0,
 ///                       "tcpConnections": 0, "tlsHandshakeFailures": 0, "tcpInvalid": 0,
+///                       "proxyHeaderFailures": 0,
 ///                       "relayExhausted": 0, "relayBindErrors": 0}},
 ///  "http": {"connections": 1, "accepted": 7, "tlsHandshakeFailures": 0,
-///           "plainHttpRedirects": 0}}
+///           "plainHttpRedirects": 0, "proxyHeaderFailures": 0}}
 /// ```
 ///
 /// `turn` is absent when TURN is not running; each [`StatsSource`] adds its own key

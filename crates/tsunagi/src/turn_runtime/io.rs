@@ -119,6 +119,9 @@ pub(crate) struct TcpSettings {
     pub semaphore: Arc<Semaphore>,
     pub write_queue: usize,
     pub redact: crate::redact::Redactor,
+    /// Peers whose connections to the TCP listener begin with a PROXY header
+    /// (`proxy-protocol-ip`).
+    pub proxy_protocol: crate::proxied::ProxySources,
 }
 
 /// Accepts TCP connections while a connection permit is free ([`accept_limited`]).
@@ -250,13 +253,30 @@ struct Conn {
     shutdown: watch::Receiver<bool>,
 }
 
-/// One plain TCP client.
-async fn tcp_connection(stream: TcpStream, conn: Conn) {
+/// One plain TCP client. From a `proxy-protocol-ip` address, the client is the one its
+/// PROXY header names (read within [`FRAME_STALL_TIMEOUT`]); the server side of the
+/// 5-tuple stays this socket's own address (see `crate::proxied`).
+async fn tcp_connection(mut stream: TcpStream, mut conn: Conn) {
     // The accepted socket's own address, more specific than a wildcard listener's.
     let Ok(server) = stream.local_addr() else {
         return;
     };
     let _ = stream.set_nodelay(true);
+    let mut stop = conn.shutdown.clone();
+    let Some(client) = crate::proxied::client_of(
+        &mut stream,
+        conn.client,
+        &conn.settings.proxy_protocol,
+        FRAME_STALL_TIMEOUT,
+        &mut stop,
+        &conn.settings.redact,
+        &conn.counters.proxy_header_failures,
+    )
+    .await
+    else {
+        return;
+    };
+    conn.client = client;
     let ft = FiveTuple {
         client: conn.client,
         server,

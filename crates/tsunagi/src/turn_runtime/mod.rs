@@ -75,6 +75,7 @@ use tsunagi_turn::relays::RelayDirectory;
 use tsunagi_turn::{DeleteReason, Destination, Event, FiveTuple, Server, Stats, Transport};
 
 use crate::config::Config;
+use crate::proxied::ProxySources;
 use crate::redact::Redactor;
 use crate::supervise::{Component, Health};
 use relay::{RelayPool, LISTENER_TOKEN};
@@ -121,6 +122,9 @@ pub struct Counters {
     pub streams_refused: AtomicU64,
     /// TCP connections closed because the stream was not STUN/ChannelData.
     pub tcp_invalid: AtomicU64,
+    /// TCP connections from a `proxy-protocol-ip` address closed for want of a valid
+    /// PROXY header in time.
+    pub proxy_header_failures: AtomicU64,
     /// Relay allocations refused for lack of a free port.
     pub relay_exhausted: AtomicU64,
     /// Relay sockets that could not be opened for a reason other than "port in use".
@@ -137,6 +141,7 @@ pub struct CounterSnapshot {
     pub tcp_connections: u64,
     pub streams_refused: u64,
     pub tcp_invalid: u64,
+    pub proxy_header_failures: u64,
     pub relay_exhausted: u64,
     pub relay_bind_errors: u64,
 }
@@ -160,6 +165,7 @@ impl Counters {
             tcp_connections: l(&self.tcp_connections),
             streams_refused: l(&self.streams_refused),
             tcp_invalid: l(&self.tcp_invalid),
+            proxy_header_failures: l(&self.proxy_header_failures),
             relay_exhausted: l(&self.relay_exhausted),
             relay_bind_errors: l(&self.relay_bind_errors),
         }
@@ -280,6 +286,9 @@ pub struct RuntimeOptions {
     pub tcp_write_queue: usize,
     /// Where the worker threads and acceptors report how they end.
     pub health: Health,
+    /// Peers whose connections to the TCP listeners begin with a PROXY header
+    /// (`proxy-protocol-ip`).
+    pub proxy_protocol: ProxySources,
 }
 
 impl RuntimeOptions {
@@ -294,6 +303,7 @@ impl RuntimeOptions {
             queue_capacity: 8192,
             tcp_write_queue: 256,
             health: Health::default(),
+            proxy_protocol: ProxySources::new(c.proxy_protocol.clone()),
         }
     }
 }
@@ -445,6 +455,7 @@ impl TurnService {
             )),
             write_queue: opts.tcp_write_queue.max(1),
             redact: redact.clone(),
+            proxy_protocol: opts.proxy_protocol.clone(),
         };
         let mut tcp_addrs = Vec::new();
         for l in listeners.tcp {

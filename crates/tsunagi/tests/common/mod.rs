@@ -72,6 +72,7 @@ pub fn runtime_options() -> RuntimeOptions {
         queue_capacity: 1024,
         tcp_write_queue: 64,
         health: Default::default(),
+        proxy_protocol: Default::default(),
     }
 }
 

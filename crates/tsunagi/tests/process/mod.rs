@@ -45,6 +45,8 @@ pub struct Process {
     pub child: Child,
     /// `127.0.0.1:PORT` of HTTP.
     pub http: String,
+    /// `127.0.0.1:PORT` of the STUN/TURN listeners (UDP and TCP).
+    pub turn: String,
     log: PathBuf,
 }
 
@@ -98,6 +100,7 @@ impl Process {
         Process {
             child: cmd.spawn().unwrap(),
             http: format!("127.0.0.1:{http_port}"),
+            turn: format!("127.0.0.1:{turn_port}"),
             log,
         }
     }
