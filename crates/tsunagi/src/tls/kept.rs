@@ -39,7 +39,7 @@ pub(crate) fn pem(label: &str, der: &[u8]) -> String {
 }
 
 /// Reads `path` whole, refusing files over [`MAX_PEM_BYTES`].
-fn read_bounded(path: &Path) -> std::io::Result<String> {
+pub(crate) fn read_bounded(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
     let f = std::fs::File::open(path)?;
     let mut text = String::new();
@@ -56,7 +56,7 @@ fn read_bounded(path: &Path) -> std::io::Result<String> {
 /// Writes `bytes` to `path` in `dir` (made if missing, only its owner may enter)
 /// through a file only its owner may read, renamed into place: a reader sees the old
 /// file or the new one whole, never a mix of two writers'.
-fn write_private(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -65,7 +65,11 @@ fn write_private(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     #[cfg(unix)]
     builder.mode(0o700);
     builder.create(dir)?;
-    let tmp = dir.join(format!(".{SELF_SIGNED_FILE}.{}", std::process::id()));
+    let name = path.file_name().map_or_else(
+        || SELF_SIGNED_FILE.into(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]

@@ -59,6 +59,7 @@ pub struct TlsMaterial {
     fingerprint: String,
     self_signed: bool,
     names: Vec<String>,
+    not_before: Option<SystemTime>,
     not_after: Option<SystemTime>,
 }
 
@@ -69,6 +70,7 @@ impl fmt::Debug for TlsMaterial {
             .field("fingerprint", &self.fingerprint)
             .field("self_signed", &self.self_signed)
             .field("names", &self.names)
+            .field("not_before", &self.not_before)
             .field("not_after", &self.not_after)
             .finish_non_exhaustive()
     }
@@ -140,13 +142,14 @@ impl TlsMaterial {
                 "tls-key holds no usable private key ({e}); give a PEM PKCS#8, RSA or EC private key"
             ))
         })?;
-        let (names, not_after) = leaf_names_and_expiry(leaf)?;
+        let (names, not_before, not_after) = leaf_names_and_validity(leaf)?;
         let material = Self {
             fingerprint: sha256_fingerprint(leaf),
             chain,
             key,
             self_signed: false,
             names,
+            not_before,
             not_after,
         };
         // Checks the pair: a key that does not match the certificate is refused here,
@@ -181,13 +184,14 @@ impl TlsMaterial {
             pem("PRIVATE KEY", &key.serialize_der())
         );
         let der = cert.der().clone();
-        let (_, not_after) = leaf_names_and_expiry(&der)?;
+        let (_, not_before, not_after) = leaf_names_and_validity(&der)?;
         let material = Self {
             fingerprint: sha256_fingerprint(&der),
             chain: vec![der],
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
             self_signed: true,
             names,
+            not_before,
             not_after,
         };
         Ok((material, text))
@@ -227,6 +231,11 @@ impl TlsMaterial {
         &self.names
     }
 
+    /// When the leaf certificate begins to be valid.
+    pub fn not_before(&self) -> Option<SystemTime> {
+        self.not_before
+    }
+
     /// When the leaf certificate expires.
     pub fn not_after(&self) -> Option<SystemTime> {
         self.not_after
@@ -257,8 +266,11 @@ impl TlsMaterial {
     }
 }
 
-/// The DNS and IP subject alternative names and the expiry of a DER certificate.
-fn leaf_names_and_expiry(der: &[u8]) -> Result<(Vec<String>, Option<SystemTime>), TlsError> {
+/// When a certificate's validity begins or ends.
+type Validity = Option<SystemTime>;
+
+/// The DNS and IP subject alternative names and the validity of a DER certificate.
+fn leaf_names_and_validity(der: &[u8]) -> Result<(Vec<String>, Validity, Validity), TlsError> {
     use x509_cert::der::Decode;
     use x509_cert::ext::pkix::name::GeneralName;
     use x509_cert::ext::pkix::SubjectAltName;
@@ -286,8 +298,9 @@ fn leaf_names_and_expiry(der: &[u8]) -> Result<(Vec<String>, Option<SystemTime>)
             }
         }
     }
-    let not_after = Some(SystemTime::UNIX_EPOCH + tbs.validity().not_after.to_unix_duration());
-    Ok((names, not_after))
+    let validity = tbs.validity();
+    let time = |t: x509_cert::time::Time| Some(SystemTime::UNIX_EPOCH + t.to_unix_duration());
+    Ok((names, time(validity.not_before), time(validity.not_after)))
 }
 
 /// The names a self-signed certificate covers: `localhost`, the loopback addresses,
