@@ -7,11 +7,16 @@
 //! and Japanese, that says why the browser will warn, how to check that the
 //! certificate is this server's (its SHA-256 fingerprint) and how to go on, with the
 //! https link; everything else is redirected.
+//!
+//! Except ACME's HTTP-01 validation ([`acme_challenge`]): the CA asks for
+//! `/.well-known/acme-challenge/{token}` over plain HTTP, and gets the answer.
 
 use std::sync::Arc;
 
+use axum::extract::Path;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::Router;
 
 use super::routes::valid_host;
@@ -20,10 +25,43 @@ use crate::tls::CertStore;
 /// The router for plain-HTTP clients of other hosts; `store` is the certificate being
 /// served (`None`: TLS is off, and this router is not used).
 pub(crate) fn router(store: Option<Arc<CertStore>>) -> Router {
-    Router::new().fallback(move |method: Method, headers: HeaderMap, uri: Uri| {
-        let store = store.clone();
-        async move { answer(store.as_deref(), &method, &headers, &uri) }
-    })
+    let challenges = store.clone();
+    Router::new()
+        .route(
+            ACME_CHALLENGE_PATH,
+            get(move |Path(token): Path<String>| {
+                let store = challenges.clone();
+                async move { acme_challenge(store.as_deref(), &token) }
+            }),
+        )
+        .fallback(move |method: Method, headers: HeaderMap, uri: Uri| {
+            let store = store.clone();
+            async move { answer(store.as_deref(), &method, &headers, &uri) }
+        })
+}
+
+/// Where ACME's HTTP-01 validation asks (RFC 8555 §8.3).
+pub(crate) const ACME_CHALLENGE_PATH: &str = "/.well-known/acme-challenge/{token}";
+
+/// The key authorization of a pending HTTP-01 challenge for `token`, whatever the
+/// host asked for (the CA asks by the domain's name); 404 when none is pending.
+pub(crate) fn acme_challenge(store: Option<&CertStore>, token: &str) -> Response {
+    match store.and_then(|s| s.http_challenge(token)) {
+        Some(key_authorization) => (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, "text/plain"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            key_authorization,
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "no ACME challenge pending for this token\n",
+        )
+            .into_response(),
+    }
 }
 
 const NOT_HERE: &str = "this port speaks HTTPS\n";
@@ -173,6 +211,49 @@ mod tests {
         );
         let r = get(Some(&store), Method::POST, "h:1", "/");
         assert_eq!(r.status(), StatusCode::PERMANENT_REDIRECT);
+    }
+
+    /// HTTP-01: the pending token's key authorization, whatever the host; anything
+    /// else under the path is a 404, never a redirect to https.
+    #[test]
+    fn acme_http_01_is_answered_before_any_redirect() {
+        use tower::ServiceExt;
+        let m = TlsMaterial::self_signed(vec!["localhost".into()]).unwrap();
+        let store = CertStore::new(&m, "acme").unwrap();
+        assert!(store.add_http_challenge("tok_-1", "tok_-1.thumbprint"));
+        let ask = |path: &str| {
+            let req = axum::http::Request::get(path)
+                .header(header::HOST, "turn.example.com")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(router(Some(store.clone())).oneshot(req))
+                .unwrap()
+        };
+        let r = ask("/.well-known/acme-challenge/tok_-1");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(body(r), "tok_-1.thumbprint");
+        let r = ask("/.well-known/acme-challenge/other");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        store.remove_http_challenge("tok_-1");
+        let r = ask("/.well-known/acme-challenge/tok_-1");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let r = ask("/r/team");
+        assert_eq!(r.status(), StatusCode::PERMANENT_REDIRECT);
+        let r = router(None);
+        let req = axum::http::Request::get("/.well-known/acme-challenge/x")
+            .header(header::HOST, "h")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(
+            rt.block_on(r.oneshot(req)).unwrap().status(),
+            StatusCode::NOT_FOUND
+        );
     }
 
     #[test]

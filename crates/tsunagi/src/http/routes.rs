@@ -66,6 +66,7 @@ pub fn routes(state: HttpState) -> Router {
         .route("/", get(index))
         .route("/r/{room}", get(index))
         .route("/watch/{room}", get(watch))
+        .route(super::plain::ACME_CHALLENGE_PATH, get(acme_challenge))
         .route("/{*path}", get(static_file))
         .with_state(state)
 }
@@ -100,6 +101,13 @@ async fn healthz(State(state): State<HttpState>) -> Response {
         );
     }
     (status, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
+}
+
+/// ACME's HTTP-01 validation over plain HTTP from loopback (the CA on this host, a
+/// reverse proxy in front); other hosts' plain HTTP goes to `plain::router`, which
+/// answers it too.
+async fn acme_challenge(State(state): State<HttpState>, Path(token): Path<String>) -> Response {
+    super::plain::acme_challenge(state.certificate.as_deref(), &token)
 }
 
 /// Refuses declared bodies over the limit before anything reads them, and adds the

@@ -5,9 +5,11 @@
 //! applies to every new connection at once, and connections already open keep the
 //! certificate they were made with: no call drops.
 //!
-//! It also answers ACME's TLS-ALPN-01 challenges (RFC 8737): a client hello that offers
-//! only `acme-tls/1` gets the challenge certificate of the name it asks for, never the
-//! real one.
+//! It also answers ACME's challenges while an order is pending: TLS-ALPN-01 (RFC 8737),
+//! where a client hello that offers `acme-tls/1` gets the challenge certificate of the
+//! name it asks for, never the real one; and HTTP-01 (RFC 8555 §8.3), whose answers it
+//! holds for the HTTP routes (`/.well-known/acme-challenge/{token}`, over plain HTTP
+//! on every front port).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +30,7 @@ pub const ALPN_STUN_TURN: &[u8] = b"stun.turn";
 /// ALPN of ACME's TLS-ALPN-01 validation (RFC 8737).
 pub const ALPN_ACME: &[u8] = b"acme-tls/1";
 
-/// At most this many TLS-ALPN-01 challenges at once (one per domain being validated).
+/// At most this many challenges of each kind at once (one per domain being validated).
 pub const MAX_CHALLENGES: usize = 100;
 
 /// Which protocols a listener's TLS config offers by ALPN.
@@ -75,6 +77,8 @@ struct Installed {
 pub struct CertStore {
     current: RwLock<Arc<Installed>>,
     challenges: Mutex<BTreeMap<String, Arc<CertifiedKey>>>,
+    /// HTTP-01: token → key authorization.
+    http_challenges: Mutex<BTreeMap<String, String>>,
     problem: Mutex<Option<String>>,
     replaced: AtomicU64,
 }
@@ -102,6 +106,7 @@ impl CertStore {
         Ok(Arc::new(Self {
             current: RwLock::new(Arc::new(Self::installed(material, source)?)),
             challenges: Mutex::default(),
+            http_challenges: Mutex::default(),
             problem: Mutex::default(),
             replaced: AtomicU64::new(0),
         }))
@@ -176,6 +181,27 @@ impl CertStore {
 
     pub fn remove_challenge(&self, name: &str) {
         lock(&self.challenges).remove(&name.to_ascii_lowercase());
+    }
+
+    /// Answers HTTP-01 for `token` with `key_authorization` until
+    /// [`CertStore::remove_http_challenge`]; `false` when [`MAX_CHALLENGES`] are pending
+    /// already.
+    pub fn add_http_challenge(&self, token: &str, key_authorization: &str) -> bool {
+        let mut c = lock(&self.http_challenges);
+        if c.len() >= MAX_CHALLENGES && !c.contains_key(token) {
+            return false;
+        }
+        c.insert(token.to_owned(), key_authorization.to_owned());
+        true
+    }
+
+    pub fn remove_http_challenge(&self, token: &str) {
+        lock(&self.http_challenges).remove(token);
+    }
+
+    /// The key authorization to answer `GET /.well-known/acme-challenge/{token}` with.
+    pub fn http_challenge(&self, token: &str) -> Option<String> {
+        lock(&self.http_challenges).get(token).cloned()
     }
 
     /// A server config that resolves its certificate here.
@@ -257,5 +283,18 @@ mod tests {
         );
         store.remove_challenge("n0.example");
         assert!(store.add_challenge("one-more.example", key));
+
+        for i in 0..MAX_CHALLENGES {
+            assert!(store.add_http_challenge(&format!("t{i}"), "ka"));
+        }
+        assert!(!store.add_http_challenge("one-more", "ka"));
+        assert!(
+            store.add_http_challenge("t0", "again"),
+            "a pending token is replaced"
+        );
+        assert_eq!(store.http_challenge("t0").as_deref(), Some("again"));
+        store.remove_http_challenge("t0");
+        assert_eq!(store.http_challenge("t0"), None);
+        assert!(store.add_http_challenge("one-more", "ka"));
     }
 }
