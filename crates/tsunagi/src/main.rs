@@ -182,12 +182,14 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
     let health = Health::new();
     let (hup_tx, hup) = tokio::sync::watch::channel(0u64);
     let (stop_keeper, keeper_shutdown) = tokio::sync::watch::channel(false);
+    let (front_up, front_ready) = tokio::sync::watch::channel(false);
     let certs = tls::setup::start(
         config,
         tls::setup::Keeper {
             hup,
             shutdown: keeper_shutdown,
             health: health.clone(),
+            front_ready,
         },
     )?;
     tokio::spawn(forward_sighup(hup_tx));
@@ -292,6 +294,8 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
         http::app(state, extra),
         http_options,
     )?;
+    // An ACME CA may now validate through the front ports.
+    front_up.send_replace(true);
     info!(
         realm = %config.realm,
         users = config.credentials.user_count(),

@@ -83,6 +83,10 @@ pub mod defaults {
     pub const MESSAGES_PER_SECOND: u32 = 50;
     pub const RESUME_GRACE: u64 = 15;
     pub const TURN_CREDENTIAL_TTL: u64 = 86_400;
+    /// Let's Encrypt's production directory.
+    pub const ACME_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+    /// Names in one certificate: Let's Encrypt's limit.
+    pub const ACME_MAX_DOMAINS: usize = 100;
 }
 
 /// Where the TLS certificate comes from.
@@ -95,6 +99,68 @@ pub enum TlsSource {
     /// `explicit: false`), or asked for with `tls-self-signed` (`explicit: true`, which
     /// also starts TURN over TLS).
     SelfSigned { explicit: bool },
+    /// `acme-domain`: a certificate from an ACME CA (RFC 8555), kept in `data-dir` and
+    /// renewed while tsunagi runs.
+    Acme(AcmeConfig),
+}
+
+impl TlsSource {
+    /// Whether this certificate also serves TURN over TLS: one that clients trust, or
+    /// a self-signed one asked for by name (not the default self-signed one, which only
+    /// gives the LAN its HTTPS: browsers do not accept it for TURN).
+    pub fn serves_turn(&self) -> bool {
+        matches!(
+            self,
+            Self::Files { .. } | Self::SelfSigned { explicit: true } | Self::Acme(_)
+        )
+    }
+}
+
+/// How the ACME CA checks that a name is this server's (`acme-challenge`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+pub enum AcmeChallenge {
+    /// TLS-ALPN-01 (RFC 8737): the CA opens a TLS connection to port 443 of the name.
+    #[default]
+    #[value(name = "tls-alpn-01")]
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+    /// HTTP-01 (RFC 8555 §8.3): the CA asks for a file over plain HTTP on port 80.
+    #[value(name = "http-01")]
+    #[serde(rename = "http-01")]
+    Http01,
+}
+
+impl AcmeChallenge {
+    /// The port the CA connects to, on the address the name resolves to.
+    pub fn port(self) -> u16 {
+        match self {
+            Self::TlsAlpn01 => 443,
+            Self::Http01 => 80,
+        }
+    }
+}
+
+impl fmt::Display for AcmeChallenge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::TlsAlpn01 => "TLS-ALPN-01",
+            Self::Http01 => "HTTP-01",
+        })
+    }
+}
+
+/// Certificates from an ACME CA: the validated `acme-*` options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeConfig {
+    /// DNS names, lowercase, without a trailing dot, no duplicates; at least one.
+    pub domains: Vec<String>,
+    /// Contact of the account, without `mailto:`.
+    pub email: Option<String>,
+    /// The CA's directory URL (https).
+    pub directory: String,
+    /// Roots trusted for the CA's HTTPS instead of the system's.
+    pub ca_root: Option<PathBuf>,
+    pub challenge: AcmeChallenge,
 }
 
 /// Channel numbers 0x4000..=0x4FFF (RFC 8656 §12).
@@ -263,14 +329,11 @@ impl Config {
     }
 
     /// Whether TURN over TLS is offered (`turns:` in `welcome`): with a certificate
-    /// from files, or a self-signed one asked for by name; not with the default
-    /// self-signed one, which only gives the LAN its HTTPS (browsers do not accept a
-    /// self-signed certificate for TURN).
+    /// from files or an ACME CA, or a self-signed one asked for by name; not with the
+    /// default self-signed one, which only gives the LAN its HTTPS (browsers do not
+    /// accept a self-signed certificate for TURN).
     pub fn turn_tls(&self) -> bool {
-        matches!(
-            self.tls,
-            Some(TlsSource::Files { .. } | TlsSource::SelfSigned { explicit: true })
-        )
+        self.tls.as_ref().is_some_and(TlsSource::serves_turn)
     }
 
     /// Whether TURN over TLS shares the HTTP port (`tls-listening-port` equal to

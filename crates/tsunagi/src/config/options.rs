@@ -300,12 +300,33 @@ pub struct Options {
     #[arg(long, value_name = "FILE", env = "TSUNAGI_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
     /// Use the self-signed certificate for TURN over TLS too (it always serves HTTPS
-    /// unless tls-cert or no-tls is set); logs its fingerprint.
+    /// unless tls-cert, acme-domain or no-tls is set); logs its fingerprint.
     #[arg(long, value_name = "BOOL", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", env = "TSUNAGI_TLS_SELF_SIGNED")]
     pub tls_self_signed: Option<bool>,
-    /// Directory for what tsunagi makes once and keeps (the self-signed certificate)
-    /// [default: $STATE_DIRECTORY, else $XDG_STATE_HOME/tsunagi, else
-    /// ~/.local/state/tsunagi].
+    /// DNS name of this server to get a certificate for from an ACME CA (Let's Encrypt
+    /// by default), for HTTPS/WSS and TURN over TLS; repeatable, one certificate
+    /// covers every name. Kept in data-dir and renewed while tsunagi runs.
+    #[arg(long, value_name = "NAME", env = "TSUNAGI_ACME_DOMAIN", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "list")]
+    pub acme_domain: Vec<String>,
+    /// Contact email of the ACME account, for the CA's notices [default: none].
+    #[arg(long, value_name = "ADDRESS", env = "TSUNAGI_ACME_EMAIL")]
+    pub acme_email: Option<String>,
+    /// Directory URL of the ACME CA [default:
+    /// https://acme-v02.api.letsencrypt.org/directory, Let's Encrypt].
+    #[arg(long, value_name = "URL", env = "TSUNAGI_ACME_DIRECTORY")]
+    pub acme_directory: Option<String>,
+    /// PEM root certificate(s) to trust for the ACME CA's HTTPS instead of the
+    /// system's (a private CA such as step-ca) [default: the system's roots].
+    #[arg(long, value_name = "FILE", env = "TSUNAGI_ACME_CA_ROOT")]
+    pub acme_ca_root: Option<PathBuf>,
+    /// How the CA checks each acme-domain: tls-alpn-01 (a TLS handshake on port 443)
+    /// or http-01 (plain HTTP on port 80) [default: tls-alpn-01].
+    #[arg(long, value_name = "TYPE", ignore_case = true, env = "TSUNAGI_ACME_CHALLENGE")]
+    pub acme_challenge: Option<AcmeChallenge>,
+    /// Directory for what tsunagi makes once and keeps (the self-signed certificate,
+    /// the ACME account and certificate) [default: $STATE_DIRECTORY, else
+    /// $XDG_STATE_HOME/tsunagi, else ~/.local/state/tsunagi].
     #[arg(long, value_name = "DIR", env = "TSUNAGI_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// TCP port of TURN over TLS (turns:), when TLS is on; the same as http-port

@@ -12,6 +12,8 @@ impl Config {
         primary: impl FnOnce() -> PrimaryIps,
     ) -> Result<Config, ConfigError> {
         let signaling = SignalingConfig::resolve(&o)?;
+        let acme = resolve_acme(&o)?;
+        let data_dir = o.data_dir.clone().or_else(default_data_dir);
         let udp = !o.no_udp.unwrap_or(false);
         let tcp = !o.no_tcp.unwrap_or(false);
         if !udp && !tcp {
@@ -238,6 +240,19 @@ impl Config {
         }
         let no_tls = o.no_tls.unwrap_or(false);
         let tls = match (o.tls_cert.clone(), o.tls_key.clone(), o.tls_self_signed) {
+            _ if acme.is_some() && no_tls => {
+                return err("no-tls is set together with acme-domain; drop no-tls to serve HTTPS with a certificate from the CA, or drop acme-domain");
+            }
+            _ if acme.is_some() && (o.tls_cert.is_some() || o.tls_key.is_some()) => {
+                return err("acme-domain is set together with tls-cert/tls-key, and the certificate comes from one of them: drop tls-cert and tls-key to get it from the ACME CA, or drop acme-domain to serve the files");
+            }
+            _ if acme.is_some() && o.tls_self_signed == Some(true) => {
+                return err("acme-domain is set together with tls-self-signed; drop tls-self-signed (tsunagi serves its self-signed certificate by itself until the CA's arrives)");
+            }
+            _ if acme.is_some() && data_dir.is_none() => {
+                return err("acme-domain needs a data-dir to keep the ACME account and certificate across restarts, and there is no home directory to default to; set data-dir");
+            }
+            _ if acme.is_some() => acme.map(TlsSource::Acme),
             _ if no_tls && (o.tls_cert.is_some() || o.tls_self_signed == Some(true)) => {
                 return err("no-tls is set together with tls-cert or tls-self-signed; use one");
             }
@@ -259,10 +274,7 @@ impl Config {
                 defaults::HTTP_PORT
             ));
         }
-        let turn_tls = matches!(
-            tls,
-            Some(TlsSource::Files { .. } | TlsSource::SelfSigned { explicit: true })
-        );
+        let turn_tls = tls.as_ref().is_some_and(TlsSource::serves_turn);
         if turn_tls && tls_listening_port != 0 && tcp && tls_listening_port == listening_port {
             return err(format!(
                 "tls-listening-port {tls_listening_port} is also the TCP listening-port; use another (default {}), or http-port's for one port",
@@ -318,7 +330,7 @@ impl Config {
             sfu_tcp,
             http_max_connections,
             tls,
-            data_dir: o.data_dir.clone().or_else(default_data_dir),
+            data_dir,
             tls_listening_port,
             proxy_protocol: o.proxy_protocol_ip,
             trusted_proxies: o.trusted_proxy_ip,
@@ -413,6 +425,135 @@ impl SignalingConfig {
             )?),
         })
     }
+}
+
+/// The `acme-*` options: `None` without `acme-domain` (and then none of the others may
+/// be set).
+fn resolve_acme(o: &Options) -> Result<Option<AcmeConfig>, ConfigError> {
+    if o.acme_domain.is_empty() {
+        let orphan = [
+            ("acme-email", o.acme_email.is_some()),
+            ("acme-directory", o.acme_directory.is_some()),
+            ("acme-ca-root", o.acme_ca_root.is_some()),
+            ("acme-challenge", o.acme_challenge.is_some()),
+        ]
+        .into_iter()
+        .find(|(_, set)| *set);
+        if let Some((name, _)) = orphan {
+            return err(format!(
+                "{name} is set without acme-domain; name this server's DNS name with acme-domain (e.g. turn.example.com) to get a certificate from the CA, or drop {name}"
+            ));
+        }
+        return Ok(None);
+    }
+    let mut domains: Vec<String> = Vec::new();
+    for raw in &o.acme_domain {
+        let name = acme_domain(raw)?;
+        if !domains.contains(&name) {
+            domains.push(name);
+        }
+    }
+    if domains.len() > defaults::ACME_MAX_DOMAINS {
+        return err(format!(
+            "acme-domain names {} names; one certificate covers at most {} (the CA's limit)",
+            domains.len(),
+            defaults::ACME_MAX_DOMAINS
+        ));
+    }
+    let email = match o.acme_email.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(e) => Some(acme_email(e)?),
+    };
+    let directory = match o.acme_directory.as_deref().map(str::trim) {
+        None | Some("") => defaults::ACME_DIRECTORY.to_owned(),
+        Some(d) => acme_directory(d)?,
+    };
+    Ok(Some(AcmeConfig {
+        domains,
+        email,
+        directory,
+        ca_root: o.acme_ca_root.clone(),
+        challenge: o.acme_challenge.unwrap_or_default(),
+    }))
+}
+
+/// One `acme-domain`: a fully qualified DNS name, lowercase, without a trailing dot.
+fn acme_domain(raw: &str) -> Result<String, ConfigError> {
+    let name = raw.trim().trim_end_matches('.').to_ascii_lowercase();
+    let bare = name
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(&name);
+    if bare.parse::<IpAddr>().is_ok() {
+        return err(format!(
+            "acme-domain {raw} is an IP address; tsunagi gets ACME certificates for DNS names: give the name that points to this server (e.g. turn.example.com), or use tls-cert and tls-key for a certificate of an IP address"
+        ));
+    }
+    if name.starts_with("*.") {
+        return err(format!(
+            "acme-domain {raw} is a wildcard; wildcard certificates need the DNS-01 challenge, which tsunagi does not answer: list each name this server uses"
+        ));
+    }
+    let labels_ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if !labels_ok {
+        return err(format!(
+            "acme-domain '{raw}' is not a DNS name; use letters, digits and hyphens in dot-separated labels of 1 to 63 characters, e.g. turn.example.com (an internationalized name in its xn-- form), without scheme or port"
+        ));
+    }
+    let last = name.rsplit('.').next().unwrap_or_default();
+    if !name.contains('.') || last.bytes().all(|b| b.is_ascii_digit()) {
+        return err(format!(
+            "acme-domain {raw} is not a fully qualified name; CAs issue certificates for names under a public domain, e.g. turn.example.com"
+        ));
+    }
+    Ok(name)
+}
+
+/// `acme-email`: an address (a `mailto:` prefix is dropped).
+fn acme_email(raw: &str) -> Result<String, ConfigError> {
+    let e = raw.strip_prefix("mailto:").unwrap_or(raw);
+    let ok = match e.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains('@')
+                && e.len() <= 254
+                && e.chars().all(|c| c.is_ascii_graphic() && c != ',')
+        }
+        None => false,
+    };
+    if !ok {
+        return err(format!(
+            "acme-email '{raw}' is not an email address; give one like admin@example.com (or leave acme-email out)"
+        ));
+    }
+    Ok(e.to_owned())
+}
+
+/// `acme-directory`: an https URL with a host.
+fn acme_directory(raw: &str) -> Result<String, ConfigError> {
+    let fix = "give the CA's ACME directory URL, e.g. https://acme-v02.api.letsencrypt.org/directory (Let's Encrypt) or https://acme-staging-v02.api.letsencrypt.org/directory (its staging CA, for trials)";
+    let uri: axum::http::Uri = raw
+        .parse()
+        .map_err(|e| ConfigError(format!("acme-directory '{raw}' is not a URL ({e}); {fix}")))?;
+    if uri.scheme_str() != Some("https") || uri.host().is_none_or(str::is_empty) {
+        return err(format!(
+            "acme-directory '{raw}' is not an https URL (ACME runs over HTTPS only); {fix}"
+        ));
+    }
+    Ok(raw.to_owned())
 }
 
 /// A DNS name or an IP address, as it goes into `stun:HOST:PORT` (IPv6 bracketed).

@@ -428,7 +428,11 @@ fn documented_examples_parse() {
     assert!(examples.len() >= 2, "{examples:?}");
     for text in &examples {
         let o = Options::from_toml(text, "docs example").unwrap();
-        resolve(o).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let c = resolve(o).unwrap_or_else(|e| panic!("{e}: {text}"));
+        if text.contains("acme-domain") {
+            assert!(matches!(c.tls, Some(TlsSource::Acme(_))), "{text}");
+            assert!(c.one_tls_port(), "{text}");
+        }
     }
     let section = DOCS.split("\n## Example\n").nth(1).unwrap();
     let start = section.find("```toml\n").expect("a TOML example") + 8;
@@ -758,4 +762,140 @@ fn proxy_lists_are_off_unless_set() {
     assert!(e.to_string().contains("proxy.example"), "{e}");
     let e = Options::from_toml("trusted-proxy-ip = \"10.0.0.9-10.0.0.1\"", "t.toml").unwrap_err();
     assert!(e.0.contains("reversed"), "{e}");
+}
+
+#[test]
+fn acme_options() {
+    let c = resolve(cli(&[
+        "--acme-domain",
+        "Turn.Example.com.",
+        "--acme-domain",
+        "media.example.com,turn.example.com",
+        "--acme-email",
+        "mailto:admin@example.com",
+    ]))
+    .unwrap();
+    let Some(TlsSource::Acme(a)) = &c.tls else {
+        panic!("{:?}", c.tls)
+    };
+    assert_eq!(a.domains, ["turn.example.com", "media.example.com"]);
+    assert_eq!(a.email.as_deref(), Some("admin@example.com"));
+    assert_eq!(a.directory, defaults::ACME_DIRECTORY);
+    assert_eq!(a.ca_root, None);
+    assert_eq!(a.challenge, AcmeChallenge::TlsAlpn01);
+    assert!(c.turn_tls());
+    assert_eq!(c.tls_listening_addrs().len(), 2);
+
+    // The file and the environment say the same.
+    let file = Options::from_toml(
+        "acme-domain = [\"turn.example.com\"]\nacme-challenge = \"http-01\"\n\
+         acme-directory = \"https://ca.example.org/acme/directory\"\nacme-ca-root = \"/etc/ca.pem\"\n",
+        "test.toml",
+    )
+    .unwrap();
+    let Some(TlsSource::Acme(a)) = resolve(file).unwrap().tls else {
+        panic!()
+    };
+    assert_eq!(a.challenge, AcmeChallenge::Http01);
+    assert_eq!(a.directory, "https://ca.example.org/acme/directory");
+    assert_eq!(a.ca_root.as_deref(), Some(Path::new("/etc/ca.pem")));
+    let o = env(&[
+        ("TSUNAGI_ACME_DOMAIN", "a.example.com,b.example.com"),
+        ("TSUNAGI_ACME_CHALLENGE", "TLS-ALPN-01"),
+    ]);
+    let Some(TlsSource::Acme(a)) = resolve(o).unwrap().tls else {
+        panic!()
+    };
+    assert_eq!(a.domains, ["a.example.com", "b.example.com"]);
+    assert_eq!(a.challenge, AcmeChallenge::TlsAlpn01);
+    assert!(try_cli(&[
+        "--acme-domain",
+        "a.example.com",
+        "--acme-challenge",
+        "dns-01"
+    ])
+    .is_err());
+}
+
+#[test]
+fn bad_acme_options_say_what_to_write() {
+    let refused = |args: &[&str], wanted: &str| {
+        let e = resolve(cli(args)).unwrap_err();
+        assert!(e.0.contains(wanted), "{args:?}: {e}");
+        e.0
+    };
+    let e = refused(&["--acme-domain", "203.0.113.7"], "is an IP address");
+    assert!(e.contains("tls-cert"), "{e}");
+    refused(&["--acme-domain", "[2001:db8::1]"], "is an IP address");
+    refused(&["--acme-domain", "*.example.com"], "wildcard");
+    refused(
+        &["--acme-domain", "localhost"],
+        "not a fully qualified name",
+    );
+    refused(
+        &["--acme-domain", "example.123"],
+        "not a fully qualified name",
+    );
+    refused(
+        &["--acme-domain", "https://turn.example.com"],
+        "not a DNS name",
+    );
+    refused(&["--acme-domain", "turn.example.com:443"], "not a DNS name");
+    refused(&["--acme-domain=-a.example.com"], "not a DNS name");
+    refused(&["--acme-domain", "a..example.com"], "not a DNS name");
+    let long = format!("{}.example.com", "a".repeat(64));
+    refused(&["--acme-domain", &long], "not a DNS name");
+    let many: Vec<String> = (0..101).map(|i| format!("n{i}.example.com")).collect();
+    refused(&["--acme-domain", &many.join(",")], "at most 100");
+    for email in [
+        "admin",
+        "admin@",
+        "@example.com",
+        "a b@example.com",
+        "a@localhost",
+    ] {
+        refused(
+            &["--acme-domain", "a.example.com", "--acme-email", email],
+            "not an email address",
+        );
+    }
+    for url in [
+        "http://ca.example/dir",
+        "ca.example/dir",
+        "https:///dir",
+        "not a url",
+    ] {
+        refused(
+            &["--acme-domain", "a.example.com", "--acme-directory", url],
+            "acme-directory",
+        );
+    }
+    refused(
+        &["--acme-domain", "a.example.com", "--no-tls"],
+        "no-tls is set together with acme-domain",
+    );
+    refused(
+        &[
+            "--acme-domain",
+            "a.example.com",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+        ],
+        "drop tls-cert and tls-key",
+    );
+    refused(
+        &["--acme-domain", "a.example.com", "--tls-self-signed"],
+        "drop tls-self-signed",
+    );
+    for (option, value) in [
+        ("--acme-email", "admin@example.com"),
+        ("--acme-directory", "https://ca.example/dir"),
+        ("--acme-ca-root", "/etc/ca.pem"),
+        ("--acme-challenge", "http-01"),
+    ] {
+        let e = refused(&[option, value], "without acme-domain");
+        assert!(e.starts_with(&option[2..]), "{e}");
+    }
 }

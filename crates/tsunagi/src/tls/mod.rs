@@ -9,11 +9,13 @@
 //!   a rustls certificate resolver): new connections get the new one, open ones keep
 //!   theirs.
 //! - [`reload`]: replacing it when the PEM files change or on SIGHUP.
+//! - [`acme`]: getting it from an ACME CA (Let's Encrypt) and renewing it.
 //!
 //! rustls with the *aws-lc-rs* provider (the crypto of the SFU's DTLS too), named
 //! explicitly in every config so that no other crate's choice of a process-wide default
 //! provider can change ours.
 
+pub mod acme;
 pub mod kept;
 pub mod reload;
 pub mod setup;
@@ -90,7 +92,7 @@ pub fn sha256_fingerprint(der: &[u8]) -> String {
         .join(":")
 }
 
-fn read_pem(path: &Path, option: &str) -> Result<Vec<u8>, TlsError> {
+pub(crate) fn read_pem(path: &Path, option: &str) -> Result<Vec<u8>, TlsError> {
     use std::io::Read;
     let file = std::fs::File::open(path).map_err(|e| {
         TlsError(format!(

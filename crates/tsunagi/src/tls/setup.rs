@@ -10,12 +10,16 @@ use super::{reload, self_signed_names, CertStore, Kept, TlsError, TlsMaterial};
 use crate::config::{Config, TlsSource};
 use crate::supervise::{Component, Health};
 
-/// What keeps the certificate current needs: SIGHUP's ticks, shutdown, where to report.
+/// What keeps the certificate current needs: SIGHUP's ticks, shutdown, where to report,
+/// and when the front ports accept connections (an ACME CA validates through them, so
+/// no order starts before).
 #[derive(Debug, Clone)]
 pub struct Keeper {
     pub hup: watch::Receiver<u64>,
     pub shutdown: watch::Receiver<bool>,
     pub health: Health,
+    /// Becomes `true` once the HTTP and TLS listeners accept.
+    pub front_ready: watch::Receiver<bool>,
 }
 
 /// The certificate store for `config` (`None` with `no-tls`), with the task that
@@ -52,17 +56,24 @@ pub fn start(config: &Config, keeper: Keeper) -> Result<Option<Arc<CertStore>>, 
                 config.data_dir.as_deref(),
                 self_signed_names(config),
             )?;
-            log_self_signed(&m, kept);
+            log_self_signed(&m, kept, true);
             CertStore::new(&m, "self-signed")?
         }
+        TlsSource::Acme(acme) => super::acme::start(config, acme, keeper)?,
     };
     Ok(Some(store))
 }
 
-fn log_self_signed(m: &TlsMaterial, kept: Kept) {
+/// Logs what became of the self-signed certificate; `hint` adds how to get one that
+/// browsers trust (not while one is being ordered from an ACME CA).
+pub(super) fn log_self_signed(m: &TlsMaterial, kept: Kept, hint: bool) {
     let names = m.names().join(", ");
     let sha256 = m.fingerprint();
     match kept {
+        Kept::Written(path) if !hint => info!(
+            %sha256, %names, file = %path.display(),
+            "made a self-signed certificate for HTTPS, kept for later runs"
+        ),
         Kept::Reused(path) => info!(
             %sha256, %names, file = %path.display(),
             "self-signed certificate kept from an earlier run (browsers that accepted it still do)"
