@@ -62,7 +62,11 @@ impl Process {
     /// values, `{http}` stands for the HTTP address. Every other `TSUNAGI_*` variable
     /// of the test's own environment is removed.
     pub fn start(test: &str, args: &[&str], env: &[(&str, &str)]) -> Process {
-        let http_port = free_port();
+        Self::start_on(test, free_port(), args, env)
+    }
+
+    /// [`Process::start`] with HTTP on `http_port` (a restart on the same port).
+    pub fn start_on(test: &str, http_port: u16, args: &[&str], env: &[(&str, &str)]) -> Process {
         let turn_port = free_port();
         let sfu_port = free_port();
         let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("process-{test}.log"));
