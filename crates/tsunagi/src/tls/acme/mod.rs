@@ -90,7 +90,7 @@ pub fn start(
                     format!("the kept one expired at {}", utc(kept.material.not_after()))
                 }
                 Ok(Some(kept)) => format!(
-                    "the kept one covers {}, not every acme-domain",
+                    "the kept one covers {}, none of the acme-domain names",
                     kept.material.names().join(", ")
                 ),
                 Ok(None) => "none kept yet".to_owned(),
@@ -175,10 +175,12 @@ fn roots(ca_root: Option<&Path>) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-/// Whether a kept certificate may serve: not expired, and covering every name.
+/// Whether a kept certificate may serve until a new one arrives: not expired, and
+/// covering at least one name (a name added to `acme-domain` does not take the others'
+/// certificate away while the new one is ordered).
 fn serves(m: &TlsMaterial, domains: &[String], now: SystemTime) -> bool {
     m.remaining(now).is_some_and(|r| r > Duration::ZERO)
-        && domains.iter().all(|d| m.names().contains(d))
+        && domains.iter().any(|d| m.names().contains(d))
 }
 
 /// The ports of tsunagi's front (HTTP and TURN-over-TLS listeners), where validations
@@ -338,6 +340,14 @@ impl Renewer {
                 _ = stopped(&mut shutdown) => return,
             };
             match attempt {
+                Ok(()) if self.due_at() <= SystemTime::now() => {
+                    // Due again at once: the host's clock is far from the CA's (or the
+                    // CA issues absurdly short certificates). Ordering again would not
+                    // help and would run into the CA's limits.
+                    failures = 0;
+                    retry_at = Some(SystemTime::now() + LAST_RETRY);
+                    self.clock_problem();
+                }
                 Ok(()) => {
                     failures = 0;
                     retry_at = None;
@@ -415,6 +425,23 @@ impl Renewer {
             self.store.set_problem(Some(problem));
         }
         Ok(())
+    }
+
+    /// Says that the certificate just installed is already due for renewal.
+    fn clock_problem(&self) {
+        let Some(h) = &self.held else {
+            return;
+        };
+        let problem = format!(
+            "the certificate the CA just issued for {} (valid from {} to {}) is already due for renewal by this host's clock ({}): check the system clock (NTP); it serves meanwhile, and tsunagi orders again in {}",
+            self.config.domains.join(", "),
+            utc(h.not_before),
+            utc(h.not_after),
+            utc(Some(SystemTime::now())),
+            human(LAST_RETRY)
+        );
+        warn!(%problem, "ACME certificate due at once");
+        self.store.set_problem(Some(problem));
     }
 
     /// Says what failed, what serves meanwhile and when the next attempt comes, in the
@@ -552,6 +579,10 @@ mod tests {
         fewer.domains.pop();
         assert!(held.mismatch(&fewer).is_some());
         assert!(serves(&m, &fewer.domains, SystemTime::now()));
+        // A name added: the kept certificate serves the others meanwhile.
+        let mut more = config.domains.clone();
+        more.push("c.example.com".to_owned());
+        assert!(serves(&m, &more, SystemTime::now()));
         assert!(!serves(
             &m,
             &["c.example.com".to_owned()],
