@@ -708,3 +708,52 @@ fn a_failed_validation_leaves_the_self_signed_certificate_and_says_why() {
     drop(pebble);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A certificate that is due for renewal as soon as it arrives (here a CA that issues
+/// one-second certificates; on a real server, a clock far from the CA's) is not ordered
+/// again and again: tsunagi says to check the clock and waits an hour.
+#[test]
+fn a_certificate_due_at_once_is_not_ordered_in_a_loop() {
+    if !in_own_netns("a_certificate_due_at_once_is_not_ordered_in_a_loop") {
+        return;
+    }
+    let dir = scratch("acme-due");
+    let dns = Dns::start();
+    let port = free_port();
+    let pebble = Pebble::start(&dir.join("pebble"), &dns, port, free_port(), 1);
+    let data = dir.join("data");
+    let port_s = port.to_string();
+    let args = [
+        "--acme-domain",
+        DOMAIN,
+        "--acme-directory",
+        &pebble.directory,
+        "--acme-ca-root",
+        pebble.https_cert.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--tls-listening-port",
+        &port_s,
+    ];
+    let p = Process::start_on("acme-due", port, &args, &[]);
+    let context = || format!("tsunagi:\n{}\npebble:\n{}", p.log_text(), pebble.log_text());
+    let h = until(30, "the problem on /healthz", context, || {
+        let h = get_json(&p.http, "/healthz")?.1;
+        h["certificate"]["problem"].is_string().then_some(h)
+    });
+    assert_eq!(h["certificate"]["source"], "acme", "{h}");
+    let problem = h["certificate"]["problem"].as_str().unwrap();
+    for part in [
+        "already due for renewal by this host's clock",
+        "check the system clock",
+        "orders again in 60 min",
+    ] {
+        assert!(problem.contains(part), "{part}: {problem}");
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let log = p.log_text();
+    assert_eq!(log.matches("ordering a certificate").count(), 1, "{log}");
+    drop(p);
+    drop(pebble);
+    let _ = std::fs::remove_dir_all(&dir);
+}
