@@ -100,11 +100,12 @@ impl HttpState {
 ///           "droppedNoPermission": 0, "droppedRateLimited": 0, "droppedInvalid": 0,
 ///           "runtime": {"sendWouldBlock": 0,
 ///                       "sendErrors": 0, "tcpQueueFull": 0, "recvErrors": 0,
-///                       "tcpConnections": 0, "tlsHandshakeFailures": 0, "tcpInvalid": 0,
+///                       "tcpConnections": 0, "streamsRefused": 0, "tcpInvalid": 0,
 ///                       "proxyHeaderFailures": 0,
 ///                       "relayExhausted": 0, "relayBindErrors": 0}},
 ///  "http": {"connections": 1, "accepted": 7, "tlsHandshakeFailures": 0,
-///           "plainHttpRedirects": 0, "proxyHeaderFailures": 0}}
+///           "plainHttpRedirects": 0, "turnStreams": 0, "pendingRefused": 0,
+///           "proxyHeaderFailures": 0}}
 /// ```
 ///
 /// `turn` is absent when TURN is not running; each [`StatsSource`] adds its own key

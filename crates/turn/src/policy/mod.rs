@@ -169,7 +169,7 @@ impl FromStr for IpRange {
     fn from_str(s: &str) -> Result<Self, String> {
         let t = s.trim();
         if t.is_empty() {
-            return Err(format!("empty peer address range; {RANGE_FORMS}"));
+            return Err(format!("empty address range; {RANGE_FORMS}"));
         }
         if let Some((a, b)) = t.split_once('-') {
             return IpRange::new(parse_addr(a, s)?, parse_addr(b, s)?);
