@@ -48,6 +48,8 @@ struct TestServer {
     turn: TurnService,
     http: HttpService,
     tls: Option<TlsMaterial>,
+    /// The certificate store the TLS ports serve from (with TLS).
+    store: Option<Arc<CertStore>>,
 }
 
 impl TestServer {
@@ -89,7 +91,7 @@ impl TestServer {
             health: health.clone(),
             turn: Some(turn.streams()),
             handshake_timeout: HANDSHAKE_TIMEOUT,
-            ..HttpOptions::new(max_connections, store)
+            ..HttpOptions::new(max_connections, store.clone())
         };
         let state = HttpState::new(
             Some(turn.stats_handle()),
@@ -112,7 +114,12 @@ impl TestServer {
             http_opts,
         )
         .unwrap();
-        Self { turn, http, tls }
+        Self {
+            turn,
+            http,
+            tls,
+            store,
+        }
     }
 
     fn http_addr(&self) -> SocketAddr {
@@ -413,6 +420,56 @@ async fn relay_through(c: &mut Client, peer: &EchoPeer) -> u64 {
         }
     );
     (b"hello through the relay".len() + b"on a channel".len()) as u64
+}
+
+/// A new certificate (what a file reload, SIGHUP or an ACME renewal installs) serves
+/// the next connections at once, and a TURN allocation over TLS made before goes on
+/// relaying on its connection: no call drops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_certificate_serves_new_connections_and_an_allocation_goes_on() {
+    let s = TestServer::start(true).await;
+    let old = s.tls.as_ref().unwrap();
+    let addr = s.http_addr();
+    let peer = EchoPeer::start().await;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let local = tcp.local_addr().unwrap();
+    let tls = tls_client(old, &[b"stun.turn"])
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let mut call = Client::stream(Box::new(tls), local);
+    relay_through(&mut call, &peer).await;
+
+    let new = TlsMaterial::self_signed(vec!["localhost".into()]).unwrap();
+    s.store.as_ref().unwrap().install(&new, "files").unwrap();
+    // New connections: the new certificate, never the old one.
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tls_client(&new, &[b"http/1.1"])
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .expect("the new certificate serves new connections");
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    assert!(tls_client(old, &[b"http/1.1"])
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .is_err());
+    // The allocation made before relays on, both ways, on its channel.
+    for i in 0..3u8 {
+        let data = [b'x', i];
+        call.send_channel_data(0x4000, &data).await;
+        assert_eq!(
+            call.recv_relayed().await,
+            Relayed::Channel {
+                channel: 0x4000,
+                data: data.to_vec()
+            }
+        );
+    }
+    // (Over plain HTTP from loopback: the test's own client trusts the old certificate.)
+    let r = s.get_plain("/api/stats").await;
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["turn"]["allocations"], 1, "{v}");
+    s.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
