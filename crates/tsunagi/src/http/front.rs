@@ -100,28 +100,15 @@ pub(super) async fn connection(
         _ => return,
     }
     let first = first[0];
-    // Served from here on (the TLS path keeps it until its handshake is done).
-    let pending = match &shared.tls {
-        Some(_) if first == TLS_HANDSHAKE_RECORD => Some(pending),
-        _ => {
-            drop(pending);
-            None
-        }
-    };
+    if let (Some(acceptor), TLS_HANDSHAKE_RECORD) = (&shared.tls, first) {
+        // Pending until its handshake is done.
+        let acceptor = acceptor.clone();
+        tls(io, remote, local, acceptor, pending, &shared, shutdown).await;
+        return;
+    }
+    // Served from here on.
+    drop(pending);
     match &shared.tls {
-        Some(acceptor) if first == TLS_HANDSHAKE_RECORD => {
-            let Some(pending) = pending else { return };
-            tls(
-                io,
-                remote,
-                local,
-                acceptor.clone(),
-                pending,
-                &shared,
-                shutdown,
-            )
-            .await;
-        }
         _ if is_stun_start(first) && first != TLS_HANDSHAKE_RECORD => {
             to_turn(io, remote, local, Transport::Tcp, &[], &shared);
         }
@@ -241,6 +228,48 @@ fn to_turn<S>(
     }
 }
 
+/// `impl AsyncWrite for $ty` by handing every call to its field `$field`: the two
+/// wrappers here change how a stream is read or counted, never how it is written.
+macro_rules! forward_async_write {
+    ([$($generics:tt)*] $ty:ty, $field:ident) => {
+        impl<$($generics)*> AsyncWrite for $ty {
+            fn poll_write(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<std::io::Result<usize>> {
+                Pin::new(&mut self.$field).poll_write(cx, buf)
+            }
+
+            fn poll_write_vectored(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[std::io::IoSlice<'_>],
+            ) -> Poll<std::io::Result<usize>> {
+                Pin::new(&mut self.$field).poll_write_vectored(cx, bufs)
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                self.$field.is_write_vectored()
+            }
+
+            fn poll_flush(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<std::io::Result<()>> {
+                Pin::new(&mut self.$field).poll_flush(cx)
+            }
+
+            fn poll_shutdown(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<std::io::Result<()>> {
+                Pin::new(&mut self.$field).poll_shutdown(cx)
+            }
+        }
+    };
+}
+
 /// A stream with one byte already read from it, given back first.
 struct Prefixed<S> {
     first: Option<u8>,
@@ -272,35 +301,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
+forward_async_write!([S: AsyncWrite + Unpin] Prefixed<S>, inner);
 
 /// A connection's stream that holds its connection permit and counts it as open for
 /// as long as it lives, including after hyper hands it to a WebSocket on upgrade, or
@@ -338,35 +339,7 @@ impl AsyncRead for CountedIo {
     }
 }
 
-impl AsyncWrite for CountedIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
+forward_async_write!([] CountedIo, inner);
 
 #[cfg(test)]
 mod tests {

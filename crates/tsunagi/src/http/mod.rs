@@ -57,7 +57,6 @@ pub use state::{stats_value, HttpState};
 use crate::proxied::{forwarded_client, ProxySources};
 use crate::redact::Redactor;
 use crate::supervise::{Component, Health};
-use crate::tls::store::Alpn;
 use crate::tls::CertStore;
 use crate::turn_runtime::{BindFailure, StartError, StreamIntake};
 use tsunagi_net::{accept_limited, stopped};
@@ -225,7 +224,7 @@ impl HttpService {
         let tls = match &opts.tls {
             Some(store) => Some(tokio_rustls::TlsAcceptor::from(
                 store
-                    .server_config(Alpn::Front)
+                    .server_config()
                     .map_err(|e| StartError(e.to_string()))?,
             )),
             None => None,

@@ -264,7 +264,7 @@ impl TlsMaterial {
     /// An HTTPS/WSS server config serving this certificate alone (tests; the server
     /// serves a [`CertStore`]).
     pub fn http_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        CertStore::new(self, "test")?.server_config(store::Alpn::Front)
+        CertStore::new(self, "test")?.server_config()
     }
 }
 

@@ -33,15 +33,6 @@ pub const ALPN_ACME: &[u8] = b"acme-tls/1";
 /// At most this many challenges of each kind at once (one per domain being validated).
 pub const MAX_CHALLENGES: usize = 100;
 
-/// Which protocols a listener's TLS config offers by ALPN.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Alpn {
-    /// A front port (the HTTP port, the TURN-over-TLS port): `stun.turn`, HTTP/1.1
-    /// and `acme-tls/1`; a client that offers none of them is served too, and told
-    /// apart by its first bytes.
-    Front,
-}
-
 /// What `/healthz` and the log say of the certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -162,11 +153,6 @@ impl CertStore {
         }
     }
 
-    /// The expiry of the certificate being served.
-    pub fn not_after(&self) -> Option<SystemTime> {
-        self.current().not_after
-    }
-
     /// Answers TLS-ALPN-01 for `name` with `key` until [`CertStore::remove_challenge`];
     /// `false` when [`MAX_CHALLENGES`] are pending already.
     pub fn add_challenge(&self, name: &str, key: Arc<CertifiedKey>) -> bool {
@@ -204,23 +190,24 @@ impl CertStore {
         lock(&self.http_challenges).get(token).cloned()
     }
 
-    /// A server config that resolves its certificate here.
-    pub fn server_config(self: &Arc<Self>, alpn: Alpn) -> Result<Arc<ServerConfig>, TlsError> {
+    /// The server config of every front port (the HTTP port, the TURN-over-TLS port),
+    /// resolving its certificate here. ALPN offers `stun.turn`, HTTP/1.1 and
+    /// `acme-tls/1`; a client that offers none of them is served too, and told apart
+    /// by its first bytes.
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, TlsError> {
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError(format!("TLS setup: {e}")))?
             .with_no_client_auth()
             .with_cert_resolver(self.clone());
-        config.alpn_protocols = match alpn {
-            // rustls picks the first of these that the client offers: `stun.turn`
-            // before HTTP/1.1, because TURN clients (coturn's) offer both, and browsers
-            // never offer `stun.turn`.
-            Alpn::Front => vec![
-                ALPN_STUN_TURN.to_vec(),
-                ALPN_HTTP1.to_vec(),
-                ALPN_ACME.to_vec(),
-            ],
-        };
+        // rustls picks the first of these that the client offers: `stun.turn` before
+        // HTTP/1.1, because TURN clients (coturn's) offer both, and browsers never offer
+        // `stun.turn`.
+        config.alpn_protocols = vec![
+            ALPN_STUN_TURN.to_vec(),
+            ALPN_HTTP1.to_vec(),
+            ALPN_ACME.to_vec(),
+        ];
         Ok(Arc::new(config))
     }
 }
