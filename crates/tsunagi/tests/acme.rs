@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use process::{free_port, get_json, Process};
+use process::{free_port, get_json, keep_alive_get as get, Process};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use serde_json::Value;
@@ -339,30 +339,6 @@ fn leaf(s: &Tls) -> (String, String, Vec<String>) {
         tbs.issuer().to_string(),
         names,
     )
-}
-
-/// One keep-alive `GET /healthz` on an open connection: the status.
-fn get(s: &mut Tls, host: &str) -> u16 {
-    write!(s, "GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
-    s.flush().unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .unwrap();
-    let mut body = vec![0; len];
-    s.read_exact(&mut body).unwrap();
-    head.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// Polls `f` every 100 ms until it gives a value, for at most `secs` seconds.

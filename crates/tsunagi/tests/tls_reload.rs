@@ -6,13 +6,12 @@
 
 mod process;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use process::{get_json, Process};
+use process::{get_json, keep_alive_get as get, Process};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
@@ -57,30 +56,6 @@ fn client(
         s.conn.complete_io(&mut s.sock).ok()?;
     }
     Some(s)
-}
-
-/// One keep-alive GET on an open TLS stream: the status.
-fn get(s: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>, addr: &str) -> u16 {
-    write!(s, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-    s.flush().unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().parse().unwrap())
-        })
-        .unwrap();
-    let mut body = vec![0; len];
-    s.read_exact(&mut body).unwrap();
-    head.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {

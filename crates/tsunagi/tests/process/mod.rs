@@ -41,6 +41,30 @@ pub fn get_json(addr: &str, path: &str) -> Option<(u16, Value)> {
     Some((status, serde_json::from_str(body).ok()?))
 }
 
+/// One keep-alive `GET /healthz` on an open connection (plain or TLS): the status.
+pub fn keep_alive_get(s: &mut (impl Read + Write), host: &str) -> u16 {
+    write!(s, "GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
+    s.flush().unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap();
+    let mut body = vec![0; len];
+    s.read_exact(&mut body).unwrap();
+    head.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 pub struct Process {
     pub child: Child,
     /// `127.0.0.1:PORT` of HTTP.
