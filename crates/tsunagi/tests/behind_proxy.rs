@@ -197,20 +197,6 @@ async fn get<S: AsyncRead + AsyncWrite + Unpin>(
     (status, body.unwrap_or_default())
 }
 
-fn tls_client(m: &TlsMaterial, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(m.certificate().clone()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-}
-
 /// STUN over TCP after a v1 or a v2 header, on the TURN TCP port and on the HTTP port
 /// (where TURN over TCP arrives too): XOR-MAPPED-ADDRESS is the header's client. Then
 /// an allocation on such a connection relays for that client, and `LOCAL` (a health

@@ -619,20 +619,6 @@ async fn connections_are_capped_and_shutdown_is_graceful() {
     assert!(TcpStream::connect(addr).await.is_err(), "still listening");
 }
 
-fn tls_client(m: &TlsMaterial, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(m.certificate().clone()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_with_a_self_signed_certificate() {
     let s = TestServer::start(true).await;

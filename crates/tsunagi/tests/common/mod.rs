@@ -495,3 +495,18 @@ pub async fn run_bench(args: Vec<String>) -> tsunagi_bench::Report {
         .unwrap()
         .unwrap_or_else(|e| panic!("{argv:?}: {e}"))
 }
+
+/// A TLS client that trusts only `m`'s certificate, offering `alpn`.
+pub fn tls_client(m: &tsunagi::tls::TlsMaterial, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(m.certificate().clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
