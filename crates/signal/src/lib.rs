@@ -89,7 +89,7 @@ pub use hub::{
 };
 pub use protocol::{
     parse_client_message, ClientMessage, ErrorCode, IceServer, LeaveReason, MediaState, Mode,
-    ParseError, RoomMode, ServerMessage, Tile, PROTOCOL_VERSION, SFU_PEER,
+    ParseError, Rejoin, RejoinReason, RoomMode, ServerMessage, Tile, PROTOCOL_VERSION, SFU_PEER,
 };
 pub use rate::{FloodDetector, TokenBucket};
 pub use sfu::{SfuReply, SfuRequest};

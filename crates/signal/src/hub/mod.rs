@@ -3,8 +3,10 @@
 //! its state and inputs and message dispatch; [`types`] its configuration and outputs,
 //! [`outbox`] sends and queues, [`ids`] seed-keyed ids and hashing, [`names`] room and
 //! display name rules, [`session`] joins, resumes and leaves, [`relay`] carries messages
-//! between peers, [`modes`] runs room modes and the SFU link.
+//! between peers, [`modes`] runs room modes and the SFU link, [`evict`] what a cluster
+//! runtime asks of it (its rooms and sessions, and moving a room away).
 
+mod evict;
 mod ids;
 mod modes;
 mod names;
@@ -28,8 +30,8 @@ use std::time::{Duration, Instant};
 use crate::protocol::{
     parse_client_message, CandidateFrom, CandidateTo, ChatFrom, ClientMessage, ErrorCode,
     IceServer, Join, LeaveReason, Limits, MediaFrom, MediaState, Mode, ModeChange, PeerInfo,
-    PeerJoined, PeerLeft, Pong, RoomMode, SdpFrom, SdpTo, ServerMessage, Session, SfuStats,
-    Speaker, SFU_PEER,
+    PeerJoined, PeerLeft, Pong, Rejoin, RejoinReason, RoomMode, SdpFrom, SdpTo, ServerMessage,
+    Session, SfuStats, Speaker, SFU_PEER,
 };
 use crate::rate::{FloodDetector, TokenBucket};
 use crate::sfu::{SfuReply, SfuRequest};

@@ -137,6 +137,8 @@ pub enum CloseReason {
     Shutdown,
     /// [`HubConfig::max_connections`] reached.
     Full,
+    /// After `rejoin` ([`Hub::evict_room`]): the room is run elsewhere now.
+    Rejoin,
 }
 
 impl CloseReason {
@@ -148,6 +150,7 @@ impl CloseReason {
             CloseReason::Replaced => 4000,
             CloseReason::Shutdown => 1001,
             CloseReason::Full => 1013,
+            CloseReason::Rejoin => 4001,
         }
     }
 
@@ -159,6 +162,7 @@ impl CloseReason {
             CloseReason::Replaced => "session resumed on another connection",
             CloseReason::Shutdown => "server shutting down",
             CloseReason::Full => "too many connections",
+            CloseReason::Rejoin => "join again: the room moved",
         }
     }
 }
@@ -199,6 +203,12 @@ pub enum Event {
     },
     /// The room switched to `mode`.
     ModeChanged { room: Arc<str>, mode: Mode },
+    /// Every peer of the room was told to join again elsewhere ([`Hub::evict_room`]).
+    Evicted {
+        room: Arc<str>,
+        peers: usize,
+        reason: RejoinReason,
+    },
 }
 
 /// Live counters. Gauges are the current value; the rest count since the start.
@@ -222,6 +232,8 @@ pub struct Stats {
     pub peers_in_grace: u64,
     pub joins: u64,
     pub resumes: u64,
+    /// Peers told to join again on another node ([`Hub::evict_room`]).
+    pub evicted: u64,
     /// Peers that left, by reason: left, timeout, kicked.
     pub leaves: [u64; 3],
     /// Frames received (accepted or not).

@@ -255,6 +255,43 @@ pub enum ServerMessage {
     Speaker(Speaker),
     /// The SFU's view of this subscriber.
     SfuStats(SfuStats),
+    /// The session is over on this server node: join the same room again (at `url`
+    /// when given). Sent before the server closes the WebSocket (4001).
+    Rejoin(Rejoin),
+}
+
+/// `rejoin`: why the session ended and where to join again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rejoin {
+    pub reason: RejoinReason,
+    /// A signaling URL to join at instead of the one in use (another node of the
+    /// cluster), when the current one is going away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+/// Why a `rejoin` was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum RejoinReason {
+    /// The cluster node that ran the room stopped answering.
+    NodeFailed,
+    /// The node that ran the room is draining (an upgrade or a shutdown).
+    Drain,
+    /// The room is now run by another node.
+    Moved,
+}
+
+impl RejoinReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejoinReason::NodeFailed => "node-failed",
+            RejoinReason::Drain => "drain",
+            RejoinReason::Moved => "moved",
+        }
+    }
 }
 
 impl ServerMessage {
@@ -483,11 +520,12 @@ pub enum ErrorCode {
     ResumeFailed,
     ServerBusy,
     SfuError,
+    Unavailable,
 }
 
 impl ErrorCode {
     /// Every code, in the order of `docs/signaling.md`.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::BadMessage,
         ErrorCode::UnknownType,
         ErrorCode::TooLarge,
@@ -504,6 +542,7 @@ impl ErrorCode {
         ErrorCode::ResumeFailed,
         ErrorCode::ServerBusy,
         ErrorCode::SfuError,
+        ErrorCode::Unavailable,
     ];
 
     /// The code as on the wire.
@@ -525,6 +564,7 @@ impl ErrorCode {
             ErrorCode::ResumeFailed => "resume-failed",
             ErrorCode::ServerBusy => "server-busy",
             ErrorCode::SfuError => "sfu-error",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 

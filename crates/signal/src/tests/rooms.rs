@@ -55,7 +55,11 @@ fn join_welcome_and_peer_joined() {
 fn offer_answer_candidate_go_only_to_the_addressee() {
     let mut t = T::new();
     let (a, a_id, _) = t.join("r", "A");
-    let (b, b_id, _) = t.join("r", "B");
+    let (b, b_id, out) = t.join("r", "B");
+    let b_token = only(&out, b, "welcome")["resumeToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (c, _, _) = t.join("r", "C");
     let out = t.send(a, json!({"type": "offer", "to": b_id, "sdp": SDP_SEND}));
     assert_eq!(out.len(), 1);
@@ -91,7 +95,11 @@ fn offer_answer_candidate_go_only_to_the_addressee() {
 fn end_of_candidates_is_null() {
     let mut t = T::new();
     let (a, a_id, _) = t.join("r", "A");
-    let (b, b_id, _) = t.join("r", "B");
+    let (b, b_id, out) = t.join("r", "B");
+    let b_token = only(&out, b, "welcome")["resumeToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let out = t.send(
         b,
         json!({"type": "candidate", "to": a_id, "candidate": null}),
@@ -194,4 +202,60 @@ fn clean_close_is_a_leave() {
         json!({"type": "peer-left", "id": a_id, "reason": "left"})
     );
     assert_eq!(t.hub.poll_timeout(), None);
+}
+
+#[test]
+fn evict_room_tells_every_peer_to_rejoin_and_forgets_the_room() {
+    let mut t = T::new();
+    let (a, _, _) = t.join("r", "A");
+    let (b, b_id, out) = t.join("r", "B");
+    let b_token = only(&out, b, "welcome")["resumeToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (c, _, _) = t.join("other", "C");
+    t.drain();
+    // B drops: it is in its grace period, with a resume token.
+    t.close(b, Disconnect::Lost);
+    let tokens: Vec<String> = t.hub.sessions().map(|(_, tok)| tok.to_string()).collect();
+    assert_eq!(tokens.len(), 3);
+    let mut rooms: Vec<&str> = t.hub.rooms().map(|r| &**r).collect();
+    rooms.sort_unstable();
+    assert_eq!(rooms, ["other", "r"]);
+
+    let now = t.now;
+    let n = t.hub.evict_room(
+        now,
+        "r",
+        RejoinReason::Drain,
+        Some("wss://n2.example.org/ws"),
+    );
+    assert_eq!(n, 2);
+    let out = t.drain();
+    let msgs = to(&out, a);
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert_eq!(msgs[0]["type"], "rejoin");
+    assert_eq!(msgs[0]["reason"], "drain");
+    assert_eq!(msgs[0]["url"], "wss://n2.example.org/ws");
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Close { conn, reason: CloseReason::Rejoin } if *conn == a
+    )));
+    assert_eq!(CloseReason::Rejoin.code(), 4001);
+    // Nobody else hears of it, and the room and both sessions are gone.
+    assert!(to(&out, c).is_empty());
+    assert_eq!(t.hub.room_size("r"), 0);
+    assert_eq!(t.hub.sessions().count(), 1);
+    assert!(t.hub.poll_timeout().is_none(), "B's grace timer is gone");
+    assert_eq!(t.hub.stats().evicted, 2);
+    assert_eq!(t.hub.stats().peers, 1);
+    // B's resume token no longer works; the room can be joined again.
+    let b2 = t.open();
+    assert!(tokens.contains(&b_token));
+    let out = t.send(b2, json!({"type": "resume", "token": b_token}));
+    assert_eq!(error(&out, b2), err("resume-failed", Some("resume")));
+    let (_, id2, _) = t.join("r", "B");
+    assert_ne!(id2, b_id);
+    // Evicting an unknown room does nothing.
+    assert_eq!(t.hub.evict_room(now, "nope", RejoinReason::Moved, None), 0);
 }
