@@ -15,11 +15,14 @@
 //!   [`tsunagi_signal::Hub`].
 //! * [`sfu_runtime`]: the SFU's UDP/ICE-TCP sockets around the sans-IO
 //!   [`tsunagi_sfu::Sfu`], and WHIP/WHEP.
+//! * [`cluster`]: membership of a cluster of nodes through Redis: room placement and
+//!   the relay of WebSocket sessions between nodes.
 //! * [`supervise`]: every core runs under a health registry; `/healthz` reads it.
 //! * [`token`]: `tsunagi token`, which prints signaling access tokens.
 //! * [`nat`]: `tsunagi nat`, NAT behaviour discovery (RFC 5780) as a client.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod nat;

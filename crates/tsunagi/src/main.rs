@@ -12,6 +12,7 @@ use rand::RngCore;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 use tsunagi::cli::{Cli, Command};
+use tsunagi::cluster::{Cluster, ClusterOptions};
 use tsunagi::config::{Config, LogFormat};
 use tsunagi::http::{self, HttpOptions, HttpService, HttpState};
 use tsunagi::proxied::ProxySources;
@@ -279,9 +280,46 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
         }
         None => None,
     };
+    let cluster = match &config.cluster {
+        Some(c) => {
+            let turn = config
+                .signaling
+                .public_host
+                .clone()
+                .or_else(|| {
+                    config
+                        .listening_ips
+                        .iter()
+                        .find(|ip| !ip.is_unspecified())
+                        .map(ToString::to_string)
+                })
+                .map(|h| format!("{h}:{}", config.listening_port));
+            let options = ClusterOptions {
+                config: c.clone(),
+                http: http_listeners
+                    .iter()
+                    .filter_map(|l| l.local_addr().ok())
+                    .collect(),
+                tls: certs.is_some(),
+                turn,
+                sfu_port: sfu.as_ref().map(|_| config.sfu_port),
+                prefix: "tsunagi:".to_owned(),
+                health: health.clone(),
+            };
+            Some(Cluster::start(options)?)
+        }
+        None => None,
+    };
+    signaling_options.cluster = cluster.clone();
     let signaling = SignalingHandle::start(signaling_options);
     let mut state = state.with_source(Arc::new(signaling.clone()));
     let mut extra = signaling::routes(signaling.clone());
+    if let Some(c) = &cluster {
+        state = state
+            .with_source(Arc::new(c.clone()))
+            .with_cluster(c.clone());
+        extra = extra.merge(tsunagi::cluster::routes(c.clone()));
+    }
     if let Some(sfu) = &sfu {
         let handle = sfu.handle().with_signaling(signaling.clone());
         state = state.with_source(Arc::new(handle.clone()));
@@ -327,6 +365,9 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
     info!("shutting down");
     let _ = stop_keeper.send(true);
     signaling.shutdown().await;
+    if let Some(c) = &cluster {
+        c.shutdown().await;
+    }
     http_service.shutdown().await;
     if let Some(sfu) = sfu {
         let s = sfu.shutdown().await;

@@ -27,6 +27,8 @@ pub enum Component {
     Http,
     /// The tasks that keep the certificate current (file reloads, ACME renewals).
     Tls,
+    /// Cluster membership: the heartbeat and the relay (`crate::cluster`).
+    Cluster,
 }
 
 impl Component {
@@ -37,6 +39,7 @@ impl Component {
             Component::Signaling => "signaling",
             Component::Tls => "tls",
             Component::Http => "http",
+            Component::Cluster => "cluster",
         }
     }
 }

@@ -83,6 +83,7 @@ pub mod defaults {
     pub const MESSAGES_PER_SECOND: u32 = 50;
     pub const RESUME_GRACE: u64 = 15;
     pub const TURN_CREDENTIAL_TTL: u64 = 86_400;
+    pub const DRAIN_TIMEOUT: u64 = 60;
     /// Let's Encrypt's production directory.
     pub const ACME_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
     /// Names in one certificate: Let's Encrypt's limit.
@@ -234,6 +235,21 @@ pub struct Config {
     pub trusted_proxies: Vec<IpRange>,
     /// Signaling (see `crate::signaling`).
     pub signaling: SignalingConfig,
+    /// Membership of a cluster (`redis`); `None`: one node, in memory.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// The validated cluster options (docs/cluster.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `redis://[user:password@]host:port/db` or `rediss://` (TLS).
+    pub redis: Secret,
+    /// This node's name (`node-name`); its id adds 8 hex digits drawn at each start.
+    pub node_name: String,
+    /// The signaling URL of this node that `rejoin` may offer (`cluster-url`).
+    pub url: Option<String>,
+    /// Longest a draining node waits for its rooms to move (`drain-timeout`).
+    pub drain_timeout: Duration,
 }
 
 /// The validated signaling options.

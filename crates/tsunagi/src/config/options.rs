@@ -393,6 +393,23 @@ pub struct Options {
     /// Lifetime of the TURN credentials handed out in welcome, in seconds [default: 86400].
     #[arg(long, value_name = "SECS", env = "TSUNAGI_TURN_CREDENTIAL_TTL")]
     pub turn_credential_ttl: Option<u64>,
+
+    /// Join a cluster of tsunagi nodes through this Redis:
+    /// redis://[:PASSWORD@]HOST:PORT/DB, or rediss:// for TLS [default: none, one node].
+    #[arg(long, value_name = "URL", env = "TSUNAGI_REDIS")]
+    pub redis: Option<Secret>,
+    /// This node's name in the cluster: letters, digits, '-', '_', '.' [default: the
+    /// host name].
+    #[arg(long, value_name = "NAME", env = "TSUNAGI_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Signaling URL of this node (wss://HOST:PORT/ws) that other nodes may send
+    /// clients to when they drain [default: none].
+    #[arg(long, value_name = "URL", env = "TSUNAGI_CLUSTER_URL")]
+    pub cluster_url: Option<String>,
+    /// Seconds a draining node (SIGTERM, POST /api/drain) waits for its rooms to move
+    /// before it exits [default: 60].
+    #[arg(long, value_name = "SECS", env = "TSUNAGI_DRAIN_TIMEOUT")]
+    pub drain_timeout: Option<u64>,
 }
 }
 

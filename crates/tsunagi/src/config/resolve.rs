@@ -12,6 +12,7 @@ impl Config {
         primary: impl FnOnce() -> PrimaryIps,
     ) -> Result<Config, ConfigError> {
         let signaling = SignalingConfig::resolve(&o)?;
+        let cluster = resolve_cluster(&o)?;
         let acme = resolve_acme(&o)?;
         let data_dir = o.data_dir.clone().or_else(default_data_dir);
         let udp = !o.no_udp.unwrap_or(false);
@@ -335,6 +336,7 @@ impl Config {
             proxy_protocol: o.proxy_protocol_ip,
             trusted_proxies: o.trusted_proxy_ip,
             signaling,
+            cluster,
         })
     }
 }
@@ -692,4 +694,71 @@ pub fn default_data_dir() -> Option<PathBuf> {
         return Some(state.join("tsunagi"));
     }
     var("HOME").map(|h| h.join(".local/state/tsunagi"))
+}
+
+/// `redis`, `node-name`, `cluster-url`, `drain-timeout`.
+fn resolve_cluster(o: &Options) -> Result<Option<ClusterConfig>, ConfigError> {
+    let Some(redis) = o.redis.clone().filter(|r| !r.0.trim().is_empty()) else {
+        for (set, name) in [
+            (o.node_name.is_some(), "node-name"),
+            (o.cluster_url.is_some(), "cluster-url"),
+            (o.drain_timeout.is_some(), "drain-timeout"),
+        ] {
+            if set {
+                return err(format!(
+                    "{name} is set but redis is not: {name} only applies to a cluster; add redis=redis://HOST:PORT or drop {name}"
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    let scheme = redis.0.split_once("://").map(|(s, _)| s);
+    if !matches!(scheme, Some("redis" | "rediss")) {
+        return err(
+            "redis is not a redis:// or rediss:// URL; write e.g. redis://127.0.0.1:6379/0 or rediss://:PASSWORD@redis.example.org:6380/0",
+        );
+    }
+    let node_name = match o.node_name.as_deref().map(str::trim) {
+        Some(n) if !n.is_empty() => n.to_owned(),
+        _ => host_name().unwrap_or_else(|| "node".to_owned()),
+    };
+    if !tsunagi_cluster::node::valid_name(&node_name) {
+        return err(format!(
+            "node-name '{node_name}' is not a usable name: use 1 to 40 letters, digits, '-', '_' or '.'"
+        ));
+    }
+    let url = match o.cluster_url.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(u) if u.starts_with("ws://") || u.starts_with("wss://") => Some(u.to_owned()),
+        Some(u) => {
+            return err(format!(
+            "cluster-url '{u}' is not a WebSocket URL; write e.g. wss://node1.example.org:8443/ws"
+        ))
+        }
+    };
+    let drain = o.drain_timeout.unwrap_or(defaults::DRAIN_TIMEOUT);
+    if !(1..=86_400).contains(&drain) {
+        return err(format!(
+            "drain-timeout {drain} is out of range; use 1 to 86400 seconds (default {})",
+            defaults::DRAIN_TIMEOUT
+        ));
+    }
+    Ok(Some(ClusterConfig {
+        redis,
+        node_name,
+        url,
+        drain_timeout: Duration::from_secs(drain),
+    }))
+}
+
+/// The host name (from /proc), cut to a usable node name.
+fn host_name() -> Option<String> {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name: String = raw
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(40)
+        .collect();
+    (!name.is_empty()).then_some(name)
 }

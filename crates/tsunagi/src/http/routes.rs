@@ -100,6 +100,10 @@ async fn healthz(State(state): State<HttpState>) -> Response {
             serde_json::to_value(store.status()).unwrap_or_default(),
         );
     }
+    // Redis away is not a fault of this node: calls go on, so the status stays 200.
+    if let (Some(cluster), Some(obj)) = (&state.cluster, body.as_object_mut()) {
+        obj.insert("cluster".into(), cluster.health());
+    }
     (status, [(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
 

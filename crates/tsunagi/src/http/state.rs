@@ -28,6 +28,8 @@ pub struct HttpState {
     pub health: Health,
     /// The certificate being served, for `/healthz` (`None` without TLS).
     pub certificate: Option<Arc<CertStore>>,
+    /// Cluster membership, for `/healthz` (`None`: one node).
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 impl std::fmt::Debug for HttpState {
@@ -53,7 +55,14 @@ impl HttpState {
             started: Instant::now(),
             health: Health::default(),
             certificate: None,
+            cluster: None,
         }
+    }
+
+    /// `/healthz` shows this node's cluster membership and whether Redis is reachable.
+    pub fn with_cluster(mut self, cluster: crate::cluster::Cluster) -> Self {
+        self.cluster = Some(cluster);
+        self
     }
 
     /// `/healthz` shows the certificate being served, and any problem renewing or

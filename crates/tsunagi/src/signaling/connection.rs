@@ -34,7 +34,7 @@ pub(super) async fn connection(
     let (ctl_tx, ctl_rx) = oneshot::channel();
     let open = Event::Open {
         conn,
-        host,
+        host: host.clone(),
         out: out_tx,
         control: ctl_tx,
     };
@@ -43,9 +43,42 @@ pub(super) async fn connection(
         return;
     }
     debug!(%conn, client = client.as_deref().unwrap_or("?"), "signaling connection opened");
-    let how = run(&mut socket, conn, inner, out_rx, ctl_rx).await;
-    debug!(%conn, ?how, "signaling connection closed");
-    let _ = inner.events.send(Event::Closed { conn, how }).await;
+    match run(&mut socket, conn, inner, out_rx, ctl_rx).await {
+        Ended::Closed(how) => {
+            debug!(%conn, ?how, "signaling connection closed");
+            let _ = inner.events.send(Event::Closed { conn, how }).await;
+        }
+        Ended::Relay {
+            cluster,
+            owner,
+            first,
+        } => {
+            // The room runs on another node: this hub forgets the connection, which
+            // from now on carries that node's session.
+            let _ = inner
+                .events
+                .send(Event::Closed {
+                    conn,
+                    how: Disconnect::Clean,
+                })
+                .await;
+            debug!(%conn, %owner, "signaling connection relayed to the room's node");
+            edge::relay(&mut socket, conn, inner, &cluster, owner, first, host).await;
+            debug!(%conn, "relayed signaling connection closed");
+        }
+    }
+}
+
+/// How [`run`] ended.
+pub(super) enum Ended {
+    /// The connection is over.
+    Closed(Disconnect),
+    /// Its `join` or `resume` (`first`) is for a session of node `owner`.
+    Relay {
+        cluster: Cluster,
+        owner: Arc<str>,
+        first: Utf8Bytes,
+    },
 }
 
 /// Reads, writes and pings until the connection ends; says how it ended.
@@ -55,8 +88,10 @@ pub(super) async fn run(
     inner: &Inner,
     mut out_rx: mpsc::Receiver<Outbound>,
     mut ctl_rx: oneshot::Receiver<Control>,
-) -> Disconnect {
+) -> Ended {
     let o = &inner.options;
+    // In a cluster, the first join or resume decides where the session runs.
+    let mut routed = false;
     let mut idle_deadline = Instant::now() + o.idle_timeout;
     let mut ping = tokio::time::interval_at(Instant::now() + o.ping_interval, o.ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -77,11 +112,11 @@ pub(super) async fn run(
                     )
                     .await;
                     close_with(socket, 1008, "outbound queue full").await;
-                    return Disconnect::Overflow;
+                    return Ended::Closed(Disconnect::Overflow);
                 }
                 Ok(Control::Close(reason)) => {
                     close(socket, reason).await;
-                    return Disconnect::Clean;
+                    return Ended::Closed(Disconnect::Clean);
                 }
                 Err(_) => ctl_open = false,
             },
@@ -90,37 +125,63 @@ pub(super) async fn run(
                     let msg = Message::Text(Utf8Bytes::from(&*text));
                     match tokio::time::timeout(o.write_timeout, socket.send(msg)).await {
                         Ok(Ok(())) => {}
-                        _ => return Disconnect::Lost,
+                        _ => return Ended::Closed(Disconnect::Lost),
                     }
                 }
                 Some(Outbound::Close(reason)) => {
                     close(socket, reason).await;
-                    return Disconnect::Clean;
+                    return Ended::Closed(Disconnect::Clean);
                 }
                 // The core task is gone (shutdown).
                 None => {
                     close(socket, CloseReason::Shutdown).await;
-                    return Disconnect::Lost;
+                    return Ended::Closed(Disconnect::Lost);
                 }
             },
             frame = tokio::time::timeout_at(idle_deadline, socket.recv()) => {
                 let msg = match frame {
                     Err(_) => {
                         close_with(socket, 1001, "idle").await;
-                        return Disconnect::Lost;
+                        return Ended::Closed(Disconnect::Lost);
                     }
-                    Ok(None) => return Disconnect::Lost,
+                    Ok(None) => return Ended::Closed(Disconnect::Lost),
                     Ok(Some(Err(e))) => {
                         debug!(%conn, error = %e, "signaling read failed");
                         if is_capacity(&e) {
                             close_with(socket, 1009, "frame too large").await;
                         }
-                        return Disconnect::Lost;
+                        return Ended::Closed(Disconnect::Lost);
                     }
                     Ok(Some(Ok(m))) => m,
                 };
                 idle_deadline = Instant::now() + o.idle_timeout;
                 let event = match msg {
+                    Message::Text(text) if !routed && o.cluster.is_some() => {
+                        let Some(cluster) = &o.cluster else {
+                            return Ended::Closed(Disconnect::Lost);
+                        };
+                        match edge::route(cluster, &text).await {
+                            edge::Route::Pass => Event::Text { conn, text },
+                            edge::Route::Local => {
+                                routed = true;
+                                Event::Text { conn, text }
+                            }
+                            edge::Route::Remote(owner) => {
+                                return Ended::Relay {
+                                    cluster: cluster.clone(),
+                                    owner,
+                                    first: text,
+                                };
+                            }
+                            edge::Route::Refuse(answer) => {
+                                let msg = Message::Text(answer.into());
+                                match tokio::time::timeout(o.write_timeout, socket.send(msg)).await {
+                                    Ok(Ok(())) => continue,
+                                    _ => return Ended::Closed(Disconnect::Lost),
+                                }
+                            }
+                        }
+                    }
                     Message::Text(text) => Event::Text { conn, text },
                     Message::Binary(b) => Event::Binary { conn, len: b.len() },
                     Message::Ping(_) | Message::Pong(_) => continue,
@@ -129,18 +190,18 @@ pub(super) async fn run(
                         let clean = frame.as_ref().is_none_or(|f| f.code == 1000 || f.code == 1005);
                         // Reading once more flushes the close reply tungstenite queued.
                         let _ = tokio::time::timeout(CLOSE_WAIT, socket.recv()).await;
-                        return if clean { Disconnect::Clean } else { Disconnect::Lost };
+                        return Ended::Closed(if clean { Disconnect::Clean } else { Disconnect::Lost });
                     }
                 };
                 if inner.events.send(event).await.is_err() {
                     close(socket, CloseReason::Shutdown).await;
-                    return Disconnect::Lost;
+                    return Ended::Closed(Disconnect::Lost);
                 }
             },
             _ = ping.tick() => {
                 let ping = Message::Ping(Default::default());
                 if tokio::time::timeout(o.write_timeout, socket.send(ping)).await.map_or(true, |r| r.is_err()) {
-                    return Disconnect::Lost;
+                    return Ended::Closed(Disconnect::Lost);
                 }
             },
         }
@@ -160,10 +221,10 @@ pub(super) async fn close(socket: &mut WebSocket, reason: CloseReason) {
 }
 
 /// Sends a close frame and waits briefly for the client's.
-pub(super) async fn close_with(socket: &mut WebSocket, code: u16, reason: &'static str) {
+pub(super) async fn close_with(socket: &mut WebSocket, code: u16, reason: impl Into<Utf8Bytes>) {
     let frame = CloseFrame {
         code,
-        reason: Utf8Bytes::from_static(reason),
+        reason: reason.into(),
     };
     let sent = tokio::time::timeout(CLOSE_WAIT, socket.send(Message::Close(Some(frame)))).await;
     if matches!(sent, Ok(Ok(()))) {

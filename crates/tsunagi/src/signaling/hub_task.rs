@@ -3,6 +3,8 @@
 
 use super::*;
 
+use crate::cluster::{Evict, LocalState};
+
 /// The core task's end of the [`SfuLink`].
 pub(super) struct SfuTx {
     pub(super) requests: Option<mpsc::Sender<SfuRequest>>,
@@ -48,6 +50,37 @@ impl SfuTx {
     }
 }
 
+/// How often the core tells the cluster what it holds.
+const REPORT_EVERY: Duration = Duration::from_millis(250);
+
+/// Counts that change when a session starts or ends (or gets a new resume token).
+fn sessions_mark(hub: &Hub<RuntimeIce>) -> (u64, u64, u64, u64) {
+    let s = hub.stats();
+    (s.joins, s.resumes, s.leaves.iter().sum(), s.evicted)
+}
+
+/// The next room to move away; pending forever without a cluster.
+async fn next_eviction(rx: &mut Option<mpsc::Receiver<Evict>>) -> Evict {
+    if let Some(r) = rx {
+        if let Some(e) = r.recv().await {
+            return e;
+        }
+        *rx = None;
+    }
+    std::future::pending().await
+}
+
+/// What the hub holds, for the cluster's claims and resume entries.
+fn local_state(hub: &Hub<RuntimeIce>) -> LocalState {
+    let stats = hub.stats();
+    LocalState {
+        rooms: hub.rooms().cloned().collect(),
+        tokens: hub.sessions().map(|(_, t)| t.clone()).collect(),
+        peers: stats.peers,
+        connections: stats.connections,
+    }
+}
+
 /// The next reply of the SFU runtime; pending forever without one (or after the
 /// runtime closed its end, which is logged once).
 pub(super) async fn next_reply(replies: &mut Option<mpsc::Receiver<SfuReply>>) -> SfuReply {
@@ -68,7 +101,17 @@ pub(super) async fn core(
     mut shutdown: watch::Receiver<bool>,
     stats: Arc<Mutex<Stats>>,
     link: Option<SfuLink>,
+    cluster: Option<(Cluster, mpsc::Receiver<Evict>)>,
 ) {
+    let (cluster, mut evictions) = match cluster {
+        Some((c, rx)) => (Some(c), Some(rx)),
+        None => (None, None),
+    };
+    let mut report = tokio::time::interval(REPORT_EVERY);
+    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Sessions as last reported: a change is reported at once, so that a client can
+    // resume through another node right after its welcome.
+    let mut reported = sessions_mark(&hub);
     let mut conns: HashMap<ConnId, ConnTx, ahash::RandomState> =
         HashMap::with_hasher(ahash::RandomState::new());
     let (requests, mut replies) = match link {
@@ -93,6 +136,22 @@ pub(super) async fn core(
                 deliver(&mut hub, &mut conns, &mut sfu);
                 log_events(&mut hub);
                 publish(&hub, &stats);
+                continue;
+            }
+            ev = next_eviction(&mut evictions) => {
+                let now = Instant::now().into_std();
+                let n = hub.evict_room(now, &ev.room, ev.reason, ev.url.as_deref());
+                info!(room = %ev.room, peers = n, reason = ev.reason.as_str(), "room moved off this node");
+                deliver(&mut hub, &mut conns, &mut sfu);
+                log_events(&mut hub);
+                publish(&hub, &stats);
+                continue;
+            }
+            _ = report.tick(), if cluster.is_some() => {
+                if let Some(c) = &cluster {
+                    c.report(local_state(&hub), false);
+                    reported = sessions_mark(&hub);
+                }
                 continue;
             }
             reply = next_reply(&mut replies) => {
@@ -155,6 +214,13 @@ pub(super) async fn core(
         deliver(&mut hub, &mut conns, &mut sfu);
         log_events(&mut hub);
         publish(&hub, &stats);
+        if let Some(c) = &cluster {
+            let mark = sessions_mark(&hub);
+            if mark != reported {
+                c.report(local_state(&hub), true);
+                reported = mark;
+            }
+        }
         if stopping.is_some() && live == 0 {
             break;
         }

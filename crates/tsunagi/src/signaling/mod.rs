@@ -54,8 +54,10 @@
 //! every room is mesh.
 
 mod connection;
+mod edge;
 mod hub_task;
 pub(crate) mod metrics;
+mod remote;
 
 use connection::*;
 use hub_task::*;
@@ -83,6 +85,7 @@ use tsunagi_signal::{
     IceServer, IceServerSource, Output, ServerMessage, SfuReply, SfuRequest, Stats, TokenSecret,
 };
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::redact::Redactor;
 use crate::supervise::{Component, Health};
@@ -153,6 +156,9 @@ pub struct SignalingOptions {
     pub redact_logs: bool,
     /// Where the core task reports how it ends.
     pub health: Health,
+    /// This node's cluster membership (`redis`): rooms are placed across nodes and
+    /// sessions of other nodes' rooms are relayed (docs/cluster.md).
+    pub cluster: Option<Cluster>,
 }
 
 impl fmt::Debug for SignalingOptions {
@@ -175,6 +181,7 @@ impl fmt::Debug for SignalingOptions {
             .field("ping_interval", &self.ping_interval)
             .field("write_timeout", &self.write_timeout)
             .field("sfu", &self.sfu)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -203,6 +210,7 @@ impl Default for SignalingOptions {
             write_timeout: Duration::from_secs(10),
             redact_logs: false,
             health: Health::default(),
+            cluster: None,
         }
     }
 }
@@ -479,10 +487,18 @@ impl SignalingHandle {
         let (events, rx) = mpsc::channel(EVENT_QUEUE);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let stats = Arc::new(Mutex::new(hub.stats()));
+        let mut remote_rx = None;
+        let cluster = options.cluster.clone().map(|c| {
+            let (accept, accept_rx) = mpsc::channel(EVENT_QUEUE);
+            let (evict, evict_rx) = mpsc::channel(EVENT_QUEUE);
+            c.attach(accept, evict);
+            remote_rx = Some(accept_rx);
+            (c, evict_rx)
+        });
         let core = options.health.spawn(
             Component::Signaling,
             "signaling core",
-            core(hub, rx, shutdown_rx, stats.clone(), link),
+            core(hub, rx, shutdown_rx, stats.clone(), link, cluster),
         );
         info!(
             sfu = options.hub.sfu,
@@ -493,7 +509,7 @@ impl SignalingHandle {
             turn = options.turn_secret.is_some(),
             "signaling ready at /ws"
         );
-        SignalingHandle {
+        let handle = SignalingHandle {
             inner: Arc::new(Inner {
                 events,
                 shutdown,
@@ -503,7 +519,15 @@ impl SignalingHandle {
                 options,
                 core: Mutex::new(Some(core)),
             }),
+        };
+        if let Some(rx) = remote_rx {
+            handle.inner.options.health.spawn(
+                Component::Signaling,
+                "signaling relayed sessions",
+                remote::accept(handle.clone(), rx),
+            );
         }
+        handle
     }
 
     /// Live counters (copied from the core task after every event).

@@ -1,0 +1,428 @@
+//! A cluster of tsunagi processes on one Redis (`redis-server` started here on a
+//! loopback port, without persistence, stopped by PID), driven by WebSocket clients
+//! connected to different nodes: one room across three nodes, a resume through
+//! another node, the owner killed with SIGKILL, Redis restarted mid-call.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod process;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use process::{free_port, get_json, Process};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// `redis-server` on 127.0.0.1, no persistence; killed when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (the Debian package redis-server; scripts/test installs it)");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut buf = [0u8; 7];
+                if s.write_all(b"PING\r\n").is_ok()
+                    && s.read_exact(&mut buf).is_ok()
+                    && &buf == b"+PONG\r\n"
+                {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Redis { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A node of the cluster: plain HTTP on loopback, no SFU (signaling only).
+fn node(test: &str, name: &str, redis: &str) -> Process {
+    Process::start(
+        &format!("{test}-{name}"),
+        &[
+            "--no-tls",
+            "--no-sfu",
+            "--redis",
+            redis,
+            "--node-name",
+            name,
+        ],
+        &[],
+    )
+}
+
+/// Waits until every node lists `n` live nodes.
+async fn wait_for_nodes(nodes: &[&Process], n: usize) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ok = nodes.iter().all(|p| {
+            get_json(&p.http, "/api/cluster").is_some_and(|(s, v)| {
+                s == 200 && v["nodes"].as_array().is_some_and(|a| a.len() == n)
+            })
+        });
+        if ok {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nodes did not see {n} live nodes: {:?}",
+            nodes
+                .iter()
+                .map(|p| get_json(&p.http, "/api/cluster"))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Rooms each node runs now (`/api/stats` signaling.rooms).
+fn rooms_of(p: &Process) -> u64 {
+    get_json(&p.http, "/api/stats")
+        .and_then(|(_, v)| v["signaling"]["rooms"].as_u64())
+        .unwrap_or(0)
+}
+
+struct Client {
+    ws: WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+impl Client {
+    async fn connect(http: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws"))
+            .await
+            .unwrap();
+        Client { ws }
+    }
+
+    async fn send(&mut self, v: Value) {
+        self.ws
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .unwrap();
+    }
+
+    /// The next message, or `None` when the socket closed (or nothing came in `wait`).
+    async fn next(&mut self, wait: Duration) -> Option<Value> {
+        loop {
+            match tokio::time::timeout(wait, self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => return Some(serde_json::from_str(&t).unwrap()),
+                Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) | Err(_) => {
+                    return None
+                }
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// The next message of type `ty`, skipping others.
+    async fn expect(&mut self, ty: &str) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left).await {
+                Some(m) if m["type"] == ty => return m,
+                Some(m) => {
+                    eprintln!("skipped while waiting for {ty}: {m}");
+                    continue;
+                }
+                None => panic!("no {ty} within {WAIT:?} (socket closed or silent)"),
+            }
+        }
+    }
+
+    async fn join(http: &str, room: &str, name: &str) -> (Client, Value) {
+        let mut c = Client::connect(http).await;
+        c.send(json!({"type": "join", "room": room, "name": name}))
+            .await;
+        let w = c.expect("welcome").await;
+        (c, w)
+    }
+
+    /// Drops the TCP connection without a close frame (a lost network).
+    fn drop_socket(self) {
+        drop(self);
+    }
+}
+
+/// A chat from `from` reaches every client of `to`.
+async fn chat_reaches(from: &mut Client, to: &mut [&mut Client], text: &str) {
+    from.send(json!({"type": "chat", "text": text})).await;
+    for c in to.iter_mut() {
+        let m = c.expect("chat").await;
+        assert_eq!(m["text"], text);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_room_across_three_nodes_and_a_resume_through_another_node() {
+    let redis = Redis::start(free_port());
+    let (n1, n2, n3) = (
+        node("across", "n1", &redis.url()),
+        node("across", "n2", &redis.url()),
+        node("across", "n3", &redis.url()),
+    );
+    wait_for_nodes(&[&n1, &n2, &n3], 3).await;
+
+    let (mut a, wa) = Client::join(&n1.http, "r", "Alice").await;
+    let (mut b, wb) = Client::join(&n2.http, "r", "Bob").await;
+    let (mut c, wc) = Client::join(&n3.http, "r", "Carol").await;
+    assert_eq!(wa["peers"].as_array().unwrap().len(), 0);
+    assert_eq!(wb["peers"][0]["id"], wa["id"]);
+    let ids: Vec<&Value> = wc["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["id"])
+        .collect();
+    assert_eq!(ids, [&wa["id"], &wb["id"]], "Carol sees Alice and Bob");
+    // The welcome's ICE servers name the node the client connected to.
+    let stun = wb["iceServers"][0]["urls"][0].as_str().unwrap();
+    assert!(stun.starts_with("stun:127.0.0.1:"), "{stun}");
+    assert_eq!(a.expect("peer-joined").await["id"], wb["id"]);
+    assert_eq!(a.expect("peer-joined").await["id"], wc["id"]);
+    assert_eq!(b.expect("peer-joined").await["id"], wc["id"]);
+
+    // One node runs the room; the others relay.
+    let owners: Vec<u64> = [&n1, &n2, &n3].iter().map(|p| rooms_of(p)).collect();
+    assert_eq!(owners.iter().sum::<u64>(), 1, "rooms per node: {owners:?}");
+    chat_reaches(&mut a, &mut [&mut b, &mut c], "from n1").await;
+    chat_reaches(&mut c, &mut [&mut a, &mut b], "from n3").await;
+    let (_, cluster) = get_json(&n2.http, "/api/cluster").unwrap();
+    let nodes = cluster["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{cluster}");
+    assert!(
+        cluster["node"].as_str().unwrap().starts_with("n2-"),
+        "{cluster}"
+    );
+    assert_eq!(cluster["redis"]["connected"], true);
+    let (_, health) = get_json(&n2.http, "/healthz").unwrap();
+    assert_eq!(health["cluster"]["redis"]["connected"], true, "{health}");
+
+    // Bob's network drops; he resumes through n3 and the room goes on.
+    let token = wb["resumeToken"].as_str().unwrap().to_owned();
+    b.drop_socket();
+    let mut b = Client::connect(&n3.http).await;
+    b.send(json!({"type": "resume", "token": token})).await;
+    let r = b.expect("resumed").await;
+    assert_eq!(r["id"], wb["id"]);
+    chat_reaches(&mut a, &mut [&mut b, &mut c], "after the resume").await;
+    // Nobody saw Bob leave.
+    a.send(json!({"type": "ping", "id": 1})).await;
+    loop {
+        let m = a.next(WAIT).await.unwrap();
+        assert_ne!(m["type"], "peer-left", "{m}");
+        if m["type"] == "pong" {
+            break;
+        }
+    }
+    // A new room goes to a node without one (the least loaded).
+    let (_d, _) = Client::join(&n1.http, "r2", "Dan").await;
+    let owners: Vec<u64> = [&n1, &n2, &n3].iter().map(|p| rooms_of(p)).collect();
+    assert_eq!(
+        owners.iter().filter(|r| **r == 1).count(),
+        2,
+        "rooms per node: {owners:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_killed_and_everyone_back_in_the_room_within_ten_seconds() {
+    let redis = Redis::start(free_port());
+    let mut nodes = [
+        node("kill", "n1", &redis.url()),
+        node("kill", "n2", &redis.url()),
+        node("kill", "n3", &redis.url()),
+    ];
+    wait_for_nodes(&nodes.iter().collect::<Vec<_>>(), 3).await;
+    let mut clients = Vec::new();
+    for (i, name) in ["Alice", "Bob", "Carol"].iter().enumerate() {
+        let (c, w) = Client::join(&nodes[i].http, "r", name).await;
+        clients.push((i, c, w));
+    }
+    let owner = (0..3).find(|i| rooms_of(&nodes[*i]) == 1).unwrap();
+    let killed_at = Instant::now();
+    nodes[owner].child.kill().unwrap(); // SIGKILL
+    nodes[owner].child.wait().unwrap();
+
+    let mut back = Vec::new();
+    for (i, mut c, _) in clients {
+        if i == owner {
+            // Its WebSocket was on the dead node: it reconnects to another node and
+            // tries to resume, which fails (the session died with its node).
+            drop(c);
+            let other = (owner + 1) % 3;
+            let mut c = Client::connect(&nodes[other].http).await;
+            let w = clients_token_resume(&mut c).await;
+            assert_eq!(w["code"], "resume-failed", "{w}");
+            back.push(other);
+        } else {
+            // The edge tells it to join again.
+            let m = c.expect("rejoin").await;
+            assert_eq!(m["reason"], "node-failed");
+            assert!(
+                killed_at.elapsed() < Duration::from_secs(6),
+                "rejoin after {:?}",
+                killed_at.elapsed()
+            );
+            assert!(
+                c.next(Duration::from_secs(2)).await.is_none(),
+                "closed after rejoin"
+            );
+            back.push(i);
+        }
+    }
+    let mut rejoined = Vec::new();
+    for (k, i) in back.iter().enumerate() {
+        let (c, _) = Client::join(&nodes[*i].http, "r", &format!("again-{k}")).await;
+        rejoined.push(c);
+    }
+    let (first, rest) = rejoined.split_first_mut().unwrap();
+    let mut rest: Vec<&mut Client> = rest.iter_mut().collect();
+    chat_reaches(first, &mut rest, "back").await;
+    let took = killed_at.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "the room was back after {took:?}"
+    );
+    let owners: Vec<u64> = (0..3)
+        .filter(|i| *i != owner)
+        .map(|i| rooms_of(&nodes[i]))
+        .collect();
+    assert_eq!(owners.iter().sum::<u64>(), 1, "one new owner: {owners:?}");
+}
+
+/// Sends a resume with a token of a session that lived on a dead node (any token the
+/// directory still maps to it: here, a fresh guess is enough to get the answer of an
+/// unknown token, which must not be `unavailable` for long).
+async fn clients_token_resume(c: &mut Client) -> Value {
+    c.send(json!({"type": "resume", "token": "0000000000000000000000000000000000000000000"}))
+        .await;
+    c.expect("error").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_mid_call() {
+    let port = free_port();
+    let mut redis = Redis::start(port);
+    let (n1, n2) = (
+        node("restart", "n1", &redis.url()),
+        node("restart", "n2", &redis.url()),
+    );
+    wait_for_nodes(&[&n1, &n2], 2).await;
+    let (mut a, _) = Client::join(&n1.http, "r", "Alice").await;
+    let (mut b, wb) = Client::join(&n2.http, "r", "Bob").await;
+    a.expect("peer-joined").await;
+    chat_reaches(&mut a, &mut [&mut b], "before").await;
+
+    redis.stop();
+    // Each node says so on /healthz (still 200: calls go on), and new joins get a
+    // clear error.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, h) = get_json(&n1.http, "/healthz").unwrap();
+        if h["cluster"]["redis"]["connected"] == false {
+            assert_eq!(status, 200);
+            assert!(h["cluster"]["redis"]["problem"].is_string(), "{h}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/healthz never said Redis is gone: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut d = Client::connect(&n1.http).await;
+    d.send(json!({"type": "join", "room": "new", "name": "Dan"}))
+        .await;
+    let e = d.expect("error").await;
+    assert_eq!(e["code"], "unavailable", "{e}");
+    assert_eq!(e["ref"], "join");
+
+    let _redis = Redis::start(port);
+    // The relayed session was cut when the subscription broke (a gap is possible);
+    // whoever was relayed resumes, through either node, and the call goes on.
+    let token = wb["resumeToken"].as_str().unwrap().to_owned();
+    let relayed_bob = rooms_of(&n2) == 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut b = if relayed_bob {
+        assert!(
+            b.next(WAIT).await.is_none(),
+            "Bob's relayed socket is closed"
+        );
+        loop {
+            let mut c = Client::connect(&n2.http).await;
+            c.send(json!({"type": "resume", "token": token})).await;
+            let m = c.next(WAIT).await.unwrap();
+            if m["type"] == "resumed" {
+                break c;
+            }
+            assert_eq!(m["code"], "unavailable", "{m}");
+            assert!(Instant::now() < deadline, "no resume after Redis came back");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    } else {
+        b
+    };
+    let mut a = if relayed_bob {
+        a
+    } else {
+        // Alice was the relayed one.
+        assert!(a.next(WAIT).await.is_none());
+        panic!("placement put the room on n2 although n1 asked first with no load anywhere");
+    };
+    chat_reaches(&mut a, &mut [&mut b], "after").await;
+    // New rooms are placed again.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut d = Client::connect(&n1.http).await;
+        d.send(json!({"type": "join", "room": "new", "name": "Dan"}))
+            .await;
+        let m = d.next(WAIT).await.unwrap();
+        if m["type"] == "welcome" {
+            break;
+        }
+        assert_eq!(m["code"], "unavailable", "{m}");
+        assert!(
+            Instant::now() < deadline,
+            "joins still refused after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
