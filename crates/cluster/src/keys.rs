@@ -8,6 +8,7 @@
 //! |---|---|---|---|
 //! | `{p}nodes` | set | node ids ever seen live (pruned) | none |
 //! | `{p}node:{id}` | string | [`NodeRecord`](crate::NodeRecord) JSON | 3 × heartbeat |
+//! | `{p}draining:{id}` | string | `1` while node `id` drains | 3 × heartbeat |
 //! | `{p}room:{room}` | string | owner node id | claim TTL, renewed by the owner |
 //! | `{p}resume:{sha256(token)}` | string | node id holding the session | 60 s, renewed |
 //! | `{p}to:{id}` | channel | relay batches for node `id` | — |
@@ -49,6 +50,15 @@ impl Keys {
         format!("{}node:", self.prefix)
     }
 
+    /// Set while a node drains (it takes no new rooms); [`Keys::draining_prefix`] + id.
+    pub fn draining(&self, id: &str) -> String {
+        format!("{}draining:{id}", self.prefix)
+    }
+
+    pub fn draining_prefix(&self) -> String {
+        format!("{}draining:", self.prefix)
+    }
+
     /// A room's claim: the id of the node that runs it.
     pub fn room(&self, room: &str) -> String {
         format!("{}room:{room}", self.prefix)
@@ -66,15 +76,24 @@ impl Keys {
     }
 }
 
-/// Claims a room for a node unless a live node holds it.
+/// Finds a room's node, or claims the room for a candidate node.
 ///
-/// `KEYS[1]` the room key; `ARGV[1]` the candidate node id, `ARGV[2]` the claim TTL in
-/// ms, `ARGV[3]` the node record prefix, `ARGV[4]` a node id to take the room from even
-/// if its record still exists (it stopped answering), or `""`. Returns the owner.
+/// A node *serves* while its record exists and it is not draining. `KEYS[1]` the room
+/// key; `ARGV[1]` the candidate node id, `ARGV[2]` the claim TTL in ms, `ARGV[3]` the
+/// node record prefix, `ARGV[4]` a node id to take the room from even if it still
+/// serves (it stopped answering), or `""`, `ARGV[5]` the draining prefix. Returns the
+/// node that serves the room now: its current owner if that one serves, else the
+/// candidate, claimed, if it serves; else nil (the caller picks another candidate).
 pub const CLAIM: &str = r"
+local function serving(id)
+  return redis.call('EXISTS', ARGV[3] .. id) == 1 and redis.call('EXISTS', ARGV[5] .. id) == 0
+end
 local cur = redis.call('GET', KEYS[1])
-if cur and cur ~= ARGV[4] and redis.call('EXISTS', ARGV[3] .. cur) == 1 then
+if cur and cur ~= ARGV[4] and serving(cur) then
   return cur
+end
+if not serving(ARGV[1]) then
+  return false
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return ARGV[1]
@@ -122,6 +141,7 @@ mod tests {
         assert_eq!(k.nodes(), "tsunagi:nodes");
         assert_eq!(k.node("n1-0a"), "tsunagi:node:n1-0a");
         assert_eq!(k.node_prefix() + "n1-0a", k.node("n1-0a"));
+        assert_eq!(k.draining_prefix() + "n1-0a", k.draining("n1-0a"));
         assert_eq!(k.room("lobby"), "tsunagi:room:lobby");
         assert_eq!(k.resume("ab12"), "tsunagi:resume:ab12");
         assert_eq!(k.channel("n1-0a"), "tsunagi:to:n1-0a");

@@ -343,10 +343,21 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
     );
     tsunagi::service_notify::notify("READY=1\nSTATUS=serving\n");
 
+    let drain_asked = async {
+        match &cluster {
+            Some(c) => c.drain_requested().await,
+            None => std::future::pending().await,
+        }
+    };
     let fault = tokio::select! {
         () = wait_for_signal() => None,
+        () = drain_asked => None,
         f = health.fault() => Some(f),
     };
+    if let (Some(c), None) = (&cluster, &fault) {
+        tsunagi::service_notify::notify("STATUS=draining\n");
+        drain(c, &signaling).await;
+    }
     if let Some(f) = &fault {
         error!(
             component = f.component.as_str(),
@@ -387,6 +398,47 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
     match fault {
         Some(f) => Err(Box::new(f)),
         None => Ok(()),
+    }
+}
+
+/// A cluster node's way out (SIGTERM, `POST /api/drain`): no new rooms or WebSockets,
+/// every room sent to other nodes (`rejoin`), every relayed WebSocket sent to resume
+/// elsewhere, then wait until no client is left or `drain-timeout` has passed.
+async fn drain(cluster: &Cluster, signaling: &SignalingHandle) {
+    let started = tokio::time::Instant::now();
+    let deadline = started + cluster.drain_timeout();
+    cluster.set_draining().await;
+    let url = cluster.other_url();
+    info!(
+        timeout_secs = cluster.drain_timeout().as_secs(),
+        rejoin_at = url.as_deref().unwrap_or("where clients came from"),
+        "draining: no new rooms; moving rooms and clients to other nodes"
+    );
+    signaling.drain(url).await;
+    cluster.drain_edges();
+    loop {
+        let left = signaling.stats().connections + cluster.in_flight() as u64;
+        if left == 0 {
+            info!(
+                took_ms = started.elapsed().as_millis() as u64,
+                "drained: no client left on this node"
+            );
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            warn!(
+                clients = left,
+                "drain-timeout reached with clients still on this node; they are disconnected"
+            );
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            () = wait_for_signal() => {
+                warn!(clients = left, "a second stop signal: not waiting for the drain");
+                return;
+            }
+        }
     }
 }
 

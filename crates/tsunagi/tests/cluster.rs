@@ -112,6 +112,26 @@ async fn wait_for_nodes(nodes: &[&Process], n: usize) {
     }
 }
 
+/// Waits until `from`'s view of the node named `name…` shows `peers` peers.
+async fn wait_for_peers(from: &Process, name: &str, peers: u64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, v) = get_json(&from.http, "/api/cluster").unwrap();
+        let seen =
+            v["nodes"].as_array().unwrap().iter().any(|n| {
+                n["id"].as_str().unwrap().starts_with(name) && n["load"]["peers"] == peers
+            });
+        if seen {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never showed {peers} peers: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Rooms each node runs now (`/api/stats` signaling.rooms).
 fn rooms_of(p: &Process) -> u64 {
     get_json(&p.http, "/api/stats")
@@ -425,4 +445,80 @@ async fn redis_restarted_mid_call() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// `POST path` with an empty body: the status.
+fn post(addr: &str, path: &str) -> u16 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    raw.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_moves_everyone_and_exits() {
+    let redis = Redis::start(free_port());
+    let mut n1 = node("drain", "n1", &redis.url());
+    let n2 = node("drain", "n2", &redis.url());
+    let n3 = node("drain", "n3", &redis.url());
+    wait_for_nodes(&[&n1, &n2, &n3], 3).await;
+    // Room r runs on n1 (the first placement: every node empty, smallest id).
+    let (mut a, wa) = Client::join(&n1.http, "r", "Alice").await;
+    let (mut b, _) = Client::join(&n2.http, "r", "Bob").await;
+    let (mut c, _) = Client::join(&n3.http, "r", "Carol").await;
+    assert_eq!(rooms_of(&n1), 1);
+    // Placement goes by the load in the node records, a heartbeat old: wait for it.
+    wait_for_peers(&n2, "n1-", 3).await;
+    // Room s runs on n2 (now the least loaded); Erin reaches it through n1.
+    let (mut d, _) = Client::join(&n2.http, "s", "Dave").await;
+    let (mut e, we) = Client::join(&n1.http, "s", "Erin").await;
+    assert_eq!(rooms_of(&n2), 1, "s runs on n2");
+    d.expect("peer-joined").await;
+
+    let drained_at = Instant::now();
+    assert_eq!(post(&n1.http, "/api/drain"), 202);
+    // Room r's peers are told to join again; none is simply dropped.
+    for cl in [&mut a, &mut b, &mut c] {
+        let m = cl.expect("rejoin").await;
+        assert_eq!(m["reason"], "drain", "{m}");
+    }
+    // n1 no longer takes WebSockets, and says so to load balancers.
+    let (status, h) = get_json(&n1.http, "/healthz").unwrap();
+    assert_eq!(status, 503, "{h}");
+    assert_eq!(h["cluster"]["draining"], true);
+    // Erin's WebSocket was on n1: it is closed, and she resumes through n3 with
+    // her session (same id); Dave never sees her leave.
+    assert!(
+        e.next(WAIT).await.is_none(),
+        "Erin's socket on n1 is closed"
+    );
+    let mut e = Client::connect(&n3.http).await;
+    e.send(json!({"type": "resume", "token": we["resumeToken"]}))
+        .await;
+    let r = e.expect("resumed").await;
+    assert_eq!(r["id"], we["id"]);
+    chat_reaches(&mut d, &mut [&mut e], "s goes on").await;
+
+    // Everyone of r joins again through n2 and n3; the room runs on one of them.
+    let (mut a, wa2) = Client::join(&n2.http, "r", "Alice").await;
+    assert_ne!(wa2["id"], wa["id"]);
+    let (mut b, _) = Client::join(&n3.http, "r", "Bob").await;
+    let (mut c, _) = Client::join(&n2.http, "r", "Carol").await;
+    chat_reaches(&mut a, &mut [&mut b, &mut c], "r goes on").await;
+    assert_eq!(rooms_of(&n2) + rooms_of(&n3), 2);
+    // With nobody left, n1 exits by itself, cleanly.
+    let status = n1.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status}: {}", n1.log_text());
+    assert!(drained_at.elapsed() < Duration::from_secs(20));
+    assert!(
+        n1.log_text().contains("drained: no client left"),
+        "{}",
+        n1.log_text()
+    );
+    wait_for_nodes(&[&n2, &n3], 2).await;
 }

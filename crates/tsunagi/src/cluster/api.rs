@@ -3,20 +3,43 @@
 
 use super::*;
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
 use serde_json::{json, Value};
 
 use crate::http::{Prometheus, StatsSource};
 
-/// `GET /api/cluster`.
+/// `GET /api/cluster`, `POST /api/drain`.
 pub fn routes(cluster: Cluster) -> Router {
     Router::new()
         .route("/api/cluster", get(nodes))
+        .route("/api/drain", post(drain))
         .with_state(cluster)
+}
+
+/// `POST /api/drain`, from this host only (it ends the process): the node takes no
+/// new rooms, moves its rooms and clients to other nodes, and exits.
+async fn drain(
+    State(c): State<Cluster>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
+) -> Response {
+    let local = client.is_some_and(|Extension(ConnectInfo(a))| a.ip().is_loopback());
+    if !local {
+        let body = json!({"error": "POST /api/drain is served to this host only (127.0.0.1 or ::1): run it on the node, e.g. curl -X POST http://127.0.0.1:8080/api/drain, or send SIGTERM"});
+        return (StatusCode::FORBIDDEN, Json(body)).into_response();
+    }
+    c.request_drain();
+    let body = json!({
+        "node": &*c.inner.id,
+        "draining": true,
+        "timeoutSecs": c.drain_timeout().as_secs(),
+    });
+    (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
 async fn nodes(State(c): State<Cluster>) -> Response {

@@ -30,6 +30,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            () = inner.beat_now.notified() => {}
             () = inner.sessions_changed.notified() => {
                 // Only the resume entries, between heartbeats; an error waits for the
                 // heartbeat to report it.
@@ -146,9 +147,17 @@ async fn beat(
     let k = &inner.keys;
     let mut conn = inner.redis.clone();
     let json = serde_json::to_string(record).unwrap_or_default();
+    let mut pipe = redis::pipe();
+    if record.draining {
+        pipe.cmd("SET")
+            .arg(k.draining(&inner.id))
+            .arg(1)
+            .arg("PX")
+            .arg(NODE_TTL.as_millis() as u64)
+            .ignore();
+    }
     let (_, _, ids): ((), i64, Vec<String>) = with_timeout(
-        redis::pipe()
-            .cmd("SET")
+        pipe.cmd("SET")
             .arg(k.node(&inner.id))
             .arg(json)
             .arg("PX")
@@ -308,6 +317,7 @@ pub(super) async fn leave(inner: &Arc<Inner>) {
     inv.arg(&*inner.id);
     let mut pipe = redis::pipe();
     pipe.cmd("DEL").arg(k.node(&inner.id)).ignore();
+    pipe.cmd("DEL").arg(k.draining(&inner.id)).ignore();
     pipe.cmd("SREM").arg(k.nodes()).arg(&*inner.id).ignore();
     let done = async {
         if !local.rooms.is_empty() {

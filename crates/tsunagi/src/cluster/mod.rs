@@ -75,6 +75,8 @@ pub enum Relayed {
     /// A batch toward the other end was not delivered (or ours may have been missed):
     /// the session's messages may have a gap.
     Unreachable,
+    /// This node drains: the client should resume through another node.
+    Drain,
 }
 
 /// A client of another node's WebSocket, for a room of this node.
@@ -210,6 +212,10 @@ struct Inner {
     republish: AtomicBool,
     /// Sessions started or ended: publish their resume entries now.
     sessions_changed: Notify,
+    /// Write the node record now (it started to drain).
+    beat_now: Notify,
+    /// `POST /api/drain` asked this node to drain.
+    drain_requested: Notify,
     subscribed: AtomicBool,
     counters: Counters,
     shutdown: watch::Sender<bool>,
@@ -296,6 +302,8 @@ impl Cluster {
             rebuilding_until: Mutex::new(None),
             republish: AtomicBool::new(false),
             sessions_changed: Notify::new(),
+            beat_now: Notify::new(),
+            drain_requested: Notify::new(),
             subscribed: AtomicBool::new(false),
             counters: Counters::default(),
             shutdown,
@@ -355,9 +363,62 @@ impl Cluster {
         self.inner.draining.load(Ordering::Relaxed)
     }
 
-    /// Takes no new rooms from now on (published with the next heartbeat).
-    pub fn set_draining(&self) {
-        self.inner.draining.store(true, Ordering::Relaxed);
+    /// Takes no new rooms from now on: the directory says so before this returns
+    /// (unless Redis is away), so no node places a room here or sends a join here
+    /// after it.
+    pub async fn set_draining(&self) {
+        let i = &self.inner;
+        i.draining.store(true, Ordering::Relaxed);
+        let mut conn = i.redis.clone();
+        let mut set = redis::cmd("SET");
+        set.arg(i.keys.draining(&i.id))
+            .arg(1)
+            .arg("PX")
+            .arg(NODE_TTL.as_millis() as u64);
+        if let Err(e) = with_timeout(set.query_async::<()>(&mut conn)).await {
+            warn!(error = %e, "could not mark this node draining in the directory; other nodes learn it from its record");
+        }
+        i.beat_now.notify_one();
+    }
+
+    /// Asks the process to drain (`POST /api/drain`); [`Cluster::drain_requested`]
+    /// wakes.
+    pub fn request_drain(&self) {
+        self.inner.drain_requested.notify_one();
+    }
+
+    /// Resolves when a drain was requested over HTTP.
+    pub async fn drain_requested(&self) {
+        self.inner.drain_requested.notified().await;
+    }
+
+    /// Sends every WebSocket this node relays to another node's room away: the
+    /// client resumes through another node (the session waits for it there).
+    pub fn drain_edges(&self) {
+        self.inner.cut_routes(|_| true, Relayed::Drain);
+    }
+
+    /// Sessions still crossing to or from this node: WebSockets it relays to other
+    /// nodes, sessions of its rooms relayed from other nodes, and frames not yet
+    /// published.
+    pub fn in_flight(&self) -> usize {
+        let i = &self.inner;
+        let edges = i
+            .edge_routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+        let remotes = i
+            .owner_routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+        edges + remotes + (RELAY_QUEUE - i.relay.capacity())
+    }
+
+    /// The drain timeout (`drain-timeout`).
+    pub fn drain_timeout(&self) -> Duration {
+        self.inner.options.config.drain_timeout
     }
 
     /// The node a client's `join` of `room` goes to: the live owner of its claim, or
@@ -378,27 +439,34 @@ impl Cluster {
                 .await
                 .map_err(|e| i.directory_error(&e))?;
         let suspect = |id: &str| i.is_suspect(id);
+        // As far as this node's view goes (the claim script checks again in Redis).
+        let serving = |id: &str| {
+            view.nodes.get(id).is_some_and(|n| !n.draining)
+                && !suspect(id)
+                && !(id == &*i.id && self.is_draining())
+        };
         if let Some(cur) = &current {
-            if view.nodes.contains_key(cur.as_str()) && !suspect(cur) {
-                return Ok(i.owner(cur));
+            if serving(cur) {
+                // Confirmed below by the script (it may have started to drain).
+            } else if i.rebuilding() {
+                return Err(Unavailable(
+                    "the cluster is rebuilding its directory after Redis came back; join again in a moment".into(),
+                ));
             }
-        }
-        if current.is_none() && i.rebuilding() {
+        } else if i.rebuilding() {
             return Err(Unavailable(
                 "the cluster is rebuilding its directory after Redis came back; join again in a moment".into(),
             ));
         }
+        let takeover = current.as_deref().filter(|c| !serving(c)).unwrap_or("");
         // The records are up to a heartbeat old: this node's own load is taken as it
         // is now, and rooms placed since the records were read are added.
         let local = i.local.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let placed = i.placed.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let candidates: Vec<NodeRecord> = view
+        let mut candidates: Vec<NodeRecord> = view
             .nodes
             .values()
-            .filter(|n| {
-                let draining_self = n.id == *i.id && self.is_draining();
-                !suspect(&n.id) && !draining_self
-            })
+            .filter(|n| serving(&n.id))
             .map(|n| {
                 let mut n = n.clone();
                 if n.id == *i.id {
@@ -411,36 +479,47 @@ impl Cluster {
                 n
             })
             .collect();
-        let Some(chosen) = choose(&candidates) else {
-            return Err(Unavailable(
-                "no node of the cluster takes new rooms now (all are draining or unreachable); try again in a few seconds".into(),
-            ));
-        };
-        let takeover = current
-            .as_deref()
-            .filter(|c| suspect(c) || !view.nodes.contains_key(*c))
-            .unwrap_or("");
-        let owner: String = with_timeout(
-            redis::Script::new(tsunagi_cluster::keys::CLAIM)
-                .key(&key)
-                .arg(&chosen.id)
-                .arg(CLAIM_TTL.as_millis() as u64)
-                .arg(i.keys.node_prefix())
-                .arg(takeover)
-                .invoke_async(&mut conn),
-        )
-        .await
-        .map_err(|e| i.directory_error(&e))?;
-        if owner == chosen.id {
-            i.counters.rooms_placed.fetch_add(1, Ordering::Relaxed);
-            *i.placed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(Arc::from(owner.as_str()))
-                .or_default() += 1;
-            info!(%room, node = %owner, "room placed");
+        let script = redis::Script::new(tsunagi_cluster::keys::CLAIM);
+        loop {
+            // With no candidate left, the current owner may still serve (the script
+            // says); an empty candidate never does.
+            let chosen = choose(&candidates)
+                .map(|n| n.id.clone())
+                .unwrap_or_default();
+            let owner: Option<String> = with_timeout(
+                script
+                    .key(&key)
+                    .arg(&chosen)
+                    .arg(CLAIM_TTL.as_millis() as u64)
+                    .arg(i.keys.node_prefix())
+                    .arg(takeover)
+                    .arg(i.keys.draining_prefix())
+                    .invoke_async(&mut conn),
+            )
+            .await
+            .map_err(|e| i.directory_error(&e))?;
+            match owner {
+                Some(owner) => {
+                    if owner == chosen && current.as_deref() != Some(owner.as_str()) {
+                        i.counters.rooms_placed.fetch_add(1, Ordering::Relaxed);
+                        *i.placed
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .entry(Arc::from(owner.as_str()))
+                            .or_default() += 1;
+                        info!(%room, node = %owner, "room placed");
+                    }
+                    return Ok(i.owner(&owner));
+                }
+                None if chosen.is_empty() => {
+                    return Err(Unavailable(
+                        "no node of the cluster takes new rooms now (all are draining or unreachable); try again in a few seconds".into(),
+                    ));
+                }
+                // It stopped serving since the view was read: the next one.
+                None => candidates.retain(|n| n.id != chosen),
+            }
         }
-        Ok(i.owner(&owner))
     }
 
     /// The node that holds the session of a resume token.
@@ -634,6 +713,7 @@ impl Inner {
         for r in edges {
             let msg = match why {
                 Relayed::NodeFailed => Relayed::NodeFailed,
+                Relayed::Drain => Relayed::Drain,
                 _ => Relayed::Unreachable,
             };
             // A full inbox: dropping the sender tells it all the same (as a gap).

@@ -27,7 +27,8 @@ pub(super) async fn publisher(inner: Arc<Inner>, mut rx: mpsc::Receiver<(Arc<str
     loop {
         let first = tokio::select! {
             f = rx.recv() => f,
-            () = tsunagi_net::stopped(&mut shutdown) => None,
+            // What is queued still goes out (closes and rejoins of a drain).
+            () = tsunagi_net::stopped(&mut shutdown) => rx.try_recv().ok(),
         };
         let Some(first) = first else {
             return;

@@ -88,7 +88,9 @@ pub fn app(state: HttpState, extra: Router) -> Router {
 /// renewed or reloaded (still 200: the one it has keeps serving).
 async fn healthz(State(state): State<HttpState>) -> Response {
     let report = state.health.report();
-    let status = if report.ok() {
+    // A draining node answers 503 so that load balancers send no one new to it.
+    let draining = state.cluster.as_ref().is_some_and(|c| c.is_draining());
+    let status = if report.ok() && !draining {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -14,6 +14,16 @@ pub(super) async fn upgrade(
         .and_then(|h| h.to_str().ok())
         .and_then(host_from_header);
     let remote = remote.map(|Extension(ConnectInfo(a))| a);
+    if handle
+        .inner
+        .options
+        .cluster
+        .as_ref()
+        .is_some_and(Cluster::is_draining)
+    {
+        let body = "this tsunagi node is draining (shutting down or being upgraded): connect to another node of the cluster";
+        return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    }
     let max = handle.inner.options.max_frame_bytes;
     ws.max_message_size(max)
         .max_frame_size(max)

@@ -127,6 +127,13 @@ pub(super) async fn relay(
                     close(socket, CloseReason::Rejoin).await;
                     break;
                 }
+                // This node drains: the session waits on its node, the client resumes
+                // through another one.
+                Some(Relayed::Drain) => {
+                    tell_owner(How::Lost);
+                    close_with(socket, 1012, "node draining: resume").await;
+                    break;
+                }
                 // Frames of the other direction are not for an edge.
                 Some(Relayed::Frame(Frame::Open { .. } | Frame::Text { .. } | Frame::Binary { .. } | Frame::Closed { .. })) => {}
                 // The owner no longer has this connection, a batch was lost, or the

@@ -4,6 +4,7 @@
 use super::*;
 
 use crate::cluster::{Evict, LocalState};
+use tsunagi_signal::RejoinReason;
 
 /// The core task's end of the [`SfuLink`].
 pub(super) struct SfuTx {
@@ -70,6 +71,14 @@ async fn next_eviction(rx: &mut Option<mpsc::Receiver<Evict>>) -> Evict {
     std::future::pending().await
 }
 
+/// Sends every room away (a drain).
+fn evict_all(hub: &mut Hub<RuntimeIce>, now: std::time::Instant, url: Option<&str>) {
+    let rooms: Vec<Arc<str>> = hub.rooms().cloned().collect();
+    for room in rooms {
+        hub.evict_room(now, &room, RejoinReason::Drain, url);
+    }
+}
+
 /// What the hub holds, for the cluster's claims and resume entries.
 fn local_state(hub: &Hub<RuntimeIce>) -> LocalState {
     let stats = hub.stats();
@@ -112,6 +121,8 @@ pub(super) async fn core(
     // Sessions as last reported: a change is reported at once, so that a client can
     // resume through another node right after its welcome.
     let mut reported = sessions_mark(&hub);
+    // Set by a drain: the URL rejoins are sent to.
+    let mut draining: Option<Option<String>> = None;
     let mut conns: HashMap<ConnId, ConnTx, ahash::RandomState> =
         HashMap::with_hasher(ahash::RandomState::new());
     let (requests, mut replies) = match link {
@@ -148,6 +159,13 @@ pub(super) async fn core(
                 continue;
             }
             _ = report.tick(), if cluster.is_some() => {
+                if let Some(url) = &draining {
+                    // Joins that were on their way when the drain began.
+                    evict_all(&mut hub, Instant::now().into_std(), url.as_deref());
+                    deliver(&mut hub, &mut conns, &mut sfu);
+                    log_events(&mut hub);
+                    publish(&hub, &stats);
+                }
                 if let Some(c) = &cluster {
                     c.report(local_state(&hub), false);
                     reported = sessions_mark(&hub);
@@ -206,6 +224,14 @@ pub(super) async fn core(
                 conns.remove(&conn);
                 hub.ice_source_mut().hosts.remove(&conn);
                 hub.handle_close(now, conn, how);
+            }
+            Some(Event::Drain { url }) => {
+                info!(
+                    rooms = hub.stats().rooms,
+                    "draining: every room moves to another node"
+                );
+                evict_all(&mut hub, now, url.as_deref());
+                draining = Some(url);
             }
             Some(Event::RoomSize { room, reply }) => {
                 let _ = reply.send(hub.room_size(&room));

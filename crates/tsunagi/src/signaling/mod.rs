@@ -71,8 +71,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap};
-use axum::response::Response;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use rand::RngCore;
@@ -389,6 +389,11 @@ enum Event {
         conn: ConnId,
         how: Disconnect,
     },
+    /// This node drains: move every room away (`rejoin`, at `url` when given) now
+    /// and whenever one appears again.
+    Drain {
+        url: Option<String>,
+    },
     /// How many peers a room has (WHEP asks before it waits for a publisher).
     RoomSize {
         room: String,
@@ -555,6 +560,13 @@ impl SignalingHandle {
             })
             .ok()?;
         rx.await.ok()
+    }
+
+    /// Moves every room of this node to other nodes of its cluster: each peer gets
+    /// `rejoin` (with `url`, a node to join at, when given) and its WebSocket is
+    /// closed (4001). Rooms that appear later (joins still on their way) move too.
+    pub async fn drain(&self, url: Option<String>) {
+        let _ = self.inner.events.send(Event::Drain { url }).await;
     }
 
     /// Closes every connection with 1001, waits for them (up to a few seconds) and

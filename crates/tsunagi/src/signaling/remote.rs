@@ -105,7 +105,9 @@ async fn serve(open: RemoteOpen, handle: SignalingHandle) {
                 Some(Relayed::Frame(_)) => {}
                 // The edge left, or the relay lost frames: the session waits for a
                 // resume (through any node).
-                Some(Relayed::NodeFailed | Relayed::Unreachable) | None => break Disconnect::Lost,
+                Some(Relayed::NodeFailed | Relayed::Unreachable | Relayed::Drain) | None => {
+                    break Disconnect::Lost
+                }
             },
         }
     };
