@@ -302,9 +302,14 @@ function onResumed(msg) {
   notify(t('notice.resumed'), { kind: 'ok', code: 'resumed', timeout: 3000 });
 }
 
-async function onSessionLost() {
+/** @param {{url?: string|null, reason?: string}} [why] */
+async function onSessionLost(why) {
   if (call.view !== 'call') return;
-  notify(t('notice.sessionLost'), { kind: 'warn', code: 'session-lost', timeout: 6000 });
+  const moved = !!why?.reason;
+  notify(t(moved ? 'notice.moved' : 'notice.sessionLost'), { kind: 'warn', code: moved ? 'rejoin' : 'session-lost', timeout: 6000 });
+  // A cluster node that moved the room may name where to join again; if that node
+  // cannot be reached, the usual URL is tried next.
+  let url = why?.url || null;
   // The others have dropped us (peer-left, timeout): start over with a new id, retrying
   // while the server is unreachable.
   for (const id of [...call.peers.keys()]) removePeer(id);
@@ -312,7 +317,8 @@ async function onSessionLost() {
   setTransition(null);
   const deadline = Date.now() + REJOIN_TIMEOUT_MS;
   for (let attempt = 0; call.view === 'call'; attempt++) {
-    const sig = new Signaling(wsUrl());
+    const sig = new Signaling(url || wsUrl());
+    url = null;
     setSignaling(sig);
     wireSignaling(sig);
     setSigState('reconnecting');
@@ -326,7 +332,9 @@ async function onSessionLost() {
       return;
     } catch (err) {
       const e = errorOf(err);
-      if (e.code !== 'connect' || Date.now() > deadline) {
+      // `unavailable`: a cluster's directory is away or being rebuilt; try again.
+      const retry = e.code === 'connect' || e.code === 'unavailable';
+      if (!retry || Date.now() > deadline) {
         if (call.view !== 'call') return;
         leaveCall({ silent: true });
         showLanding({ room: call.room, message: errorText(e) });

@@ -5,7 +5,9 @@
 //   'state'   (state)           idle | connecting | open | reconnecting | closed
 //   'message' (msg)             every server message except welcome/resumed/pong
 //   'resumed' (msg)             the session survived a dropped socket
-//   'session-lost' ()           the resume failed or the grace period ran out
+//   'session-lost' ({url, reason}) the resume failed, the grace period ran out, or the
+//                               server sent `rejoin` (a cluster moved the room: join
+//                               again, at `url` when given)
 //   'error'   (msg)             an `error` message that is not the answer to join/resume
 //   'rtt'     (ms)              round trip of the last ping
 //   'traffic' ({dir, msg})      every frame sent or received (for the debug hook)
@@ -24,7 +26,7 @@ const MAX_PENDING = 256;
  * @property {State} state
  * @property {Message} message
  * @property {Message} resumed
- * @property {undefined} session-lost
+ * @property {{url?: string|null, reason?: string}|undefined} session-lost
  * @property {Message} error
  * @property {number} rtt
  * @property {{dir: 'in'|'out', msg: Message}} traffic
@@ -166,6 +168,25 @@ export class Signaling {
         }
         return;
       }
+      if (msg.type === 'rejoin') {
+        // A cluster moved the room (its node failed or drains): the session is over
+        // here; join the room again, at the URL offered if there is one.
+        this.leaving = true;
+        ws.close(1000);
+        settle(reject, { code: 'rejoin', message: msg.reason });
+        this.loseSession({ url: msg.url ?? null, reason: msg.reason });
+        return;
+      }
+      if (msg.type === 'error' && !settled && first.type === 'resume' && msg.code === 'unavailable') {
+        // The cluster cannot route the resume right now: try again, within the grace.
+        ws.onclose = null;
+        ws.close(1000);
+        this.ws = null;
+        this.stopPing();
+        settle(reject, msg);
+        this.scheduleReconnect();
+        return;
+      }
       if (msg.type === 'error' && !settled && (msg.ref === first.type || msg.ref === undefined || msg.ref === null)) {
         // The answer to our join/resume: the session was not established.
         if (first.type === 'resume' && msg.code === 'resume-failed') {
@@ -225,14 +246,15 @@ export class Signaling {
     }, delay);
   }
 
-  loseSession() {
+  /** @param {{url?: string|null, reason?: string}} [why] */
+  loseSession(why) {
     clearTimeout(this.reconnectTimer);
     this.session = null;
     this.pending = [];
     this.droppedAt = 0;
     this.attempt = 0;
     this.setState('closed');
-    this.emit('session-lost');
+    this.emit('session-lost', why);
   }
 
   /** @param {Message} msg */
