@@ -522,3 +522,85 @@ async fn a_drained_node_moves_everyone_and_exits() {
     );
     wait_for_nodes(&[&n2, &n3], 2).await;
 }
+
+/// A participant that follows the cluster as the web client does: `rejoin` → join the
+/// room again through a live node; a socket closed without it → resume through a live
+/// node.
+struct Participant {
+    name: String,
+    client: Client,
+    token: String,
+    id: String,
+    /// Index of the node its WebSocket is on.
+    on: usize,
+}
+
+impl Participant {
+    async fn join(nodes: &[Option<Process>], on: usize, name: &str) -> Participant {
+        let http = &nodes[on].as_ref().unwrap().http;
+        let (client, w) = Client::join(http, "r", name).await;
+        Participant {
+            name: name.to_owned(),
+            client,
+            token: w["resumeToken"].as_str().unwrap().to_owned(),
+            id: w["id"].as_str().unwrap().to_owned(),
+            on,
+        }
+    }
+
+    /// Handles what a drain of node `drained` does to it; `to` is a live node.
+    async fn follow(&mut self, nodes: &[Option<Process>], drained: usize, owner_drained: bool, to: usize) {
+        let http = &nodes[to].as_ref().unwrap().http;
+        if owner_drained {
+            let m = self.client.expect("rejoin").await;
+            assert_eq!(m["reason"], "drain", "{}: {m}", self.name);
+            let (client, w) = Client::join(http, "r", &self.name).await;
+            self.client = client;
+            self.token = w["resumeToken"].as_str().unwrap().to_owned();
+            self.id = w["id"].as_str().unwrap().to_owned();
+            self.on = to;
+        } else if self.on == drained {
+            assert!(self.client.next(WAIT).await.is_none(), "{}: closed", self.name);
+            let mut c = Client::connect(http).await;
+            c.send(json!({"type": "resume", "token": self.token})).await;
+            let r = c.expect("resumed").await;
+            assert_eq!(r["id"].as_str().unwrap(), self.id, "{}: same session", self.name);
+            self.token = r["resumeToken"].as_str().unwrap().to_owned();
+            self.client = c;
+            self.on = to;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_upgrade_of_every_node_ends_no_call() {
+    let redis = Redis::start(free_port());
+    let mut nodes: Vec<Option<Process>> = (1..=3)
+        .map(|i| Some(node("rolling", &format!("n{i}"), &redis.url())))
+        .collect();
+    wait_for_nodes(&nodes.iter().flatten().collect::<Vec<_>>(), 3).await;
+    let mut people = Vec::new();
+    for (i, name) in ["Alice", "Bob", "Carol"].iter().enumerate() {
+        people.push(Participant::join(&nodes, i, name).await);
+    }
+    for round in 0..3 {
+        let owner = (0..3).find(|i| rooms_of(nodes[*i].as_ref().unwrap()) == 1).unwrap();
+        // SIGTERM, as a service manager stops a node for its upgrade.
+        let pid = nodes[round].as_ref().unwrap().child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let to = (round + 1) % 3;
+        for p in people.iter_mut() {
+            p.follow(&nodes, round, owner == round, to).await;
+        }
+        let mut old = nodes[round].take().unwrap();
+        let status = old.wait_exit(Duration::from_secs(20));
+        assert!(status.success(), "{status}: {}", old.log_text());
+        // Everyone is in the room together, and it talks.
+        let (first, rest) = people.split_first_mut().unwrap();
+        let mut rest: Vec<&mut Client> = rest.iter_mut().map(|p| &mut p.client).collect();
+        chat_reaches(&mut first.client, &mut rest, &format!("round {round}")).await;
+        // The upgraded node comes back as a new member.
+        nodes[round] = Some(node("rolling", &format!("n{}v2", round + 1), &redis.url()));
+        wait_for_nodes(&nodes.iter().flatten().collect::<Vec<_>>(), 3).await;
+    }
+}
