@@ -22,6 +22,12 @@
 //!   does), or with `--relays N` from a socket per client to an echo peer and back (as
 //!   N allocations relaying to a peer outside the server), with the same socket
 //!   batching as the relay and no TURN logic.
+//! * `bench sfu`: WHIP publishers and WHEP subscribers against the SFU, or with
+//!   `--participants` a room of N over signaling (see [`sfu`], [`sfu_room`]).
+//! * `bench signal`: N signaling WebSockets over one or more servers (`--server`
+//!   repeatable, ws:// or wss://) join M rooms at `--join-rate`, then send `chat` at
+//!   `--chat-rate` in total: join rate and latency, fan-out latency (send to each other
+//!   member's receipt) and loss, every refused join and error counted (see [`signal`]).
 //!
 //! Everything is bounded: durations (at most 600 s), counts, queues. The generator sends
 //! only to `--server` and to its own echo peer. With `--server-pid` it reads the server's
@@ -43,6 +49,7 @@ mod rpc;
 pub mod sfu;
 mod sfu_common;
 pub mod sfu_room;
+pub mod signal;
 mod traffic;
 
 use std::net::{IpAddr, SocketAddr};
@@ -100,6 +107,9 @@ pub enum BenchCommand {
     /// --participants a room of N over signaling, each publishing and receiving the
     /// others: forwarded packets/s, loss, server CPU and memory per subscriber.
     Sfu(sfu::SfuArgs),
+    /// Signaling load: N WebSocket clients join M rooms at a given rate and chat; join
+    /// rate and latency, fan-out latency and loss, errors by code.
+    Signal(signal::SignalArgs),
 }
 
 /// Client transport to the server.
@@ -568,6 +578,9 @@ pub fn report(args: &BenchArgs) -> Result<Report, BenchError> {
             }
         }
         BenchCommand::Sfu(_) => return err("bench sfu has its own report: call bench::sfu::run"),
+        BenchCommand::Signal(_) => {
+            return err("bench signal has its own report: call bench::signal::run")
+        }
     };
     report.loadavg = loadavg();
     Ok(report)
@@ -579,12 +592,15 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     if let BenchCommand::Sfu(a) = &args.command {
         return sfu::main(a);
     }
+    if let BenchCommand::Signal(a) = &args.command {
+        return signal::main(a);
+    }
     let json = match &args.command {
         BenchCommand::Turn(a) => a.common.json,
         BenchCommand::Stun(a) => a.common.json,
         BenchCommand::Alloc(a) => a.common.json,
         BenchCommand::Churn(a) => a.common.json,
-        BenchCommand::Forwarder(_) | BenchCommand::Sfu(_) => false,
+        BenchCommand::Forwarder(_) | BenchCommand::Sfu(_) | BenchCommand::Signal(_) => false,
     };
     match report(args) {
         Ok(r) if r.bench == "forwarder" => ExitCode::SUCCESS,
