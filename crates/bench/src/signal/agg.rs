@@ -104,7 +104,7 @@ pub(crate) struct Agg {
     pub(crate) members: Vec<u32>,
     pub(crate) per_server: Vec<ServerResult>,
     pub(crate) fanout: FanOutAgg,
-    /// `error` messages after `welcome`, by code.
+    /// `error` messages after `welcome` by code; `rejoin: {reason}`.
     pub(crate) errors: BTreeMap<String, u64>,
     /// Connections that ended before the close phase, by cause.
     pub(crate) disconnects: BTreeMap<String, u64>,

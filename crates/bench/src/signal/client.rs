@@ -35,6 +35,8 @@ struct Incoming<'a> {
     mode: Option<Cow<'a, str>>,
     #[serde(default, rename = "maxPeers")]
     max_peers: Option<u64>,
+    #[serde(default, borrow)]
+    reason: Option<Cow<'a, str>>,
 }
 
 /// The chat text of client `client`: `b|{client}|{seq}|{µs}`.
@@ -320,6 +322,12 @@ impl Client<'_> {
                 count(&mut self.sh.agg().errors, code);
             }
             "mode" => self.sh.agg().mode_messages += 1,
+            // A cluster ended the session (the server closes with 4001 next, counted
+            // as a disconnect); the bench does not join again.
+            "rejoin" => {
+                let reason = m.reason.as_deref().unwrap_or("no reason");
+                count(&mut self.sh.agg().errors, format!("rejoin: {reason}"));
+            }
             // peer-joined, peer-left, pong, media, speaker, sfu-stats, ...: nothing to do.
             _ => {}
         }

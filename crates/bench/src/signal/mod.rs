@@ -19,11 +19,12 @@
 //!   server's close frame, within [`CLOSE_TIMEOUT`] in all.
 //!
 //! Errors are counted, never hidden: refused joins by code, `error` messages during the
-//! run by code (`rate-limited`, `server-busy` also on their own), connections that end
-//! early by cause. With `--server-pid` (in the order of `--server`) each server's CPU
-//! and memory come from `/proc`, and the tool's own CPU is reported beside them (is the
-//! generator the bottleneck?). Everything is bounded: clients, rates, times, joins in
-//! flight; each client holds a 4 KiB read buffer and a few counters.
+//! run by code (`rate-limited`, `server-busy` also on their own; a cluster's `rejoin` by
+//! reason: the bench does not join again), connections that end early by cause. With
+//! `--server-pid` (in the order of `--server`) each server's CPU and memory come from
+//! `/proc`, and the tool's own CPU is reported beside them (is the generator the
+//! bottleneck?). Everything is bounded: clients, rates, times, joins in flight; each
+//! client holds a 4 KiB read buffer and a few counters.
 
 mod agg;
 mod args;

@@ -111,7 +111,8 @@ pub struct SignalReport {
     pub fanout: FanOut,
     /// Deliveries received per second of window.
     pub fanout_per_sec: f64,
-    /// `error` messages after `welcome`, by code.
+    /// `error` messages after `welcome` by code, and `rejoin` messages (a cluster
+    /// ended the session) as `rejoin: {reason}`.
     pub errors: BTreeMap<String, u64>,
     pub rate_limited: u64,
     pub server_busy: u64,
