@@ -3,6 +3,8 @@
 use super::*;
 use clap::FromArgMatches;
 
+mod cluster;
+
 /// The options that `TSUNAGI_*` variables give, parsed as clap parses them (each
 /// variable as the value of its option; blank ones unset, see `unset_blank_env`),
 /// without touching the process environment. `tests/config_env.rs` runs the binary
@@ -414,7 +416,7 @@ fn automatic_relay_addresses() {
     );
 }
 
-const DOCS: &str = include_str!("../../../../docs/configuration.md");
+const DOCS: &str = include_str!("../../../../../docs/configuration.md");
 
 /// Every TOML example in the docs is a valid configuration; the one of the Example
 /// section says what it shows.
