@@ -104,7 +104,7 @@ fn command() -> clap::Command {
     #[cfg(feature = "bench")]
     let cmd = cmd.subcommand(
         <tsunagi_bench::BenchArgs as clap::Args>::augment_args(clap::Command::new("bench")).about(
-            "Load generator for STUN/TURN servers (ours or coturn), the SFU, and the limit baseline",
+            "Load generator for STUN/TURN servers (ours or coturn), the SFU, signaling (one node or a cluster), and the limit baseline",
         ),
     );
     cmd

@@ -27,8 +27,13 @@ struct Redis {
 
 impl Redis {
     fn start(port: u16) -> Redis {
+        Redis::start_with(port, &[])
+    }
+
+    fn start_with(port: u16, extra: &[&str]) -> Redis {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(extra)
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -39,10 +44,11 @@ impl Redis {
         loop {
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-                let mut buf = [0u8; 7];
+                // "+PONG", or "-NOAUTH" with a password: either way it answers.
+                let mut buf = [0u8; 1];
                 if s.write_all(b"PING\r\n").is_ok()
                     && s.read_exact(&mut buf).is_ok()
-                    && &buf == b"+PONG\r\n"
+                    && (buf[0] == b'+' || buf[0] == b'-')
                 {
                     break;
                 }
@@ -549,7 +555,13 @@ impl Participant {
     }
 
     /// Handles what a drain of node `drained` does to it; `to` is a live node.
-    async fn follow(&mut self, nodes: &[Option<Process>], drained: usize, owner_drained: bool, to: usize) {
+    async fn follow(
+        &mut self,
+        nodes: &[Option<Process>],
+        drained: usize,
+        owner_drained: bool,
+        to: usize,
+    ) {
         let http = &nodes[to].as_ref().unwrap().http;
         if owner_drained {
             let m = self.client.expect("rejoin").await;
@@ -560,11 +572,20 @@ impl Participant {
             self.id = w["id"].as_str().unwrap().to_owned();
             self.on = to;
         } else if self.on == drained {
-            assert!(self.client.next(WAIT).await.is_none(), "{}: closed", self.name);
+            assert!(
+                self.client.next(WAIT).await.is_none(),
+                "{}: closed",
+                self.name
+            );
             let mut c = Client::connect(http).await;
             c.send(json!({"type": "resume", "token": self.token})).await;
             let r = c.expect("resumed").await;
-            assert_eq!(r["id"].as_str().unwrap(), self.id, "{}: same session", self.name);
+            assert_eq!(
+                r["id"].as_str().unwrap(),
+                self.id,
+                "{}: same session",
+                self.name
+            );
             self.token = r["resumeToken"].as_str().unwrap().to_owned();
             self.client = c;
             self.on = to;
@@ -584,10 +605,16 @@ async fn a_rolling_upgrade_of_every_node_ends_no_call() {
         people.push(Participant::join(&nodes, i, name).await);
     }
     for round in 0..3 {
-        let owner = (0..3).find(|i| rooms_of(nodes[*i].as_ref().unwrap()) == 1).unwrap();
+        let owner = (0..3)
+            .find(|i| rooms_of(nodes[*i].as_ref().unwrap()) == 1)
+            .unwrap();
         // SIGTERM, as a service manager stops a node for its upgrade.
         let pid = nodes[round].as_ref().unwrap().child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
         let to = (round + 1) % 3;
         for p in people.iter_mut() {
             p.follow(&nodes, round, owner == round, to).await;
@@ -602,5 +629,54 @@ async fn a_rolling_upgrade_of_every_node_ends_no_call() {
         // The upgraded node comes back as a new member.
         nodes[round] = Some(node("rolling", &format!("n{}v2", round + 1), &redis.url()));
         wait_for_nodes(&nodes.iter().flatten().collect::<Vec<_>>(), 3).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_password_works_and_stays_out_of_sight() {
+    let port = free_port();
+    let _redis = Redis::start_with(port, &["--requirepass", "hunter2-secret"]);
+    let good = node(
+        "auth",
+        "good",
+        &format!("redis://:hunter2-secret@127.0.0.1:{port}/0"),
+    );
+    let bad = node(
+        "auth",
+        "bad",
+        &format!("redis://:wrong-pass@127.0.0.1:{port}/0"),
+    );
+    wait_for_nodes(&[&good], 1).await;
+    let (_, v) = get_json(&good.http, "/api/cluster").unwrap();
+    assert_eq!(
+        v["redis"]["url"],
+        format!("redis://<redacted>@127.0.0.1:{port}/0"),
+        "{v}"
+    );
+    // A wrong password: the node serves, says what is wrong, and refuses joins clearly.
+    let deadline = Instant::now() + WAIT;
+    let problem = loop {
+        let (status, h) = get_json(&bad.http, "/healthz").unwrap();
+        assert_eq!(status, 200, "{h}");
+        if let Some(p) = h["cluster"]["redis"]["problem"].as_str() {
+            break p.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no problem reported: {h}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        problem.to_ascii_lowercase().contains("auth") || problem.contains("WRONGPASS"),
+        "{problem}"
+    );
+    let mut c = Client::connect(&bad.http).await;
+    c.send(json!({"type": "join", "room": "r", "name": "A"}))
+        .await;
+    assert_eq!(c.expect("error").await["code"], "unavailable");
+    for p in [&good, &bad] {
+        let log = p.log_text();
+        assert!(
+            !log.contains("hunter2") && !log.contains("wrong-pass"),
+            "{log}"
+        );
     }
 }
