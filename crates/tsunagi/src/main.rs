@@ -282,17 +282,20 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
     };
     let cluster = match &config.cluster {
         Some(c) => {
-            let turn = config
-                .signaling
-                .public_host
-                .clone()
-                .or_else(|| {
-                    config
-                        .listening_ips
-                        .iter()
-                        .find(|ip| !ip.is_unspecified())
-                        .map(ToString::to_string)
-                })
+            // The host clients reach this node's TURN at: its public-host, else a
+            // specific listening IP.
+            let turn_host = config.signaling.public_host.clone().or_else(|| {
+                config
+                    .listening_ips
+                    .iter()
+                    .find(|ip| !ip.is_unspecified())
+                    .map(|ip| match ip {
+                        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                        v4 => v4.to_string(),
+                    })
+            });
+            let turn = turn_host
+                .as_ref()
                 .map(|h| format!("{h}:{}", config.listening_port));
             let options = ClusterOptions {
                 config: c.clone(),
@@ -302,6 +305,7 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
                     .collect(),
                 tls: certs.is_some(),
                 turn,
+                turn_host,
                 sfu_port: sfu.as_ref().map(|_| config.sfu_port),
                 prefix: "tsunagi:".to_owned(),
                 health: health.clone(),

@@ -139,6 +139,10 @@ pub struct ClusterOptions {
     pub tls: bool,
     /// STUN/TURN `host:port` as clients are told.
     pub turn: Option<String>,
+    /// The host of `turn`: relayed sessions of this node's rooms get ICE servers on
+    /// it (a relay-only client must reach the SFU of the room's node through that
+    /// node's TURN), rather than on the host the client connected to.
+    pub turn_host: Option<String>,
     pub sfu_port: Option<u16>,
     /// Key prefix (`tsunagi:`); tests give each cluster its own.
     pub prefix: String,
@@ -217,6 +221,8 @@ struct Inner {
     /// `POST /api/drain` asked this node to drain.
     drain_requested: Notify,
     subscribed: AtomicBool,
+    /// Frames taken off the relay queue whose batch is not published yet.
+    publishing: AtomicU64,
     counters: Counters,
     shutdown: watch::Sender<bool>,
 }
@@ -305,6 +311,7 @@ impl Cluster {
             beat_now: Notify::new(),
             drain_requested: Notify::new(),
             subscribed: AtomicBool::new(false),
+            publishing: AtomicU64::new(0),
             counters: Counters::default(),
             shutdown,
             options,
@@ -395,7 +402,8 @@ impl Cluster {
     /// Sends every WebSocket this node relays to another node's room away: the
     /// client resumes through another node (the session waits for it there).
     pub fn drain_edges(&self) {
-        self.inner.cut_routes(|_| true, Relayed::Drain);
+        // Only the edge side: sessions of this node's rooms leave with their rooms.
+        self.inner.cut_edges(|_| true, Relayed::Drain);
     }
 
     /// Sessions still crossing to or from this node: WebSockets it relays to other
@@ -413,7 +421,14 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .len();
-        edges + remotes + (RELAY_QUEUE - i.relay.capacity())
+        let publishing = i.publishing.load(Ordering::Acquire) as usize;
+        edges + remotes + (RELAY_QUEUE - i.relay.capacity()) + publishing
+    }
+
+    /// The host for the ICE server URLs of sessions relayed to this node, when it has
+    /// one of its own ([`ClusterOptions::turn_host`]).
+    pub fn turn_host(&self) -> Option<&str> {
+        self.inner.options.turn_host.as_deref()
     }
 
     /// The drain timeout (`drain-timeout`).
@@ -700,7 +715,17 @@ impl Inner {
         self.cut_routes(|_| true, Relayed::Unreachable);
     }
 
+    /// Cuts the sessions relayed with the nodes `hit` picks, on both sides.
     fn cut_routes(&self, hit: impl Fn(&Arc<str>) -> bool, why: Relayed) {
+        self.cut_edges(&hit, why);
+        self.owner_routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(from, _), _| !hit(from));
+    }
+
+    /// Tells this node's WebSockets relayed to the nodes `hit` picks, and forgets them.
+    fn cut_edges(&self, hit: impl Fn(&Arc<str>) -> bool, why: Relayed) {
         let edges: Vec<EdgeRoute> = {
             let mut routes = self.edge_routes.lock().unwrap_or_else(|e| e.into_inner());
             let ids: Vec<u64> = routes
@@ -719,10 +744,6 @@ impl Inner {
             // A full inbox: dropping the sender tells it all the same (as a gap).
             let _ = r.tx.try_send(msg);
         }
-        self.owner_routes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(from, _), _| !hit(from));
     }
 }
 

@@ -33,6 +33,8 @@ pub(super) async fn publisher(inner: Arc<Inner>, mut rx: mpsc::Receiver<(Arc<str
         let Some(first) = first else {
             return;
         };
+        // Counted as in flight until published (a drain waits for it).
+        inner.publishing.store(1, Ordering::Release);
         by_node.clear();
         let mut bytes = 0;
         let mut frames = 0;
@@ -60,7 +62,10 @@ pub(super) async fn publisher(inner: Arc<Inner>, mut rx: mpsc::Receiver<(Arc<str
         c.batches_out
             .fetch_add(by_node.len() as u64, Ordering::Relaxed);
         c.frames_out.fetch_add(frames as u64, Ordering::Relaxed);
-        match with_timeout(pipe.query_async::<Vec<i64>>(&mut conn)).await {
+        inner.publishing.store(frames as u64, Ordering::Release);
+        let published = with_timeout(pipe.query_async::<Vec<i64>>(&mut conn)).await;
+        inner.publishing.store(0, Ordering::Release);
+        match published {
             Ok(receivers) => {
                 for ((to, _), n) in by_node.iter().zip(receivers) {
                     if n == 0 {

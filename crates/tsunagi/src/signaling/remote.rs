@@ -37,9 +37,15 @@ async fn serve(open: RemoteOpen, handle: SignalingHandle) {
     let conn = ConnId(inner.next_conn.fetch_add(1, Ordering::Relaxed));
     let (out_tx, mut out_rx) = mpsc::channel(inner.options.outbound_queue.max(1));
     let (ctl_tx, mut ctl_rx) = oneshot::channel();
+    // ICE servers of this node (the room's): its own TURN host when it has one, else
+    // the host the client used (public-host, if set, wins in the hub either way).
+    let host = cluster
+        .turn_host()
+        .map(str::to_owned)
+        .or_else(|| host_from_header(&host));
     let event = Event::Open {
         conn,
-        host: host_from_header(&host),
+        host,
         out: out_tx,
         control: ctl_tx,
     };
