@@ -72,6 +72,9 @@ pub(super) struct Core {
     /// Something happened since the stats watch was last refreshed.
     pub(super) stats_dirty: bool,
     pub(super) reply_warned: Option<Instant>,
+    /// Joins the SFU refused since the last warning about them, and when that was:
+    /// at most one warning every 10 s (a full SFU refuses every join).
+    pub(super) join_refusals: (u64, Option<Instant>),
 }
 
 /// Hands up to [`BATCH`] queued items to `f`; how many there were.

@@ -43,7 +43,17 @@ impl Core {
                     .sfu
                     .join(&room, &peer, Role::Participant { can_publish }, now)
                 {
-                    warn!(%peer, %room, "SFU join refused: {e}");
+                    let (count, last) = &mut self.join_refusals;
+                    *count += 1;
+                    if last
+                        .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(10))
+                    {
+                        warn!(%peer, %room, refused = *count, "SFU join refused: {e} (one warning per 10 s; `refused` counts since the last)");
+                        *count = 0;
+                        *last = Some(now);
+                    } else {
+                        debug!(%peer, %room, "SFU join refused: {e}");
+                    }
                     self.reply(SfuReply::Error {
                         peer: peer.to_string(),
                         message: e.to_string(),

@@ -310,6 +310,7 @@ impl SfuService {
             last_stats: now,
             stats_dirty: false,
             reply_warned: None,
+            join_refusals: (0, None),
         };
         let (done_tx, done_rx) = oneshot::channel();
         let health = options.health.clone();
