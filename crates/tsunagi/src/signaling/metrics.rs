@@ -81,6 +81,13 @@ pub(crate) const SIGNALING: &[Metric<Stats>] = &[
         value: |s| s.resumes,
     },
     Metric {
+        json: "evicted",
+        prom: "tsunagi_signaling_evicted_total",
+        kind: Kind::Counter,
+        help: "Peers told to join again on another cluster node (their room moved: a drain, or another node claims it).",
+        value: |s| s.evicted,
+    },
+    Metric {
         json: "leaves.left",
         prom: "tsunagi_signaling_leaves_total{reason=\"left\"}",
         kind: Kind::Counter,
