@@ -307,6 +307,12 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
                 turn,
                 turn_host,
                 sfu_port: sfu.as_ref().map(|_| config.sfu_port),
+                forwarded: sfu.as_ref().map(|s| {
+                    let h = s.handle();
+                    tsunagi::cluster::ForwardedCounter(Arc::new(move || {
+                        h.snapshot().core.media_forwarded
+                    }))
+                }),
                 prefix: "tsunagi:".to_owned(),
                 health: health.clone(),
             };

@@ -25,6 +25,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut published = Published::default();
     let mut cpu = Cpu::new();
+    let mut pps = Rate::default();
     let mut last_warn: Option<Instant> = None;
     let mut first = true;
     loop {
@@ -48,7 +49,8 @@ pub(super) async fn run(inner: Arc<Inner>) {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let record = record(&inner, &local, cpu.percent());
+        let forwarded = inner.options.forwarded.as_ref().map(|f| (f.0)());
+        let record = record(&inner, &local, cpu.percent(), pps.per_second(forwarded));
         if inner.republish.swap(false, Ordering::Relaxed) {
             published = Published::default();
         }
@@ -103,7 +105,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
     }
 }
 
-fn record(inner: &Inner, local: &LocalState, cpu_percent: f64) -> NodeRecord {
+fn record(inner: &Inner, local: &LocalState, cpu_percent: f64, forwarded_pps: u64) -> NodeRecord {
     let o = &inner.options;
     let relayed = inner
         .edge_routes
@@ -127,7 +129,7 @@ fn record(inner: &Inner, local: &LocalState, cpu_percent: f64) -> NodeRecord {
             peers: local.peers,
             connections: local.connections + relayed,
             relayed,
-            forwarded_pps: 0,
+            forwarded_pps,
             cpu_percent,
             cores: std::thread::available_parallelism()
                 .map(|n| n.get() as u32)
@@ -330,6 +332,34 @@ pub(super) async fn leave(inner: &Arc<Inner>) {
         Err(e) => {
             warn!(error = %e, "could not leave the cluster's directory cleanly; its entries expire by themselves")
         }
+    }
+}
+
+/// Per-second rate of a running count, between two calls.
+#[derive(Default)]
+struct Rate {
+    last: Option<(Instant, u64)>,
+}
+
+impl Rate {
+    fn per_second(&mut self, count: Option<u64>) -> u64 {
+        let Some(count) = count else {
+            return 0;
+        };
+        let now = Instant::now();
+        let rate = match self.last {
+            Some((t, before)) => {
+                let secs = now.duration_since(t).as_secs_f64();
+                if secs > 0.0 {
+                    (count.saturating_sub(before) as f64 / secs) as u64
+                } else {
+                    0
+                }
+            }
+            None => 0,
+        };
+        self.last = Some((now, count));
+        rate
     }
 }
 

@@ -144,9 +144,21 @@ pub struct ClusterOptions {
     /// node's TURN), rather than on the host the client connected to.
     pub turn_host: Option<String>,
     pub sfu_port: Option<u16>,
+    /// Media packets the SFU forwarded so far (for `forwardedPps` in the record).
+    pub forwarded: Option<ForwardedCounter>,
     /// Key prefix (`tsunagi:`); tests give each cluster its own.
     pub prefix: String,
     pub health: Health,
+}
+
+/// Reads a running count of forwarded packets (the SFU's).
+#[derive(Clone)]
+pub struct ForwardedCounter(pub Arc<dyn Fn() -> u64 + Send + Sync>);
+
+impl fmt::Debug for ForwardedCounter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ForwardedCounter")
+    }
 }
 
 /// Counters of `/api/cluster` and `/metrics`.
