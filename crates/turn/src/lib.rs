@@ -50,6 +50,44 @@
 //! each [`DiscoveryAddresses`] group and sends `ClientFrom` transmits from the
 //! listener bound at `local`.
 //!
+//! # Quotas over several servers
+//! `user-quota` and `total-quota` ([`ServerConfig::user_quota`],
+//! [`ServerConfig::total_quota`]) count this server's allocations plus those the
+//! runtime says exist elsewhere: other servers of the process (one per worker thread)
+//! or other nodes of a cluster. A runtime with more than one server exchanges counts
+//! on a short period `P` (tsunagi: 100 ms between workers, the 1 s heartbeat between
+//! nodes): each server's [`Server::usage`] goes somewhere all can read, and each server
+//! gets the sum of the *others'* through [`Server::set_elsewhere`]:
+//!
+//! ```no_run
+//! use std::time::Instant;
+//! use tsunagi_turn::{Across, Elsewhere, Server, ServerConfig, Usage};
+//! let config = ServerConfig { user_quota: 2, total_quota: 100, ..ServerConfig::default() };
+//! let mut servers: Vec<Server> =
+//!     (0..2).map(|_| Server::new(config.clone(), Instant::now(), 1_700_000_000)).collect();
+//! // Every P, between inputs (never in the middle of handling one):
+//! let usage: Vec<Usage> = servers.iter().map(Server::usage).collect();
+//! for (i, server) in servers.iter_mut().enumerate() {
+//!     let mut others = Usage::default();
+//!     for (j, u) in usage.iter().enumerate() {
+//!         if j != i {
+//!             others.add(u);
+//!         }
+//!     }
+//!     server.set_elsewhere(Elsewhere { usage: others, across: Across::Workers });
+//! }
+//! ```
+//!
+//! The counts a server holds are a snapshot, so the quotas are soft by what the others
+//! grant before the next exchange: a server learns of an allocation made elsewhere at
+//! most two periods after it was granted (its server's next publication, then this
+//! server's next reading), and until then may grant one of its own that goes over.
+//! With `W` servers a quota can be exceeded by at most what the other `W - 1` grant
+//! within that window; it is never exceeded by one server alone. Deleted allocations
+//! free quota elsewhere on the same delay. Any counts are accepted (sums saturate, a
+//! username absent counts 0); [`Across`] only changes the 486 and 508 reason phrases,
+//! which then say what was counted.
+//!
 //! # Panic policy
 //! No input panics. Tables are bounded by [`ServerConfig`] quotas; nothing is stored
 //! for a client until a request authenticates (nonces are stateless, see `nonce`).
@@ -63,6 +101,7 @@ mod nonce;
 mod server;
 
 pub use server::{
-    BindError, BindRequest, DeleteReason, Destination, DiscoveryAddresses, Event, Family,
-    FiveTuple, PortRequest, RelayBinder, Server, ServerConfig, Stats, Transmit, Transport,
+    Across, BindError, BindRequest, DeleteReason, Destination, DiscoveryAddresses, Elsewhere,
+    Event, Family, FiveTuple, PortRequest, RelayBinder, Server, ServerConfig, Stats, Transmit,
+    Transport, Usage,
 };

@@ -89,28 +89,8 @@ impl Server {
             Some(Ok(true)) => PortRequest::EvenReserveNext,
             Some(Err(_)) => return Err(Reject::new(400, "Bad Request: malformed EVEN-PORT")),
         };
-        // Quotas.
-        let used = self.per_user.get(&auth.username).copied().unwrap_or(0);
-        if self.config.user_quota > 0 && used >= self.config.user_quota {
-            self.event(Event::QuotaReached {
-                five_tuple: ft,
-                username: auth.username.clone(),
-                which: "user-quota",
-            });
-            return Err(Reject::new(486, format!(
-                "Allocation Quota Reached: this user has {used} allocations (user-quota); delete one first"
-            )));
-        }
-        if self.config.total_quota > 0
-            && self.allocations.len() as u64 >= self.config.total_quota as u64
-        {
-            self.event(Event::QuotaReached {
-                five_tuple: ft,
-                username: auth.username.clone(),
-                which: "total-quota",
-            });
-            return Err(Reject::new(508, "Insufficient Capacity: the server is at total-quota allocations; try later or another server"));
-        }
+        // Quotas, counting the allocations of other workers and nodes.
+        self.check_quotas(ft, &auth.username)?;
         // Relays.
         let mut relays: Vec<SocketAddr> = Vec::with_capacity(2);
         let mut address_error: Option<(u8, u16, &'static str)> = None;

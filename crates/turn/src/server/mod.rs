@@ -10,11 +10,13 @@ mod authenticate;
 mod binding;
 mod data;
 mod permissions;
+mod quota;
 mod state;
 
 pub use api::*;
 use authenticate::*;
 use permissions::*;
+pub use quota::{Across, Elsewhere, Usage};
 use state::*;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -135,6 +137,9 @@ pub struct Server {
     /// The allocation of each relayed address, and the shared directory.
     live_relays: LiveRelays,
     per_user: Map<String, u32>,
+    /// The allocations of other servers (workers, nodes), as the runtime last told
+    /// ([`Server::set_elsewhere`]); `None` until it does.
+    elsewhere: Option<Elsewhere>,
     reservations: Map<[u8; 8], Reservation>,
     /// Deadlines in order: exactly one entry per live allocation (its `scheduled`) and
     /// one per live reservation (its `expires`). Entries leave with what they time, so
@@ -188,6 +193,7 @@ impl Server {
                 shared: None,
             },
             per_user: Map::with_hasher(hasher.clone()),
+            elsewhere: None,
             reservations: Map::with_hasher(hasher.clone()),
             timers: BTreeSet::new(),
             transmits: VecDeque::new(),

@@ -11,6 +11,7 @@ mod binding;
 mod channels;
 mod misc;
 mod permissions;
+mod quotas;
 
 use std::net::SocketAddr;
 use std::time::Duration;
