@@ -2,25 +2,31 @@
 //! each worker with its own allocations. Real sockets on 127.0.0.1, driven by the load
 //! generator: clients spread over both workers, every packet of a relayed call arrives
 //! (also between allocations of different workers, through the kernel), TCP clients
-//! are served by the worker their 5-tuple hashes to, and the counters add up.
+//! are served by the worker their 5-tuple hashes to, and the counters add up; and
+//! `user-quota` and `total-quota` count the allocations of both workers.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use common::{PASSWORD, USER};
+use common::{Client, PASSWORD, USER};
 use tsunagi::turn_runtime::{Listeners, TurnService};
 use tsunagi_bench::Report;
-use tsunagi_turn::Server;
+use tsunagi_stun::{attr, Message, Method};
+use tsunagi_turn::{Server, ServerConfig};
 
 async fn bench(s: &str) -> Report {
     common::run_bench(s.split_whitespace().map(str::to_owned).collect()).await
 }
 
 fn start(workers: usize) -> TurnService {
+    start_with(workers, common::server_config())
+}
+
+fn start_with(workers: usize, config: ServerConfig) -> TurnService {
     let listeners = Listeners::bind_workers(
         &[SocketAddr::new(common::LOCALHOST, 0)],
         true,
@@ -37,7 +43,7 @@ fn start(workers: usize) -> TurnService {
     let mut opts = common::runtime_options();
     opts.workers = workers;
     opts.max_port = opts.min_port + 999;
-    let server = Server::new(common::server_config(), Instant::now(), common::now_unix());
+    let server = Server::new(config, Instant::now(), common::now_unix());
     TurnService::start(server, listeners, opts).unwrap()
 }
 
@@ -106,4 +112,140 @@ async fn a_listener_without_a_socket_per_worker_is_refused() {
     let server = Server::new(common::server_config(), Instant::now(), common::now_unix());
     let e = TurnService::start(server, listeners, opts).unwrap_err();
     assert!(e.to_string().contains("1 sockets for 2 workers"), "{e}");
+}
+
+/// A UDP client that the kernel hands to worker `worker` of `service`: each candidate
+/// socket sends a Binding, and the worker whose count moved is the one it lands on.
+async fn client_on(service: &TurnService, worker: usize) -> Client {
+    let addr = service.udp_addrs()[0];
+    for _ in 0..64 {
+        let before: Vec<u64> = service
+            .worker_stats()
+            .iter()
+            .map(|s| s.binding_requests)
+            .collect();
+        let mut c = Client::udp(addr).await;
+        common::expect_success(&c.binding().await, "Binding");
+        let mut on = None;
+        common::eventually("the Binding counted by a worker", || {
+            let now = service.worker_stats();
+            on = now
+                .iter()
+                .zip(&before)
+                .position(|(s, b)| s.binding_requests > *b);
+            on.is_some()
+        })
+        .await;
+        if on == Some(worker) {
+            return c;
+        }
+    }
+    panic!("64 client sockets and none on worker {worker}");
+}
+
+/// Allocate that may fail: the error code and reason, or `None` on success.
+async fn try_allocate(c: &mut Client) -> Option<(u16, String)> {
+    let resp = c
+        .request(Method::ALLOCATE, |e| {
+            e.requested_transport(attr::PROTO_UDP)?;
+            Ok(())
+        })
+        .await;
+    let m = Message::parse(&resp).unwrap();
+    m.error_code()
+        .unwrap()
+        .map(|e| (e.code, e.reason.to_string()))
+}
+
+async fn delete(c: &mut Client) {
+    let resp = c
+        .request(Method::REFRESH, |e| {
+            e.u32(attr::LIFETIME, 0)?;
+            Ok(())
+        })
+        .await;
+    common::expect_success(&resp, "Refresh to 0");
+}
+
+/// Longer than two exchanges of the workers' counts (100 ms each).
+const EXCHANGED: Duration = Duration::from_millis(500);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_quota_counts_both_workers() {
+    let mut config = common::server_config();
+    config.user_quota = 2;
+    let service = start_with(2, config);
+    let mut a = client_on(&service, 0).await;
+    let mut b = client_on(&service, 1).await;
+    a.allocate().await;
+    b.allocate().await;
+    common::eventually("one allocation on each worker", || {
+        let live: Vec<u64> = service
+            .worker_stats()
+            .iter()
+            .map(|s| s.allocations)
+            .collect();
+        live == [1, 1]
+    })
+    .await;
+    tokio::time::sleep(EXCHANGED).await;
+    // A third for the same user, on either worker: 486, counted over both.
+    let mut c = client_on(&service, 0).await;
+    let mut d = client_on(&service, 1).await;
+    for x in [&mut c, &mut d] {
+        let (code, reason) = try_allocate(x)
+            .await
+            .expect("a third allocation is refused");
+        assert_eq!(code, 486, "{reason}");
+        assert!(
+            reason.contains("2 allocations across this server's workers (user-quota)"),
+            "{reason}"
+        );
+    }
+    // One is deleted: after an exchange a new one succeeds, and no more.
+    delete(&mut a).await;
+    tokio::time::sleep(EXCHANGED).await;
+    assert_eq!(try_allocate(&mut c).await, None);
+    tokio::time::sleep(EXCHANGED).await;
+    assert_eq!(try_allocate(&mut d).await.map(|e| e.0), Some(486));
+    let stats = service.shutdown().await;
+    assert_eq!(stats.allocations, 2, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn total_quota_counts_both_workers() {
+    let mut config = common::server_config();
+    config.total_quota = 2;
+    let service = start_with(2, config);
+    // Two users (the static one and a REST credential): total-quota counts everyone.
+    let (user, password) =
+        tsunagi_turn::auth::rest_credential(common::REST_SECRET, "bob", common::now_unix() + 3600);
+    let mut a = client_on(&service, 0).await;
+    let mut b = client_on(&service, 1)
+        .await
+        .with_credentials(&user, &password);
+    a.allocate().await;
+    b.allocate().await;
+    tokio::time::sleep(EXCHANGED).await;
+    let mut c = client_on(&service, 0)
+        .await
+        .with_credentials(&user, &password);
+    let mut d = client_on(&service, 1).await;
+    for x in [&mut c, &mut d] {
+        let (code, reason) = try_allocate(x)
+            .await
+            .expect("a third allocation is refused");
+        assert_eq!(code, 508, "{reason}");
+        assert!(
+            reason.contains("total-quota allocations, counted across its workers"),
+            "{reason}"
+        );
+    }
+    delete(&mut b).await;
+    tokio::time::sleep(EXCHANGED).await;
+    assert_eq!(try_allocate(&mut c).await, None);
+    tokio::time::sleep(EXCHANGED).await;
+    assert_eq!(try_allocate(&mut d).await.map(|e| e.0), Some(508));
+    let stats = service.shutdown().await;
+    assert_eq!(stats.allocations, 2, "{stats:?}");
 }

@@ -223,10 +223,12 @@ pub struct Options {
     #[arg(long, value_name = "BOOL", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", env = "TSUNAGI_ALLOW_LOOPBACK_PEERS")]
     pub allow_loopback_peers: Option<bool>,
 
-    /// Allocations per username; 0 = unlimited [default: 0].
+    /// Allocations per username, counted over every TURN worker and (with redis) every
+    /// node of the cluster; 0 = unlimited [default: 0].
     #[arg(long, value_name = "N", env = "TSUNAGI_USER_QUOTA")]
     pub user_quota: Option<u32>,
-    /// Allocations in total; 0 = unlimited [default: 0].
+    /// Allocations in total, counted over every TURN worker and (with redis) every node
+    /// of the cluster; 0 = unlimited [default: 0].
     #[arg(long, value_name = "N", env = "TSUNAGI_TOTAL_QUOTA")]
     pub total_quota: Option<u32>,
     /// Relay bandwidth per allocation in bits/s, each direction; 0 = unlimited [default: 0].

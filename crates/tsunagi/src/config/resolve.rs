@@ -184,11 +184,6 @@ impl Config {
                 "turn-workers {turn_workers} is too many; use at most 256 (0: one per CPU)"
             ));
         }
-        if turn_workers > 1 && (o.user_quota.unwrap_or(0) > 0 || o.total_quota.unwrap_or(0) > 0) {
-            return err(format!(
-                "user-quota and total-quota count the allocations of one worker, and turn-workers is {turn_workers}; run one worker (turn-workers 1) to use quotas"
-            ));
-        }
 
         let software = if o.no_software.unwrap_or(false) {
             None

@@ -47,6 +47,13 @@
 //! through [`StreamIntake`] and is framed and handled exactly like a TCP one, with
 //! `Transport::Tls` in its 5-tuple.
 //!
+//! `user-quota` and `total-quota` count the allocations of every worker (and, in a
+//! cluster, of every node): each worker writes its server's usage on a shared
+//! [`quota::QuotaBoard`] and gives its server the others' counts, every
+//! [`quota::EXCHANGE`] (100 ms) inside its own loop. An allocation is counted by the
+//! other workers within two exchanges, so a quota can be exceeded by at most what the
+//! other workers grant within about 200 ms.
+//!
 //! The core publishes the server's [`Stats`] into a `watch` after each turn (skipped
 //! when nothing changed); [`StatsHandle`] reads it, with the runtime [`Counters`], for
 //! the HTTP endpoints, without touching the core.
@@ -57,6 +64,7 @@
 
 mod io;
 pub use io::StreamIntake;
+pub mod quota;
 mod relay;
 mod worker;
 
@@ -334,6 +342,8 @@ pub struct TurnService {
     counters: Arc<Counters>,
     /// Each worker's counters, by worker.
     stats: watch::Receiver<Vec<Stats>>,
+    /// The workers' allocation counts, when a quota is set.
+    quota: Option<quota::QuotaBoard>,
 }
 
 /// The sum of the workers' counters.
@@ -488,6 +498,10 @@ impl TurnService {
             info!(workers, "STUN/TURN workers (SO_REUSEPORT)");
         }
         let config = server.config().clone();
+        // user-quota and total-quota count every worker's allocations (and, in a
+        // cluster, every node's): the workers exchange counts on a board.
+        let board = (config.user_quota > 0 || config.total_quota > 0)
+            .then(|| quota::QuotaBoard::new(workers));
         let unix_now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -541,6 +555,9 @@ impl TurnService {
                 udp_in,
                 rx: RecvBufs::new(),
                 again: Vec::new(),
+                quota: board
+                    .clone()
+                    .map(|b| quota::Exchange::new(b, Instant::now())),
             };
             let (done_tx, done_rx) = oneshot::channel();
             let shutdown_rx = shutdown_rx.clone();
@@ -568,7 +585,14 @@ impl TurnService {
             tasks,
             counters,
             stats,
+            quota: board,
         })
+    }
+
+    /// The board of allocation counts that `user-quota` and `total-quota` count over
+    /// (every worker; the cluster adds the other nodes): `None` without a quota.
+    pub fn quota_board(&self) -> Option<quota::QuotaBoard> {
+        self.quota.clone()
     }
 
     /// Bound UDP listener addresses (useful with port 0).

@@ -75,6 +75,8 @@ pub(super) struct Core {
     pub(super) rx: RecvBufs,
     /// Sockets whose last receive filled every slot: read again next turn.
     pub(super) again: Vec<Token>,
+    /// The quota board, when `user-quota` or `total-quota` is set ([`quota`]).
+    pub(super) quota: Option<quota::Exchange>,
 }
 
 impl std::fmt::Debug for Core {
@@ -216,7 +218,15 @@ impl Core {
                 waker.sleeping();
                 if client_rx.is_empty() {
                     // Until the next deadline of the server (rounded up, so that it is
-                    // due when the wait ends), or a while: shutdown wakes it anyway.
+                    // due when the wait ends) or of the quota exchange, or a while:
+                    // shutdown wakes it anyway.
+                    let exchange = self
+                        .quota
+                        .as_ref()
+                        .filter(|q| q.active)
+                        .map_or(IDLE_WAIT, |q| {
+                            q.next.saturating_duration_since(Instant::now())
+                        });
                     Some(
                         self.server
                             .poll_timeout()
@@ -224,7 +234,8 @@ impl Core {
                                 t.saturating_duration_since(Instant::now())
                                     + Duration::from_micros(500)
                             })
-                            .min(IDLE_WAIT),
+                            .min(IDLE_WAIT)
+                            .min(exchange),
                     )
                 } else {
                     Some(Duration::ZERO)
@@ -263,6 +274,7 @@ impl Core {
             if self.server.poll_timeout().is_some_and(|t| t <= now) {
                 self.server.handle_timeout(now, &mut self.relays);
             }
+            self.exchange_quota(now);
             self.drain();
             self.publish_stats();
             busy = more || taken == BATCH || !self.again.is_empty();
@@ -276,6 +288,33 @@ impl Core {
         );
         self.publish_stats();
         self.server.stats()
+    }
+
+    /// Every [`quota::EXCHANGE`]: writes this worker's allocations on the board if they
+    /// changed, and gives the server what the other workers and nodes hold if that
+    /// changed. Inactive (one worker, no cluster): only checks once per exchange period
+    /// whether it became needed, without waking the loop for it.
+    pub(super) fn exchange_quota(&mut self, now: Instant) {
+        let Some(q) = &mut self.quota else {
+            return;
+        };
+        if now < q.next {
+            return;
+        }
+        q.next = now + quota::EXCHANGE;
+        q.active = q.board.needed();
+        if !q.active {
+            return;
+        }
+        let s = self.server.stats();
+        let mark = (s.allocations_created, s.allocations_deleted);
+        if mark != q.written {
+            q.written = mark;
+            q.board.publish(self.index, self.server.usage());
+        }
+        if let Some(e) = q.board.elsewhere(self.index, &mut q.seen, now) {
+            self.server.set_elsewhere(e);
+        }
     }
 
     pub(super) fn publish_stats(&mut self) {

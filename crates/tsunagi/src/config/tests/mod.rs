@@ -714,11 +714,17 @@ fn turn_workers() {
         resolve(cli(&["--turn-workers", "0"])).unwrap().turn_workers,
         all
     );
-    let e = resolve(cli(&["--turn-workers", "2", "--user-quota", "5"])).unwrap_err();
-    assert!(e.0.contains("turn-workers 1"), "{e}");
-    let e = resolve(cli(&["--turn-workers", "2", "--total-quota", "5"])).unwrap_err();
-    assert!(e.0.contains("quota"), "{e}");
-    assert!(resolve(cli(&["--turn-workers", "1", "--user-quota", "5"])).is_ok());
+    // Quotas count every worker's allocations: they go with any number of workers.
+    let c = resolve(cli(&[
+        "--turn-workers",
+        "2",
+        "--user-quota",
+        "5",
+        "--total-quota",
+        "7",
+    ]))
+    .unwrap();
+    assert_eq!((c.turn_workers, c.user_quota, c.total_quota), (2, 5, 7));
     let e = resolve(cli(&["--turn-workers", "999"])).unwrap_err();
     assert!(e.0.contains("at most 256"), "{e}");
 }
