@@ -11,7 +11,14 @@
 //! | `{p}draining:{id}` | string | `1` while node `id` drains | 3 × heartbeat |
 //! | `{p}room:{room}` | string | owner node id | claim TTL, renewed by the owner |
 //! | `{p}resume:{sha256(token)}` | string | node id holding the session | 60 s, renewed |
+//! | `{p}turn:{id}` | hash | node `id`'s TURN allocations: `total`, `u:{username}` | 3 × heartbeat |
 //! | `{p}to:{id}` | channel | relay batches for node `id` | — |
+
+/// The field of a node's [`Keys::turn`] hash that holds its allocations in total.
+pub const TURN_TOTAL: &str = "total";
+/// The prefix of the per-username fields of a [`Keys::turn`] hash: no username can be
+/// mistaken for [`TURN_TOTAL`].
+pub const TURN_USER: &str = "u:";
 
 /// Key and channel names under one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +75,13 @@ impl Keys {
     /// token, so that the directory holds nothing a client could resume with).
     pub fn resume(&self, token_hash: &str) -> String {
         format!("{}resume:{token_hash}", self.prefix)
+    }
+
+    /// A node's TURN allocations, for `user-quota` and `total-quota` across the
+    /// cluster: a hash with [`TURN_TOTAL`] and one [`TURN_USER`]`{username}` field per
+    /// username that has allocations there.
+    pub fn turn(&self, id: &str) -> String {
+        format!("{}turn:{id}", self.prefix)
     }
 
     /// The relay channel of a node.
@@ -144,6 +158,7 @@ mod tests {
         assert_eq!(k.draining_prefix() + "n1-0a", k.draining("n1-0a"));
         assert_eq!(k.room("lobby"), "tsunagi:room:lobby");
         assert_eq!(k.resume("ab12"), "tsunagi:resume:ab12");
+        assert_eq!(k.turn("n1-0a"), "tsunagi:turn:n1-0a");
         assert_eq!(k.channel("n1-0a"), "tsunagi:to:n1-0a");
         assert_eq!(Keys::new("x:").room("r"), "x:room:r");
     }

@@ -315,6 +315,7 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
                 }),
                 prefix: "tsunagi:".to_owned(),
                 health: health.clone(),
+                turn_quota: service.quota_board(),
             };
             Some(Cluster::start(options)?)
         }

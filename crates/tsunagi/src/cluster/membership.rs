@@ -1,6 +1,7 @@
 //! The heartbeat: every [`HEARTBEAT`] this node writes its record, reads the live
 //! nodes, renews the claims of its rooms (giving up those another node holds now),
-//! releases the rooms it no longer runs and keeps the resume entries of its sessions.
+//! releases the rooms it no longer runs, keeps the resume entries of its sessions and
+//! exchanges TURN allocation counts ([`super::quota`]).
 //! A node that leaves the directory is told to the sessions relayed with it.
 
 use super::*;
@@ -199,6 +200,7 @@ async fn beat(
     }
     renew_rooms(inner, &mut conn, local, published).await?;
     sync_tokens(inner, &mut conn, local, published, was_ok).await?;
+    super::quota::sync(inner, &mut conn, &nodes).await?;
     Ok(nodes)
 }
 
@@ -320,6 +322,7 @@ pub(super) async fn leave(inner: &Arc<Inner>) {
     let mut pipe = redis::pipe();
     pipe.cmd("DEL").arg(k.node(&inner.id)).ignore();
     pipe.cmd("DEL").arg(k.draining(&inner.id)).ignore();
+    pipe.cmd("DEL").arg(k.turn(&inner.id)).ignore();
     pipe.cmd("SREM").arg(k.nodes()).arg(&*inner.id).ignore();
     let done = async {
         if !local.rooms.is_empty() {

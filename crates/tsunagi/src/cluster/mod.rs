@@ -12,7 +12,9 @@
 //! the owner's signaling runtime takes each [`RemoteOpen`] from the channel given to
 //! [`Cluster::attach`] and runs the session as one of its own connections. Every
 //! second its core task reports what it holds ([`Cluster::report`]): the rooms it
-//! runs (claims to renew) and the resume tokens of their sessions.
+//! runs (claims to renew) and the resume tokens of their sessions. With `user-quota` or
+//! `total-quota`, the heartbeat also publishes this node's TURN allocation counts and
+//! reads the other nodes' ([`quota`]), so that the quotas count the whole cluster.
 //!
 //! Bounds: the relay queue ([`RELAY_QUEUE`] frames), each route's inbox
 //! ([`INBOX`]), the routes (one per relayed WebSocket), and the directory view (the
@@ -21,6 +23,7 @@
 
 mod api;
 mod membership;
+mod quota;
 mod relay;
 
 pub use api::routes;
@@ -149,6 +152,10 @@ pub struct ClusterOptions {
     /// Key prefix (`tsunagi:`); tests give each cluster its own.
     pub prefix: String,
     pub health: Health,
+    /// The TURN runtime's allocation counts, when `user-quota` or `total-quota` is
+    /// set: the heartbeat publishes this node's and brings in the other nodes'
+    /// ([`quota`]), so that the quotas count the whole cluster.
+    pub turn_quota: Option<crate::turn_runtime::quota::QuotaBoard>,
 }
 
 /// Reads a running count of forwarded packets (the SFU's).
@@ -328,6 +335,9 @@ impl Cluster {
             shutdown,
             options,
         });
+        if let Some(board) = &inner.options.turn_quota {
+            board.join_cluster();
+        }
         let health = &inner.options.health;
         health.spawn(
             Component::Cluster,
