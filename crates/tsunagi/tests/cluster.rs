@@ -5,78 +5,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod process;
+mod redis_server;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use process::{free_port, get_json, Process};
+use redis_server::Redis;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// `redis-server` on 127.0.0.1, no persistence; killed when dropped.
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start(port: u16) -> Redis {
-        Redis::start_with(port, &[])
-    }
-
-    fn start_with(port: u16, extra: &[&str]) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(extra)
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (the Debian package redis-server; scripts/test installs it)");
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-                // "+PONG", or "-NOAUTH" with a password: either way it answers.
-                let mut buf = [0u8; 1];
-                if s.write_all(b"PING\r\n").is_ok()
-                    && s.read_exact(&mut buf).is_ok()
-                    && (buf[0] == b'+' || buf[0] == b'-')
-                {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Redis { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// A node of the cluster: plain HTTP on loopback, no SFU (signaling only).
 fn node(test: &str, name: &str, redis: &str) -> Process {

@@ -7,14 +7,14 @@
 
 mod common;
 mod process;
+mod redis_server;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::Client;
 use process::{get_json, Process};
+use redis_server::Redis;
 use tsunagi_stun::{attr, Message, Method};
 use tsunagi_turn::auth::rest_credential;
 
@@ -23,94 +23,6 @@ const SECRET: &str = "cluster-quota-test-secret";
 /// Long enough for a count to reach the other node: its node's next heartbeat writes
 /// it, the other's next heartbeat reads it (1 s each), its workers take it (100 ms).
 const HEARTBEATS: Duration = Duration::from_millis(2600);
-
-/// `redis-server` on 127.0.0.1, no persistence; killed when dropped. (As in
-/// `tests/cluster.rs`.)
-struct Redis {
-    child: Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = process::free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (the Debian package redis-server; scripts/test installs it)");
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-                let mut buf = [0u8; 7];
-                if s.write_all(b"PING\r\n").is_ok()
-                    && s.read_exact(&mut buf).is_ok()
-                    && &buf == b"+PONG\r\n"
-                {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Redis { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    /// `HGETALL key` over RESP, as flat field/value pairs.
-    fn hgetall(&self, key: &str) -> Vec<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        write!(s, "*2\r\n$7\r\nHGETALL\r\n${}\r\n{key}\r\n", key.len()).unwrap();
-        let mut raw = Vec::new();
-        let mut buf = [0u8; 4096];
-        // The reply ends after its last item: read until it parses whole.
-        loop {
-            let n = s.read(&mut buf).unwrap();
-            assert!(n > 0, "redis closed");
-            raw.extend_from_slice(&buf[..n]);
-            if let Some(items) = parse_array(&raw) {
-                return items;
-            }
-        }
-    }
-}
-
-/// A RESP array of bulk strings (or a RESP3 map), if `raw` holds all of it.
-fn parse_array(raw: &[u8]) -> Option<Vec<String>> {
-    let text = std::str::from_utf8(raw).ok()?;
-    let mut lines = text.split("\r\n");
-    let head = lines.next()?;
-    let count: usize = head.get(1..)?.parse().ok()?;
-    let count = if head.starts_with('%') {
-        count * 2
-    } else {
-        count
-    };
-    let mut items = Vec::with_capacity(count);
-    for _ in 0..count {
-        let _len = lines.next()?;
-        items.push(lines.next()?.to_owned());
-    }
-    text.ends_with("\r\n").then_some(items)
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A node with TURN (one worker), usernames redacted in its log, and `quota` (e.g.
 /// `--user-quota 2`).
@@ -206,7 +118,7 @@ async fn delete(c: &mut Client) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_quota_counts_every_node() {
-    let redis = Redis::start();
+    let redis = Redis::start_free();
     let mut a = node("quota-user", "qa", &redis, &["--user-quota", "2"]);
     // B with two TURN workers: its hash holds the sum of both.
     let mut b = node(
@@ -270,7 +182,7 @@ async fn user_quota_counts_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn total_quota_counts_every_node() {
-    let redis = Redis::start();
+    let redis = Redis::start_free();
     let mut a = node("quota-total", "ta", &redis, &["--total-quota", "2"]);
     let mut b = node("quota-total", "tb", &redis, &["--total-quota", "2"]);
     wait_for_cluster(&mut [&mut a, &mut b]).await;
