@@ -11,7 +11,7 @@
 
 use super::*;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tracing::debug;
 use tsunagi_cluster::{decode_batch, encode_batch, How};
 
@@ -104,6 +104,11 @@ pub(super) async fn subscriber(inner: Arc<Inner>) {
         match ps {
             Ok(mut ps) => {
                 backoff = Duration::from_millis(100);
+                // A restart the heartbeat asked for while this task was reconnecting
+                // (it lost Redis too) is what this new subscription just did: drop the
+                // stored permit, or the subscription would end at once and cut every
+                // session relayed since.
+                let _ = inner.resubscribe.notified().now_or_never();
                 inner.subscribed.store(true, Ordering::Relaxed);
                 if broken {
                     // Redis may have restarted empty between two heartbeats.
