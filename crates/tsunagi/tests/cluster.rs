@@ -394,10 +394,13 @@ async fn redis_restarted_mid_call() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    // No node cut the relay once more after it was back: the one end of each node's
-    // subscription is the outage's.
+    // Neither node took the other for failed (it was only missing from a Redis that
+    // restarted empty), nor cut the relay once more after it was back: the one end of
+    // each node's subscription is the outage's.
     wait_for_nodes(&[&n1, &n2], 2).await;
     for n in [&n1, &n2] {
+        let (_, s) = get_json(&n.http, "/api/stats").unwrap();
+        assert_eq!(s["cluster"]["nodesFailed"], 0, "{s}");
         let log = n.log_text();
         assert_eq!(log.matches("Redis subscription ended").count(), 1, "{log}");
     }

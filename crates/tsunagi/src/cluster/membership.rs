@@ -65,10 +65,17 @@ pub(super) async fn run(inner: Arc<Inner>) {
                     }
                 }
                 first = false;
-                let before = inner.view.borrow().clone();
-                for id in before.nodes.keys() {
-                    if !nodes.contains_key(id) && *id != inner.id {
-                        inner.node_failed(id);
+                // A node failed when it leaves the directory between two heartbeats
+                // that both reached Redis. After an outage the view is from before it:
+                // Redis may have restarted empty, and the others write their records
+                // again within a heartbeat, so a node missing now may be alive; nothing
+                // is relayed with any node yet (the relay was cut when Redis went away).
+                if was_ok {
+                    let before = inner.view.borrow().clone();
+                    for id in before.nodes.keys() {
+                        if !nodes.contains_key(id) && *id != inner.id {
+                            inner.node_failed(id);
+                        }
                     }
                 }
                 inner.view.send_replace(Arc::new(View {
