@@ -99,7 +99,7 @@ export function sfuArgs({ roomMode, meshMaxPeers, maxRoomPeers, ip = '127.0.0.1'
 }
 
 /**
- * Starts tsunagi. Returns {url, httpPort, turnPort, pid, stop(), stats(), sfuAddrs(), log}.
+ * Starts tsunagi. Returns {url, httpPort, turnPort, pid, stop(), kill(), waitExit(), stats(), sfuAddrs(), log}.
  * `extraArgs` are appended (e.g. ['--token-secret', 's']). `ip`: the address of every
  * listener (default 127.0.0.1; a veth address for tests across network namespaces).
  * `allowLoopbackPeers: false` leaves out `--allow-loopback-peers`: the server's default,
@@ -214,6 +214,21 @@ async function startOnce({ name = 'tsunagi', extraArgs = [], ip = '127.0.0.1', h
         if (Date.now() > until) throw new Error(`no "SFU listening" line in ${logPath} within ${timeout} ms`);
         await sleep(100);
       }
+    },
+    /** SIGKILL (a node that fails); resolves with {code, signal} once it is gone. */
+    async kill() {
+      if (!exited) process.kill(child.pid, 'SIGKILL');
+      return exitPromise;
+    },
+    /** Resolves with {code, signal} when the process ends by itself; null after `timeout` ms. */
+    async waitExit({ timeout }) {
+      let timer;
+      const late = new Promise((resolve) => {
+        timer = setTimeout(() => resolve(null), timeout);
+      });
+      const r = await Promise.race([exitPromise, late]);
+      clearTimeout(timer);
+      return r;
     },
     async stop() {
       if (!exited) {
