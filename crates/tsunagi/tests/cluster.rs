@@ -480,6 +480,12 @@ async fn a_drained_node_moves_everyone_and_exits() {
         n1.log_text()
     );
     wait_for_nodes(&[&n2, &n3], 2).await;
+    // A drained node's leaving is no failure.
+    for n in [&n2, &n3] {
+        let (_, s) = get_json(&n.http, "/api/stats").unwrap();
+        assert_eq!(s["cluster"]["nodesFailed"], 0, "{s}");
+        assert!(n.log_text().contains("left the directory after draining"));
+    }
 }
 
 /// A participant that follows the cluster as the web client does: `rejoin` → join the

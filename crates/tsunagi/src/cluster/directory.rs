@@ -129,8 +129,25 @@ impl Cluster {
         let Some(node) = node else {
             return Ok(SessionAt::Unknown);
         };
-        if self.view().nodes.contains_key(node.as_str()) {
+        if self.view().nodes.contains_key(node.as_str()) && !i.is_suspect(&node) {
             return Ok(SessionAt::Node(i.owner(&node)));
+        }
+        if i.is_suspect(&node) {
+            // A batch to it reached no subscriber lately: a killed node's subscription
+            // ends at once, its record only with its TTL. Ask Redis who listens.
+            let (_, listeners): (String, u64) = with_timeout(
+                redis::cmd("PUBSUB")
+                    .arg("NUMSUB")
+                    .arg(i.keys.channel(&node))
+                    .query_async(&mut conn),
+            )
+            .await
+            .map_err(|e| i.directory_error(&e))?;
+            return Ok(if listeners > 0 {
+                SessionAt::Node(i.owner(&node))
+            } else {
+                SessionAt::Gone
+            });
         }
         // Not in the view (yet): ask the directory whether its record exists.
         let exists: bool = with_timeout(

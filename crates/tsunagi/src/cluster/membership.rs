@@ -72,9 +72,9 @@ pub(super) async fn run(inner: Arc<Inner>) {
                 // is relayed with any node yet (the relay was cut when Redis went away).
                 if was_ok {
                     let before = inner.view.borrow().clone();
-                    for id in before.nodes.keys() {
+                    for (id, last) in &before.nodes {
                         if !nodes.contains_key(id) && *id != inner.id {
-                            inner.node_failed(id);
+                            inner.node_left(id, last.draining);
                         }
                     }
                 }

@@ -583,10 +583,14 @@ impl Inner {
         self.cut_routes(|owner| owner == node, Relayed::Unreachable);
     }
 
-    /// `node` left the directory.
-    fn node_failed(&self, node: &Arc<str>) {
-        self.counters.nodes_failed.fetch_add(1, Ordering::Relaxed);
-        warn!(node = %node, "cluster node left the directory (stopped or failed); its relayed sessions move");
+    /// `node` left the directory: after a drain (expected), or it failed.
+    fn node_left(&self, node: &Arc<str>, drained: bool) {
+        if drained {
+            info!(node = %node, "cluster node left the directory after draining");
+        } else {
+            self.counters.nodes_failed.fetch_add(1, Ordering::Relaxed);
+            warn!(node = %node, "cluster node left the directory (stopped or failed); its relayed sessions move");
+        }
         self.cut_routes(|owner| owner == node, Relayed::NodeFailed);
     }
 

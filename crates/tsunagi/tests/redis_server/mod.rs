@@ -34,6 +34,8 @@ impl Redis {
             .spawn()
             .expect("redis-server (the Debian package redis-server; scripts/test installs it)");
         let deadline = Instant::now() + Duration::from_secs(10);
+        // Owned from here on, so that a failed wait below still stops it.
+        let redis = Redis { child, port };
         loop {
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
@@ -52,7 +54,7 @@ impl Redis {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Redis { child, port }
+        redis
     }
 
     pub fn url(&self) -> String {
