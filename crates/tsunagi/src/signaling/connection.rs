@@ -117,17 +117,11 @@ pub(super) async fn run(
             biased;
             ctl = &mut ctl_rx, if ctl_open => match ctl {
                 Ok(Control::Busy) => {
-                    let busy = ServerMessage::error(
-                        ErrorCode::ServerBusy,
+                    busy(
+                        socket,
                         "too many messages are waiting to be sent to you; the connection is closed",
-                        None,
-                    );
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(1),
-                        socket.send(Message::Text(busy.to_json().into())),
                     )
                     .await;
-                    close_with(socket, 1008, "outbound queue full").await;
                     return Ended::Closed(Disconnect::Overflow);
                 }
                 Ok(Control::Close(reason)) => {
@@ -234,6 +228,17 @@ pub(super) fn is_capacity(e: &axum::Error) -> bool {
 
 pub(super) async fn close(socket: &mut WebSocket, reason: CloseReason) {
     close_with(socket, reason.code(), reason.text()).await;
+}
+
+/// `server-busy` with `message` (within a second), then close (1008).
+pub(super) async fn busy(socket: &mut WebSocket, message: &str) {
+    let busy = ServerMessage::error(ErrorCode::ServerBusy, message, None);
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        socket.send(Message::Text(busy.to_json().into())),
+    )
+    .await;
+    close_with(socket, 1008, "outbound queue full").await;
 }
 
 /// Sends a close frame and waits briefly for the client's.

@@ -85,7 +85,7 @@ pub(super) async fn relay(
             )
             .is_ok();
     if !opened {
-        busy(socket).await;
+        relay_busy(socket).await;
         cluster.close_edge(c);
         return;
     }
@@ -111,7 +111,7 @@ pub(super) async fn relay(
                     break;
                 }
                 Some(Relayed::Frame(Frame::Busy { .. })) => {
-                    busy(socket).await;
+                    relay_busy(socket).await;
                     break;
                 }
                 Some(Relayed::NodeFailed) => {
@@ -173,7 +173,7 @@ pub(super) async fn relay(
                 if cluster.send(&owner, frame).is_err() {
                     // The relay queue is full (a slow Redis or node): as an overflow.
                     tell_owner(How::Overflow);
-                    busy(socket).await;
+                    relay_busy(socket).await;
                     break;
                 }
             },
@@ -189,17 +189,11 @@ pub(super) async fn relay(
     cluster.close_edge(c);
 }
 
-/// `server-busy`, then close (1008).
-async fn busy(socket: &mut WebSocket) {
-    let busy = ServerMessage::error(
-        ErrorCode::ServerBusy,
+/// `server-busy` for a relay that could not keep up, then close (1008).
+async fn relay_busy(socket: &mut WebSocket) {
+    busy(
+        socket,
         "the cluster could not carry your messages fast enough; the connection is closed",
-        None,
-    );
-    let _ = tokio::time::timeout(
-        Duration::from_secs(1),
-        socket.send(Message::Text(busy.to_json().into())),
     )
     .await;
-    close_with(socket, 1008, "outbound queue full").await;
 }
