@@ -48,6 +48,7 @@ mod procfs;
 mod rpc;
 pub mod sfu;
 mod sfu_common;
+pub mod sfu_janus;
 pub mod sfu_room;
 pub mod signal;
 mod traffic;

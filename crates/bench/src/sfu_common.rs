@@ -11,8 +11,9 @@ use mio::{Events, Poll};
 use serde::Serialize;
 
 use super::sfu::{
-    parse_base, server_packets_out, Client, FrameLatency, HttpBase, Role, SfuArgs, Shared,
-    KEYFRAME_EVERY, KEYFRAME_FACTOR, STRAGGLERS, TAG_LEN, VIDEO_FPS, VP8_KEY_HEADER,
+    parse_base, server_packets_out, Client, FrameLatency, HttpBase, Role, SfuArgs, Shared, Target,
+    CONNECT_TIMEOUT, KEYFRAME_EVERY, KEYFRAME_FACTOR, STRAGGLERS, TAG_LEN, VIDEO_FPS,
+    VP8_KEY_HEADER,
 };
 use super::{err, procfs, BenchError, Histogram};
 
@@ -20,6 +21,9 @@ use super::{err, procfs, BenchError, Histogram};
 pub(super) struct Core {
     pub(super) base: HttpBase,
     pub(super) server_pid: Option<u32>,
+    /// The server has tsunagi's `/api/stats` (its `sfu.packetsOut` is read around the
+    /// window).
+    pub(super) server_stats: bool,
     pub(super) poll: Poll,
     pub(super) events: Events,
     pub(super) clients: Vec<Client>,
@@ -47,6 +51,7 @@ impl Core {
         Ok(Core {
             base,
             server_pid: args.server_pid,
+            server_stats: args.target == Target::Tsunagi,
             poll,
             events: Events::with_capacity(1024),
             clients: Vec::new(),
@@ -157,13 +162,64 @@ pub(super) trait Driver {
         Ok(())
     }
 
+    /// Runs the loop until every client of `role` is connected; errors on a failure or
+    /// after CONNECT_TIMEOUT.
+    fn wait_connected(&mut self, role: Role) -> Result<(), BenchError> {
+        let deadline = Instant::now() + CONNECT_TIMEOUT;
+        loop {
+            if let Some(c) = self
+                .core()
+                .clients
+                .iter()
+                .find(|c| c.role == role && !c.alive())
+            {
+                return err(format!(
+                    "{} failed while connecting: {}",
+                    c.name(),
+                    c.error.clone().unwrap_or_default()
+                ));
+            }
+            let waiting: Vec<String> = self
+                .core()
+                .clients
+                .iter()
+                .filter(|c| c.role == role && c.connected.is_none())
+                .map(Client::name)
+                .collect();
+            if waiting.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return err(format!(
+                    "{} of the {}s did not connect (ICE + DTLS) within {} s: {}",
+                    waiting.len(),
+                    match role {
+                        Role::Publisher => "publisher",
+                        Role::Subscriber => "subscriber",
+                        Role::Participant => "participant",
+                    },
+                    CONNECT_TIMEOUT.as_secs(),
+                    waiting.join(", ")
+                ));
+            }
+            self.turn(Duration::from_millis(50))?;
+        }
+    }
+
     /// The measurement window of `duration` seconds, then the publishers stop and the
     /// stragglers arrive.
     fn measure_window(&mut self, duration: f64) -> Result<Window, BenchError> {
         let core = self.core();
         let pid = core.server_pid;
         let me = std::process::id();
-        let packets_out_start = server_packets_out(&core.base);
+        let packets_out = |core: &Core| {
+            if core.server_stats {
+                server_packets_out(&core.base)
+            } else {
+                None
+            }
+        };
+        let packets_out_start = packets_out(core);
         let gen_cpu_start = procfs::cpu_seconds(me);
         let cpu_start = pid.and_then(procfs::cpu_seconds);
         let start = Instant::now();
@@ -177,7 +233,7 @@ pub(super) trait Driver {
         let gen_cpu_end = procfs::cpu_seconds(me);
         let elapsed = start.elapsed().as_secs_f64();
         let core = self.core();
-        let packets_out_end = server_packets_out(&core.base);
+        let packets_out_end = packets_out(core);
         let rss_end = core.rss();
         core.sh.sending = false;
         self.pump_for(STRAGGLERS)?;

@@ -3,12 +3,35 @@
 
 use super::*;
 
+/// The SFU a run talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Target {
+    /// tsunagi: WHIP/WHEP, or the signaling WebSocket with --participants.
+    #[default]
+    Tsunagi,
+    /// Janus's VideoRoom plugin over its HTTP API (--http is Janus's base URL, such as
+    /// http://127.0.0.1:8088/janus); the tool creates a room and destroys it at the end.
+    Janus,
+}
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Tsunagi => "tsunagi",
+            Target::Janus => "janus",
+        }
+    }
+}
+
 /// `tsunagi bench sfu ...`
 #[derive(Debug, Clone, Args)]
 pub struct SfuArgs {
     /// The server's HTTP base URL (http:// only).
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
     pub http: String,
+    /// The server under test.
+    #[arg(long, value_enum, default_value_t = Target::Tsunagi)]
+    pub target: Target,
     /// Room to publish into and play.
     #[arg(long, value_name = "ROOM", default_value = "bench")]
     pub room: String,
@@ -128,6 +151,12 @@ impl SfuArgs {
                     "--churn-every must be in [0.5, {MAX_DURATION_SECS}] seconds"
                 ));
             }
+        }
+        if self.target == Target::Janus && self.churn_every.is_some() {
+            return err("--churn-every runs against tsunagi only (--target tsunagi)");
+        }
+        if self.target == Target::Janus && self.token.is_some() {
+            return err("--token is for tsunagi; the Janus run uses no API secret");
         }
         if !(self.starved_after > 0.0 && self.starved_after <= MAX_DURATION_SECS) {
             return err(format!(

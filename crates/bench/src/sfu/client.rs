@@ -44,6 +44,9 @@ pub(crate) struct Sender {
 /// A subscriber's counts of in-window frames, per publisher index: [audio, video].
 #[derive(Debug, Default)]
 pub(crate) struct Receiver {
+    /// The publishers this subscriber asked for, when it named them (Janus's VideoRoom
+    /// subscriptions); else it counts against those it heard.
+    pub(crate) expect: Option<Vec<u16>>,
     pub(crate) frames: HashMap<u16, [u64; 2]>,
     /// Every tagged frame of the run, per publisher (which one it plays).
     pub(crate) seen: HashMap<u16, u64>,
@@ -185,19 +188,7 @@ impl Client {
         local_ip: IpAddr,
         now: Instant,
     ) -> Result<(Client, String, SdpPendingOffer), String> {
-        let socket = UdpSocket::bind(SocketAddr::new(local_ip, 0))
-            .map_err(|e| format!("cannot bind a UDP socket on {local_ip}: {e}"))?;
-        let local = socket
-            .local_addr()
-            .map_err(|e| format!("UDP socket address: {e}"))?;
-        let mut rtc = Rtc::builder()
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .build(now);
-        let candidate =
-            Candidate::host(local, "udp").map_err(|e| format!("host candidate {local}: {e}"))?;
-        rtc.add_local_candidate(candidate);
+        let (socket, local, mut rtc) = socket_and_rtc(local_ip, now)?;
         let dir = match role {
             Role::Publisher | Role::Participant => Direction::SendOnly,
             Role::Subscriber => Direction::RecvOnly,
@@ -226,6 +217,52 @@ impl Client {
             },
             offer.to_sdp_string(),
             pending,
+        ))
+    }
+
+    /// A client that answers the server's offer (Janus's subscribers): the client and
+    /// its SDP answer. Its `audio_mid`/`video_mid` are the offer's first of each kind.
+    pub(crate) fn answering(
+        role: Role,
+        index: usize,
+        local_ip: IpAddr,
+        now: Instant,
+        offer: &str,
+    ) -> Result<(Client, String), String> {
+        let (socket, local, mut rtc) = socket_and_rtc(local_ip, now)?;
+        let mids = offer_mids(offer);
+        let first = |kind: &str| {
+            mids.iter()
+                .find(|(k, _)| k == kind)
+                .map(|(_, m)| Mid::from(m.as_str()))
+        };
+        let (Some(audio_mid), Some(video_mid)) = (first("audio"), first("video")) else {
+            return Err("the server's offer has no audio or no video m-line with a mid".into());
+        };
+        let offer = SdpOffer::from_sdp_string(offer)
+            .map_err(|e| format!("the server's offer does not parse: {e}"))?;
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| format!("str0m refused the server's offer: {e}"))?;
+        Ok((
+            Client {
+                role,
+                index,
+                rtc,
+                socket,
+                local,
+                timeout: now,
+                resource: None,
+                posted: now,
+                connected: None,
+                error: None,
+                audio_mid,
+                video_mid,
+                send: Sender::default(),
+                recv: Receiver::default(),
+            },
+            answer.to_sdp_string(),
         ))
     }
 
@@ -285,18 +322,12 @@ impl Client {
             }
             Event::MediaData(d) => {
                 let now = Instant::now();
-                // A participant receives the others on the SFU's m-lines.
-                let video = match self.role {
-                    Role::Participant => match self.rtc.media(d.mid).map(|m| m.kind()) {
-                        Some(MediaKind::Video) => true,
-                        Some(MediaKind::Audio) => false,
-                        None => return,
-                    },
-                    _ => d.mid == self.video_mid,
+                // Participants and multi-stream subscribers receive on many m-lines.
+                let video = match self.rtc.media(d.mid).map(|m| m.kind()) {
+                    Some(MediaKind::Video) => true,
+                    Some(MediaKind::Audio) => false,
+                    None => return,
                 };
-                if self.role != Role::Participant && !video && d.mid != self.audio_mid {
-                    return;
-                }
                 let Some(tag) = Tag::find(video, &d.data) else {
                     self.recv.untagged += 1;
                     return;
@@ -548,4 +579,37 @@ impl Client {
         }
         Some(t)
     }
+}
+
+/// A UDP socket on `local_ip` and a str0m `Rtc` (Opus + VP8) with its host candidate.
+fn socket_and_rtc(local_ip: IpAddr, now: Instant) -> Result<(UdpSocket, SocketAddr, Rtc), String> {
+    let socket = UdpSocket::bind(SocketAddr::new(local_ip, 0))
+        .map_err(|e| format!("cannot bind a UDP socket on {local_ip}: {e}"))?;
+    let local = socket
+        .local_addr()
+        .map_err(|e| format!("UDP socket address: {e}"))?;
+    let mut rtc = Rtc::builder()
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .build(now);
+    let candidate =
+        Candidate::host(local, "udp").map_err(|e| format!("host candidate {local}: {e}"))?;
+    rtc.add_local_candidate(candidate);
+    Ok((socket, local, rtc))
+}
+
+/// (media kind, mid) of each m-line of an SDP that has an `a=mid`.
+pub(crate) fn offer_mids(sdp: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut kind: Option<&str> = None;
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(m) = line.strip_prefix("m=") {
+            kind = m.split_whitespace().next();
+        } else if let (Some(k), Some(mid)) = (kind, line.strip_prefix("a=mid:")) {
+            out.push((k.to_owned(), mid.trim().to_owned()));
+            kind = None;
+        }
+    }
+    out
 }

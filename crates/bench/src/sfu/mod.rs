@@ -37,7 +37,7 @@ use clap::Args;
 use mio::net::UdpSocket;
 use mio::{Interest, Token};
 use serde::Serialize;
-use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive};
@@ -52,7 +52,8 @@ mod http;
 mod media;
 mod report;
 
-pub use args::SfuArgs;
+pub use args::{SfuArgs, Target};
+pub(crate) use report::Setup;
 pub use report::{FrameLatency, SfuReport, Spread, SubscriberResult};
 
 pub(crate) use client::*;
@@ -106,6 +107,9 @@ const VP8_INTER_HEADER: usize = 3;
 
 /// Runs `tsunagi bench sfu` and prints the report: exit status 0 when it ran.
 pub fn main(args: &SfuArgs) -> ExitCode {
+    if args.target == Target::Janus {
+        return super::sfu_janus::main(args);
+    }
     if args.participants.is_some() {
         return super::sfu_room::main(args);
     }
@@ -235,50 +239,6 @@ impl Bench<'_> {
         }
     }
 
-    /// Runs the loop until every client of `role` is connected; errors on a failure or
-    /// after CONNECT_TIMEOUT.
-    fn wait_connected(&mut self, role: Role) -> Result<(), BenchError> {
-        let deadline = Instant::now() + CONNECT_TIMEOUT;
-        loop {
-            if let Some(c) = self
-                .core
-                .clients
-                .iter()
-                .find(|c| c.role == role && !c.alive())
-            {
-                return err(format!(
-                    "{} failed while connecting: {}",
-                    c.name(),
-                    c.error.clone().unwrap_or_default()
-                ));
-            }
-            let waiting: Vec<String> = self
-                .core
-                .clients
-                .iter()
-                .filter(|c| c.role == role && c.connected.is_none())
-                .map(Client::name)
-                .collect();
-            if waiting.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return err(format!(
-                    "{} of the {}s did not connect (ICE + DTLS) within {} s: {}",
-                    waiting.len(),
-                    match role {
-                        Role::Publisher => "publisher",
-                        Role::Subscriber => "subscriber",
-                        Role::Participant => "participant",
-                    },
-                    CONNECT_TIMEOUT.as_secs(),
-                    waiting.join(", ")
-                ));
-            }
-            self.turn(Duration::from_millis(50))?;
-        }
-    }
-
     fn measure(&mut self) -> Result<SfuReport, BenchError> {
         let args = self.args;
         let rss_start = self.core.rss();
@@ -304,125 +264,17 @@ impl Bench<'_> {
         let rss_connected = self.core.rss();
 
         let w = self.measure_window(args.duration)?;
-        let elapsed = w.elapsed;
-
-        let mut r = SfuReport {
-            bench: "sfu",
-            http: args.http.clone(),
-            room: args.room.clone(),
-            publishers: args.publishers,
-            subscribers: args.subscribers,
-            bitrate: args.bitrate,
-            duration_s: elapsed,
-            warmup_s: args.warmup,
-            setup_s,
-            ..SfuReport::default()
-        };
-        let connect = |role: Role| {
-            Spread::of(
-                self.core
-                    .clients
-                    .iter()
-                    .filter(|c| c.role == role)
-                    .filter_map(|c| c.connected)
-                    .map(|d| d.as_secs_f64() * 1000.0)
-                    .collect(),
-            )
-        };
-        r.publisher_connect_ms = connect(Role::Publisher);
-        r.subscriber_connect_ms = connect(Role::Subscriber);
-
-        let mut sent: HashMap<u16, [u64; 2]> = HashMap::new();
-        for c in self
-            .core
-            .clients
-            .iter()
-            .filter(|c| c.role == Role::Publisher)
-        {
-            r.sent_audio_frames += c.send.window_audio;
-            r.sent_video_frames += c.send.window_video;
-            r.sent_keyframes += c.send.window_keyframes;
-            r.keyframe_requests += c.send.keyframe_requests;
-            sent.insert(c.index as u16, [c.send.window_audio, c.send.window_video]);
-        }
-        let mut worst = [1.0f64, 1.0f64];
-        let (mut datagrams, mut bytes) = (0u64, 0u64);
-        for c in self
-            .core
-            .clients
-            .iter()
-            .filter(|c| c.role == Role::Subscriber)
-        {
-            let rc = &c.recv;
-            // The publisher(s) it played; WHEP plays the room's first when in doubt.
-            let mut played: Vec<u16> = rc.seen.keys().copied().collect();
-            played.sort_unstable();
-            if played.is_empty() {
-                played.push(0);
-            }
-            let mut expected = [0u64; 2];
-            let mut got = [0u64; 2];
-            for p in &played {
-                let s = sent.get(p).copied().unwrap_or_default();
-                let g = rc.frames.get(p).copied().unwrap_or_default();
-                for k in 0..2 {
-                    expected[k] += s[k];
-                    got[k] += g[k].min(s[k]);
-                }
-            }
-            for k in 0..2 {
-                worst[k] = worst[k].min(ratio(got[k], expected[k]));
-            }
-            r.expected_frames += expected[0] + expected[1];
-            r.received_audio_frames += got[0];
-            r.received_video_frames += got[1];
-            r.received_keyframes += rc.keyframes;
-            r.keyframe_flag_mismatches += rc.keyframe_mismatches;
-            r.untagged_frames += rc.untagged;
-            r.forwarded_packets += rc.packets;
-            datagrams += rc.datagrams;
-            bytes += rc.bytes;
-            r.per_subscriber.push(SubscriberResult {
-                publisher: (!rc.seen.is_empty()).then(|| usize::from(played[0])),
-                audio_expected: expected[0],
-                audio_received: got[0],
-                video_expected: expected[1],
-                video_received: got[1],
-                keyframes_received: rc.keyframes,
-                error: c.error.clone(),
-            });
-        }
-        if args.subscribers > 0 {
-            r.worst_audio_ratio = worst[0];
-            r.worst_video_ratio = worst[1];
-        }
-        r.received_frames = r.received_audio_frames + r.received_video_frames;
-        r.lost_frames = r.expected_frames.saturating_sub(r.received_frames);
-        r.loss_ratio = ratio(r.lost_frames, r.expected_frames);
-        let rates = w.rates(r.forwarded_packets);
-        let secs = rates.secs;
-        r.forwarded_packets_per_sec = r.forwarded_packets as f64 / secs;
-        r.subscriber_datagrams_per_sec = datagrams as f64 / secs;
-        r.subscriber_mbit_per_sec = bytes as f64 * 8.0 / secs / 1e6;
-        r.frame_latency_ms = self.core.frame_latency();
-        r.server_cpu_s = rates.server_cpu_s;
-        r.server_cpu_util = rates.server_cpu_util;
-        r.server_cpu_us_per_forwarded_packet = rates.server_cpu_us_per_forwarded_packet;
-        if let (Some(util), true) = (rates.server_cpu_util, args.subscribers > 0) {
-            r.server_cpu_percent_per_subscriber = Some(util * 100.0 / args.subscribers as f64);
-        }
-        r.server_rss_start_kib = rss_start;
-        r.server_rss_publishers_kib = rss_publishers;
-        r.server_rss_connected_kib = rss_connected;
-        r.server_rss_end_kib = w.rss_end;
-        r.server_peak_rss_kib = self.core.peak_rss;
-        if let (Some(a), Some(b), true) = (rss_publishers, rss_connected, args.subscribers > 0) {
-            r.server_rss_per_subscriber_kib = Some((b as f64 - a as f64) / args.subscribers as f64);
-        }
-        r.server_packets_out_per_sec = rates.server_packets_out_per_sec;
-        r.generator_cpu_util = rates.generator_cpu_util;
-        r.errors.extend(self.core.client_errors());
-        Ok(r)
+        Ok(SfuReport::from_run(
+            args,
+            &self.core,
+            &w,
+            Setup {
+                setup_s,
+                rss_start,
+                rss_publishers,
+                rss_connected,
+            },
+        ))
     }
 
     /// DELETEs every session (subscribers first); returns what did not answer 200.

@@ -2,6 +2,7 @@
 //! latency, the server's CPU and memory, printed as text or JSON.
 
 use super::*;
+use crate::sfu_common::Window;
 
 /// Milliseconds: median and maximum.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
@@ -36,6 +37,9 @@ pub struct FrameLatency {
 pub struct SubscriberResult {
     /// The publisher it played (index), when it received anything.
     pub publisher: Option<usize>,
+    /// The publishers whose frames it was counted against (the feeds it subscribed to,
+    /// or those it heard).
+    pub played: Vec<usize>,
     pub audio_expected: u64,
     pub audio_received: u64,
     pub video_expected: u64,
@@ -49,6 +53,10 @@ pub struct SubscriberResult {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SfuReport {
     pub bench: &'static str,
+    /// The server under test: `tsunagi` (WHIP/WHEP) or `janus` (its VideoRoom plugin).
+    pub target: &'static str,
+    /// Janus room runs: participants each publishing and receiving the others.
+    pub participants: Option<usize>,
     pub http: String,
     pub room: String,
     pub publishers: usize,
@@ -122,14 +130,25 @@ impl SfuReport {
         if printed_json(self, json) {
             return;
         }
-        println!(
-            "bench sfu against {} room {} ({} publisher(s) at {} kbit/s video, {} subscriber(s))",
-            self.http,
-            self.room,
-            self.publishers,
-            self.bitrate / 1000,
-            self.subscribers
-        );
+        match self.participants {
+            Some(n) => println!(
+                "bench sfu against {} ({}) room {}: {n} participants at {} kbit/s video, each receiving the {} others",
+                self.http,
+                self.target,
+                self.room,
+                self.bitrate / 1000,
+                n.saturating_sub(1)
+            ),
+            None => println!(
+                "bench sfu against {} ({}) room {} ({} publisher(s) at {} kbit/s video, {} subscriber(s))",
+                self.http,
+                self.target,
+                self.room,
+                self.publishers,
+                self.bitrate / 1000,
+                self.subscribers
+            ),
+        }
         println!(
             "  setup {:.2} s; connect ms p50/max: publishers {:.0}/{:.0}, subscribers {:.0}/{:.0}",
             self.setup_s,
@@ -184,5 +203,138 @@ impl SfuReport {
             loadavg: &self.loadavg,
         }
         .print();
+    }
+}
+
+/// What a run measured before its window: for [`SfuReport::from_run`].
+pub(crate) struct Setup {
+    /// From the first offer until every client had ICE + DTLS up.
+    pub(crate) setup_s: f64,
+    pub(crate) rss_start: Option<u64>,
+    pub(crate) rss_publishers: Option<u64>,
+    pub(crate) rss_connected: Option<u64>,
+}
+
+impl SfuReport {
+    /// The report of a run of publishers and subscribers (WHIP/WHEP, or Janus's
+    /// VideoRoom) whose window `w` has ended.
+    pub(crate) fn from_run(args: &SfuArgs, core: &Core, w: &Window, setup: Setup) -> SfuReport {
+        let count = |role: Role| core.clients.iter().filter(|c| c.role == role).count();
+        let subscribers = count(Role::Subscriber);
+        let mut r = SfuReport {
+            bench: "sfu",
+            target: args.target.name(),
+            participants: args.participants,
+            http: args.http.clone(),
+            room: args.room.clone(),
+            publishers: count(Role::Publisher),
+            subscribers,
+            bitrate: args.bitrate,
+            duration_s: w.elapsed,
+            warmup_s: args.warmup,
+            setup_s: setup.setup_s,
+            ..SfuReport::default()
+        };
+        let connect = |role: Role| {
+            Spread::of(
+                core.clients
+                    .iter()
+                    .filter(|c| c.role == role)
+                    .filter_map(|c| c.connected)
+                    .map(|d| d.as_secs_f64() * 1000.0)
+                    .collect(),
+            )
+        };
+        r.publisher_connect_ms = connect(Role::Publisher);
+        r.subscriber_connect_ms = connect(Role::Subscriber);
+
+        let mut sent: HashMap<u16, [u64; 2]> = HashMap::new();
+        for c in core.clients.iter().filter(|c| c.role == Role::Publisher) {
+            r.sent_audio_frames += c.send.window_audio;
+            r.sent_video_frames += c.send.window_video;
+            r.sent_keyframes += c.send.window_keyframes;
+            r.keyframe_requests += c.send.keyframe_requests;
+            sent.insert(c.index as u16, [c.send.window_audio, c.send.window_video]);
+        }
+        let mut worst = [1.0f64, 1.0f64];
+        let (mut datagrams, mut bytes) = (0u64, 0u64);
+        for c in core.clients.iter().filter(|c| c.role == Role::Subscriber) {
+            let rc = &c.recv;
+            // The publisher(s) it played: those it subscribed to when it named them,
+            // else those it heard (WHEP plays the room's first when in doubt).
+            let mut played: Vec<u16> = match &rc.expect {
+                Some(e) => e.clone(),
+                None => rc.seen.keys().copied().collect(),
+            };
+            played.sort_unstable();
+            if played.is_empty() {
+                played.push(0);
+            }
+            let mut expected = [0u64; 2];
+            let mut got = [0u64; 2];
+            for p in &played {
+                let s = sent.get(p).copied().unwrap_or_default();
+                let g = rc.frames.get(p).copied().unwrap_or_default();
+                for k in 0..2 {
+                    expected[k] += s[k];
+                    got[k] += g[k].min(s[k]);
+                }
+            }
+            for k in 0..2 {
+                worst[k] = worst[k].min(ratio(got[k], expected[k]));
+            }
+            r.expected_frames += expected[0] + expected[1];
+            r.received_audio_frames += got[0];
+            r.received_video_frames += got[1];
+            r.received_keyframes += rc.keyframes;
+            r.keyframe_flag_mismatches += rc.keyframe_mismatches;
+            r.untagged_frames += rc.untagged;
+            r.forwarded_packets += rc.packets;
+            datagrams += rc.datagrams;
+            bytes += rc.bytes;
+            r.per_subscriber.push(SubscriberResult {
+                publisher: (!rc.seen.is_empty()).then(|| usize::from(played[0])),
+                played: played.iter().map(|p| usize::from(*p)).collect(),
+                audio_expected: expected[0],
+                audio_received: got[0],
+                video_expected: expected[1],
+                video_received: got[1],
+                keyframes_received: rc.keyframes,
+                error: c.error.clone(),
+            });
+        }
+        if subscribers > 0 {
+            r.worst_audio_ratio = worst[0];
+            r.worst_video_ratio = worst[1];
+        }
+        r.received_frames = r.received_audio_frames + r.received_video_frames;
+        r.lost_frames = r.expected_frames.saturating_sub(r.received_frames);
+        r.loss_ratio = ratio(r.lost_frames, r.expected_frames);
+        let rates = w.rates(r.forwarded_packets);
+        let secs = rates.secs;
+        r.forwarded_packets_per_sec = r.forwarded_packets as f64 / secs;
+        r.subscriber_datagrams_per_sec = datagrams as f64 / secs;
+        r.subscriber_mbit_per_sec = bytes as f64 * 8.0 / secs / 1e6;
+        r.frame_latency_ms = core.frame_latency();
+        r.server_cpu_s = rates.server_cpu_s;
+        r.server_cpu_util = rates.server_cpu_util;
+        r.server_cpu_us_per_forwarded_packet = rates.server_cpu_us_per_forwarded_packet;
+        if let (Some(util), true) = (rates.server_cpu_util, subscribers > 0) {
+            r.server_cpu_percent_per_subscriber = Some(util * 100.0 / subscribers as f64);
+        }
+        r.server_rss_start_kib = setup.rss_start;
+        r.server_rss_publishers_kib = setup.rss_publishers;
+        r.server_rss_connected_kib = setup.rss_connected;
+        r.server_rss_end_kib = w.rss_end;
+        r.server_peak_rss_kib = core.peak_rss;
+        if let (Some(a), Some(b), true) =
+            (setup.rss_publishers, setup.rss_connected, subscribers > 0)
+        {
+            r.server_rss_per_subscriber_kib = Some((b as f64 - a as f64) / subscribers as f64);
+        }
+        r.server_packets_out_per_sec = rates.server_packets_out_per_sec;
+        r.generator_cpu_util = rates.generator_cpu_util;
+        r.errors.extend(core.client_errors());
+        r
     }
 }

@@ -94,6 +94,7 @@ fn http_answers_and_locations() {
 #[test]
 fn bad_options_are_refused() {
     let ok = SfuArgs {
+        target: Target::Tsunagi,
         http: "http://127.0.0.1:1".into(),
         room: "r".into(),
         publishers: 1,
