@@ -69,16 +69,7 @@ pub struct Choice {
 /// while the sum of the chosen bitrates plus `fixed` (audio and non-simulcast video) is over
 /// 90 % of `estimate`, steps down the smallest tile that can still go lower.
 pub fn allocate(estimate: u64, fixed: u64, demands: &[Demand]) -> Vec<Choice> {
-    let mut chosen: Vec<Option<usize>> = demands
-        .iter()
-        .map(|d| {
-            let wanted = layer_index(d.wanted)?;
-            (0..=wanted)
-                .rev()
-                .find(|&i| d.available[i].is_some())
-                .or_else(|| (0..3).find(|&i| d.available[i].is_some()))
-        })
-        .collect();
+    let mut chosen: Vec<Option<usize>> = demands.iter().map(preferred_index).collect();
     let mut limited = vec![false; demands.len()];
     let budget = estimate.saturating_mul(BUDGET_PERCENT) / 100;
     let rate = |d: &Demand, i: usize| d.available[i].unwrap_or(0);
@@ -121,6 +112,22 @@ pub fn allocate(estimate: u64, fixed: u64, demands: &[Demand]) -> Vec<Choice> {
             limited,
         })
         .collect()
+}
+
+/// The layer a demand gets with bandwidth to spare: the best available one not above
+/// what the tile wants, else the lowest available; `None` when paused or nothing is.
+fn preferred_index(d: &Demand) -> Option<usize> {
+    let wanted = layer_index(d.wanted)?;
+    (0..=wanted)
+        .rev()
+        .find(|&i| d.available[i].is_some())
+        .or_else(|| (0..3).find(|&i| d.available[i].is_some()))
+}
+
+/// The bitrate of [`preferred_index`]'s layer (0 when there is none): what the
+/// subscriber would receive of this demand with bandwidth to spare.
+pub fn preferred_rate(d: &Demand) -> u64 {
+    preferred_index(d).and_then(|i| d.available[i]).unwrap_or(0)
 }
 
 /// Upgrade hysteresis: downgrades apply at once, and so does starting a paused

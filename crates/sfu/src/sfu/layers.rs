@@ -88,9 +88,26 @@ impl Sfu {
         }
         let list: Vec<Demand> = demands.iter().map(|(_, d)| d.clone()).collect();
         let choices = policy::allocate(estimate, fixed, &list);
+        // What this subscriber would receive at its preferred quality: str0m probes
+        // toward it. Without a desired rate the estimate (and the pacer, which sends at
+        // 1.1 x the estimate) climbs only as fast as the media already sent proves the
+        // path, so a subscriber of many streams queued them for seconds after joining.
+        // Never below the initial estimate: with a lower desired rate, a subscriber of
+        // small tiles whose tile grew waited for the estimate to climb again (no upgrade
+        // within 2 s in tests/media.rs, simulcast).
+        let desired = (fixed + list.iter().map(policy::preferred_rate).sum::<u64>())
+            .max(self.config.initial_bitrate);
         let Some(p) = self.peers.get_mut(&sub) else {
             return;
         };
+        if p.desired_bitrate != desired {
+            p.desired_bitrate = desired;
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                p.rtc
+                    .bwe()
+                    .set_bitrate(Bitrate::ZERO, Bitrate::bps(desired));
+            }));
+        }
         for ((i, _), choice) in demands.iter().zip(choices) {
             let o = &mut p.outs[*i];
             let Some(t) = self.tracks.get(&o.track) else {

@@ -192,6 +192,9 @@ pub(super) struct Peer {
     pub(super) channels: Vec<(ChannelId, String)>,
     pub(super) view: Option<Vec<Tile>>,
     pub(super) bwe: Option<u64>,
+    /// The desired bitrate last given to str0m's BWE (what the subscriber's preferred
+    /// layers add up to).
+    pub(super) desired_bitrate: u64,
     pub(super) rtt_ms: Option<f64>,
     pub(super) nacks: Vec<(Mid, Option<Rid>, u64)>,
     pub(super) next_stats: Instant,
@@ -304,6 +307,7 @@ pub(super) fn new_peer(
         channels: Vec::new(),
         view: None,
         bwe: None,
+        desired_bitrate: 0,
         rtt_ms: None,
         nacks: Vec::new(),
         next_stats: now + config.stats_interval,
