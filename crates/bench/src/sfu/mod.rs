@@ -61,7 +61,7 @@ pub(crate) use http::*;
 pub(crate) use media::*;
 
 /// Most publishers + subscribers in one run.
-pub const MAX_CLIENTS: usize = 200;
+pub const MAX_CLIENTS: usize = 600;
 
 /// Highest video bitrate per publisher.
 pub(super) const MAX_BITRATE: u64 = 10_000_000;

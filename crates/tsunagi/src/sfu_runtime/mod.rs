@@ -79,7 +79,8 @@ pub struct SfuOptions {
     pub token_secret: Option<Vec<u8>>,
     /// ICE-TCP connections at once.
     pub max_tcp_connections: usize,
-    /// WHIP and WHEP sessions at once.
+    /// WHIP and WHEP sessions at once (each is also an SFU peer, under the core's
+    /// `max_peers`).
     pub max_http_sessions: usize,
     /// Where the core and the socket tasks report how they end.
     pub health: Health,
@@ -87,12 +88,15 @@ pub struct SfuOptions {
 
 impl Default for SfuOptions {
     fn default() -> Self {
+        let core = SfuConfig::default();
         SfuOptions {
-            core: SfuConfig::default(),
+            // As many as the core takes peers: a WHEP audience of hundreds is what a
+            // core carries (docs/benchmarks.md, against Janus).
+            max_http_sessions: core.max_peers,
+            core,
             linger: Duration::from_secs(30),
             token_secret: None,
             max_tcp_connections: 512,
-            max_http_sessions: 256,
             health: Health::default(),
         }
     }
