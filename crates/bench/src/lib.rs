@@ -23,7 +23,8 @@
 //!   N allocations relaying to a peer outside the server), with the same socket
 //!   batching as the relay and no TURN logic.
 //! * `bench sfu`: WHIP publishers and WHEP subscribers against the SFU, or with
-//!   `--participants` a room of N over signaling (see [`sfu`], [`sfu_room`]).
+//!   `--participants` a room of N over signaling (see [`sfu`], [`sfu_room`]); with
+//!   `--target janus` the same clients against Janus's VideoRoom (see [`sfu_janus`]).
 //! * `bench signal`: N signaling WebSockets over one or more servers (`--server`
 //!   repeatable, ws:// or wss://) join M rooms at `--join-rate`, then send `chat` at
 //!   `--chat-rate` in total: join rate and latency, fan-out latency (send to each other
