@@ -108,7 +108,7 @@ impl Janus {
         let child = Command::new(repo_root().join("scripts/janus-run"))
             .arg(&dir)
             .arg(port.to_string())
-            .arg("46000-46999")
+            .arg("21000-21999")
             .arg(IFACE)
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(tmp.join("bench_janus.err")).unwrap())
