@@ -118,7 +118,18 @@ fn bad_options_are_refused() {
             ..ok.clone()
         },
         SfuArgs {
-            subscribers: 200,
+            subscribers: MAX_CLIENTS,
+            ..ok.clone()
+        },
+        SfuArgs {
+            target: Target::Janus,
+            participants: Some(4),
+            churn_every: Some(2.0),
+            ..ok.clone()
+        },
+        SfuArgs {
+            target: Target::Janus,
+            token: Some("t".into()),
             ..ok.clone()
         },
         SfuArgs {
