@@ -709,12 +709,9 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// A port free on 127.0.0.1 (tests/ports: outside the ephemeral range).
 fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind((LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    process::free_port()
 }
 
 /// The binary, configured the way a user configures it: both options from the command

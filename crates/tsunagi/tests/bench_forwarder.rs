@@ -9,19 +9,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 
 use tsunagi_bench::{self as bench, BenchArgs, Report};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tsunagi");
 
-/// A port from the OS, released for the forwarder or the echo peer to bind.
+mod ports;
+
+/// A free port (tests/ports), for the forwarder or the echo peer to bind.
 fn free() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    SocketAddr::from(([127, 0, 0, 1], ports::free_port()))
 }
 
 fn parse(s: &str) -> Result<BenchArgs, clap::Error> {

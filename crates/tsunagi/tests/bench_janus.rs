@@ -14,12 +14,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+mod ports;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tsunagi");
 const IN_NETNS: &str = "JANUS_TEST_IN_NETNS";
@@ -64,16 +66,7 @@ fn in_own_netns(test: &str) -> bool {
     false
 }
 
-fn free_port() -> u16 {
-    for _ in 0..100 {
-        let t = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = t.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port");
-}
+use ports::free_port;
 
 /// Janus, stopped by PID when dropped.
 struct Janus {

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod ports;
 
 use common::{run_bench as bench, PASSWORD, REST_SECRET, USER};
 use tsunagi_bench::{self as bench, BenchArgs, Report};
@@ -168,13 +169,8 @@ async fn wrong_password_fails_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_mode_through_the_forwarder() {
-    // Ports from the OS, then released for the forwarder and the sink to bind.
-    let free = || {
-        std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
+    // Free ports (tests/ports) for the forwarder and the sink to bind.
+    let free = || std::net::SocketAddr::from(([127, 0, 0, 1], ports::free_port()));
     let (listen, sink) = (free(), free());
     let fwd = bench(args(&format!(
         "forwarder --listen {listen} --to {sink} --duration 4"

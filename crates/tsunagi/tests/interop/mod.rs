@@ -8,11 +8,14 @@ use std::collections::hash_map::RandomState;
 use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{ErrorKind, Read};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
+
+#[path = "../ports/mod.rs"]
+mod ports;
 
 pub const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -51,20 +54,10 @@ pub fn tool(name: &str) -> PathBuf {
     );
 }
 
-/// A port that is free for both UDP and TCP on `ip` right now, chosen by the kernel
-/// (from the ephemeral range, which the relay ranges below stay out of).
+/// A port that is free for both UDP and TCP on `ip` right now (tests/ports: outside the
+/// ephemeral range and the relay ranges below).
 pub fn free_port(ip: IpAddr) -> u16 {
-    for _ in 0..100 {
-        let udp = UdpSocket::bind(SocketAddr::new(ip, 0)).expect("bind a UDP socket on loopback");
-        let port = udp
-            .local_addr()
-            .expect("local address of a bound socket")
-            .port();
-        if TcpListener::bind(SocketAddr::new(ip, port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both UDP and TCP on {ip} after 100 tries");
+    ports::free_port_on(ip)
 }
 
 /// A relay port range of `RELAY_RANGE_LEN` ports for the test with number `slot`.

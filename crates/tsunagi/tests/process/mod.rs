@@ -4,25 +4,21 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "../ports/mod.rs"]
+mod ports;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_tsunagi");
 
-/// A port free for TCP and UDP on 127.0.0.1 (released for the server to bind).
+/// A port free for TCP and UDP on 127.0.0.1 (released for the server to bind; tests/ports).
 pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let t = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = t.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both TCP and UDP");
+    ports::free_port()
 }
 
 /// `GET path` over HTTP/1.1: status and parsed JSON body.
