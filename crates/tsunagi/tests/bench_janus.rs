@@ -101,7 +101,8 @@ impl Janus {
         let child = Command::new(repo_root().join("scripts/janus-run"))
             .arg(&dir)
             .arg(port.to_string())
-            .arg("21000-21999")
+            // Above the ephemeral range (..=60999) and the relay ranges other tests use.
+            .arg("61000-61999")
             .arg(IFACE)
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(tmp.join("bench_janus.err")).unwrap())
