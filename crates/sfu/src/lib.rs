@@ -106,6 +106,15 @@ pub mod limits {
     pub const SEND_BUFFER_VIDEO: usize = 400;
     /// Packets kept per outgoing audio stream.
     pub const SEND_BUFFER_AUDIO: usize = 50;
+    /// How long a sent packet stays in its subscription's NACK/RTX cache. A browser
+    /// NACKs a missing packet about an RTT after the next one arrives and asks again
+    /// every RTT, while its jitter buffer still waits for the frame: a second covers
+    /// several retries at a 300 ms RTT. str0m's default (3 s) kept 180 packets (about
+    /// 200 KiB) of a 500 kbit/s stream per subscriber, most of the SFU's memory per
+    /// subscriber (docs/benchmarks.md, SFU).
+    pub const RTX_MAX_AGE: Duration = Duration::from_secs(1);
+    /// str0m's default share of resends above which queued resends are dropped.
+    pub const RTX_RATIO_CAP: f32 = 0.15;
     /// Timeouts already due that one drain of a peer handles at once (str0m's pacer asks
     /// for one per paced packet); the rest wait for the runtime's next turn.
     pub const DUE_TIMEOUTS_PER_DRAIN: u32 = 64;

@@ -105,30 +105,36 @@ impl Sfu {
             let rebase = std::mem::take(&mut o.sel.rebase_pending)
                 || (decision.rebase && kind == MediaKind::Video);
             let time = out_time(&mut o.sel, &d, rebase);
-            let written = self.guard(sub, "writing media", |p| {
+            let tune = !o.rtx_tuned;
+            let outcome = self.guard(sub, "writing media", |p| {
+                let tuned = tune && tune_rtx_cache(&mut p.rtc, mid, kind);
                 let Some(w) = p.rtc.writer(mid) else {
-                    return false;
+                    return (false, tuned);
                 };
                 let Some(pt) = w.match_params(d.params) else {
-                    return false;
+                    return (false, tuned);
                 };
                 let w = match (d.ext_vals.audio_level, d.ext_vals.voice_activity) {
                     (Some(l), Some(v)) => w.audio_level(l, v),
                     _ => w,
                 };
                 match w.write(pt, d.network_time, time, d.data.clone()) {
-                    Ok(()) => true,
+                    Ok(()) => (true, tuned),
                     Err(e) => {
                         debug!(error = %e, "SFU write refused");
-                        false
+                        (false, tuned)
                     }
                 }
             });
+            let written = outcome.map(|(w, _)| w);
             if let Some(o) = self
                 .peers
                 .get_mut(&sub)
                 .and_then(|sp| sp.outs.iter_mut().find(|o| o.track == tid))
             {
+                if outcome.is_some_and(|(_, t)| t) {
+                    o.rtx_tuned = true;
+                }
                 if written == Some(true) {
                     o.watch.packets += 1;
                     o.watch.last_media = Some(now);
@@ -212,6 +218,21 @@ impl Sfu {
             self.drain(to);
         }
     }
+}
+
+/// Sets the NACK/RTX cache of the send stream of `mid` to [`RTX_MAX_AGE`] (the
+/// packet count bound stays as configured). False while str0m has no such stream yet.
+fn tune_rtx_cache(rtc: &mut Rtc, mid: Mid, kind: MediaKind) -> bool {
+    let mut api = rtc.direct_api();
+    let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+        return false;
+    };
+    let packets = match kind {
+        MediaKind::Audio => SEND_BUFFER_AUDIO,
+        MediaKind::Video => SEND_BUFFER_VIDEO,
+    };
+    tx.set_rtx_cache(packets, RTX_MAX_AGE, Some(RTX_RATIO_CAP));
+    true
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
