@@ -157,7 +157,7 @@ impl Sfu {
                             proto,
                             source: t.source,
                             destination: t.destination,
-                            contents: t.contents.to_vec(),
+                            contents: t.contents.into(),
                         });
                     }
                     Output::Event(e) => {
