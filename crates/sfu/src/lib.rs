@@ -16,6 +16,11 @@
 //! [`Sfu::poll_timeout`]. When `accept_offer` returns an answer, deliver it **before** the
 //! events that follow: one of them may be the SFU's next offer to the same peer.
 //!
+//! Several datagrams may be handed in before polling: what they forward to each
+//! subscriber is packetized and paced in one pass per subscriber when output is polled
+//! (or time handled), not once per frame, so a batch of received datagrams costs less
+//! per forwarded packet than the same datagrams polled one by one.
+//!
 //! ```no_run
 //! use std::time::Instant;
 //! use tsunagi_sfu::{Protocol, Role, Sfu, SfuConfig, SfuEvent};

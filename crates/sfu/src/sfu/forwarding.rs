@@ -148,7 +148,7 @@ impl Sfu {
             if written == Some(true) {
                 self.counters.media_forwarded += 1;
             }
-            self.drain(sub);
+            self.drain_later(sub);
         }
     }
 
@@ -215,7 +215,7 @@ impl Sfu {
             if sent == Some(true) {
                 self.counters.messages_relayed += 1;
             }
-            self.drain(to);
+            self.drain_later(to);
         }
     }
 }

@@ -67,6 +67,9 @@ pub struct Sfu {
     transmits: VecDeque<Transmit>,
     events: VecDeque<SfuEvent>,
     work: VecDeque<(u64, Event)>,
+    /// Peers written to (media forwarded, messages relayed) whose `Rtc` is not polled
+    /// yet ([`Sfu::flush_drains`]).
+    undrained: Vec<u64>,
     counters: SfuStats,
     next_tick: Instant,
     last_now: Instant,
@@ -128,6 +131,7 @@ impl Sfu {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             work: VecDeque::new(),
+            undrained: Vec::new(),
             counters: SfuStats::default(),
             next_tick: now + TICK,
             last_now: now,
@@ -336,20 +340,24 @@ impl Sfu {
             self.tick(now);
         }
         self.run_work(now);
+        self.flush_drains();
     }
 
     /// The next packet to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.flush_drains();
         self.transmits.pop_front()
     }
 
     /// The next event to deliver or log.
     pub fn poll_event(&mut self) -> Option<SfuEvent> {
+        self.flush_drains();
         self.events.pop_front()
     }
 
     /// The next time [`handle_timeout`](Self::handle_timeout) must be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.flush_drains();
         let peer = self.timers.first().map(|(t, _)| *t);
         let tick = (!self.peers.is_empty()).then_some(self.next_tick);
         match (peer, tick) {

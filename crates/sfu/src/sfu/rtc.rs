@@ -178,6 +178,36 @@ impl Sfu {
         }
     }
 
+    /// Polls the peer's `Rtc` later, once for everything written to it until then
+    /// ([`flush_drains`](Self::flush_drains)): a subscriber that gets frames of several
+    /// publishers (or several packets of one) in one batch of datagrams is packetized
+    /// and paced in one pass.
+    pub(super) fn drain_later(&mut self, key: u64) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if !p.undrained {
+            p.undrained = true;
+            self.undrained.push(key);
+        }
+    }
+
+    /// Polls every peer written to since the last flush, and handles what that polling
+    /// reports (which may write to more peers).
+    pub(super) fn flush_drains(&mut self) {
+        while !self.undrained.is_empty() {
+            for key in std::mem::take(&mut self.undrained) {
+                let Some(p) = self.peers.get_mut(&key) else {
+                    continue;
+                };
+                p.undrained = false;
+                self.drain(key);
+            }
+            let now = self.last_now;
+            self.run_work(now);
+        }
+    }
+
     pub(super) fn run_work(&mut self, now: Instant) {
         while let Some((key, e)) = self.work.pop_front() {
             if !self.peers.contains_key(&key) {

@@ -202,6 +202,8 @@ pub(super) struct Peer {
     pub(super) nacks: Vec<(Mid, Option<Rid>, u64)>,
     pub(super) next_stats: Instant,
     pub(super) timer: Option<Instant>,
+    /// Written to and waiting in the `Sfu`'s list of peers to poll.
+    pub(super) undrained: bool,
     pub(super) inject_fault: bool,
     /// The DTLS fingerprint of the remote PeerConnection (from its last SDP): an offer with
     /// another one comes from a new PeerConnection.
@@ -315,6 +317,7 @@ pub(super) fn new_peer(
         nacks: Vec::new(),
         next_stats: now + config.stats_interval,
         timer: None,
+        undrained: false,
         inject_fault: false,
         fingerprint: None,
         last_stun: now,
