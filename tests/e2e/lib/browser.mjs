@@ -25,17 +25,23 @@ export const CHROMIUM_FLAGS = [
 ];
 
 /**
- * The fake camera of the tests of many people (06's six, 07's five): 10 fps (see
- * launchBrowser) and captured at 320x180 instead of the client's 640x360 (see
- * openParticipant). Six Chromiums on two cores each encode the camera three times
- * (simulcast) and, while a room switches from mesh to SFU, once more per mesh
- * connection, and decode everyone else on both paths: at 640x360 a loaded Chromium took
- * 13 s to apply one SFU offer and 9 s more to answer it (fresh runs at 14:46 on
- * 2026-12-03: SFU connection timelines in 06's failure output), and pages stopped running
- * for up to 5.3 s. A quarter of the pixels lowers the cost of each person; the number of
- * people and every direction checked stay the same.
+ * The fake camera and the window of the tests of many people (06's six, 07's five, 13's
+ * cluster): 10 fps (see launchBrowser), captured at 320x180 instead of the client's
+ * 640x360 (see openParticipant), in a 640x360 window instead of 1280x720. Six Chromiums
+ * on two cores each encode the camera three times (simulcast) and, while a room switches
+ * from mesh to SFU, once more per mesh connection, and decode and composite (in software)
+ * everyone else on both paths: with a 640x360 camera a loaded Chromium took 13 s to apply one SFU
+ * offer and 9 s more to answer it (fresh runs at 14:46 on 2026-12-03: SFU connection
+ * timelines in 06's failure output), and pages stopped running for up to 5.3 s. A quarter
+ * of the pixels lowers the cost of each person. The smaller window makes the tiles small,
+ * so the SFU sends the small layers and each browser decodes and composites fewer pixels:
+ * 07 on 2026-12-04, CPU of the whole test (its cgroup) 91 s in 58 s with 1280x720 (one
+ * run) against 60-78 s in 46-51 s with 640x360 (four runs); mesh -> SFU done everywhere
+ * after 14 s against 6-9 s; the longest page stall in the switch 2.2-3.4 s (three runs)
+ * against 0.4-1.3 s (three runs); a fresh CI run with 1280x720 had seen 5.3 s. The number
+ * of people and every direction checked stay the same.
  */
-export const LIGHT_CAMERA = { fps: 10, width: 320, height: 180 };
+export const LIGHT_CAMERA = { fps: 10, width: 320, height: 180, viewport: { width: 640, height: 360 } };
 
 /**
  * Launches one Chromium with CHROMIUM_FLAGS and a fresh --user-data-dir. Playwright's own
@@ -85,28 +91,49 @@ export async function launchBrowser({ executablePath, extraArgs = [], cameraFps,
  * A participant: its own browser and page. `join` opens /r/<room>, types the name on the
  * landing page and presses Join, then waits for the server's welcome.
  */
-export async function openParticipant(baseUrl, { name, room, token, query, locale = 'en-US', viewport = { width: 1280, height: 720 }, join = true, launch = {}, camera } = {}) {
+export async function openParticipant(baseUrl, { name, room, token, query, locale = 'en-US', viewport, join = true, launch = {}, camera } = {}) {
+  viewport = viewport || (camera && camera.viewport) || { width: 1280, height: 720 };
   const browser = await launchBrowser(camera ? { ...launch, cameraFps: camera.fps } : launch);
-  const context = await browser.newContext({ viewport, locale });
-  if (camera && camera.width) {
-    // The capture size: the page's camera request asks for this size instead of its own.
-    await context.addInitScript(({ width, height }) => {
-      const md = navigator.mediaDevices;
-      if (!md || !md.getUserMedia) return;
-      const gum = md.getUserMedia.bind(md);
-      md.getUserMedia = (c) => gum(c && c.video ? { ...c, video: { ...(c.video === true ? {} : c.video), width: { exact: width }, height: { exact: height } } } : c);
-    }, { width: camera.width, height: camera.height });
+  // A participant that fails to come up closes its browser before the error goes on: a
+  // browser left open keeps the test file's process alive after its tests have ended.
+  try {
+    const context = await browser.newContext({ viewport, locale });
+    if (camera && camera.width) {
+      // The capture size: the page's camera request asks for this size instead of its own.
+      await context.addInitScript(({ width, height }) => {
+        const md = navigator.mediaDevices;
+        if (!md || !md.getUserMedia) return;
+        const gum = md.getUserMedia.bind(md);
+        md.getUserMedia = (c) => gum(c && c.video ? { ...c, video: { ...(c.video === true ? {} : c.video), width: { exact: width }, height: { exact: height } } } : c);
+      }, { width: camera.width, height: camera.height });
+    }
+    const page = await context.newPage();
+    const p = { name, browser, context, page, ...watchPage(page), id: null, close: () => browser.close() };
+    if (join) await joinRoom(p, baseUrl, { room, token, query });
+    return p;
+  } catch (e) {
+    await browser.close();
+    throw e;
   }
-  const page = await context.newPage();
+}
+
+/**
+ * What went wrong in `page`: `consoleErrors` (console errors and uncaught exceptions, which
+ * tests assert on) and `network` (requests that failed and responses with an error
+ * status, for error messages only: a request aborted by a closing page is no defect).
+ */
+function watchPage(page) {
   const consoleErrors = [];
+  const network = [];
   page.on('pageerror', (e) => consoleErrors.push(`pageerror: ${e.message}`));
   page.on('console', (m) => {
     if (m.type() === 'error') consoleErrors.push(m.text());
   });
-  const p = { name, browser, context, page, consoleErrors, id: null };
-  if (join) await joinRoom(p, baseUrl, { room, token, query });
-  p.close = () => browser.close();
-  return p;
+  page.on('requestfailed', (r) => network.push(`${r.method()} ${r.url()}: ${r.failure()?.errorText}`));
+  page.on('response', (r) => {
+    if (r.status() >= 400) network.push(`${r.request().method()} ${r.url()}: ${r.status()}`);
+  });
+  return { consoleErrors, network };
 }
 
 /**
@@ -118,6 +145,11 @@ export async function joinRoom(p, baseUrl, { room, token, query }) {
   if (token) params.set('token', token);
   const q = params.size ? `?${params}` : '';
   await p.page.goto(`${baseUrl}/r/${encodeURIComponent(room)}${q}`);
+  // goto returns on the page's load event, which the test hook's script delays (see
+  // testhook.mjs): a page without it failed to load something.
+  if (!(await p.page.evaluate(() => typeof window.tsunagi === 'object'))) {
+    throw new Error(`${p.name}: the page loaded without its test hook; console errors ${JSON.stringify(p.consoleErrors)}, failed requests ${JSON.stringify(p.network)}`);
+  }
   await p.page.getByTestId('name-input').fill(p.name);
   await p.page.getByTestId('join-button').click();
   await p.page.waitForFunction(() => window.tsunagi.id !== null, null, { timeout: 15000 });
@@ -239,13 +271,14 @@ export async function videoNow(page) {
 export async function openWatcher(baseUrl, { name = 'viewer', room, token, viewport = { width: 960, height: 600 }, launch = {} } = {}) {
   const browser = await launchBrowser(launch);
   const context = await browser.newContext({ viewport, locale: 'en-US' });
-  const page = await context.newPage();
-  const consoleErrors = [];
-  page.on('pageerror', (e) => consoleErrors.push(`pageerror: ${e.message}`));
-  page.on('console', (m) => {
-    if (m.type() === 'error') consoleErrors.push(m.text());
-  });
-  const q = token ? `?token=${encodeURIComponent(token)}` : '';
-  await page.goto(`${baseUrl}/watch/${encodeURIComponent(room)}${q}`);
-  return { name, browser, context, page, consoleErrors, close: () => browser.close() };
+  try {
+    const page = await context.newPage();
+    const problems = watchPage(page);
+    const q = token ? `?token=${encodeURIComponent(token)}` : '';
+    await page.goto(`${baseUrl}/watch/${encodeURIComponent(room)}${q}`);
+    return { name, browser, context, page, ...problems, close: () => browser.close() };
+  } catch (e) {
+    await browser.close();
+    throw e;
+  }
 }

@@ -68,7 +68,7 @@ function startMonitor() {
       }
       console.log(`${what}: largest gap per direction (ms, in-page):`, JSON.stringify(Object.fromEntries(rows.map(({ dir, r }) => [dir, r ? r.maxGap : null]))));
       console.log(`${what}: gaps over 1 s (start, element that ended it, ms of it the subscriber's page itself did not run):`, JSON.stringify(Object.fromEntries(rows.filter(({ r }) => r && r.maxGap > 1000).map(({ dir, r }) => [dir, `${r.gapFrom && r.gapFrom.slice(11, 23)} ${r.gapPath} stalled ${r.gapPageStalled}`]))));
-      console.log(`${what}: each page's own longest timer stall (ms; of it in long tasks; the longest task since the reset):`, JSON.stringify(Object.fromEntries(Object.entries(stalls).map(([n, s]) => [n, `${s.max} at ${s.from && s.from.slice(11, 23)}, busy ${s.busy}, longest task ${s.longestTask}`]))));
+      console.log(`${what}: each page's own longest timer stall (ms; of it in long tasks; the longest task since the reset):`, JSON.stringify(Object.fromEntries(Object.entries(stalls).map(([n, s]) => [n, `${s.max} at ${s.from && s.from.slice(11, 23)}, busy ${s.busy}, longest task ${s.longestTask}${s.scripts && s.scripts.length ? `; scripts in it: ${s.scripts.join(', ')}` : ''}`]))));
       console.log(`${what}: frames seen per direction (mesh rvfc/poll, sfu rvfc/poll):`, JSON.stringify(Object.fromEntries(rows.map(({ dir, r }) => [dir, r ? `${r.paths.mesh.rvfc}/${r.paths.mesh.poll} ${r.paths.sfu.rvfc}/${r.paths.sfu.poll}` : null]))));
       for (const { dir, r } of rows) {
         assert.ok(r && r.frames > 0, `${dir}: presented frames: ${JSON.stringify(r)}`);

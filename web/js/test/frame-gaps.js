@@ -47,6 +47,12 @@ const mon = {
   stalls: [],
   /** @type {[number, number][]} */
   longTasks: [],
+  /**
+   * Scripts that ran in long animation frames (the Long Animation Frames API): what the
+   * page's main thread ran while it was busy.
+   * @type {{start: number, end: number, what: string}[]}
+   */
+  scripts: [],
 };
 
 /** @param {string} id */
@@ -150,6 +156,20 @@ function tick() {
 }
 
 /**
+ * The five longest scripts of long animation frames within [a, b].
+ * @param {number|null} a
+ * @param {number|null} b
+ */
+function stallScripts(a, b) {
+  if (a === null || b === null) return [];
+  return mon.scripts
+    .filter((x) => x.end > a && x.start < b)
+    .sort((x, y) => y.end - y.start - (x.end - x.start))
+    .slice(0, 5)
+    .map((x) => `${x.what} ${Math.round(x.end - x.start)}`);
+}
+
+/**
  * Presented-frame gaps per remote peer, measured in the page (started by the first call).
  * `reset`: forget the gaps so far (and start measuring now).
  * @param {{reset?: boolean}} [o]
@@ -169,6 +189,26 @@ export function frameGaps({ reset = false } = {}) {
     } catch {
       // no long-task timing in this browser
     }
+    try {
+      new PerformanceObserver((list) => {
+        for (const f of list.getEntries()) {
+          const lf = /** @type {any} */ (f);
+          const scriptMs = (lf.scripts || []).reduce((/** @type {number} */ n, /** @type {any} */ x) => n + x.duration, 0);
+          const render = lf.renderStart ? f.startTime + f.duration - lf.renderStart : 0;
+          const layout = lf.styleAndLayoutStart ? f.startTime + f.duration - lf.styleAndLayoutStart : 0;
+          mon.scripts.push({ start: f.startTime, end: f.startTime + f.duration, what: `frame (scripts ${Math.round(scriptMs)}, rendering ${Math.round(render)} of it style+layout ${Math.round(layout)})` });
+          for (const sc of /** @type {any} */ (f).scripts || []) {
+            if (sc.duration < 20) continue;
+            const file = (sc.sourceURL || '').replace(/^.*\//, '');
+            const fn = sc.sourceFunctionName || '?';
+            mon.scripts.push({ start: sc.startTime, end: sc.startTime + sc.duration, what: `${sc.invoker || sc.invokerType} ${fn}@${file}:${sc.sourceCharPosition}` });
+          }
+        }
+        if (mon.scripts.length > 200) mon.scripts.splice(0, mon.scripts.length - 200);
+      }).observe({ type: 'long-animation-frame', buffered: false });
+    } catch {
+      // no long-animation-frame timing in this browser
+    }
   }
   const now = performance.now();
   if (reset) {
@@ -177,6 +217,7 @@ export function frameGaps({ reset = false } = {}) {
     mon.tickGapFrom = null;
     mon.stalls = [];
     mon.longTasks = [];
+    mon.scripts = [];
     for (const r of mon.peers.values()) {
       r.maxGap = 0;
       r.gapFrom = null;
@@ -217,6 +258,8 @@ export function frameGaps({ reset = false } = {}) {
       from: wall(mon.tickGapFrom),
       busy: Math.round(overlap(mon.longTasks, mon.tickGapFrom, mon.tickGapFrom === null ? null : mon.tickGapFrom + mon.maxTickGap)),
       longestTask: Math.round(mon.longTasks.reduce((m, [x, y]) => Math.max(m, y - x), 0)),
+      // The longest scripts that ran in that stall: "invoker function@file:offset ms".
+      scripts: stallScripts(mon.tickGapFrom, mon.tickGapFrom === null ? null : mon.tickGapFrom + mon.maxTickGap),
     },
     peers,
   };

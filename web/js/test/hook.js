@@ -224,7 +224,7 @@ const hook = {
   /**
    * Presented-frame gaps per remote peer, measured in the page (see frame-gaps.js; started
    * by the first call): {rvfc, resetAt, pageStall: {max (ms), from, busy (ms of it in long
-   * tasks), longestTask (ms)}, peers: {peerId: {name, present, frames, maxGap (ms),
+   * tasks), longestTask (ms), scripts (the longest scripts run in that stall)}, peers: {peerId: {name, present, frames, maxGap (ms),
    * gapFrom, gapPath, gapPageStalled (ms of the gap this page's own timer did not run),
    * sinceLast (ms), paths: {mesh, sfu}: {frames, rvfc, poll}}}}.
    * `{reset: true}` forgets the gaps so far.
