@@ -288,25 +288,6 @@ fn no_media_to_a_peer_whose_ice_consent_stopped() {
     assert!(late < 1_000, "{late} bytes/s still sent after {held:?}");
 }
 
-/// The subscription `sub` ← `publisher` (video) in the SFU's room state.
-fn subscription(w: &World, sub: &str, publisher: &str) -> serde_json::Value {
-    let state = w.sfu.room_state("r", w.now).expect("the room");
-    let peer = state["peers"]
-        .as_array()
-        .expect("peers")
-        .iter()
-        .find(|p| p["peer"] == sub)
-        .unwrap_or_else(|| panic!("{sub} in {state}"))
-        .clone();
-    peer["subscriptions"]
-        .as_array()
-        .expect("subscriptions")
-        .iter()
-        .find(|s| s["publisher"] == publisher && s["kind"] == "video")
-        .unwrap_or_else(|| panic!("{publisher} → {sub} in {peer}"))
-        .clone()
-}
-
 /// docs/sfu.md, "Repairs": a negotiated video subscription whose publisher sends and that
 /// forwarded nothing for 3 s is starved. The room state says so, with its cause; the SFU
 /// keeps asking the publisher for a keyframe every 500 ms; when the keyframe comes the
@@ -335,7 +316,7 @@ fn a_starved_subscription_is_shown_and_repaired_by_keyframe_requests() {
             })
         })
     });
-    let s = subscription(&w, "bob", "alice");
+    let s = w.subscription("bob", "alice");
     assert!(starved, "bob ← alice never counted as starved: {s}");
     assert_eq!(s["negotiated"], true, "{s}");
     assert_eq!(s["publisherSending"], true, "{s}");
@@ -355,10 +336,10 @@ fn a_starved_subscription_is_shown_and_repaired_by_keyframe_requests() {
     assert!(
         fed,
         "no keyframe reached bob: {}",
-        subscription(&w, "bob", "alice")
+        w.subscription("bob", "alice")
     );
     w.run(Duration::from_millis(500));
-    let s = subscription(&w, "bob", "alice");
+    let s = w.subscription("bob", "alice");
     assert_eq!(s["starved"], false, "{s}");
     assert_eq!(s["starvedEpisodes"], 1, "{s}");
     assert_eq!(s["paused"], serde_json::Value::Null, "{s}");

@@ -45,6 +45,35 @@ fn nack_and_rtx_repair_a_lossy_subscriber_link() {
     );
 }
 
+/// The NACK/RTX cache of a subscription is sized by the subscriber's RTT: 500 ms until an
+/// RTT is known, then three RTTs but at least 200 ms (here the RTT is 10 ms). The lossy
+/// run above repairs its link with that cache.
+#[test]
+fn the_rtx_cache_of_a_subscription_follows_the_subscribers_rtt() {
+    let mut w = World::new(common::config(), 11);
+    w.join("r", "alice", PUB, Publish::VIDEO);
+    w.join("r", "carol", SUB, Publish::NONE);
+    assert!(w.run_until(Duration::from_secs(5), |w| w.connected("carol")
+        && w.connected("alice")));
+    let sized = w.run_until(Duration::from_secs(5), |w| {
+        w.subscription("carol", "alice")["rtxCacheMs"] == 200
+    });
+    let s = w.subscription("carol", "alice");
+    assert!(sized, "the cache follows a 10 ms RTT: {s}");
+    assert_eq!(
+        tsunagi_sfu::limits::RTX_MIN_AGE,
+        Duration::from_millis(200),
+        "the floor this test expects"
+    );
+    let room = w.sfu.room_state("r", w.now).expect("the room");
+    let rtt = room["peers"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["peer"] == "carol"))
+        .and_then(|p| p["rttMs"].as_f64())
+        .expect("carol's RTT is known");
+    assert!(rtt < 60.0, "an RTT of {rtt} ms over a 5 ms link");
+}
+
 #[test]
 fn new_subscribers_trigger_one_throttled_keyframe_request() {
     let mut w = World::new(common::config(), 3);

@@ -105,9 +105,10 @@ impl Sfu {
             let rebase = std::mem::take(&mut o.sel.rebase_pending)
                 || (decision.rebase && kind == MediaKind::Video);
             let time = out_time(&mut o.sel, &d, rebase);
-            let tune = !o.rtx_tuned;
+            let tune = o.rtx_age.is_none();
             let outcome = self.guard(sub, "writing media", |p| {
-                let tuned = tune && tune_send_stream(&mut p.rtc, mid, kind);
+                let age = rtx_age(p.rtt_ms);
+                let tuned = (tune && tune_send_stream(&mut p.rtc, mid, kind, age)).then_some(age);
                 let Some(w) = p.rtc.writer(mid) else {
                     return (false, tuned);
                 };
@@ -132,8 +133,8 @@ impl Sfu {
                 .get_mut(&sub)
                 .and_then(|sp| sp.outs.iter_mut().find(|o| o.track == tid))
             {
-                if outcome.is_some_and(|(_, t)| t) {
-                    o.rtx_tuned = true;
+                if let Some((_, Some(age))) = outcome {
+                    o.rtx_age = Some(age);
                 }
                 if written == Some(true) {
                     o.watch.packets += 1;
@@ -220,16 +221,67 @@ impl Sfu {
     }
 }
 
-/// Sets up the send stream of `mid` for forwarding: its NACK/RTX cache to
-/// [`RTX_MAX_AGE`] (the packet count bound stays as configured), and unpaced. False while
-/// str0m has no such stream yet.
+impl Sfu {
+    /// Resizes the NACK/RTX caches of `key`'s subscriptions when its RTT moved far from
+    /// what they were sized for ([`rtx_age_changed`]).
+    pub(super) fn retune_rtx(&mut self, key: u64) {
+        let Some(p) = self.peers.get(&key) else {
+            return;
+        };
+        let want = rtx_age(p.rtt_ms);
+        if !p
+            .outs
+            .iter()
+            .any(|o| o.rtx_age.is_some_and(|have| rtx_age_changed(have, want)))
+        {
+            return;
+        }
+        self.guard(key, "resizing a NACK/RTX cache", |p| {
+            for o in &mut p.outs {
+                let OutState::Open(mid) = o.state else {
+                    continue;
+                };
+                if o.rtx_age.is_some_and(|have| rtx_age_changed(have, want))
+                    && tune_send_stream(&mut p.rtc, mid, o.kind, want)
+                {
+                    o.rtx_age = Some(want);
+                }
+            }
+        });
+    }
+}
+
+/// How long a subscriber's send streams keep sent packets for NACK/RTX: [`RTX_AGE_RTTS`]
+/// of its RTT, within [`RTX_MIN_AGE`]..=[`RTX_MAX_AGE`]; [`RTX_UNKNOWN_RTT_AGE`] while its
+/// RTT is not known. Most of the SFU's memory per subscription is this cache (one
+/// packetized copy of each sent packet), so a subscriber on a short path keeps only what
+/// it could still ask for.
+pub(super) fn rtx_age(rtt_ms: Option<f64>) -> Duration {
+    match rtt_ms {
+        Some(ms) if ms.is_finite() && ms >= 0.0 => {
+            let age = Duration::from_secs_f64(ms / 1000.0) * RTX_AGE_RTTS;
+            age.clamp(RTX_MIN_AGE, RTX_MAX_AGE)
+        }
+        _ => RTX_UNKNOWN_RTT_AGE,
+    }
+}
+
+/// Whether a cache kept for `have` should be set to `want`: only when they differ by
+/// more than half (setting the cache empties it, and RTT samples wobble).
+pub(super) fn rtx_age_changed(have: Duration, want: Duration) -> bool {
+    want * 2 > have * 3 || want * 3 < have * 2
+}
+
+/// Sets up the send stream of `mid` for forwarding: its NACK/RTX cache to `age` (the
+/// packet count bound stays as configured), and unpaced. False while str0m has no such
+/// stream yet.
 ///
 /// Unpaced: a forwarded packet leaves when it arrives, as the publisher paced it. str0m
 /// paces video at 1.1 x its bandwidth estimate, and a subscriber of many streams waited
 /// in that queue while the estimate climbed (a room of 16: frame latency p99 1.3 s ->
 /// 10 ms, 10 % less CPU per packet, docs/benchmarks.md); the estimate still chooses the
 /// simulcast layers, and str0m's probes and padding are still paced.
-fn tune_send_stream(rtc: &mut Rtc, mid: Mid, kind: MediaKind) -> bool {
+pub(super) fn tune_send_stream(rtc: &mut Rtc, mid: Mid, kind: MediaKind, age: Duration) -> bool {
     let mut api = rtc.direct_api();
     let Some(tx) = api.stream_tx_by_mid(mid, None) else {
         return false;
@@ -238,7 +290,7 @@ fn tune_send_stream(rtc: &mut Rtc, mid: Mid, kind: MediaKind) -> bool {
         MediaKind::Audio => SEND_BUFFER_AUDIO,
         MediaKind::Video => SEND_BUFFER_VIDEO,
     };
-    tx.set_rtx_cache(packets, RTX_MAX_AGE, Some(RTX_RATIO_CAP));
+    tx.set_rtx_cache(packets, age, Some(RTX_RATIO_CAP));
     tx.set_unpaced(true);
     true
 }
@@ -317,6 +369,25 @@ mod tests {
             kf_wait: None,
             rebase_pending: false,
         }
+    }
+
+    #[test]
+    fn rtx_age_is_three_rtts_within_its_bounds() {
+        assert_eq!(rtx_age(None), RTX_UNKNOWN_RTT_AGE);
+        assert_eq!(rtx_age(Some(f64::NAN)), RTX_UNKNOWN_RTT_AGE);
+        assert_eq!(rtx_age(Some(-1.0)), RTX_UNKNOWN_RTT_AGE);
+        assert_eq!(rtx_age(Some(0.0)), RTX_MIN_AGE);
+        assert_eq!(rtx_age(Some(10.0)), RTX_MIN_AGE);
+        assert_eq!(rtx_age(Some(100.0)), Duration::from_millis(300));
+        assert_eq!(rtx_age(Some(5_000.0)), RTX_MAX_AGE);
+        assert_eq!(rtx_age(Some(f64::INFINITY)), RTX_UNKNOWN_RTT_AGE);
+        // Resized only on a change of more than half either way.
+        let ms = Duration::from_millis;
+        assert!(!rtx_age_changed(ms(200), ms(200)));
+        assert!(!rtx_age_changed(ms(200), ms(290)));
+        assert!(rtx_age_changed(ms(200), ms(310)));
+        assert!(!rtx_age_changed(ms(300), ms(210)));
+        assert!(rtx_age_changed(ms(1000), ms(200)));
     }
 
     #[test]

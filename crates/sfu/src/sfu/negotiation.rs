@@ -497,7 +497,7 @@ impl Sfu {
                             publisher: out.publisher.clone(),
                             watch: OutWatch::default(),
                             slot: None,
-                            rtx_tuned: false,
+                            rtx_age: None,
                             ..out
                         });
                     }

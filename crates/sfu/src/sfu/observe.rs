@@ -99,6 +99,7 @@ impl Sfu {
                     "negotiatedMsAgo": ms(o.watch.opened),
                     "keyframeRequests": o.watch.keyframe_requests,
                     "refused": o.watch.refused,
+                    "rtxCacheMs": o.rtx_age.map(|a| a.as_millis() as u64),
                     "starved": o.watch.starved_since.is_some(),
                     "starvedMs": ms(o.watch.starved_since),
                     "starvedEpisodes": o.watch.starved,

@@ -57,9 +57,10 @@ pub(super) struct TrackOut {
     /// The free m-line this subscription took (reused from a publisher who left); given
     /// back if the offer that reuses it is dropped.
     pub(super) slot: Option<Slot>,
-    /// The m-line's send stream has its NACK/RTX cache set to [`RTX_MAX_AGE`] (str0m
-    /// makes the stream when the SDP is applied, with a 3 s cache).
-    pub(super) rtx_tuned: bool,
+    /// How long the m-line's send stream keeps sent packets for NACK/RTX ([`rtx_age`]);
+    /// `None` until it is set up for forwarding (str0m makes the stream when the SDP is
+    /// applied, with a 3 s cache).
+    pub(super) rtx_age: Option<Duration>,
 }
 
 /// An m-line of a subscriber's session whose publisher left: inactive, to be reused for
@@ -355,7 +356,7 @@ pub(super) fn new_out(tid: u64, t: &TrackIn) -> TrackOut {
         gone: false,
         watch: OutWatch::default(),
         slot: None,
-        rtx_tuned: false,
+        rtx_age: None,
         sel: Selection {
             target: audio.then_some(0),
             current: audio.then_some(0),

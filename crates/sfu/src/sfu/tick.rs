@@ -102,6 +102,7 @@ impl Sfu {
                 self.push_event(ev);
             }
             self.update_layers(key, now);
+            self.retune_rtx(key);
             self.watch_subscriptions(key, now);
             self.maybe_negotiate(key, now);
         }

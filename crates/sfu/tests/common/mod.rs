@@ -397,4 +397,23 @@ impl World {
         self.events()
             .any(|e| matches!(e, SfuEvent::Connected { peer } if peer == id))
     }
+
+    /// The video subscription `sub` <- `publisher` in the SFU's state of room "r".
+    pub fn subscription(&self, sub: &str, publisher: &str) -> serde_json::Value {
+        let state = self.sfu.room_state("r", self.now).expect("the room");
+        let peer = state["peers"]
+            .as_array()
+            .expect("peers")
+            .iter()
+            .find(|p| p["peer"] == sub)
+            .unwrap_or_else(|| panic!("{sub} in {state}"))
+            .clone();
+        peer["subscriptions"]
+            .as_array()
+            .expect("subscriptions")
+            .iter()
+            .find(|s| s["publisher"] == publisher && s["kind"] == "video")
+            .unwrap_or_else(|| panic!("{publisher} → {sub} in {peer}"))
+            .clone()
+    }
 }
