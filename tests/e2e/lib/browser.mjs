@@ -94,9 +94,7 @@ export async function launchBrowser({ executablePath, extraArgs = [], cameraFps,
 export async function openParticipant(baseUrl, { name, room, token, query, locale = 'en-US', viewport, join = true, launch = {}, camera } = {}) {
   viewport = viewport || (camera && camera.viewport) || { width: 1280, height: 720 };
   const browser = await launchBrowser(camera ? { ...launch, cameraFps: camera.fps } : launch);
-  // A participant that fails to come up closes its browser before the error goes on: a
-  // browser left open keeps the test file's process alive after its tests have ended.
-  try {
+  return closingOnFailure(browser, async () => {
     const context = await browser.newContext({ viewport, locale });
     if (camera && camera.width) {
       // The capture size: the page's camera request asks for this size instead of its own.
@@ -111,6 +109,17 @@ export async function openParticipant(baseUrl, { name, room, token, query, local
     const p = { name, browser, context, page, ...watchPage(page), id: null, close: () => browser.close() };
     if (join) await joinRoom(p, baseUrl, { room, token, query });
     return p;
+  });
+}
+
+/**
+ * Runs `open` (what sets up a page of `browser`); if it fails, closes the browser before
+ * the error goes on: a browser left open keeps the test file's process alive after its
+ * tests have ended.
+ */
+async function closingOnFailure(browser, open) {
+  try {
+    return await open();
   } catch (e) {
     await browser.close();
     throw e;
@@ -270,15 +279,12 @@ export async function videoNow(page) {
 /** Opens a WHEP viewer: its own browser on /watch/<room>. */
 export async function openWatcher(baseUrl, { name = 'viewer', room, token, viewport = { width: 960, height: 600 }, launch = {} } = {}) {
   const browser = await launchBrowser(launch);
-  const context = await browser.newContext({ viewport, locale: 'en-US' });
-  try {
+  return closingOnFailure(browser, async () => {
+    const context = await browser.newContext({ viewport, locale: 'en-US' });
     const page = await context.newPage();
     const problems = watchPage(page);
     const q = token ? `?token=${encodeURIComponent(token)}` : '';
     await page.goto(`${baseUrl}/watch/${encodeURIComponent(room)}${q}`);
     return { name, browser, context, page, ...problems, close: () => browser.close() };
-  } catch (e) {
-    await browser.close();
-    throw e;
-  }
+  });
 }

@@ -197,7 +197,7 @@ export function frameGaps({ reset = false } = {}) {
           const render = lf.renderStart ? f.startTime + f.duration - lf.renderStart : 0;
           const layout = lf.styleAndLayoutStart ? f.startTime + f.duration - lf.styleAndLayoutStart : 0;
           mon.scripts.push({ start: f.startTime, end: f.startTime + f.duration, what: `frame (scripts ${Math.round(scriptMs)}, rendering ${Math.round(render)} of it style+layout ${Math.round(layout)})` });
-          for (const sc of /** @type {any} */ (f).scripts || []) {
+          for (const sc of lf.scripts || []) {
             if (sc.duration < 20) continue;
             const file = (sc.sourceURL || '').replace(/^.*\//, '');
             const fn = sc.sourceFunctionName || '?';

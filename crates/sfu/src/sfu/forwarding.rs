@@ -107,8 +107,14 @@ impl Sfu {
             let time = out_time(&mut o.sel, &d, rebase);
             let tune = o.rtx_age.is_none();
             let outcome = self.guard(sub, "writing media", |p| {
-                let age = rtx_age(p.rtt_ms);
-                let tuned = (tune && tune_send_stream(&mut p.rtc, mid, kind, age)).then_some(age);
+                // Once per subscription, not per frame: later RTT changes go through
+                // `retune_rtx`.
+                let tuned = if tune {
+                    let age = rtx_age(p.rtt_ms);
+                    tune_send_stream(&mut p.rtc, mid, kind, age).then_some(age)
+                } else {
+                    None
+                };
                 let Some(w) = p.rtc.writer(mid) else {
                     return (false, tuned);
                 };
@@ -151,6 +157,34 @@ impl Sfu {
             }
             self.drain_later(sub);
         }
+    }
+
+    /// Resizes the NACK/RTX caches of `key`'s subscriptions when its RTT moved far from
+    /// what they were sized for ([`rtx_age_changed`]).
+    pub(super) fn retune_rtx(&mut self, key: u64) {
+        let Some(p) = self.peers.get(&key) else {
+            return;
+        };
+        let want = rtx_age(p.rtt_ms);
+        if !p
+            .outs
+            .iter()
+            .any(|o| o.rtx_age.is_some_and(|have| rtx_age_changed(have, want)))
+        {
+            return;
+        }
+        self.guard(key, "resizing a NACK/RTX cache", |p| {
+            for o in &mut p.outs {
+                let OutState::Open(mid) = o.state else {
+                    continue;
+                };
+                if o.rtx_age.is_some_and(|have| rtx_age_changed(have, want))
+                    && tune_send_stream(&mut p.rtc, mid, o.kind, want)
+                {
+                    o.rtx_age = Some(want);
+                }
+            }
+        });
     }
 
     pub(super) fn on_channel_data(&mut self, from: u64, d: ChannelData) {
@@ -221,42 +255,12 @@ impl Sfu {
     }
 }
 
-impl Sfu {
-    /// Resizes the NACK/RTX caches of `key`'s subscriptions when its RTT moved far from
-    /// what they were sized for ([`rtx_age_changed`]).
-    pub(super) fn retune_rtx(&mut self, key: u64) {
-        let Some(p) = self.peers.get(&key) else {
-            return;
-        };
-        let want = rtx_age(p.rtt_ms);
-        if !p
-            .outs
-            .iter()
-            .any(|o| o.rtx_age.is_some_and(|have| rtx_age_changed(have, want)))
-        {
-            return;
-        }
-        self.guard(key, "resizing a NACK/RTX cache", |p| {
-            for o in &mut p.outs {
-                let OutState::Open(mid) = o.state else {
-                    continue;
-                };
-                if o.rtx_age.is_some_and(|have| rtx_age_changed(have, want))
-                    && tune_send_stream(&mut p.rtc, mid, o.kind, want)
-                {
-                    o.rtx_age = Some(want);
-                }
-            }
-        });
-    }
-}
-
 /// How long a subscriber's send streams keep sent packets for NACK/RTX: [`RTX_AGE_RTTS`]
 /// of its RTT, within [`RTX_MIN_AGE`]..=[`RTX_MAX_AGE`]; [`RTX_UNKNOWN_RTT_AGE`] while its
 /// RTT is not known. Most of the SFU's memory per subscription is this cache (one
 /// packetized copy of each sent packet), so a subscriber on a short path keeps only what
 /// it could still ask for.
-pub(super) fn rtx_age(rtt_ms: Option<f64>) -> Duration {
+fn rtx_age(rtt_ms: Option<f64>) -> Duration {
     match rtt_ms {
         Some(ms) if ms.is_finite() && ms >= 0.0 => {
             let age = Duration::from_secs_f64(ms / 1000.0) * RTX_AGE_RTTS;
@@ -268,7 +272,7 @@ pub(super) fn rtx_age(rtt_ms: Option<f64>) -> Duration {
 
 /// Whether a cache kept for `have` should be set to `want`: only when they differ by
 /// more than half (setting the cache empties it, and RTT samples wobble).
-pub(super) fn rtx_age_changed(have: Duration, want: Duration) -> bool {
+fn rtx_age_changed(have: Duration, want: Duration) -> bool {
     want * 2 > have * 3 || want * 3 < have * 2
 }
 
@@ -281,7 +285,7 @@ pub(super) fn rtx_age_changed(have: Duration, want: Duration) -> bool {
 /// in that queue while the estimate climbed (a room of 16: frame latency p99 1.3 s ->
 /// 10 ms, 10 % less CPU per packet, docs/benchmarks.md); the estimate still chooses the
 /// simulcast layers, and str0m's probes and padding are still paced.
-pub(super) fn tune_send_stream(rtc: &mut Rtc, mid: Mid, kind: MediaKind, age: Duration) -> bool {
+fn tune_send_stream(rtc: &mut Rtc, mid: Mid, kind: MediaKind, age: Duration) -> bool {
     let mut api = rtc.direct_api();
     let Some(tx) = api.stream_tx_by_mid(mid, None) else {
         return false;

@@ -76,7 +76,8 @@ impl Sfu {
                     );
                 }
             }
-            if p.connected && now >= p.next_stats {
+            let stats_due = p.connected && now >= p.next_stats;
+            if stats_due {
                 p.next_stats = now + self.config.stats_interval;
                 let layers = p
                     .outs
@@ -102,7 +103,10 @@ impl Sfu {
                 self.push_event(ev);
             }
             self.update_layers(key, now);
-            self.retune_rtx(key);
+            if stats_due {
+                // The RTT moves with str0m's stats, which come at this interval too.
+                self.retune_rtx(key);
+            }
             self.watch_subscriptions(key, now);
             self.maybe_negotiate(key, now);
         }
