@@ -70,7 +70,9 @@
 #![forbid(unsafe_code)]
 
 pub mod demux;
+pub mod keyframe;
 pub mod policy;
+pub mod rewrite;
 pub mod speaker;
 
 mod sdp;
