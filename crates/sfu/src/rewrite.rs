@@ -91,6 +91,13 @@ impl Rewriter {
         Some(rewritten)
     }
 
+    /// The current source starts over (a new SSRC, sequence and time base: its
+    /// publisher moved to a new PeerConnection): its next packet continues the numbering
+    /// as after a switch.
+    pub fn restart_source(&mut self) {
+        self.current = None;
+    }
+
     fn switch(&mut self, id: usize, seq: u64, time: u32, at: Instant, clock_rate: u32) -> Source {
         let src = match self.last {
             // The first source keeps its own numbers.

@@ -12,21 +12,8 @@ impl Sfu {
             return;
         }
         let room = p.room.clone();
-        let found = p
-            .published
-            .iter()
-            .copied()
-            .find(|t| self.tracks.get(t).is_some_and(|t| t.mid == d.mid));
-        let tid = match found {
-            Some(t) => t,
-            None => match p.claims.iter().position(|(m, _, _)| *m == d.mid) {
-                // First media of a new PeerConnection's m-line: it takes the track over.
-                Some(i) => match self.take_over(owner, i, now) {
-                    Some(t) => t,
-                    None => return,
-                },
-                None => return,
-            },
+        let Some(tid) = self.published_track(owner, d.mid, now) else {
+            return;
         };
         let Some(track) = self.tracks.get_mut(&tid) else {
             return;
@@ -187,6 +174,24 @@ impl Sfu {
         });
     }
 
+    /// The track `owner` publishes on `mid`: the first media of a new PeerConnection's
+    /// m-line takes its track over.
+    pub(super) fn published_track(&mut self, owner: u64, mid: Mid, now: Instant) -> Option<u64> {
+        let p = self.peers.get(&owner)?;
+        let found = p
+            .published
+            .iter()
+            .copied()
+            .find(|t| self.tracks.get(t).is_some_and(|t| t.mid == mid));
+        match found {
+            Some(t) => Some(t),
+            None => {
+                let i = p.claims.iter().position(|(m, _, _)| *m == mid)?;
+                self.take_over(owner, i, now)
+            }
+        }
+    }
+
     pub(super) fn on_channel_data(&mut self, from: u64, d: ChannelData) {
         let Some(p) = self.peers.get(&from) else {
             return;
@@ -260,7 +265,7 @@ impl Sfu {
 /// RTT is not known. Most of the SFU's memory per subscription is this cache (one
 /// packetized copy of each sent packet), so a subscriber on a short path keeps only what
 /// it could still ask for.
-fn rtx_age(rtt_ms: Option<f64>) -> Duration {
+pub(super) fn rtx_age(rtt_ms: Option<f64>) -> Duration {
     match rtt_ms {
         Some(ms) if ms.is_finite() && ms >= 0.0 => {
             let age = Duration::from_secs_f64(ms / 1000.0) * RTX_AGE_RTTS;
@@ -285,7 +290,7 @@ fn rtx_age_changed(have: Duration, want: Duration) -> bool {
 /// in that queue while the estimate climbed (a room of 16: frame latency p99 1.3 s ->
 /// 10 ms, 10 % less CPU per packet, docs/benchmarks.md); the estimate still chooses the
 /// simulcast layers, and str0m's probes and padding are still paced.
-fn tune_send_stream(rtc: &mut Rtc, mid: Mid, kind: MediaKind, age: Duration) -> bool {
+pub(super) fn tune_send_stream(rtc: &mut Rtc, mid: Mid, kind: MediaKind, age: Duration) -> bool {
     let mut api = rtc.direct_api();
     let Some(tx) = api.stream_tx_by_mid(mid, None) else {
         return false;
@@ -372,6 +377,7 @@ mod tests {
             last_out: None,
             kf_wait: None,
             rebase_pending: false,
+            rewriter: crate::rewrite::Rewriter::new(),
         }
     }
 

@@ -312,7 +312,17 @@ impl Sfu {
         }
         layer.last_keyframe_request = Some(now);
         let (owner, mid, rid) = (track.owner, track.mid, layer.rid);
+        let rtp_mode = self.config.rtp_mode;
         let sent = self.guard(owner, "requesting a keyframe", |p| {
+            if rtp_mode {
+                // No frame-level writer in RTP mode: the receive stream asks (PLI).
+                let mut api = p.rtc.direct_api();
+                let Some(rx) = api.stream_rx_by_mid(mid, rid) else {
+                    return false;
+                };
+                rx.request_keyframe(KeyframeRequestKind::Pli);
+                return true;
+            }
             let Some(mut w) = p.rtc.writer(mid) else {
                 return false;
             };

@@ -8,6 +8,7 @@ mod layers;
 mod negotiation;
 mod observe;
 mod rtc;
+mod rtp;
 mod state;
 mod tick;
 

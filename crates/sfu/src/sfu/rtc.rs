@@ -26,6 +26,7 @@ impl Sfu {
             .set_stats_interval(Some(self.config.stats_interval))
             .set_send_buffer_video(SEND_BUFFER_VIDEO)
             .set_send_buffer_audio(SEND_BUFFER_AUDIO)
+            .set_rtp_mode(self.config.rtp_mode)
     }
 
     pub(super) fn build_rtc(
@@ -161,7 +162,10 @@ impl Sfu {
                         });
                     }
                     Output::Event(e) => {
-                        let droppable = matches!(e, Event::MediaData(_) | Event::ChannelData(_));
+                        let droppable = matches!(
+                            e,
+                            Event::MediaData(_) | Event::RtpPacket(_) | Event::ChannelData(_)
+                        );
                         if droppable && work.len() >= MAX_WORK {
                             counters.queue_drops += 1;
                             continue;
@@ -248,6 +252,7 @@ impl Sfu {
             }
             Event::MediaChanged(m) => self.on_media_changed(key, m.mid, m.direction, now),
             Event::MediaData(d) => self.on_media(key, d, now),
+            Event::RtpPacket(pkt) => self.on_rtp(key, pkt, now),
             Event::KeyframeRequest(r) => self.on_keyframe_request(key, r, now),
             Event::ChannelOpen(id, label) => {
                 if let Some(p) = self.peers.get_mut(&key) {

@@ -41,6 +41,8 @@ pub(super) struct Selection {
     /// The next frame re-bases the output RTP time (the publisher's track moved to a new
     /// PeerConnection: its time base changed).
     pub(super) rebase_pending: bool,
+    /// RTP mode: this subscription's sequence numbers and RTP times.
+    pub(super) rewriter: crate::rewrite::Rewriter,
 }
 
 #[derive(Debug)]
@@ -366,6 +368,7 @@ pub(super) fn new_out(tid: u64, t: &TrackIn) -> TrackOut {
             last_out: None,
             kf_wait: None,
             rebase_pending: false,
+            rewriter: crate::rewrite::Rewriter::new(),
         },
     }
 }

@@ -60,10 +60,12 @@ pub struct World {
     pub lost: u64,
 }
 
+/// The SFU of the tests; `SFU_RTP_MODE=1` runs them in RTP mode.
 pub fn config() -> SfuConfig {
     SfuConfig {
         udp_candidates: vec![sfu_addr()],
         stats_interval: Duration::from_millis(500),
+        rtp_mode: std::env::var_os("SFU_RTP_MODE").is_some_and(|v| v == "1"),
         ..SfuConfig::default()
     }
 }

@@ -1,0 +1,192 @@
+//! RTP mode ([`SfuConfig::rtp_mode`]): each publisher's RTP packets forwarded as they
+//! come, without depacketizing a frame and packetizing it again per subscriber. The
+//! payload is one shared buffer for every subscriber (and every subscriber's NACK/RTX
+//! cache); each subscription rewrites sequence numbers and RTP times across layer
+//! switches ([`crate::rewrite`]); keyframes are read from the payload
+//! ([`crate::keyframe`]). The layer choice is the same as in frame mode ([`decide`]),
+//! packet by packet: a switch happens at the first packet of a keyframe of the target.
+
+use str0m::format::PayloadParams;
+use str0m::rtp::{RtpPacket, RtpWrite};
+
+use super::forwarding::{decide, rtx_age, tune_send_stream};
+use super::*;
+
+impl Sfu {
+    pub(super) fn on_rtp(&mut self, owner: u64, pkt: RtpPacket, now: Instant) {
+        let Some(p) = self.peers.get_mut(&owner) else {
+            return;
+        };
+        if !p.role.can_publish() {
+            return;
+        }
+        let room = p.room.clone();
+        // Which m-line and layer, and which codec: str0m knows the SSRC's stream (the
+        // MID/RID header extensions stop once the sender's SSRCs are acknowledged).
+        let pt = pkt.header.payload_type;
+        let found = self.guard(owner, "reading an RTP stream", |p| {
+            let mut api = p.rtc.direct_api();
+            let rx = api.stream_rx(&pkt.header.ssrc)?;
+            let (mid, rid) = (rx.mid(), rx.rid());
+            let params = *p.rtc.codec_config().find(|c| c.pt() == pt)?;
+            Some((mid, rid, params))
+        });
+        let Some(Some((mid, rid, params))) = found else {
+            return;
+        };
+        let Some(tid) = self.published_track(owner, mid, now) else {
+            return;
+        };
+        let Some(track) = self.tracks.get_mut(&tid) else {
+            return;
+        };
+        let Some(li) = track.layer_of(rid) else {
+            return;
+        };
+        track.layers[li].meter.add(now, pkt.payload.len());
+        track.layers[li].missed = 0;
+        let kind = track.kind;
+        // A frame of this layer ended (the marker bit of video; every audio packet): the
+        // others missed one (a layer the publisher stopped falls back, as in frame mode).
+        if kind == MediaKind::Audio || pkt.header.marker {
+            for (i, l) in track.layers.iter_mut().enumerate() {
+                if i != li {
+                    l.missed = l.missed.saturating_add(1);
+                }
+            }
+        }
+        let owner_id = track.owner_id.clone();
+        let codec = params.spec().codec;
+        let keyframe = kind == MediaKind::Video && crate::keyframe::starts_keyframe(codec, &pkt.payload);
+        if kind == MediaKind::Audio {
+            if let Some(level) = pkt.header.ext_vals.audio_level {
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    r.speaker.observe(&owner_id, level, now);
+                }
+            }
+        }
+        let subscribers: Vec<u64> = self
+            .rooms
+            .get(&room)
+            .map(|r| r.peers.iter().copied().filter(|k| *k != owner).collect())
+            .unwrap_or_default();
+        for sub in subscribers {
+            self.forward_rtp(sub, tid, li, kind, keyframe, params, &pkt, now);
+        }
+    }
+
+    /// One packet of layer `li` of track `tid` to subscriber `sub`, if its subscription
+    /// follows that layer.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_rtp(
+        &mut self,
+        sub: u64,
+        tid: u64,
+        li: usize,
+        kind: MediaKind,
+        keyframe: bool,
+        params: PayloadParams,
+        pkt: &RtpPacket,
+        now: Instant,
+    ) {
+        let Some(sp) = self.peers.get_mut(&sub) else {
+            return;
+        };
+        if !sp.connected {
+            return;
+        }
+        let consent_lost = sp.consent_lost(now);
+        let Some(o) = sp.outs.iter_mut().find(|o| o.track == tid && !o.gone) else {
+            return;
+        };
+        let OutState::Open(mid) = o.state else {
+            return;
+        };
+        if kind == MediaKind::Video && consent_lost {
+            o.sel.current = None;
+        }
+        if consent_lost {
+            return;
+        }
+        let decision = decide(&mut o.sel, li, keyframe || kind == MediaKind::Audio);
+        if decision.want_keyframe {
+            self.request_keyframe(tid, li, now);
+        }
+        if !decision.forward {
+            return;
+        }
+        if decision.switched {
+            self.counters.layer_switches += 1;
+        }
+        let Some(o) = self
+            .peers
+            .get_mut(&sub)
+            .and_then(|sp| sp.outs.iter_mut().find(|o| o.track == tid))
+        else {
+            return;
+        };
+        if keyframe {
+            o.sel.kf_wait = None;
+        }
+        if std::mem::take(&mut o.sel.rebase_pending) {
+            o.sel.rewriter.restart_source();
+        }
+        let clock_rate = params.spec().clock_rate.get();
+        let Some(out) = o
+            .sel
+            .rewriter
+            .rewrite(li, *pkt.seq_no, pkt.header.timestamp, pkt.timestamp, clock_rate)
+        else {
+            return;
+        };
+        let tune = o.rtx_age.is_none();
+        let outcome = self.guard(sub, "writing RTP", |p| {
+            let age = rtx_age(p.rtt_ms);
+            let tuned = (tune && tune_send_stream(&mut p.rtc, mid, kind, age)).then_some(age);
+            let Some(out_pt) = p.rtc.codec_config().match_params(params).map(|c| c.pt()) else {
+                return (false, tuned);
+            };
+            let mut api = p.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+                return (false, tuned);
+            };
+            let mut ext = str0m::rtp::ExtensionValues::default();
+            ext.audio_level = pkt.header.ext_vals.audio_level;
+            ext.voice_activity = pkt.header.ext_vals.voice_activity;
+            let write = RtpWrite::new(
+                out_pt,
+                out.seq.into(),
+                out.time,
+                pkt.timestamp,
+                pkt.payload.clone(),
+            )
+            .marker(pkt.header.marker)
+            .ext_vals(ext)
+            .nackable(kind == MediaKind::Video);
+            tx.write_rtp(write);
+            (true, tuned)
+        });
+        if let Some(o) = self
+            .peers
+            .get_mut(&sub)
+            .and_then(|sp| sp.outs.iter_mut().find(|o| o.track == tid))
+        {
+            if let Some((_, Some(age))) = outcome {
+                o.rtx_age = Some(age);
+            }
+            if outcome.is_some_and(|(w, _)| w) {
+                o.watch.packets += 1;
+                o.watch.last_media = Some(now);
+                if keyframe {
+                    o.watch.keyframes += 1;
+                }
+            } else {
+                o.watch.refused += 1;
+            }
+        }
+        if outcome.is_some_and(|(w, _)| w) {
+            self.counters.media_forwarded += 1;
+        }
+        self.drain_later(sub);
+    }
+}
