@@ -602,6 +602,8 @@ impl Sfu {
                                 let slot = p.free.remove(i);
                                 api.set_direction(slot.mid, Direction::SendOnly);
                                 o.sel.last_out = slot.last_out;
+                                o.sel.rewriter = slot.rewriter.clone();
+                                o.sel.rewriter.restart_source();
                                 o.sel.rebase_pending = true;
                                 let mid = slot.mid;
                                 p.msids.retain(|(m, _, _)| *m != mid);
@@ -704,6 +706,7 @@ pub(super) fn settle_outs(p: &mut Peer, now: Instant) {
                 mid,
                 kind: o.kind,
                 last_out: o.sel.last_out,
+                rewriter: o.sel.rewriter.clone(),
             }),
             _ => {}
         }

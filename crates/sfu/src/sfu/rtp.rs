@@ -57,7 +57,8 @@ impl Sfu {
         }
         let owner_id = track.owner_id.clone();
         let codec = params.spec().codec;
-        let keyframe = kind == MediaKind::Video && crate::keyframe::starts_keyframe(codec, &pkt.payload);
+        let keyframe =
+            kind == MediaKind::Video && crate::keyframe::starts_keyframe(codec, &pkt.payload);
         if kind == MediaKind::Audio {
             if let Some(level) = pkt.header.ext_vals.audio_level {
                 if let Some(r) = self.rooms.get_mut(&room) {
@@ -132,11 +133,13 @@ impl Sfu {
             o.sel.rewriter.restart_source();
         }
         let clock_rate = params.spec().clock_rate.get();
-        let Some(out) = o
-            .sel
-            .rewriter
-            .rewrite(li, *pkt.seq_no, pkt.header.timestamp, pkt.timestamp, clock_rate)
-        else {
+        let Some(out) = o.sel.rewriter.rewrite(
+            li,
+            *pkt.seq_no,
+            pkt.header.timestamp,
+            pkt.timestamp,
+            clock_rate,
+        ) else {
             return;
         };
         let tune = o.rtx_age.is_none();

@@ -74,6 +74,9 @@ pub(super) struct Slot {
     pub(super) kind: MediaKind,
     /// The last RTP time written on it: the next publisher's time continues from there.
     pub(super) last_out: Option<(i128, Instant)>,
+    /// RTP mode: the numbering written on it (same SSRC for the next publisher: its
+    /// sequence numbers and times continue from there).
+    pub(super) rewriter: crate::rewrite::Rewriter,
 }
 
 /// Counters and times of one subscription ([`Sfu::room_state`]).
