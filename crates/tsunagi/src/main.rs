@@ -264,8 +264,7 @@ async fn serve(config: &mut Config) -> Result<(), Box<dyn std::error::Error>> {
                 core: SfuConfig {
                     max_peers_per_room: config.signaling.max_room_peers as usize,
                     max_rooms: config.signaling.max_rooms,
-                    // Branch experiment: RTP mode until it has an option of its own.
-                    rtp_mode: std::env::var_os("SFU_RTP_MODE").is_some_and(|v| v == "1"),
+                    rtp_mode: config.sfu_rtp_mode,
                     ..SfuConfig::default()
                 },
                 token_secret: config

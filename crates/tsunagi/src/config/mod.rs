@@ -221,6 +221,8 @@ pub struct Config {
     pub sfu_port: u16,
     /// Whether the SFU offers ICE-TCP candidates.
     pub sfu_tcp: bool,
+    /// Whether the SFU forwards RTP packets as they come (str0m's RTP mode).
+    pub sfu_rtp_mode: bool,
     pub http_max_connections: usize,
     /// `None` (`no-tls`): plain HTTP and no TURN over TLS.
     pub tls: Option<TlsSource>,

@@ -324,6 +324,7 @@ impl Config {
             http_port,
             sfu_port,
             sfu_tcp,
+            sfu_rtp_mode: o.sfu_rtp_mode.unwrap_or(false),
             http_max_connections,
             tls,
             data_dir,
