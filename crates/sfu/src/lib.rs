@@ -70,6 +70,7 @@
 #![forbid(unsafe_code)]
 
 pub mod demux;
+pub mod gaps;
 pub mod keyframe;
 pub mod policy;
 pub mod rewrite;

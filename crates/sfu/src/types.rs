@@ -233,6 +233,9 @@ pub struct SfuStats {
     pub nacks_received: u64,
     /// Simulcast layer changes made at a keyframe.
     pub layer_switches: u64,
+    /// RTP mode: gaps in a publisher's video not repaired in time (each asks for a
+    /// keyframe, see [`crate::gaps`]).
+    pub upstream_gaps: u64,
     /// Peers dropped because str0m panicked or returned an error.
     pub faults: u64,
     /// Datagrams no peer accepted.

@@ -163,7 +163,9 @@ fn a_keyframe_request_that_gets_no_keyframe_is_repeated() {
 
 #[test]
 fn a_gap_in_the_publishers_stream_holds_frames_until_a_keyframe() {
-    let mut w = World::new(common::config(), 14);
+    let config = common::config();
+    let rtp_mode = config.rtp_mode;
+    let mut w = World::new(config, 14);
     // No RTX from alice: lost packets stay lost, the SFU sees gaps.
     w.join_with("r", "alice", PUB, Publish::VIDEO, false);
     w.client_mut("alice").gen.keyframe_every = None;
@@ -174,6 +176,9 @@ fn a_gap_in_the_publishers_stream_holds_frames_until_a_keyframe() {
     w.run(Duration::from_secs(10));
     let frames = frames_after(&w, "bob", t);
     assert!(frames.len() > 150, "{} frames", frames.len());
+    if rtp_mode {
+        return a_gap_is_followed_by_a_keyframe(&w, t);
+    }
     let mut gaps = 0;
     for pair in frames.windows(2) {
         if pair[1].2 != pair[0].2 + 1 {
@@ -187,6 +192,43 @@ fn a_gap_in_the_publishers_stream_holds_frames_until_a_keyframe() {
     }
     assert!(gaps >= 3, "{gaps} gaps: loss was injected");
     assert!(requests(&w, "alice", 0).len() >= gaps);
+}
+
+/// RTP mode forwards packets as they come, gaps too (the subscriber's receiver sees
+/// them and drops what depends on them): the SFU asks alice for a keyframe when a gap is
+/// not repaired, so each gap bob sees ends in a keyframe soon after. "Soon" counts alice's
+/// frames (30 a second), not bob's arrival times, which his own receiver delays while it
+/// waits for the missing packets.
+fn a_gap_is_followed_by_a_keyframe(w: &World, t: std::time::Instant) {
+    let frames = frames_after(w, "bob", t);
+    let last = frames.last().map(|f| f.2).unwrap_or(0);
+    let mut gaps = 0;
+    for (i, pair) in frames.windows(2).enumerate() {
+        if pair[1].2 == pair[0].2 + 1 {
+            continue;
+        }
+        gaps += 1;
+        let lost_at = pair[0].2;
+        if last < lost_at + 30 {
+            continue;
+        }
+        let Some(k) = frames[i + 1..].iter().find(|f| f.1) else {
+            panic!("after a gap at frame {lost_at} bob got no keyframe");
+        };
+        assert!(
+            k.2 <= lost_at + 30,
+            "after a gap at frame {lost_at} the next keyframe was frame {}",
+            k.2
+        );
+    }
+    assert!(gaps >= 3, "{gaps} gaps: loss was injected");
+    let keyframes = frames.iter().filter(|f| f.1).count();
+    assert!(keyframes >= 3, "{keyframes} keyframes after the gaps");
+    assert!(
+        requests(w, "alice", 0).len() >= keyframes,
+        "alice sends keyframes only when asked"
+    );
+    assert!(w.sfu.stats().upstream_gaps > 0, "the SFU asked for them");
 }
 
 #[test]

@@ -21,6 +21,7 @@ impl Sfu {
             return;
         }
         let room = p.room.clone();
+        let gap_wait = rtx_age(p.rtt_ms);
         // Which m-line and layer, and which codec: str0m knows the SSRC's stream (the
         // MID/RID header extensions stop once the sender's SSRCs are acknowledged).
         let pt = pkt.header.payload_type;
@@ -59,6 +60,18 @@ impl Sfu {
         let codec = params.spec().codec;
         let keyframe =
             kind == MediaKind::Video && crate::keyframe::starts_keyframe(codec, &pkt.payload);
+        if kind == MediaKind::Video {
+            // A packet the publisher did not resend in time: every subscriber of the layer
+            // waits for a keyframe (see crate::gaps).
+            let gaps = &mut track.layers[li].gaps;
+            gaps.on_packet(*pkt.seq_no, keyframe, now);
+            if gaps.keyframe_needed(now, gap_wait) && self.request_keyframe(tid, li, now) {
+                self.counters.upstream_gaps += 1;
+                if let Some(t) = self.tracks.get_mut(&tid) {
+                    t.layers[li].gaps.forget();
+                }
+            }
+        }
         if kind == MediaKind::Audio {
             if let Some(level) = pkt.header.ext_vals.audio_level {
                 if let Some(r) = self.rooms.get_mut(&room) {
@@ -144,8 +157,13 @@ impl Sfu {
         };
         let tune = o.rtx_age.is_none();
         let outcome = self.guard(sub, "writing RTP", |p| {
-            let age = rtx_age(p.rtt_ms);
-            let tuned = (tune && tune_send_stream(&mut p.rtc, mid, kind, age)).then_some(age);
+            // Once per subscription: later RTT changes go through `retune_rtx`.
+            let tuned = if tune {
+                let age = rtx_age(p.rtt_ms);
+                tune_send_stream(&mut p.rtc, mid, kind, age).then_some(age)
+            } else {
+                None
+            };
             let Some(out_pt) = p.rtc.codec_config().match_params(params).map(|c| c.pt()) else {
                 return (false, tuned);
             };

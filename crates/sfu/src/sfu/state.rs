@@ -110,6 +110,8 @@ pub(super) struct LayerIn {
     /// Frames of the other layers of the track since this layer's last frame: a layer
     /// the publisher stopped sending is noticed before [`policy::LAYER_STALE`].
     pub(super) missed: u32,
+    /// RTP mode: sequence numbers missing from this layer (video).
+    pub(super) gaps: crate::gaps::Gaps,
 }
 
 impl LayerIn {
@@ -120,6 +122,7 @@ impl LayerIn {
             meter: RateMeter::default(),
             last_keyframe_request: None,
             missed: 0,
+            gaps: crate::gaps::Gaps::new(),
         }
     }
 

@@ -87,6 +87,14 @@ pub(crate) const SFU: &[Metric<SfuSnapshot>] = &[
         value: |s| s.core.layer_switches,
     },
     Metric {
+        json: "upstreamGaps",
+        prom: "tsunagi_sfu_upstream_gaps_total",
+        kind: Kind::Counter,
+        help:
+            "Gaps in publishers' video not repaired in time (RTP mode; each asks for a keyframe).",
+        value: |s| s.core.upstream_gaps,
+    },
+    Metric {
         json: "faults",
         prom: "tsunagi_sfu_faults_total",
         kind: Kind::Counter,
