@@ -17,7 +17,7 @@
 //! events that follow: one of them may be the SFU's next offer to the same peer.
 //!
 //! Several datagrams may be handed in before polling: what they forward to each
-//! subscriber is packetized and paced in one pass per subscriber when output is polled
+//! subscriber is paced (and, with `rtp_mode` off, packetized) in one pass per subscriber when output is polled
 //! (or time handled), not once per frame, so a batch of received datagrams costs less
 //! per forwarded packet than the same datagrams polled one by one.
 //!

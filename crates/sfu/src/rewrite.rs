@@ -8,6 +8,14 @@
 //! and the RTP time by the wall-clock time between the two packets (the receiver's
 //! jitter buffer and A/V sync run on it).
 //!
+//! VP8's payload descriptor carries numbers of its own that a receiver orders frames by:
+//! the picture id (Chromium drops a frame, a keyframe included, whose id is older than
+//! one it decoded) and TL0PICIDX (which base-layer frame a delta frame follows). Each
+//! simulcast layer counts them from its own random start, so they are continued across
+//! switches like the sequence numbers ([`Rewriter::vp8`]); the caller patches them into
+//! the outgoing packet (str0m's `Vp8Patch`, applied as the packet is serialized, so the
+//! payload stays shared).
+//!
 //! Within one layer, numbers keep their distance: a reordered packet or a late
 //! retransmission keeps its place. A packet of a layer older than the first one
 //! forwarded from it (since the last switch to it) is dropped: its number would fall
@@ -21,6 +29,9 @@ pub struct Rewriter {
     current: Option<Source>,
     /// The highest sequence number sent, with its RTP time and the arrival of its packet.
     last: Option<Sent>,
+    /// The newest VP8 picture id (15 bits) and TL0PICIDX sent.
+    last_picture_id: Option<u16>,
+    last_tl0: Option<u8>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +44,9 @@ struct Source {
     time_offset: u32,
     /// The first incoming sequence number forwarded from this source.
     first_seq: u64,
+    /// Added (wrapping, 15 bits) to a VP8 picture id and (8 bits) to a TL0PICIDX; set
+    /// at the source's first VP8 packet.
+    vp8_offsets: Option<(u16, u8)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -40,6 +54,27 @@ struct Sent {
     seq: u64,
     time: u32,
     at: Instant,
+}
+
+/// A VP8 packet's picture id and TL0PICIDX on the subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vp8Ids {
+    pub picture_id: Option<u16>,
+    pub tl0: Option<u8>,
+}
+
+const PICTURE_ID_MASK: u16 = 0x7fff;
+
+/// Whether 15-bit picture id `a` comes after `b` (within half the range).
+fn picture_id_newer(a: u16, b: u16) -> bool {
+    let d = a.wrapping_sub(b) & PICTURE_ID_MASK;
+    d != 0 && d < 0x4000
+}
+
+/// Whether TL0PICIDX `a` comes after `b` (within half the range).
+fn tl0_newer(a: u8, b: u8) -> bool {
+    let d = a.wrapping_sub(b);
+    d != 0 && d < 0x80
 }
 
 /// A packet's number and time on the subscription.
@@ -91,6 +126,41 @@ impl Rewriter {
         Some(rewritten)
     }
 
+    /// The VP8 picture id and TL0PICIDX of a packet of the source of the last
+    /// [`Rewriter::rewrite`]: a new source's first ids follow the last ones sent (the
+    /// first source keeps its own). Ids the descriptor lacks stay `None`.
+    pub fn vp8(&mut self, picture_id: Option<u16>, tl0: Option<u8>) -> Vp8Ids {
+        let Some(src) = self.current.as_mut() else {
+            return Vp8Ids { picture_id, tl0 };
+        };
+        let (pid_offset, tl0_offset) = *src.vp8_offsets.get_or_insert_with(|| {
+            let pid = match (self.last_picture_id, picture_id) {
+                (Some(last), Some(p)) => last.wrapping_add(1).wrapping_sub(p) & PICTURE_ID_MASK,
+                _ => 0,
+            };
+            let tl0 = match (self.last_tl0, tl0) {
+                (Some(last), Some(t)) => last.wrapping_add(1).wrapping_sub(t),
+                _ => 0,
+            };
+            (pid, tl0)
+        });
+        let out = Vp8Ids {
+            picture_id: picture_id.map(|p| p.wrapping_add(pid_offset) & PICTURE_ID_MASK),
+            tl0: tl0.map(|t| t.wrapping_add(tl0_offset)),
+        };
+        if let Some(p) = out.picture_id {
+            if self.last_picture_id.is_none_or(|l| picture_id_newer(p, l)) {
+                self.last_picture_id = Some(p);
+            }
+        }
+        if let Some(t) = out.tl0 {
+            if self.last_tl0.is_none_or(|l| tl0_newer(t, l)) {
+                self.last_tl0 = Some(t);
+            }
+        }
+        out
+    }
+
     /// The current source starts over (a new SSRC, sequence and time base: its
     /// publisher moved to a new PeerConnection): its next packet continues the numbering
     /// as after a switch.
@@ -106,6 +176,7 @@ impl Rewriter {
                 seq_offset: 0,
                 time_offset: 0,
                 first_seq: seq,
+                vp8_offsets: None,
             },
             Some(last) => {
                 let elapsed = at.saturating_duration_since(last.at);
@@ -117,6 +188,7 @@ impl Rewriter {
                     seq_offset: (last.seq as i64 + 1).saturating_sub(seq as i64),
                     time_offset: next_time.wrapping_sub(time),
                     first_seq: seq,
+                    vp8_offsets: None,
                 }
             }
         };
@@ -132,6 +204,90 @@ mod tests {
     use std::time::Duration;
 
     const VIDEO: u32 = 90_000;
+
+    #[test]
+    fn vp8_ids_continue_across_a_switch() {
+        let t = Instant::now();
+        let mut r = Rewriter::new();
+        r.rewrite(0, 10, 0, t, VIDEO);
+        assert_eq!(
+            r.vp8(Some(20_000), Some(7)),
+            Vp8Ids {
+                picture_id: Some(20_000),
+                tl0: Some(7)
+            },
+            "the first source keeps its ids"
+        );
+        r.rewrite(0, 11, 3000, t, VIDEO);
+        r.vp8(Some(20_001), Some(8));
+        // A switch to a layer whose ids lag far behind (and whose TL0PICIDX wraps).
+        r.rewrite(1, 500, 9000, t, VIDEO);
+        assert_eq!(
+            r.vp8(Some(3), Some(250)),
+            Vp8Ids {
+                picture_id: Some(20_002),
+                tl0: Some(9)
+            }
+        );
+        r.rewrite(1, 501, 12000, t, VIDEO);
+        assert_eq!(
+            r.vp8(Some(4), Some(251)),
+            Vp8Ids {
+                picture_id: Some(20_003),
+                tl0: Some(10)
+            }
+        );
+        // A late packet of an earlier frame keeps its place and does not move "last".
+        r.rewrite(1, 499, 6000, t, VIDEO);
+        assert_eq!(r.vp8(Some(2), Some(249)).picture_id, Some(20_001));
+        // A source's ids wrap at 15 bits; the outgoing ones keep counting.
+        r.rewrite(2, 600, 15000, t, VIDEO);
+        assert_eq!(r.vp8(Some(0x7ffe), None).picture_id, Some(20_004));
+        assert_eq!(r.vp8(Some(0x7fff), None).picture_id, Some(20_005));
+        assert_eq!(r.vp8(Some(0), None).picture_id, Some(20_006));
+        // Back to the first layer: a new switch, after the newest sent.
+        r.rewrite(0, 700, 18000, t, VIDEO);
+        assert_eq!(
+            r.vp8(Some(100), Some(0)),
+            Vp8Ids {
+                picture_id: Some(20_007),
+                tl0: Some(11)
+            }
+        );
+        // Outgoing ids wrap too.
+        let mut r = Rewriter::new();
+        r.rewrite(0, 1, 0, t, VIDEO);
+        r.vp8(Some(0x7fff), Some(255));
+        r.rewrite(1, 90, 0, t, VIDEO);
+        assert_eq!(
+            r.vp8(Some(42), Some(3)),
+            Vp8Ids {
+                picture_id: Some(0),
+                tl0: Some(0)
+            }
+        );
+    }
+
+    #[test]
+    fn descriptors_without_ids_pass_through() {
+        let t = Instant::now();
+        let mut r = Rewriter::new();
+        assert_eq!(r.vp8(Some(5), None).picture_id, Some(5), "no source yet");
+        r.rewrite(0, 1, 0, t, VIDEO);
+        assert_eq!(
+            r.vp8(None, None),
+            Vp8Ids {
+                picture_id: None,
+                tl0: None
+            }
+        );
+        r.rewrite(1, 50, 0, t, VIDEO);
+        assert_eq!(
+            r.vp8(Some(9), None).picture_id,
+            Some(9),
+            "nothing to follow"
+        );
+    }
 
     #[test]
     fn the_first_source_keeps_its_numbers() {

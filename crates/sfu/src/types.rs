@@ -24,8 +24,9 @@ pub struct SfuConfig {
     pub stats_interval: Duration,
     /// Initial send-bandwidth estimate per subscriber in bit/s (default 1 000 000).
     pub initial_bitrate: u64,
-    /// Forward RTP packets as they come (str0m's RTP mode) instead of whole frames, each
-    /// depacketized and packetized again per subscriber (default false).
+    /// Forward RTP packets as they come (str0m's RTP mode; default true); false: whole
+    /// frames, each depacketized and packetized again per subscriber (str0m's frame
+    /// mode).
     pub rtp_mode: bool,
 }
 
@@ -40,7 +41,7 @@ impl Default for SfuConfig {
             keyframe_request_interval: Duration::from_millis(500),
             stats_interval: Duration::from_secs(2),
             initial_bitrate: 1_000_000,
-            rtp_mode: false,
+            rtp_mode: true,
         }
     }
 }

@@ -138,6 +138,8 @@ test('a subscriber behind a 300 kbit/s downlink gets a lower layer', { timeout: 
   await sleep(4000);
   const [f, s] = await Promise.all([fromPub(fast, pub), fromPub(slow, pub)]);
   console.log('4 s later:', JSON.stringify({ fast: f, slow: s }));
+  const inb = await slow.page.evaluate(async () => (await window.tsunagi.rawStats('sfu')).filter((x) => x.type === 'inbound-rtp' && x.kind === 'video').map((x) => ({ ssrc: x.ssrc, recv: x.packetsReceived, lost: x.packetsLost, nack: x.nackCount, pli: x.pliCount, fir: x.firCount, fr: x.framesReceived, fd: x.framesDecoded, drop: x.framesDropped, kf: x.keyFramesDecoded, freeze: x.freezeCount, dec: x.decoderImplementation, w: x.frameWidth })));
+  console.log('Slow\'s inbound video (what its receiver lost, asked for and decoded):', JSON.stringify(inb));
   assert.ok(f.frameWidth > s.frameWidth, `uncapped ${f.frameWidth} px vs capped ${s.frameWidth} px`);
   assert.ok(s.framesDecoded > last.slow.framesDecoded, 'the capped subscriber still decodes');
   assert.notEqual(await layerOf(slow, pub), 'h', 'the server does not send the capped subscriber layer h');

@@ -6,8 +6,8 @@
 //! ([`crate::keyframe`]). The layer choice is the same as in frame mode ([`decide`]),
 //! packet by packet: a switch happens at the first packet of a keyframe of the target.
 
-use str0m::format::PayloadParams;
-use str0m::rtp::{RtpPacket, RtpWrite};
+use str0m::format::{Codec, PayloadParams};
+use str0m::rtp::{RtpPacket, RtpWrite, Vp8Descriptor};
 
 use super::forwarding::{decide, rtx_age, tune_send_stream};
 use super::*;
@@ -60,6 +60,9 @@ impl Sfu {
         let codec = params.spec().codec;
         let keyframe =
             kind == MediaKind::Video && crate::keyframe::starts_keyframe(codec, &pkt.payload);
+        let vp8 = (codec == Codec::Vp8)
+            .then(|| Vp8Descriptor::parse(&pkt.payload).ok())
+            .flatten();
         if kind == MediaKind::Video {
             // A packet the publisher did not resend in time: every subscriber of the layer
             // waits for a keyframe (see crate::gaps).
@@ -85,24 +88,33 @@ impl Sfu {
             .map(|r| r.peers.iter().copied().filter(|k| *k != owner).collect())
             .unwrap_or_default();
         for sub in subscribers {
-            self.forward_rtp(sub, tid, li, kind, keyframe, params, &pkt, now);
+            let media = Media {
+                kind,
+                keyframe,
+                params,
+                vp8,
+            };
+            self.forward_rtp(sub, tid, li, media, &pkt, now);
         }
     }
 
     /// One packet of layer `li` of track `tid` to subscriber `sub`, if its subscription
     /// follows that layer.
-    #[allow(clippy::too_many_arguments)]
     fn forward_rtp(
         &mut self,
         sub: u64,
         tid: u64,
         li: usize,
-        kind: MediaKind,
-        keyframe: bool,
-        params: PayloadParams,
+        media: Media,
         pkt: &RtpPacket,
         now: Instant,
     ) {
+        let Media {
+            kind,
+            keyframe,
+            params,
+            vp8,
+        } = media;
         let Some(sp) = self.peers.get_mut(&sub) else {
             return;
         };
@@ -155,6 +167,28 @@ impl Sfu {
         ) else {
             return;
         };
+        // VP8's picture id and TL0PICIDX continued across switches (crate::rewrite),
+        // patched in as str0m serializes the packet: the payload stays shared.
+        let vp8_patch = vp8.and_then(|d| {
+            let ids = o.sel.rewriter.vp8(d.picture_id(), d.tl0_pic_idx());
+            if ids.picture_id == d.picture_id() && ids.tl0 == d.tl0_pic_idx() {
+                return None;
+            }
+            let patch = |pid: Option<u16>| {
+                let mut b = d.patch();
+                if let Some(p) = pid {
+                    b = b.picture_id(p);
+                }
+                if let Some(t) = ids.tl0 {
+                    b = b.tl0_pic_idx(t);
+                }
+                b.build()
+            };
+            // A 7-bit picture id (Chromium sends 15) counts modulo 128.
+            patch(ids.picture_id)
+                .or_else(|_| patch(ids.picture_id.map(|p| p & 0x7f)))
+                .ok()
+        });
         let tune = o.rtx_age.is_none();
         let outcome = self.guard(sub, "writing RTP", |p| {
             // Once per subscription: later RTT changes go through `retune_rtx`.
@@ -171,9 +205,11 @@ impl Sfu {
             let Some(tx) = api.stream_tx_by_mid(mid, None) else {
                 return (false, tuned);
             };
-            let mut ext = str0m::rtp::ExtensionValues::default();
-            ext.audio_level = pkt.header.ext_vals.audio_level;
-            ext.voice_activity = pkt.header.ext_vals.voice_activity;
+            let ext = str0m::rtp::ExtensionValues {
+                audio_level: pkt.header.ext_vals.audio_level,
+                voice_activity: pkt.header.ext_vals.voice_activity,
+                ..Default::default()
+            };
             let write = RtpWrite::new(
                 out_pt,
                 out.seq.into(),
@@ -184,6 +220,10 @@ impl Sfu {
             .marker(pkt.header.marker)
             .ext_vals(ext)
             .nackable(kind == MediaKind::Video);
+            let write = match vp8_patch {
+                Some(patch) => write.vp8_patch(patch),
+                None => write,
+            };
             tx.write_rtp(write);
             (true, tuned)
         });
@@ -210,4 +250,15 @@ impl Sfu {
         }
         self.drain_later(sub);
     }
+}
+
+/// What [`Sfu::forward_rtp`] needs to know of a packet besides its bytes, found once per
+/// packet for all its subscribers.
+#[derive(Clone, Copy)]
+struct Media {
+    kind: MediaKind,
+    keyframe: bool,
+    params: PayloadParams,
+    /// VP8's payload descriptor (VP8 only).
+    vp8: Option<Vp8Descriptor>,
 }

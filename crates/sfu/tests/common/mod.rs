@@ -60,12 +60,13 @@ pub struct World {
     pub lost: u64,
 }
 
-/// The SFU of the tests; `SFU_RTP_MODE=1` runs them in RTP mode.
+/// The SFU of the tests: in RTP mode, the default; `SFU_RTP_MODE=0` runs them in frame
+/// mode (scripts/test runs both).
 pub fn config() -> SfuConfig {
     SfuConfig {
         udp_candidates: vec![sfu_addr()],
         stats_interval: Duration::from_millis(500),
-        rtp_mode: std::env::var_os("SFU_RTP_MODE").is_some_and(|v| v == "1"),
+        rtp_mode: std::env::var_os("SFU_RTP_MODE").is_none_or(|v| v != "0"),
         ..SfuConfig::default()
     }
 }

@@ -380,8 +380,8 @@ pub struct Options {
     /// No ICE-TCP for the SFU (UDP only).
     #[arg(long, value_name = "BOOL", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", env = "TSUNAGI_NO_SFU_TCP")]
     pub no_sfu_tcp: Option<bool>,
-    /// The SFU forwards RTP packets as they come (one shared payload for every
-    /// subscriber) instead of whole frames depacketized and packetized again per
+    /// The SFU forwards RTP packets as they come, one shared payload for every subscriber
+    /// [default: true]; false: whole frames, depacketized and packetized again per
     /// subscriber.
     #[arg(long, value_name = "BOOL", value_parser = BoolishValueParser::new(), num_args = 0..=1, require_equals = true, default_missing_value = "true", env = "TSUNAGI_SFU_RTP_MODE")]
     pub sfu_rtp_mode: Option<bool>,

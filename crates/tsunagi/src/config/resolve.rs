@@ -324,7 +324,7 @@ impl Config {
             http_port,
             sfu_port,
             sfu_tcp,
-            sfu_rtp_mode: o.sfu_rtp_mode.unwrap_or(false),
+            sfu_rtp_mode: o.sfu_rtp_mode.unwrap_or(true),
             http_max_connections,
             tls,
             data_dir,
