@@ -129,7 +129,8 @@ async function closingOnFailure(browser, open) {
 /**
  * What went wrong in `page`: `consoleErrors` (console errors and uncaught exceptions, which
  * tests assert on) and `network` (requests that failed and responses with an error
- * status, for error messages only: a request aborted by a closing page is no defect).
+ * status, for error messages only: a request aborted by a closing page is no defect) and
+ * `navigations` (each document the main frame loaded, with the time).
  */
 function watchPage(page) {
   const consoleErrors = [];
@@ -138,11 +139,15 @@ function watchPage(page) {
   page.on('console', (m) => {
     if (m.type() === 'error') consoleErrors.push(m.text());
   });
+  const navigations = [];
+  page.on('framenavigated', (f) => {
+    if (f === page.mainFrame()) navigations.push(`${new Date().toISOString().slice(11, 23)} ${f.url()}`);
+  });
   page.on('requestfailed', (r) => network.push(`${r.method()} ${r.url()}: ${r.failure()?.errorText}`));
   page.on('response', (r) => {
     if (r.status() >= 400) network.push(`${r.request().method()} ${r.url()}: ${r.status()}`);
   });
-  return { consoleErrors, network };
+  return { consoleErrors, network, navigations };
 }
 
 /**
@@ -160,8 +165,15 @@ export async function joinRoom(p, baseUrl, { room, token, query }) {
     throw new Error(`${p.name}: the page loaded without its test hook; console errors ${JSON.stringify(p.consoleErrors)}, failed requests ${JSON.stringify(p.network)}`);
   }
   await p.page.getByTestId('name-input').fill(p.name);
+  const before = p.page.url();
   await p.page.getByTestId('join-button').click();
-  await p.page.waitForFunction(() => window.tsunagi.id !== null, null, { timeout: 15000 });
+  try {
+    await p.page.waitForFunction(() => window.tsunagi.id !== null, null, { timeout: 15000 });
+  } catch (e) {
+    // E.g. `window.tsunagi` undefined: the click left the document (the form submitted
+    // without the page's handler). Say what the page went through.
+    throw new Error(`${p.name}: joining failed (${e.message.split('\n')[0]}); page ${before} -> ${p.page.url()}; console errors ${JSON.stringify(p.consoleErrors)}; failed requests ${JSON.stringify(p.network)}; navigations ${JSON.stringify(p.navigations)}`);
+  }
   p.id = await p.page.evaluate(() => window.tsunagi.id);
   return p.id;
 }

@@ -9,7 +9,7 @@
 // (`exec ip netns exec NS /usr/bin/chromium "$@"`).
 
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, rmSync, chmodSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync, rmSync, chmodSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -33,6 +33,15 @@ export function makeShapedNamespace({ index = 0, downKbit, upKbit, env = {} } = 
   try {
     ip('link', 'add', a, 'type', 'veth', 'peer', 'name', b);
     ip('link', 'set', b, 'netns', ns);
+    // IPv4 only. With IPv6 a link coming up gets a link-local address that turns from
+    // tentative to valid a second or two later (DAD): Chromium sees an address change
+    // and fails every request in flight with ERR_NETWORK_CHANGED, a page's module
+    // scripts among them (then the page never wires its form and Join submits it).
+    // (A kernel without IPv6 has no such file and nothing to do.)
+    if (existsSync(`/proc/sys/net/ipv6/conf/${a}`)) {
+      writeFileSync(`/proc/sys/net/ipv6/conf/${a}/disable_ipv6`, '1');
+      ip('netns', 'exec', ns, 'sh', '-c', `echo 1 > /proc/sys/net/ipv6/conf/${b}/disable_ipv6`);
+    }
     ip('addr', 'add', `${hostIp}/30`, 'dev', a);
     ip('link', 'set', a, 'up');
     ip('netns', 'exec', ns, 'ip', 'addr', 'add', `${nsIp}/30`, 'dev', b);
