@@ -29,7 +29,6 @@ impl Sfu {
             }
         }
         let kind = track.kind;
-        let owner_id = track.owner_id.clone();
         let keyframe = d.is_keyframe();
         let gap = kind == MediaKind::Video && !d.contiguous && !keyframe;
         if gap {
@@ -38,9 +37,7 @@ impl Sfu {
         }
         if kind == MediaKind::Audio {
             if let Some(level) = d.ext_vals.audio_level {
-                if let Some(r) = self.rooms.get_mut(&room) {
-                    r.speaker.observe(&owner_id, level, now);
-                }
+                self.observe_speaker(&room, tid, level, now);
             }
         }
         let subscribers: Vec<u64> = self
@@ -49,41 +46,10 @@ impl Sfu {
             .map(|r| r.peers.iter().copied().filter(|k| *k != owner).collect())
             .unwrap_or_default();
         for sub in subscribers {
-            let Some(sp) = self.peers.get_mut(&sub) else {
+            let Some((mid, decision)) = self.admit(sub, tid, li, kind, keyframe, gap, now) else {
                 continue;
             };
-            if !sp.connected {
-                continue;
-            }
-            let consent_lost = sp.consent_lost(now);
-            let Some(o) = sp.outs.iter_mut().find(|o| o.track == tid && !o.gone) else {
-                continue;
-            };
-            let OutState::Open(mid) = o.state else {
-                continue;
-            };
-            if kind == MediaKind::Video && (consent_lost || (gap && o.sel.current == Some(li))) {
-                // Nothing the subscriber's decoder could use until the next keyframe (or it
-                // stopped answering: it gets nothing until it does, then a keyframe).
-                o.sel.current = None;
-            }
-            if consent_lost {
-                continue;
-            }
-            let decision = decide(&mut o.sel, li, keyframe || kind == MediaKind::Audio);
-            if decision.want_keyframe {
-                self.request_keyframe(tid, li, now);
-            }
-            if !decision.forward {
-                continue;
-            }
-            if decision.switched {
-                self.counters.layer_switches += 1;
-            }
-            let Some(sp) = self.peers.get_mut(&sub) else {
-                continue;
-            };
-            let Some(o) = sp.outs.iter_mut().find(|o| o.track == tid) else {
+            let Some(o) = self.out_mut(sub, tid) else {
                 continue;
             };
             if keyframe {
@@ -120,29 +86,106 @@ impl Sfu {
                     }
                 }
             });
-            let written = outcome.map(|(w, _)| w);
-            if let Some(o) = self
-                .peers
-                .get_mut(&sub)
-                .and_then(|sp| sp.outs.iter_mut().find(|o| o.track == tid))
-            {
-                if let Some((_, Some(age))) = outcome {
-                    o.rtx_age = Some(age);
-                }
-                if written == Some(true) {
-                    o.watch.packets += 1;
-                    o.watch.last_media = Some(now);
-                    if keyframe && kind == MediaKind::Video {
-                        o.watch.keyframes += 1;
-                    }
-                } else {
-                    o.watch.refused += 1;
-                }
+            self.account_write(sub, tid, kind, keyframe, outcome, now);
+        }
+    }
+
+    /// The gate every forwarded frame (frame mode) or packet (RTP mode) of layer `li` of
+    /// track `tid` passes for subscriber `sub`: connected, its m-line for the track open,
+    /// consent not lost, and the layer the one its selection follows now ([`decide`],
+    /// which may ask for a keyframe or switch layers). `gap`: a frame of `li` went
+    /// missing, so a video subscription on it starts over at a keyframe (frame mode).
+    /// `Some` when it goes out, with the m-line and the decision.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn admit(
+        &mut self,
+        sub: u64,
+        tid: u64,
+        li: usize,
+        kind: MediaKind,
+        keyframe: bool,
+        gap: bool,
+        now: Instant,
+    ) -> Option<(Mid, Decision)> {
+        let sp = self.peers.get_mut(&sub)?;
+        if !sp.connected {
+            return None;
+        }
+        let consent_lost = sp.consent_lost(now);
+        let o = sp.outs.iter_mut().find(|o| o.track == tid && !o.gone)?;
+        let OutState::Open(mid) = o.state else {
+            return None;
+        };
+        if kind == MediaKind::Video && (consent_lost || (gap && o.sel.current == Some(li))) {
+            // Nothing the subscriber's decoder could use until the next keyframe (or it
+            // stopped answering: it gets nothing until it does, then a keyframe).
+            o.sel.current = None;
+        }
+        if consent_lost {
+            return None;
+        }
+        let decision = decide(&mut o.sel, li, keyframe || kind == MediaKind::Audio);
+        if decision.want_keyframe {
+            self.request_keyframe(tid, li, now);
+        }
+        if !decision.forward {
+            return None;
+        }
+        if decision.switched {
+            self.counters.layer_switches += 1;
+        }
+        Some((mid, decision))
+    }
+
+    /// Subscriber `sub`'s subscription to track `tid`.
+    pub(super) fn out_mut(&mut self, sub: u64, tid: u64) -> Option<&mut TrackOut> {
+        self.peers
+            .get_mut(&sub)?
+            .outs
+            .iter_mut()
+            .find(|o| o.track == tid)
+    }
+
+    /// Counts what a write to `sub`'s subscription to `tid` did and schedules its
+    /// output. `outcome`: the guarded write's (written, resend-cache age set by it), `None`
+    /// when the peer faulted.
+    pub(super) fn account_write(
+        &mut self,
+        sub: u64,
+        tid: u64,
+        kind: MediaKind,
+        keyframe: bool,
+        outcome: Option<(bool, Option<Duration>)>,
+        now: Instant,
+    ) {
+        let written = outcome.is_some_and(|(w, _)| w);
+        if let Some(o) = self.out_mut(sub, tid) {
+            if let Some((_, Some(age))) = outcome {
+                o.rtx_age = Some(age);
             }
-            if written == Some(true) {
-                self.counters.media_forwarded += 1;
+            if written {
+                o.watch.packets += 1;
+                o.watch.last_media = Some(now);
+                if keyframe && kind == MediaKind::Video {
+                    o.watch.keyframes += 1;
+                }
+            } else {
+                o.watch.refused += 1;
             }
-            self.drain_later(sub);
+        }
+        if written {
+            self.counters.media_forwarded += 1;
+        }
+        self.drain_later(sub);
+    }
+
+    /// An audio level of track `tid`'s owner for its room's speaker detection.
+    pub(super) fn observe_speaker(&mut self, room: &str, tid: u64, level: i8, now: Instant) {
+        let Some(owner_id) = self.tracks.get(&tid).map(|t| &t.owner_id) else {
+            return;
+        };
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.speaker.observe(owner_id, level, now);
         }
     }
 

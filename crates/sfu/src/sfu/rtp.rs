@@ -3,13 +3,13 @@
 //! payload is one shared buffer for every subscriber (and every subscriber's NACK/RTX
 //! cache); each subscription rewrites sequence numbers and RTP times across layer
 //! switches ([`crate::rewrite`]); keyframes are read from the payload
-//! ([`crate::keyframe`]). The layer choice is the same as in frame mode ([`decide`]),
+//! ([`crate::keyframe`]). The layer choice is the same as in frame mode ([`Sfu::admit`]),
 //! packet by packet: a switch happens at the first packet of a keyframe of the target.
 
 use str0m::format::{Codec, PayloadParams};
 use str0m::rtp::{RtpPacket, RtpWrite, Vp8Descriptor};
 
-use super::forwarding::{decide, rtx_age, tune_send_stream};
+use super::forwarding::{rtx_age, tune_send_stream};
 use super::*;
 
 impl Sfu {
@@ -56,13 +56,15 @@ impl Sfu {
                 }
             }
         }
-        let owner_id = track.owner_id.clone();
         let codec = params.spec().codec;
-        let keyframe =
-            kind == MediaKind::Video && crate::keyframe::starts_keyframe(codec, &pkt.payload);
         let vp8 = (codec == Codec::Vp8)
             .then(|| Vp8Descriptor::parse(&pkt.payload).ok())
             .flatten();
+        let keyframe = kind == MediaKind::Video
+            && match vp8 {
+                Some(d) => d.starts_keyframe(&pkt.payload),
+                None => crate::keyframe::starts_keyframe(codec, &pkt.payload),
+            };
         if kind == MediaKind::Video {
             // A packet the publisher did not resend in time: every subscriber of the layer
             // waits for a keyframe (see crate::gaps).
@@ -77,9 +79,7 @@ impl Sfu {
         }
         if kind == MediaKind::Audio {
             if let Some(level) = pkt.header.ext_vals.audio_level {
-                if let Some(r) = self.rooms.get_mut(&room) {
-                    r.speaker.observe(&owner_id, level, now);
-                }
+                self.observe_speaker(&room, tid, level, now);
             }
         }
         let subscribers: Vec<u64> = self
@@ -115,40 +115,11 @@ impl Sfu {
             params,
             vp8,
         } = media;
-        let Some(sp) = self.peers.get_mut(&sub) else {
+        // Gaps pass through in RTP mode: the subscriber's receiver handles them.
+        let Some((mid, _)) = self.admit(sub, tid, li, kind, keyframe, false, now) else {
             return;
         };
-        if !sp.connected {
-            return;
-        }
-        let consent_lost = sp.consent_lost(now);
-        let Some(o) = sp.outs.iter_mut().find(|o| o.track == tid && !o.gone) else {
-            return;
-        };
-        let OutState::Open(mid) = o.state else {
-            return;
-        };
-        if kind == MediaKind::Video && consent_lost {
-            o.sel.current = None;
-        }
-        if consent_lost {
-            return;
-        }
-        let decision = decide(&mut o.sel, li, keyframe || kind == MediaKind::Audio);
-        if decision.want_keyframe {
-            self.request_keyframe(tid, li, now);
-        }
-        if !decision.forward {
-            return;
-        }
-        if decision.switched {
-            self.counters.layer_switches += 1;
-        }
-        let Some(o) = self
-            .peers
-            .get_mut(&sub)
-            .and_then(|sp| sp.outs.iter_mut().find(|o| o.track == tid))
-        else {
+        let Some(o) = self.out_mut(sub, tid) else {
             return;
         };
         if keyframe {
@@ -227,28 +198,7 @@ impl Sfu {
             tx.write_rtp(write);
             (true, tuned)
         });
-        if let Some(o) = self
-            .peers
-            .get_mut(&sub)
-            .and_then(|sp| sp.outs.iter_mut().find(|o| o.track == tid))
-        {
-            if let Some((_, Some(age))) = outcome {
-                o.rtx_age = Some(age);
-            }
-            if outcome.is_some_and(|(w, _)| w) {
-                o.watch.packets += 1;
-                o.watch.last_media = Some(now);
-                if keyframe {
-                    o.watch.keyframes += 1;
-                }
-            } else {
-                o.watch.refused += 1;
-            }
-        }
-        if outcome.is_some_and(|(w, _)| w) {
-            self.counters.media_forwarded += 1;
-        }
-        self.drain_later(sub);
+        self.account_write(sub, tid, kind, keyframe, outcome, now);
     }
 }
 
