@@ -128,11 +128,19 @@ pub mod limits {
     /// NACK and two more tries.
     pub const RTX_AGE_RTTS: u32 = 3;
     /// Until the subscriber's RTT is known (str0m's stats, every `stats_interval`: the
-    /// first seconds of a connection): the first NACK is answered up to an RTT of about
-    /// 450 ms. The caches of those seconds set the process's memory (the allocator keeps
-    /// what they held): a room of 16 on loopback, RSS per participant 2,750 KiB starting
-    /// at 1 s, 2,069 at 500 ms, 1,733 at 200 ms (2,980 with a fixed 1 s).
-    pub const RTX_UNKNOWN_RTT_AGE: Duration = Duration::from_millis(500);
+    /// first seconds of a connection) a packet is kept for the floor, as Janus starts
+    /// (its RTT is 0 until measured): the first NACK is answered up to an RTT of about
+    /// 180 ms, and the cache grows when a longer RTT is measured. The caches of those
+    /// seconds set the process's memory (the allocator keeps what they held): a room of
+    /// 16 on loopback, RSS per participant 2,750 KiB starting at 1 s, 2,069 at 500 ms,
+    /// 1,733 at 200 ms (at 89f41c1); 1,515 at 500 ms and 1,370 at 200 ms (RTP mode).
+    pub const RTX_UNKNOWN_RTT_AGE: Duration = RTX_MIN_AGE;
+    /// How long a gap in a publisher's video may stay open, waiting for its resends,
+    /// before the SFU asks for a keyframe, while the publisher's RTT is not known (once
+    /// known: the publisher's [`RTX_AGE_RTTS`] RTTs within [`RTX_MIN_AGE`]..=[`RTX_MAX_AGE`]).
+    /// Longer than the floor, so a publisher on a long path is not asked for keyframes it
+    /// would have repaired.
+    pub const GAP_UNKNOWN_RTT_WAIT: Duration = Duration::from_millis(500);
     /// str0m's default share of resends above which queued resends are dropped.
     pub const RTX_RATIO_CAP: f32 = 0.15;
     /// Timeouts already due that one drain of a peer handles at once (str0m's pacer asks

@@ -45,33 +45,48 @@ fn nack_and_rtx_repair_a_lossy_subscriber_link() {
     );
 }
 
-/// The NACK/RTX cache of a subscription is sized by the subscriber's RTT: 500 ms until an
-/// RTT is known, then three RTTs but at least 200 ms (here the RTT is 10 ms). The lossy
-/// run above repairs its link with that cache.
+/// The NACK/RTX cache of a subscription is sized by the subscriber's RTT: the 200 ms floor
+/// from the first packet, while the RTT is not known, and then three RTTs but at least
+/// 200 ms (here the RTT is 10 ms). The lossy run above repairs its link with that cache.
 #[test]
 fn the_rtx_cache_of_a_subscription_follows_the_subscribers_rtt() {
-    let mut w = World::new(common::config(), 11);
-    w.join("r", "alice", PUB, Publish::VIDEO);
-    w.join("r", "carol", SUB, Publish::NONE);
-    assert!(w.run_until(Duration::from_secs(5), |w| w.connected("carol")
-        && w.connected("alice")));
-    let sized = w.run_until(Duration::from_secs(5), |w| {
-        w.subscription("carol", "alice")["rtxCacheMs"] == 200
-    });
-    let s = w.subscription("carol", "alice");
-    assert!(sized, "the cache follows a 10 ms RTT: {s}");
     assert_eq!(
         tsunagi_sfu::limits::RTX_MIN_AGE,
         Duration::from_millis(200),
         "the floor this test expects"
     );
-    let room = w.sfu.room_state("r", w.now).expect("the room");
-    let rtt = room["peers"]
-        .as_array()
-        .and_then(|ps| ps.iter().find(|p| p["peer"] == "carol"))
-        .and_then(|p| p["rttMs"].as_f64())
-        .expect("carol's RTT is known");
+    let mut w = World::new(common::config(), 11);
+    w.join("r", "alice", PUB, Publish::VIDEO);
+    w.join("r", "carol", SUB, Publish::NONE);
+    assert!(w.run_until(Duration::from_secs(5), |w| w.connected("carol")
+        && w.connected("alice")));
+    let carols_rtt = |w: &World| {
+        let room = w.sfu.room_state("r", w.now).expect("the room");
+        room["peers"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["peer"] == "carol"))
+            .and_then(|p| p["rttMs"].as_f64())
+    };
+    let first = w.run_until(Duration::from_secs(5), |w| {
+        !w.subscription("carol", "alice")["rtxCacheMs"].is_null()
+    });
+    let s = w.subscription("carol", "alice");
+    assert!(first, "media reaches carol: {s}");
+    assert_eq!(carols_rtt(&w), None, "the first packet comes before an RTT");
+    assert_eq!(
+        s["rtxCacheMs"], 200,
+        "the floor while the RTT is unknown: {s}"
+    );
+    let known = w.run_until(Duration::from_secs(10), |w| carols_rtt(w).is_some());
+    assert!(known, "carol's RTT is measured");
+    w.run(Duration::from_millis(500));
+    let rtt = carols_rtt(&w).expect("carol's RTT is known");
     assert!(rtt < 60.0, "an RTT of {rtt} ms over a 5 ms link");
+    let s = w.subscription("carol", "alice");
+    assert_eq!(
+        s["rtxCacheMs"], 200,
+        "the cache follows a {rtt} ms RTT: {s}"
+    );
 }
 
 #[test]

@@ -64,7 +64,7 @@ impl Sfu {
                 // `retune_rtx`.
                 let tuned = if tune {
                     let age = rtx_age(p.rtt_ms);
-                    tune_send_stream(&mut p.rtc, mid, kind, age).then_some(age)
+                    tune_send_stream(&mut p.rtc, mid, kind, age)
                 } else {
                     None
                 };
@@ -196,11 +196,9 @@ impl Sfu {
             return;
         };
         let want = rtx_age(p.rtt_ms);
-        if !p
-            .outs
-            .iter()
-            .any(|o| o.rtx_age.is_some_and(|have| rtx_age_changed(have, want)))
-        {
+        if !p.outs.iter().any(|o| {
+            o.kind == MediaKind::Video && o.rtx_age.is_some_and(|have| rtx_age_changed(have, want))
+        }) {
             return;
         }
         self.guard(key, "resizing a NACK/RTX cache", |p| {
@@ -208,10 +206,12 @@ impl Sfu {
                 let OutState::Open(mid) = o.state else {
                     continue;
                 };
-                if o.rtx_age.is_some_and(|have| rtx_age_changed(have, want))
-                    && tune_send_stream(&mut p.rtc, mid, o.kind, want)
+                if o.kind == MediaKind::Video
+                    && o.rtx_age.is_some_and(|have| rtx_age_changed(have, want))
                 {
-                    o.rtx_age = Some(want);
+                    if let Some(age) = tune_send_stream(&mut p.rtc, mid, o.kind, want) {
+                        o.rtx_age = Some(age);
+                    }
                 }
             }
         });
@@ -309,12 +309,24 @@ impl Sfu {
 /// packetized copy of each sent packet), so a subscriber on a short path keeps only what
 /// it could still ask for.
 pub(super) fn rtx_age(rtt_ms: Option<f64>) -> Duration {
+    rtts(rtt_ms).unwrap_or(RTX_UNKNOWN_RTT_AGE)
+}
+
+/// How long a gap in a publisher's video waits for its resends before the SFU asks for a
+/// keyframe ([`crate::gaps`]): as long as a subscriber's cache keeps packets for that
+/// RTT, and [`GAP_UNKNOWN_RTT_WAIT`] while the publisher's RTT is not known.
+pub(super) fn gap_wait(rtt_ms: Option<f64>) -> Duration {
+    rtts(rtt_ms).unwrap_or(GAP_UNKNOWN_RTT_WAIT)
+}
+
+/// [`RTX_AGE_RTTS`] of a known RTT, within [`RTX_MIN_AGE`]..=[`RTX_MAX_AGE`].
+fn rtts(rtt_ms: Option<f64>) -> Option<Duration> {
     match rtt_ms {
         Some(ms) if ms.is_finite() && ms >= 0.0 => {
             let age = Duration::from_secs_f64(ms / 1000.0) * RTX_AGE_RTTS;
-            age.clamp(RTX_MIN_AGE, RTX_MAX_AGE)
+            Some(age.clamp(RTX_MIN_AGE, RTX_MAX_AGE))
         }
-        _ => RTX_UNKNOWN_RTT_AGE,
+        _ => None,
     }
 }
 
@@ -324,27 +336,37 @@ fn rtx_age_changed(have: Duration, want: Duration) -> bool {
     want * 2 > have * 3 || want * 3 < have * 2
 }
 
-/// Sets up the send stream of `mid` for forwarding: its NACK/RTX cache to `age` (the
-/// packet count bound stays as configured), and unpaced. False while str0m has no such
-/// stream yet.
+/// Sets up the send stream of `mid` for forwarding and returns how long it keeps sent
+/// packets: a video stream's NACK/RTX cache is set to `age` (the packet count bound stays
+/// as configured); an audio stream keeps none (`Duration::ZERO`), since the SFU writes
+/// audio as not NACKable (browsers do not NACK Opus), and with a cache str0m also keeps a
+/// history of every packet sent for the resend ratio, per audio subscription. Both are made unpaced. `None` while str0m has no such stream yet.
 ///
 /// Unpaced: a forwarded packet leaves when it arrives, as the publisher paced it. str0m
 /// paces video at 1.1 x its bandwidth estimate, and a subscriber of many streams waited
 /// in that queue while the estimate climbed (a room of 16: frame latency p99 1.3 s ->
 /// 10 ms, 10 % less CPU per packet, docs/benchmarks.md); the estimate still chooses the
 /// simulcast layers, and str0m's probes and padding are still paced.
-pub(super) fn tune_send_stream(rtc: &mut Rtc, mid: Mid, kind: MediaKind, age: Duration) -> bool {
+pub(super) fn tune_send_stream(
+    rtc: &mut Rtc,
+    mid: Mid,
+    kind: MediaKind,
+    age: Duration,
+) -> Option<Duration> {
     let mut api = rtc.direct_api();
-    let Some(tx) = api.stream_tx_by_mid(mid, None) else {
-        return false;
+    let tx = api.stream_tx_by_mid(mid, None)?;
+    let age = match kind {
+        MediaKind::Audio => {
+            tx.set_rtx_cache(0, Duration::ZERO, None);
+            Duration::ZERO
+        }
+        MediaKind::Video => {
+            tx.set_rtx_cache(SEND_BUFFER_VIDEO, age, Some(RTX_RATIO_CAP));
+            age
+        }
     };
-    let packets = match kind {
-        MediaKind::Audio => SEND_BUFFER_AUDIO,
-        MediaKind::Video => SEND_BUFFER_VIDEO,
-    };
-    tx.set_rtx_cache(packets, age, Some(RTX_RATIO_CAP));
     tx.set_unpaced(true);
-    true
+    Some(age)
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -434,6 +456,11 @@ mod tests {
         assert_eq!(rtx_age(Some(100.0)), Duration::from_millis(300));
         assert_eq!(rtx_age(Some(5_000.0)), RTX_MAX_AGE);
         assert_eq!(rtx_age(Some(f64::INFINITY)), RTX_UNKNOWN_RTT_AGE);
+        assert_eq!(RTX_UNKNOWN_RTT_AGE, RTX_MIN_AGE);
+        // A gap waits longer while the publisher's RTT is not known, as long once it is.
+        assert_eq!(gap_wait(None), GAP_UNKNOWN_RTT_WAIT);
+        assert_eq!(gap_wait(Some(100.0)), Duration::from_millis(300));
+        assert_eq!(gap_wait(Some(1.0)), RTX_MIN_AGE);
         // Resized only on a change of more than half either way.
         let ms = Duration::from_millis;
         assert!(!rtx_age_changed(ms(200), ms(200)));

@@ -9,7 +9,7 @@
 use str0m::format::{Codec, PayloadParams};
 use str0m::rtp::{RtpPacket, RtpWrite, Vp8Descriptor};
 
-use super::forwarding::{rtx_age, tune_send_stream};
+use super::forwarding::{gap_wait, rtx_age, tune_send_stream};
 use super::*;
 
 impl Sfu {
@@ -21,7 +21,7 @@ impl Sfu {
             return;
         }
         let room = p.room.clone();
-        let gap_wait = rtx_age(p.rtt_ms);
+        let gap_wait = gap_wait(p.rtt_ms);
         // Which m-line and layer, and which codec: str0m knows the SSRC's stream (the
         // MID/RID header extensions stop once the sender's SSRCs are acknowledged).
         let pt = pkt.header.payload_type;
@@ -165,7 +165,7 @@ impl Sfu {
             // Once per subscription: later RTT changes go through `retune_rtx`.
             let tuned = if tune {
                 let age = rtx_age(p.rtt_ms);
-                tune_send_stream(&mut p.rtc, mid, kind, age).then_some(age)
+                tune_send_stream(&mut p.rtc, mid, kind, age)
             } else {
                 None
             };
