@@ -32,6 +32,13 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "VmRSS")
 }
 
+/// Anonymous resident memory now (heap, stacks: `RssAnon`), KiB. Unlike `VmRSS` it leaves
+/// out the pages of the binary and its libraries, which a server maps once whatever its
+/// load (the code paths first run when media flows add megabytes of them).
+pub fn anon_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "RssAnon")
+}
+
 /// Peak resident memory since the process started, KiB.
 pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "VmHWM")
@@ -48,6 +55,8 @@ mod tests {
         assert!(cpu_seconds(me).unwrap() >= 0.0);
         assert!(rss_kib(me).unwrap() > 0);
         assert!(peak_rss_kib(me).unwrap() >= rss_kib(me).unwrap() / 2);
+        assert!(anon_kib(me).unwrap() > 0);
+        assert!(anon_kib(me).unwrap() <= rss_kib(me).unwrap());
         assert!(cpu_seconds(u32::MAX).is_none());
     }
 }

@@ -81,6 +81,11 @@ impl Core {
         r
     }
 
+    /// The server's anonymous resident memory now ([`procfs::anon_kib`]).
+    pub(super) fn anon(&self) -> Option<u64> {
+        self.server_pid.and_then(procfs::anon_kib)
+    }
+
     /// First half of a turn: waits at most `max_wait` (less when a client is due) and
     /// reads every socket that is readable.
     pub(super) fn poll_and_read(&mut self, max_wait: Duration) -> Result<(), BenchError> {
@@ -323,6 +328,8 @@ pub(super) struct Tail<'a> {
     /// RSS samples by name, in order ("start", ..., "peak").
     pub(super) rss: &'a [(&'a str, Option<u64>)],
     pub(super) server_rss_per_kib: Option<f64>,
+    /// The same growth of anonymous memory only (no code pages).
+    pub(super) server_anon_per_kib: Option<f64>,
     pub(super) server_packets_out_per_sec: Option<f64>,
     pub(super) generator_cpu_util: Option<f64>,
     pub(super) errors: &'a [String],
@@ -356,10 +363,11 @@ impl Tail<'_> {
                 .map(|(name, kib)| format!("{name} {}", kib.unwrap_or(0)))
                 .collect();
             println!(
-                "  server RSS KiB: {}; {:.0} KiB per {}",
+                "  server RSS KiB: {}; {:.0} KiB per {} ({:.0} KiB of it anonymous)",
                 samples.join(" "),
                 self.server_rss_per_kib.unwrap_or(0.0),
-                self.per
+                self.per,
+                self.server_anon_per_kib.unwrap_or(0.0)
             );
         }
         if let Some(p) = self.server_packets_out_per_sec {

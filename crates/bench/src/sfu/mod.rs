@@ -242,6 +242,7 @@ impl Bench<'_> {
     fn measure(&mut self) -> Result<SfuReport, BenchError> {
         let args = self.args;
         let rss_start = self.core.rss();
+        let anon_start = self.core.anon();
         let setup_start = Instant::now();
 
         for i in 0..args.publishers {
@@ -252,6 +253,7 @@ impl Bench<'_> {
         // Media flows before the viewers come (and before RSS with publishers).
         self.pump_for(Duration::from_millis(300))?;
         let rss_publishers = self.core.rss();
+        let anon_publishers = self.core.anon();
 
         for j in 0..args.subscribers {
             self.add_client(Role::Subscriber, j)?;
@@ -262,6 +264,7 @@ impl Bench<'_> {
 
         self.pump_for(Duration::from_secs_f64(args.warmup))?;
         let rss_connected = self.core.rss();
+        let anon_connected = self.core.anon();
 
         let w = self.measure_window(args.duration)?;
         Ok(SfuReport::from_run(
@@ -273,6 +276,9 @@ impl Bench<'_> {
                 rss_start,
                 rss_publishers,
                 rss_connected,
+                anon_start,
+                anon_publishers,
+                anon_connected,
             },
         ))
     }

@@ -115,6 +115,13 @@ pub struct SfuReport {
     pub server_peak_rss_kib: Option<u64>,
     /// (RSS with everyone − RSS with the publishers) / subscribers.
     pub server_rss_per_subscriber_kib: Option<f64>,
+    /// Anonymous resident memory (`RssAnon`: heap and stacks, not the binary's pages)
+    /// before any client, with the publishers, with everyone connected.
+    pub server_anon_start_kib: Option<u64>,
+    pub server_anon_publishers_kib: Option<u64>,
+    pub server_anon_connected_kib: Option<u64>,
+    /// (anonymous memory with everyone − with the publishers) / subscribers.
+    pub server_anon_per_subscriber_kib: Option<f64>,
     /// The server's own `/api/stats` `sfu.packetsOut` growth over the window.
     pub server_packets_out_per_sec: Option<f64>,
     /// This tool's CPU over the window (is the generator the bottleneck?).
@@ -197,6 +204,7 @@ impl SfuReport {
                 ("peak", self.server_peak_rss_kib),
             ],
             server_rss_per_kib: self.server_rss_per_subscriber_kib,
+            server_anon_per_kib: self.server_anon_per_subscriber_kib,
             server_packets_out_per_sec: self.server_packets_out_per_sec,
             generator_cpu_util: self.generator_cpu_util,
             errors: &self.errors,
@@ -213,6 +221,9 @@ pub(crate) struct Setup {
     pub(crate) rss_start: Option<u64>,
     pub(crate) rss_publishers: Option<u64>,
     pub(crate) rss_connected: Option<u64>,
+    pub(crate) anon_start: Option<u64>,
+    pub(crate) anon_publishers: Option<u64>,
+    pub(crate) anon_connected: Option<u64>,
 }
 
 impl SfuReport {
@@ -331,6 +342,14 @@ impl SfuReport {
             (setup.rss_publishers, setup.rss_connected, subscribers > 0)
         {
             r.server_rss_per_subscriber_kib = Some((b as f64 - a as f64) / subscribers as f64);
+        }
+        r.server_anon_start_kib = setup.anon_start;
+        r.server_anon_publishers_kib = setup.anon_publishers;
+        r.server_anon_connected_kib = setup.anon_connected;
+        if let (Some(a), Some(b), true) =
+            (setup.anon_publishers, setup.anon_connected, subscribers > 0)
+        {
+            r.server_anon_per_subscriber_kib = Some((b as f64 - a as f64) / subscribers as f64);
         }
         r.server_packets_out_per_sec = rates.server_packets_out_per_sec;
         r.generator_cpu_util = rates.generator_cpu_util;

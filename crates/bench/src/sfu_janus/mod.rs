@@ -298,6 +298,7 @@ impl JanusBench<'_> {
         };
         let room = self.create_room(publishers)?;
         let rss_start = self.core.rss();
+        let anon_start = self.core.anon();
         let setup_start = Instant::now();
 
         for i in 0..publishers {
@@ -307,6 +308,7 @@ impl JanusBench<'_> {
         self.wait_connected(Role::Publisher)?;
         self.pump_for(Duration::from_millis(300))?;
         let rss_publishers = self.core.rss();
+        let anon_publishers = self.core.anon();
 
         // Feeds in publisher order.
         let mut feeds: Vec<(u16, u64)> = self.feeds.iter().map(|(f, i)| (*i, *f)).collect();
@@ -328,6 +330,7 @@ impl JanusBench<'_> {
 
         self.pump_for(Duration::from_secs_f64(args.warmup))?;
         let rss_connected = self.core.rss();
+        let anon_connected = self.core.anon();
 
         let w = self.measure_window(args.duration)?;
         let mut r = SfuReport::from_run(
@@ -339,6 +342,9 @@ impl JanusBench<'_> {
                 rss_start,
                 rss_publishers,
                 rss_connected,
+                anon_start,
+                anon_publishers,
+                anon_connected,
             },
         );
         r.room = room.to_string();

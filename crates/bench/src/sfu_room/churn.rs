@@ -510,6 +510,7 @@ impl ChurnReport {
                 ("peak", self.server_peak_rss_kib),
             ],
             server_rss_per_kib: self.server_rss_per_participant_kib,
+            server_anon_per_kib: None,
             server_packets_out_per_sec: self.server_packets_out_per_sec,
             generator_cpu_util: self.generator_cpu_util,
             errors: &self.errors,

@@ -533,6 +533,7 @@ impl Room<'_> {
     fn measure(&mut self, n: usize) -> Result<RoomReport, BenchError> {
         let args = self.args;
         let rss_start = self.core.rss();
+        let anon_start = self.core.anon();
         let setup_start = Instant::now();
         for i in 0..n {
             self.join(i)?;
@@ -550,6 +551,7 @@ impl Room<'_> {
         let setup_s = setup_start.elapsed().as_secs_f64();
         self.pump_for(Duration::from_secs_f64(args.warmup))?;
         let rss_connected = self.core.rss();
+        let anon_connected = self.core.anon();
         let w = self.measure_window(args.duration)?;
         let elapsed = w.elapsed;
 
@@ -633,6 +635,11 @@ impl Room<'_> {
         r.server_peak_rss_kib = self.core.peak_rss;
         if let (Some(a), Some(b)) = (rss_start, rss_connected) {
             r.server_rss_per_participant_kib = Some((b as f64 - a as f64) / n as f64);
+        }
+        r.server_anon_start_kib = anon_start;
+        r.server_anon_connected_kib = anon_connected;
+        if let (Some(a), Some(b)) = (anon_start, anon_connected) {
+            r.server_anon_per_participant_kib = Some((b as f64 - a as f64) / n as f64);
         }
         r.server_packets_out_per_sec = rates.server_packets_out_per_sec;
         r.generator_cpu_util = rates.generator_cpu_util;

@@ -68,6 +68,12 @@ pub struct RoomReport {
     pub server_peak_rss_kib: Option<u64>,
     /// (RSS with everyone after the warm-up − RSS before any client) / N.
     pub server_rss_per_participant_kib: Option<f64>,
+    /// Anonymous resident memory (`RssAnon`: heap and stacks, not the binary's pages)
+    /// before any client and with everyone after the warm-up.
+    pub server_anon_start_kib: Option<u64>,
+    pub server_anon_connected_kib: Option<u64>,
+    /// The same growth as `server_rss_per_participant_kib`, of anonymous memory only.
+    pub server_anon_per_participant_kib: Option<f64>,
     pub server_packets_out_per_sec: Option<f64>,
     pub generator_cpu_util: Option<f64>,
     pub per_pair: Vec<PairResult>,
@@ -143,6 +149,7 @@ impl RoomReport {
                 ("peak", self.server_peak_rss_kib),
             ],
             server_rss_per_kib: self.server_rss_per_participant_kib,
+            server_anon_per_kib: self.server_anon_per_participant_kib,
             server_packets_out_per_sec: self.server_packets_out_per_sec,
             generator_cpu_util: self.generator_cpu_util,
             errors: &self.errors,

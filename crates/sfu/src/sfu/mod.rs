@@ -58,7 +58,9 @@ impl fmt::Debug for Peer {
 pub struct Sfu {
     config: SfuConfig,
     candidates: Vec<Candidate>,
-    peers: Map<u64, Peer>,
+    /// Boxed: a `Peer` (its str0m `Rtc` inline) is kilobytes, and a hash table keeps up
+    /// to twice as many slots as entries and moves them all when it grows.
+    peers: Map<u64, Box<Peer>>,
     ids: Map<String, u64>,
     rooms: Map<String, Room>,
     tracks: Map<u64, TrackIn>,
@@ -214,7 +216,7 @@ impl Sfu {
         r.peers.push(key);
         self.demux.insert_ufrag(&creds.ufrag, key);
         let p = new_peer(peer, room, role, rtc, creds, outs, now, &self.config);
-        self.peers.insert(key, p);
+        self.peers.insert(key, Box::new(p));
         self.ids.insert(peer.to_string(), key);
         debug!(%peer, %room, ?role, "SFU peer joined");
         self.drain(key);

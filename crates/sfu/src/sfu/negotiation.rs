@@ -182,7 +182,7 @@ impl Sfu {
             r.peers.push(leg);
         }
         self.peers.insert(leg, old);
-        self.peers.insert(key, p);
+        self.peers.insert(key, Box::new(p));
         self.drain(key);
         Ok(())
     }

@@ -130,6 +130,7 @@ impl Sfu {
         let Some(peer) = peers.get_mut(&key) else {
             return;
         };
+        peer.writes = 0;
         let res = catch_unwind(AssertUnwindSafe(|| -> Result<Instant, str0m::RtcError> {
             if peer.inject_fault {
                 peer.inject_fault = false;
@@ -186,10 +187,19 @@ impl Sfu {
     /// ([`flush_drains`](Self::flush_drains)): a subscriber that gets frames of several
     /// publishers (or several packets of one) in one batch of datagrams is packetized
     /// and paced in one pass.
+    ///
+    /// Every [`WRITES_PER_DRAIN`]th write drains the peer at once: str0m holds what was
+    /// written until it is polled, in a queue per stream that keeps the room of its
+    /// longest burst (a keyframe arrives as dozens of packets in one batch).
     pub(super) fn drain_later(&mut self, key: u64) {
         let Some(p) = self.peers.get_mut(&key) else {
             return;
         };
+        p.writes += 1;
+        if p.writes >= WRITES_PER_DRAIN {
+            self.drain(key);
+            return;
+        }
         if !p.undrained {
             p.undrained = true;
             self.undrained.push(key);

@@ -213,6 +213,8 @@ pub(super) struct Peer {
     pub(super) timer: Option<Instant>,
     /// Written to and waiting in the `Sfu`'s list of peers to poll.
     pub(super) undrained: bool,
+    /// Writes since the peer was last drained ([`WRITES_PER_DRAIN`]).
+    pub(super) writes: u32,
     pub(super) inject_fault: bool,
     /// The DTLS fingerprint of the remote PeerConnection (from its last SDP): an offer with
     /// another one comes from a new PeerConnection.
@@ -327,6 +329,7 @@ pub(super) fn new_peer(
         next_stats: now + config.stats_interval,
         timer: None,
         undrained: false,
+        writes: 0,
         inject_fault: false,
         fingerprint: None,
         last_stun: now,
@@ -339,7 +342,7 @@ pub(super) fn new_peer(
     }
 }
 
-pub(super) fn track_room(peers: &Map<u64, Peer>, owner: u64) -> Option<String> {
+pub(super) fn track_room(peers: &Map<u64, Box<Peer>>, owner: u64) -> Option<String> {
     peers.get(&owner).map(|p| p.room.clone())
 }
 
