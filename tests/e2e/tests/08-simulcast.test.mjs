@@ -10,6 +10,15 @@
 //    bandwidth estimate for that subscriber falls). It receives a lower layer: narrower
 //    frames than the uncapped subscriber. Only the publisher sends video.
 //
+// 3. Switches: one subscriber's window shrinks and grows again, twice. Each time the SFU
+//    switches its layer (to l, back up to m or h) and the picture keeps moving: the SFU
+//    continues sequence numbers, RTP times and VP8 picture ids across layers at a keyframe
+//    of the new one (docs/sfu.md, "Forwarding").
+//
+// The subscribers' own cameras are small (SMALL_CAMERA): with full-size ones, five
+// encoders on two cores made Chromium drop the publisher's top layers, and which layer
+// had which width moved with its CPU adaptation (case 2 then passed or failed by timing).
+//
 // Everything in case 2 talks to tsunagi at 198.18.0.1 (veth address; the browsers in the
 // test namespace reach it locally, the capped one through the veth pair).
 
@@ -44,6 +53,11 @@ async function fromPub(sub, pub) {
   return v[pub.id] && v[pub.id].sfu;
 }
 
+/** A subscriber's own camera when only what it receives matters: its encoders leave the
+ * machine's two cores to the publisher's three layers (Chromium drops its top layers
+ * under CPU load). */
+const SMALL_CAMERA = { width: 320, height: 180, fps: 10 };
+
 async function layerOf(sub, pub) {
   const st = await sub.page.evaluate(() => window.tsunagi.sfuStats);
   return st && st.layers ? st.layers[pub.id] : undefined;
@@ -61,9 +75,9 @@ test('a large tile gets a larger layer than a small tile', { timeout: 120000 }, 
   servers.push(server);
   const pub = await openParticipant(server.url, { name: 'Pub', room: 'sizes' });
   people.push(pub);
-  const big = await openParticipant(server.url, { name: 'Big', room: 'sizes', viewport: { width: 1900, height: 1300 } });
+  const big = await openParticipant(server.url, { name: 'Big', room: 'sizes', viewport: { width: 1900, height: 1300 }, camera: SMALL_CAMERA });
   people.push(big);
-  const small = await openParticipant(server.url, { name: 'Small', room: 'sizes', viewport: { width: 640, height: 400 } });
+  const small = await openParticipant(server.url, { name: 'Small', room: 'sizes', viewport: { width: 640, height: 400 }, camera: SMALL_CAMERA });
   people.push(small);
   await expectMediaFlowing(people, { timeout: 40000 });
   // The views the server was told about.
@@ -91,6 +105,54 @@ test('a large tile gets a larger layer than a small tile', { timeout: 120000 }, 
   await closeAll();
 });
 
+test('a subscriber whose window shrinks and grows switches layers and keeps decoding', { timeout: 240000 }, async () => {
+  const server = await startTsunagi({ name: 'tsunagi-simulcast-switch', extraArgs: sfuArgs({ roomMode: 'sfu' }) });
+  servers.push(server);
+  const big = { width: 1900, height: 1300 };
+  // Two people: each tile takes half the window, so the small window is smaller than
+  // the small one of the tile test (three people) to bring the tile under 200 px.
+  const small = { width: 360, height: 240 };
+  const pub = await openParticipant(server.url, { name: 'Pub', room: 'switches' });
+  people.push(pub);
+  // The subscriber's own camera is small: the two cores go to the publisher's encoders.
+  const sub = await openParticipant(server.url, { name: 'Sub', room: 'switches', viewport: big, camera: SMALL_CAMERA });
+  people.push(sub);
+  await expectMediaFlowing(people, { timeout: 40000 });
+  const seen = [];
+  // The SFU switched Sub to a layer that `fits` and Sub keeps decoding it: 15 more frames
+  // 2 s later (a switch to a layer whose picture ids lagged, not rewritten, stalls here).
+  async function settle(step, fits) {
+    let last;
+    try {
+      await waitFor(async () => {
+        last = { step, layer: await layerOf(sub, pub), ...(await fromPub(sub, pub)) };
+        return fits(last.layer);
+      }, { timeout: 45000, interval: 500, what: `${step}: the SFU to switch Sub's layer` });
+    } finally {
+      console.log('switch:', JSON.stringify(last));
+    }
+    const before = last.framesDecoded;
+    await sleep(2000);
+    const after = await fromPub(sub, pub);
+    seen.push({ step, layer: await layerOf(sub, pub), width: after.frameWidth, decoded: after.framesDecoded - before });
+    assert.ok(after.framesDecoded >= before + 15, `${step}: ${after.framesDecoded - before} frames decoded in the 2 s after the switch`);
+  }
+  const upper = (l) => l === 'm' || l === 'h';
+  await settle('start, large window', upper);
+  for (const round of [1, 2]) {
+    await sub.page.setViewportSize(small);
+    await waitFor(async () => {
+      const h = await viewHeight(sub, pub);
+      return h > 0 && h <= 200;
+    }, { timeout: 10000, what: `round ${round}: Sub reports a tile of at most 200 px` });
+    await settle(`round ${round}, shrink`, (l) => l === 'l');
+    await sub.page.setViewportSize(big);
+    await settle(`round ${round}, grow`, upper);
+  }
+  console.log('switches:', JSON.stringify(seen));
+  await closeAll();
+});
+
 test('a subscriber behind a 300 kbit/s downlink gets a lower layer', { timeout: 180000 }, async () => {
   // The namespace and the cap (see lib/netns.mjs). If `ip netns` is refused here, this
   // throws: the test needs root in the runner's namespace (tests/e2e/run gives it).
@@ -103,7 +165,7 @@ test('a subscriber behind a 300 kbit/s downlink gets a lower layer', { timeout: 
   const viewport = { width: 1600, height: 1000 };
   const pub = await openParticipant(server.url, { name: 'Pub', room: 'capped', launch });
   people.push(pub);
-  const fast = await openParticipant(server.url, { name: 'Fast', room: 'capped', viewport, launch });
+  const fast = await openParticipant(server.url, { name: 'Fast', room: 'capped', viewport, launch, camera: SMALL_CAMERA });
   people.push(fast);
   // Fast's camera off: the capped link carries one publisher's video. With two, their
   // lowest layers and audio exceed 300 kbit/s, and the SFU never pauses a video for
@@ -111,7 +173,7 @@ test('a subscriber behind a 300 kbit/s downlink gets a lower layer', { timeout: 
   // lost and its picture stalled for seconds in both forwarding modes, whatever layer
   // it was sent.
   await fast.page.getByTestId('toggle-camera').click();
-  const slow = await openParticipant(server.url, { name: 'Slow', room: 'capped', viewport, launch: { ...launch, executablePath: capNs.wrapper } });
+  const slow = await openParticipant(server.url, { name: 'Slow', room: 'capped', viewport, launch: { ...launch, executablePath: capNs.wrapper }, camera: SMALL_CAMERA });
   people.push(slow);
   // The capped browser really is on the other side of the veth pair.
   const pair = await slow.page.evaluate(async () => {
