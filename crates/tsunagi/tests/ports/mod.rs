@@ -9,6 +9,7 @@
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::sync::{Mutex, PoisonError};
 
 pub const FIRST: u16 = 33_000;
 pub const END: u16 = 40_000;
@@ -23,15 +24,25 @@ fn random_below(n: u16) -> u16 {
     (h.finish() % u64::from(n)) as u16
 }
 
-/// A port free for both TCP and UDP on `ip`.
+/// Ports this process has handed out: the check below releases a port for the server to
+/// bind, so two calls before the server starts could pick the same one ("sfu-port 34360
+/// is also the TURN listening-port", once in CI).
+static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+
+/// A port free for both TCP and UDP on `ip`, never one this process was given before.
 pub fn free_port_on(ip: IpAddr) -> u16 {
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
     for _ in 0..1000 {
         let port = FIRST + random_below(END - FIRST);
+        if handed.contains(&port) {
+            continue;
+        }
         let addr = SocketAddr::new(ip, port);
         let Ok(_tcp) = TcpListener::bind(addr) else {
             continue;
         };
         if UdpSocket::bind(addr).is_ok() {
+            handed.push(port);
             return port;
         }
     }
