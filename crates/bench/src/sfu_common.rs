@@ -294,6 +294,15 @@ impl Window {
 }
 
 /// `part / whole`, 0 when `whole` is 0.
+/// Memory growth from `before` to `after` (KiB) per one of `n`: `None` without both
+/// samples or with nobody to share it.
+pub(super) fn per_kib(before: Option<u64>, after: Option<u64>, n: usize) -> Option<f64> {
+    match (before, after) {
+        (Some(a), Some(b)) if n > 0 => Some((b as f64 - a as f64) / n as f64),
+        _ => None,
+    }
+}
+
 pub(super) fn ratio(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0

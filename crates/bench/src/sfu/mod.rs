@@ -43,7 +43,7 @@ use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
-use super::sfu_common::{exit_with, printed_json, ratio, Core, Driver, Tail};
+use super::sfu_common::{exit_with, per_kib, printed_json, ratio, Core, Driver, Tail};
 use super::{err, loadavg, BenchError, Histogram, MAX_DURATION_SECS};
 
 mod args;

@@ -338,19 +338,13 @@ impl SfuReport {
         r.server_rss_connected_kib = setup.rss_connected;
         r.server_rss_end_kib = w.rss_end;
         r.server_peak_rss_kib = core.peak_rss;
-        if let (Some(a), Some(b), true) =
-            (setup.rss_publishers, setup.rss_connected, subscribers > 0)
-        {
-            r.server_rss_per_subscriber_kib = Some((b as f64 - a as f64) / subscribers as f64);
-        }
+        r.server_rss_per_subscriber_kib =
+            per_kib(setup.rss_publishers, setup.rss_connected, subscribers);
         r.server_anon_start_kib = setup.anon_start;
         r.server_anon_publishers_kib = setup.anon_publishers;
         r.server_anon_connected_kib = setup.anon_connected;
-        if let (Some(a), Some(b), true) =
-            (setup.anon_publishers, setup.anon_connected, subscribers > 0)
-        {
-            r.server_anon_per_subscriber_kib = Some((b as f64 - a as f64) / subscribers as f64);
-        }
+        r.server_anon_per_subscriber_kib =
+            per_kib(setup.anon_publishers, setup.anon_connected, subscribers);
         r.server_packets_out_per_sec = rates.server_packets_out_per_sec;
         r.generator_cpu_util = rates.generator_cpu_util;
         r.errors.extend(core.client_errors());

@@ -216,9 +216,7 @@ impl Room<'_> {
         r.server_rss_connected_kib = rss_connected;
         r.server_rss_end_kib = w.rss_end;
         r.server_peak_rss_kib = self.core.peak_rss;
-        if let (Some(a), Some(b)) = (rss_start, rss_connected) {
-            r.server_rss_per_participant_kib = Some((b as f64 - a as f64) / n as f64);
-        }
+        r.server_rss_per_participant_kib = per_kib(rss_start, rss_connected, n);
         r.server_packets_out_per_sec = rates.server_packets_out_per_sec;
         r.generator_cpu_util = rates.generator_cpu_util;
         r.errors = totals.errors;

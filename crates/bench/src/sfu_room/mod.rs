@@ -47,7 +47,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use tungstenite::{Message, WebSocket};
 
 use super::sfu::{Client, FrameLatency, Heard, Role, SfuArgs, Spread, CONNECT_TIMEOUT};
-use super::sfu_common::{exit_with, printed_json, ratio, Core, Driver, Tail};
+use super::sfu_common::{exit_with, per_kib, printed_json, ratio, Core, Driver, Tail};
 use super::{err, loadavg, BenchError};
 
 mod churn;
@@ -633,14 +633,10 @@ impl Room<'_> {
         r.server_rss_connected_kib = rss_connected;
         r.server_rss_end_kib = w.rss_end;
         r.server_peak_rss_kib = self.core.peak_rss;
-        if let (Some(a), Some(b)) = (rss_start, rss_connected) {
-            r.server_rss_per_participant_kib = Some((b as f64 - a as f64) / n as f64);
-        }
+        r.server_rss_per_participant_kib = per_kib(rss_start, rss_connected, n);
         r.server_anon_start_kib = anon_start;
         r.server_anon_connected_kib = anon_connected;
-        if let (Some(a), Some(b)) = (anon_start, anon_connected) {
-            r.server_anon_per_participant_kib = Some((b as f64 - a as f64) / n as f64);
-        }
+        r.server_anon_per_participant_kib = per_kib(anon_start, anon_connected, n);
         r.server_packets_out_per_sec = rates.server_packets_out_per_sec;
         r.generator_cpu_util = rates.generator_cpu_util;
         r.errors.extend(self.core.client_errors());
